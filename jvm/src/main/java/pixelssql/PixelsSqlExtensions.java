@@ -1,0 +1,130 @@
+package pixelssql;
+
+import java.io.Serializable;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+
+import org.apache.spark.sql.DataFrameReader;
+import org.apache.spark.sql.SparkSession;
+import org.apache.spark.sql.SparkSessionExtensions;
+import org.apache.spark.sql.catalyst.FunctionIdentifier;
+import org.apache.spark.sql.catalyst.expressions.Expression;
+import org.apache.spark.sql.catalyst.expressions.ExpressionInfo;
+import org.apache.spark.sql.catalyst.expressions.NamedArgumentExpression;
+import org.apache.spark.sql.catalyst.plans.logical.LogicalPlan;
+
+import scala.Tuple3;
+import scala.collection.immutable.Seq;
+import scala.jdk.javaapi.CollectionConverters;
+import scala.runtime.AbstractFunction1;
+import scala.runtime.BoxedUnit;
+
+/**
+ * Spark SQL extension adding the {@code read_files} table-valued function, so that the Databricks SQL
+ * form {@code SELECT * FROM read_files('/data', format => 'binaryFile', recursiveFileLookup => true)}
+ * runs on open-source Spark.
+ *
+ * <p>Enable it with {@code spark.sql.extensions=pixelssql.PixelsSqlExtensions} and the jar on the
+ * driver class path ({@code spark.jars}). The function resolves to the analyzed plan of
+ * {@code spark.read().format(fmt).options(opts).load(path)}, so Spark's own file index lists the
+ * files (in parallel for large trees) and column pruning keeps {@code content} unread when a query
+ * does not select it.
+ */
+public final class PixelsSqlExtensions extends AbstractFunction1<SparkSessionExtensions, BoxedUnit>
+    implements Serializable {
+
+  private static final long serialVersionUID = 1L;
+
+  static final String FUNCTION_NAME = "read_files";
+  static final String DEFAULT_FORMAT = "binaryFile";
+
+  private static final String USAGE =
+      "read_files(path [, format => 'binaryFile'] [, schema => 'ddl'] [, <option> => value ...])"
+          + " - Reads the files under `path` with a Spark file source. Every named argument other"
+          + " than `format` and `schema` is passed to the source as a reader option"
+          + " (recursiveFileLookup, pathGlobFilter, modifiedAfter, header, ...).";
+
+  private static final String EXTENDED =
+      "\n    Examples:\n"
+          + "      > SELECT path, length FROM read_files('/data/dicom', format => 'binaryFile',"
+          + " recursiveFileLookup => true, pathGlobFilter => '*.dcm');\n";
+
+  @Override
+  public BoxedUnit apply(SparkSessionExtensions extensions) {
+    ExpressionInfo info =
+        new ExpressionInfo(ReadFiles.class.getName(), null, FUNCTION_NAME, USAGE, EXTENDED);
+    extensions.injectTableFunction(
+        new Tuple3<>(FunctionIdentifier.apply(FUNCTION_NAME), info, new ReadFiles()));
+    return BoxedUnit.UNIT;
+  }
+
+  /** Builds the logical plan of one {@code read_files(...)} call from its argument expressions. */
+  public static final class ReadFiles extends AbstractFunction1<Seq<Expression>, LogicalPlan>
+      implements Serializable {
+
+    private static final long serialVersionUID = 1L;
+
+    @Override
+    public LogicalPlan apply(Seq<Expression> arguments) {
+      String path = null;
+      String format = DEFAULT_FORMAT;
+      String schema = null;
+      Map<String, String> options = new LinkedHashMap<>();
+
+      List<Expression> args = CollectionConverters.asJava(arguments);
+      for (Expression argument : args) {
+        if (argument instanceof NamedArgumentExpression) {
+          NamedArgumentExpression named = (NamedArgumentExpression) argument;
+          String key = named.key();
+          String value = literal(key, named.value());
+          String lower = key.toLowerCase(Locale.ROOT);
+          if (lower.equals("format")) {
+            format = value;
+          } else if (lower.equals("schema")) {
+            schema = value;
+          } else if (lower.equals("path")) {
+            path = value;
+          } else {
+            options.put(key, value);
+          }
+        } else if (path == null) {
+          path = literal("path", argument);
+        } else {
+          throw new IllegalArgumentException(
+              FUNCTION_NAME
+                  + " takes one positional argument (the path); pass options as named arguments,"
+                  + " e.g. recursiveFileLookup => true");
+        }
+      }
+      if (path == null || path.isEmpty()) {
+        throw new IllegalArgumentException(
+            FUNCTION_NAME + " needs a path: read_files('/data/dicom', format => 'binaryFile')");
+      }
+
+      SparkSession session = SparkSession.active();
+      DataFrameReader reader = session.read().format(format).options(options);
+      if (schema != null) {
+        reader = reader.schema(schema);
+      }
+      org.apache.spark.sql.classic.Dataset<?> frame =
+          (org.apache.spark.sql.classic.Dataset<?>) reader.load(path);
+      return frame.queryExecution().analyzed();
+    }
+
+    /** Evaluates a constant argument to the string form that DataFrameReader options take. */
+    private static String literal(String name, Expression expression) {
+      if (!expression.foldable()) {
+        throw new IllegalArgumentException(
+            FUNCTION_NAME + " argument '" + name + "' must be a constant, got: " + expression.sql());
+      }
+      Object value = expression.eval(null);
+      if (value == null) {
+        throw new IllegalArgumentException(
+            FUNCTION_NAME + " argument '" + name + "' must not be NULL");
+      }
+      return value.toString();
+    }
+  }
+}

@@ -1,0 +1,1 @@
+"""Pure DICOM logic: no Spark import anywhere below this package."""

@@ -1,0 +1,49 @@
+"""Why a file could not be read, as data: a short reason code plus a human message."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+from pydicom.errors import InvalidDicomError
+
+# Reason codes are part of the public contract: they land in the errors view and users filter on
+# them. Keep them short, lower-case and stable.
+REASONS: dict[str, str] = {
+    "not_found": "the path does not exist (deleted or moved after listing)",
+    "unreadable": "the operating system refused to read the file (permissions, I/O error)",
+    "empty": "the file has zero bytes",
+    "not_dicom": "no DICOM preamble ('DICM' at byte 128) and no recognisable data set",
+    "truncated": "the file ends before a value it declares (partial copy or upload)",
+    "corrupt": "the bytes do not form a valid DICOM data set",
+}
+
+
+class DicomReadError(Exception):
+    """A file that is not a readable DICOM file; ``reason`` is one of :data:`REASONS`."""
+
+    def __init__(self, path: str, reason: str, message: str) -> None:
+        if reason not in REASONS:
+            raise ValueError(f"unknown reason code {reason!r}")
+        self.path = path
+        self.reason = reason
+        self.message = message
+        super().__init__(f"{path}: {reason}: {message}")
+
+
+def classify(path: str, exc: BaseException) -> DicomReadError:
+    """Map an exception raised while reading ``path`` to a :class:`DicomReadError`."""
+    if isinstance(exc, DicomReadError):
+        return exc
+    detail = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, FileNotFoundError):
+        return DicomReadError(path, "not_found", detail)
+    if isinstance(exc, (PermissionError, IsADirectoryError)):
+        return DicomReadError(path, "unreadable", detail)
+    if isinstance(exc, InvalidDicomError):
+        return DicomReadError(path, "not_dicom", detail)
+    if isinstance(exc, (EOFError, struct.error)):
+        return DicomReadError(path, "truncated", detail)
+    if isinstance(exc, OSError) and not isinstance(exc, zlib.error):
+        return DicomReadError(path, "unreadable", detail)
+    return DicomReadError(path, "corrupt", detail)

@@ -1,0 +1,372 @@
+"""Read a DICOM file's header into the DICOM JSON model (PS3.18 Annex F) without its pixels.
+
+The reader never loads pixel data: it stops at the first Pixel Data element (PS3.5 7.5 / A.4),
+records where the value lies and how long it is, and walks encapsulated fragments by their item
+headers only. Binary values longer than :data:`INLINE_BINARY_MAX_BYTES` become a ``BulkDataURI``
+naming the file and the byte range of the value (``?offset=&length=``), so a 1 GB multi-frame file
+costs as little as a 1 MB one.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import os
+import struct
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import pydicom
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_dataset
+
+from pixels_sql.dicom.errors import DicomReadError, classify
+from pixels_sql.dicom.paths import to_file_uri, to_local_path
+
+# Binary values up to this many bytes are inlined as base64 (1024 base64 characters, pydicom's and
+# DICOMweb servers' usual default); longer ones become a BulkDataURI.
+INLINE_BINARY_MAX_BYTES = 768
+# pydicom expresses its threshold in base64 characters: inline when len(value) <= (t // 4) * 3.
+_PYDICOM_THRESHOLD = INLINE_BINARY_MAX_BYTES // 3 * 4
+
+PIXEL_DATA_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})  # Float, Double Float, Pixel Data
+_PIXEL_DATA_VR = {0x7FE00008: "OF", 0x7FE00009: "OD"}
+_ITEM_TAG = 0xFFFEE000
+_SEQUENCE_DELIMITER_TAG = 0xFFFEE0DD
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+# PS3.5 7.1.2: these explicit VRs have a 2-byte reserved field and a 4-byte length.
+_LONG_LENGTH_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC",
+                              b"UN", b"UR", b"UT", b"UV"})
+_DEFLATED_TRANSFER_SYNTAXES = frozenset({"1.2.840.10008.1.2.1.99"})
+# Groups a data set without the Part 10 preamble plausibly starts with (file meta, identifying).
+_RAW_DATASET_FIRST_GROUPS = frozenset({0x0002, 0x0008})
+
+
+@dataclass(frozen=True)
+class MetaResult:
+    """Outcome of reading one file: the JSON text, or the reason it could not be read."""
+
+    meta: str | None
+    reason: str | None = None
+    message: str | None = None
+
+
+def read_meta(path: str) -> dict[str, Any]:
+    """Return the DICOM JSON model of the file at ``path`` (a local path or ``file:`` URI).
+
+    Keys are 8-digit upper-case hex tags in tag order, the File Meta Information (group 0002)
+    included, group-length elements (gggg,0000) excluded (PS3.5 7.2 retires them outside group
+    0002, and they describe the encoding, not the data).
+
+    Raises :class:`DicomReadError` with a reason code when the file is not readable DICOM.
+    """
+    local = to_local_path(path)
+    try:
+        with warnings.catch_warnings():
+            # pydicom warns about recoverable oddities (wrong VR, bad charset); the value is kept.
+            warnings.simplefilter("ignore")
+            return _read_meta(local)
+    except DicomReadError:
+        raise
+    except Exception as exc:  # any parser failure is data about the file, not a crash
+        raise classify(local, exc) from exc
+
+
+def read_meta_json(path: str) -> str:
+    """Return :func:`read_meta` serialised as compact JSON text."""
+    return dumps(read_meta(path))
+
+
+def read_meta_result(path: str) -> MetaResult:
+    """Like :func:`read_meta_json` but returns failures as data instead of raising."""
+    try:
+        return MetaResult(read_meta_json(path))
+    except DicomReadError as exc:
+        return MetaResult(None, exc.reason, exc.message)
+
+
+def dumps(meta: dict[str, Any]) -> str:
+    """Serialise a DICOM JSON dict; NaN and infinities (legal in FL/FD) become JSON strings."""
+    try:
+        return json.dumps(meta, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        return json.dumps(_replace_non_finite(meta), separators=(",", ":"), ensure_ascii=False)
+
+
+def _replace_non_finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {key: _replace_non_finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_replace_non_finite(item) for item in value]
+    return value
+
+
+def _read_meta(local: str) -> dict[str, Any]:
+    size = os.path.getsize(local)
+    if size == 0:
+        raise DicomReadError(local, "empty", "the file has zero bytes")
+    uri = to_file_uri(os.path.abspath(local))
+    with open(local, "rb") as fp:
+        dataset = _read_header(local, fp, size)
+        is_implicit, is_little_endian = dataset.original_encoding
+        deflated = _transfer_syntax(dataset) in _DEFLATED_TRANSFER_SYNTAXES
+        if deflated:
+            # PS3.5 A.5: the whole data set is one deflate stream, so there is no header-only
+            # read and no file offset for a value; pydicom inflates it in memory.
+            fp.seek(0)
+            dataset = pydicom.dcmread(fp)
+        bulk_uri = _bulk_uri_factory(uri, deflated)
+
+        result: dict[str, Any] = {}
+        for source in (dataset.file_meta, dataset):
+            if source is None:
+                continue
+            _check_lengths(local, source, size, deflated)
+            result.update(_dataset_json(source, 0, bulk_uri))
+
+        if not deflated:
+            position = fp.tell()
+            header = fp.read(4)
+            if len(header) == 4 and _unpack_tag(header, is_little_endian) in PIXEL_DATA_TAGS:
+                fp.seek(position)
+                result.update(
+                    _pixel_data_json(local, fp, size, dataset, is_implicit, is_little_endian, bulk_uri)
+                )
+                trailing = read_dataset(
+                    fp, is_implicit, is_little_endian, defer_size=INLINE_BINARY_MAX_BYTES
+                )
+                result.update(_trailing_json(local, trailing, size, bulk_uri))
+    if not result:
+        raise DicomReadError(local, "not_dicom", "no data elements found")
+    return dict(sorted(result.items()))
+
+
+def _read_header(local: str, fp: BinaryIO, size: int) -> Dataset:
+    try:
+        return pydicom.dcmread(fp, stop_before_pixels=True)
+    except InvalidDicomError:
+        # PS3.10 7.1 requires the preamble, but many archives hold bare data sets (ACR-NEMA
+        # style). Read those only when the first bytes look like a data element.
+        fp.seek(0)
+        head = fp.read(8)
+        if not _looks_like_raw_dataset(head, size):
+            raise DicomReadError(
+                local, "not_dicom", "no 'DICM' prefix at byte 128 and no data element at byte 0"
+            ) from None
+        fp.seek(0)
+        return pydicom.dcmread(fp, stop_before_pixels=True, force=True)
+
+
+def _looks_like_raw_dataset(head: bytes, size: int) -> bool:
+    if len(head) < 8:
+        return False
+    for endian in ("<", ">"):
+        group, _element = struct.unpack(endian + "HH", head[:4])
+        if group not in _RAW_DATASET_FIRST_GROUPS:
+            continue
+        if _is_vr(head[4:6]):
+            return True  # explicit VR
+        (length,) = struct.unpack(endian + "I", head[4:8])
+        return length < size  # implicit VR: the first value must fit in the file
+    return False
+
+
+def _is_vr(candidate: bytes) -> bool:
+    return len(candidate) == 2 and candidate.isalpha() and candidate.isupper()
+
+
+def _transfer_syntax(dataset: Dataset) -> str:
+    meta = dataset.file_meta
+    return str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+
+
+def _bulk_uri_factory(uri: str, deflated: bool) -> Callable[[int | None, int], str]:
+    def bulk_uri(offset: int | None, length: int) -> str:
+        if deflated or offset is None:
+            # Offsets inside a deflated stream (PS3.5 A.5) do not address the file's bytes.
+            return uri
+        return f"{uri}?offset={offset}&length={length}"
+
+    return bulk_uri
+
+
+def _check_lengths(local: str, dataset: Dataset, size: int, deflated: bool) -> None:
+    """pydicom silently accepts short reads; a value that runs past the end is a truncated file."""
+    if deflated:
+        return
+    for raw in dataset._dict.values():
+        if (
+            isinstance(raw, RawDataElement)
+            and raw.length != _UNDEFINED_LENGTH
+            and raw.value_tell + raw.length > size
+        ):
+            raise DicomReadError(
+                local,
+                "truncated",
+                f"element ({raw.tag >> 16:04X},{raw.tag & 0xFFFF:04X}) declares {raw.length} bytes"
+                f" at offset {raw.value_tell} but the file has {size} bytes",
+            )
+
+
+def _dataset_json(
+    dataset: Dataset, base: int, bulk_uri: Callable[[int | None, int], str]
+) -> dict[str, Any]:
+    """DICOM JSON of a data set whose element offsets are relative to ``base`` in the file.
+
+    pydicom parses a defined-length sequence from a copy of its value bytes, so the offsets of
+    the elements inside are relative to that value's start; an undefined-length sequence is
+    parsed in place and keeps its parent's frame.
+    """
+
+    def handler(bulk: DataElement) -> str:
+        return bulk_uri(base + bulk.file_tell, len(bulk.value))
+
+    result: dict[str, Any] = {}
+    for tag in dataset.keys():
+        if tag & 0xFFFF == 0:  # group length (PS3.5 7.2): describes the encoding, not the data
+            continue
+        element = dataset[tag]
+        if element.VR == "SQ":
+            item_base = base if element.is_undefined_length else base + element.file_tell
+            result[f"{tag:08X}"] = {
+                "vr": "SQ",
+                "Value": [_dataset_json(item, item_base, bulk_uri) for item in element.value],
+            }
+        else:
+            result[f"{tag:08X}"] = element.to_json_dict(
+                bulk_data_element_handler=handler, bulk_data_threshold=_PYDICOM_THRESHOLD
+            )
+    return result
+
+
+def _unpack_tag(header: bytes, is_little_endian: bool) -> int:
+    group, element = struct.unpack("<HH" if is_little_endian else ">HH", header)
+    return group << 16 | element
+
+
+def _pixel_data_json(
+    local: str,
+    fp: BinaryIO,
+    size: int,
+    dataset: Dataset,
+    is_implicit: bool,
+    is_little_endian: bool,
+    bulk_uri: Callable[[int | None, int], str],
+) -> dict[str, Any]:
+    """Describe the pixel data element at the current position by offset and length only."""
+    endian = "<" if is_little_endian else ">"
+    tag = _unpack_tag(_read_exact(local, fp, 4), is_little_endian)
+    vr_or_length = _read_exact(local, fp, 4)
+    vr_bytes: bytes | None = vr_or_length[:2]
+    if is_implicit or not _is_vr(vr_or_length[:2]):
+        # Some writers switch to implicit VR encoding for this element alone (pydicom accepts it).
+        vr_bytes = None
+        (length,) = struct.unpack(endian + "I", vr_or_length)
+    elif vr_bytes in _LONG_LENGTH_VRS:
+        (length,) = struct.unpack(endian + "I", _read_exact(local, fp, 4))
+    else:
+        (length,) = struct.unpack(endian + "H", vr_or_length[2:])
+    offset = fp.tell()
+    undefined = length == _UNDEFINED_LENGTH
+    if undefined:
+        length = _encapsulated_length(local, fp, offset, size)
+    elif offset + length > size:
+        raise DicomReadError(
+            local,
+            "truncated",
+            f"pixel data at offset {offset} declares {length} bytes but only {size - offset}"
+            " remain in the file",
+        )
+    else:
+        fp.seek(offset + length)
+    vr = _pixel_data_vr(tag, vr_bytes, undefined, is_implicit, dataset)
+    element: dict[str, Any] = {"vr": vr}
+    if length == 0:
+        pass
+    elif length <= INLINE_BINARY_MAX_BYTES:
+        resume = fp.tell()
+        fp.seek(offset)
+        element["InlineBinary"] = base64.b64encode(fp.read(length)).decode("ascii")
+        fp.seek(resume)
+    else:
+        element["BulkDataURI"] = bulk_uri(offset, length)
+    return {f"{tag:08X}": element}
+
+
+def _pixel_data_vr(
+    tag: int, vr_bytes: bytes | None, undefined: bool, is_implicit: bool, dataset: Dataset
+) -> str:
+    if vr_bytes is not None:
+        return vr_bytes.decode("ascii")
+    if tag in _PIXEL_DATA_VR:
+        return _PIXEL_DATA_VR[tag]
+    # PS3.5 A.4: encapsulated is OB; A.1: implicit VR is OW; A.2: OW when BitsAllocated > 8.
+    if undefined:
+        return "OB"
+    if is_implicit:
+        return "OW"
+    return "OW" if int(dataset.get("BitsAllocated", 16) or 16) > 8 else "OB"
+
+
+def _encapsulated_length(local: str, fp: BinaryIO, offset: int, size: int) -> int:
+    """Walk the fragment items of encapsulated pixel data (PS3.5 A.4) by their headers only."""
+    position = offset
+    while True:
+        if position + 8 > size:
+            raise DicomReadError(
+                local, "truncated", "encapsulated pixel data has no sequence delimiter"
+            )
+        fp.seek(position)
+        group, element, item_length = struct.unpack("<HHI", fp.read(8))
+        tag = group << 16 | element
+        if tag == _SEQUENCE_DELIMITER_TAG:
+            fp.seek(position + 8)
+            return position - offset
+        if tag != _ITEM_TAG or item_length == _UNDEFINED_LENGTH:
+            raise DicomReadError(
+                local,
+                "corrupt",
+                f"expected a fragment item at offset {position}, found tag"
+                f" ({group:04X},{element:04X})",
+            )
+        position += 8 + item_length
+
+
+def _trailing_json(
+    local: str, trailing: Dataset, size: int, bulk_uri: Callable[[int | None, int], str]
+) -> dict[str, Any]:
+    """Elements after the pixel data (e.g. Data Set Trailing Padding, PS3.10 7.2)."""
+    _check_lengths(local, trailing, size, False)
+    result: dict[str, Any] = {}
+    for tag, raw in trailing._dict.items():
+        if tag & 0xFFFF == 0:
+            continue
+        if isinstance(raw, RawDataElement) and raw.value is None and raw.length:
+            # Deferred (long) value: describe it without reading it.
+            result[f"{tag:08X}"] = {
+                "vr": raw.VR or _dictionary_vr(tag),
+                "BulkDataURI": bulk_uri(raw.value_tell, raw.length),
+            }
+        else:
+            result.update(_dataset_json(Dataset({tag: trailing[tag]}), 0, bulk_uri))
+    return result
+
+
+def _dictionary_vr(tag: int) -> str:
+    if pydicom.datadict.dictionary_has_tag(tag):
+        return pydicom.datadict.dictionary_VR(tag).split(" or ")[0]
+    return "UN"
+
+
+def _read_exact(local: str, fp: BinaryIO, count: int) -> bytes:
+    data = fp.read(count)
+    if len(data) != count:
+        raise DicomReadError(local, "truncated", "the file ends inside the pixel data header")
+    return data

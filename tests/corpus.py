@@ -1,0 +1,42 @@
+"""The public test corpus: pydicom's bundled test files plus the pydicom-data package."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pydicom
+
+PYDICOM_TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
+
+
+def pydicom_data_dir() -> Path:
+    """Folder of the pydicom-data package's files (installed as the ``data_store`` module)."""
+    import data_store  # the pydicom-data distribution
+
+    return Path(data_store.__file__).parent / "data"
+
+
+def corpus_files() -> list[Path]:
+    """Every regular file of both corpora, sorted (non-DICOM neighbours included on purpose)."""
+    files = [p for p in PYDICOM_TEST_FILES.rglob("*") if p.is_file()]
+    files += [p for p in pydicom_data_dir().rglob("*") if p.is_file()]
+    return sorted(files)
+
+
+# Files in the corpus that are not readable DICOM, with the reason pixels-sql gives. Each entry is
+# checked: a file missing from here that fails, or listed here and read, fails the test.
+EXPECTED_UNREADABLE: dict[str, str] = {
+    "MR_truncated.dcm": "truncated",
+    "rtplan_truncated.dcm": "truncated",
+    "emri_small_jpeg_2k_lossless_too_short.dcm": "truncated",
+    "badVR.dcm": "corrupt",
+    "no_meta.dcm": "not_dicom",  # 0x20 before the first tag: no element at byte 0
+    "README.txt": "not_dicom",
+    "README": "not_dicom",
+    "crayons.icc": "not_dicom",
+    "rtplan.dump": "not_dicom",
+    "rtstruct.dump": "not_dicom",
+    "test1.json": "not_dicom",
+    "test_PN.json": "not_dicom",
+    "zipMR.gz": "not_dicom",
+}
