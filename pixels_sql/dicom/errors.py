@@ -16,6 +16,7 @@ REASONS: dict[str, str] = {
     "not_dicom": "no DICOM preamble ('DICM' at byte 128) and no recognisable data set",
     "truncated": "the file ends before a value it declares (partial copy or upload)",
     "corrupt": "the bytes do not form a valid DICOM data set",
+    "too_large": "the header's DICOM JSON is too large to store as a VARIANT value",
 }
 
 

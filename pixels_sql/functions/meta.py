@@ -1,0 +1,95 @@
+"""SQL functions reading DICOM headers: dicom_meta, try_dicom_meta, dicom_meta_error, ..."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from pixels_sql.dicom.meta import read_meta_json, read_meta_result
+from pixels_sql.functions.registry import SqlFunction, sql_function
+
+RESULT_TYPE = "struct<meta:string,reason:string,message:string>"
+ERROR_TYPE = "struct<reason:string,message:string>"
+
+
+def results_frame(paths: pd.Series) -> pd.DataFrame:
+    """meta / reason / message columns for a batch of paths (all NULL for a NULL path)."""
+    results = [read_meta_result(p) if p is not None else None for p in paths]
+    return pd.DataFrame(
+        {
+            "meta": [r.meta if r else None for r in results],
+            "reason": [r.reason if r else None for r in results],
+            "message": [r.message if r else None for r in results],
+        }
+    )
+
+
+@sql_function("dicom_meta(path STRING)", "STRING")
+def dicom_meta():
+    """The DICOM JSON model (PS3.18 F.2) of the file's header, read without its pixel data.
+
+    Fails the query with the path and the reason when a file is not readable DICOM.
+
+    SELECT parse_json(dicom_meta(path)) AS meta FROM read_files('/data/dicom', format => 'binaryFile')
+    """
+    from pyspark.sql.functions import pandas_udf
+
+    @pandas_udf("string")
+    def dicom_meta(paths: pd.Series) -> pd.Series:
+        return pd.Series([None if p is None else read_meta_json(p) for p in paths], dtype=object)
+
+    return dicom_meta
+
+
+@sql_function("try_dicom_meta(path STRING)", "STRING")
+def try_dicom_meta():
+    """Like dicom_meta, but NULL for a file that is not readable DICOM.
+
+    SELECT path FROM read_files('/data/dicom') WHERE try_dicom_meta(path) IS NULL
+    """
+    from pyspark.sql.functions import pandas_udf
+
+    @pandas_udf("string")
+    def try_dicom_meta(paths: pd.Series) -> pd.Series:
+        return pd.Series(
+            [None if p is None else read_meta_result(p).meta for p in paths], dtype=object
+        )
+
+    return try_dicom_meta
+
+
+@sql_function("dicom_meta_error(path STRING)", ERROR_TYPE.upper())
+def dicom_meta_error():
+    """Why a file's header cannot be read: STRUCT<reason, message>, NULL when it can.
+
+    SELECT path, dicom_meta_error(path).reason FROM read_files('/data/dicom')
+    """
+    from pyspark.sql.functions import pandas_udf
+
+    @pandas_udf(ERROR_TYPE)
+    def dicom_meta_error(paths: pd.Series) -> pd.DataFrame:
+        return results_frame(paths)[["reason", "message"]]
+
+    return dicom_meta_error
+
+
+@sql_function("dicom_meta_result(path STRING)", RESULT_TYPE.upper())
+def dicom_meta_result():
+    """Header and failure in one read: STRUCT<meta, reason, message> (meta NULL on failure).
+
+    The pipeline uses it so that every file is opened once, good or bad.
+
+    SELECT r.meta, r.reason FROM (SELECT dicom_meta_result(path) AS r FROM read_files('/data'))
+    """
+    from pyspark.sql.functions import pandas_udf
+
+    @pandas_udf(RESULT_TYPE)
+    def dicom_meta_result(paths: pd.Series) -> pd.DataFrame:
+        return results_frame(paths)
+
+    return dicom_meta_result
+
+
+FUNCTIONS: dict[str, SqlFunction] = {
+    function.name: function
+    for function in (dicom_meta, try_dicom_meta, dicom_meta_error, dicom_meta_result)
+}

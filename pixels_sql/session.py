@@ -1,0 +1,97 @@
+"""The embedded default: a local SparkSession with the extension jar and a persistent metastore."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+EXTENSION_CLASS = "pixelssql.PixelsSqlExtensions"
+JAR_NAME = "pixels-sql-extensions.jar"
+HOME_ENV = "PIXELS_SQL_HOME"
+JAR_ENV = "PIXELS_SQL_JAR"
+DEFAULT_HOME = "pixels-home"
+
+
+def jar_path() -> Path:
+    """The extension jar: ``$PIXELS_SQL_JAR``, else ``jars/`` of the source checkout."""
+    override = os.environ.get(JAR_ENV)
+    candidates = [Path(override)] if override else []
+    candidates.append(Path(__file__).resolve().parent.parent / "jars" / JAR_NAME)
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"pixels-sql extension jar not found (looked at {', '.join(map(str, candidates))});"
+        f" build it with `make jar` or point {JAR_ENV} at it"
+    )
+
+
+def home_dir(home: str | os.PathLike[str] | None = None) -> Path:
+    """Folder holding the metastore, the warehouse and Spark's scratch space."""
+    chosen = home or os.environ.get(HOME_ENV) or DEFAULT_HOME
+    return Path(chosen).expanduser().resolve()
+
+
+def session_conf(home: Path, *, master: str = "local[*]", ui: bool = False) -> dict[str, str]:
+    """Spark settings of the embedded default (exposed so tests and servers can extend them)."""
+    warehouse = home / "warehouse"
+    derby = home / "metastore_db"
+    return {
+        "spark.master": master,
+        "spark.app.name": "pixels-sql",
+        "spark.jars": str(jar_path()),
+        "spark.sql.extensions": EXTENSION_CLASS,
+        "spark.sql.catalogImplementation": "hive",
+        "spark.sql.warehouse.dir": str(warehouse),
+        "spark.hadoop.javax.jdo.option.ConnectionURL": (
+            f"jdbc:derby:;databaseName={derby};create=true"
+        ),
+        # derby.log lands in derby.system.home; keep it in the home folder, not the cwd.
+        "spark.driver.extraJavaOptions": f"-Dderby.system.home={home}",
+        "spark.local.dir": str(home / "tmp"),
+        "spark.ui.enabled": "true" if ui else "false",
+        "spark.ui.host": "127.0.0.1",
+        # The driver's RPC and block-manager ports would otherwise bind to the host's address.
+        "spark.driver.bindAddress": "127.0.0.1",
+        "spark.driver.host": "127.0.0.1",
+        "spark.sql.shuffle.partitions": "8",
+        "spark.sql.session.timeZone": "UTC",
+    }
+
+
+def session(
+    home: str | os.PathLike[str] | None = None,
+    *,
+    master: str = "local[*]",
+    ui: bool = False,
+    conf: dict[str, str] | None = None,
+    register: bool = True,
+) -> SparkSession:
+    """Build (or return) the embedded SparkSession and install the pixels-sql SQL functions.
+
+    Tables persist in ``home`` (default ``$PIXELS_SQL_HOME`` or ``./pixels-home``) across runs.
+    Derby admits one process at a time: a second process on the same home fails to open the
+    metastore while the first is alive.
+    """
+    from pyspark.sql import SparkSession
+
+    folder = home_dir(home)
+    (folder / "tmp").mkdir(parents=True, exist_ok=True)
+    # Workers must run this interpreter: it is the one with pydicom, pyarrow and pandas.
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    builder = SparkSession.builder
+    for key, value in {**session_conf(folder, master=master, ui=ui), **(conf or {})}.items():
+        builder = builder.config(key, value)
+    spark = builder.enableHiveSupport().getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    if register:
+        from pixels_sql.functions import register as register_functions
+
+        register_functions(spark)
+    return spark

@@ -1,0 +1,59 @@
+-- Step 1: list the files under ${path} with Spark's own file index. Only path, size and
+-- modification time are read: the `content` column of binaryFile is never selected.
+-- Parameters: path (required), glob (default: * — DICOM files often have no extension).
+CREATE OR REPLACE TEMPORARY VIEW pixels_listing AS
+SELECT
+  path,
+  modificationTime,
+  length
+FROM read_files(
+  '${path}',
+  format => 'binaryFile',
+  recursiveFileLookup => true,
+  pathGlobFilter => '${glob:-*}'
+);
+
+-- The catalog table: one row per file, good or bad. Files are immutable in DICOM archives (a
+-- changed image gets new UIDs), so a path that is already catalogued is not read again.
+-- No USING clause: the table takes spark.sql.sources.default (parquet here, Delta on Databricks).
+CREATE TABLE IF NOT EXISTS object_catalog (
+  rowId BIGINT,
+  path STRING,
+  modificationTime TIMESTAMP,
+  length BIGINT,
+  relative_path STRING,
+  local_path STRING,
+  extension STRING,
+  path_tags ARRAY<STRING>,
+  meta VARIANT,
+  StudyInstanceUID STRING,
+  SeriesInstanceUID STRING,
+  SOPInstanceUID STRING,
+  SOPClassUID STRING,
+  TransferSyntaxUID STRING,
+  PatientID STRING,
+  PatientName STRING,
+  AccessionNumber STRING,
+  Modality STRING,
+  BodyPartExamined STRING,
+  Manufacturer STRING,
+  StudyDate DATE,
+  StudyDescription STRING,
+  SeriesDescription STRING,
+  SeriesNumber INT,
+  InstanceNumber INT,
+  `Rows` INT,
+  `Columns` INT,
+  NumberOfFrames INT,
+  meta_error_reason STRING,
+  meta_error_message STRING,
+  ingested_at TIMESTAMP
+);
+
+CREATE OR REPLACE TEMPORARY VIEW pixels_new_files AS
+SELECT l.*
+FROM pixels_listing AS l
+LEFT ANTI JOIN object_catalog AS c
+  ON c.path = l.path;
+
+SELECT count(*) AS files_to_read FROM pixels_new_files;

@@ -1,0 +1,64 @@
+-- Step 2: read each new file's header once (dicom_meta_result never fails: a bad file gives a
+-- reason instead), store it as VARIANT and promote the attributes people filter on to typed
+-- columns. Parameters: path (the catalogued folder, for relative_path).
+INSERT INTO object_catalog
+SELECT
+  xxhash64(path) AS rowId,
+  path,
+  modificationTime,
+  length,
+  CASE
+    WHEN startswith(local_path, '${path}/') THEN substr(local_path, length('${path}') + 2)
+    WHEN startswith(path, '${path}/') THEN substr(path, length('${path}') + 2)
+    ELSE local_path
+  END AS relative_path,
+  local_path,
+  lower(regexp_extract(local_path, '\\.([^./]+)$', 1)) AS extension,
+  filter(split(local_path, '[/\\\\._\\s-]+'), part -> part != '') AS path_tags,
+  meta,
+  try_variant_get(meta, '$.0020000D.Value[0]', 'string') AS StudyInstanceUID,
+  try_variant_get(meta, '$.0020000E.Value[0]', 'string') AS SeriesInstanceUID,
+  try_variant_get(meta, '$.00080018.Value[0]', 'string') AS SOPInstanceUID,
+  try_variant_get(meta, '$.00080016.Value[0]', 'string') AS SOPClassUID,
+  try_variant_get(meta, '$.00020010.Value[0]', 'string') AS TransferSyntaxUID,
+  try_variant_get(meta, '$.00100020.Value[0]', 'string') AS PatientID,
+  try_variant_get(meta, '$.00100010.Value[0].Alphabetic', 'string') AS PatientName,
+  try_variant_get(meta, '$.00080050.Value[0]', 'string') AS AccessionNumber,
+  try_variant_get(meta, '$.00080060.Value[0]', 'string') AS Modality,
+  try_variant_get(meta, '$.00180015.Value[0]', 'string') AS BodyPartExamined,
+  try_variant_get(meta, '$.00080070.Value[0]', 'string') AS Manufacturer,
+  try_to_date(try_variant_get(meta, '$.00080020.Value[0]', 'string'), 'yyyyMMdd') AS StudyDate,
+  try_variant_get(meta, '$.00081030.Value[0]', 'string') AS StudyDescription,
+  try_variant_get(meta, '$.0008103E.Value[0]', 'string') AS SeriesDescription,
+  try_variant_get(meta, '$.00200011.Value[0]', 'int') AS SeriesNumber,
+  try_variant_get(meta, '$.00200013.Value[0]', 'int') AS InstanceNumber,
+  try_variant_get(meta, '$.00280010.Value[0]', 'int') AS `Rows`,
+  try_variant_get(meta, '$.00280011.Value[0]', 'int') AS `Columns`,
+  try_variant_get(meta, '$.00280008.Value[0]', 'int') AS NumberOfFrames,
+  meta_error_reason,
+  meta_error_message,
+  current_timestamp() AS ingested_at
+FROM (
+  SELECT
+    *,
+    CASE
+      WHEN result.reason IS NOT NULL THEN result.reason
+      WHEN meta IS NULL THEN 'too_large'
+    END AS meta_error_reason,
+    CASE
+      WHEN result.reason IS NOT NULL THEN result.message
+      WHEN meta IS NULL THEN concat(
+        'DICOM JSON of ', length(result.meta), ' characters does not fit a VARIANT value'
+      )
+    END AS meta_error_message
+  FROM (
+    SELECT *, try_parse_json(result.meta) AS meta
+    FROM (
+      SELECT
+        *,
+        regexp_replace(path, '^file:(//)?', '') AS local_path,
+        dicom_meta_result(path) AS result
+      FROM pixels_new_files
+    )
+  )
+);

@@ -1,0 +1,45 @@
+-- Step 3: views over the catalog — failed files, series and studies. Views read the table at
+-- query time, so they stay current as new files are ingested.
+CREATE OR REPLACE VIEW object_errors AS
+SELECT
+  path,
+  meta_error_reason AS reason,
+  meta_error_message AS message,
+  ingested_at AS seen_at
+FROM object_catalog
+WHERE meta_error_reason IS NOT NULL;
+
+CREATE OR REPLACE VIEW series_catalog AS
+SELECT
+  StudyInstanceUID,
+  SeriesInstanceUID,
+  first(PatientID, true) AS PatientID,
+  first(Modality, true) AS Modality,
+  first(SeriesNumber, true) AS SeriesNumber,
+  first(SeriesDescription, true) AS SeriesDescription,
+  first(BodyPartExamined, true) AS BodyPartExamined,
+  count(*) AS instances,
+  sum(coalesce(NumberOfFrames, 1)) AS frames,
+  sum(length) AS bytes,
+  min(InstanceNumber) AS first_instance_number,
+  max(InstanceNumber) AS last_instance_number,
+  min(path) AS first_path
+FROM object_catalog
+WHERE SeriesInstanceUID IS NOT NULL
+GROUP BY StudyInstanceUID, SeriesInstanceUID;
+
+CREATE OR REPLACE VIEW study_catalog AS
+SELECT
+  StudyInstanceUID,
+  first(PatientID, true) AS PatientID,
+  first(PatientName, true) AS PatientName,
+  first(AccessionNumber, true) AS AccessionNumber,
+  min(StudyDate) AS StudyDate,
+  first(StudyDescription, true) AS StudyDescription,
+  array_sort(collect_set(Modality)) AS modalities,
+  count(DISTINCT SeriesInstanceUID) AS series,
+  count(*) AS instances,
+  sum(length) AS bytes
+FROM object_catalog
+WHERE StudyInstanceUID IS NOT NULL
+GROUP BY StudyInstanceUID;
