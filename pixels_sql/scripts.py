@@ -78,25 +78,21 @@ def split_statements(text: str, source: str) -> list[Statement]:
     except TokenError as exc:
         raise ScriptError(source, f"cannot tokenize: {exc}") from exc
     statements: list[Statement] = []
-    start: int | None = None
+    start: int | None = None  # where the current statement's text begins
+    boundary = 0  # just after the previous semicolon: leading comments belong to the statement
     line = 1
     for token in tokens:
         if token.token_type == TokenType.SEMICOLON:
             if start is not None:
                 statements.append(_statement(text, start, token.start, source, line))
             start = None
+            boundary = token.end + 1
         elif start is None:
-            start = _statement_start(text, token.start)
+            start = boundary
             line = text.count("\n", 0, token.start) + 1
     if start is not None:
         statements.append(_statement(text, start, len(text), source, line))
     return statements
-
-
-def _statement_start(text: str, first_token: int) -> int:
-    # Comments before the first token belong to the statement (sqlglot keeps them there).
-    previous_end = text.rfind(";", 0, first_token)
-    return previous_end + 1
 
 
 def _statement(text: str, start: int, end: int, source: str, line: int) -> Statement:

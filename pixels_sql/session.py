@@ -15,6 +15,7 @@ JAR_NAME = "pixels-sql-extensions.jar"
 HOME_ENV = "PIXELS_SQL_HOME"
 JAR_ENV = "PIXELS_SQL_JAR"
 DEFAULT_HOME = "pixels-home"
+LOG_CONFIG = Path(__file__).resolve().parent / "log4j2.properties"
 
 
 def jar_path() -> Path:
@@ -52,9 +53,11 @@ def session_conf(home: Path, *, master: str = "local[*]", ui: bool = False) -> d
             f"jdbc:derby:;databaseName={derby};create=true"
         ),
         # derby.log lands in derby.system.home; keep it in the home folder, not the cwd.
-        "spark.driver.extraJavaOptions": f"-Dderby.system.home={home}",
-        "spark.local.dir": str(home / "tmp"),
+        "spark.driver.extraJavaOptions": (
+            f"-Dderby.system.home={home} -Dlog4j2.configurationFile={LOG_CONFIG.as_uri()}"
+        ),
         "spark.ui.enabled": "true" if ui else "false",
+        "spark.ui.showConsoleProgress": "false",
         "spark.ui.host": "127.0.0.1",
         # The driver's RPC and block-manager ports would otherwise bind to the host's address.
         "spark.driver.bindAddress": "127.0.0.1",
@@ -85,6 +88,9 @@ def session(
     # Workers must run this interpreter: it is the one with pydicom, pyarrow and pandas.
     os.environ["PYSPARK_PYTHON"] = sys.executable
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    # Scratch space inside the home folder; loopback only (the host name may resolve elsewhere).
+    os.environ["SPARK_LOCAL_DIRS"] = str(folder / "tmp")
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = SparkSession.builder
     for key, value in {**session_conf(folder, master=master, ui=ui), **(conf or {})}.items():
         builder = builder.config(key, value)

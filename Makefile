@@ -1,0 +1,37 @@
+# pixels-sql — the two commands of the README are `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup jar demo test lint format clean
+
+$(STAMP): pyproject.toml scripts/check-java
+	scripts/check-java
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# Always rebuilt (a few seconds): the tests and the demo run a fresh build of jvm/.
+jar: setup
+	PYTHON=$(PY) scripts/build-jar
+
+demo: jar
+	$(VENV)/bin/pixels-sql demo
+
+lint: setup
+	$(PY) -m ruff check pixels_sql tests
+	$(PY) -m ruff format --check pixels_sql tests
+
+test: jar lint
+	$(PY) -m pytest
+
+format: setup
+	$(PY) -m ruff format pixels_sql tests
+	$(PY) -m ruff check --fix pixels_sql tests
+
+clean:
+	rm -rf build pixels-home test-artifacts
