@@ -8,7 +8,6 @@ from pixels_sql.dicom.meta import read_meta_json, read_meta_result
 from pixels_sql.functions.registry import SqlFunction, sql_function
 
 RESULT_TYPE = "struct<meta:string,reason:string,message:string>"
-ERROR_TYPE = "struct<reason:string,message:string>"
 
 
 def results_frame(paths: pd.Series) -> pd.DataFrame:
@@ -57,17 +56,20 @@ def try_dicom_meta():
     return try_dicom_meta
 
 
-@sql_function("dicom_meta_error(path STRING)", ERROR_TYPE.upper())
+@sql_function("dicom_meta_error(path STRING)", "STRING")
 def dicom_meta_error():
-    """Why a file's header cannot be read: STRUCT<reason, message>, NULL when it can.
+    """Why a file's header cannot be read, as a reason code; NULL when it can.
 
-    SELECT path, dicom_meta_error(path).reason FROM read_files('/data/dicom')
+    Codes: not_found, unreadable, empty, not_dicom, truncated, corrupt. The human message is
+    in dicom_meta_result(path).message.
+
+    SELECT dicom_meta_error(path) AS reason, count(*) FROM read_files('/data/dicom') GROUP BY 1
     """
     from pyspark.sql.functions import pandas_udf
 
-    @pandas_udf(ERROR_TYPE)
-    def dicom_meta_error(paths: pd.Series) -> pd.DataFrame:
-        return results_frame(paths)[["reason", "message"]]
+    @pandas_udf("string")
+    def dicom_meta_error(paths: pd.Series) -> pd.Series:
+        return results_frame(paths)["reason"]
 
     return dicom_meta_error
 

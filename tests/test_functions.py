@@ -1,0 +1,112 @@
+"""The SQL functions on a real local SparkSession."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pydicom
+import pytest
+from chispa import assert_df_equality
+
+import pixels_sql
+from pixels_sql.dicom.meta import read_meta_json
+from pixels_sql.functions import FUNCTIONS
+from tests.corpus import PYDICOM_TEST_FILES
+
+
+def test_every_registered_function_has_a_sql_example() -> None:
+    for function in FUNCTIONS.values():
+        assert "SELECT" in function.doc, function.name
+
+
+def test_register_is_idempotent(spark) -> None:
+    before = {f.name for f in spark.catalog.listFunctions() if f.name in FUNCTIONS}
+    pixels_sql.register(spark)
+    after = {f.name for f in spark.catalog.listFunctions() if f.name in FUNCTIONS}
+    assert before == after == set(FUNCTIONS)
+    assert spark.sql("SELECT count(*) FROM dicom_dictionary").first()[0] > 4000
+
+
+def test_dicom_meta_equals_the_pure_reader(spark, sample_dir: Path) -> None:
+    good = sorted(p for p in sample_dir.rglob("*") if p.parent.name != "bad" and p.is_file())
+    frame = spark.createDataFrame([(str(p),) for p in good], "path STRING")
+    frame.createOrReplaceTempView("good_files")
+    result = spark.sql("SELECT path, dicom_meta(path) AS meta FROM good_files")
+    expected = spark.createDataFrame(
+        [(str(p), read_meta_json(str(p))) for p in good], "path STRING, meta STRING"
+    )
+    assert_df_equality(result, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_spark_file_uris_are_accepted(spark, sample_dir: Path) -> None:
+    row = spark.sql(
+        f"""SELECT path, dicom_tag(dicom_meta(path), 'Modality') AS modality
+            FROM read_files('{sample_dir}/ct')"""
+    ).first()
+    assert row.path.startswith("file:")
+    assert row.modality == "CT"
+
+
+def test_bad_files_give_null_and_a_reason(spark, sample_dir: Path) -> None:
+    rows = spark.sql(
+        f"""SELECT regexp_extract(path, '[^/]+$', 0) AS name,
+                   try_dicom_meta(path) AS meta,
+                   dicom_meta_error(path) AS error,
+                   dicom_meta_result(path) AS result
+            FROM read_files('{sample_dir}/bad')
+            ORDER BY name"""
+    ).collect()
+    assert [(r.name, r.meta, r.error, r.result.reason) for r in rows] == [
+        ("MR_truncated.dcm", None, "truncated", "truncated"),
+        ("README.txt", None, "not_dicom", "not_dicom"),
+        ("badVR.dcm", None, "corrupt", "corrupt"),
+    ]
+    assert all(r.result.meta is None and r.result.message for r in rows)
+
+
+def test_dicom_meta_fails_naming_path_and_reason(spark, sample_dir: Path) -> None:
+    with pytest.raises(Exception) as error:
+        spark.sql(f"SELECT dicom_meta(path) FROM read_files('{sample_dir}/bad')").collect()
+    text = str(error.value)
+    assert "DicomReadError" in text
+    assert str(sample_dir / "bad") in text
+    assert any(reason in text for reason in ("truncated", "not_dicom", "corrupt"))
+
+
+def test_good_file_has_no_error(spark) -> None:
+    path = str(PYDICOM_TEST_FILES / "CT_small.dcm")
+    row = spark.sql(f"SELECT dicom_meta_error('{path}') AS e, try_dicom_meta('{path}') AS m").first()
+    assert row.e is None and json.loads(row.m)["00080060"]["Value"] == ["CT"]
+
+
+@pytest.mark.parametrize("as_variant", [False, True])
+def test_dicom_tag_spellings_agree_on_string_and_variant(spark, as_variant: bool) -> None:
+    path = str(PYDICOM_TEST_FILES / "CT_small.dcm")
+    meta = "parse_json(dicom_meta(path))" if as_variant else "dicom_meta(path)"
+    row = spark.sql(
+        f"""SELECT dicom_tag(m, 'PatientName') AS a, dicom_tag(m, '00100010') AS b,
+                   dicom_tag(m, '(0010,0010)') AS c, dicom_tags(m, 'ImageType') AS image_type,
+                   dicom_tags(m, 'PixelSpacing') AS spacing, dicom_tag(m, 'SliceThickness') AS thickness,
+                   dicom_tag(m, 'PerformedProcedureStepID') AS absent
+            FROM (SELECT {meta} AS m FROM VALUES ('{path}') AS t(path))"""
+    ).first()
+    dataset = pydicom.dcmread(path)
+    assert row.a == row.b == row.c == str(dataset.PatientName)
+    assert row.image_type == list(dataset.ImageType)
+    assert row.spacing == [str(v) for v in dataset.PixelSpacing]
+    assert float(row.thickness) == float(dataset.SliceThickness)
+    assert row.absent is None
+
+
+def test_dicom_tag_null_meta_and_unknown_key(spark) -> None:
+    assert spark.sql("SELECT dicom_tag(CAST(NULL AS STRING), 'Modality')").first()[0] is None
+    with pytest.raises(Exception, match="unknown DICOM attribute 'Modalty'"):
+        spark.sql("""SELECT dicom_tag('{}', 'Modalty')""").collect()
+
+
+def test_dictionary_view(spark) -> None:
+    row = spark.sql(
+        "SELECT tag, json_key, vr, vm, retired FROM dicom_dictionary WHERE keyword = 'ImageType'"
+    ).first()
+    assert tuple(row) == ("(0008,0008)", "00080008", "CS", "2-n", False)

@@ -1,0 +1,134 @@
+"""The sql/ pipeline end to end on the session's metastore: catalog, meta, views, re-runs."""
+
+from __future__ import annotations
+
+import datetime
+import io
+import shutil
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from pixels_sql.cli import PIPELINE_DIR, execute
+from pixels_sql.dicom.paths import path_tags
+from pixels_sql.scripts import load_scripts
+from tests.conftest import copy_samples
+from tests.corpus import PYDICOM_TEST_FILES
+
+DATABASE = "pipeline_test"
+
+
+def run_pipeline(spark, folder: Path) -> str:
+    out = io.StringIO()
+    statements = load_scripts([PIPELINE_DIR], {"path": str(folder), "database": DATABASE})
+    execute(spark, statements, out=out)
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def ingested(spark, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    folder = copy_samples(tmp_path_factory.mktemp("pipeline"))
+    spark.sql(f"DROP DATABASE IF EXISTS {DATABASE} CASCADE")
+    printed = run_pipeline(spark, folder)
+    assert f"{len(list(folder.rglob('*.*'))) + 1}" in printed  # files_to_read
+    yield folder
+    spark.sql("USE default")
+
+
+def pydicom_dataset(path: Path) -> pydicom.Dataset:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pydicom.dcmread(path, stop_before_pixels=True, force=True)
+
+
+def test_one_row_per_file_and_errors_recorded(spark, ingested: Path) -> None:
+    files = sorted(p for p in ingested.rglob("*") if p.is_file())
+    rows = spark.sql(
+        f"SELECT relative_path, meta IS NOT NULL AS ok FROM {DATABASE}.object_catalog"
+    ).collect()
+    assert sorted(r.relative_path for r in rows) == sorted(
+        str(p.relative_to(ingested)) for p in files
+    )
+    errors = spark.sql(
+        f"""SELECT regexp_extract(path, '[^/]+$', 0) AS name, reason, message, seen_at
+            FROM {DATABASE}.object_errors ORDER BY name"""
+    ).collect()
+    assert [(e.name, e.reason) for e in errors] == [
+        ("MR_truncated.dcm", "truncated"),
+        ("README.txt", "not_dicom"),
+        ("badVR.dcm", "corrupt"),
+    ]
+    assert all(e.message and isinstance(e.seen_at, datetime.datetime) for e in errors)
+
+
+def test_typed_columns_match_pydicom(spark, ingested: Path) -> None:
+    rows = spark.sql(
+        f"""SELECT * FROM {DATABASE}.object_catalog WHERE meta IS NOT NULL"""
+    ).collect()
+    assert len(rows) == 8
+    for row in rows:
+        dataset = pydicom_dataset(Path(row.local_path))
+        assert row.SOPInstanceUID == dataset.get("SOPInstanceUID")
+        assert row.StudyInstanceUID == dataset.get("StudyInstanceUID")
+        assert row.SeriesInstanceUID == dataset.get("SeriesInstanceUID")
+        assert row.Modality == dataset.get("Modality")
+        assert row.PatientID == (dataset.get("PatientID") or None)
+        if dataset.get("StudyDate"):
+            assert row.StudyDate == datetime.datetime.strptime(dataset.StudyDate, "%Y%m%d").date()
+        assert row.SeriesNumber == (
+            int(dataset.SeriesNumber) if dataset.get("SeriesNumber") not in (None, "") else None
+        )
+        assert row.Rows == dataset.get("Rows")
+        meta_file = dataset.file_meta
+        assert row.TransferSyntaxUID == (meta_file.get("TransferSyntaxUID") if meta_file else None)
+        assert row.extension == ("dcm" if row.local_path.endswith(".dcm") else "")
+        assert row.path_tags == path_tags(row.path)
+
+
+def test_variant_meta_is_queryable_with_databricks_functions(spark, ingested: Path) -> None:
+    row = spark.sql(
+        f"""SELECT variant_get(meta, '$.00100010.Value[0].Alphabetic', 'string') AS name,
+                   dicom_tag(meta, 'PatientName') AS via_function
+            FROM {DATABASE}.object_catalog WHERE relative_path = 'ct/CT_small.dcm'"""
+    ).first()
+    assert row.name == row.via_function == str(pydicom.dcmread(PYDICOM_TEST_FILES / "CT_small.dcm").PatientName)
+
+
+def test_series_and_study_views(spark, ingested: Path) -> None:
+    good = [p for p in ingested.rglob("*") if p.is_file() and p.parent.name != "bad"]
+    datasets = [pydicom_dataset(p) for p in good]
+    expected_series = {(d.StudyInstanceUID, d.SeriesInstanceUID) for d in datasets}
+    expected_studies = {d.StudyInstanceUID for d in datasets}
+    series = spark.sql(
+        f"SELECT StudyInstanceUID, SeriesInstanceUID, instances FROM {DATABASE}.series_catalog"
+    ).collect()
+    studies = spark.sql(
+        f"SELECT StudyInstanceUID, instances, series FROM {DATABASE}.study_catalog"
+    ).collect()
+    assert {(s.StudyInstanceUID, s.SeriesInstanceUID) for s in series} == expected_series
+    assert {s.StudyInstanceUID for s in studies} == expected_studies
+    assert sum(s.instances for s in studies) == len(datasets)
+    assert sum(s.series for s in studies) == len(expected_series)
+
+
+def test_rerun_adds_nothing_and_new_files_are_incremental(spark, ingested: Path) -> None:
+    def snapshot() -> dict[str, datetime.datetime]:
+        rows = spark.sql(f"SELECT path, ingested_at FROM {DATABASE}.object_catalog").collect()
+        assert len(rows) == len({r.path for r in rows}), "duplicate paths"
+        return {r.path: r.ingested_at for r in rows}
+
+    before = snapshot()
+    printed = run_pipeline(spark, ingested)
+    assert "files_to_read" in printed and "\n0\n" in printed
+    assert snapshot() == before
+
+    added = ingested / "new" / "CT_small_copy.dcm"
+    added.parent.mkdir()
+    shutil.copyfile(PYDICOM_TEST_FILES / "CT_small.dcm", added)
+    run_pipeline(spark, ingested)
+    after = snapshot()
+    assert set(after) - set(before) == {f"file:{added}"}
+    assert {path: after[path] for path in before} == before
