@@ -1,0 +1,108 @@
+"""The pixels-sql command in separate processes: persistence, one process per home, output."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pixels_sql.cli import HomeLock, build_parser
+from pixels_sql.output import render
+from tests.conftest import copy_samples
+
+ROOT = Path(__file__).parent.parent
+
+
+def pixels_sql(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pixels_sql.cli", *args, "--home", str(home), "--master", "local[2]"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, subprocess.CompletedProcess]:
+    home = tmp_path_factory.mktemp("cli-home")
+    data = copy_samples(tmp_path_factory.mktemp("cli-data"))
+    completed = pixels_sql("run", "sql", "--param", f"path={data}", home=home)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return home, data, completed
+
+
+def test_run_prints_summary(ran) -> None:
+    _home, data, completed = ran
+    files = sum(1 for p in data.rglob("*") if p.is_file())
+    assert f"files: {files}\n" in completed.stdout
+    assert "instances: 8\n" in completed.stdout
+    assert "errors: 3 (corrupt 1, not_dicom 1, truncated 1)" in completed.stdout
+    assert "10_catalog.sql:59: ok" in completed.stderr  # per-statement progress
+
+
+def test_tables_persist_for_a_second_process(ran) -> None:
+    home, data, _ = ran
+    completed = pixels_sql(
+        "sql",
+        "SELECT relative_path, Modality FROM object_catalog WHERE meta IS NOT NULL"
+        " ORDER BY relative_path",
+        "--format",
+        "csv",
+        home=home,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    rows = list(csv.reader(io.StringIO(completed.stdout)))
+    assert rows[0] == ["relative_path", "Modality"]
+    assert ["ct/CT_small.dcm", "CT"] in rows
+    assert len(rows) == 1 + 8
+    assert "files_to_read" not in completed.stdout  # nothing was re-ingested
+
+
+def test_bad_statement_names_its_location(ran, tmp_path: Path) -> None:
+    home, _, _ = ran
+    script = tmp_path / "bad.sql"
+    script.write_text("SELECT 1;\nSELECT * FROM no_such_table;\n")
+    completed = pixels_sql("run", str(script), home=home)
+    assert completed.returncode == 1
+    assert f"{script}:2:" in completed.stderr
+    assert "TABLE_OR_VIEW_NOT_FOUND" in completed.stderr
+
+
+def test_second_process_on_a_busy_home_is_told_why(tmp_path: Path) -> None:
+    home = tmp_path / "busy"
+    with HomeLock(home):
+        completed = pixels_sql("sql", "SELECT 1", home=home)
+    assert completed.returncode == 1
+    assert "in use by pixels-sql pid" in completed.stderr
+    assert "one process at a time" in completed.stderr
+
+
+def test_parse_errors_stop_before_spark_starts(tmp_path: Path) -> None:
+    completed = pixels_sql("sql", "SELECT FROM WHERE (", home=tmp_path / "unused")
+    assert completed.returncode == 1
+    assert "<sql>:1: SQL does not parse" in completed.stderr
+    assert not (tmp_path / "unused" / "metastore_db").exists()
+
+
+def test_table_rendering() -> None:
+    text = render(["a", "meta"], [(1, "x" * 100), (None, "y")], "table", width=10)
+    assert text.splitlines() == [
+        "a    | meta",
+        "------+------------",
+        "1    | xxxxxxxxx…",
+        "NULL | y",
+    ]
+
+
+def test_every_command_has_help() -> None:
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    assert set(commands) == {"run", "sql", "demo"}
+    assert all(command.format_help() for command in commands.values())
