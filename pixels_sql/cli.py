@@ -23,7 +23,17 @@ if TYPE_CHECKING:
     from pixels_sql.progress import Progress
 
 PIPELINE_DIR = Path(__file__).resolve().parent.parent / "sql"
-RESULT_KEYWORDS = ("SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "VALUES", "TABLE", "FROM")
+RESULT_KEYWORDS = (
+    "SELECT",
+    "WITH",
+    "SHOW",
+    "DESCRIBE",
+    "DESC",
+    "EXPLAIN",
+    "VALUES",
+    "TABLE",
+    "FROM",
+)
 DEFAULT_DATABASE = "pixels"
 
 
@@ -59,7 +69,7 @@ class HomeLock:
 
     def __enter__(self) -> HomeLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+")  # noqa: SIM115 - held for the process lifetime
+        handle = open(self.path, "a+")  # held for the process lifetime
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

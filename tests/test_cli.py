@@ -20,7 +20,16 @@ ROOT = Path(__file__).parent.parent
 
 def pixels_sql(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pixels_sql.cli", *args, "--home", str(home), "--master", "local[2]"],
+        [
+            sys.executable,
+            "-m",
+            "pixels_sql.cli",
+            *args,
+            "--home",
+            str(home),
+            "--master",
+            "local[2]",
+        ],
         capture_output=True,
         text=True,
         timeout=600,
@@ -48,7 +57,7 @@ def test_run_prints_summary(ran) -> None:
 
 
 def test_tables_persist_for_a_second_process(ran) -> None:
-    home, data, _ = ran
+    home, _data, _ = ran
     completed = pixels_sql(
         "sql",
         "SELECT relative_path, Modality FROM object_catalog WHERE meta IS NOT NULL"

@@ -59,8 +59,10 @@ def normalise(meta: Any, deflated: bool = False) -> Any:
                     out["InlineBinary"] = base64.b64encode(read_bulk(value)).decode()
                 else:
                     out["InlineBinary"] = DEFLATED_BULK
-            elif key == "InlineBinary" and deflated and len(base64.b64decode(value)) > (
-                INLINE_BINARY_MAX_BYTES
+            elif (
+                key == "InlineBinary"
+                and deflated
+                and len(base64.b64decode(value)) > (INLINE_BINARY_MAX_BYTES)
             ):
                 out["InlineBinary"] = DEFLATED_BULK
             elif len(key) == 8 and key.endswith("0000"):

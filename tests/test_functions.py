@@ -76,7 +76,9 @@ def test_dicom_meta_fails_naming_path_and_reason(spark, sample_dir: Path) -> Non
 
 def test_good_file_has_no_error(spark) -> None:
     path = str(PYDICOM_TEST_FILES / "CT_small.dcm")
-    row = spark.sql(f"SELECT dicom_meta_error('{path}') AS e, try_dicom_meta('{path}') AS m").first()
+    row = spark.sql(
+        f"SELECT dicom_meta_error('{path}') AS e, try_dicom_meta('{path}') AS m"
+    ).first()
     assert row.e is None and json.loads(row.m)["00080060"]["Value"] == ["CT"]
 
 
@@ -87,7 +89,8 @@ def test_dicom_tag_spellings_agree_on_string_and_variant(spark, as_variant: bool
     row = spark.sql(
         f"""SELECT dicom_tag(m, 'PatientName') AS a, dicom_tag(m, '00100010') AS b,
                    dicom_tag(m, '(0010,0010)') AS c, dicom_tags(m, 'ImageType') AS image_type,
-                   dicom_tags(m, 'PixelSpacing') AS spacing, dicom_tag(m, 'SliceThickness') AS thickness,
+                   dicom_tags(m, 'PixelSpacing') AS spacing,
+                   dicom_tag(m, 'SliceThickness') AS thickness,
                    dicom_tag(m, 'PerformedProcedureStepID') AS absent
             FROM (SELECT {meta} AS m FROM VALUES ('{path}') AS t(path))"""
     ).first()

@@ -94,7 +94,11 @@ def test_variant_meta_is_queryable_with_databricks_functions(spark, ingested: Pa
                    dicom_tag(meta, 'PatientName') AS via_function
             FROM {DATABASE}.object_catalog WHERE relative_path = 'ct/CT_small.dcm'"""
     ).first()
-    assert row.name == row.via_function == str(pydicom.dcmread(PYDICOM_TEST_FILES / "CT_small.dcm").PatientName)
+    assert (
+        row.name
+        == row.via_function
+        == str(pydicom.dcmread(PYDICOM_TEST_FILES / "CT_small.dcm").PatientName)
+    )
 
 
 def test_series_and_study_views(spark, ingested: Path) -> None:

@@ -50,9 +50,10 @@ def test_metadata_columns_read_no_file_content(spark) -> None:
                 FROM read_files('{folder}', recursiveFileLookup => true)"""
         ).first()
         assert rows.files > 100 and rows.bytes > 16 * rows.files
-        with pytest.raises(Exception, match="FAILED_READ_FILE|exceeds|length"):
+        with pytest.raises(Exception, match=r"FAILED_READ_FILE|exceeds|length"):
             spark.sql(
-                f"SELECT max(length(content)) FROM read_files('{folder}', recursiveFileLookup => true)"
+                f"""SELECT max(length(content))
+                    FROM read_files('{folder}', recursiveFileLookup => true)"""
             ).collect()
     finally:
         spark.conf.unset("spark.sql.sources.binaryFile.maxLength")

@@ -37,7 +37,9 @@ def test_substitution_with_defaults_and_missing_parameter() -> None:
 
 def test_parse_error_names_file_and_line(tmp_path: Path) -> None:
     (tmp_path / "01_ok.sql").write_text("SELECT 1;\n")
-    (tmp_path / "02_bad.sql").write_text("SELECT 1;\n\n-- the broken one\nSELECT a\nFROM t WHERE (;\n")
+    (tmp_path / "02_bad.sql").write_text(
+        "SELECT 1;\n\n-- the broken one\nSELECT a\nFROM t WHERE (;\n"
+    )
     with pytest.raises(ScriptError) as error:
         load_scripts([tmp_path], {})
     assert error.value.location == f"{tmp_path / '02_bad.sql'}:5"

@@ -40,8 +40,9 @@ _ITEM_TAG = 0xFFFEE000
 _SEQUENCE_DELIMITER_TAG = 0xFFFEE0DD
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 # PS3.5 7.1.2: these explicit VRs have a 2-byte reserved field and a 4-byte length.
-_LONG_LENGTH_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC",
-                              b"UN", b"UR", b"UT", b"UV"})
+_LONG_LENGTH_VRS = frozenset(
+    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+)
 _DEFLATED_TRANSFER_SYNTAXES = frozenset({"1.2.840.10008.1.2.1.99"})
 # Groups a data set without the Part 10 preamble plausibly starts with (file meta, identifying).
 _RAW_DATASET_FIRST_GROUPS = frozenset({0x0002, 0x0008})
@@ -137,7 +138,9 @@ def _read_meta(local: str) -> dict[str, Any]:
             if len(header) == 4 and _unpack_tag(header, is_little_endian) in PIXEL_DATA_TAGS:
                 fp.seek(position)
                 result.update(
-                    _pixel_data_json(local, fp, size, dataset, is_implicit, is_little_endian, bulk_uri)
+                    _pixel_data_json(
+                        local, fp, size, dataset, is_implicit, is_little_endian, bulk_uri
+                    )
                 )
                 trailing = read_dataset(
                     fp, is_implicit, is_little_endian, defer_size=INLINE_BINARY_MAX_BYTES
@@ -229,7 +232,8 @@ def _dataset_json(
         return bulk_uri(base + bulk.file_tell, len(bulk.value))
 
     result: dict[str, Any] = {}
-    for tag in dataset.keys():
+    # Iterating a pydicom Dataset yields elements (converting them); keys() yields tags.
+    for tag in dataset.keys():  # noqa: SIM118
         if tag & 0xFFFF == 0:  # group length (PS3.5 7.2): describes the encoding, not the data
             continue
         element = dataset[tag]

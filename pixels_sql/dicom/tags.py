@@ -114,4 +114,3 @@ def dictionary_entries() -> list[DictionaryEntry]:
         for tag, (vr, vm, name, retired, keyword) in DicomDictionary.items()
     ]
     return sorted(rows, key=lambda row: row.tag)
-

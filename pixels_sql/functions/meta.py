@@ -28,7 +28,7 @@ def dicom_meta():
 
     Fails the query with the path and the reason when a file is not readable DICOM.
 
-    SELECT parse_json(dicom_meta(path)) AS meta FROM read_files('/data/dicom', format => 'binaryFile')
+    SELECT parse_json(dicom_meta(path)) AS meta FROM read_files('/data/dicom')
     """
     from pyspark.sql.functions import pandas_udf
 
