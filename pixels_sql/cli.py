@@ -134,7 +134,7 @@ def execute(
     for statement in statements:
         started = time.monotonic()
         if progress is not None:
-            progress.label = statement.location
+            progress.statement(statement.location)
         try:
             frame = spark.sql(statement.sql)
             if _returns_rows(statement.sql):

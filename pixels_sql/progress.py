@@ -27,7 +27,13 @@ class Progress:
         self._thread: threading.Thread | None = None
         self.expected_files: int | None = None
         self.label = ""
+        self._started = time.monotonic()
         self._last = ""
+
+    def statement(self, label: str) -> None:
+        """A new statement starts: label the progress line with it and restart its clock."""
+        self.label = label
+        self._started = time.monotonic()
 
     def __enter__(self) -> Progress:
         self._stop.clear()
@@ -56,7 +62,6 @@ class Progress:
         return done, total
 
     def _run(self) -> None:
-        started = time.monotonic()
         while not self._stop.wait(self._interval):
             done, total = self.snapshot()
             if total == 0:
@@ -65,7 +70,7 @@ class Progress:
             if self.expected_files:
                 estimate = round(self.expected_files * done / total)
                 text += f" · ≈{estimate}/{self.expected_files} files"
-            text += f" · {time.monotonic() - started:.0f}s"
+            text += f" · {time.monotonic() - self._started:.0f}s"
             if text == self._last:
                 continue
             if self._tty:

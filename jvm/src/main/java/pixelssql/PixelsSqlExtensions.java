@@ -46,7 +46,7 @@ public final class PixelsSqlExtensions extends AbstractFunction1<SparkSessionExt
           + " than `format` and `schema` is passed to the source as a reader option"
           + " (recursiveFileLookup, pathGlobFilter, modifiedAfter, header, ...).";
 
-  private static final String EXTENDED =
+  private static final String EXAMPLES =
       "\n    Examples:\n"
           + "      > SELECT path, length FROM read_files('/data/dicom', format => 'binaryFile',"
           + " recursiveFileLookup => true, pathGlobFilter => '*.dcm');\n";
@@ -54,7 +54,18 @@ public final class PixelsSqlExtensions extends AbstractFunction1<SparkSessionExt
   @Override
   public BoxedUnit apply(SparkSessionExtensions extensions) {
     ExpressionInfo info =
-        new ExpressionInfo(ReadFiles.class.getName(), null, FUNCTION_NAME, USAGE, EXTENDED);
+        new ExpressionInfo(
+            ReadFiles.class.getName(),
+            null,
+            FUNCTION_NAME,
+            USAGE,
+            "",
+            EXAMPLES,
+            "",
+            "",
+            "",
+            "",
+            "java_udf");
     extensions.injectTableFunction(
         new Tuple3<>(FunctionIdentifier.apply(FUNCTION_NAME), info, new ReadFiles()));
     return BoxedUnit.UNIT;
