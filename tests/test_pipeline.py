@@ -16,7 +16,7 @@ from pixels_sql.cli import PIPELINE_DIR, execute
 from pixels_sql.dicom.paths import path_tags
 from pixels_sql.scripts import load_scripts
 from tests.conftest import copy_samples
-from tests.corpus import PYDICOM_TEST_FILES
+from tests.corpus import EXPECTED_UNREADABLE, PYDICOM_TEST_FILES, corpus_files, pydicom_data_dir
 
 DATABASE = "pipeline_test"
 
@@ -136,3 +136,28 @@ def test_rerun_adds_nothing_and_new_files_are_incremental(spark, ingested: Path)
     after = snapshot()
     assert set(after) - set(before) == {f"file:{added}"}
     assert {path: after[path] for path in before} == before
+
+
+def test_whole_public_corpus(spark, tmp_path: Path) -> None:
+    """Every file of both corpora lands: good ones with meta, each bad one with its reason."""
+    files = corpus_files()
+    target = tmp_path / "corpus"
+    shutil.copytree(PYDICOM_TEST_FILES, target / "pydicom")
+    shutil.copytree(pydicom_data_dir(), target / "pydicom-data")
+    statements = load_scripts([PIPELINE_DIR], {"path": str(target), "database": "corpus_test"})
+    try:
+        execute(spark, statements, out=io.StringIO())
+        rows = spark.sql(
+            """SELECT regexp_extract(path, '[^/]+$', 0) AS name, meta_error_reason AS reason
+               FROM corpus_test.object_catalog"""
+        ).collect()
+    finally:
+        spark.sql("DROP DATABASE IF EXISTS corpus_test CASCADE")
+        spark.sql("USE default")
+    listed = [p for p in files if not p.name.startswith(("_", "."))]
+    assert len(rows) == len(listed)
+    failed = {(r.name, r.reason) for r in rows if r.reason is not None}
+    assert failed == set(EXPECTED_UNREADABLE.items())
+    assert sum(1 for r in rows if r.reason is None) == sum(
+        1 for p in listed if p.name not in EXPECTED_UNREADABLE
+    )
