@@ -1,0 +1,91 @@
+"""read_files and the SQL functions through a Spark Connect server (a separate JVM process)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyspark
+import pytest
+
+import pixels_sql
+from pixels_sql.session import session_conf
+from tests.corpus import PYDICOM_TEST_FILES
+
+SPARK_HOME = Path(pyspark.__file__).parent
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise TimeoutError(f"Spark Connect server did not listen on {port} in {timeout}s")
+
+
+@pytest.fixture(scope="module")
+def connect_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    home = tmp_path_factory.mktemp("connect-home")
+    port = free_port()
+    conf = session_conf(home, master="local[2]")
+    conf["spark.connect.grpc.binding.port"] = str(port)
+    conf["spark.connect.grpc.binding.address"] = "127.0.0.1"
+    args = ["--master", conf.pop("spark.master")]
+    for key, value in conf.items():
+        args += ["--conf", f"{key}={value}"]
+    env = {
+        **os.environ,
+        "SPARK_HOME": str(SPARK_HOME),
+        "PYSPARK_PYTHON": sys.executable,
+        "SPARK_LOG_DIR": str(home / "logs"),
+        "SPARK_PID_DIR": str(home),
+        "SPARK_LOCAL_IP": "127.0.0.1",
+    }
+    subprocess.run(
+        ["bash", str(SPARK_HOME / "sbin" / "start-connect-server.sh"), *args],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    try:
+        wait_for_port(port, 180)
+        yield f"sc://127.0.0.1:{port}"
+    finally:
+        subprocess.run(
+            ["bash", str(SPARK_HOME / "sbin" / "stop-connect-server.sh")],
+            env=env,
+            capture_output=True,
+        )
+
+
+def test_read_files_and_functions_over_connect(connect_url: str) -> None:
+    from pyspark.sql import SparkSession
+
+    session_id = str(uuid.uuid4())
+    client = SparkSession.builder.remote(f"{connect_url}/;session_id={session_id}").create()
+    try:
+        listed = client.sql(f"SELECT count(*) FROM read_files('{PYDICOM_TEST_FILES}')").first()[0]
+        assert listed == sum(1 for p in PYDICOM_TEST_FILES.iterdir() if p.is_file())
+        pixels_sql.register(client)
+        row = client.sql(
+            f"""SELECT dicom_tag(dicom_meta(path), 'Modality') AS modality,
+                       dicom_meta_error(path) AS error
+                FROM read_files('{PYDICOM_TEST_FILES}', pathGlobFilter => 'CT_small.dcm')"""
+        ).first()
+        assert (row.modality, row.error) == ("CT", None)
+    finally:
+        client.stop()
