@@ -33,6 +33,10 @@ from pixels_sql.dicom.paths import to_file_uri, to_local_path
 INLINE_BINARY_MAX_BYTES = 768
 # pydicom expresses its threshold in base64 characters: inline when len(value) <= (t // 4) * 3.
 _PYDICOM_THRESHOLD = INLINE_BINARY_MAX_BYTES // 3 * 4
+# A header value longer than this is referenced by byte range even when its VR is not binary or
+# not known without reading it (a private element in an implicit VR file, a giant text): a
+# hostile or broken header must not cost its size in memory.
+HUGE_VALUE_BYTES = 4 * 1024 * 1024
 
 PIXEL_DATA_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})  # Float, Double Float, Pixel Data
 _PIXEL_DATA_VR = {0x7FE00008: "OF", 0x7FE00009: "OD"}
@@ -43,6 +47,7 @@ _UNDEFINED_LENGTH = 0xFFFFFFFF
 _LONG_LENGTH_VRS = frozenset(
     {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 )
+_DESCRIBABLE_BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW"})
 _DEFLATED_TRANSFER_SYNTAXES = frozenset({"1.2.840.10008.1.2.1.99"})
 # Groups a data set without the Part 10 preamble plausibly starts with (file meta, identifying).
 _RAW_DATASET_FIRST_GROUPS = frozenset({0x0002, 0x0008})
@@ -116,6 +121,7 @@ def _read_meta(local: str) -> dict[str, Any]:
     uri = to_file_uri(os.path.abspath(local))
     with open(local, "rb") as fp:
         dataset = _read_header(local, fp, size)
+        after_header = fp.tell()  # converting deferred values below moves the file position
         is_implicit, is_little_endian = dataset.original_encoding
         deflated = _transfer_syntax(dataset) in _DEFLATED_TRANSFER_SYNTAXES
         if deflated:
@@ -133,10 +139,10 @@ def _read_meta(local: str) -> dict[str, Any]:
             result.update(_dataset_json(source, 0, bulk_uri))
 
         if not deflated:
-            position = fp.tell()
+            fp.seek(after_header)
             header = fp.read(4)
             if len(header) == 4 and _unpack_tag(header, is_little_endian) in PIXEL_DATA_TAGS:
-                fp.seek(position)
+                fp.seek(after_header)
                 result.update(
                     _pixel_data_json(
                         local, fp, size, dataset, is_implicit, is_little_endian, bulk_uri
@@ -152,8 +158,10 @@ def _read_meta(local: str) -> dict[str, Any]:
 
 
 def _read_header(local: str, fp: BinaryIO, size: int) -> Dataset:
+    # Values longer than the inline limit are deferred (not read); binary ones are then described
+    # by offset and length only, so a huge private blob in the header costs no memory.
     try:
-        return pydicom.dcmread(fp, stop_before_pixels=True)
+        return pydicom.dcmread(fp, stop_before_pixels=True, defer_size=INLINE_BINARY_MAX_BYTES)
     except InvalidDicomError:
         # PS3.10 7.1 requires the preamble, but many archives hold bare data sets (ACR-NEMA
         # style). Read those only when the first bytes look like a data element.
@@ -164,7 +172,9 @@ def _read_header(local: str, fp: BinaryIO, size: int) -> Dataset:
                 local, "not_dicom", "no 'DICM' prefix at byte 128 and no data element at byte 0"
             ) from None
         fp.seek(0)
-        return pydicom.dcmread(fp, stop_before_pixels=True, force=True)
+        return pydicom.dcmread(
+            fp, stop_before_pixels=True, force=True, defer_size=INLINE_BINARY_MAX_BYTES
+        )
 
 
 def _looks_like_raw_dataset(head: bytes, size: int) -> bool:
@@ -236,6 +246,15 @@ def _dataset_json(
     for tag in dataset.keys():  # noqa: SIM118
         if tag & 0xFFFF == 0:  # group length (PS3.5 7.2): describes the encoding, not the data
             continue
+        raw = dataset._dict[tag]
+        if isinstance(raw, RawDataElement) and raw.value is None and raw.length:
+            vr = _deferred_binary_vr(raw)
+            if vr is not None:
+                result[f"{tag:08X}"] = {
+                    "vr": vr,
+                    "BulkDataURI": bulk_uri(base + raw.value_tell, raw.length),
+                }
+                continue
         element = dataset[tag]
         if element.VR == "SQ":
             item_base = base if element.is_undefined_length else base + element.file_tell
@@ -348,25 +367,25 @@ def _trailing_json(
 ) -> dict[str, Any]:
     """Elements after the pixel data (e.g. Data Set Trailing Padding, PS3.10 7.2)."""
     _check_lengths(local, trailing, size, False)
-    result: dict[str, Any] = {}
-    for tag, raw in trailing._dict.items():
-        if tag & 0xFFFF == 0:
-            continue
-        if isinstance(raw, RawDataElement) and raw.value is None and raw.length:
-            # Deferred (long) value: describe it without reading it.
-            result[f"{tag:08X}"] = {
-                "vr": raw.VR or _dictionary_vr(tag),
-                "BulkDataURI": bulk_uri(raw.value_tell, raw.length),
-            }
-        else:
-            result.update(_dataset_json(Dataset({tag: trailing[tag]}), 0, bulk_uri))
-    return result
+    return _dataset_json(trailing, 0, bulk_uri)
 
 
-def _dictionary_vr(tag: int) -> str:
-    if pydicom.datadict.dictionary_has_tag(tag):
-        return pydicom.datadict.dictionary_VR(tag).split(" or ")[0]
-    return "UN"
+def _deferred_binary_vr(raw: RawDataElement) -> str | None:
+    """The VR under which a deferred value is described by byte range, or None to read it.
+
+    Binary VRs always qualify: explicit VR files carry the VR, and for implicit VR the public
+    dictionary must give one unambiguous binary VR. UN is left to pydicom below the huge-value
+    limit, since pydicom replaces it with the dictionary VR when it knows the tag (PS3.5 6.2.2).
+    """
+    dictionary_vr = None
+    if pydicom.datadict.dictionary_has_tag(int(raw.tag)):
+        dictionary_vr = pydicom.datadict.dictionary_VR(int(raw.tag))
+    vr = raw.VR or dictionary_vr
+    if vr in _DESCRIBABLE_BINARY_VRS:
+        return vr
+    if raw.length > HUGE_VALUE_BYTES and raw.length != _UNDEFINED_LENGTH:
+        return (vr or "UN").split(" or ")[0]
+    return None
 
 
 def _read_exact(local: str, fp: BinaryIO, count: int) -> bytes:
