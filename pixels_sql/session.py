@@ -91,7 +91,9 @@ def session(
     # Scratch space inside the home folder; loopback only (the host name may resolve elsewhere).
     os.environ["SPARK_LOCAL_DIRS"] = str(folder / "tmp")
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    builder = SparkSession.builder
+    # A fresh Builder: the shared `SparkSession.builder` keeps options set by earlier callers
+    # (e.g. a Spark Connect `remote(...)`), which would leak into this session.
+    builder = SparkSession.Builder()
     for key, value in {**session_conf(folder, master=master, ui=ui), **(conf or {})}.items():
         builder = builder.config(key, value)
     spark = builder.enableHiveSupport().getOrCreate()

@@ -7,14 +7,12 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pyspark
 import pytest
 
-import pixels_sql
 from pixels_sql.session import session_conf
 from tests.corpus import PYDICOM_TEST_FILES
 
@@ -73,19 +71,13 @@ def connect_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def test_read_files_and_functions_over_connect(connect_url: str) -> None:
-    from pyspark.sql import SparkSession
-
-    session_id = str(uuid.uuid4())
-    client = SparkSession.builder.remote(f"{connect_url}/;session_id={session_id}").create()
-    try:
-        listed = client.sql(f"SELECT count(*) FROM read_files('{PYDICOM_TEST_FILES}')").first()[0]
-        assert listed == sum(1 for p in PYDICOM_TEST_FILES.iterdir() if p.is_file())
-        pixels_sql.register(client)
-        row = client.sql(
-            f"""SELECT dicom_tag(dicom_meta(path), 'Modality') AS modality,
-                       dicom_meta_error(path) AS error
-                FROM read_files('{PYDICOM_TEST_FILES}', pathGlobFilter => 'CT_small.dcm')"""
-        ).first()
-        assert (row.modality, row.error) == ("CT", None)
-    finally:
-        client.stop()
+    job = Path(__file__).with_name("connect_client_job.py")
+    completed = subprocess.run(
+        [sys.executable, str(job), connect_url, str(PYDICOM_TEST_FILES)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    expected = sum(1 for p in PYDICOM_TEST_FILES.iterdir() if p.is_file())
+    assert completed.stdout.splitlines() == [f"listed {expected}", "modality CT error None"]
