@@ -17,6 +17,8 @@ REASONS: dict[str, str] = {
     "truncated": "the file ends before a value it declares (partial copy or upload)",
     "corrupt": "the bytes do not form a valid DICOM data set",
     "too_large": "the header's DICOM JSON is too large to store as a VARIANT value",
+    "no_pixel_data": "the data set has no Pixel Data, Float Pixel Data or Double Float Pixel Data",
+    "undecodable": "no installed codec decodes the pixel data (the message names the syntax)",
 }
 
 

@@ -120,7 +120,7 @@ def _read_meta(local: str) -> dict[str, Any]:
         raise DicomReadError(local, "empty", "the file has zero bytes")
     uri = to_file_uri(os.path.abspath(local))
     with open(local, "rb") as fp:
-        dataset = _read_header(local, fp, size)
+        dataset = read_header(local, fp, size)
         after_header = fp.tell()  # converting deferred values below moves the file position
         is_implicit, is_little_endian = dataset.original_encoding
         deflated = _transfer_syntax(dataset) in _DEFLATED_TRANSFER_SYNTAXES
@@ -157,7 +157,7 @@ def _read_meta(local: str) -> dict[str, Any]:
     return dict(sorted(result.items()))
 
 
-def _read_header(local: str, fp: BinaryIO, size: int) -> Dataset:
+def read_header(local: str, fp: BinaryIO, size: int) -> Dataset:
     # Values longer than the inline limit are deferred (not read); binary ones are then described
     # by offset and length only, so a huge private blob in the header costs no memory.
     try:

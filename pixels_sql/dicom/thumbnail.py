@@ -1,0 +1,315 @@
+"""Render a DICOM image as a small PNG/JPEG the way a viewer shows it (PS3.3 C.11, PS3.4 N.2).
+
+The pipeline per image: pick one frame (the middle one of a multi-frame image), decode only that
+frame, apply the Modality LUT (rescale or Modality LUT Sequence), the VOI LUT (window, VOI LUT
+Sequence, VOI LUT Function) or a robust window when the file gives none, invert MONOCHROME1,
+apply a palette, and resize to the physical aspect ratio (Pixel Spacing / Pixel Aspect Ratio).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from pydicom.dataset import Dataset
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, pixel_array
+from pydicom.uid import (
+    UID,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+
+from pixels_sql.dicom.errors import DicomReadError, classify
+from pixels_sql.dicom.meta import PIXEL_DATA_TAGS, read_header
+from pixels_sql.dicom.paths import to_local_path
+
+DEFAULT_MAX_SIZE = 256
+FORMATS = {"png": "PNG", "jpeg": "JPEG"}
+# Robust window for images without VOI attributes: these percentiles of the modality values.
+AUTO_WINDOW_PERCENTILES = (0.5, 99.5)
+DEFLATED = "1.2.840.10008.1.2.1.99"
+
+
+@dataclass(frozen=True)
+class ThumbnailResult:
+    """A rendered image, or the reason it could not be rendered."""
+
+    data: bytes | None
+    reason: str | None = None
+    message: str | None = None
+
+
+def render_thumbnail(path: str, max_size: int = DEFAULT_MAX_SIZE, fmt: str = "png") -> bytes:
+    """PNG (or JPEG) bytes of the image in ``path``, its longer side at most ``max_size`` pixels.
+
+    Raises :class:`DicomReadError` (reasons ``no_pixel_data``, ``undecodable`` and those of the
+    header reader) when the file cannot be rendered.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown thumbnail format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if max_size < 1:
+        raise ValueError(f"max_size must be a positive number of pixels, got {max_size}")
+    local = to_local_path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            image = _render(local, max_size)
+    except DicomReadError:
+        raise
+    except Exception as exc:  # a decoder or LUT failure is data about the file
+        raise classify(local, exc) from exc
+    return encode(image, fmt)
+
+
+def read_thumbnail_result(
+    path: str, max_size: int = DEFAULT_MAX_SIZE, fmt: str = "png"
+) -> ThumbnailResult:
+    """Like :func:`render_thumbnail` but returns failures as data instead of raising."""
+    try:
+        return ThumbnailResult(render_thumbnail(path, max_size, fmt))
+    except DicomReadError as exc:
+        return ThumbnailResult(None, exc.reason, exc.message)
+
+
+def encode(image: Image.Image, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    if fmt == "jpeg":
+        image.save(buffer, "JPEG", quality=90)
+    else:
+        image.save(buffer, "PNG", compress_level=6)
+    return buffer.getvalue()
+
+
+def _render(local: str, max_size: int) -> Image.Image:
+    size = os.path.getsize(local)
+    if size == 0:
+        raise DicomReadError(local, "empty", "the file has zero bytes")
+    with open(local, "rb") as fp:
+        header = read_header(local, fp, size)
+        if transfer_syntax(header) == DEFLATED:
+            header = _full_dataset(local)  # PS3.5 A.5: nothing is readable without inflating
+        has_pixels = _has_pixel_data(header, fp)
+    if not has_pixels:
+        raise DicomReadError(
+            local, "no_pixel_data", f"{_describe(header)} has no pixel data to render"
+        )
+    frames = int(header.get("NumberOfFrames", 1) or 1)
+    index = frames // 2  # the middle frame of a multi-frame image
+    frame = decode_frame(local, header, index if frames > 1 else None)
+    rendered = to_display(frame, header, index)
+    return resize(rendered, target_size(header, max_size))
+
+
+def _has_pixel_data(header: Dataset, fp: Any) -> bool:
+    if any(tag in header for tag in PIXEL_DATA_TAGS):
+        return True  # deflated files are read whole
+    head = fp.read(4)  # read_header stops at the pixel data element, if there is one
+    if len(head) < 4:
+        return False
+    endian = "little" if header.original_encoding[1] else "big"
+    group = int.from_bytes(head[:2], endian)
+    element = int.from_bytes(head[2:], endian)
+    return (group << 16 | element) in PIXEL_DATA_TAGS
+
+
+def _describe(header: Dataset) -> str:
+    modality = header.get("Modality")
+    sop_class = header.get("SOPClassUID")
+    name = getattr(sop_class, "name", None) if sop_class else None
+    return f"this {name or 'data set'}" + (f" ({modality})" if modality else "")
+
+
+def transfer_syntax(header: Dataset) -> UID:
+    """The file's transfer syntax; for a bare data set, the encoding pydicom detected."""
+    meta = header.file_meta
+    if meta is not None and "TransferSyntaxUID" in meta:
+        return UID(meta.TransferSyntaxUID)
+    implicit, little = header.original_encoding
+    if implicit:
+        return ImplicitVRLittleEndian
+    return ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+
+
+def decode_frame(local: str, header: Dataset, index: int | None) -> np.ndarray:
+    """Decode one frame (``index``) or the single image (None), reading only that frame."""
+    syntax = transfer_syntax(header)
+    try:
+        if syntax == DEFLATED:
+            # PS3.5 A.5: one deflate stream; pydicom inflates the data set to reach the pixels.
+            return pixel_array(_full_dataset(local), index=index)
+        return pixel_array(local, index=index, transfer_syntax_uid=syntax)
+    except (RuntimeError, NotImplementedError) as exc:
+        raise DicomReadError(
+            local, "undecodable", f"{syntax.name} ({syntax}): {_first_line(exc)}"
+        ) from exc
+
+
+def _full_dataset(local: str) -> Dataset:
+    import pydicom
+
+    return pydicom.dcmread(local, force=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return " ".join(lines[:3])
+
+
+def to_display(frame: np.ndarray, header: Dataset, index: int = 0) -> np.ndarray:
+    """Map decoded stored values to 8-bit display values (grey H×W or RGB H×W×3)."""
+    photometric = str(header.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    if photometric == "PALETTE COLOR":
+        rgb = apply_color_lut(frame, header)
+        bits = _palette_bits(header)
+        return _to_uint8(rgb.astype(np.float64) / float(2**bits - 1))
+    if frame.ndim == 3:
+        # RGB, or YBR already converted to RGB by the decoder / pydicom (PS3.3 C.7.6.3.1.2).
+        bits = int(header.get("BitsStored", 8) or 8)
+        return _to_uint8(frame.astype(np.float64) / float(2**bits - 1))
+    lut_view = frame_lut_view(header, index)
+    values = apply_modality_lut(frame, lut_view)
+    scaled = voi(values, lut_view, frame)
+    if photometric == "MONOCHROME1":
+        scaled = 1.0 - scaled  # PS3.3 C.7.6.3.1.2: minimum value is white
+    return _to_uint8(scaled)
+
+
+def _to_uint8(unit: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(unit * 255.0), 0, 255).astype(np.uint8)
+
+
+def _palette_bits(header: Dataset) -> int:
+    descriptor = header.get("RedPaletteColorLookupTableDescriptor")
+    if descriptor is not None and len(descriptor) == 3:
+        return 16 if int(descriptor[2]) > 8 else 8
+    return 16
+
+
+def frame_lut_view(header: Dataset, index: int) -> Dataset:
+    """A data set with the rescale and window that apply to frame ``index``.
+
+    Enhanced multi-frame objects keep them in functional groups (PS3.3 C.7.6.16.2.9 Pixel Value
+    Transformation, C.7.6.16.2.10 Frame VOI LUT), per frame or shared; the top level otherwise.
+    """
+    groups = []
+    if "PerFrameFunctionalGroupsSequence" in header:
+        per_frame = header.PerFrameFunctionalGroupsSequence
+        if index < len(per_frame):
+            groups.append(per_frame[index])
+    if "SharedFunctionalGroupsSequence" in header and header.SharedFunctionalGroupsSequence:
+        groups.append(header.SharedFunctionalGroupsSequence[0])
+    if not groups:
+        return header
+    view = Dataset()
+    view.update(header)
+    for keyword, sequence, fields in (
+        (
+            "rescale",
+            "PixelValueTransformationSequence",
+            ("RescaleSlope", "RescaleIntercept", "RescaleType"),
+        ),
+        ("window", "FrameVOILUTSequence", ("WindowCenter", "WindowWidth", "VOILUTFunction")),
+    ):
+        del keyword
+        for group in groups:
+            if sequence in group and group[sequence].value:
+                item = group[sequence][0]
+                for field in fields:
+                    if field in item:
+                        setattr(view, field, item[field].value)
+                break
+    return view
+
+
+def voi(values: np.ndarray, view: Dataset, stored: np.ndarray) -> np.ndarray:
+    """VOI transform to [0, 1] (PS3.3 C.11.2): VOI LUT Sequence, else window, else automatic."""
+    if "VOILUTSequence" in view and view.VOILUTSequence:
+        item = view.VOILUTSequence[0]
+        bits = int(item.LUTDescriptor[2])
+        return apply_voi(values, view, 0).astype(np.float64) / float(2**bits - 1)
+    center, width = _first_window(view)
+    if center is not None and width is not None and width > 0:
+        function = str(view.get("VOILUTFunction", "LINEAR") or "LINEAR").upper()
+        return window(values.astype(np.float64), center, width, function)
+    return auto_window(values.astype(np.float64), view, stored)
+
+
+def _first_window(view: Dataset) -> tuple[float | None, float | None]:
+    center, width = view.get("WindowCenter"), view.get("WindowWidth")
+    if center is None or width is None or center == "" or width == "":
+        return None, None
+    if not isinstance(center, (int, float)):
+        center = center[0] if len(center) else None
+    if not isinstance(width, (int, float)):
+        width = width[0] if len(width) else None
+    if center is None or width is None:
+        return None, None
+    return float(center), float(width)
+
+
+def window(values: np.ndarray, center: float, width: float, function: str) -> np.ndarray:
+    """VOI LUT Function (PS3.3 C.11.2.1.2): LINEAR, LINEAR_EXACT or SIGMOID, to [0, 1]."""
+    if function == "SIGMOID":
+        return 1.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
+    if function == "LINEAR_EXACT":
+        return np.clip((values - center) / width + 0.5, 0.0, 1.0)
+    if width <= 1:  # LINEAR needs width >= 1; width 1 is a threshold at the center
+        return (values > center - 0.5).astype(np.float64)
+    return np.clip((values - (center - 0.5)) / (width - 1.0) + 0.5, 0.0, 1.0)
+
+
+def auto_window(values: np.ndarray, view: Dataset, stored: np.ndarray) -> np.ndarray:
+    """No VOI in the file: 8-bit unsigned data as stored, else a percentile window."""
+    bits = int(view.get("BitsStored", 16) or 16)
+    rescaled = "RescaleSlope" in view or "ModalityLUTSequence" in view
+    if bits <= 8 and int(view.get("PixelRepresentation", 0) or 0) == 0 and not rescaled:
+        return values / float(2**bits - 1)
+    low, high = np.percentile(values, AUTO_WINDOW_PERCENTILES)
+    if high <= low:
+        low, high = float(values.min()), float(values.max())
+    if high <= low:
+        return np.zeros_like(values)
+    return np.clip((values - low) / (high - low), 0.0, 1.0)
+
+
+def target_size(header: Dataset, max_size: int) -> tuple[int, int]:
+    """(width, height) of the thumbnail: physical aspect ratio, longer side ≤ ``max_size``.
+
+    Computed from Rows/Columns and the pixel spacing, never from the decoded array, so every
+    decode path gives the same size. Images smaller than ``max_size`` are not enlarged.
+    """
+    rows, columns = int(header.Rows), int(header.Columns)
+    row_spacing, column_spacing = _spacing(header)
+    physical_height = rows * row_spacing
+    physical_width = columns * column_spacing
+    # Keep the sampling of the denser axis; stretch the other to the physical ratio.
+    scale_to_pixels = min(row_spacing, column_spacing)
+    height = physical_height / scale_to_pixels
+    width = physical_width / scale_to_pixels
+    shrink = min(1.0, max_size / max(height, width))
+    return max(1, round(width * shrink)), max(1, round(height * shrink))
+
+
+def _spacing(header: Dataset) -> tuple[float, float]:
+    """(row spacing, column spacing): adjacent rows' distance first (PS3.3 10.7.1.3)."""
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = header.get(keyword)
+        if value is not None and len(value) == 2 and float(value[0]) > 0 and float(value[1]) > 0:
+            return float(value[0]), float(value[1])
+    ratio = header.get("PixelAspectRatio")  # vertical \ horizontal (PS3.3 C.7.6.3.1.7)
+    if ratio is not None and len(ratio) == 2 and int(ratio[0]) > 0 and int(ratio[1]) > 0:
+        return float(ratio[0]), float(ratio[1])
+    return 1.0, 1.0
+
+
+def resize(display: np.ndarray, size: tuple[int, int]) -> Image.Image:
+    image = Image.fromarray(display, mode="RGB" if display.ndim == 3 else "L")
+    if image.size == size:
+        return image
+    return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
