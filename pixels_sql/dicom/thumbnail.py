@@ -34,6 +34,11 @@ FORMATS = {"png": "PNG", "jpeg": "JPEG"}
 # Robust window for images without VOI attributes: these percentiles of the modality values.
 AUTO_WINDOW_PERCENTILES = (0.5, 99.5)
 DEFLATED = "1.2.840.10008.1.2.1.99"
+# Functional group macros holding a frame's rescale and window (PS3.3 C.7.6.16.2.9 / .10).
+_FUNCTIONAL_GROUP_FIELDS = (
+    ("PixelValueTransformationSequence", ("RescaleSlope", "RescaleIntercept", "RescaleType")),
+    ("FrameVOILUTSequence", ("WindowCenter", "WindowWidth", "VOILUTFunction")),
+)
 
 
 @dataclass(frozen=True)
@@ -162,7 +167,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def to_display(frame: np.ndarray, header: Dataset, index: int = 0) -> np.ndarray:
-    """Map decoded stored values to 8-bit display values (grey H×W or RGB H×W×3)."""
+    """Map decoded stored values to 8-bit display values (grey HxW or RGB HxWx3)."""
     photometric = str(header.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     if photometric == "PALETTE COLOR":
         rgb = apply_color_lut(frame, header)
@@ -208,15 +213,7 @@ def frame_lut_view(header: Dataset, index: int) -> Dataset:
         return header
     view = Dataset()
     view.update(header)
-    for keyword, sequence, fields in (
-        (
-            "rescale",
-            "PixelValueTransformationSequence",
-            ("RescaleSlope", "RescaleIntercept", "RescaleType"),
-        ),
-        ("window", "FrameVOILUTSequence", ("WindowCenter", "WindowWidth", "VOILUTFunction")),
-    ):
-        del keyword
+    for sequence, fields in _FUNCTIONAL_GROUP_FIELDS:
         for group in groups:
             if sequence in group and group[sequence].value:
                 item = group[sequence][0]
