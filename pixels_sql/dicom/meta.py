@@ -140,14 +140,9 @@ def _read_meta(local: str) -> dict[str, Any]:
 
         if not deflated:
             fp.seek(after_header)
-            header = fp.read(4)
-            if len(header) == 4 and _unpack_tag(header, is_little_endian) in PIXEL_DATA_TAGS:
-                fp.seek(after_header)
-                result.update(
-                    _pixel_data_json(
-                        local, fp, size, dataset, is_implicit, is_little_endian, bulk_uri
-                    )
-                )
+            location = locate_pixel_data(local, fp, size, dataset)
+            if location is not None:
+                result.update(_pixel_data_json(local, fp, location, bulk_uri))
                 trailing = read_dataset(
                     fp, is_implicit, is_little_endian, defer_size=INLINE_BINARY_MAX_BYTES
                 )
@@ -274,18 +269,33 @@ def _unpack_tag(header: bytes, is_little_endian: bool) -> int:
     return group << 16 | element
 
 
-def _pixel_data_json(
-    local: str,
-    fp: BinaryIO,
-    size: int,
-    dataset: Dataset,
-    is_implicit: bool,
-    is_little_endian: bool,
-    bulk_uri: Callable[[int | None, int], str],
-) -> dict[str, Any]:
-    """Describe the pixel data element at the current position by offset and length only."""
+@dataclass(frozen=True)
+class PixelDataLocation:
+    """Where a pixel data element's value lies in its file."""
+
+    tag: int
+    vr: str
+    offset: int
+    length: int  # for encapsulated data: the fragment items, without the sequence delimiter
+    encapsulated: bool
+
+
+def locate_pixel_data(
+    local: str, fp: BinaryIO, size: int, dataset: Dataset
+) -> PixelDataLocation | None:
+    """Read the pixel data element header at the current position (where ``read_header``
+    stopped) and find its value's extent without reading the value; None if there is none.
+
+    Leaves ``fp`` just after the value. Raises ``truncated`` when the value runs past the end.
+    """
+    is_implicit, is_little_endian = dataset.original_encoding
+    start = fp.tell()
+    head = fp.read(4)
+    if len(head) < 4 or _unpack_tag(head, is_little_endian) not in PIXEL_DATA_TAGS:
+        fp.seek(start)
+        return None
     endian = "<" if is_little_endian else ">"
-    tag = _unpack_tag(_read_exact(local, fp, 4), is_little_endian)
+    tag = _unpack_tag(head, is_little_endian)
     vr_or_length = _read_exact(local, fp, 4)
     vr_bytes: bytes | None = vr_or_length[:2]
     if is_implicit or not _is_vr(vr_or_length[:2]):
@@ -310,17 +320,27 @@ def _pixel_data_json(
     else:
         fp.seek(offset + length)
     vr = _pixel_data_vr(tag, vr_bytes, undefined, is_implicit, dataset)
-    element: dict[str, Any] = {"vr": vr}
-    if length == 0:
+    return PixelDataLocation(tag, vr, offset, length, undefined)
+
+
+def _pixel_data_json(
+    local: str,
+    fp: BinaryIO,
+    location: PixelDataLocation,
+    bulk_uri: Callable[[int | None, int], str],
+) -> dict[str, Any]:
+    """Describe the pixel data element by offset and length only (inline when short)."""
+    element: dict[str, Any] = {"vr": location.vr}
+    if location.length == 0:
         pass
-    elif length <= INLINE_BINARY_MAX_BYTES:
+    elif location.length <= INLINE_BINARY_MAX_BYTES:
         resume = fp.tell()
-        fp.seek(offset)
-        element["InlineBinary"] = base64.b64encode(fp.read(length)).decode("ascii")
+        fp.seek(location.offset)
+        element["InlineBinary"] = base64.b64encode(fp.read(location.length)).decode("ascii")
         fp.seek(resume)
     else:
-        element["BulkDataURI"] = bulk_uri(offset, length)
-    return {f"{tag:08X}": element}
+        element["BulkDataURI"] = bulk_uri(location.offset, location.length)
+    return {f"{location.tag:08X}": element}
 
 
 def _pixel_data_vr(

@@ -12,7 +12,6 @@ import io
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -26,7 +25,7 @@ from pydicom.uid import (
 )
 
 from pixels_sql.dicom.errors import DicomReadError, classify
-from pixels_sql.dicom.meta import PIXEL_DATA_TAGS, read_header
+from pixels_sql.dicom.meta import PIXEL_DATA_TAGS, locate_pixel_data, read_header
 from pixels_sql.dicom.paths import to_local_path
 
 DEFAULT_MAX_SIZE = 256
@@ -99,7 +98,10 @@ def _render(local: str, max_size: int) -> Image.Image:
         header = read_header(local, fp, size)
         if transfer_syntax(header) == DEFLATED:
             header = _full_dataset(local)  # PS3.5 A.5: nothing is readable without inflating
-        has_pixels = _has_pixel_data(header, fp)
+            has_pixels = any(tag in header for tag in PIXEL_DATA_TAGS)
+        else:
+            # Also checks that the pixel data is all there (else: truncated).
+            has_pixels = locate_pixel_data(local, fp, size, header) is not None
     if not has_pixels:
         raise DicomReadError(
             local, "no_pixel_data", f"{_describe(header)} has no pixel data to render"
@@ -109,18 +111,6 @@ def _render(local: str, max_size: int) -> Image.Image:
     frame = decode_frame(local, header, index if frames > 1 else None)
     rendered = to_display(frame, header, index)
     return resize(rendered, target_size(header, max_size))
-
-
-def _has_pixel_data(header: Dataset, fp: Any) -> bool:
-    if any(tag in header for tag in PIXEL_DATA_TAGS):
-        return True  # deflated files are read whole
-    head = fp.read(4)  # read_header stops at the pixel data element, if there is one
-    if len(head) < 4:
-        return False
-    endian = "little" if header.original_encoding[1] else "big"
-    group = int.from_bytes(head[:2], endian)
-    element = int.from_bytes(head[2:], endian)
-    return (group << 16 | element) in PIXEL_DATA_TAGS
 
 
 def _describe(header: Dataset) -> str:
@@ -172,6 +162,10 @@ def to_display(frame: np.ndarray, header: Dataset, index: int = 0) -> np.ndarray
     if photometric == "PALETTE COLOR":
         rgb = apply_color_lut(frame, header)
         bits = _palette_bits(header)
+        if bits == 16 and int(rgb.max(initial=0)) < 256:
+            # Some writers store 8-bit entries in a table declared 16-bit (PS3.3 C.7.6.3.1.5);
+            # viewers take entries that all fit in 8 bits as 8-bit, and so do we.
+            bits = 8
         return _to_uint8(rgb.astype(np.float64) / float(2**bits - 1))
     if frame.ndim == 3:
         # RGB, or YBR already converted to RGB by the decoder / pydicom (PS3.3 C.7.6.3.1.2).

@@ -1,13 +1,24 @@
--- Step 3: views over the catalog — failed files, series and studies. Views read the table at
+-- Step 9: views over the catalog — failed files, series and studies. Views read the tables at
 -- query time, so they stay current as new files are ingested.
 CREATE OR REPLACE VIEW object_errors AS
 SELECT
   path,
+  'meta' AS stage,
   meta_error_reason AS reason,
   meta_error_message AS message,
   ingested_at AS seen_at
 FROM object_catalog
-WHERE meta_error_reason IS NOT NULL;
+WHERE meta_error_reason IS NOT NULL
+UNION ALL
+SELECT
+  path,
+  'thumbnail' AS stage,
+  thumbnail_error_reason AS reason,
+  thumbnail_error_message AS message,
+  created_at AS seen_at
+FROM object_thumbnails
+WHERE thumbnail_error_reason IS NOT NULL
+  AND thumbnail_error_reason != 'no_pixel_data';
 
 CREATE OR REPLACE VIEW series_catalog AS
 SELECT
