@@ -169,6 +169,11 @@ def summary(spark: SparkSession, database: str) -> str:
         f"""SELECT meta_error_reason AS reason, count(*) AS files FROM {catalog}
             WHERE meta_error_reason IS NOT NULL GROUP BY 1 ORDER BY 2 DESC, 1"""
     ).collect()
+    thumbnails = None
+    if spark.catalog.tableExists(f"{database}.object_thumbnails"):
+        thumbnails = spark.sql(
+            f"SELECT count(thumbnail) FROM `{database}`.object_thumbnails"
+        ).first()[0]
     location = spark.sql(f"DESCRIBE TABLE EXTENDED {catalog}").where("col_name = 'Location'")
     where = location.first()
     lines = [
@@ -176,10 +181,11 @@ def summary(spark: SparkSession, database: str) -> str:
         f"instances: {counts.instances}",
         f"series: {counts.series}",
         f"studies: {counts.studies}",
+        *([f"thumbnails: {thumbnails}"] if thumbnails is not None else []),
         f"errors: {counts.errors}"
         + ("" if not reasons else " (" + ", ".join(f"{r.reason} {r.files}" for r in reasons) + ")"),
-        f"database: {database} (tables object_catalog; views object_errors, series_catalog,"
-        " study_catalog)",
+        f"database: {database} (tables object_catalog, object_thumbnails; views object_errors,"
+        " series_catalog, study_catalog)",
         f"table location: {where.data_type if where else '?'}",
         f"warehouse: {spark.conf.get('spark.sql.warehouse.dir')}",
     ]

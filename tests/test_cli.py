@@ -52,6 +52,7 @@ def test_run_prints_summary(ran) -> None:
     files = sum(1 for p in data.rglob("*") if p.is_file())
     assert f"files: {files}\n" in completed.stdout
     assert "instances: 8\n" in completed.stdout
+    assert "thumbnails: 6\n" in completed.stdout
     assert "errors: 3 (corrupt 1, not_dicom 1, truncated 1)" in completed.stdout
     assert "10_catalog.sql:59: ok" in completed.stderr  # per-statement progress
 

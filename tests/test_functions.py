@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import pydicom
 import pytest
 from chispa import assert_df_equality
+from PIL import Image
 
 import pixels_sql
 from pixels_sql.dicom.meta import read_meta_json
+from pixels_sql.dicom.thumbnail import render_thumbnail
 from pixels_sql.functions import FUNCTIONS
 from tests.corpus import PYDICOM_TEST_FILES
 
@@ -113,3 +116,34 @@ def test_dictionary_view(spark) -> None:
         "SELECT tag, json_key, vr, vm, retired FROM dicom_dictionary WHERE keyword = 'ImageType'"
     ).first()
     assert tuple(row) == ("(0008,0008)", "00080008", "CS", "2-n", False)
+
+
+def test_thumbnail_functions(spark, sample_dir: Path) -> None:
+    rows = spark.sql(
+        f"""SELECT regexp_extract(path, '[^/]+$', 0) AS name,
+                   try_dicom_thumbnail(path) AS png,
+                   try_dicom_thumbnail(path, 32, 'jpeg') AS jpeg,
+                   dicom_thumbnail_error(path) AS error,
+                   dicom_thumbnail_result(path, 16) AS result
+            FROM read_files('{sample_dir}', recursiveFileLookup => true)"""
+    ).collect()
+    by_name = {r.name: r for r in rows}
+    ct = by_name["CT_small.dcm"]
+    assert bytes(ct.png) == render_thumbnail(str(sample_dir / "ct" / "CT_small.dcm"))
+    assert Image.open(io.BytesIO(ct.jpeg)).size == (32, 32)
+    assert Image.open(io.BytesIO(ct.result.thumbnail)).size == (16, 16)
+    assert ct.error is None and ct.result.reason is None
+    plan = by_name["rtplan.dcm"]
+    assert (plan.png, plan.error, plan.result.reason) == (None, "no_pixel_data", "no_pixel_data")
+    assert by_name["README.txt"].error == "not_dicom"
+
+
+def test_dicom_thumbnail_fails_with_reason_and_checks_arguments(spark) -> None:
+    plan = str(PYDICOM_TEST_FILES / "rtplan.dcm")
+    with pytest.raises(Exception, match="no_pixel_data"):
+        spark.sql(f"SELECT dicom_thumbnail('{plan}')").collect()
+    ct = str(PYDICOM_TEST_FILES / "CT_small.dcm")
+    with pytest.raises(Exception, match="format must be one of png, jpeg"):
+        spark.sql(f"SELECT dicom_thumbnail('{ct}', 64, 'gif')").collect()
+    with pytest.raises(Exception, match="max_size must be a positive"):
+        spark.sql(f"SELECT try_dicom_thumbnail('{ct}', 0)").collect()

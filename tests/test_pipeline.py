@@ -14,6 +14,7 @@ import pytest
 
 from pixels_sql.cli import PIPELINE_DIR, execute
 from pixels_sql.dicom.paths import path_tags
+from pixels_sql.dicom.thumbnail import render_thumbnail
 from pixels_sql.scripts import load_scripts
 from tests.conftest import copy_samples
 from tests.corpus import EXPECTED_UNREADABLE, PYDICOM_TEST_FILES, corpus_files, pydicom_data_dir
@@ -101,6 +102,22 @@ def test_variant_meta_is_queryable_with_databricks_functions(spark, ingested: Pa
     )
 
 
+def test_thumbnails_for_every_image(spark, ingested: Path) -> None:
+    rows = spark.sql(
+        f"""SELECT c.relative_path, t.thumbnail, t.thumbnail_error_reason AS reason
+            FROM {DATABASE}.object_catalog c JOIN {DATABASE}.object_thumbnails t USING (path)"""
+    ).collect()
+    by_path = {r.relative_path: r for r in rows}
+    assert len(rows) == 8  # every file with a header, nothing for the 3 broken ones
+    without_pixels = {"rt/rtplan.dcm", "raw/no_preamble"}  # an RT Plan and an RT Ion Plan
+    assert {p for p, r in by_path.items() if r.reason == "no_pixel_data"} == without_pixels
+    for relative, row in by_path.items():
+        if relative not in without_pixels:
+            assert bytes(row.thumbnail) == render_thumbnail(str(ingested / relative)), relative
+    stages = spark.sql(f"SELECT DISTINCT stage FROM {DATABASE}.object_errors").collect()
+    assert [s.stage for s in stages] == ["meta"]  # no_pixel_data is not an error
+
+
 def test_series_and_study_views(spark, ingested: Path) -> None:
     good = [p for p in ingested.rglob("*") if p.is_file() and p.parent.name != "bad"]
     datasets = [pydicom_dataset(p) for p in good]
@@ -135,6 +152,8 @@ def test_rerun_adds_nothing_and_new_files_are_incremental(spark, ingested: Path)
     run_pipeline(spark, ingested)
     after = snapshot()
     assert set(after) - set(before) == {f"file:{added}"}
+    thumbnails = spark.sql(f"SELECT path FROM {DATABASE}.object_thumbnails").collect()
+    assert len(thumbnails) == len({t.path for t in thumbnails}) == 9
     assert {path: after[path] for path in before} == before
 
 
