@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup jar demo test lint format clean
+.PHONY: setup jar browser demo test lint format clean
 
 $(STAMP): pyproject.toml scripts/check-java
 	scripts/check-java
@@ -26,7 +26,11 @@ lint: setup
 	$(PY) -m ruff check pixels_sql tests
 	$(PY) -m ruff format --check pixels_sql tests
 
-test: jar lint
+# The gallery test drives a real headless Chromium.
+browser:
+	scripts/check-chromium
+
+test: jar lint browser
 	$(PY) -m pytest
 
 format: setup

@@ -225,25 +225,45 @@ def cmd_sql(args: argparse.Namespace) -> int:
     return 0
 
 
-def sample_data_dirs() -> list[Path]:
+def cmd_gallery(args: argparse.Namespace) -> int:
+    from pixels_sql.gallery import GALLERY_SQL, render_gallery
+
+    database = args.database or DEFAULT_DATABASE
+    output = Path(args.output).resolve()
+    with HomeLock(home_dir(args.home)):
+        spark = _spark(args)
+        if not spark.catalog.tableExists(f"{database}.object_thumbnails"):
+            raise CliError(
+                f"no {database}.object_thumbnails table: run the pipeline first"
+                " (pixels-sql run sql --param path=<folder>)"
+            )
+        query = GALLERY_SQL.format(database=f"`{database}`", limit=int(args.gallery_limit))
+        rows = [row.asDict() for row in spark.sql(query).collect()]
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(render_gallery(rows, title=f"pixels-sql · {database}"), encoding="utf-8")
+    print(f"gallery: {output} ({len(rows)} images)")
+    return 0
+
+
+def sample_data_dirs() -> dict[str, Path]:
     """The bundled real sample files: pydicom's test files and the pydicom-data package."""
     import pydicom
 
-    dirs = [Path(pydicom.__file__).parent / "data" / "test_files"]
+    dirs = {"pydicom": Path(pydicom.__file__).parent / "data" / "test_files"}
     try:
         import data_store  # the pydicom-data distribution
     except ImportError:
         pass
     else:
-        dirs.append(Path(data_store.__file__).parent / "data")
+        dirs["pydicom-data"] = Path(data_store.__file__).parent / "data"
     return dirs
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     home = home_dir(args.home)
     samples = home / "samples"
-    for source in sample_data_dirs():
-        target = samples / source.parent.parent.name
+    for name, source in sample_data_dirs().items():
+        target = samples / name
         if not target.exists():
             shutil.copytree(source, target)
     print(f"sample data: {samples} ({sum(1 for p in samples.rglob('*') if p.is_file())} files)")
@@ -282,6 +302,22 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("--width", type=int, default=60, help="cut table cells at this many chars")
     sql.add_argument("--no-parse-check", action="store_true", help="skip the sqlglot check")
     sql.set_defaults(handler=cmd_sql)
+
+    gallery = sub.add_parser(
+        "gallery", parents=[common], help="write a static HTML contact sheet of the thumbnails"
+    )
+    gallery.add_argument("--database", help=f"database to read (default: {DEFAULT_DATABASE})")
+    gallery.add_argument(
+        "--output", default="gallery.html", help="HTML file to write (default: gallery.html)"
+    )
+    gallery.add_argument(
+        "--max-images",
+        dest="gallery_limit",
+        type=int,
+        default=5000,
+        help="at most this many images, in study/series/instance order (default: 5000)",
+    )
+    gallery.set_defaults(handler=cmd_gallery)
 
     demo = sub.add_parser(
         "demo", parents=[common], help="run the pipeline on the bundled sample DICOM files"

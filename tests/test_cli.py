@@ -10,12 +10,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from pixels_sql.cli import HomeLock, build_parser
 from pixels_sql.output import render
+from tests import browser
 from tests.conftest import copy_samples
 
 ROOT = Path(__file__).parent.parent
+# Files a person may want to look at after a run (screenshots); kept out of git.
+ARTIFACTS = ROOT / "test-artifacts"
 
 
 def pixels_sql(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
@@ -114,5 +118,26 @@ def test_table_rendering() -> None:
 def test_every_command_has_help() -> None:
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices
-    assert set(commands) == {"run", "sql", "demo"}
+    assert set(commands) == {"run", "sql", "demo", "gallery"}
     assert all(command.format_help() for command in commands.values())
+
+
+def test_gallery_in_a_real_browser(ran) -> None:
+    """The gallery opens from disk in headless Chromium, one decoded image per instance."""
+    home, data, _ = ran
+    output = ARTIFACTS / "gallery.html"
+    completed = pixels_sql("gallery", "--output", str(output), home=home)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    renderable = 6  # the 8 readable files less the RT Plan and RT Ion Plan without pixels
+    assert f"({renderable} images)" in completed.stdout
+    attributes = browser.body_attributes(output.as_uri())
+    assert attributes["data-images-ok"] == str(renderable)
+    assert attributes["data-images-broken"] == "0"
+    page = output.read_text()
+    assert page.count("<figure") == renderable
+    assert "CT · " in page and "MR · " in page
+    shot = browser.screenshot(output.as_uri(), ARTIFACTS / "gallery.png")
+    image = Image.open(shot)
+    assert image.size == (1280, 1600)
+    assert len(set(image.convert("L").getdata())) > 50  # images were painted, not a blank page
+    del data
