@@ -37,8 +37,8 @@ def pixels(png: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(png)))
 
 
-# Lossless encodings of one image: each family must give byte-identical PNGs. All of these take
-# the same (full-resolution) decode path today.
+# Lossless encodings of one image that take the same (full-resolution) decode path: each family
+# must give byte-identical PNGs.
 LOSSLESS_FAMILIES = {
     "MR_small": [
         "MR_small.dcm",
@@ -49,10 +49,7 @@ LOSSLESS_FAMILIES = {
         "MR_small_expb.dcm",
         "MR_small_implicit.dcm",
     ],
-    "MR2": ["MR2_UNCR.dcm", "MR2_J2KR.dcm"],
-    "RG1": ["RG1_UNCR.dcm", "RG1_J2KR.dcm"],
-    "RG3": ["RG3_UNCR.dcm", "RG3_J2KR.dcm"],
-    "US1": ["US1_UNCR.dcm", "US1_J2KR.dcm"],
+    "US1": ["US1_UNCR.dcm", "US1_J2KR.dcm"],  # 640x480 -> 256: too little to reduce
     "693": ["693_UNCR.dcm", "693_J2KR.dcm"],
     "emri": [
         "emri_small.dcm",
@@ -82,6 +79,49 @@ LOSSLESS_FAMILIES = {
 def test_lossless_encodings_render_identical_png_bytes(family: str) -> None:
     renders = {name: render_thumbnail(corpus(name)) for name in LOSSLESS_FAMILIES[family]}
     assert len(set(renders.values())) == 1, {n: len(b) for n, b in renders.items()}
+
+
+# Lossless JPEG 2000 files large enough for the reduced-resolution path, beside the uncompressed
+# encoding of the same pixels (full decode). They agree within this tolerance on the 0-255 scale:
+# mean absolute difference <= 0.5 and 99th percentile <= 2 at the default 256 px; <= 2 and <= 20
+# for the smaller sizes, where more levels are skipped. (The wavelet low-pass band is not the
+# Lanczos filter: isolated edge pixels differ by up to ~15, hence a percentile, not a maximum.)
+REDUCED_FAMILIES = [
+    ("MR2_UNCR.dcm", "MR2_J2KR.dcm"),
+    ("RG1_UNCR.dcm", "RG1_J2KR.dcm"),
+    ("RG3_UNCR.dcm", "RG3_J2KR.dcm"),
+    ("US1_UNCR.dcm", "US1_J2KR.dcm"),
+]
+
+
+@pytest.mark.parametrize(("full", "reduced"), REDUCED_FAMILIES)
+@pytest.mark.parametrize(("size", "mean", "p99"), [(256, 0.5, 2), (128, 2.0, 20), (64, 2.0, 20)])
+def test_reduced_resolution_agrees_with_full_decode(
+    full: str, reduced: str, size: int, mean: float, p99: float
+) -> None:
+    ours = pixels(render_thumbnail(corpus(reduced), size)).astype(float)
+    reference = pixels(render_thumbnail(corpus(full), size)).astype(float)
+    difference = np.abs(ours - reference)
+    assert difference.mean() <= mean
+    assert np.percentile(difference, 99) <= p99
+
+
+def test_reduced_paths_are_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The J2K files above really decode fewer pixels (else the test above proves nothing)."""
+    import pixels_sql.dicom.thumbnail as thumbnail
+
+    sizes: list[tuple[int, ...]] = []
+    original = thumbnail.to_display
+
+    def spy(frame: np.ndarray, header: Dataset, index: int = 0) -> np.ndarray:
+        sizes.append(frame.shape)
+        return original(frame, header, index)
+
+    monkeypatch.setattr(thumbnail, "to_display", spy)
+    render_thumbnail(corpus("MR2_J2KR.dcm"))  # 1024 -> 256: one level, 512 (2x oversampling)
+    render_thumbnail(corpus("RG3_J2KR.dcm"), 64)  # 1760 -> 64: three levels, 220
+    render_thumbnail(corpus("MR2_UNCR.dcm"))  # uncompressed: full frame
+    assert sizes == [(512, 512), (220, 220), (1024, 1024)]
 
 
 def test_big_endian_palette_with_8_bit_entries_matches_within_rounding() -> None:

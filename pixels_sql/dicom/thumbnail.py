@@ -27,12 +27,16 @@ from pydicom.uid import (
 from pixels_sql.dicom.errors import DicomReadError, classify
 from pixels_sql.dicom.meta import PIXEL_DATA_TAGS, locate_pixel_data, read_header
 from pixels_sql.dicom.paths import to_local_path
+from pixels_sql.dicom.reduced import reduced_frame
 
 DEFAULT_MAX_SIZE = 256
 FORMATS = {"png": "PNG", "jpeg": "JPEG"}
 # Robust window for images without VOI attributes: these percentiles of the modality values.
 AUTO_WINDOW_PERCENTILES = (0.5, 99.5)
 DEFLATED = "1.2.840.10008.1.2.1.99"
+# Decode JPEG 2000 / JPEG baseline at a reduced resolution when the thumbnail is much smaller than
+# the image (see reduced.py). Module-level so tests and benchmarks can compare both paths.
+REDUCED_DECODING = True
 # Functional group macros holding a frame's rescale and window (PS3.3 C.7.6.16.2.9 / .10).
 _FUNCTIONAL_GROUP_FIELDS = (
     ("PixelValueTransformationSequence", ("RescaleSlope", "RescaleIntercept", "RescaleType")),
@@ -96,21 +100,31 @@ def _render(local: str, max_size: int) -> Image.Image:
         raise DicomReadError(local, "empty", "the file has zero bytes")
     with open(local, "rb") as fp:
         header = read_header(local, fp, size)
-        if transfer_syntax(header) == DEFLATED:
+        syntax = transfer_syntax(header)
+        location = None
+        if syntax == DEFLATED:
             header = _full_dataset(local)  # PS3.5 A.5: nothing is readable without inflating
             has_pixels = any(tag in header for tag in PIXEL_DATA_TAGS)
         else:
             # Also checks that the pixel data is all there (else: truncated).
-            has_pixels = locate_pixel_data(local, fp, size, header) is not None
-    if not has_pixels:
-        raise DicomReadError(
-            local, "no_pixel_data", f"{_describe(header)} has no pixel data to render"
-        )
-    frames = int(header.get("NumberOfFrames", 1) or 1)
-    index = frames // 2  # the middle frame of a multi-frame image
-    frame = decode_frame(local, header, index if frames > 1 else None)
+            location = locate_pixel_data(local, fp, size, header)
+            has_pixels = location is not None
+        if not has_pixels:
+            raise DicomReadError(
+                local, "no_pixel_data", f"{_describe(header)} has no pixel data to render"
+            )
+        frames = int(header.get("NumberOfFrames", 1) or 1)
+        index = frames // 2  # the middle frame of a multi-frame image
+        size_out = target_size(header, max_size)
+        reduced = None
+        if location is not None and REDUCED_DECODING:
+            reduced = reduced_frame(fp, location, header, syntax, index, size_out)
+    if reduced is None:
+        frame, phase = decode_frame(local, header, index if frames > 1 else None), 0.0
+    else:
+        frame, phase = reduced.values, reduced.phase
     rendered = to_display(frame, header, index)
-    return resize(rendered, target_size(header, max_size))
+    return resize(rendered, size_out, phase)
 
 
 def _describe(header: Dataset) -> str:
@@ -299,8 +313,17 @@ def _spacing(header: Dataset) -> tuple[float, float]:
     return 1.0, 1.0
 
 
-def resize(display: np.ndarray, size: tuple[int, int]) -> Image.Image:
-    image = Image.fromarray(display, mode="RGB" if display.ndim == 3 else "L")
-    if image.size == size:
-        return image
-    return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+def resize(display: np.ndarray, size: tuple[int, int], phase: float = 0.0) -> Image.Image:
+    """Lanczos resize to ``size``; ``phase`` shifts the source grid (reduced JPEG 2000 frames)."""
+    if phase == 0.0:
+        image = Image.fromarray(display)
+        if image.size == size:
+            return image
+        return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    # Pillow's box may not leave the image: pad by replicating edges, then shift the box.
+    margin = 2
+    widths = ((margin, margin), (margin, margin)) + (((0, 0),) if display.ndim == 3 else ())
+    image = Image.fromarray(np.pad(display, widths, mode="edge"))
+    height, width = display.shape[:2]
+    box = (margin + phase, margin + phase, margin + width + phase, margin + height + phase)
+    return image.resize(size, Image.Resampling.LANCZOS, box=box)
