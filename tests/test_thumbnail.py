@@ -22,6 +22,7 @@ from pixels_sql.dicom.thumbnail import (
     render_thumbnail,
     target_size,
     transfer_syntax,
+    weighted_percentiles,
 )
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -307,3 +308,12 @@ def test_one_frame_of_a_large_multi_frame_file_is_decoded(tmp_path: Path) -> Non
     assert peak < 30 * 1024 * 1024, f"peak {peak} bytes for a {path.stat().st_size} byte file"
     image = pixels(png)
     assert image[80, 128] == 255 and image[200, 128] == 0
+
+
+def test_weighted_percentiles_equal_numpy_on_the_expanded_data() -> None:
+    rng = np.random.default_rng(1)
+    for _ in range(100):
+        data = rng.integers(-50, 300, size=int(rng.integers(1, 3000))) * rng.choice([1, -1]) * 0.7
+        values, counts = np.unique(data, return_counts=True)
+        ours = weighted_percentiles(values, counts, (0.0, 0.5, 50.0, 99.5, 100.0))
+        assert np.allclose(ours, np.percentile(data, (0.0, 0.5, 50.0, 99.5, 100.0)))

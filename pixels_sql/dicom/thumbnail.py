@@ -34,6 +34,8 @@ FORMATS = {"png": "PNG", "jpeg": "JPEG"}
 # Robust window for images without VOI attributes: these percentiles of the modality values.
 AUTO_WINDOW_PERCENTILES = (0.5, 99.5)
 DEFLATED = "1.2.840.10008.1.2.1.99"
+# Integer frames whose values span fewer than this many levels are mapped through a lookup table.
+MAX_LUT_ENTRIES = 1 << 20
 # Decode JPEG 2000 / JPEG baseline at a reduced resolution when the thumbnail is much smaller than
 # the image (see reduced.py). Module-level so tests and benchmarks can compare both paths.
 REDUCED_DECODING = True
@@ -186,11 +188,27 @@ def to_display(frame: np.ndarray, header: Dataset, index: int = 0) -> np.ndarray
         bits = int(header.get("BitsStored", 8) or 8)
         return _to_uint8(frame.astype(np.float64) / float(2**bits - 1))
     lut_view = frame_lut_view(header, index)
-    values = apply_modality_lut(frame, lut_view)
-    scaled = voi(values, lut_view, frame)
-    if photometric == "MONOCHROME1":
-        scaled = 1.0 - scaled  # PS3.3 C.7.6.3.1.2: minimum value is white
-    return _to_uint8(scaled)
+    invert = photometric == "MONOCHROME1"  # PS3.3 C.7.6.3.1.2: minimum value is white
+    if frame.dtype.kind in "iu":
+        low, high = int(frame.min(initial=0)), int(frame.max(initial=0))
+        if high - low < MAX_LUT_ENTRIES:
+            # Stored values are integers: run the LUT pipeline once per distinct value and index
+            # the frame into the result, instead of computing in floating point per pixel.
+            offsets = frame.astype(np.int64, copy=False) - low
+            counts = np.bincount(offsets.ravel(), minlength=high - low + 1)
+            domain = np.arange(low, high + 1, dtype=np.int64).astype(frame.dtype)
+            table = _monochrome_unit(domain, lut_view, counts, invert)
+            return _to_uint8(table)[offsets]
+    return _to_uint8(_monochrome_unit(frame, lut_view, None, invert))
+
+
+def _monochrome_unit(
+    stored: np.ndarray, view: Dataset, counts: np.ndarray | None, invert: bool
+) -> np.ndarray:
+    """Modality LUT then VOI to [0, 1]; ``counts`` weighs each stored value (histogram)."""
+    values = apply_modality_lut(stored, view)
+    scaled = voi(values, view, counts)
+    return 1.0 - scaled if invert else scaled
 
 
 def _to_uint8(unit: np.ndarray) -> np.ndarray:
@@ -232,7 +250,7 @@ def frame_lut_view(header: Dataset, index: int) -> Dataset:
     return view
 
 
-def voi(values: np.ndarray, view: Dataset, stored: np.ndarray) -> np.ndarray:
+def voi(values: np.ndarray, view: Dataset, counts: np.ndarray | None = None) -> np.ndarray:
     """VOI transform to [0, 1] (PS3.3 C.11.2): VOI LUT Sequence, else window, else automatic."""
     if "VOILUTSequence" in view and view.VOILUTSequence:
         item = view.VOILUTSequence[0]
@@ -242,7 +260,7 @@ def voi(values: np.ndarray, view: Dataset, stored: np.ndarray) -> np.ndarray:
     if center is not None and width is not None and width > 0:
         function = str(view.get("VOILUTFunction", "LINEAR") or "LINEAR").upper()
         return window(values.astype(np.float64), center, width, function)
-    return auto_window(values.astype(np.float64), view, stored)
+    return auto_window(values.astype(np.float64), view, counts)
 
 
 def _first_window(view: Dataset) -> tuple[float | None, float | None]:
@@ -269,18 +287,45 @@ def window(values: np.ndarray, center: float, width: float, function: str) -> np
     return np.clip((values - (center - 0.5)) / (width - 1.0) + 0.5, 0.0, 1.0)
 
 
-def auto_window(values: np.ndarray, view: Dataset, stored: np.ndarray) -> np.ndarray:
-    """No VOI in the file: 8-bit unsigned data as stored, else a percentile window."""
+def auto_window(values: np.ndarray, view: Dataset, counts: np.ndarray | None = None) -> np.ndarray:
+    """No VOI in the file: 8-bit unsigned data as stored, else a percentile window.
+
+    ``counts`` (one per value) makes ``values`` a histogram of the image rather than the image.
+    """
     bits = int(view.get("BitsStored", 16) or 16)
     rescaled = "RescaleSlope" in view or "ModalityLUTSequence" in view
     if bits <= 8 and int(view.get("PixelRepresentation", 0) or 0) == 0 and not rescaled:
         return values / float(2**bits - 1)
-    low, high = np.percentile(values, AUTO_WINDOW_PERCENTILES)
+    if counts is None:
+        low, high = np.percentile(values, AUTO_WINDOW_PERCENTILES)
+        present = values
+    else:
+        low, high = weighted_percentiles(values, counts, AUTO_WINDOW_PERCENTILES)
+        present = values[counts > 0]
     if high <= low:
-        low, high = float(values.min()), float(values.max())
+        low, high = float(present.min()), float(present.max())
     if high <= low:
         return np.zeros_like(values)
     return np.clip((values - low) / (high - low), 0.0, 1.0)
+
+
+def weighted_percentiles(
+    values: np.ndarray, counts: np.ndarray, percentiles: tuple[float, ...]
+) -> list[float]:
+    """``np.percentile`` (linear method) of the data where ``values[i]`` occurs ``counts[i]``
+    times, without expanding it."""
+    order = np.argsort(values, kind="stable")
+    ordered, cumulative = values[order], np.cumsum(counts[order])
+    total = int(cumulative[-1])
+    results = []
+    for percentile in percentiles:
+        position = percentile / 100.0 * (total - 1)
+        below = int(np.floor(position))
+        above = min(below + 1, total - 1)
+        low = ordered[np.searchsorted(cumulative, below, side="right")]
+        high = ordered[np.searchsorted(cumulative, above, side="right")]
+        results.append(float(low + (high - low) * (position - below)))
+    return results
 
 
 def target_size(header: Dataset, max_size: int) -> tuple[int, int]:

@@ -1,0 +1,181 @@
+"""Thumbnail benchmark: dicom_thumbnail vs a pixels-style baseline, same files, same run.
+
+    .venv/bin/python -m bench.thumbnails [--files 24] [--rows 2048] [--columns 2560]
+
+For each transfer syntax it generates (once, into bench/data/) a set of large single-frame
+images from a real template with new UIDs, then measures thumbnails per second per core:
+
+- in one Python process (one core): our renderer, and the baseline — what dbx.pixels did:
+  ``pydicom.dcmread`` of the whole file, ``pixel_array``, min/max scaling to 8 bits, Pillow
+  ``thumbnail`` to 256 px, PNG;
+- through Spark SQL on ``local[2]`` in one session: ``try_dicom_thumbnail(path)`` and the
+  baseline registered as a pandas UDF over the same ``read_files`` listing (per core = / 2).
+
+Writes bench/results/thumbnails.json and .md, and prints the table with the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pydicom
+from PIL import Image
+
+from pixels_sql.dicom.synthetic import monochrome_image
+from pixels_sql.dicom.thumbnail import render_thumbnail
+
+ROOT = Path(__file__).resolve().parent
+SYNTAXES = {
+    "explicit": "Explicit VR Little Endian",
+    "jpeg2000": "JPEG 2000 Lossless",
+    "jpeg-baseline": "JPEG Baseline (8-bit)",
+}
+TEMPLATE = "MR2_UNCR.dcm"  # pydicom-data: a real 1024x1024 12-bit MR
+
+
+def baseline_thumbnail(path: str, max_size: int = 256) -> bytes:
+    """The pixels-style thumbnail: full read, full decode, min/max to 8 bits, Pillow resize."""
+    dataset = pydicom.dcmread(path)
+    array = dataset.pixel_array
+    if array.ndim == 3 and int(dataset.get("SamplesPerPixel", 1)) == 1:
+        array = array[array.shape[0] // 2]
+    low, high = float(array.min()), float(array.max())
+    scaled = ((array - low) / max(high - low, 1) * 255).astype(np.uint8)
+    image = Image.fromarray(scaled)
+    image.thumbnail((max_size, max_size))
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def generate(folder: Path, files: int, rows: int, columns: int) -> dict[str, list[Path]]:
+    template = pydicom.data.get_testdata_file(TEMPLATE, download=False)
+    sets: dict[str, list[Path]] = {}
+    for syntax in SYNTAXES:
+        target = folder / f"{syntax}-{rows}x{columns}"
+        paths = sorted(target.glob("*.dcm"))
+        if len(paths) < files:
+            paths = [
+                monochrome_image(
+                    template,
+                    target / f"{index:05d}.dcm",
+                    rows=rows,
+                    columns=columns,
+                    encoding=syntax,
+                )
+                for index in range(files)
+            ]
+        sets[syntax] = paths[:files]
+    return sets
+
+
+def per_second(function: Callable[[str], bytes], paths: list[Path], repeats: int = 3) -> float:
+    function(str(paths[0]))  # warm caches and imports
+    rates = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for path in paths:
+            function(str(path))
+        rates.append(len(paths) / (time.perf_counter() - started))
+    return statistics.median(rates)
+
+
+def spark_rates(sets: dict[str, list[Path]], cores: int) -> dict[str, dict[str, float]]:
+    from pyspark.sql.functions import pandas_udf
+
+    import pixels_sql
+
+    spark = pixels_sql.session(ROOT / "data" / "spark-home", master=f"local[{cores}]")
+
+    @pandas_udf("binary")
+    def pixels_baseline(paths: pd.Series) -> pd.Series:
+        from pixels_sql.dicom.paths import to_local_path
+
+        return pd.Series([baseline_thumbnail(to_local_path(p)) for p in paths], dtype=object)
+
+    spark.udf.register("pixels_baseline", pixels_baseline)
+    results: dict[str, dict[str, float]] = {}
+    for syntax, paths in sets.items():
+        folder = paths[0].parent
+        rates = {}
+        for name, function in (("ours", "try_dicom_thumbnail"), ("baseline", "pixels_baseline")):
+            query = (
+                f"SELECT count({function}(path)) FROM read_files('{folder}',"
+                " pathGlobFilter => '*.dcm')"
+            )
+            spark.sql(query).collect()  # warm-up: Python workers, imports
+            started = time.perf_counter()
+            counted = spark.sql(query).first()[0]
+            elapsed = time.perf_counter() - started
+            assert counted == len(paths), (syntax, name, counted)
+            rates[name] = len(paths) / elapsed / cores
+        results[syntax] = rates
+    spark.stop()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=24, help="files per transfer syntax")
+    parser.add_argument("--rows", type=int, default=2048)
+    parser.add_argument("--columns", type=int, default=2560)
+    parser.add_argument("--cores", type=int, default=2, help="Spark local[N]")
+    parser.add_argument("--no-spark", action="store_true", help="only the one-process numbers")
+    args = parser.parse_args()
+
+    sets = generate(ROOT / "data", args.files, args.rows, args.columns)
+    rows = []
+    for syntax, paths in sets.items():
+        ours = per_second(render_thumbnail, paths)
+        baseline = per_second(baseline_thumbnail, paths)
+        rows.append({"syntax": syntax, "ours": ours, "baseline": baseline})
+    spark = {} if args.no_spark else spark_rates(sets, args.cores)
+
+    lines = [
+        f"Thumbnails per second per core, {args.files} files of {args.columns}x{args.rows}"
+        f" per syntax, template {TEMPLATE}, 256 px PNG ({platform.processor() or 'cpu'},"
+        f" {os.cpu_count()} cores)",
+        "",
+        "| transfer syntax | ours (1 process) | baseline (1 process) | ratio |"
+        + (" ours (Spark) | baseline (Spark) | ratio |" if spark else ""),
+        "|---|---|---|---|" + ("---|---|---|" if spark else ""),
+    ]
+    for row in rows:
+        line = (
+            f"| {SYNTAXES[row['syntax']]} | {row['ours']:.1f} | {row['baseline']:.1f} |"
+            f" {row['ours'] / row['baseline']:.2f}x |"
+        )
+        if spark:
+            rates = spark[row["syntax"]]
+            row["spark_ours"], row["spark_baseline"] = rates["ours"], rates["baseline"]
+            line += (
+                f" {rates['ours']:.1f} | {rates['baseline']:.1f} |"
+                f" {rates['ours'] / rates['baseline']:.2f}x |"
+            )
+        lines.append(line)
+    table = "\n".join(lines)
+    results = ROOT / "results"
+    results.mkdir(exist_ok=True)
+    (results / "thumbnails.md").write_text(table + "\n")
+    (results / "thumbnails.json").write_text(
+        json.dumps(
+            {"files": args.files, "rows": args.rows, "columns": args.columns, "results": rows},
+            indent=2,
+        )
+        + "\n"
+    )
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
