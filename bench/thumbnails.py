@@ -58,10 +58,12 @@ def baseline_thumbnail(path: str, max_size: int = 256) -> bytes:
     return buffer.getvalue()
 
 
-def generate(folder: Path, files: int, rows: int, columns: int) -> dict[str, list[Path]]:
+def generate(
+    folder: Path, files: int, rows: int, columns: int, only: list[str] | None = None
+) -> dict[str, list[Path]]:
     template = pydicom.data.get_testdata_file(TEMPLATE, download=False)
     sets: dict[str, list[Path]] = {}
-    for syntax in SYNTAXES:
+    for syntax in only or SYNTAXES:
         target = folder / f"{syntax}-{rows}x{columns}"
         paths = sorted(target.glob("*.dcm"))
         if len(paths) < files:
@@ -131,9 +133,12 @@ def main() -> None:
     parser.add_argument("--columns", type=int, default=2560)
     parser.add_argument("--cores", type=int, default=2, help="Spark local[N]")
     parser.add_argument("--no-spark", action="store_true", help="only the one-process numbers")
+    parser.add_argument(
+        "--syntax", action="append", choices=sorted(SYNTAXES), help="only these (repeatable)"
+    )
     args = parser.parse_args()
 
-    sets = generate(ROOT / "data", args.files, args.rows, args.columns)
+    sets = generate(ROOT / "data", args.files, args.rows, args.columns, args.syntax)
     rows = []
     for syntax, paths in sets.items():
         ours = per_second(render_thumbnail, paths)

@@ -92,7 +92,8 @@ def encode(image: Image.Image, fmt: str) -> bytes:
     if fmt == "jpeg":
         image.save(buffer, "JPEG", quality=90)
     else:
-        image.save(buffer, "PNG", compress_level=6)
+        # Level 3: half the time of zlib's default 6 for ~10% larger thumbnails.
+        image.save(buffer, "PNG", compress_level=3)
     return buffer.getvalue()
 
 
