@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup jar browser demo test lint format clean
+.PHONY: setup jar browser demo test lint format clean bench-thumbnails
 
 $(STAMP): pyproject.toml scripts/check-java
 	scripts/check-java
@@ -23,8 +23,8 @@ demo: jar
 	$(VENV)/bin/pixels-sql demo
 
 lint: setup
-	$(PY) -m ruff check pixels_sql tests
-	$(PY) -m ruff format --check pixels_sql tests
+	$(PY) -m ruff check pixels_sql tests bench
+	$(PY) -m ruff format --check pixels_sql tests bench
 
 # The gallery test drives a real headless Chromium.
 browser:
@@ -33,9 +33,13 @@ browser:
 test: jar lint browser
 	$(PY) -m pytest
 
+# Speed targets live in bench/ (see bench/README.md), never in the tests.
+bench-thumbnails: jar
+	$(PY) -m bench.thumbnails --files 48
+
 format: setup
-	$(PY) -m ruff format pixels_sql tests
-	$(PY) -m ruff check --fix pixels_sql tests
+	$(PY) -m ruff format pixels_sql tests bench
+	$(PY) -m ruff check --fix pixels_sql tests bench
 
 clean:
 	rm -rf build pixels-home test-artifacts
