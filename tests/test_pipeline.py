@@ -170,6 +170,11 @@ def test_whole_public_corpus(spark, tmp_path: Path) -> None:
             """SELECT regexp_extract(path, '[^/]+$', 0) AS name, meta_error_reason AS reason
                FROM corpus_test.object_catalog"""
         ).collect()
+        undecodable = spark.sql(
+            """SELECT regexp_extract(path, '[^/]+$', 0) AS name, message
+               FROM corpus_test.object_errors
+               WHERE stage = 'thumbnail' AND reason = 'undecodable'"""
+        ).collect()
     finally:
         spark.sql("DROP DATABASE IF EXISTS corpus_test CASCADE")
         spark.sql("USE default")
@@ -180,3 +185,11 @@ def test_whole_public_corpus(spark, tmp_path: Path) -> None:
     assert sum(1 for r in rows if r.reason is None) == sum(
         1 for p in listed if p.name not in EXPECTED_UNREADABLE
     )
+    # The known-undecodable images get a thumbnail row whose reason names the transfer syntax.
+    assert {(u.name, u.message.split(": ")[0]) for u in undecodable} == {
+        ("JPEG-lossy.dcm", "JPEG Extended (Process 2 and 4) (1.2.840.10008.1.2.4.51)"),
+        (
+            "JPEG2000-embedded-sequence-delimiter.dcm",
+            "JPEG 2000 Image Compression (1.2.840.10008.1.2.4.91)",
+        ),
+    }

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import struct
 import tracemalloc
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,7 @@ import pytest
 from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -317,3 +320,50 @@ def test_weighted_percentiles_equal_numpy_on_the_expanded_data() -> None:
         values, counts = np.unique(data, return_counts=True)
         ours = weighted_percentiles(values, counts, (0.0, 0.5, 50.0, 99.5, 100.0))
         assert np.allclose(ours, np.percentile(data, (0.0, 0.5, 50.0, 99.5, 100.0)))
+
+
+def _mr_small() -> Dataset:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pydicom.dcmread(corpus("MR_small.dcm"))
+
+
+def test_deflated_image_frame_is_undecodable_naming_the_syntax(tmp_path: Path) -> None:
+    """PS3.5 A.4.11 (newer than pydicom 3.0): each frame deflated on its own."""
+    dataset = _mr_small()
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    dataset.PixelData = encapsulate([compressor.compress(dataset.PixelData) + compressor.flush()])
+    dataset["PixelData"].VR = "OB"
+    # pydicom refuses to write a transfer syntax it does not know: write a 22-character one,
+    # then put the real UID (21 characters + NUL padding) in its place.
+    dataset.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.50"
+    path = tmp_path / "deflated-frame.dcm"
+    dataset.save_as(path, enforce_file_format=True)
+    data = path.read_bytes()
+    assert data.count(b"1.2.840.10008.1.2.4.50") == 1
+    path.write_bytes(data.replace(b"1.2.840.10008.1.2.4.50", b"1.2.840.10008.1.2.8.1\0"))
+    result = read_thumbnail_result(str(path))
+    assert (result.data, result.reason) == (None, "undecodable")
+    assert "Deflated Image Frame Compression (1.2.840.10008.1.2.8.1)" in result.message
+
+
+def test_one_bit_rle_segmentation_is_undecodable_naming_the_syntax(tmp_path: Path) -> None:
+    dataset = _mr_small()
+    mask = (np.arange(64 * 64).reshape(64, 64) % 7 == 0).astype(np.uint8)
+    packed = np.packbits(mask.ravel(), bitorder="little").tobytes()
+    segment = b"".join(
+        bytes([len(packed[i : i + 128]) - 1]) + packed[i : i + 128]  # PS3.5 G.3.1 literal runs
+        for i in range(0, len(packed), 128)
+    )
+    rle_header = struct.pack("<16I", 1, 64, *([0] * 14))
+    dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit = 1, 1, 0
+    dataset.PixelRepresentation = 0
+    dataset.SOPClassUID, dataset.Modality = "1.2.840.10008.5.1.4.1.1.66.4", "SEG"
+    dataset.PixelData = encapsulate([rle_header + segment])
+    dataset["PixelData"].VR = "OB"
+    dataset.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.5"
+    path = tmp_path / "seg.dcm"
+    dataset.save_as(path, enforce_file_format=True)
+    result = read_thumbnail_result(str(path))
+    assert (result.data, result.reason) == (None, "undecodable")
+    assert result.message.startswith("RLE Lossless (1.2.840.10008.1.2.5)")

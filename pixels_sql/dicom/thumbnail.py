@@ -151,6 +151,14 @@ def transfer_syntax(header: Dataset) -> UID:
 def decode_frame(local: str, header: Dataset, index: int | None) -> np.ndarray:
     """Decode one frame (``index``) or the single image (None), reading only that frame."""
     syntax = transfer_syntax(header)
+    if not syntax.is_transfer_syntax:
+        # A transfer syntax newer than pydicom's table (e.g. Deflated Image Frame Compression,
+        # PS3.5 A.4.11): no installed codec knows it.
+        raise DicomReadError(
+            local,
+            "undecodable",
+            f"{syntax_name(syntax)} ({syntax}): no installed codec decodes this transfer syntax",
+        )
     try:
         if syntax == DEFLATED:
             # PS3.5 A.5: one deflate stream; pydicom inflates the data set to reach the pixels.
@@ -158,8 +166,21 @@ def decode_frame(local: str, header: Dataset, index: int | None) -> np.ndarray:
         return pixel_array(local, index=index, transfer_syntax_uid=syntax)
     except (RuntimeError, NotImplementedError) as exc:
         raise DicomReadError(
-            local, "undecodable", f"{syntax.name} ({syntax}): {_first_line(exc)}"
+            local, "undecodable", f"{syntax_name(syntax)} ({syntax}): {_first_line(exc)}"
         ) from exc
+
+
+# Transfer syntaxes added to PS3.5 after pydicom 3.0's UID table, for readable messages.
+NEWER_SYNTAX_NAMES = {
+    "1.2.840.10008.1.2.8.1": "Deflated Image Frame Compression",
+    "1.2.840.10008.1.2.4.110": "JPEG XL Lossless",
+    "1.2.840.10008.1.2.4.111": "JPEG XL JPEG Recompression",
+    "1.2.840.10008.1.2.4.112": "JPEG XL",
+}
+
+
+def syntax_name(syntax: UID) -> str:
+    return NEWER_SYNTAX_NAMES.get(str(syntax), syntax.name)
 
 
 def _full_dataset(local: str) -> Dataset:
