@@ -50,6 +50,11 @@ def _text(value: Any, fallback: str = "") -> str:
     return html.escape(fallback if value is None else str(value))
 
 
+def _joined(*parts: str) -> str:
+    """The non-empty parts, separated by a middle dot."""
+    return " · ".join(part for part in parts if part)
+
+
 def _size(length: Any) -> str:
     if length is None:
         return ""
@@ -67,15 +72,11 @@ def _figure(row: Mapping[str, Any]) -> str:
     frames = row.get("NumberOfFrames")
     if frames and int(frames) > 1:
         dimensions += f" x {frames} frames"
-    caption = " · ".join(
-        part
-        for part in (
-            _text(row.get("Modality")),
-            f"#{_text(row.get('InstanceNumber'))}" if row.get("InstanceNumber") is not None else "",
-            _text(dimensions),
-            _text(_size(row.get("length"))),
-        )
-        if part
+    caption = _joined(
+        _text(row.get("Modality")),
+        f"#{_text(row.get('InstanceNumber'))}" if row.get("InstanceNumber") is not None else "",
+        _text(dimensions),
+        _text(_size(row.get("length"))),
     )
     return (
         f'<figure data-sop="{_text(row.get("SOPInstanceUID"))}">'
@@ -106,30 +107,22 @@ def render_gallery(rows: Iterable[Mapping[str, Any]], title: str = "pixels-sql g
     for _study, study_rows in groupby(rows, key=study_key):
         study_rows = list(study_rows)
         first = study_rows[0]
-        heading = " · ".join(
-            part
-            for part in (
-                _text(first.get("StudyDate")),
-                _text(first.get("StudyDescription"), "(no study description)"),
-                f"patient {_text(first.get('PatientID'))}" if first.get("PatientID") else "",
-            )
-            if part
+        heading = _joined(
+            _text(first.get("StudyDate")),
+            _text(first.get("StudyDescription"), "(no study description)"),
+            f"patient {_text(first.get('PatientID'))}" if first.get("PatientID") else "",
         )
         parts.append(f"<section class=study><h2>{heading}</h2>")
         for _series, series_rows in groupby(study_rows, key=series_key):
             series_rows = list(series_rows)
             lead = series_rows[0]
-            series_heading = " · ".join(
-                part
-                for part in (
-                    _text(lead.get("Modality")),
-                    f"series {_text(lead.get('SeriesNumber'))}"
-                    if lead.get("SeriesNumber") is not None
-                    else "",
-                    _text(lead.get("SeriesDescription"), "(no series description)"),
-                    f"{len(series_rows)} images",
-                )
-                if part
+            series_heading = _joined(
+                _text(lead.get("Modality")),
+                f"series {_text(lead.get('SeriesNumber'))}"
+                if lead.get("SeriesNumber") is not None
+                else "",
+                _text(lead.get("SeriesDescription"), "(no series description)"),
+                f"{len(series_rows)} images",
             )
             parts.append(f"<h3>{series_heading}</h3><div class=sheet>")
             parts.extend(_figure(row) for row in series_rows)

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import generate_uid
+
+T = TypeVar("T")
 
 PYDICOM_TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 
@@ -40,3 +47,27 @@ EXPECTED_UNREADABLE: dict[str, str] = {
     "test_PN.json": "not_dicom",
     "zipMR.gz": "not_dicom",
 }
+
+
+def with_peak_memory(function: Callable[[], T]) -> tuple[T, int]:
+    """``function()``'s result and the peak bytes Python allocated while it ran."""
+    tracemalloc.start()
+    try:
+        result = function()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return result, peak
+
+
+def new_dataset(sop_class: str, transfer_syntax: str) -> Dataset:
+    """An empty Part 10 data set with file meta, a new SOP Instance UID, ready for elements."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = transfer_syntax
+    dataset = Dataset()
+    dataset.file_meta = meta
+    dataset.SOPClassUID = sop_class
+    dataset.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    return dataset

@@ -124,7 +124,7 @@ def test_every_command_has_help() -> None:
 
 def test_gallery_in_a_real_browser(ran) -> None:
     """The gallery opens from disk in headless Chromium, one decoded image per instance."""
-    home, data, _ = ran
+    home, _data, _ = ran
     output = ARTIFACTS / "gallery.html"
     completed = pixels_sql("gallery", "--output", str(output), home=home)
     assert completed.returncode == 0, completed.stderr[-3000:]
@@ -139,5 +139,5 @@ def test_gallery_in_a_real_browser(ran) -> None:
     shot = browser.screenshot(output.as_uri(), ARTIFACTS / "gallery.png")
     image = Image.open(shot)
     assert image.size == (1280, 1600)
-    assert len(set(image.convert("L").getdata())) > 50  # images were painted, not a blank page
-    del data
+    # Images were painted, not a blank page.
+    assert len(set(image.convert("L").get_flattened_data())) > 50

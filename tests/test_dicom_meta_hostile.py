@@ -4,30 +4,22 @@ from __future__ import annotations
 
 import os
 import struct
-import tracemalloc
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from pixels_sql.dicom.meta import read_meta, read_meta_result
-from tests.corpus import PYDICOM_TEST_FILES
+from tests.corpus import PYDICOM_TEST_FILES, new_dataset, with_peak_memory
 
 CT = PYDICOM_TEST_FILES / "CT_small.dcm"
 
 
 def write_dataset(path: Path, transfer_syntax: str, **elements: object) -> Dataset:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = transfer_syntax
-    dataset = Dataset()
-    dataset.file_meta = meta
-    dataset.SOPClassUID = meta.MediaStorageSOPClassUID
-    dataset.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    dataset = new_dataset("1.2.840.10008.5.1.4.1.1.7", transfer_syntax)
     dataset.PatientName = "Hostile^File"
     for keyword, value in elements.items():
         setattr(dataset, keyword, value)
@@ -50,12 +42,7 @@ def test_huge_header_value_is_described_not_read(tmp_path: Path, syntax: str) ->
     dataset.add_new(0x00091011, "OB", blob)
     dataset.add_new(0x60003000, "OW", blob[:4096])  # Overlay Data, public binary VR
     dataset.save_as(path, enforce_file_format=True)
-    tracemalloc.start()
-    try:
-        meta = read_meta(str(path))
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    meta, peak = with_peak_memory(lambda: read_meta(str(path)))
     assert peak < 8 * 1024 * 1024, f"peak {peak} bytes"
     overlay = meta["60003000"]
     offset, length = byte_range(overlay["BulkDataURI"])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import struct
-import tracemalloc
 import warnings
 import zlib
 from pathlib import Path
@@ -14,10 +13,10 @@ import pydicom
 import pytest
 from PIL import Image
 from pydicom.data import get_testdata_file
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian
 
 from pixels_sql.dicom.thumbnail import (
     AUTO_WINDOW_PERCENTILES,
@@ -27,6 +26,7 @@ from pixels_sql.dicom.thumbnail import (
     transfer_syntax,
     weighted_percentiles,
 )
+from tests.corpus import new_dataset, with_peak_memory
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -285,13 +285,7 @@ def test_one_frame_of_a_large_multi_frame_file_is_decoded(tmp_path: Path) -> Non
     """Rendering the middle frame of a 100 MB file touches one 512x512 frame."""
     frames, rows, columns = 200, 512, 512
     path = tmp_path / "multi.dcm"
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    dataset = Dataset()
-    dataset.file_meta = meta
-    dataset.SOPClassUID, dataset.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.4", generate_uid()
+    dataset = new_dataset("1.2.840.10008.5.1.4.1.1.4", ExplicitVRLittleEndian)
     dataset.Modality = "MR"
     dataset.Rows, dataset.Columns, dataset.NumberOfFrames = rows, columns, frames
     dataset.SamplesPerPixel, dataset.PhotometricInterpretation = 1, "MONOCHROME2"
@@ -302,12 +296,7 @@ def test_one_frame_of_a_large_multi_frame_file_is_decoded(tmp_path: Path) -> Non
     dataset.PixelData = volume.tobytes()
     dataset.save_as(path, enforce_file_format=True)
     del volume, dataset
-    tracemalloc.start()
-    try:
-        png = render_thumbnail(str(path))
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    png, peak = with_peak_memory(lambda: render_thumbnail(str(path)))
     assert peak < 30 * 1024 * 1024, f"peak {peak} bytes for a {path.stat().st_size} byte file"
     image = pixels(png)
     assert image[80, 128] == 255 and image[200, 128] == 0

@@ -5,21 +5,15 @@ from __future__ import annotations
 import pandas as pd
 
 from pixels_sql.dicom.meta import read_meta_json, read_meta_result
-from pixels_sql.functions.registry import SqlFunction, sql_function
+from pixels_sql.functions.registry import SqlFunction, results_frame, sql_function
 
 RESULT_TYPE = "struct<meta:string,reason:string,message:string>"
 
 
-def results_frame(paths: pd.Series) -> pd.DataFrame:
+def meta_results(paths: pd.Series) -> pd.DataFrame:
     """meta / reason / message columns for a batch of paths (all NULL for a NULL path)."""
     results = [read_meta_result(p) if p is not None else None for p in paths]
-    return pd.DataFrame(
-        {
-            "meta": [r.meta if r else None for r in results],
-            "reason": [r.reason if r else None for r in results],
-            "message": [r.message if r else None for r in results],
-        }
-    )
+    return results_frame(results, {"meta": "meta", "reason": "reason", "message": "message"})
 
 
 @sql_function("dicom_meta(path STRING)", "STRING")
@@ -69,7 +63,7 @@ def dicom_meta_error():
 
     @pandas_udf("string")
     def dicom_meta_error(paths: pd.Series) -> pd.Series:
-        return results_frame(paths)["reason"]
+        return meta_results(paths)["reason"]
 
     return dicom_meta_error
 
@@ -86,7 +80,7 @@ def dicom_meta_result():
 
     @pandas_udf(RESULT_TYPE)
     def dicom_meta_result(paths: pd.Series) -> pd.DataFrame:
-        return results_frame(paths)
+        return meta_results(paths)
 
     return dicom_meta_result
 

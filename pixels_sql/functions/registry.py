@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -32,3 +34,14 @@ def sql_function(signature: str, returns: str) -> Callable[[Callable[[], Any]], 
         return SqlFunction(build.__name__, signature, returns, build)
 
     return wrap
+
+
+def results_frame(results: Sequence[Any | None], columns: Mapping[str, str]) -> pd.DataFrame:
+    """A pandas frame for a STRUCT-returning UDF: one column per ``{column: attribute}`` of the
+    result objects; a None result (NULL input) gives NULL in every column."""
+    return pd.DataFrame(
+        {
+            column: [getattr(result, attribute) if result else None for result in results]
+            for column, attribute in columns.items()
+        }
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
@@ -24,6 +25,19 @@ def as_meta_dict(meta: Any) -> dict[str, Any] | None:
     raise TypeError(f"dicom_tag expects DICOM JSON as STRING or VARIANT, got {type(meta).__name__}")
 
 
+def lookup(
+    find: Callable[[dict[str, Any] | None, str], Any], metas: pd.Series, keys: pd.Series
+) -> pd.Series:
+    """``find(meta, key)`` per row; a NULL key gives NULL."""
+    return pd.Series(
+        [
+            None if key is None else find(as_meta_dict(meta), key)
+            for meta, key in zip(metas, keys, strict=True)
+        ],
+        dtype=object,
+    )
+
+
 @sql_function("dicom_tag(meta STRING|VARIANT, key STRING)", "STRING")
 def dicom_tag():
     """First value of an attribute as STRING (PN gives its Alphabetic name); NULL when absent.
@@ -36,13 +50,7 @@ def dicom_tag():
 
     @pandas_udf("string")
     def dicom_tag(metas: pd.Series, keys: pd.Series) -> pd.Series:
-        return pd.Series(
-            [
-                None if key is None else tag_value(as_meta_dict(meta), key)
-                for meta, key in zip(metas, keys, strict=True)
-            ],
-            dtype=object,
-        )
+        return lookup(tag_value, metas, keys)
 
     return dicom_tag
 
@@ -57,13 +65,7 @@ def dicom_tags():
 
     @pandas_udf("array<string>")
     def dicom_tags(metas: pd.Series, keys: pd.Series) -> pd.Series:
-        return pd.Series(
-            [
-                None if key is None else tag_values(as_meta_dict(meta), key)
-                for meta, key in zip(metas, keys, strict=True)
-            ],
-            dtype=object,
-        )
+        return lookup(tag_values, metas, keys)
 
     return dicom_tags
 

@@ -13,7 +13,7 @@ from pixels_sql.dicom.thumbnail import (
     read_thumbnail_result,
     render_thumbnail,
 )
-from pixels_sql.functions.registry import SqlFunction, sql_function
+from pixels_sql.functions.registry import SqlFunction, results_frame, sql_function
 
 RESULT_TYPE = "struct<thumbnail:binary,reason:string,message:string>"
 
@@ -39,18 +39,13 @@ def _arguments(name: str, columns: Sequence[pd.Series]) -> list[tuple[str | None
     return rows
 
 
-def results_frame(name: str, columns: Sequence[pd.Series]) -> pd.DataFrame:
+def thumbnail_results(name: str, columns: Sequence[pd.Series]) -> pd.DataFrame:
+    """thumbnail / reason / message columns for a batch (all NULL for a NULL path)."""
     results: list[ThumbnailResult | None] = [
         read_thumbnail_result(path, size, fmt) if path is not None else None
         for path, size, fmt in _arguments(name, columns)
     ]
-    return pd.DataFrame(
-        {
-            "thumbnail": [r.data if r else None for r in results],
-            "reason": [r.reason if r else None for r in results],
-            "message": [r.message if r else None for r in results],
-        }
-    )
+    return results_frame(results, {"thumbnail": "data", "reason": "reason", "message": "message"})
 
 
 @sql_function("dicom_thumbnail(path STRING [, max_size INT [, format STRING]])", "BINARY")
@@ -86,7 +81,7 @@ def try_dicom_thumbnail():
 
     @pandas_udf("binary")
     def try_dicom_thumbnail(*columns: pd.Series) -> pd.Series:
-        return results_frame("try_dicom_thumbnail", columns)["thumbnail"]
+        return thumbnail_results("try_dicom_thumbnail", columns)["thumbnail"]
 
     return try_dicom_thumbnail
 
@@ -101,7 +96,7 @@ def dicom_thumbnail_error():
 
     @pandas_udf("string")
     def dicom_thumbnail_error(*columns: pd.Series) -> pd.Series:
-        return results_frame("dicom_thumbnail_error", columns)["reason"]
+        return thumbnail_results("dicom_thumbnail_error", columns)["reason"]
 
     return dicom_thumbnail_error
 
@@ -119,7 +114,7 @@ def dicom_thumbnail_result():
 
     @pandas_udf(RESULT_TYPE)
     def dicom_thumbnail_result(*columns: pd.Series) -> pd.DataFrame:
-        return results_frame("dicom_thumbnail_result", columns)
+        return thumbnail_results("dicom_thumbnail_result", columns)
 
     return dicom_thumbnail_result
 
