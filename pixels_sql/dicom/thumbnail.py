@@ -161,8 +161,9 @@ def decode_frame(local: str, header: Dataset, index: int | None) -> np.ndarray:
         )
     try:
         if syntax == DEFLATED:
-            # PS3.5 A.5: one deflate stream; pydicom inflates the data set to reach the pixels.
-            return pixel_array(_full_dataset(local), index=index)
+            # PS3.5 A.5: one deflate stream; the header is then the whole inflated data set.
+            whole = any(tag in header for tag in PIXEL_DATA_TAGS)
+            return pixel_array(header if whole else _full_dataset(local), index=index)
         return pixel_array(local, index=index, transfer_syntax_uid=syntax)
     except (RuntimeError, NotImplementedError) as exc:
         raise DicomReadError(
