@@ -50,6 +50,16 @@ CREATE TABLE IF NOT EXISTS object_catalog (
   ingested_at TIMESTAMP
 );
 
+-- Thumbnails are rendered by the optional step 40_thumbnails.sql, one row per image.
+CREATE TABLE IF NOT EXISTS object_thumbnails (
+  path STRING,
+  thumbnail BINARY,
+  thumbnail_size INT,
+  thumbnail_error_reason STRING,
+  thumbnail_error_message STRING,
+  created_at TIMESTAMP
+);
+
 CREATE OR REPLACE TEMPORARY VIEW pixels_new_files AS
 SELECT l.*
 FROM pixels_listing AS l

@@ -1,15 +1,7 @@
 -- Step 4: a thumbnail per catalogued image, rendered once (incremental like the catalog).
 -- Files without pixel data (reports, RT plans, waveforms) get a row with reason no_pixel_data,
 -- so they are not tried again. Parameters: thumbnail_size (default 256: longer side, pixels).
-CREATE TABLE IF NOT EXISTS object_thumbnails (
-  path STRING,
-  thumbnail BINARY,
-  thumbnail_size INT,
-  thumbnail_error_reason STRING,
-  thumbnail_error_message STRING,
-  created_at TIMESTAMP
-);
-
+-- (object_thumbnails is created by 10_catalog.sql, so the views work without this step.)
 CREATE OR REPLACE TEMPORARY VIEW pixels_new_images AS
 SELECT c.path
 FROM object_catalog AS c

@@ -58,7 +58,7 @@ def test_run_prints_summary(ran) -> None:
     assert "instances: 8\n" in completed.stdout
     assert "thumbnails: 6\n" in completed.stdout
     assert "errors: 3 (corrupt 1, not_dicom 1, truncated 1)" in completed.stdout
-    assert "10_catalog.sql:59: ok" in completed.stderr  # per-statement progress
+    assert "10_catalog.sql:69: ok" in completed.stderr  # per-statement progress
 
 
 def test_tables_persist_for_a_second_process(ran) -> None:
