@@ -13,7 +13,10 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import pydicom
 import pytest
 
+from pixels_sql.dicom import meta as meta_module
+from pixels_sql.dicom.bulk import bulk_uri_factory
 from pixels_sql.dicom.errors import DicomReadError
+from pixels_sql.dicom.fastmeta import read_fast
 from pixels_sql.dicom.meta import INLINE_BINARY_MAX_BYTES, read_meta
 from tests.corpus import EXPECTED_UNREADABLE, corpus_files
 
@@ -77,8 +80,16 @@ def normalise(meta: Any, deflated: bool = False) -> Any:
     return meta
 
 
+@pytest.fixture(params=["fast", "general"])
+def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both readers are held to the reference: the fast one where it applies, and the general
+    (pydicom-based) one that handles the rest."""
+    monkeypatch.setattr(meta_module, "FAST_READER", request.param == "fast")
+    return request.param
+
+
 @pytest.mark.parametrize("path", CORPUS, ids=[p.name for p in CORPUS])
-def test_meta_matches_pydicom(path: Path) -> None:
+def test_meta_matches_pydicom(path: Path, reader: str) -> None:
     if path.name in EXPECTED_UNREADABLE:
         with pytest.raises(DicomReadError) as error:
             read_meta(str(path))
@@ -111,3 +122,18 @@ def test_bulk_data_uris_address_the_element_bytes() -> None:
             assert read_bulk(uri) == dataset[int(key, 16)].value, (path.name, key)
             checked += 1
     assert checked > 100
+
+
+def test_fast_reader_covers_most_of_the_corpus() -> None:
+    """The conformance test above proves something about the fast reader only where it runs."""
+    handled = total = 0
+    for path in CORPUS:
+        if path.name in EXPECTED_UNREADABLE:
+            continue
+        total += 1
+        with open(path, "rb") as handle:
+            found = read_fast(
+                str(path), handle, path.stat().st_size, bulk_uri_factory("file:///x", False)
+            )
+        handled += found is not None
+    assert handled / total > 0.6, (handled, total)

@@ -25,18 +25,20 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_dataset
 
+from pixels_sql.dicom.bulk import (
+    HUGE_VALUE_BYTES,
+    INLINE_BINARY_MAX_BYTES,
+    bulk_uri_factory,
+)
 from pixels_sql.dicom.errors import DicomReadError, classify
+from pixels_sql.dicom.fastmeta import read_fast
 from pixels_sql.dicom.paths import to_file_uri, to_local_path
 
-# Binary values up to this many bytes are inlined as base64 (1024 base64 characters, pydicom's and
-# DICOMweb servers' usual default); longer ones become a BulkDataURI.
-INLINE_BINARY_MAX_BYTES = 768
+# Use the fast reader (fastmeta.py) where it applies; the general reader otherwise. Module-level
+# so tests and benchmarks can compare both.
+FAST_READER = True
 # pydicom expresses its threshold in base64 characters: inline when len(value) <= (t // 4) * 3.
 _PYDICOM_THRESHOLD = INLINE_BINARY_MAX_BYTES // 3 * 4
-# A header value longer than this is referenced by byte range even when its VR is not binary or
-# not known without reading it (a private element in an implicit VR file, a giant text): a
-# hostile or broken header must not cost its size in memory.
-HUGE_VALUE_BYTES = 4 * 1024 * 1024
 
 PIXEL_DATA_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})  # Float, Double Float, Pixel Data
 _PIXEL_DATA_VR = {0x7FE00008: "OF", 0x7FE00009: "OD"}
@@ -120,36 +122,64 @@ def _read_meta(local: str) -> dict[str, Any]:
         raise DicomReadError(local, "empty", "the file has zero bytes")
     uri = to_file_uri(os.path.abspath(local))
     with open(local, "rb") as fp:
-        dataset = read_header(local, fp, size)
-        after_header = fp.tell()  # converting deferred values below moves the file position
-        is_implicit, is_little_endian = dataset.original_encoding
-        deflated = _transfer_syntax(dataset) in _DEFLATED_TRANSFER_SYNTAXES
-        if deflated:
-            # PS3.5 A.5: the whole data set is one deflate stream, so there is no header-only
-            # read and no file offset for a value; pydicom inflates it in memory.
-            fp.seek(0)
-            dataset = pydicom.dcmread(fp)
-        bulk_uri = _bulk_uri_factory(uri, deflated)
-
-        result: dict[str, Any] = {}
-        for source in (dataset.file_meta, dataset):
-            if source is None:
-                continue
-            _check_lengths(local, source, size, deflated)
-            result.update(_dataset_json(source, 0, bulk_uri))
-
-        if not deflated:
-            fp.seek(after_header)
-            location = locate_pixel_data(local, fp, size, dataset)
-            if location is not None:
-                result.update(_pixel_data_json(local, fp, location, bulk_uri))
-                trailing = read_dataset(
-                    fp, is_implicit, is_little_endian, defer_size=INLINE_BINARY_MAX_BYTES
-                )
-                result.update(_trailing_json(local, trailing, size, bulk_uri))
+        result = _read_fast(local, fp, size, uri) if FAST_READER else None
+        if result is None:
+            result = _read_general(local, fp, size, uri)
     if not result:
         raise DicomReadError(local, "not_dicom", "no data elements found")
     return dict(sorted(result.items()))
+
+
+def _read_fast(local: str, fp: BinaryIO, size: int, uri: str) -> dict[str, Any] | None:
+    """The fast reader (fastmeta.py) for the header, then the pixel data and what follows."""
+    bulk_uri = bulk_uri_factory(uri, False)
+    fast = read_fast(local, fp, size, bulk_uri)
+    if fast is None:
+        return None
+    result, position = fast
+    fp.seek(position)
+    bits_allocated = result.get("00280100", {}).get("Value", [None])[0]
+    location = locate_pixel_data(local, fp, size, (False, True), bits_allocated)
+    if location is not None:
+        result.update(_pixel_data_json(local, fp, location, bulk_uri))
+        trailing = read_dataset(fp, False, True, defer_size=INLINE_BINARY_MAX_BYTES)
+        result.update(_trailing_json(local, trailing, size, bulk_uri))
+    return result
+
+
+def _read_general(local: str, fp: BinaryIO, size: int, uri: str) -> dict[str, Any]:
+    """pydicom parses the header; values are converted element by element."""
+    fp.seek(0)
+    dataset = read_header(local, fp, size)
+    after_header = fp.tell()  # converting deferred values below moves the file position
+    is_implicit, is_little_endian = dataset.original_encoding
+    deflated = _transfer_syntax(dataset) in _DEFLATED_TRANSFER_SYNTAXES
+    if deflated:
+        # PS3.5 A.5: the whole data set is one deflate stream, so there is no header-only
+        # read and no file offset for a value; pydicom inflates it in memory.
+        fp.seek(0)
+        dataset = pydicom.dcmread(fp)
+    bulk_uri = bulk_uri_factory(uri, deflated)
+
+    result: dict[str, Any] = {}
+    for source in (dataset.file_meta, dataset):
+        if source is None:
+            continue
+        _check_lengths(local, source, size, deflated)
+        result.update(_dataset_json(source, 0, bulk_uri))
+
+    if not deflated:
+        fp.seek(after_header)
+        location = locate_pixel_data(
+            local, fp, size, dataset.original_encoding, dataset.get("BitsAllocated")
+        )
+        if location is not None:
+            result.update(_pixel_data_json(local, fp, location, bulk_uri))
+            trailing = read_dataset(
+                fp, is_implicit, is_little_endian, defer_size=INLINE_BINARY_MAX_BYTES
+            )
+            result.update(_trailing_json(local, trailing, size, bulk_uri))
+    return result
 
 
 def read_header(local: str, fp: BinaryIO, size: int) -> Dataset:
@@ -193,16 +223,6 @@ def _is_vr(candidate: bytes) -> bool:
 def _transfer_syntax(dataset: Dataset) -> str:
     meta = dataset.file_meta
     return str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
-
-
-def _bulk_uri_factory(uri: str, deflated: bool) -> Callable[[int | None, int], str]:
-    def bulk_uri(offset: int | None, length: int) -> str:
-        if deflated or offset is None:
-            # Offsets inside a deflated stream (PS3.5 A.5) do not address the file's bytes.
-            return uri
-        return f"{uri}?offset={offset}&length={length}"
-
-    return bulk_uri
 
 
 def _check_lengths(local: str, dataset: Dataset, size: int, deflated: bool) -> None:
@@ -281,14 +301,14 @@ class PixelDataLocation:
 
 
 def locate_pixel_data(
-    local: str, fp: BinaryIO, size: int, dataset: Dataset
+    local: str, fp: BinaryIO, size: int, encoding: tuple[bool, bool], bits_allocated: Any
 ) -> PixelDataLocation | None:
     """Read the pixel data element header at the current position (where ``read_header``
     stopped) and find its value's extent without reading the value; None if there is none.
 
     Leaves ``fp`` just after the value. Raises ``truncated`` when the value runs past the end.
     """
-    is_implicit, is_little_endian = dataset.original_encoding
+    is_implicit, is_little_endian = encoding
     start = fp.tell()
     head = fp.read(4)
     if len(head) < 4 or _unpack_tag(head, is_little_endian) not in PIXEL_DATA_TAGS:
@@ -319,7 +339,7 @@ def locate_pixel_data(
         )
     else:
         fp.seek(offset + length)
-    vr = _pixel_data_vr(tag, vr_bytes, undefined, is_implicit, dataset)
+    vr = _pixel_data_vr(tag, vr_bytes, undefined, is_implicit, bits_allocated)
     return PixelDataLocation(tag, vr, offset, length, undefined)
 
 
@@ -344,7 +364,7 @@ def _pixel_data_json(
 
 
 def _pixel_data_vr(
-    tag: int, vr_bytes: bytes | None, undefined: bool, is_implicit: bool, dataset: Dataset
+    tag: int, vr_bytes: bytes | None, undefined: bool, is_implicit: bool, bits_allocated: Any
 ) -> str:
     if vr_bytes is not None:
         return vr_bytes.decode("ascii")
@@ -355,7 +375,7 @@ def _pixel_data_vr(
         return "OB"
     if is_implicit:
         return "OW"
-    return "OW" if int(dataset.get("BitsAllocated", 16) or 16) > 8 else "OB"
+    return "OW" if int(bits_allocated or 16) > 8 else "OB"
 
 
 def _encapsulated_length(local: str, fp: BinaryIO, offset: int, size: int) -> int:

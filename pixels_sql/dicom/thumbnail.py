@@ -110,7 +110,9 @@ def _render(local: str, max_size: int) -> Image.Image:
             has_pixels = any(tag in header for tag in PIXEL_DATA_TAGS)
         else:
             # Also checks that the pixel data is all there (else: truncated).
-            location = locate_pixel_data(local, fp, size, header)
+            location = locate_pixel_data(
+                local, fp, size, header.original_encoding, header.get("BitsAllocated")
+            )
             has_pixels = location is not None
         if not has_pixels:
             raise DicomReadError(

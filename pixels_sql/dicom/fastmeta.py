@@ -1,0 +1,289 @@
+"""A fast header reader: DICOM JSON straight from the element stream, without pydicom objects.
+
+It covers what most files are — a Part 10 file in explicit VR little endian (every compressed
+transfer syntax is), with the default, Latin-1 or UTF-8 character set — and converts each value
+exactly as pydicom's ``Dataset.to_json_dict`` does (the conformance test holds both to it).
+Anything else returns None and the caller uses the pydicom-based reader: implicit VR or big
+endian files, deflated data sets, UN values (pydicom re-types them from its dictionary),
+ISO 2022 or other character sets, undefined-length non-sequence values, values it cannot
+parse the way pydicom would.
+"""
+
+from __future__ import annotations
+
+import base64
+import struct
+from typing import Any, BinaryIO
+
+from pixels_sql.dicom.bulk import HUGE_VALUE_BYTES, INLINE_BINARY_MAX_BYTES, BulkUri
+from pixels_sql.dicom.errors import DicomReadError
+
+_UNPACK_TAG_VR = struct.Struct("<HH2s").unpack_from
+_UNPACK_H = struct.Struct("<H").unpack_from
+_UNPACK_I = struct.Struct("<I").unpack_from
+_UNPACK_HHI = struct.Struct("<HHI").unpack_from
+
+_LONG_VRS = frozenset(
+    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+)
+_BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW"})
+_NUMBER_FORMATS = {
+    "US": "H",
+    "SS": "h",
+    "UL": "L",
+    "SL": "l",
+    "FL": "f",
+    "FD": "d",
+    "SV": "q",
+    "UV": "Q",
+}
+_PIXEL_DATA_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
+_ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+_UNDEFINED = 0xFFFFFFFF
+_IMPLICIT_OR_BIG_OR_DEFLATED = frozenset(
+    {"1.2.840.10008.1.2", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}
+)
+# Specific Character Set values handled here, as Python codecs (PS3.3 C.12.1.1.2).
+_CHARSETS = {"": "latin_1", "ISO_IR 6": "latin_1", "ISO_IR 100": "latin_1", "ISO_IR 192": "utf_8"}
+_CHUNK = 1 << 16
+_KEYS: dict[int, str] = {}
+
+
+class Unsupported(Exception):
+    """This file needs the general (pydicom) reader."""
+
+
+class _Reader:
+    """Elements from a file, through a window of bytes that slides forward on demand."""
+
+    __slots__ = ("base", "buffer", "fp", "local", "size")
+
+    def __init__(self, local: str, fp: BinaryIO, size: int) -> None:
+        self.local, self.fp, self.size = local, fp, size
+        self.base = 0
+        self.buffer = b""
+
+    def window(self, position: int, count: int) -> int:
+        """Make ``count`` bytes at file ``position`` available; return their buffer index."""
+        start = position - self.base
+        if start >= 0 and start + count <= len(self.buffer):
+            return start
+        if position + count > self.size:
+            raise EOFError
+        self.fp.seek(position)
+        self.buffer = self.fp.read(max(count, _CHUNK))
+        self.base = position
+        return 0
+
+
+def _key(tag: int) -> str:
+    key = _KEYS.get(tag)
+    if key is None:
+        key = _KEYS[tag] = f"{tag:08X}"
+    return key
+
+
+def read_fast(
+    local: str, fp: BinaryIO, size: int, bulk_uri: BulkUri
+) -> tuple[dict[str, Any], int] | None:
+    """(DICOM JSON of the file meta and data set up to the pixel data, position after them),
+    or None when the file needs the general reader."""
+    if size < 132:
+        return None
+    fp.seek(128)
+    if fp.read(4) != b"DICM":
+        return None
+    reader = _Reader(local, fp, size)
+    result: dict[str, Any] = {}
+    try:
+        position = _parse(reader, 132, None, result, "latin_1", bulk_uri, top=True, meta=True)
+        syntax = result.get("00020010", {}).get("Value", [""])[0]
+        if not syntax or syntax in _IMPLICIT_OR_BIG_OR_DEFLATED:
+            return None
+        position = _parse(reader, position, None, result, "latin_1", bulk_uri, top=True)
+    except EOFError:
+        return None  # let the general reader describe the truncation
+    except (Unsupported, ValueError, UnicodeDecodeError, struct.error):
+        return None
+    return result, position
+
+
+def _parse(
+    reader: _Reader,
+    position: int,
+    end: int | None,
+    out: dict[str, Any],
+    encoding: str,
+    bulk_uri: BulkUri,
+    *,
+    top: bool = False,
+    meta: bool = False,
+) -> int:
+    """Parse elements from ``position`` until ``end`` (or an item delimiter, or the pixel data
+    at the top level, or the end of group 0002 when ``meta``); return the stop position."""
+    size = reader.size
+    while end is None or position < end:
+        if position + 8 > size:
+            if end is None and top:
+                return position
+            raise EOFError
+        at = reader.window(position, 12 if position + 12 <= size else 8)
+        group, element, vr_bytes = _UNPACK_TAG_VR(reader.buffer, at)
+        tag = group << 16 | element
+        if meta and group != 0x0002:
+            return position
+        if tag == _ITEM_END:
+            return position + 8
+        if top and tag in _PIXEL_DATA_TAGS:
+            return position
+        if vr_bytes in _LONG_VRS:
+            if position + 12 > size:
+                raise EOFError
+            (length,) = _UNPACK_I(reader.buffer, at + 8)
+            value_at = position + 12
+        elif vr_bytes.isalpha() and vr_bytes.isupper():
+            (length,) = _UNPACK_H(reader.buffer, at + 6)
+            value_at = position + 8
+        else:
+            raise Unsupported("implicit VR element in an explicit VR data set")
+        vr = vr_bytes.decode("ascii")
+        if vr == "SQ":
+            items: list[dict[str, Any]] = []
+            position = _sequence(reader, value_at, length, items, encoding, bulk_uri)
+            if element:
+                out[_key(tag)] = {"vr": "SQ", "Value": items}
+            continue
+        if length == _UNDEFINED or vr == "UN":
+            raise Unsupported(f"{vr} value of undefined length or unknown type")
+        position = value_at + length
+        if value_at + length > size:
+            raise DicomReadError(
+                reader.local,
+                "truncated",
+                f"element ({group:04X},{element:04X}) declares {length} bytes at offset"
+                f" {value_at} but the file has {size} bytes",
+            )
+        if element == 0:  # group length (PS3.5 7.2)
+            continue
+        if vr in _BINARY_VRS:
+            if length == 0:
+                out[_key(tag)] = {"vr": vr}
+            elif length > INLINE_BINARY_MAX_BYTES:
+                out[_key(tag)] = {"vr": vr, "BulkDataURI": bulk_uri(value_at, length)}
+            else:
+                start = reader.window(value_at, length)
+                data = reader.buffer[start : start + length]
+                out[_key(tag)] = {"vr": vr, "InlineBinary": base64.b64encode(data).decode()}
+            continue
+        if length > HUGE_VALUE_BYTES:
+            out[_key(tag)] = {"vr": vr, "BulkDataURI": bulk_uri(value_at, length)}
+            continue
+        start = reader.window(value_at, length)
+        raw = reader.buffer[start : start + length]
+        if tag == 0x00080005:
+            encoding = _charset(raw, top)
+        out[_key(tag)] = _convert(vr, raw, encoding)
+    return position
+
+
+def _charset(raw: bytes, top: bool) -> str:
+    if not top:
+        raise Unsupported("character set changed inside a sequence item")
+    value = raw.decode("latin_1").rstrip(" \x00").strip()
+    codec = _CHARSETS.get(value)
+    if codec is None:
+        raise Unsupported(f"character set {value!r}")
+    return codec
+
+
+def _sequence(
+    reader: _Reader,
+    position: int,
+    length: int,
+    items: list[dict[str, Any]],
+    encoding: str,
+    bulk_uri: BulkUri,
+) -> int:
+    end = None if length == _UNDEFINED else position + length
+    while end is None or position < end:
+        at = reader.window(position, 8)
+        group, element, item_length = _UNPACK_HHI(reader.buffer, at)
+        tag = group << 16 | element
+        position += 8
+        if tag == _SEQUENCE_END:
+            return position
+        if tag != _ITEM:
+            raise Unsupported(f"({group:04X},{element:04X}) where a sequence item should be")
+        item: dict[str, Any] = {}
+        item_end = None if item_length == _UNDEFINED else position + item_length
+        position = _parse(reader, position, item_end, item, encoding, bulk_uri)
+        items.append(item)
+    return position
+
+
+def _convert(vr: str, raw: bytes, encoding: str) -> dict[str, Any]:
+    """One non-binary, non-sequence value as pydicom's to_json_dict gives it."""
+    if not raw:
+        return {"vr": vr}
+    number_format = _NUMBER_FORMATS.get(vr)
+    if number_format is not None:
+        size = struct.calcsize("<" + number_format)  # standard sizes, not the platform's
+        if len(raw) % size:
+            raise Unsupported(f"{vr} value of {len(raw)} bytes")
+        values: list[Any] = list(struct.unpack(f"<{len(raw) // size}{number_format}", raw))
+        if vr in ("FL", "FD"):
+            values = [float(v) for v in values]
+        return {"vr": vr, "Value": values}
+    if vr == "AT":
+        if len(raw) % 4:
+            raise Unsupported("AT value length")
+        pairs = struct.unpack(f"<{len(raw) // 2}H", raw)
+        return {
+            "vr": vr,
+            "Value": [f"{pairs[i]:04X}{pairs[i + 1]:04X}" for i in range(0, len(pairs), 2)],
+        }
+    if vr in ("SH", "LO", "UC"):
+        parts = [part.rstrip("\x00 ") for part in raw.decode(encoding).split("\\")]
+    elif vr in ("ST", "LT", "UT"):
+        parts = [raw.decode(encoding).rstrip("\x00 ")]
+    elif vr == "PN":
+        text = raw.rstrip(b"\x00 ").decode(encoding)
+        if not text:
+            return {"vr": vr}
+        names = []
+        for name in text.split("\\"):
+            components = name.split("=")
+            entry = {"Alphabetic": components[0]}
+            if len(components) > 1:
+                entry["Ideographic"] = components[1]
+            if len(components) > 2:
+                entry["Phonetic"] = components[2]
+            names.append(entry)
+        return {"vr": vr, "Value": names}
+    elif vr == "AE":
+        parts = [part.strip() for part in raw.decode("latin_1").split("\\")]
+    elif vr == "UR":
+        parts = [raw.decode("latin_1").rstrip()]
+    elif vr in ("DS", "IS"):
+        parts = raw.decode("latin_1").strip().rstrip(" \x00").split("\\")
+        if parts == [""]:
+            return {"vr": vr}
+        number = float if vr == "DS" else _integer
+        return {"vr": vr, "Value": [number(part) for part in parts]}
+    elif vr in ("AS", "CS", "DA", "DT", "TM", "UI"):
+        parts = raw.decode("latin_1").rstrip(" \x00").split("\\")
+    else:
+        raise Unsupported(f"VR {vr}")
+    if parts == [""]:
+        return {"vr": vr}
+    return {"vr": vr, "Value": parts}
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        value = float(text)  # pydicom's IS accepts "1.0"; anything else goes to pydicom
+        if not value.is_integer():
+            raise
+        return int(value)
