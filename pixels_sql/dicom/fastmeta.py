@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import struct
+from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from pixels_sql.dicom.bulk import HUGE_VALUE_BYTES, INLINE_BINARY_MAX_BYTES, BulkUri
@@ -27,6 +28,17 @@ _LONG_VRS = frozenset(
     {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 )
 _BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW"})
+
+
+class _VRNames(dict):
+    """bytes VR -> str, decoded once per distinct VR."""
+
+    def __missing__(self, key: bytes) -> str:
+        value = self[key] = key.decode("ascii")
+        return value
+
+
+_VR_NAMES = _VRNames()
 _NUMBER_FORMATS = {
     "US": "H",
     "SS": "h",
@@ -76,13 +88,6 @@ class _Reader:
         return 0
 
 
-def _key(tag: int) -> str:
-    key = _KEYS.get(tag)
-    if key is None:
-        key = _KEYS[tag] = f"{tag:08X}"
-    return key
-
-
 def read_fast(
     local: str, fp: BinaryIO, size: int, bulk_uri: BulkUri
 ) -> tuple[dict[str, Any], int] | None:
@@ -122,13 +127,20 @@ def _parse(
     """Parse elements from ``position`` until ``end`` (or an item delimiter, or the pixel data
     at the top level, or the end of group 0002 when ``meta``); return the stop position."""
     size = reader.size
-    while end is None or position < end:
-        if position + 8 > size:
-            if end is None and top:
-                return position
-            raise EOFError
-        at = reader.window(position, 12 if position + 12 <= size else 8)
-        group, element, vr_bytes = _UNPACK_TAG_VR(reader.buffer, at)
+    keys = _KEYS
+    convert = _convert
+    limit = size if end is None else min(end, size)
+    buffer, base = reader.buffer, reader.base
+    while position < limit:
+        at = position - base
+        if at < 0 or at + 12 > len(buffer):
+            if position + 8 > size:
+                if end is None and top:
+                    return position
+                raise EOFError
+            at = reader.window(position, 12 if position + 12 <= size else 8)
+            buffer, base = reader.buffer, reader.base
+        group, element, vr_bytes = _UNPACK_TAG_VR(buffer, at)
         tag = group << 16 | element
         if meta and group != 0x0002:
             return position
@@ -139,24 +151,28 @@ def _parse(
         if vr_bytes in _LONG_VRS:
             if position + 12 > size:
                 raise EOFError
-            (length,) = _UNPACK_I(reader.buffer, at + 8)
+            (length,) = _UNPACK_I(buffer, at + 8)
             value_at = position + 12
         elif vr_bytes.isalpha() and vr_bytes.isupper():
-            (length,) = _UNPACK_H(reader.buffer, at + 6)
+            (length,) = _UNPACK_H(buffer, at + 6)
             value_at = position + 8
         else:
             raise Unsupported("implicit VR element in an explicit VR data set")
-        vr = vr_bytes.decode("ascii")
+        key = keys.get(tag)
+        if key is None:
+            key = keys[tag] = f"{tag:08X}"
+        vr = _VR_NAMES[vr_bytes]
         if vr == "SQ":
             items: list[dict[str, Any]] = []
             position = _sequence(reader, value_at, length, items, encoding, bulk_uri)
+            buffer, base = reader.buffer, reader.base
             if element:
-                out[_key(tag)] = {"vr": "SQ", "Value": items}
+                out[key] = {"vr": "SQ", "Value": items}
             continue
         if length == _UNDEFINED or vr == "UN":
             raise Unsupported(f"{vr} value of undefined length or unknown type")
         position = value_at + length
-        if value_at + length > size:
+        if position > size:
             raise DicomReadError(
                 reader.local,
                 "truncated",
@@ -167,23 +183,38 @@ def _parse(
             continue
         if vr in _BINARY_VRS:
             if length == 0:
-                out[_key(tag)] = {"vr": vr}
+                out[key] = {"vr": vr}
             elif length > INLINE_BINARY_MAX_BYTES:
-                out[_key(tag)] = {"vr": vr, "BulkDataURI": bulk_uri(value_at, length)}
+                out[key] = {"vr": vr, "BulkDataURI": bulk_uri(value_at, length)}
             else:
-                start = reader.window(value_at, length)
-                data = reader.buffer[start : start + length]
-                out[_key(tag)] = {"vr": vr, "InlineBinary": base64.b64encode(data).decode()}
+                start = _slice_start(reader, value_at, length)
+                buffer, base = reader.buffer, reader.base
+                data = buffer[start : start + length]
+                out[key] = {"vr": vr, "InlineBinary": base64.b64encode(data).decode()}
             continue
         if length > HUGE_VALUE_BYTES:
-            out[_key(tag)] = {"vr": vr, "BulkDataURI": bulk_uri(value_at, length)}
+            out[key] = {"vr": vr, "BulkDataURI": bulk_uri(value_at, length)}
             continue
-        start = reader.window(value_at, length)
-        raw = reader.buffer[start : start + length]
+        start = value_at - base
+        if start + length > len(buffer):
+            start = reader.window(value_at, length)
+            buffer, base = reader.buffer, reader.base
+        raw = buffer[start : start + length]
         if tag == 0x00080005:
             encoding = _charset(raw, top)
-        out[_key(tag)] = _convert(vr, raw, encoding)
+        out[key] = convert(vr, raw, encoding)
+    if end is None and top:
+        return position
+    if position > size:
+        raise EOFError
     return position
+
+
+def _slice_start(reader: _Reader, position: int, count: int) -> int:
+    start = position - reader.base
+    if start < 0 or start + count > len(reader.buffer):
+        return reader.window(position, count)
+    return start
 
 
 def _charset(raw: bytes, top: bool) -> str:
@@ -225,58 +256,108 @@ def _convert(vr: str, raw: bytes, encoding: str) -> dict[str, Any]:
     """One non-binary, non-sequence value as pydicom's to_json_dict gives it."""
     if not raw:
         return {"vr": vr}
-    number_format = _NUMBER_FORMATS.get(vr)
-    if number_format is not None:
-        size = struct.calcsize("<" + number_format)  # standard sizes, not the platform's
-        if len(raw) % size:
-            raise Unsupported(f"{vr} value of {len(raw)} bytes")
-        values: list[Any] = list(struct.unpack(f"<{len(raw) // size}{number_format}", raw))
-        if vr in ("FL", "FD"):
-            values = [float(v) for v in values]
-        return {"vr": vr, "Value": values}
-    if vr == "AT":
-        if len(raw) % 4:
-            raise Unsupported("AT value length")
-        pairs = struct.unpack(f"<{len(raw) // 2}H", raw)
-        return {
-            "vr": vr,
-            "Value": [f"{pairs[i]:04X}{pairs[i + 1]:04X}" for i in range(0, len(pairs), 2)],
-        }
-    if vr in ("SH", "LO", "UC"):
-        parts = [part.rstrip("\x00 ") for part in raw.decode(encoding).split("\\")]
-    elif vr in ("ST", "LT", "UT"):
-        parts = [raw.decode(encoding).rstrip("\x00 ")]
-    elif vr == "PN":
-        text = raw.rstrip(b"\x00 ").decode(encoding)
-        if not text:
-            return {"vr": vr}
-        names = []
-        for name in text.split("\\"):
-            components = name.split("=")
-            entry = {"Alphabetic": components[0]}
-            if len(components) > 1:
-                entry["Ideographic"] = components[1]
-            if len(components) > 2:
-                entry["Phonetic"] = components[2]
-            names.append(entry)
-        return {"vr": vr, "Value": names}
-    elif vr == "AE":
-        parts = [part.strip() for part in raw.decode("latin_1").split("\\")]
-    elif vr == "UR":
-        parts = [raw.decode("latin_1").rstrip()]
-    elif vr in ("DS", "IS"):
-        parts = raw.decode("latin_1").strip().rstrip(" \x00").split("\\")
-        if parts == [""]:
-            return {"vr": vr}
-        number = float if vr == "DS" else _integer
-        return {"vr": vr, "Value": [number(part) for part in parts]}
-    elif vr in ("AS", "CS", "DA", "DT", "TM", "UI"):
-        parts = raw.decode("latin_1").rstrip(" \x00").split("\\")
-    else:
+    handler = _CONVERTERS.get(vr)
+    if handler is None:
         raise Unsupported(f"VR {vr}")
-    if parts == [""]:
+    return handler(vr, raw, encoding)
+
+
+def _values(vr: str, parts: list[str]) -> dict[str, Any]:
+    if len(parts) == 1 and not parts[0]:
         return {"vr": vr}
     return {"vr": vr, "Value": parts}
+
+
+def _plain(vr: str, raw: bytes, encoding: str) -> dict[str, Any]:
+    # AS, CS, DA, DT, TM, UI: ASCII; trailing padding removed once (pydicom's multi_string).
+    return _values(vr, raw.decode("latin_1").rstrip(" \x00").split("\\"))
+
+
+def _text(vr: str, raw: bytes, encoding: str) -> dict[str, Any]:
+    # SH, LO, UC: each value loses its trailing padding (pydicom's convert_text).
+    return _values(vr, [part.rstrip("\x00 ") for part in raw.decode(encoding).split("\\")])
+
+
+def _single_text(vr: str, raw: bytes, encoding: str) -> dict[str, Any]:
+    # ST, LT, UT: one value, backslashes included.
+    return _values(vr, [raw.decode(encoding).rstrip("\x00 ")])
+
+
+def _application_entity(vr: str, raw: bytes, encoding: str) -> dict[str, Any]:
+    return _values(vr, [part.strip() for part in raw.decode("latin_1").split("\\")])
+
+
+def _uri(vr: str, raw: bytes, encoding: str) -> dict[str, Any]:
+    return _values(vr, [raw.decode("latin_1").rstrip()])
+
+
+def _person_name(vr: str, raw: bytes, encoding: str) -> dict[str, Any]:
+    text = raw.rstrip(b"\x00 ").decode(encoding)
+    if not text:
+        return {"vr": vr}
+    names = []
+    for name in text.split("\\"):
+        components = name.split("=")
+        entry = {"Alphabetic": components[0]}
+        if len(components) > 1:
+            entry["Ideographic"] = components[1]
+        if len(components) > 2:
+            entry["Phonetic"] = components[2]
+        names.append(entry)
+    return {"vr": vr, "Value": names}
+
+
+def _decimal(vr: str, raw: bytes, encoding: str) -> dict[str, Any]:
+    parts = raw.decode("latin_1").strip().rstrip(" \x00").split("\\")
+    if len(parts) == 1 and not parts[0]:
+        return {"vr": vr}
+    return {"vr": vr, "Value": [float(part) for part in parts]}
+
+
+def _integer_string(vr: str, raw: bytes, encoding: str) -> dict[str, Any]:
+    parts = raw.decode("latin_1").strip().rstrip(" \x00").split("\\")
+    if len(parts) == 1 and not parts[0]:
+        return {"vr": vr}
+    return {"vr": vr, "Value": [_integer(part) for part in parts]}
+
+
+def _attribute_tags(vr: str, raw: bytes, encoding: str) -> dict[str, Any]:
+    if len(raw) % 4:
+        raise Unsupported("AT value length")
+    pairs = struct.unpack(f"<{len(raw) // 2}H", raw)
+    return {
+        "vr": vr,
+        "Value": [f"{pairs[i]:04X}{pairs[i + 1]:04X}" for i in range(0, len(pairs), 2)],
+    }
+
+
+def _number_converter(code: str) -> Callable[[str, bytes, str], dict[str, Any]]:
+    size = struct.calcsize("<" + code)  # standard sizes, not the platform's
+    floats = code in "fd"
+
+    def convert(vr: str, raw: bytes, encoding: str) -> dict[str, Any]:
+        if len(raw) % size:
+            raise Unsupported(f"{vr} value of {len(raw)} bytes")
+        values: list[Any] = list(struct.unpack(f"<{len(raw) // size}{code}", raw))
+        if floats:
+            values = [float(v) for v in values]
+        return {"vr": vr, "Value": values}
+
+    return convert
+
+
+_CONVERTERS: dict[str, Callable[[str, bytes, str], dict[str, Any]]] = {
+    **{vr: _plain for vr in ("AS", "CS", "DA", "DT", "TM", "UI")},
+    **{vr: _text for vr in ("SH", "LO", "UC")},
+    **{vr: _single_text for vr in ("ST", "LT", "UT")},
+    **{vr: _number_converter(code) for vr, code in _NUMBER_FORMATS.items()},
+    "AE": _application_entity,
+    "UR": _uri,
+    "PN": _person_name,
+    "DS": _decimal,
+    "IS": _integer_string,
+    "AT": _attribute_tags,
+}
 
 
 def _integer(text: str) -> int:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+import orjson
 import pydicom
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
@@ -100,6 +101,14 @@ def read_meta_result(path: str) -> MetaResult:
 
 def dumps(meta: dict[str, Any]) -> str:
     """Serialise a DICOM JSON dict; NaN and infinities (legal in FL/FD) become JSON strings."""
+    try:
+        text = orjson.dumps(meta)
+    except (TypeError, orjson.JSONEncodeError):
+        text = b"null"  # e.g. an integer beyond 64 bits: let the standard library do it
+    # orjson writes NaN and infinities as null, and the DICOM JSON here never holds null
+    # otherwise: only then is the slower path needed.
+    if b"null" not in text:
+        return text.decode("utf-8")
     try:
         return json.dumps(meta, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except ValueError:
