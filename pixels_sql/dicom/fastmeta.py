@@ -19,13 +19,38 @@ from typing import Any, BinaryIO
 from pixels_sql.dicom.bulk import HUGE_VALUE_BYTES, INLINE_BINARY_MAX_BYTES, BulkUri
 from pixels_sql.dicom.errors import DicomReadError
 
-_UNPACK_TAG_VR = struct.Struct("<HH2s").unpack_from
-_UNPACK_H = struct.Struct("<H").unpack_from
+_UNPACK_ELEMENT = struct.Struct("<HH2sH").unpack_from  # tag, VR, 2-byte length (or reserved)
 _UNPACK_I = struct.Struct("<I").unpack_from
 _UNPACK_HHI = struct.Struct("<HHI").unpack_from
 
 _LONG_VRS = frozenset(
     {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+)
+# PS3.5 Table 6.2-1: the VRs with a 2-byte length.
+_SHORT_VRS = frozenset(
+    {
+        b"AE",
+        b"AS",
+        b"AT",
+        b"CS",
+        b"DA",
+        b"DS",
+        b"DT",
+        b"FL",
+        b"FD",
+        b"IS",
+        b"LO",
+        b"LT",
+        b"PN",
+        b"SH",
+        b"SL",
+        b"SS",
+        b"ST",
+        b"TM",
+        b"UI",
+        b"UL",
+        b"US",
+    }
 )
 _BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW"})
 
@@ -128,7 +153,7 @@ def _parse(
     at the top level, or the end of group 0002 when ``meta``); return the stop position."""
     size = reader.size
     keys = _KEYS
-    convert = _convert
+    converters = _CONVERTERS
     limit = size if end is None else min(end, size)
     buffer, base = reader.buffer, reader.base
     while position < limit:
@@ -140,7 +165,7 @@ def _parse(
                 raise EOFError
             at = reader.window(position, 12 if position + 12 <= size else 8)
             buffer, base = reader.buffer, reader.base
-        group, element, vr_bytes = _UNPACK_TAG_VR(buffer, at)
+        group, element, vr_bytes, length = _UNPACK_ELEMENT(buffer, at)
         tag = group << 16 | element
         if meta and group != 0x0002:
             return position
@@ -148,16 +173,15 @@ def _parse(
             return position + 8
         if top and tag in _PIXEL_DATA_TAGS:
             return position
-        if vr_bytes in _LONG_VRS:
+        if vr_bytes in _SHORT_VRS:
+            value_at = position + 8
+        elif vr_bytes in _LONG_VRS:
             if position + 12 > size:
                 raise EOFError
             (length,) = _UNPACK_I(buffer, at + 8)
             value_at = position + 12
-        elif vr_bytes.isalpha() and vr_bytes.isupper():
-            (length,) = _UNPACK_H(buffer, at + 6)
-            value_at = position + 8
         else:
-            raise Unsupported("implicit VR element in an explicit VR data set")
+            raise Unsupported(f"VR {vr_bytes!r}: implicit VR element, or a VR not handled here")
         key = keys.get(tag)
         if key is None:
             key = keys[tag] = f"{tag:08X}"
@@ -202,7 +226,10 @@ def _parse(
         raw = buffer[start : start + length]
         if tag == 0x00080005:
             encoding = _charset(raw, top)
-        out[key] = convert(vr, raw, encoding)
+        if length == 0:
+            out[key] = {"vr": vr}
+        else:
+            out[key] = converters[vr](vr, raw, encoding)
     if end is None and top:
         return position
     if position > size:
@@ -250,16 +277,6 @@ def _sequence(
         position = _parse(reader, position, item_end, item, encoding, bulk_uri)
         items.append(item)
     return position
-
-
-def _convert(vr: str, raw: bytes, encoding: str) -> dict[str, Any]:
-    """One non-binary, non-sequence value as pydicom's to_json_dict gives it."""
-    if not raw:
-        return {"vr": vr}
-    handler = _CONVERTERS.get(vr)
-    if handler is None:
-        raise Unsupported(f"VR {vr}")
-    return handler(vr, raw, encoding)
 
 
 def _values(vr: str, parts: list[str]) -> dict[str, Any]:

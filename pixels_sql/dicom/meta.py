@@ -151,8 +151,9 @@ def _read_fast(local: str, fp: BinaryIO, size: int, uri: str) -> dict[str, Any] 
     location = locate_pixel_data(local, fp, size, (False, True), bits_allocated)
     if location is not None:
         result.update(_pixel_data_json(local, fp, location, bulk_uri))
-        trailing = read_dataset(fp, False, True, defer_size=INLINE_BINARY_MAX_BYTES)
-        result.update(_trailing_json(local, trailing, size, bulk_uri))
+        if fp.tell() < size:  # elements after the pixel data are rare: parse them if present
+            trailing = read_dataset(fp, False, True, defer_size=INLINE_BINARY_MAX_BYTES)
+            result.update(_trailing_json(local, trailing, size, bulk_uri))
     return result
 
 
