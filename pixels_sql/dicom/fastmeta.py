@@ -156,15 +156,17 @@ def _parse(
     converters = _CONVERTERS
     limit = size if end is None else min(end, size)
     buffer, base = reader.buffer, reader.base
+    available = len(buffer)
     while position < limit:
         at = position - base
-        if at < 0 or at + 12 > len(buffer):
+        if at < 0 or at + 12 > available:
             if position + 8 > size:
                 if end is None and top:
                     return position
                 raise EOFError
             at = reader.window(position, 12 if position + 12 <= size else 8)
             buffer, base = reader.buffer, reader.base
+            available = len(buffer)
         group, element, vr_bytes, length = _UNPACK_ELEMENT(buffer, at)
         tag = group << 16 | element
         if meta and group != 0x0002:
@@ -190,6 +192,7 @@ def _parse(
             items: list[dict[str, Any]] = []
             position = _sequence(reader, value_at, length, items, encoding, bulk_uri)
             buffer, base = reader.buffer, reader.base
+            available = len(buffer)
             if element:
                 out[key] = {"vr": "SQ", "Value": items}
             continue
@@ -213,6 +216,7 @@ def _parse(
             else:
                 start = _slice_start(reader, value_at, length)
                 buffer, base = reader.buffer, reader.base
+                available = len(buffer)
                 data = buffer[start : start + length]
                 out[key] = {"vr": vr, "InlineBinary": base64.b64encode(data).decode()}
             continue
@@ -220,9 +224,10 @@ def _parse(
             out[key] = {"vr": vr, "BulkDataURI": bulk_uri(value_at, length)}
             continue
         start = value_at - base
-        if start + length > len(buffer):
+        if start + length > available:
             start = reader.window(value_at, length)
             buffer, base = reader.buffer, reader.base
+            available = len(buffer)
         raw = buffer[start : start + length]
         if tag == 0x00080005:
             encoding = _charset(raw, top)
@@ -349,13 +354,17 @@ def _attribute_tags(vr: str, raw: bytes, encoding: str) -> dict[str, Any]:
 
 
 def _number_converter(code: str) -> Callable[[str, bytes, str], dict[str, Any]]:
-    size = struct.calcsize("<" + code)  # standard sizes, not the platform's
+    single = struct.Struct("<" + code)  # standard sizes, not the platform's
+    size = single.size
     floats = code in "fd"
 
     def convert(vr: str, raw: bytes, encoding: str) -> dict[str, Any]:
-        if len(raw) % size:
+        if len(raw) == size:  # the usual single value
+            values: list[Any] = list(single.unpack(raw))
+        elif len(raw) % size:
             raise Unsupported(f"{vr} value of {len(raw)} bytes")
-        values: list[Any] = list(struct.unpack(f"<{len(raw) // size}{code}", raw))
+        else:
+            values = list(struct.unpack(f"<{len(raw) // size}{code}", raw))
         if floats:
             values = [float(v) for v in values]
         return {"vr": vr, "Value": values}
