@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup jar browser demo test lint format clean bench-thumbnails
+.PHONY: setup jar browser demo test lint format clean bench-thumbnails bench-meta
 
 $(STAMP): pyproject.toml scripts/check-java
 	scripts/check-java
@@ -36,6 +36,11 @@ test: jar lint browser
 # Speed targets live in bench/ (see bench/README.md), never in the tests.
 bench-thumbnails: jar
 	$(PY) -m bench.thumbnails --files 48
+
+bench-meta: jar
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) -m bench.meta --sizes 1000,10000 --pipeline 10000 --pipeline 100000 \
+	  --listing 10000 --listing 100000 --big-file --profile
 
 format: setup
 	$(PY) -m ruff format pixels_sql tests bench
