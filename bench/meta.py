@@ -480,6 +480,12 @@ def render(report: dict) -> str:
             f"| files/s per core, Spark local[{report['cores']}], {n} files |"
             f" {rates['ours']:.0f} | {rates['baseline']:.0f} | {rates['ratio']:.2f}x |"
         )
+        lines.append(
+            f"| same, {n} files, seconds (listing {rates['listing_seconds']:.2f} s, cached"
+            f" first; a no-op pandas UDF {rates['noop_seconds']:.2f} s; ours reading the files"
+            f" itself {rates['ours_with_listing_seconds']:.2f} s) | {rates['ours_seconds']:.2f} |"
+            f" {rates['baseline_seconds']:.2f} | |"
+        )
     for n, result in report.get("listing", {}).items():
         lines.append(
             f"| listing {n} files: read_files vs os.walk (s) |"
