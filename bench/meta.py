@@ -177,6 +177,7 @@ def spark_rates(spark, folder: Path, files: int, cores: int) -> dict[str, float]
         rates["ours_with_listing_seconds"] = time.perf_counter() - started
     finally:
         spark.sql("UNCACHE TABLE bench_listing")
+        spark.catalog.dropTempView("bench_listing")
     return rates
 
 
