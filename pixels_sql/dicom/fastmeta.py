@@ -17,15 +17,21 @@ from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from pixels_sql.dicom.bulk import HUGE_VALUE_BYTES, INLINE_BINARY_MAX_BYTES, BulkUri
+from pixels_sql.dicom.encoding import (
+    BINARY_VRS,
+    ITEM_DELIMITER_TAG,
+    ITEM_TAG,
+    LONG_LENGTH_VRS,
+    PIXEL_DATA_TAGS,
+    SEQUENCE_DELIMITER_TAG,
+    UNDEFINED_LENGTH,
+)
 from pixels_sql.dicom.errors import DicomReadError
 
 _UNPACK_ELEMENT = struct.Struct("<HH2sH").unpack_from  # tag, VR, 2-byte length (or reserved)
 _UNPACK_I = struct.Struct("<I").unpack_from
 _UNPACK_HHI = struct.Struct("<HHI").unpack_from
 
-_LONG_VRS = frozenset(
-    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
-)
 # PS3.5 Table 6.2-1: the VRs with a 2-byte length.
 _SHORT_VRS = frozenset(
     {
@@ -52,7 +58,6 @@ _SHORT_VRS = frozenset(
         b"US",
     }
 )
-_BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW"})
 
 
 class _VRNames(dict):
@@ -74,9 +79,6 @@ _NUMBER_FORMATS = {
     "SV": "q",
     "UV": "Q",
 }
-_PIXEL_DATA_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
-_ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
-_UNDEFINED = 0xFFFFFFFF
 _IMPLICIT_OR_BIG_OR_DEFLATED = frozenset(
     {"1.2.840.10008.1.2", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}
 )
@@ -171,13 +173,13 @@ def _parse(
         tag = group << 16 | element
         if meta and group != 0x0002:
             return position
-        if tag == _ITEM_END:
+        if tag == ITEM_DELIMITER_TAG:
             return position + 8
-        if top and tag in _PIXEL_DATA_TAGS:
+        if top and tag in PIXEL_DATA_TAGS:
             return position
         if vr_bytes in _SHORT_VRS:
             value_at = position + 8
-        elif vr_bytes in _LONG_VRS:
+        elif vr_bytes in LONG_LENGTH_VRS:
             if position + 12 > size:
                 raise EOFError
             (length,) = _UNPACK_I(buffer, at + 8)
@@ -196,7 +198,7 @@ def _parse(
             if element:
                 out[key] = {"vr": "SQ", "Value": items}
             continue
-        if length == _UNDEFINED or vr == "UN":
+        if length == UNDEFINED_LENGTH or vr == "UN":
             raise Unsupported(f"{vr} value of undefined length or unknown type")
         position = value_at + length
         if position > size:
@@ -208,7 +210,7 @@ def _parse(
             )
         if element == 0:  # group length (PS3.5 7.2)
             continue
-        if vr in _BINARY_VRS:
+        if vr in BINARY_VRS:
             if length == 0:
                 out[key] = {"vr": vr}
             elif length > INLINE_BINARY_MAX_BYTES:
@@ -267,18 +269,18 @@ def _sequence(
     encoding: str,
     bulk_uri: BulkUri,
 ) -> int:
-    end = None if length == _UNDEFINED else position + length
+    end = None if length == UNDEFINED_LENGTH else position + length
     while end is None or position < end:
         at = reader.window(position, 8)
         group, element, item_length = _UNPACK_HHI(reader.buffer, at)
         tag = group << 16 | element
         position += 8
-        if tag == _SEQUENCE_END:
+        if tag == SEQUENCE_DELIMITER_TAG:
             return position
-        if tag != _ITEM:
+        if tag != ITEM_TAG:
             raise Unsupported(f"({group:04X},{element:04X}) where a sequence item should be")
         item: dict[str, Any] = {}
-        item_end = None if item_length == _UNDEFINED else position + item_length
+        item_end = None if item_length == UNDEFINED_LENGTH else position + item_length
         position = _parse(reader, position, item_end, item, encoding, bulk_uri)
         items.append(item)
     return position

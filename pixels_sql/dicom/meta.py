@@ -31,6 +31,14 @@ from pixels_sql.dicom.bulk import (
     INLINE_BINARY_MAX_BYTES,
     bulk_uri_factory,
 )
+from pixels_sql.dicom.encoding import (
+    BINARY_VRS,
+    ITEM_TAG,
+    LONG_LENGTH_VRS,
+    PIXEL_DATA_TAGS,
+    SEQUENCE_DELIMITER_TAG,
+    UNDEFINED_LENGTH,
+)
 from pixels_sql.dicom.errors import DicomReadError, classify
 from pixels_sql.dicom.fastmeta import read_fast
 from pixels_sql.dicom.paths import to_file_uri, to_local_path
@@ -41,16 +49,7 @@ FAST_READER = True
 # pydicom expresses its threshold in base64 characters: inline when len(value) <= (t // 4) * 3.
 _PYDICOM_THRESHOLD = INLINE_BINARY_MAX_BYTES // 3 * 4
 
-PIXEL_DATA_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})  # Float, Double Float, Pixel Data
 _PIXEL_DATA_VR = {0x7FE00008: "OF", 0x7FE00009: "OD"}
-_ITEM_TAG = 0xFFFEE000
-_SEQUENCE_DELIMITER_TAG = 0xFFFEE0DD
-_UNDEFINED_LENGTH = 0xFFFFFFFF
-# PS3.5 7.1.2: these explicit VRs have a 2-byte reserved field and a 4-byte length.
-_LONG_LENGTH_VRS = frozenset(
-    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
-)
-_DESCRIBABLE_BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW"})
 _DEFLATED_TRANSFER_SYNTAXES = frozenset({"1.2.840.10008.1.2.1.99"})
 # Groups a data set without the Part 10 preamble plausibly starts with (file meta, identifying).
 _RAW_DATASET_FIRST_GROUPS = frozenset({0x0002, 0x0008})
@@ -242,7 +241,7 @@ def _check_lengths(local: str, dataset: Dataset, size: int, deflated: bool) -> N
     for raw in dataset._dict.values():
         if (
             isinstance(raw, RawDataElement)
-            and raw.length != _UNDEFINED_LENGTH
+            and raw.length != UNDEFINED_LENGTH
             and raw.value_tell + raw.length > size
         ):
             raise DicomReadError(
@@ -332,12 +331,12 @@ def locate_pixel_data(
         # Some writers switch to implicit VR encoding for this element alone (pydicom accepts it).
         vr_bytes = None
         (length,) = struct.unpack(endian + "I", vr_or_length)
-    elif vr_bytes in _LONG_LENGTH_VRS:
+    elif vr_bytes in LONG_LENGTH_VRS:
         (length,) = struct.unpack(endian + "I", _read_exact(local, fp, 4))
     else:
         (length,) = struct.unpack(endian + "H", vr_or_length[2:])
     offset = fp.tell()
-    undefined = length == _UNDEFINED_LENGTH
+    undefined = length == UNDEFINED_LENGTH
     if undefined:
         length = _encapsulated_length(local, fp, offset, size)
     elif offset + length > size:
@@ -399,10 +398,10 @@ def _encapsulated_length(local: str, fp: BinaryIO, offset: int, size: int) -> in
         fp.seek(position)
         group, element, item_length = struct.unpack("<HHI", fp.read(8))
         tag = group << 16 | element
-        if tag == _SEQUENCE_DELIMITER_TAG:
+        if tag == SEQUENCE_DELIMITER_TAG:
             fp.seek(position + 8)
             return position - offset
-        if tag != _ITEM_TAG or item_length == _UNDEFINED_LENGTH:
+        if tag != ITEM_TAG or item_length == UNDEFINED_LENGTH:
             raise DicomReadError(
                 local,
                 "corrupt",
@@ -431,9 +430,9 @@ def _deferred_binary_vr(raw: RawDataElement) -> str | None:
     if pydicom.datadict.dictionary_has_tag(int(raw.tag)):
         dictionary_vr = pydicom.datadict.dictionary_VR(int(raw.tag))
     vr = raw.VR or dictionary_vr
-    if vr in _DESCRIBABLE_BINARY_VRS:
+    if vr in BINARY_VRS:
         return vr
-    if raw.length > HUGE_VALUE_BYTES and raw.length != _UNDEFINED_LENGTH:
+    if raw.length > HUGE_VALUE_BYTES and raw.length != UNDEFINED_LENGTH:
         return (vr or "UN").split(" or ")[0]
     return None
 

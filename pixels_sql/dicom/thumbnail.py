@@ -24,8 +24,9 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
+from pixels_sql.dicom.encoding import PIXEL_DATA_TAGS
 from pixels_sql.dicom.errors import DicomReadError, classify
-from pixels_sql.dicom.meta import PIXEL_DATA_TAGS, locate_pixel_data, read_header
+from pixels_sql.dicom.meta import locate_pixel_data, read_header
 from pixels_sql.dicom.paths import to_local_path
 from pixels_sql.dicom.reduced import reduced_frame
 

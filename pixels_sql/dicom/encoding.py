@@ -1,0 +1,18 @@
+"""Facts of the DICOM encoding (PS3.5) that both header readers rely on."""
+
+from __future__ import annotations
+
+# (7FE0,0008) Float Pixel Data, (7FE0,0009) Double Float Pixel Data, (7FE0,0010) Pixel Data.
+PIXEL_DATA_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
+# PS3.5 7.5: item, item delimitation and sequence delimitation tags.
+ITEM_TAG = 0xFFFEE000
+ITEM_DELIMITER_TAG = 0xFFFEE00D
+SEQUENCE_DELIMITER_TAG = 0xFFFEE0DD
+UNDEFINED_LENGTH = 0xFFFFFFFF
+# PS3.5 7.1.2: explicit VRs with a 2-byte reserved field and a 4-byte length.
+LONG_LENGTH_VRS = frozenset(
+    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+)
+# Binary VRs whose value is bytes, described by byte range when long (UN excluded: pydicom
+# re-types UN values it knows, PS3.5 6.2.2).
+BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW"})
