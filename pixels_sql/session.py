@@ -19,10 +19,12 @@ LOG_CONFIG = Path(__file__).resolve().parent / "log4j2.properties"
 
 
 def jar_path() -> Path:
-    """The extension jar: ``$PIXELS_SQL_JAR``, else ``jars/`` of the source checkout."""
+    """The extension jar: ``$PIXELS_SQL_JAR``, else ``jars/`` of the source checkout, else the
+    copy an installed wheel carries."""
     override = os.environ.get(JAR_ENV)
     candidates = [Path(override)] if override else []
-    candidates.append(Path(__file__).resolve().parent.parent / "jars" / JAR_NAME)
+    package = Path(__file__).resolve().parent
+    candidates += [package.parent / "jars" / JAR_NAME, package / "jars" / JAR_NAME]
     for candidate in candidates:
         if candidate.is_file():
             return candidate
