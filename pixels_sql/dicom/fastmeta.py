@@ -32,7 +32,7 @@ _UNPACK_ELEMENT = struct.Struct("<HH2sH").unpack_from  # tag, VR, 2-byte length 
 _UNPACK_I = struct.Struct("<I").unpack_from
 _UNPACK_HHI = struct.Struct("<HHI").unpack_from
 
-# PS3.5 Table 6.2-1: the VRs with a 2-byte length.
+# PS3.5 Table 6.2-1: the VRs with a 2-byte length (all text or numbers).
 _SHORT_VRS = frozenset(
     {
         b"AE",
@@ -156,6 +156,7 @@ def _parse(
     size = reader.size
     keys = _KEYS
     converters = _CONVERTERS
+    short_vrs = _SHORT_VR_CONVERTERS
     limit = size if end is None else min(end, size)
     buffer, base = reader.buffer, reader.base
     available = len(buffer)
@@ -173,13 +174,42 @@ def _parse(
         tag = group << 16 | element
         if meta and group != 0x0002:
             return position
+        short = short_vrs.get(vr_bytes)
+        if short is not None:
+            # The common case: a 2-byte-length VR, a text or number value read from the window.
+            vr, converter = short
+            value_at = position + 8
+            position = value_at + length
+            if position > size:
+                raise DicomReadError(
+                    reader.local,
+                    "truncated",
+                    f"element ({group:04X},{element:04X}) declares {length} bytes at offset"
+                    f" {value_at} but the file has {size} bytes",
+                )
+            if element == 0:  # group length (PS3.5 7.2)
+                continue
+            key = keys.get(tag)
+            if key is None:
+                key = keys[tag] = f"{tag:08X}"
+            if length == 0:
+                out[key] = {"vr": vr}
+                continue
+            start = value_at - base
+            if start + length > available:
+                start = reader.window(value_at, length)
+                buffer, base = reader.buffer, reader.base
+                available = len(buffer)
+            raw = buffer[start : start + length]
+            if tag == 0x00080005:
+                encoding = _charset(raw, top)
+            out[key] = converter(vr, raw, encoding)
+            continue
         if tag == ITEM_DELIMITER_TAG:
             return position + 8
         if top and tag in PIXEL_DATA_TAGS:
             return position
-        if vr_bytes in _SHORT_VRS:
-            value_at = position + 8
-        elif vr_bytes in LONG_LENGTH_VRS:
+        if vr_bytes in LONG_LENGTH_VRS:
             if position + 12 > size:
                 raise EOFError
             (length,) = _UNPACK_I(buffer, at + 8)
@@ -396,3 +426,9 @@ def _integer(text: str) -> int:
         if not value.is_integer():
             raise
         return int(value)
+
+
+# 2-byte-length VR -> (VR name, converter): one lookup per element in the common case.
+_SHORT_VR_CONVERTERS = {
+    vr: (vr.decode("ascii"), _CONVERTERS[vr.decode("ascii")]) for vr in _SHORT_VRS
+}
