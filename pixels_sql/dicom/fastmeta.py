@@ -181,12 +181,7 @@ def _parse(
             value_at = position + 8
             position = value_at + length
             if position > size:
-                raise DicomReadError(
-                    reader.local,
-                    "truncated",
-                    f"element ({group:04X},{element:04X}) declares {length} bytes at offset"
-                    f" {value_at} but the file has {size} bytes",
-                )
+                raise _truncated(reader, group, element, length, value_at)
             if element == 0:  # group length (PS3.5 7.2)
                 continue
             key = keys.get(tag)
@@ -195,6 +190,7 @@ def _parse(
             if length == 0:
                 out[key] = {"vr": vr}
                 continue
+            # (Inlined twin of the general path below: this loop runs once per element.)
             start = value_at - base
             if start + length > available:
                 start = reader.window(value_at, length)
@@ -232,12 +228,7 @@ def _parse(
             raise Unsupported(f"{vr} value of undefined length or unknown type")
         position = value_at + length
         if position > size:
-            raise DicomReadError(
-                reader.local,
-                "truncated",
-                f"element ({group:04X},{element:04X}) declares {length} bytes at offset"
-                f" {value_at} but the file has {size} bytes",
-            )
+            raise _truncated(reader, group, element, length, value_at)
         if element == 0:  # group length (PS3.5 7.2)
             continue
         if vr in BINARY_VRS:
@@ -272,6 +263,17 @@ def _parse(
     if position > size:
         raise EOFError
     return position
+
+
+def _truncated(
+    reader: _Reader, group: int, element: int, length: int, value_at: int
+) -> DicomReadError:
+    return DicomReadError(
+        reader.local,
+        "truncated",
+        f"element ({group:04X},{element:04X}) declares {length} bytes at offset {value_at}"
+        f" but the file has {reader.size} bytes",
+    )
 
 
 def _slice_start(reader: _Reader, position: int, count: int) -> int:
