@@ -147,12 +147,7 @@ def _read_fast(local: str, fp: BinaryIO, size: int, uri: str) -> dict[str, Any] 
     result, position = fast
     fp.seek(position)
     bits_allocated = result.get("00280100", {}).get("Value", [None])[0]
-    location = locate_pixel_data(local, fp, size, (False, True), bits_allocated)
-    if location is not None:
-        result.update(_pixel_data_json(local, fp, location, bulk_uri))
-        if fp.tell() < size:  # elements after the pixel data are rare: parse them if present
-            trailing = read_dataset(fp, False, True, defer_size=INLINE_BINARY_MAX_BYTES)
-            result.update(_trailing_json(local, trailing, size, bulk_uri))
+    result.update(_pixels_and_after(local, fp, size, (False, True), bits_allocated, bulk_uri))
     return result
 
 
@@ -161,7 +156,6 @@ def _read_general(local: str, fp: BinaryIO, size: int, uri: str) -> dict[str, An
     fp.seek(0)
     dataset = read_header(local, fp, size)
     after_header = fp.tell()  # converting deferred values below moves the file position
-    is_implicit, is_little_endian = dataset.original_encoding
     deflated = _transfer_syntax(dataset) in _DEFLATED_TRANSFER_SYNTAXES
     if deflated:
         # PS3.5 A.5: the whole data set is one deflate stream, so there is no header-only
@@ -179,15 +173,32 @@ def _read_general(local: str, fp: BinaryIO, size: int, uri: str) -> dict[str, An
 
     if not deflated:
         fp.seek(after_header)
-        location = locate_pixel_data(
-            local, fp, size, dataset.original_encoding, dataset.get("BitsAllocated")
+        encoding = dataset.original_encoding
+        bits_allocated = dataset.get("BitsAllocated")
+        result.update(_pixels_and_after(local, fp, size, encoding, bits_allocated, bulk_uri))
+    return result
+
+
+def _pixels_and_after(
+    local: str,
+    fp: BinaryIO,
+    size: int,
+    encoding: tuple[bool, bool],
+    bits_allocated: Any,
+    bulk_uri: Callable[[int | None, int], str],
+) -> dict[str, Any]:
+    """JSON of the pixel data element at the current position (if any), described by its byte
+    range, and of the elements after it (e.g. Data Set Trailing Padding, PS3.10 7.2)."""
+    location = locate_pixel_data(local, fp, size, encoding, bits_allocated)
+    if location is None:
+        return {}
+    result = _pixel_data_json(local, fp, location, bulk_uri)
+    if fp.tell() < size:  # elements after the pixel data are rare: parse them if present
+        is_implicit, is_little_endian = encoding
+        trailing = read_dataset(
+            fp, is_implicit, is_little_endian, defer_size=INLINE_BINARY_MAX_BYTES
         )
-        if location is not None:
-            result.update(_pixel_data_json(local, fp, location, bulk_uri))
-            trailing = read_dataset(
-                fp, is_implicit, is_little_endian, defer_size=INLINE_BINARY_MAX_BYTES
-            )
-            result.update(_trailing_json(local, trailing, size, bulk_uri))
+        result.update(_trailing_json(local, trailing, size, bulk_uri))
     return result
 
 
