@@ -18,12 +18,12 @@ from pydicom.encaps import encapsulate
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 from pydicom.uid import ExplicitVRLittleEndian
 
+from pixels_sql.dicom.meta import transfer_syntax
 from pixels_sql.dicom.thumbnail import (
     AUTO_WINDOW_PERCENTILES,
     read_thumbnail_result,
     render_thumbnail,
     target_size,
-    transfer_syntax,
     weighted_percentiles,
 )
 from tests.corpus import new_dataset, with_peak_memory

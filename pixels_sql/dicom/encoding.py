@@ -16,3 +16,5 @@ LONG_LENGTH_VRS = frozenset(
 # Binary VRs whose value is bytes, described by byte range when long (UN excluded: pydicom
 # re-types UN values it knows, PS3.5 6.2.2).
 BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW"})
+# PS3.5 A.5: the whole data set is one deflate stream (no header-only read, no value offsets).
+DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1.99"

@@ -19,6 +19,7 @@ from typing import Any, BinaryIO
 from pixels_sql.dicom.bulk import HUGE_VALUE_BYTES, INLINE_BINARY_MAX_BYTES, BulkUri
 from pixels_sql.dicom.encoding import (
     BINARY_VRS,
+    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
     ITEM_DELIMITER_TAG,
     ITEM_TAG,
     LONG_LENGTH_VRS,
@@ -80,7 +81,7 @@ _NUMBER_FORMATS = {
     "UV": "Q",
 }
 _IMPLICIT_OR_BIG_OR_DEFLATED = frozenset(
-    {"1.2.840.10008.1.2", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}
+    {"1.2.840.10008.1.2", "1.2.840.10008.1.2.2", DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN}
 )
 # Specific Character Set values handled here, as Python codecs (PS3.3 C.12.1.1.2).
 _CHARSETS = {"": "latin_1", "ISO_IR 6": "latin_1", "ISO_IR 100": "latin_1", "ISO_IR 192": "utf_8"}

@@ -25,6 +25,7 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_dataset
+from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from pixels_sql.dicom.bulk import (
     HUGE_VALUE_BYTES,
@@ -33,6 +34,7 @@ from pixels_sql.dicom.bulk import (
 )
 from pixels_sql.dicom.encoding import (
     BINARY_VRS,
+    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
     ITEM_TAG,
     LONG_LENGTH_VRS,
     PIXEL_DATA_TAGS,
@@ -50,7 +52,6 @@ FAST_READER = True
 _PYDICOM_THRESHOLD = INLINE_BINARY_MAX_BYTES // 3 * 4
 
 _PIXEL_DATA_VR = {0x7FE00008: "OF", 0x7FE00009: "OD"}
-_DEFLATED_TRANSFER_SYNTAXES = frozenset({"1.2.840.10008.1.2.1.99"})
 # Groups a data set without the Part 10 preamble plausibly starts with (file meta, identifying).
 _RAW_DATASET_FIRST_GROUPS = frozenset({0x0002, 0x0008})
 
@@ -156,7 +157,7 @@ def _read_general(local: str, fp: BinaryIO, size: int, uri: str) -> dict[str, An
     fp.seek(0)
     dataset = read_header(local, fp, size)
     after_header = fp.tell()  # converting deferred values below moves the file position
-    deflated = _transfer_syntax(dataset) in _DEFLATED_TRANSFER_SYNTAXES
+    deflated = transfer_syntax(dataset) == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
     if deflated:
         # PS3.5 A.5: the whole data set is one deflate stream, so there is no header-only
         # read and no file offset for a value; pydicom inflates it in memory.
@@ -240,9 +241,15 @@ def _is_vr(candidate: bytes) -> bool:
     return len(candidate) == 2 and candidate.isalpha() and candidate.isupper()
 
 
-def _transfer_syntax(dataset: Dataset) -> str:
+def transfer_syntax(dataset: Dataset) -> UID:
+    """The file's transfer syntax; for a bare data set, the encoding pydicom detected."""
     meta = dataset.file_meta
-    return str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    if meta is not None and "TransferSyntaxUID" in meta:
+        return UID(meta.TransferSyntaxUID)
+    implicit, little = dataset.original_encoding
+    if implicit:
+        return ImplicitVRLittleEndian
+    return ExplicitVRLittleEndian if little else ExplicitVRBigEndian
 
 
 def _check_lengths(local: str, dataset: Dataset, size: int, deflated: bool) -> None:

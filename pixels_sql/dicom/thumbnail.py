@@ -19,14 +19,11 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, pixel_array
 from pydicom.uid import (
     UID,
-    ExplicitVRBigEndian,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
 )
 
-from pixels_sql.dicom.encoding import PIXEL_DATA_TAGS
+from pixels_sql.dicom.encoding import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, PIXEL_DATA_TAGS
 from pixels_sql.dicom.errors import DicomReadError, classify
-from pixels_sql.dicom.meta import locate_pixel_data, read_header
+from pixels_sql.dicom.meta import locate_pixel_data, read_header, transfer_syntax
 from pixels_sql.dicom.paths import to_local_path
 from pixels_sql.dicom.reduced import reduced_frame
 
@@ -34,7 +31,6 @@ DEFAULT_MAX_SIZE = 256
 FORMATS = {"png": "PNG", "jpeg": "JPEG"}
 # Robust window for images without VOI attributes: these percentiles of the modality values.
 AUTO_WINDOW_PERCENTILES = (0.5, 99.5)
-DEFLATED = "1.2.840.10008.1.2.1.99"
 # Integer frames whose values span fewer than this many levels are mapped through a lookup table.
 MAX_LUT_ENTRIES = 1 << 20
 # Decode JPEG 2000 / JPEG baseline at a reduced resolution when the thumbnail is much smaller than
@@ -106,7 +102,7 @@ def _render(local: str, max_size: int) -> Image.Image:
         header = read_header(local, fp, size)
         syntax = transfer_syntax(header)
         location = None
-        if syntax == DEFLATED:
+        if syntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
             header = _full_dataset(local)  # PS3.5 A.5: nothing is readable without inflating
             has_pixels = any(tag in header for tag in PIXEL_DATA_TAGS)
         else:
@@ -140,17 +136,6 @@ def _describe(header: Dataset) -> str:
     return f"this {name or 'data set'}" + (f" ({modality})" if modality else "")
 
 
-def transfer_syntax(header: Dataset) -> UID:
-    """The file's transfer syntax; for a bare data set, the encoding pydicom detected."""
-    meta = header.file_meta
-    if meta is not None and "TransferSyntaxUID" in meta:
-        return UID(meta.TransferSyntaxUID)
-    implicit, little = header.original_encoding
-    if implicit:
-        return ImplicitVRLittleEndian
-    return ExplicitVRLittleEndian if little else ExplicitVRBigEndian
-
-
 def decode_frame(local: str, header: Dataset, index: int | None) -> np.ndarray:
     """Decode one frame (``index``) or the single image (None), reading only that frame."""
     syntax = transfer_syntax(header)
@@ -163,7 +148,7 @@ def decode_frame(local: str, header: Dataset, index: int | None) -> np.ndarray:
             f"{syntax_name(syntax)} ({syntax}): no installed codec decodes this transfer syntax",
         )
     try:
-        if syntax == DEFLATED:
+        if syntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
             # PS3.5 A.5: one deflate stream; the header is then the whole inflated data set.
             whole = any(tag in header for tag in PIXEL_DATA_TAGS)
             return pixel_array(header if whole else _full_dataset(local), index=index)
