@@ -6,8 +6,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup jar browser demo test lint format clean bench-thumbnails bench-meta
 
-$(STAMP): pyproject.toml scripts/check-java
+# pip also builds the compiled header reader (setup.py): a change to its C source reinstalls.
+$(STAMP): pyproject.toml setup.py pixels_sql/dicom/_fastmeta.c scripts/check-java scripts/check-cc
 	scripts/check-java
+	PYTHON=$(PYTHON) scripts/check-cc
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'

@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import pydicom
 import pytest
 
+from pixels_sql.dicom import fastmeta
 from pixels_sql.dicom import meta as meta_module
 from pixels_sql.dicom.bulk import bulk_uri_factory
 from pixels_sql.dicom.errors import DicomReadError
@@ -80,11 +81,12 @@ def normalise(meta: Any, deflated: bool = False) -> Any:
     return meta
 
 
-@pytest.fixture(params=["fast", "general"])
+@pytest.fixture(params=["compiled", "fast", "general"])
 def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Both readers are held to the reference: the fast one where it applies, and the general
-    (pydicom-based) one that handles the rest."""
-    monkeypatch.setattr(meta_module, "FAST_READER", request.param == "fast")
+    """Every reader is held to the reference: the fast one where it applies (its compiled
+    element loop, and its pure-Python one), and the general (pydicom-based) one for the rest."""
+    monkeypatch.setattr(meta_module, "FAST_READER", request.param != "general")
+    monkeypatch.setattr(fastmeta, "COMPILED", request.param == "compiled")
     return request.param
 
 

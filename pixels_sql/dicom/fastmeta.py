@@ -7,6 +7,10 @@ Anything else returns None and the caller uses the pydicom-based reader: implici
 endian files, deflated data sets, UN values (pydicom re-types them from its dictionary),
 ISO 2022 or other character sets, undefined-length non-sequence values, values it cannot
 parse the way pydicom would.
+
+The element loop also exists compiled (``_fastmeta.c``, built at install time when a C compiler
+is present): same steps, same objects, about four times faster. :func:`is_available` says
+whether it was built; :data:`COMPILED` chooses it.
 """
 
 from __future__ import annotations
@@ -28,6 +32,11 @@ from pixels_sql.dicom.encoding import (
     UNDEFINED_LENGTH,
 )
 from pixels_sql.dicom.errors import DicomReadError
+
+try:
+    from pixels_sql.dicom import _fastmeta
+except ImportError:  # installed without a C compiler: the pure-Python loop below does the work
+    _fastmeta = None
 
 _UNPACK_ELEMENT = struct.Struct("<HH2sH").unpack_from  # tag, VR, 2-byte length (or reserved)
 _UNPACK_I = struct.Struct("<I").unpack_from
@@ -89,6 +98,16 @@ _CHUNK = 1 << 16
 _KEYS: dict[int, str] = {}
 
 
+# Use the compiled element loop when it was built. Module-level so that tests and benchmarks can
+# compare it with the pure-Python one.
+COMPILED = True
+
+
+def is_available() -> bool:
+    """Whether the compiled element loop was built at install time."""
+    return _fastmeta is not None
+
+
 class Unsupported(Exception):
     """This file needs the general (pydicom) reader."""
 
@@ -126,9 +145,11 @@ def read_fast(
     fp.seek(128)
     if fp.read(4) != b"DICM":
         return None
-    reader = _Reader(local, fp, size)
-    result: dict[str, Any] = {}
     try:
+        if COMPILED and _fastmeta is not None:
+            return _fastmeta.read_elements(local, fp.fileno(), size, bulk_uri)
+        reader = _Reader(local, fp, size)
+        result: dict[str, Any] = {}
         position = _parse(reader, 132, None, result, "latin_1", bulk_uri, top=True, meta=True)
         syntax = result.get("00020010", {}).get("Value", [""])[0]
         if not syntax or syntax in _IMPLICIT_OR_BIG_OR_DEFLATED:
@@ -139,6 +160,35 @@ def read_fast(
     except (Unsupported, ValueError, UnicodeDecodeError, struct.error):
         return None
     return result, position
+
+
+def read_trailing(
+    local: str, fp: BinaryIO, size: int, position: int, codec: str, bulk_uri: BulkUri
+) -> dict[str, Any] | None:
+    """DICOM JSON of the elements from ``position`` (after the pixel data) to the end of the
+    file, or None when they need the general reader (another pixel data element, a value it
+    cannot convert, a truncated value: the general reader describes those)."""
+    result: dict[str, Any] = {}
+    try:
+        if COMPILED and _fastmeta is not None:
+            result, stop = _fastmeta.read_trailing_elements(
+                local, fp.fileno(), size, position, codec, bulk_uri
+            )
+        else:
+            reader = _Reader(local, fp, size)
+            stop = _parse(reader, position, None, result, codec, bulk_uri, top=True)
+    except (EOFError, DicomReadError, Unsupported, ValueError, UnicodeDecodeError, struct.error):
+        return None
+    return result if stop == size else None
+
+
+def codec_of(meta: dict[str, Any]) -> str | None:
+    """The Python codec of the top-level Specific Character Set of a data set read by
+    :func:`read_fast` (None if it is not one of ``_CHARSETS``)."""
+    element = meta.get("00080005")
+    if element is None:
+        return "latin_1"
+    return _CHARSETS.get("\\".join(element.get("Value", [])).strip())
 
 
 def _parse(
@@ -154,7 +204,7 @@ def _parse(
 ) -> int:
     """Parse elements from ``position`` until ``end`` (or an item delimiter, or the pixel data
     at the top level, or the end of group 0002 when ``meta``); return the stop position."""
-    size = reader.size
+    size, local = reader.size, reader.local
     keys = _KEYS
     converters = _CONVERTERS
     short_vrs = _SHORT_VR_CONVERTERS
@@ -182,7 +232,7 @@ def _parse(
             value_at = position + 8
             position = value_at + length
             if position > size:
-                raise _truncated(reader, group, element, length, value_at)
+                raise truncated_error(local, size, group, element, length, value_at)
             if element == 0:  # group length (PS3.5 7.2)
                 continue
             key = keys.get(tag)
@@ -229,7 +279,7 @@ def _parse(
             raise Unsupported(f"{vr} value of undefined length or unknown type")
         position = value_at + length
         if position > size:
-            raise _truncated(reader, group, element, length, value_at)
+            raise truncated_error(local, size, group, element, length, value_at)
         if element == 0:  # group length (PS3.5 7.2)
             continue
         if vr in BINARY_VRS:
@@ -266,14 +316,14 @@ def _parse(
     return position
 
 
-def _truncated(
-    reader: _Reader, group: int, element: int, length: int, value_at: int
+def truncated_error(
+    local: str, size: int, group: int, element: int, length: int, value_at: int
 ) -> DicomReadError:
     return DicomReadError(
-        reader.local,
+        local,
         "truncated",
         f"element ({group:04X},{element:04X}) declares {length} bytes at offset {value_at}"
-        f" but the file has {reader.size} bytes",
+        f" but the file has {size} bytes",
     )
 
 
@@ -435,3 +485,14 @@ def _integer(text: str) -> int:
 _SHORT_VR_CONVERTERS = {
     vr: (vr.decode("ascii"), _CONVERTERS[vr.decode("ascii")]) for vr in _SHORT_VRS
 }
+
+if _fastmeta is not None:
+    _fastmeta.configure(
+        Unsupported,
+        _charset,
+        truncated_error,
+        _CONVERTERS,
+        _IMPLICIT_OR_BIG_OR_DEFLATED,
+        INLINE_BINARY_MAX_BYTES,
+        HUGE_VALUE_BYTES,
+    )

@@ -42,7 +42,7 @@ from pixels_sql.dicom.encoding import (
     UNDEFINED_LENGTH,
 )
 from pixels_sql.dicom.errors import DicomReadError, classify
-from pixels_sql.dicom.fastmeta import read_fast
+from pixels_sql.dicom.fastmeta import codec_of, read_fast, read_trailing
 from pixels_sql.dicom.paths import to_file_uri, to_local_path
 
 # Use the fast reader (fastmeta.py) where it applies; the general reader otherwise. Module-level
@@ -148,7 +148,11 @@ def _read_fast(local: str, fp: BinaryIO, size: int, uri: str) -> dict[str, Any] 
     result, position = fast
     fp.seek(position)
     bits_allocated = result.get("00280100", {}).get("Value", [None])[0]
-    result.update(_pixels_and_after(local, fp, size, (False, True), bits_allocated, bulk_uri))
+    result.update(
+        _pixels_and_after(
+            local, fp, size, (False, True), bits_allocated, bulk_uri, codec_of(result)
+        )
+    )
     return result
 
 
@@ -187,14 +191,26 @@ def _pixels_and_after(
     encoding: tuple[bool, bool],
     bits_allocated: Any,
     bulk_uri: Callable[[int | None, int], str],
+    fast_codec: str | None = None,
 ) -> dict[str, Any]:
     """JSON of the pixel data element at the current position (if any), described by its byte
-    range, and of the elements after it (e.g. Data Set Trailing Padding, PS3.10 7.2)."""
+    range, and of the elements after it (e.g. Data Set Trailing Padding, PS3.10 7.2).
+
+    ``fast_codec``: the text codec when the header came from the fast reader, which then also
+    reads the trailing elements if it can."""
     location = locate_pixel_data(local, fp, size, encoding, bits_allocated)
     if location is None:
         return {}
     result = _pixel_data_json(local, fp, location, bulk_uri)
-    if fp.tell() < size:  # elements after the pixel data are rare: parse them if present
+    after_pixels = fp.tell()
+    if after_pixels < size:  # elements after the pixel data: parse them if present
+        fast = None
+        if fast_codec is not None:
+            fast = read_trailing(local, fp, size, after_pixels, fast_codec, bulk_uri)
+        if fast is not None:
+            result.update(fast)
+            return result
+        fp.seek(after_pixels)
         is_implicit, is_little_endian = encoding
         trailing = read_dataset(
             fp, is_implicit, is_little_endian, defer_size=INLINE_BINARY_MAX_BYTES

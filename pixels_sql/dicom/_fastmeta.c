@@ -1,0 +1,984 @@
+/*
+ * The compiled twin of fastmeta.py's element loop: DICOM JSON straight from the element stream
+ * of an explicit VR little endian Part 10 file.
+ *
+ * It follows fastmeta.py step for step and builds the same Python objects (the conformance and
+ * differential tests hold the two to each other). Values whose exact Python conversion is
+ * fiddly (AE, UR, AT, and DS/IS values with characters other than digits, signs, points,
+ * exponents, spaces and NULs) are handed to fastmeta.py's converters, as is the Specific
+ * Character Set. Conditions that make fastmeta.py give up raise the same exception types
+ * (EOFError, fastmeta.Unsupported, ValueError, UnicodeDecodeError), and truncation raises the
+ * DicomReadError that fastmeta.py builds.
+ *
+ * Bytes are read with pread() on the file descriptor through a window that slides forward on
+ * demand, like fastmeta._Reader; the Python file object's position is not touched.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define CHUNK (1 << 16)
+/* Real files nest a handful of levels; a hostile one can nest thousands. Deeper than this goes
+ * to the general reader instead of growing the C stack. */
+#define MAX_DEPTH 200
+#define ITEM_TAG 0xFFFEE000u
+#define ITEM_DELIMITER_TAG 0xFFFEE00Du
+#define SEQUENCE_DELIMITER_TAG 0xFFFEE0DDu
+#define UNDEFINED_LENGTH 0xFFFFFFFFu
+#define SPECIFIC_CHARACTER_SET_TAG 0x00080005u
+
+enum { LATIN_1 = 0, UTF_8 = 1 };
+
+enum kind {
+    K_NONE = 0,
+    K_PLAIN,    /* AS CS DA DT TM UI */
+    K_TEXT,     /* SH LO UC */
+    K_SINGLE,   /* ST LT UT */
+    K_PN,
+    K_DS,
+    K_IS,
+    K_NUMBER,   /* US SS UL SL FL FD SV UV */
+    K_DELEGATE, /* AE UR AT: fastmeta.py converts */
+    K_BINARY,   /* OB OD OF OL OV OW */
+    K_SQ,
+    K_UN,
+};
+
+typedef struct {
+    enum kind kind;
+    int is_short; /* 2-byte length (PS3.5 Table 7.1-2) or 4-byte (Table 7.1-1) */
+    int number_size;
+    char number_type; /* 'u' unsigned, 's' signed, 'f' float */
+    PyObject *name;   /* "US" ... */
+} VRInfo;
+
+static VRInfo VRS[26 * 26];
+
+/* Set by configure(): fastmeta.py's helpers and policy. */
+static PyObject *unsupported_error;
+static PyObject *charset_function;   /* (raw: bytes, top: bool) -> "latin_1" | "utf_8" */
+static PyObject *truncated_function; /* (local, size, group, element, length, value_at) -> exc */
+static PyObject *converters;         /* VR name -> (vr, raw, encoding) -> dict */
+static PyObject *excluded_syntaxes;  /* transfer syntaxes fastmeta.py leaves to pydicom */
+static long long inline_binary_max = -1;
+static long long huge_value = -1;
+
+static PyObject *s_vr, *s_value, *s_inline_binary, *s_bulk_data_uri, *s_alphabetic,
+    *s_ideographic, *s_phonetic, *s_backslash, *s_equals, *s_transfer_syntax_key,
+    *s_encodings[2];
+
+typedef struct {
+    int fd;
+    long long size;
+    long long base;
+    unsigned char *buffer;
+    Py_ssize_t available;
+    Py_ssize_t capacity;
+    PyObject *local;
+    PyObject *bulk_uri;
+} Reader;
+
+static const VRInfo *vr_info(unsigned char first, unsigned char second)
+{
+    if (first < 'A' || first > 'Z' || second < 'A' || second > 'Z') {
+        return NULL;
+    }
+    const VRInfo *info = &VRS[(first - 'A') * 26 + (second - 'A')];
+    return info->kind == K_NONE ? NULL : info;
+}
+
+static void raise_unsupported(const char *message)
+{
+    PyErr_SetString(unsupported_error, message);
+}
+
+/* Make `count` bytes at file `position` available; NULL with EOFError past the end. */
+static const unsigned char *window(Reader *reader, long long position, long long count)
+{
+    long long start = position - reader->base;
+    if (start >= 0 && start + count <= reader->available) {
+        return reader->buffer + start;
+    }
+    if (position + count > reader->size) {
+        PyErr_SetNone(PyExc_EOFError);
+        return NULL;
+    }
+    long long wanted = count > CHUNK ? count : CHUNK;
+    if (wanted > reader->size - position) {
+        wanted = reader->size - position;
+    }
+    if (wanted > reader->capacity) {
+        unsigned char *grown = realloc(reader->buffer, (size_t)wanted);
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return NULL;
+        }
+        reader->buffer = grown;
+        reader->capacity = (Py_ssize_t)wanted;
+    }
+    long long got = 0;
+    int read_error = 0;
+    Py_BEGIN_ALLOW_THREADS
+    while (got < wanted) {
+        ssize_t n = pread(reader->fd, reader->buffer + got, (size_t)(wanted - got), position + got);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            read_error = errno;
+        }
+        if (n <= 0) {
+            break;
+        }
+        got += n;
+    }
+    Py_END_ALLOW_THREADS
+    reader->base = position;
+    reader->available = (Py_ssize_t)got;
+    if (got < count) {
+        reader->available = 0; /* the file shrank under us, or an I/O error */
+        if (read_error != 0) {
+            errno = read_error;
+            PyErr_SetFromErrno(PyExc_OSError);
+        }
+        else {
+            PyErr_SetNone(PyExc_EOFError);
+        }
+        return NULL;
+    }
+    return reader->buffer;
+}
+
+static int raise_truncated(
+    Reader *reader, unsigned group, unsigned element, long long length, long long value_at)
+{
+    PyObject *error = PyObject_CallFunction(
+        truncated_function, "OLIILL", reader->local, reader->size, group, element, length,
+        value_at);
+    if (error != NULL) {
+        PyErr_SetObject((PyObject *)Py_TYPE(error), error);
+        Py_DECREF(error);
+    }
+    return -1;
+}
+
+static PyObject *decode(const unsigned char *raw, Py_ssize_t length, int encoding)
+{
+    if (encoding == UTF_8) {
+        return PyUnicode_DecodeUTF8((const char *)raw, length, "strict");
+    }
+    return PyUnicode_DecodeLatin1((const char *)raw, length, "strict");
+}
+
+static Py_ssize_t rstrip_space_nul(const unsigned char *raw, Py_ssize_t length)
+{
+    while (length > 0 && (raw[length - 1] == ' ' || raw[length - 1] == '\0')) {
+        length--;
+    }
+    return length;
+}
+
+/* {"vr": vr} */
+static PyObject *empty_value(PyObject *vr)
+{
+    PyObject *out = PyDict_New();
+    if (out != NULL && PyDict_SetItem(out, s_vr, vr) < 0) {
+        Py_CLEAR(out);
+    }
+    return out;
+}
+
+/* {"vr": vr, key: value}; steals `value`. */
+static PyObject *with_value(PyObject *vr, PyObject *key, PyObject *value)
+{
+    if (value == NULL) {
+        return NULL;
+    }
+    PyObject *out = PyDict_New();
+    if (out == NULL || PyDict_SetItem(out, s_vr, vr) < 0 || PyDict_SetItem(out, key, value) < 0) {
+        Py_XDECREF(out);
+        Py_DECREF(value);
+        return NULL;
+    }
+    Py_DECREF(value);
+    return out;
+}
+
+/* fastmeta._values: no Value when there is one empty part. Steals `parts`. */
+static PyObject *values(PyObject *vr, PyObject *parts)
+{
+    if (parts == NULL) {
+        return NULL;
+    }
+    if (PyList_GET_SIZE(parts) == 1 && PyUnicode_GET_LENGTH(PyList_GET_ITEM(parts, 0)) == 0) {
+        Py_DECREF(parts);
+        return empty_value(vr);
+    }
+    return with_value(vr, s_value, parts);
+}
+
+/* Split raw at backslashes; each part trimmed of trailing spaces/NULs when `strip_parts`. */
+static PyObject *split_parts(const unsigned char *raw, Py_ssize_t length, int encoding, int strip_parts)
+{
+    PyObject *parts = PyList_New(0);
+    if (parts == NULL) {
+        return NULL;
+    }
+    Py_ssize_t start = 0;
+    for (Py_ssize_t i = 0; i <= length; i++) {
+        if (i < length && raw[i] != '\\') {
+            continue;
+        }
+        Py_ssize_t part_length = i - start;
+        if (strip_parts) {
+            part_length = rstrip_space_nul(raw + start, part_length);
+        }
+        PyObject *part = decode(raw + start, part_length, encoding);
+        if (part == NULL || PyList_Append(parts, part) < 0) {
+            Py_XDECREF(part);
+            Py_DECREF(parts);
+            return NULL;
+        }
+        Py_DECREF(part);
+        start = i + 1;
+    }
+    return parts;
+}
+
+static PyObject *delegate(PyObject *vr, const unsigned char *raw, Py_ssize_t length, int encoding)
+{
+    PyObject *converter = PyDict_GetItemWithError(converters, vr);
+    if (converter == NULL) {
+        if (!PyErr_Occurred()) {
+            raise_unsupported("no converter for this VR");
+        }
+        return NULL;
+    }
+    PyObject *data = PyBytes_FromStringAndSize((const char *)raw, length);
+    if (data == NULL) {
+        return NULL;
+    }
+    PyObject *out = PyObject_CallFunctionObjArgs(converter, vr, data, s_encodings[encoding], NULL);
+    Py_DECREF(data);
+    return out;
+}
+
+/* DS and IS in the common alphabet: digits, signs, points, exponents, spaces, NULs and
+ * backslashes. In it, Python's str.strip() only removes spaces, and int()/float() of the ASCII
+ * bytes equal int()/float() of the decoded text. */
+static int plain_number_text(const unsigned char *raw, Py_ssize_t length)
+{
+    for (Py_ssize_t i = 0; i < length; i++) {
+        unsigned char c = raw[i];
+        if (!((c >= '0' && c <= '9') || c == '+' || c == '-' || c == '.' || c == 'e' || c == 'E'
+              || c == ' ' || c == '\0' || c == '\\')) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* fastmeta._integer: int(text), or a float with an integral value ("1.0"). */
+static PyObject *integer(PyObject *text)
+{
+    PyObject *value = PyNumber_Long(text);
+    if (value != NULL || !PyErr_ExceptionMatches(PyExc_ValueError)) {
+        return value;
+    }
+    PyObject *type, *error, *traceback;
+    PyErr_Fetch(&type, &error, &traceback);
+    PyObject *number = PyFloat_FromString(text);
+    if (number == NULL) {
+        Py_XDECREF(type);
+        Py_XDECREF(error);
+        Py_XDECREF(traceback);
+        return NULL;
+    }
+    double d = PyFloat_AS_DOUBLE(number);
+    Py_DECREF(number);
+    if (!isfinite(d) || floor(d) != d) {
+        PyErr_Restore(type, error, traceback); /* not integral: the int() error */
+        return NULL;
+    }
+    Py_XDECREF(type);
+    Py_XDECREF(error);
+    Py_XDECREF(traceback);
+    return PyLong_FromDouble(d);
+}
+
+/* DS / IS: strip spaces (and trailing NULs), split at backslashes, float()/int() each part. */
+static PyObject *numbers_text(PyObject *vr, const unsigned char *raw, Py_ssize_t length, int is_integer)
+{
+    Py_ssize_t start = 0;
+    while (start < length && raw[start] == ' ') {
+        start++;
+    }
+    length = rstrip_space_nul(raw, length);
+    if (length <= start) {
+        return empty_value(vr);
+    }
+    PyObject *parts = PyList_New(0);
+    if (parts == NULL) {
+        return NULL;
+    }
+    Py_ssize_t part_start = start;
+    for (Py_ssize_t i = start; i <= length; i++) {
+        if (i < length && raw[i] != '\\') {
+            continue;
+        }
+        PyObject *text = PyBytes_FromStringAndSize((const char *)raw + part_start, i - part_start);
+        PyObject *number = NULL;
+        if (text != NULL) {
+            number = is_integer ? integer(text) : PyFloat_FromString(text);
+            Py_DECREF(text);
+        }
+        if (number == NULL || PyList_Append(parts, number) < 0) {
+            Py_XDECREF(number);
+            Py_DECREF(parts);
+            return NULL;
+        }
+        Py_DECREF(number);
+        part_start = i + 1;
+    }
+    return with_value(vr, s_value, parts);
+}
+
+static PyObject *person_name(PyObject *vr, const unsigned char *raw, Py_ssize_t length, int encoding)
+{
+    length = rstrip_space_nul(raw, length);
+    if (length == 0) {
+        return empty_value(vr);
+    }
+    PyObject *text = decode(raw, length, encoding);
+    if (text == NULL) {
+        return NULL;
+    }
+    PyObject *names = PyUnicode_Split(text, s_backslash, -1);
+    Py_DECREF(text);
+    if (names == NULL) {
+        return NULL;
+    }
+    PyObject *out = PyList_New(0);
+    if (out == NULL) {
+        Py_DECREF(names);
+        return NULL;
+    }
+    static PyObject **component_keys[3] = {&s_alphabetic, &s_ideographic, &s_phonetic};
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(names); i++) {
+        PyObject *components = PyUnicode_Split(PyList_GET_ITEM(names, i), s_equals, -1);
+        PyObject *entry = components == NULL ? NULL : PyDict_New();
+        int failed = entry == NULL;
+        for (Py_ssize_t c = 0; !failed && c < 3 && c < PyList_GET_SIZE(components); c++) {
+            failed = PyDict_SetItem(entry, *component_keys[c], PyList_GET_ITEM(components, c)) < 0;
+        }
+        Py_XDECREF(components);
+        if (failed || PyList_Append(out, entry) < 0) {
+            Py_XDECREF(entry);
+            Py_DECREF(names);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(entry);
+    }
+    Py_DECREF(names);
+    return with_value(vr, s_value, out);
+}
+
+static uint64_t little_endian(const unsigned char *raw, int size)
+{
+    uint64_t value = 0;
+    for (int i = size - 1; i >= 0; i--) {
+        value = value << 8 | raw[i];
+    }
+    return value;
+}
+
+static PyObject *numbers(const VRInfo *info, const unsigned char *raw, Py_ssize_t length)
+{
+    int size = info->number_size;
+    if (length % size) {
+        PyErr_Format(unsupported_error, "%U value of %zd bytes", info->name, length);
+        return NULL;
+    }
+    Py_ssize_t count = length / size;
+    PyObject *list = PyList_New(count);
+    if (list == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        uint64_t bits = little_endian(raw + i * size, size);
+        PyObject *number;
+        if (info->number_type == 'f') {
+            if (size == 4) {
+                uint32_t narrow = (uint32_t)bits;
+                float f;
+                memcpy(&f, &narrow, 4);
+                number = PyFloat_FromDouble((double)f);
+            }
+            else {
+                double d;
+                memcpy(&d, &bits, 8);
+                number = PyFloat_FromDouble(d);
+            }
+        }
+        else if (info->number_type == 's') {
+            int64_t signed_value;
+            if (size == 2) {
+                signed_value = (int16_t)bits;
+            }
+            else if (size == 4) {
+                signed_value = (int32_t)bits;
+            }
+            else {
+                signed_value = (int64_t)bits;
+            }
+            number = PyLong_FromLongLong(signed_value);
+        }
+        else {
+            number = PyLong_FromUnsignedLongLong(bits);
+        }
+        if (number == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, number);
+    }
+    return with_value(info->name, s_value, list);
+}
+
+static const char BASE64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+static PyObject *base64_text(const unsigned char *raw, Py_ssize_t length)
+{
+    Py_ssize_t out_length = (length + 2) / 3 * 4;
+    PyObject *text = PyUnicode_New(out_length, 127);
+    if (text == NULL) {
+        return NULL;
+    }
+    Py_UCS1 *out = PyUnicode_1BYTE_DATA(text);
+    Py_ssize_t i = 0, o = 0;
+    for (; i + 2 < length; i += 3) {
+        uint32_t v = (uint32_t)raw[i] << 16 | (uint32_t)raw[i + 1] << 8 | raw[i + 2];
+        out[o++] = BASE64[v >> 18 & 63];
+        out[o++] = BASE64[v >> 12 & 63];
+        out[o++] = BASE64[v >> 6 & 63];
+        out[o++] = BASE64[v & 63];
+    }
+    if (i < length) {
+        uint32_t v = (uint32_t)raw[i] << 16 | (i + 1 < length ? (uint32_t)raw[i + 1] << 8 : 0);
+        out[o++] = BASE64[v >> 18 & 63];
+        out[o++] = BASE64[v >> 12 & 63];
+        out[o++] = i + 1 < length ? BASE64[v >> 6 & 63] : '=';
+        out[o++] = '=';
+    }
+    return text;
+}
+
+static PyObject *convert(const VRInfo *info, const unsigned char *raw, Py_ssize_t length, int encoding)
+{
+    switch (info->kind) {
+    case K_PLAIN:
+        return values(info->name, split_parts(raw, rstrip_space_nul(raw, length), LATIN_1, 0));
+    case K_TEXT:
+        return values(info->name, split_parts(raw, length, encoding, 1));
+    case K_SINGLE: {
+        PyObject *text = decode(raw, rstrip_space_nul(raw, length), encoding);
+        if (text == NULL) {
+            return NULL;
+        }
+        if (PyUnicode_GET_LENGTH(text) == 0) {
+            Py_DECREF(text);
+            return empty_value(info->name);
+        }
+        PyObject *list = PyList_New(1);
+        if (list == NULL) {
+            Py_DECREF(text);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, 0, text);
+        return with_value(info->name, s_value, list);
+    }
+    case K_PN:
+        return person_name(info->name, raw, length, encoding);
+    case K_DS:
+    case K_IS:
+        if (!plain_number_text(raw, length)) {
+            return delegate(info->name, raw, length, encoding);
+        }
+        return numbers_text(info->name, raw, length, info->kind == K_IS);
+    case K_NUMBER:
+        return numbers(info, raw, length);
+    default:
+        return delegate(info->name, raw, length, encoding);
+    }
+}
+
+/* The codec of a Specific Character Set value, as fastmeta._charset decides it. */
+static int charset(const unsigned char *raw, Py_ssize_t length, int top)
+{
+    PyObject *data = PyBytes_FromStringAndSize((const char *)raw, length);
+    if (data == NULL) {
+        return -1;
+    }
+    PyObject *codec = PyObject_CallFunctionObjArgs(
+        charset_function, data, top ? Py_True : Py_False, NULL);
+    Py_DECREF(data);
+    if (codec == NULL) {
+        return -1;
+    }
+    int result = -1;
+    for (int i = 0; i < 2; i++) {
+        int equal = PyObject_RichCompareBool(codec, s_encodings[i], Py_EQ);
+        if (equal < 0) {
+            break;
+        }
+        if (equal) {
+            result = i;
+            break;
+        }
+    }
+    Py_DECREF(codec);
+    if (result < 0 && !PyErr_Occurred()) {
+        raise_unsupported("character set codec");
+    }
+    return result;
+}
+
+static PyObject *key_of(uint32_t tag)
+{
+    char key[9];
+    static const char HEX[] = "0123456789ABCDEF";
+    for (int i = 7; i >= 0; i--) {
+        key[i] = HEX[tag & 15];
+        tag >>= 4;
+    }
+    return PyUnicode_FromStringAndSize(key, 8);
+}
+
+/* out[key_of(tag)] = value; steals `value`. */
+static int store(PyObject *out, uint32_t tag, PyObject *value)
+{
+    if (value == NULL) {
+        return -1;
+    }
+    PyObject *key = key_of(tag);
+    int result = key == NULL ? -1 : PyDict_SetItem(out, key, value);
+    Py_XDECREF(key);
+    Py_DECREF(value);
+    return result;
+}
+
+static int bulk(Reader *reader, PyObject *out, uint32_t tag, PyObject *vr, long long at, long long length)
+{
+    PyObject *uri = PyObject_CallFunction(reader->bulk_uri, "LL", at, length);
+    return store(out, tag, with_value(vr, s_bulk_data_uri, uri));
+}
+
+static int sequence(Reader *reader, long long position, uint32_t length, PyObject *items,
+                    int encoding, int depth, long long *stop);
+
+/* fastmeta._parse: elements from `position` until `end` (< 0: none), an item delimiter, the
+ * pixel data at the top level, or the end of group 0002 when `meta`; the stop in *stop. */
+static int parse(Reader *reader, long long position, long long end, PyObject *out, int encoding,
+                 int top, int meta, int depth, long long *stop)
+{
+    long long size = reader->size;
+    long long limit = end < 0 || end > size ? size : end;
+    while (position < limit) {
+        if (position + 8 > size) {
+            if (end < 0 && top) {
+                *stop = position;
+                return 0;
+            }
+            PyErr_SetNone(PyExc_EOFError);
+            return -1;
+        }
+        const unsigned char *p = window(reader, position, position + 12 <= size ? 12 : 8);
+        if (p == NULL) {
+            return -1;
+        }
+        unsigned group = p[0] | p[1] << 8;
+        unsigned element = p[2] | p[3] << 8;
+        uint32_t tag = (uint32_t)group << 16 | element;
+        if (meta && group != 0x0002) {
+            *stop = position;
+            return 0;
+        }
+        const VRInfo *info = vr_info(p[4], p[5]);
+        if (info != NULL && info->is_short) {
+            long long length = p[6] | p[7] << 8;
+            long long value_at = position + 8;
+            position = value_at + length;
+            if (position > size) {
+                return raise_truncated(reader, group, element, length, value_at);
+            }
+            if (element == 0) { /* group length (PS3.5 7.2) */
+                continue;
+            }
+            if (length == 0) {
+                if (store(out, tag, empty_value(info->name)) < 0) {
+                    return -1;
+                }
+                continue;
+            }
+            const unsigned char *raw = window(reader, value_at, length);
+            if (raw == NULL) {
+                return -1;
+            }
+            if (tag == SPECIFIC_CHARACTER_SET_TAG) {
+                encoding = charset(raw, length, top);
+                if (encoding < 0) {
+                    return -1;
+                }
+            }
+            if (store(out, tag, convert(info, raw, length, encoding)) < 0) {
+                return -1;
+            }
+            continue;
+        }
+        if (tag == ITEM_DELIMITER_TAG) {
+            *stop = position + 8;
+            return 0;
+        }
+        if (top && (tag == 0x7FE00008u || tag == 0x7FE00009u || tag == 0x7FE00010u)) {
+            *stop = position;
+            return 0;
+        }
+        if (info == NULL) {
+            raise_unsupported("implicit VR element, or a VR not handled here");
+            return -1;
+        }
+        if (position + 12 > size) {
+            PyErr_SetNone(PyExc_EOFError);
+            return -1;
+        }
+        uint32_t length = (uint32_t)little_endian(p + 8, 4);
+        long long value_at = position + 12;
+        if (info->kind == K_SQ) {
+            PyObject *items = PyList_New(0);
+            if (items == NULL) {
+                return -1;
+            }
+            if (sequence(reader, value_at, length, items, encoding, depth + 1, &position) < 0) {
+                Py_DECREF(items);
+                return -1;
+            }
+            if (element == 0) {
+                Py_DECREF(items);
+                continue;
+            }
+            if (store(out, tag, with_value(info->name, s_value, items)) < 0) {
+                return -1;
+            }
+            continue;
+        }
+        if (length == UNDEFINED_LENGTH || info->kind == K_UN) {
+            raise_unsupported("value of undefined length or unknown type");
+            return -1;
+        }
+        position = value_at + length;
+        if (position > size) {
+            return raise_truncated(reader, group, element, length, value_at);
+        }
+        if (element == 0) {
+            continue;
+        }
+        if (info->kind == K_BINARY) {
+            int result;
+            if (length == 0) {
+                result = store(out, tag, empty_value(info->name));
+            }
+            else if (length > inline_binary_max) {
+                result = bulk(reader, out, tag, info->name, value_at, length);
+            }
+            else {
+                const unsigned char *raw = window(reader, value_at, length);
+                if (raw == NULL) {
+                    return -1;
+                }
+                result = store(out, tag, with_value(info->name, s_inline_binary, base64_text(raw, length)));
+            }
+            if (result < 0) {
+                return -1;
+            }
+            continue;
+        }
+        if (length > huge_value) {
+            if (bulk(reader, out, tag, info->name, value_at, length) < 0) {
+                return -1;
+            }
+            continue;
+        }
+        if (length == 0) {
+            if (store(out, tag, empty_value(info->name)) < 0) {
+                return -1;
+            }
+            continue;
+        }
+        const unsigned char *raw = window(reader, value_at, length);
+        if (raw == NULL || store(out, tag, convert(info, raw, length, encoding)) < 0) {
+            return -1;
+        }
+    }
+    if (!(end < 0 && top) && position > size) {
+        PyErr_SetNone(PyExc_EOFError);
+        return -1;
+    }
+    *stop = position;
+    return 0;
+}
+
+static int sequence(Reader *reader, long long position, uint32_t length, PyObject *items,
+                    int encoding, int depth, long long *stop)
+{
+    if (depth > MAX_DEPTH) {
+        raise_unsupported("sequences nested too deep");
+        return -1;
+    }
+    long long end = length == UNDEFINED_LENGTH ? -1 : position + length;
+    while (end < 0 || position < end) {
+        const unsigned char *p = window(reader, position, 8);
+        if (p == NULL) {
+            return -1;
+        }
+        unsigned group = p[0] | p[1] << 8;
+        unsigned element = p[2] | p[3] << 8;
+        uint32_t tag = (uint32_t)group << 16 | element;
+        uint32_t item_length = (uint32_t)little_endian(p + 4, 4);
+        position += 8;
+        if (tag == SEQUENCE_DELIMITER_TAG) {
+            *stop = position;
+            return 0;
+        }
+        if (tag != ITEM_TAG) {
+            PyErr_Format(unsupported_error, "(%04X,%04X) where a sequence item should be", group, element);
+            return -1;
+        }
+        PyObject *item = PyDict_New();
+        if (item == NULL) {
+            return -1;
+        }
+        long long item_end = item_length == UNDEFINED_LENGTH ? -1 : position + item_length;
+        if (parse(reader, position, item_end, item, encoding, 0, 0, depth, &position) < 0
+            || PyList_Append(items, item) < 0) {
+            Py_DECREF(item);
+            return -1;
+        }
+        Py_DECREF(item);
+    }
+    *stop = position;
+    return 0;
+}
+
+/* fastmeta.read_fast after the preamble check: the file meta group, the transfer syntax check,
+ * then the data set. */
+static PyObject *read_elements(PyObject *module, PyObject *args)
+{
+    Reader reader = {0};
+    if (!PyArg_ParseTuple(args, "OiLO", &reader.local, &reader.fd, &reader.size, &reader.bulk_uri)) {
+        return NULL;
+    }
+    if (excluded_syntaxes == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_fastmeta.configure() was not called");
+        return NULL;
+    }
+    PyObject *out = PyDict_New();
+    if (out == NULL) {
+        return NULL;
+    }
+    PyObject *result = NULL;
+    long long position;
+    if (parse(&reader, 132, -1, out, LATIN_1, 1, 1, 0, &position) < 0) {
+        goto done;
+    }
+    /* result.get("00020010", {}).get("Value", [""])[0] */
+    PyObject *syntax = NULL;
+    PyObject *element = PyDict_GetItemWithError(out, s_transfer_syntax_key);
+    if (element == NULL && PyErr_Occurred()) {
+        goto done;
+    }
+    if (element != NULL) {
+        PyObject *value = PyDict_GetItemWithError(element, s_value);
+        if (value == NULL && PyErr_Occurred()) {
+            goto done;
+        }
+        if (value != NULL && PyList_Check(value) && PyList_GET_SIZE(value) > 0) {
+            syntax = PyList_GET_ITEM(value, 0);
+        }
+    }
+    if (syntax == NULL) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    int truthy = PyObject_IsTrue(syntax);
+    int excluded = truthy <= 0 ? 0 : PySet_Contains(excluded_syntaxes, syntax);
+    if (truthy < 0 || excluded < 0) {
+        goto done;
+    }
+    if (!truthy || excluded) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    if (parse(&reader, position, -1, out, LATIN_1, 1, 0, 0, &position) < 0) {
+        goto done;
+    }
+    result = Py_BuildValue("OL", out, position);
+done:
+    Py_DECREF(out);
+    free(reader.buffer);
+    return result;
+}
+
+/* fastmeta.read_trailing: the elements after the pixel data, to the end of the file or the
+ * next pixel data element. */
+static PyObject *read_trailing_elements(PyObject *module, PyObject *args)
+{
+    Reader reader = {0};
+    long long position;
+    PyObject *codec;
+    if (!PyArg_ParseTuple(args, "OiLLOO", &reader.local, &reader.fd, &reader.size, &position,
+                          &codec, &reader.bulk_uri)) {
+        return NULL;
+    }
+    int encoding = -1;
+    for (int i = 0; i < 2 && encoding < 0; i++) {
+        int equal = PyObject_RichCompareBool(codec, s_encodings[i], Py_EQ);
+        if (equal < 0) {
+            return NULL;
+        }
+        encoding = equal ? i : -1;
+    }
+    if (encoding < 0) {
+        raise_unsupported("character set codec");
+        return NULL;
+    }
+    PyObject *out = PyDict_New();
+    if (out == NULL) {
+        return NULL;
+    }
+    PyObject *result = NULL;
+    if (parse(&reader, position, -1, out, encoding, 1, 0, 0, &position) == 0) {
+        result = Py_BuildValue("OL", out, position);
+    }
+    Py_DECREF(out);
+    free(reader.buffer);
+    return result;
+}
+
+static int set_vr(const char *name, enum kind kind, int is_short, int number_size, char number_type)
+{
+    VRInfo *info = &VRS[(name[0] - 'A') * 26 + (name[1] - 'A')];
+    info->name = PyUnicode_InternFromString(name);
+    if (info->name == NULL) {
+        return -1;
+    }
+    info->kind = kind;
+    info->is_short = is_short;
+    info->number_size = number_size;
+    info->number_type = number_type;
+    return 0;
+}
+
+static PyObject *configure(PyObject *module, PyObject *args)
+{
+    PyObject *error, *charset_fn, *truncated_fn, *converter_map, *excluded;
+    long long inline_max, huge;
+    if (!PyArg_ParseTuple(args, "OOOO!OLL", &error, &charset_fn, &truncated_fn, &PyDict_Type,
+                          &converter_map, &excluded, &inline_max, &huge)) {
+        return NULL;
+    }
+    if (!PyAnySet_Check(excluded)) {
+        PyErr_SetString(PyExc_TypeError, "excluded syntaxes must be a set");
+        return NULL;
+    }
+    Py_XSETREF(unsupported_error, Py_NewRef(error));
+    Py_XSETREF(charset_function, Py_NewRef(charset_fn));
+    Py_XSETREF(truncated_function, Py_NewRef(truncated_fn));
+    Py_XSETREF(converters, Py_NewRef(converter_map));
+    Py_XSETREF(excluded_syntaxes, Py_NewRef(excluded));
+    inline_binary_max = inline_max;
+    huge_value = huge;
+    Py_RETURN_NONE;
+}
+
+static int init_tables(void)
+{
+    static const char *plain[] = {"AS", "CS", "DA", "DT", "TM", "UI"};
+    for (size_t i = 0; i < sizeof plain / sizeof *plain; i++) {
+        if (set_vr(plain[i], K_PLAIN, 1, 0, 0) < 0) {
+            return -1;
+        }
+    }
+    if (set_vr("SH", K_TEXT, 1, 0, 0) < 0 || set_vr("LO", K_TEXT, 1, 0, 0) < 0
+        || set_vr("UC", K_TEXT, 0, 0, 0) < 0 || set_vr("ST", K_SINGLE, 1, 0, 0) < 0
+        || set_vr("LT", K_SINGLE, 1, 0, 0) < 0 || set_vr("UT", K_SINGLE, 0, 0, 0) < 0
+        || set_vr("PN", K_PN, 1, 0, 0) < 0 || set_vr("DS", K_DS, 1, 0, 0) < 0
+        || set_vr("IS", K_IS, 1, 0, 0) < 0 || set_vr("US", K_NUMBER, 1, 2, 'u') < 0
+        || set_vr("SS", K_NUMBER, 1, 2, 's') < 0 || set_vr("UL", K_NUMBER, 1, 4, 'u') < 0
+        || set_vr("SL", K_NUMBER, 1, 4, 's') < 0 || set_vr("FL", K_NUMBER, 1, 4, 'f') < 0
+        || set_vr("FD", K_NUMBER, 1, 8, 'f') < 0 || set_vr("SV", K_NUMBER, 0, 8, 's') < 0
+        || set_vr("UV", K_NUMBER, 0, 8, 'u') < 0 || set_vr("AE", K_DELEGATE, 1, 0, 0) < 0
+        || set_vr("AT", K_DELEGATE, 1, 0, 0) < 0 || set_vr("UR", K_DELEGATE, 0, 0, 0) < 0
+        || set_vr("SQ", K_SQ, 0, 0, 0) < 0 || set_vr("UN", K_UN, 0, 0, 0) < 0) {
+        return -1;
+    }
+    static const char *binary[] = {"OB", "OD", "OF", "OL", "OV", "OW"};
+    for (size_t i = 0; i < sizeof binary / sizeof *binary; i++) {
+        if (set_vr(binary[i], K_BINARY, 0, 0, 0) < 0) {
+            return -1;
+        }
+    }
+    struct {
+        PyObject **target;
+        const char *text;
+    } strings[] = {
+        {&s_vr, "vr"},
+        {&s_value, "Value"},
+        {&s_inline_binary, "InlineBinary"},
+        {&s_bulk_data_uri, "BulkDataURI"},
+        {&s_alphabetic, "Alphabetic"},
+        {&s_ideographic, "Ideographic"},
+        {&s_phonetic, "Phonetic"},
+        {&s_backslash, "\\"},
+        {&s_equals, "="},
+        {&s_transfer_syntax_key, "00020010"},
+        {&s_encodings[LATIN_1], "latin_1"},
+        {&s_encodings[UTF_8], "utf_8"},
+    };
+    for (size_t i = 0; i < sizeof strings / sizeof *strings; i++) {
+        *strings[i].target = PyUnicode_InternFromString(strings[i].text);
+        if (*strings[i].target == NULL) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static PyMethodDef METHODS[] = {
+    {"configure", configure, METH_VARARGS,
+     "configure(unsupported, charset, truncated, converters, excluded_syntaxes, inline_max, huge)"},
+    {"read_elements", read_elements, METH_VARARGS,
+     "read_elements(local, fd, size, bulk_uri) -> (dict, position) | None"},
+    {"read_trailing_elements", read_trailing_elements, METH_VARARGS,
+     "read_trailing_elements(local, fd, size, position, codec, bulk_uri) -> (dict, position)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef MODULE = {
+    PyModuleDef_HEAD_INIT, "_fastmeta", "Compiled element loop of pixels_sql.dicom.fastmeta.", -1,
+    METHODS, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__fastmeta(void)
+{
+    if (init_tables() < 0) {
+        return NULL;
+    }
+    return PyModule_Create(&MODULE);
+}
