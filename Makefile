@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup jar browser demo test lint format clean bench-thumbnails bench-meta
+.PHONY: setup jar browser demo test lint format clean bench bench-thumbnails bench-meta
 
 # pip also builds the compiled header reader (setup.py): a change to its C source reinstalls.
 $(STAMP): pyproject.toml setup.py pixels_sql/dicom/_fastmeta.c scripts/check-java scripts/check-cc
@@ -36,6 +36,8 @@ test: jar lint browser
 	$(PY) -m pytest
 
 # Speed targets live in bench/ (see bench/README.md), never in the tests.
+bench: bench-meta bench-thumbnails
+
 bench-thumbnails: jar
 	$(PY) -m bench.thumbnails --files 48
 

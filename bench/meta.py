@@ -42,6 +42,7 @@ import pandas as pd
 import pydicom
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from pixels_sql.dicom import fastmeta
 from pixels_sql.dicom.meta import read_meta_json
 from pixels_sql.dicom.paths import to_local_path
 
@@ -69,6 +70,15 @@ def pixels_baseline_meta(path: str) -> str:
 
 def ours_meta(path: str) -> str:
     return read_meta_json(path)
+
+
+def ours_python_meta(path: str) -> str:
+    """dicom_meta as installed without a C compiler: the pure-Python element loop."""
+    fastmeta.COMPILED = False
+    try:
+        return read_meta_json(path)
+    finally:
+        fastmeta.COMPILED = True
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -169,6 +179,7 @@ def spark_rates(spark, folder: Path, files: int, cores: int) -> dict[str, float]
         for name, function, runs in (
             ("noop", "bench_noop", 3),
             ("ours", "dicom_meta", 3),
+            ("ours_python", "bench_dicom_meta_python", 3),
             ("baseline", "pixels_baseline", 2),
         ):
             times = []
@@ -208,6 +219,12 @@ def start_spark(cores: int):
     spark.udf.register("pixels_baseline", pixels_baseline)
 
     @pandas_udf("string")
+    def bench_dicom_meta_python(paths: pd.Series) -> pd.Series:
+        return pd.Series([ours_python_meta(p) for p in paths], dtype=object)
+
+    spark.udf.register("bench_dicom_meta_python", bench_dicom_meta_python)
+
+    @pandas_udf("string")
     def bench_noop(paths: pd.Series) -> pd.Series:
         return paths
 
@@ -216,7 +233,7 @@ def start_spark(cores: int):
     warm = DATA / "meta-warmup"
     if not warm.exists():
         _generate_part((0, 50, 0, str(warm)))
-    for function in ("dicom_meta", "pixels_baseline", "bench_noop"):
+    for function in ("dicom_meta", "bench_dicom_meta_python", "pixels_baseline", "bench_noop"):
         spark.sql(
             f"SELECT count({function}(path)) FROM read_files('{warm}', recursiveFileLookup => true)"
         ).collect()
@@ -412,7 +429,11 @@ def profile(paths: list[str]) -> dict[str, str]:
     from pyinstrument import Profiler
 
     outputs = {}
-    for label, function in (("ours", ours_meta), ("baseline", pixels_baseline_meta)):
+    for label, function in (
+        ("ours", ours_meta),
+        ("ours-python", ours_python_meta),
+        ("baseline", pixels_baseline_meta),
+    ):
         profiler = Profiler(interval=0.0005)
         profiler.start()
         for path in paths:
@@ -453,11 +474,14 @@ def main() -> None:
     sample = files_of(folders[min(folders)])[:1000] if folders else []
     if sample:
         ours, base = python_rate(ours_meta, sample), python_rate(pixels_baseline_meta, sample)
+        ours_python = python_rate(ours_python_meta, sample)
         report["one_process"] = {
             "files": len(sample),
             "ours": ours,
+            "ours_python": ours_python,
             "baseline": base,
             "ratio": ours / base,
+            "ratio_python": ours_python / base,
         }
     if sizes or args.listing:
         spark = start_spark(args.cores)
@@ -488,6 +512,10 @@ def render(report: dict) -> str:
             f"| files/s, 1 process, {one['files']} files | {one['ours']:.0f} |"
             f" {one['baseline']:.0f} | {one['ratio']:.2f}x |"
         )
+        lines.append(
+            f"| same, pure-Python element loop (installed without a C compiler) |"
+            f" {one['ours_python']:.0f} | {one['baseline']:.0f} | {one['ratio_python']:.2f}x |"
+        )
     for n, rates in report.get("spark", {}).items():
         lines.append(
             f"| files/s per core, Spark local[{report['cores']}], {n} files |"
@@ -498,6 +526,10 @@ def render(report: dict) -> str:
             f" first; a no-op pandas UDF {rates['noop_seconds']:.2f} s; ours reading the files"
             f" itself {rates['ours_with_listing_seconds']:.2f} s) | {rates['ours_seconds']:.2f} |"
             f" {rates['baseline_seconds']:.2f} | |"
+        )
+        lines.append(
+            f"| same, pure-Python element loop, files/s per core | {rates['ours_python']:.0f} |"
+            f" {rates['baseline']:.0f} | {rates['ours_python'] / rates['baseline']:.2f}x |"
         )
     for n, result in report.get("listing", {}).items():
         lines.append(
