@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -56,6 +57,8 @@ TEMPLATES = [
     ("MR_small.dcm", 0.2),
     ("emri_small.dcm", 0.1),
 ]
+# Bumped when the generated files change: older sets in bench/data are made again.
+GENERATOR_VERSION = "2"
 FILES_PER_SERIES = 20
 SERIES_PER_STUDY = 5
 
@@ -94,15 +97,17 @@ def _generate_part(args: tuple[int, int, int, str]) -> int:
             templates.append(
                 (pydicom.dcmread(pydicom.data.get_testdata_file(name, download=False)), share)
             )
-    study = series = None
+
+    def uid(*names: object) -> str:
+        # Derived from the file's place in the set: the same set, byte for byte, every time.
+        return generate_uid(entropy_srcs=["pixels-sql bench", *map(str, names)])
+
     for index in range(start, stop):
-        if index % FILES_PER_SERIES == 0 or series is None:
-            series = generate_uid()
-            if index % (FILES_PER_SERIES * SERIES_PER_STUDY) == 0 or study is None:
-                study = generate_uid()
+        series_index = index // FILES_PER_SERIES
         dataset = rng.choices([t for t, _ in templates], [s for _, s in templates])[0]
-        dataset.StudyInstanceUID, dataset.SeriesInstanceUID = study, series
-        dataset.SOPInstanceUID = generate_uid()
+        dataset.StudyInstanceUID = uid("study", series_index // SERIES_PER_STUDY)
+        dataset.SeriesInstanceUID = uid("series", series_index)
+        dataset.SOPInstanceUID = uid("instance", index)
         dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
         dataset.InstanceNumber = index % FILES_PER_SERIES + 1
         target = (
@@ -122,8 +127,10 @@ def generate(files: int) -> Path:
     """bench/data/meta-N with N files (reproducible layout; made once)."""
     folder = DATA / f"meta-{files}"
     done = folder / ".complete"
-    if done.exists():
+    if done.exists() and done.read_text().split() == [str(files), GENERATOR_VERSION]:
         return folder
+    if folder.exists():
+        shutil.rmtree(folder)  # made by another version of this generator
     from concurrent.futures import ProcessPoolExecutor
 
     chunk = 2000
@@ -133,7 +140,7 @@ def generate(files: int) -> Path:
     started = time.perf_counter()
     with ProcessPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         written = sum(pool.map(_generate_part, parts))
-    done.write_text(f"{written}\n")
+    done.write_text(f"{written} {GENERATOR_VERSION}\n")
     print(f"generated {written} files in {folder} ({time.perf_counter() - started:.0f}s)")
     return folder
 
