@@ -22,7 +22,13 @@ if TYPE_CHECKING:
 
     from pixels_sql.progress import Progress
 
-PIPELINE_DIR = Path(__file__).resolve().parent.parent / "sql"
+# The pipeline's scripts: sql/ of the source checkout, or the copy a wheel carries in the package.
+_PACKAGED_PIPELINE = Path(__file__).resolve().parent / "sql"
+PIPELINE_DIR = (
+    _PACKAGED_PIPELINE
+    if _PACKAGED_PIPELINE.is_dir()
+    else Path(__file__).resolve().parent.parent / "sql"
+)
 RESULT_KEYWORDS = (
     "SELECT",
     "WITH",
