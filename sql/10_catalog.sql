@@ -60,7 +60,11 @@ CREATE TABLE IF NOT EXISTS object_thumbnails (
   created_at TIMESTAMP
 );
 
-CREATE OR REPLACE TEMPORARY VIEW pixels_new_files AS
+-- The files this run reads, listed once into a working table that 20_meta.sql drops when done:
+-- a view over read_files would list the folder again for every statement naming it (the count
+-- below, then the insert), and a file arriving in between would be counted but not read.
+DROP TABLE IF EXISTS pixels_new_files;
+CREATE TABLE pixels_new_files AS
 SELECT l.*
 FROM pixels_listing AS l
 LEFT ANTI JOIN object_catalog AS c

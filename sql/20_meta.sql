@@ -62,3 +62,5 @@ FROM (
     )
   )
 );
+
+DROP TABLE IF EXISTS pixels_new_files;
