@@ -112,3 +112,38 @@ def test_non_ascii_text_and_numbers_agree(tmp_path: Path, monkeypatch: pytest.Mo
     compiled, python = both_readers(path, monkeypatch)
     assert compiled == python
     assert compiled.meta is not None and "Jürgen" in compiled.meta
+
+
+def test_an_empty_character_set_in_a_long_vr_item_is_treated_alike(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(0008,0005) mis-encoded with a 4-byte-length VR and no value, inside a sequence item:
+    both loops look at the character set before taking the value as empty."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    item = Dataset()
+    item.add_new(0x00080005, "UC", "")
+    item.add_new(0x00081150, "UI", "1.2.840.10008.5.1.4.1.1.2")
+    dataset = Dataset()
+    dataset.file_meta = FileMetaDataset()
+    dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    dataset.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    dataset.ReferencedImageSequence = Sequence([item])
+    path = tmp_path / "item-charset.dcm"
+    dataset.save_as(path, enforce_file_format=True)
+    found = {}
+    for compiled in (True, False):
+        monkeypatch.setattr(fastmeta, "COMPILED", compiled)
+        with open(path, "rb") as handle:
+            found[compiled] = fastmeta.read_fast(
+                str(path), handle, path.stat().st_size, bulk_uri_factory("file:///x", False)
+            )
+    # A character set inside an item is left to the general reader, even an empty one.
+    assert found[True] is None
+    assert found[False] is None
+    compiled_result, python_result = both_readers(path, monkeypatch)
+    assert compiled_result == python_result
+    assert compiled_result.meta is not None

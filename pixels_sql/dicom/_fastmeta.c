@@ -580,6 +580,25 @@ static int bulk(Reader *reader, PyObject *out, uint32_t tag, PyObject *vr, long 
     return store(out, tag, with_value(vr, s_bulk_data_uri, uri));
 }
 
+/* A text or number value: read it, follow a Specific Character Set, convert and store it
+ * (an empty value as {"vr": vr}, after the character set check, as fastmeta._parse does). */
+static int store_value(Reader *reader, PyObject *out, uint32_t tag, const VRInfo *info,
+                       long long value_at, long long length, int top, int *encoding)
+{
+    const unsigned char *raw = window(reader, value_at, length);
+    if (raw == NULL) {
+        return -1;
+    }
+    if (tag == SPECIFIC_CHARACTER_SET_TAG) {
+        *encoding = charset(raw, length, top);
+        if (*encoding < 0) {
+            return -1;
+        }
+    }
+    PyObject *value = length == 0 ? empty_value(info->name) : convert(info, raw, length, *encoding);
+    return store(out, tag, value);
+}
+
 static int sequence(Reader *reader, long long position, uint32_t length, PyObject *items,
                     int encoding, int depth, long long *stop);
 
@@ -627,17 +646,7 @@ static int parse(Reader *reader, long long position, long long end, PyObject *ou
                 }
                 continue;
             }
-            const unsigned char *raw = window(reader, value_at, length);
-            if (raw == NULL) {
-                return -1;
-            }
-            if (tag == SPECIFIC_CHARACTER_SET_TAG) {
-                encoding = charset(raw, length, top);
-                if (encoding < 0) {
-                    return -1;
-                }
-            }
-            if (store(out, tag, convert(info, raw, length, encoding)) < 0) {
+            if (store_value(reader, out, tag, info, value_at, length, top, &encoding) < 0) {
                 return -1;
             }
             continue;
@@ -715,14 +724,7 @@ static int parse(Reader *reader, long long position, long long end, PyObject *ou
             }
             continue;
         }
-        if (length == 0) {
-            if (store(out, tag, empty_value(info->name)) < 0) {
-                return -1;
-            }
-            continue;
-        }
-        const unsigned char *raw = window(reader, value_at, length);
-        if (raw == NULL || store(out, tag, convert(info, raw, length, encoding)) < 0) {
+        if (store_value(reader, out, tag, info, value_at, length, top, &encoding) < 0) {
             return -1;
         }
     }

@@ -112,6 +112,11 @@ class Unsupported(Exception):
     """This file needs the general (pydicom) reader."""
 
 
+# What makes the fast reader (either loop) leave a file to the general reader: values it cannot
+# convert exactly, and a premature end of file, which the general reader describes.
+_GENERAL_READER_CASES = (EOFError, Unsupported, ValueError, UnicodeDecodeError, struct.error)
+
+
 class _Reader:
     """Elements from a file, through a window of bytes that slides forward on demand."""
 
@@ -155,9 +160,7 @@ def read_fast(
         if not syntax or syntax in _IMPLICIT_OR_BIG_OR_DEFLATED:
             return None
         position = _parse(reader, position, None, result, "latin_1", bulk_uri, top=True)
-    except EOFError:
-        return None  # let the general reader describe the truncation
-    except (Unsupported, ValueError, UnicodeDecodeError, struct.error):
+    except _GENERAL_READER_CASES:
         return None
     return result, position
 
@@ -177,7 +180,7 @@ def read_trailing(
         else:
             reader = _Reader(local, fp, size)
             stop = _parse(reader, position, None, result, codec, bulk_uri, top=True)
-    except (EOFError, DicomReadError, Unsupported, ValueError, UnicodeDecodeError, struct.error):
+    except (*_GENERAL_READER_CASES, DicomReadError):
         return None
     return result if stop == size else None
 
