@@ -24,7 +24,8 @@ import scala.runtime.BoxedUnit;
 /**
  * Spark SQL extension adding the {@code read_files} table-valued function, so that the Databricks SQL
  * form {@code SELECT * FROM read_files('/data', format => 'binaryFile', recursiveFileLookup => true)}
- * runs on open-source Spark.
+ * runs on open-source Spark, and {@code list_files} (see {@link ListFiles}), a listing in which
+ * every file has a row.
  *
  * <p>Enable it with {@code spark.sql.extensions=pixelssql.PixelsSqlExtensions} and the jar on the
  * driver class path ({@code spark.jars}). The function resolves to the analyzed plan of
@@ -68,6 +69,22 @@ public final class PixelsSqlExtensions extends AbstractFunction1<SparkSessionExt
             "java_udf");
     extensions.injectTableFunction(
         new Tuple3<>(FunctionIdentifier.apply(FUNCTION_NAME), info, new ReadFiles()));
+    ExpressionInfo listInfo =
+        new ExpressionInfo(
+            ListFiles.class.getName(),
+            null,
+            ListFiles.FUNCTION_NAME,
+            ListFiles.USAGE,
+            "",
+            ListFiles.EXAMPLES,
+            "",
+            "",
+            "",
+            "",
+            "java_udf");
+    extensions.injectTableFunction(
+        new Tuple3<>(
+            FunctionIdentifier.apply(ListFiles.FUNCTION_NAME), listInfo, new ListFiles()));
     return BoxedUnit.UNIT;
   }
 

@@ -1,0 +1,151 @@
+package pixelssql;
+
+import java.io.IOException;
+import java.io.Serializable;
+import java.io.UncheckedIOException;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Locale;
+
+import org.apache.spark.sql.SparkSession;
+import org.apache.spark.sql.catalyst.InternalRow;
+import org.apache.spark.sql.catalyst.expressions.Attribute;
+import org.apache.spark.sql.catalyst.expressions.Expression;
+import org.apache.spark.sql.catalyst.expressions.GenericInternalRow;
+import org.apache.spark.sql.catalyst.expressions.NamedArgumentExpression;
+import org.apache.spark.sql.catalyst.plans.logical.LocalRelation;
+import org.apache.spark.sql.catalyst.plans.logical.LogicalPlan;
+import org.apache.spark.sql.catalyst.types.DataTypeUtils;
+import org.apache.spark.sql.types.DataTypes;
+import org.apache.spark.sql.types.StructType;
+import org.apache.spark.unsafe.types.UTF8String;
+
+import scala.Option;
+import scala.collection.immutable.Seq;
+import scala.jdk.javaapi.CollectionConverters;
+import scala.runtime.AbstractFunction1;
+
+/**
+ * Builds the plan of one {@code list_files(path [, glob => '*'] [, recursive => true])} call: the
+ * listing of {@link FileListing}, made when the query is analyzed, as a local relation with the
+ * columns {@code path, modificationTime, length, reason, message}.
+ */
+public final class ListFiles extends AbstractFunction1<Seq<Expression>, LogicalPlan>
+    implements Serializable {
+
+  private static final long serialVersionUID = 1L;
+
+  static final String FUNCTION_NAME = "list_files";
+
+  static final String USAGE =
+      "list_files(path [, glob => '*'] [, recursive => true]) - Lists every file under `path`"
+          + " (taken literally, never as a glob), one row each: path STRING (as the binaryFile"
+          + " source gives it), modificationTime TIMESTAMP, length BIGINT, reason STRING,"
+          + " message STRING. Zero-byte files and names starting with `_` are listed, names"
+          + " starting with `.` are not. A folder that cannot be listed is one row with reason"
+          + " 'unreadable', a dangling symlink one row with reason 'not_found', a named pipe,"
+          + " socket or device one row with reason 'not_regular'. `glob` filters file names;"
+          + " `recursive => false` lists only the files of the folder itself.";
+
+  static final String EXAMPLES =
+      "\n    Examples:\n"
+          + "      > SELECT path, length FROM list_files('/data/dicom', glob => '*.dcm')"
+          + " WHERE reason IS NULL;\n";
+
+  static final StructType SCHEMA =
+      new StructType()
+          .add("path", DataTypes.StringType, false)
+          .add("modificationTime", DataTypes.TimestampType, true)
+          .add("length", DataTypes.LongType, true)
+          .add("reason", DataTypes.StringType, true)
+          .add("message", DataTypes.StringType, true);
+
+  @Override
+  public LogicalPlan apply(Seq<Expression> arguments) {
+    String path = null;
+    String glob = "*";
+    boolean recursive = true;
+    for (Expression argument : CollectionConverters.asJava(arguments)) {
+      if (argument instanceof NamedArgumentExpression) {
+        NamedArgumentExpression named = (NamedArgumentExpression) argument;
+        String key = named.key().toLowerCase(Locale.ROOT);
+        Object value = literal(named.key(), named.value());
+        if (key.equals("path")) {
+          path = value.toString();
+        } else if (key.equals("glob")) {
+          glob = value.toString();
+        } else if (key.equals("recursive")) {
+          recursive = bool(value);
+        } else {
+          throw new IllegalArgumentException(
+              FUNCTION_NAME
+                  + " has no argument '"
+                  + named.key()
+                  + "'; it takes path, glob => '*' and recursive => true");
+        }
+      } else if (path == null) {
+        path = literal("path", argument).toString();
+      } else {
+        throw new IllegalArgumentException(
+            FUNCTION_NAME
+                + " takes one positional argument (the path); pass glob and recursive as named"
+                + " arguments, e.g. list_files('/data', glob => '*.dcm')");
+      }
+    }
+    if (path == null || path.isEmpty()) {
+      throw new IllegalArgumentException(
+          FUNCTION_NAME + " needs a path: list_files('/data/dicom')");
+    }
+
+    List<FileListing.Entry> entries;
+    try {
+      org.apache.spark.sql.classic.SparkSession session =
+          (org.apache.spark.sql.classic.SparkSession) SparkSession.active();
+      entries = FileListing.list(path, glob, recursive, session.sessionState().newHadoopConf());
+    } catch (IOException e) {
+      throw new UncheckedIOException(FUNCTION_NAME + ": cannot list " + path + ": " + e, e);
+    }
+    List<InternalRow> rows = new ArrayList<>(entries.size());
+    for (FileListing.Entry entry : entries) {
+      rows.add(
+          new GenericInternalRow(
+              new Object[] {
+                UTF8String.fromString(entry.path),
+                entry.modificationTime == null ? null : entry.modificationTime * 1000L,
+                entry.length,
+                entry.reason == null ? null : UTF8String.fromString(entry.reason),
+                entry.message == null ? null : UTF8String.fromString(entry.message)
+              }));
+    }
+    @SuppressWarnings("unchecked")
+    Seq<Attribute> output = (Seq<Attribute>) (Seq<?>) DataTypeUtils.toAttributes(SCHEMA);
+    return new LocalRelation(
+        output, CollectionConverters.asScala(rows).toSeq(), false, Option.empty());
+  }
+
+  /** Evaluates a constant argument. */
+  private static Object literal(String name, Expression expression) {
+    if (!expression.foldable()) {
+      throw new IllegalArgumentException(
+          FUNCTION_NAME + " argument '" + name + "' must be a constant, got: " + expression.sql());
+    }
+    Object value = expression.eval(null);
+    if (value == null) {
+      throw new IllegalArgumentException(
+          FUNCTION_NAME + " argument '" + name + "' must not be NULL");
+    }
+    return value;
+  }
+
+  private static boolean bool(Object value) {
+    if (value instanceof Boolean) {
+      return (Boolean) value;
+    }
+    String text = value.toString().trim().toLowerCase(Locale.ROOT);
+    if (text.equals("true") || text.equals("false")) {
+      return text.equals("true");
+    }
+    throw new IllegalArgumentException(
+        FUNCTION_NAME + " argument 'recursive' must be true or false, got: " + value);
+  }
+}
