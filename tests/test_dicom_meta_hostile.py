@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 import struct
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -12,8 +15,10 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from pixels_sql.dicom.encoding import MAX_SEQUENCE_DEPTH
 from pixels_sql.dicom.meta import read_meta, read_meta_result
 from tests.corpus import PYDICOM_TEST_FILES, new_dataset, with_peak_memory
+from tests.mutants import write_nested
 
 CT = PYDICOM_TEST_FILES / "CT_small.dcm"
 
@@ -84,19 +89,6 @@ def test_bogus_fragment_item_is_corrupt(tmp_path: Path) -> None:
     assert "fragment item" in result.message
 
 
-def test_deeply_nested_sequences_do_not_crash(tmp_path: Path) -> None:
-    path = tmp_path / "nested.dcm"
-    write_dataset(path, ExplicitVRLittleEndian)
-    depth = 5000
-    opening = struct.pack("<HH2sHI", 0x0040, 0x0275, b"SQ", 0, 0xFFFFFFFF) + struct.pack(
-        "<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF
-    )
-    closing = struct.pack("<HHI", 0xFFFE, 0xE00D, 0) + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
-    path.write_bytes(path.read_bytes() + opening * depth + closing * depth)
-    result = read_meta_result(str(path))
-    assert result.meta is not None or result.reason in {"corrupt", "truncated"}
-
-
 @pytest.mark.parametrize(
     ("make", "reason"),
     [
@@ -146,3 +138,89 @@ def test_pydicom_reads_the_generated_files(tmp_path: Path) -> None:
     write_dataset(path, ExplicitVRLittleEndian, StudyDescription="fine")
     assert pydicom.dcmread(path).StudyDescription == "fine"
     assert read_meta(str(path))["00081030"]["Value"] == ["fine"]
+
+
+def _readers(monkeypatch: pytest.MonkeyPatch) -> dict[str, Callable[[], None]]:
+    """Switches selecting each of the three header readers."""
+    from pixels_sql.dicom import fastmeta, meta
+
+    def compiled() -> None:
+        monkeypatch.setattr(meta, "FAST_READER", True)
+        monkeypatch.setattr(fastmeta, "COMPILED", True)
+
+    def python_loop() -> None:
+        monkeypatch.setattr(meta, "FAST_READER", True)
+        monkeypatch.setattr(fastmeta, "COMPILED", False)
+
+    def general() -> None:
+        monkeypatch.setattr(meta, "FAST_READER", False)
+
+    return {"compiled": compiled, "python": python_loop, "general": general}
+
+
+@pytest.mark.parametrize("implicit", [False, True])
+@pytest.mark.parametrize("undefined", [False, True])
+def test_nesting_limit_is_the_same_in_every_reader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, undefined: bool, implicit: bool
+) -> None:
+    """MAX_SEQUENCE_DEPTH levels are read (the same JSON by every reader); one more, or
+    thousands, give too_deep — never a RecursionError out of the function."""
+    at_limit = write_nested(
+        tmp_path / "limit.dcm", MAX_SEQUENCE_DEPTH, undefined=undefined, implicit=implicit
+    )
+    texts = set()
+    for select in _readers(monkeypatch).values():
+        select()
+        result = read_meta_result(str(at_limit))
+        assert result.reason is None, result.message
+        texts.add(result.meta)
+        for depth in (MAX_SEQUENCE_DEPTH + 1, 450, 5000):
+            deep = write_nested(
+                tmp_path / f"d{depth}.dcm", depth, undefined=undefined, implicit=implicit
+            )
+            assert read_meta_result(str(deep)).reason == "too_deep", depth
+    assert len(texts) == 1
+    meta = json.loads(texts.pop())
+    levels = 0
+    node = meta
+    while "0040A730" in node:
+        node = node["0040A730"]["Value"][0]
+        levels += 1
+    assert levels == MAX_SEQUENCE_DEPTH
+    assert node["00080100"]["Value"] == ["X"]
+
+
+@pytest.mark.parametrize(
+    ("raised", "reason"),
+    [
+        (KeyError("a bug of ours"), "corrupt"),
+        (MemoryError(), "too_large"),
+        (RecursionError("maximum recursion depth exceeded"), "too_deep"),
+        (OSError("No tag to read at file position 0x1f4"), "corrupt"),  # pydicom's, no errno
+        (OSError(errno.EIO, "Input/output error"), "unreadable"),
+        (PermissionError(errno.EACCES, "Permission denied"), "unreadable"),
+    ],
+)
+def test_any_exception_becomes_a_reason(
+    monkeypatch: pytest.MonkeyPatch, raised: BaseException, reason: str
+) -> None:
+    from pixels_sql.dicom import meta
+
+    def fail(local: str) -> None:
+        raise raised
+
+    monkeypatch.setattr(meta, "_read_meta", fail)
+    result = read_meta_result(str(CT))
+    assert (result.meta, result.reason) == (None, reason)
+    assert type(raised).__name__ in result.message
+
+
+def test_serialiser_failure_becomes_a_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The JSON serialiser runs inside the guard too (it once raised RecursionError outside)."""
+    from pixels_sql.dicom import meta
+
+    def deep_dumps(value: object) -> str:
+        raise RecursionError("maximum recursion depth exceeded while encoding a JSON object")
+
+    monkeypatch.setattr(meta, "dumps", deep_dumps)
+    assert read_meta_result(str(CT)).reason == "too_deep"

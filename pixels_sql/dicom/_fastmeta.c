@@ -24,9 +24,6 @@
 #include <unistd.h>
 
 #define CHUNK (1 << 16)
-/* Real files nest a handful of levels; a hostile one can nest thousands. Deeper than this goes
- * to the general reader instead of growing the C stack. */
-#define MAX_DEPTH 200
 #define ITEM_TAG 0xFFFEE000u
 #define ITEM_DELIMITER_TAG 0xFFFEE00Du
 #define SEQUENCE_DELIMITER_TAG 0xFFFEE0DDu
@@ -67,6 +64,9 @@ static PyObject *truncated_function; /* (local, size, group, element, length, va
 static PyObject *converters;         /* VR name -> (vr, raw, encoding) -> dict */
 static PyObject *excluded_syntaxes;  /* transfer syntaxes fastmeta.py leaves to pydicom */
 static long long inline_binary_max = -1;
+/* encoding.MAX_SEQUENCE_DEPTH: real files nest a handful of levels, a hostile one thousands.
+ * Deeper goes to the general reader (which reports too_deep) instead of growing the C stack. */
+static int max_depth = 0;
 static long long huge_value = -1;
 
 static PyObject *s_vr, *s_value, *s_inline_binary, *s_bulk_data_uri, *s_alphabetic,
@@ -739,7 +739,7 @@ static int parse(Reader *reader, long long position, long long end, PyObject *ou
 static int sequence(Reader *reader, long long position, uint32_t length, PyObject *items,
                     int encoding, int depth, long long *stop)
 {
-    if (depth > MAX_DEPTH) {
+    if (depth > max_depth) {
         raise_unsupported("sequences nested too deep");
         return -1;
     }
@@ -891,8 +891,9 @@ static PyObject *configure(PyObject *module, PyObject *args)
 {
     PyObject *error, *charset_fn, *truncated_fn, *converter_map, *excluded;
     long long inline_max, huge;
-    if (!PyArg_ParseTuple(args, "OOOO!OLL", &error, &charset_fn, &truncated_fn, &PyDict_Type,
-                          &converter_map, &excluded, &inline_max, &huge)) {
+    int depth;
+    if (!PyArg_ParseTuple(args, "OOOO!OLLi", &error, &charset_fn, &truncated_fn, &PyDict_Type,
+                          &converter_map, &excluded, &inline_max, &huge, &depth)) {
         return NULL;
     }
     if (!PyAnySet_Check(excluded)) {
@@ -906,6 +907,7 @@ static PyObject *configure(PyObject *module, PyObject *args)
     Py_XSETREF(excluded_syntaxes, Py_NewRef(excluded));
     inline_binary_max = inline_max;
     huge_value = huge;
+    max_depth = depth;
     Py_RETURN_NONE;
 }
 
@@ -964,7 +966,8 @@ static int init_tables(void)
 
 static PyMethodDef METHODS[] = {
     {"configure", configure, METH_VARARGS,
-     "configure(unsupported, charset, truncated, converters, excluded_syntaxes, inline_max, huge)"},
+     "configure(unsupported, charset, truncated, converters, excluded_syntaxes, inline_max, huge,"
+     " max_depth)"},
     {"read_elements", read_elements, METH_VARARGS,
      "read_elements(local, fd, size, bulk_uri) -> (dict, position) | None"},
     {"read_trailing_elements", read_trailing_elements, METH_VARARGS,

@@ -18,3 +18,7 @@ LONG_LENGTH_VRS = frozenset(
 BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW"})
 # PS3.5 A.5: the whole data set is one deflate stream (no header-only read, no value offsets).
 DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1.99"
+# Sequences nested deeper than this are reported `too_deep` by every reader. Real files nest a
+# handful of levels (structured reports a few dozen); a hostile file can nest thousands, which
+# would exhaust the interpreter's recursion limit or the JSON encoders' depth limits.
+MAX_SEQUENCE_DEPTH = 128

@@ -8,17 +8,21 @@ import zlib
 from pydicom.errors import InvalidDicomError
 
 # Reason codes are part of the public contract: they land in the errors view and users filter on
-# them. Keep them short, lower-case and stable.
+# them. Keep them short, lower-case and stable. docs/sql-functions.md gives an example input for
+# each; tests/test_docs.py checks that every code is there.
 REASONS: dict[str, str] = {
-    "not_found": "the path does not exist (deleted or moved after listing)",
-    "unreadable": "the operating system refused to read the file (permissions, I/O error)",
+    "not_found": "the path does not exist (deleted or moved after listing, or a dangling link)",
+    "unreadable": "the operating system refused to read the file or folder (permissions, I/O)",
     "empty": "the file has zero bytes",
     "not_dicom": "no DICOM preamble ('DICM' at byte 128) and no recognisable data set",
     "truncated": "the file ends before a value it declares (partial copy or upload)",
     "corrupt": "the bytes do not form a valid DICOM data set",
-    "too_large": "the header's DICOM JSON is too large to store as a VARIANT value",
+    "too_deep": "sequences are nested deeper than the reader's limit (MAX_SEQUENCE_DEPTH)",
+    "too_large": "too large to process within the configured budget (JSON, pixels or memory)",
     "no_pixel_data": "the data set has no Pixel Data, Float Pixel Data or Double Float Pixel Data",
     "undecodable": "no installed codec decodes the pixel data (the message names the syntax)",
+    "decoder_crash": "the process reading the file died (a native decoder crash or abort)",
+    "timeout": "reading the file took longer than the per-file time limit",
 }
 
 
@@ -35,7 +39,12 @@ class DicomReadError(Exception):
 
 
 def classify(path: str, exc: BaseException) -> DicomReadError:
-    """Map an exception raised while reading ``path`` to a :class:`DicomReadError`."""
+    """Map any exception raised while reading ``path`` to a :class:`DicomReadError`.
+
+    ``unreadable`` is kept for errors the operating system reported (an ``OSError`` carrying an
+    errno); parsers also raise ``OSError`` without one (pydicom's "No tag to read at file
+    position …") and that describes the bytes, not the file system.
+    """
     if isinstance(exc, DicomReadError):
         return exc
     detail = f"{type(exc).__name__}: {exc}"
@@ -47,6 +56,10 @@ def classify(path: str, exc: BaseException) -> DicomReadError:
         return DicomReadError(path, "not_dicom", detail)
     if isinstance(exc, (EOFError, struct.error)):
         return DicomReadError(path, "truncated", detail)
-    if isinstance(exc, OSError) and not isinstance(exc, zlib.error):
+    if isinstance(exc, RecursionError):
+        return DicomReadError(path, "too_deep", detail)
+    if isinstance(exc, MemoryError):
+        return DicomReadError(path, "too_large", detail or "MemoryError: out of memory")
+    if isinstance(exc, OSError) and exc.errno is not None and not isinstance(exc, zlib.error):
         return DicomReadError(path, "unreadable", detail)
     return DicomReadError(path, "corrupt", detail)

@@ -27,6 +27,7 @@ from pixels_sql.dicom.encoding import (
     ITEM_DELIMITER_TAG,
     ITEM_TAG,
     LONG_LENGTH_VRS,
+    MAX_SEQUENCE_DEPTH,
     PIXEL_DATA_TAGS,
     SEQUENCE_DELIMITER_TAG,
     UNDEFINED_LENGTH,
@@ -204,6 +205,7 @@ def _parse(
     *,
     top: bool = False,
     meta: bool = False,
+    depth: int = 0,
 ) -> int:
     """Parse elements from ``position`` until ``end`` (or an item delimiter, or the pixel data
     at the top level, or the end of group 0002 when ``meta``); return the stop position."""
@@ -272,7 +274,7 @@ def _parse(
         vr = _VR_NAMES[vr_bytes]
         if vr == "SQ":
             items: list[dict[str, Any]] = []
-            position = _sequence(reader, value_at, length, items, encoding, bulk_uri)
+            position = _sequence(reader, value_at, length, items, encoding, bulk_uri, depth + 1)
             buffer, base = reader.buffer, reader.base
             available = len(buffer)
             if element:
@@ -354,7 +356,10 @@ def _sequence(
     items: list[dict[str, Any]],
     encoding: str,
     bulk_uri: BulkUri,
+    depth: int,
 ) -> int:
+    if depth > MAX_SEQUENCE_DEPTH:
+        raise Unsupported("sequences nested too deep")
     end = None if length == UNDEFINED_LENGTH else position + length
     while end is None or position < end:
         at = reader.window(position, 8)
@@ -367,7 +372,7 @@ def _sequence(
             raise Unsupported(f"({group:04X},{element:04X}) where a sequence item should be")
         item: dict[str, Any] = {}
         item_end = None if item_length == UNDEFINED_LENGTH else position + item_length
-        position = _parse(reader, position, item_end, item, encoding, bulk_uri)
+        position = _parse(reader, position, item_end, item, encoding, bulk_uri, depth=depth)
         items.append(item)
     return position
 
@@ -498,4 +503,5 @@ if _fastmeta is not None:
         _IMPLICIT_OR_BIG_OR_DEFLATED,
         INLINE_BINARY_MAX_BYTES,
         HUGE_VALUE_BYTES,
+        MAX_SEQUENCE_DEPTH,
     )

@@ -37,6 +37,7 @@ from pixels_sql.dicom.encoding import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
     ITEM_TAG,
     LONG_LENGTH_VRS,
+    MAX_SEQUENCE_DEPTH,
     PIXEL_DATA_TAGS,
     SEQUENCE_DELIMITER_TAG,
     UNDEFINED_LENGTH,
@@ -92,11 +93,16 @@ def read_meta_json(path: str) -> str:
 
 
 def read_meta_result(path: str) -> MetaResult:
-    """Like :func:`read_meta_json` but returns failures as data instead of raising."""
+    """Like :func:`read_meta_json` but returns failures as data instead of raising.
+
+    Any exception — the reader's, the serialiser's (a RecursionError on absurd nesting, a
+    MemoryError) or a bug of ours — becomes a reason: one file never fails a batch.
+    """
     try:
         return MetaResult(read_meta_json(path))
-    except DicomReadError as exc:
-        return MetaResult(None, exc.reason, exc.message)
+    except Exception as exc:
+        error = classify(to_local_path(path), exc)
+        return MetaResult(None, error.reason, error.message)
 
 
 def dumps(meta: dict[str, Any]) -> str:
@@ -287,7 +293,7 @@ def _check_lengths(local: str, dataset: Dataset, size: int, deflated: bool) -> N
 
 
 def _dataset_json(
-    dataset: Dataset, base: int, bulk_uri: Callable[[int | None, int], str]
+    dataset: Dataset, base: int, bulk_uri: Callable[[int | None, int], str], depth: int = 0
 ) -> dict[str, Any]:
     """DICOM JSON of a data set whose element offsets are relative to ``base`` in the file.
 
@@ -315,10 +321,15 @@ def _dataset_json(
                 continue
         element = dataset[tag]
         if element.VR == "SQ":
+            if depth >= MAX_SEQUENCE_DEPTH:
+                # classify() reports it as too_deep, like an interpreter RecursionError.
+                raise RecursionError(f"sequences nested deeper than {MAX_SEQUENCE_DEPTH} levels")
             item_base = base if element.is_undefined_length else base + element.file_tell
             result[f"{tag:08X}"] = {
                 "vr": "SQ",
-                "Value": [_dataset_json(item, item_base, bulk_uri) for item in element.value],
+                "Value": [
+                    _dataset_json(item, item_base, bulk_uri, depth + 1) for item in element.value
+                ],
             }
         else:
             result[f"{tag:08X}"] = element.to_json_dict(
