@@ -42,7 +42,9 @@ def nested_sequences(depth: int, *, undefined: bool, implicit: bool) -> bytes:
     else:
         inner = _tag(0x00080100) + b"SH" + struct.pack("<H", len(code_value)) + code_value
     if undefined:
-        opening = _sequence_header(_UNDEFINED, implicit) + _tag(_ITEM) + struct.pack("<I", _UNDEFINED)
+        opening = (
+            _sequence_header(_UNDEFINED, implicit) + _tag(_ITEM) + struct.pack("<I", _UNDEFINED)
+        )
         closing = _tag(_ITEM_END) + b"\0\0\0\0" + _tag(_SEQUENCE_END) + b"\0\0\0\0"
         return opening * depth + inner + closing * depth
     header = 12 if not implicit else 8
