@@ -204,7 +204,9 @@ public final class FileListing {
     private final boolean recursive;
     private final List<Entry> entries = new ArrayList<>();
     private final Set<Object> seenFolders = new HashSet<>();
-    private final Set<Object> seenFiles = new HashSet<>();
+    // Keys of the files listed by real paths; a set only once a symlink needs it.
+    private List<Object> realFiles = new ArrayList<>();
+    private Set<Object> seenFiles;
 
     LocalWalk(PathMatcher matcher, boolean recursive) {
       this.matcher = matcher;
@@ -232,7 +234,7 @@ public final class FileListing {
       }
       seenFolders.add(key(root, attributes));
       List<Path> links = new ArrayList<>();
-      walk(root, links);
+      walk(root, links, false);
       // Symlinks last, a level of links at a time in path order: real paths win, and the
       // outcome does not depend on the order in which the folders were read.
       while (!links.isEmpty()) {
@@ -246,8 +248,11 @@ public final class FileListing {
       return entries;
     }
 
-    /** Lists the real entries under {@code top}, queueing the symlinks met into {@code links}. */
-    private void walk(Path top, List<Path> links) {
+    /**
+     * Lists the real entries under {@code top}, queueing the symlinks met into {@code links};
+     * {@code throughLink} when {@code top} is reached through a symlink.
+     */
+    private void walk(Path top, List<Path> links, boolean throughLink) {
       Deque<Path> folders = new ArrayDeque<>();
       folders.push(top);
       List<Path> children = new ArrayList<>();
@@ -258,6 +263,8 @@ public final class FileListing {
           for (Path child : stream) {
             children.add(child);
           }
+        } catch (NoSuchFileException e) {
+          continue; // deleted since its parent was read
         } catch (IOException | DirectoryIteratorException e) {
           String message = "cannot list folder " + folder + ": " + describe(e);
           entries.add(error(folder, UNREADABLE, message));
@@ -284,7 +291,7 @@ public final class FileListing {
               folders.push(child);
             }
           } else {
-            file(child, attributes, false);
+            file(child, attributes, throughLink);
           }
         }
       }
@@ -311,7 +318,7 @@ public final class FileListing {
       }
       if (attributes.isDirectory()) {
         if (recursive && seenFolders.add(key(link, attributes))) {
-          walk(link, links);
+          walk(link, links, true);
         }
       } else {
         file(link, attributes, true);
@@ -324,8 +331,16 @@ public final class FileListing {
         return;
       }
       Object key = key(file, attributes);
-      if (!seenFiles.add(key) && throughLink) {
-        return;
+      if (!throughLink) {
+        realFiles.add(key);
+      } else {
+        if (seenFiles == null) {
+          seenFiles = new HashSet<>(realFiles);
+          realFiles = null;
+        }
+        if (!seenFiles.add(key)) {
+          return;
+        }
       }
       long millis = attributes.lastModifiedTime().toMillis();
       if (attributes.isRegularFile()) {
