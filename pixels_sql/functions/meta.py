@@ -4,16 +4,40 @@ from __future__ import annotations
 
 import pandas as pd
 
-from pixels_sql.dicom.meta import read_meta_json, read_meta_result
+from pixels_sql.dicom.errors import DicomReadError
+from pixels_sql.dicom.isolation import run_isolated
+from pixels_sql.dicom.meta import MetaResult, read_meta_result
 from pixels_sql.functions.registry import SqlFunction, results_frame, sql_function
 
 RESULT_TYPE = "struct<meta:string,reason:string,message:string>"
 
 
+def read_batch(paths: pd.Series) -> list[MetaResult | None]:
+    """One result per path (None for a NULL path), read in the helper process (isolation.py):
+    a file that crashes the reader costs only its own row."""
+    present = [(path,) for path in paths if path is not None]
+    results = iter(run_isolated(read_meta_result, present, _failed))
+    return [None if path is None else next(results) for path in paths]
+
+
+def _failed(reason: str, message: str) -> MetaResult:
+    return MetaResult(None, reason, message)
+
+
 def meta_results(paths: pd.Series) -> pd.DataFrame:
     """meta / reason / message columns for a batch of paths (all NULL for a NULL path)."""
-    results = [read_meta_result(p) if p is not None else None for p in paths]
-    return results_frame(results, {"meta": "meta", "reason": "reason", "message": "message"})
+    return results_frame(
+        read_batch(paths), {"meta": "meta", "reason": "reason", "message": "message"}
+    )
+
+
+def meta_or_raise(path: str, result: MetaResult | None) -> str | None:
+    """The JSON text, or the file's failure raised (what dicom_meta does)."""
+    if result is None:
+        return None
+    if result.reason is not None:
+        raise DicomReadError(path, result.reason, result.message or "")
+    return result.meta
 
 
 @sql_function("dicom_meta(path STRING)", "STRING")
@@ -28,7 +52,10 @@ def dicom_meta():
 
     @pandas_udf("string")
     def dicom_meta(paths: pd.Series) -> pd.Series:
-        return pd.Series([None if p is None else read_meta_json(p) for p in paths], dtype=object)
+        results = read_batch(paths)
+        return pd.Series(
+            [meta_or_raise(p, r) for p, r in zip(paths, results, strict=True)], dtype=object
+        )
 
     return dicom_meta
 
@@ -43,9 +70,7 @@ def try_dicom_meta():
 
     @pandas_udf("string")
     def try_dicom_meta(paths: pd.Series) -> pd.Series:
-        return pd.Series(
-            [None if p is None else read_meta_result(p).meta for p in paths], dtype=object
-        )
+        return pd.Series([r and r.meta for r in read_batch(paths)], dtype=object)
 
     return try_dicom_meta
 

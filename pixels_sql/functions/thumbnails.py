@@ -6,12 +6,13 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from pixels_sql.dicom.errors import DicomReadError
+from pixels_sql.dicom.isolation import run_isolated
 from pixels_sql.dicom.thumbnail import (
     DEFAULT_MAX_SIZE,
     FORMATS,
     ThumbnailResult,
     read_thumbnail_result,
-    render_thumbnail,
 )
 from pixels_sql.functions.registry import SqlFunction, results_frame, sql_function
 
@@ -39,13 +40,32 @@ def _arguments(name: str, columns: Sequence[pd.Series]) -> list[tuple[str | None
     return rows
 
 
+def render_batch(
+    arguments: list[tuple[str | None, int, str]],
+) -> list[ThumbnailResult | None]:
+    """One result per row (None for a NULL path), rendered in the helper process
+    (isolation.py): a decoder that aborts on a hostile file costs only that file's row."""
+    present = [row for row in arguments if row[0] is not None]
+    results = iter(run_isolated(read_thumbnail_result, present, _failed))
+    return [None if row[0] is None else next(results) for row in arguments]
+
+
+def _failed(reason: str, message: str) -> ThumbnailResult:
+    return ThumbnailResult(None, reason, message)
+
+
 def thumbnail_results(name: str, columns: Sequence[pd.Series]) -> pd.DataFrame:
     """thumbnail / reason / message columns for a batch (all NULL for a NULL path)."""
-    results: list[ThumbnailResult | None] = [
-        read_thumbnail_result(path, size, fmt) if path is not None else None
-        for path, size, fmt in _arguments(name, columns)
-    ]
+    results = render_batch(_arguments(name, columns))
     return results_frame(results, {"thumbnail": "data", "reason": "reason", "message": "message"})
+
+
+def _thumbnail_or_raise(path: str | None, result: ThumbnailResult | None) -> bytes | None:
+    if result is None or path is None:
+        return None
+    if result.reason is not None:
+        raise DicomReadError(path, result.reason, result.message or "")
+    return result.data
 
 
 @sql_function("dicom_thumbnail(path STRING [, max_size INT [, format STRING]])", "BINARY")
@@ -60,11 +80,10 @@ def dicom_thumbnail():
 
     @pandas_udf("binary")
     def dicom_thumbnail(*columns: pd.Series) -> pd.Series:
+        arguments = _arguments("dicom_thumbnail", columns)
+        results = render_batch(arguments)
         return pd.Series(
-            [
-                None if path is None else render_thumbnail(path, size, fmt)
-                for path, size, fmt in _arguments("dicom_thumbnail", columns)
-            ],
+            [_thumbnail_or_raise(row[0], r) for row, r in zip(arguments, results, strict=True)],
             dtype=object,
         )
 

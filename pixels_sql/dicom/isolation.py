@@ -1,0 +1,230 @@
+"""Per-file work in a helper process, so that a native crash costs one file, not the batch.
+
+Decoders written in C/C++ (python-gdcm, the JPEG and JPEG 2000 libraries, our own compiled
+header loop) can abort the whole process on hostile input — ``terminate`` after an uncaught C++
+exception, a segmentation fault — and no Python ``try`` catches that. A Spark Python worker that
+dies fails its task and with it every file of the batch, and a re-run fails again on the same
+file. So the SQL functions hand each batch to a long-lived child process (one per Python
+worker, started on first use) that works through the files in order and streams one result per
+file back. When the child dies, the file it was reading gets the reason ``decoder_crash`` (or
+``timeout`` when it ran past :data:`FILE_TIMEOUT_SECONDS`), a new child starts, and the batch
+continues with the next file. The child also runs under an address-space limit
+(:data:`FILE_MEMORY_BYTES`), so a file that would need more memory fails alone (``too_large``)
+instead of exhausting the machine.
+
+Settings come from the environment, so that they reach Spark's Python workers (on a cluster set
+them with ``spark.executorEnv.<NAME>``):
+
+- ``PIXELS_SQL_ISOLATION``: ``process`` (default) or ``none`` (work in the worker itself).
+- ``PIXELS_SQL_FILE_TIMEOUT``: seconds one file may take (default 300).
+- ``PIXELS_SQL_FILE_MEMORY``: the child's address-space limit in MiB (default 4096; 0 = none).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import select
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, BinaryIO, TypeVar
+
+from pixels_sql.dicom.errors import classify
+
+R = TypeVar("R")
+
+ISOLATION = os.environ.get("PIXELS_SQL_ISOLATION", "process")
+FILE_TIMEOUT_SECONDS = float(os.environ.get("PIXELS_SQL_FILE_TIMEOUT", "300"))
+FILE_MEMORY_BYTES = int(os.environ.get("PIXELS_SQL_FILE_MEMORY", "4096")) * 1024 * 1024
+MODES = ("process", "none")
+STARTUP_TIMEOUT_SECONDS = 120.0
+
+_FRAME = struct.Struct("<Q")  # every message: 8-byte length, then a pickle
+
+
+def run_isolated(
+    function: Callable[..., R],
+    items: Sequence[tuple[Any, ...]],
+    failure: Callable[[str, str], R],
+) -> list[R]:
+    """``[function(*item) for item in items]``, computed in the helper process.
+
+    ``function`` must be a module-level function (it is sent by name) that returns its failures
+    as data; ``failure(reason, message)`` builds the result of a file whose reading killed the
+    helper or ran out of time.
+    """
+    if ISOLATION == "none" or not items:
+        return [_outcome(_call(function, item), failure) for item in items]
+    if ISOLATION != "process":
+        raise ValueError(f"PIXELS_SQL_ISOLATION must be one of {', '.join(MODES)}: {ISOLATION!r}")
+    return _HELPER.run(function, items, failure)
+
+
+class _Helper:
+    """The child process of this (worker) process, restarted after each crash."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def run(
+        self,
+        function: Callable[..., R],
+        items: Sequence[tuple[Any, ...]],
+        failure: Callable[[str, str], R],
+    ) -> list[R]:
+        results: list[R] = []
+        with self._lock:
+            while len(results) < len(items):
+                pending = items[len(results) :]
+                stdout = self._submit(function, pending)
+                # The child answers once it has unpickled the batch (imported the function's
+                # module), so start-up time is not charged to the first file.
+                outcome = _receive(stdout, STARTUP_TIMEOUT_SECONDS)
+                for _ in pending:
+                    if not isinstance(outcome, _Failed):
+                        outcome = _receive(stdout, FILE_TIMEOUT_SECONDS)
+                    if isinstance(outcome, _Failed):
+                        # The file being read killed the child: it alone fails; a new child
+                        # goes on with the next file.
+                        results.append(failure(*self._stop(outcome)))
+                        break
+                    results.append(_outcome(outcome, failure))
+        return results
+
+    def _submit(self, function: Callable[..., Any], items: Sequence[tuple[Any, ...]]) -> BinaryIO:
+        """Send a batch to the child (started if needed); the stream its results come on."""
+        if self._process is None or self._process.poll() is not None:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "pixels_sql.dicom.isolation", str(FILE_MEMORY_BYTES)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                close_fds=True,
+            )
+        process = self._process
+        assert process.stdin is not None and process.stdout is not None
+        # A child that died on start-up breaks the pipe: reported for the first file.
+        with contextlib.suppress(BrokenPipeError):
+            _send(process.stdin, (function, list(items)))
+        return process.stdout
+
+    def _stop(self, failed: _Failed) -> tuple[str, str]:
+        """End the child; (reason, message) for the file it was reading."""
+        process, self._process = self._process, None
+        assert process is not None
+        if failed.timed_out:
+            process.kill()
+        code = process.wait()
+        for stream in (process.stdin, process.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):  # the pipe's far end is gone
+                    stream.close()
+        if failed.timed_out:
+            return "timeout", f"reading took more than {FILE_TIMEOUT_SECONDS:g} s; stopped"
+        if code < 0:
+            name = signal.Signals(-code).name
+            return "decoder_crash", f"the reading process was killed by {name} on this file"
+        return "decoder_crash", f"the reading process exited with status {code} on this file"
+
+
+class _Failed:
+    def __init__(self, timed_out: bool) -> None:
+        self.timed_out = timed_out
+
+
+class _Raised:
+    """An exception the function let through (it should return failures as data)."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def _call(function: Callable[..., Any], item: tuple[Any, ...]) -> Any:
+    try:
+        return function(*item)
+    except Exception as exc:
+        return _Raised(exc)
+
+
+def _outcome(result: Any, failure: Callable[[str, str], R]) -> R:
+    if isinstance(result, _Raised):
+        error = classify("", result.error)
+        return failure(error.reason, error.message)
+    return result
+
+
+def _send(stream: BinaryIO, message: object) -> None:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(_FRAME.pack(len(data)) + data)
+    stream.flush()
+
+
+def _receive(stream: BinaryIO, timeout: float) -> Any:
+    """The next message, or a :class:`_Failed` when the child died or fell silent."""
+    deadline = time.monotonic() + timeout
+    header = _read_exactly(stream, _FRAME.size, deadline)
+    if header is None:
+        return _Failed(time.monotonic() >= deadline)
+    (length,) = _FRAME.unpack(header)
+    body = _read_exactly(stream, length, deadline)
+    if body is None:
+        return _Failed(time.monotonic() >= deadline)
+    return pickle.loads(body)
+
+
+def _read_exactly(stream: BinaryIO, count: int, deadline: float) -> bytes | None:
+    descriptor = stream.fileno()
+    chunks: list[bytes] = []
+    while count:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([descriptor], [], [], remaining)[0]:
+            return None
+        chunk = os.read(descriptor, min(count, 1 << 20))
+        if not chunk:
+            return None  # end of file: the child is gone
+        chunks.append(chunk)
+        count -= len(chunk)
+    return b"".join(chunks)
+
+
+_HELPER = _Helper()
+
+
+def _serve(memory_limit: int) -> None:
+    """The child's loop: read (function, items), write one result per item, until EOF."""
+    if memory_limit > 0:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
+    # The protocol owns the original stdin/stdout; anything a library prints goes to stderr.
+    requests = os.fdopen(os.dup(0), "rb")
+    replies = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    while True:
+        header = requests.read(_FRAME.size)
+        if len(header) < _FRAME.size:
+            return  # the worker closed the pipe: done
+        (length,) = _FRAME.unpack(header)
+        function, items = pickle.loads(requests.read(length))
+        _send(replies, None)  # started
+        for item in items:
+            result = _call(function, item)
+            try:
+                _send(replies, result)
+            except (pickle.PicklingError, TypeError, AttributeError):
+                _send(replies, _Raised(RuntimeError(repr(getattr(result, "error", result)))))
+
+
+if __name__ == "__main__":
+    # Run the imported module's loop, so that its classes pickle under their real name.
+    from pixels_sql.dicom.isolation import _serve as serve
+
+    serve(int(sys.argv[1]) if len(sys.argv) > 1 else 0)

@@ -1,0 +1,42 @@
+"""The helper process: a crash, an abort, a hang or an exception costs one file, in order."""
+
+from __future__ import annotations
+
+import pytest
+
+from pixels_sql.dicom import isolation
+from pixels_sql.dicom.isolation import run_isolated
+from tests.isolation_targets import abort_on, echo, failure
+
+
+def test_results_come_back_in_order() -> None:
+    items = [(f"file{i}",) for i in range(500)]
+    assert run_isolated(echo, items, failure) == [(f"file{i}", None) for i in range(500)]
+
+
+def test_each_crash_costs_exactly_its_own_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(isolation, "FILE_TIMEOUT_SECONDS", 2.0)
+    items = ["a", "abort1", "b", "segv", "c", "exit", "raise", "hang", "d", "abort2", "allocate"]
+    results = run_isolated(abort_on, [(item,) for item in items], failure)
+    assert results == [
+        ("a", None),
+        (None, "decoder_crash"),
+        ("b", None),
+        (None, "decoder_crash"),
+        ("c", None),
+        (None, "decoder_crash"),
+        (None, "corrupt"),  # KeyError let through: classified like any reader exception
+        (None, "timeout"),
+        ("d", None),
+        (None, "decoder_crash"),
+        (None, "too_large"),  # MemoryError under the helper's address-space limit
+    ]
+    # The helper that survived the last files is reused by the next batch.
+    assert run_isolated(echo, [("e",)], failure) == [("e", None)]
+
+
+def test_in_process_mode_gives_the_same_results_for_exceptions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(isolation, "ISOLATION", "none")
+    assert run_isolated(abort_on, [("a",), ("raise",)], failure) == [("a", None), (None, "corrupt")]
