@@ -137,6 +137,9 @@ def execute(
     progress: Progress | None = None,
 ) -> None:
     """Run statements in order, printing the rows of queries; stop at the first failure."""
+    # Values substituted into the statements are final (scripts.substitute escapes them):
+    # Spark's own ${...} substitution must not rewrite them, whatever session this is.
+    spark.conf.set("spark.sql.variable.substitute", "false")
     for statement in statements:
         started = time.monotonic()
         if progress is not None:

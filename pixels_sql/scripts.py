@@ -54,25 +54,136 @@ def script_files(targets: Iterable[str | Path]) -> list[Path]:
     return files
 
 
+# Where a ${param} stands decides how its value is written (see substitute()).
+CODE, STRING, IDENTIFIER, COMMENT = "code", "string", "identifier", "comment"
+# Outside quotes a value must be one of these: it becomes part of the statement's syntax.
+_IDENTIFIER_VALUE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_NUMBER_VALUE = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+
+
+def contexts(text: str, source: str) -> list[tuple[int, int, str]]:
+    """``(start, end, kind)`` spans of ``text`` by Spark SQL's lexical rules: string literals
+    ('…' and "…", backslash escapes), back-quoted identifiers (`` `…` ``, doubled back-quotes),
+    ``--`` and ``/* */`` comments, and code. An unterminated quote or comment is an error with
+    the line it starts on."""
+    spans: list[tuple[int, int, str]] = []
+    position, start, length = 0, 0, len(text)
+    while position < length:
+        char = text[position]
+        pair = text[position : position + 2]
+        if char in "'\"`" or pair in ("--", "/*"):
+            if position > start:
+                spans.append((start, position, CODE))
+            end = _end_of(text, position, source)
+            kind = {"'": STRING, '"': STRING, "`": IDENTIFIER}.get(char, COMMENT)
+            spans.append((position, end, kind))
+            position = start = end
+        else:
+            position += 1
+    if start < length:
+        spans.append((start, length, CODE))
+    return spans
+
+
+def _end_of(text: str, start: int, source: str) -> int:
+    """Index just after the literal, identifier or comment opening at ``start``."""
+    opening = text[start]
+    if text.startswith("--", start):
+        newline = text.find("\n", start)
+        return len(text) if newline < 0 else newline + 1
+    if text.startswith("/*", start):
+        close = text.find("*/", start + 2)
+        if close < 0:
+            _unterminated(text, start, source, "comment /*")
+        return close + 2
+    position = start + 1
+    while position < len(text):
+        char = text[position]
+        if char == "\\" and opening != "`":
+            position += 2
+        elif char == opening:
+            if opening == "`" and text.startswith("``", position):
+                position += 2  # a doubled back-quote stands for one
+            else:
+                return position + 1
+        else:
+            position += 1
+    _unterminated(text, start, source, f"quote {opening}")
+    raise AssertionError  # unreachable: _unterminated raises
+
+
+def _unterminated(text: str, start: int, source: str, what: str) -> None:
+    line = text.count("\n", 0, start) + 1
+    raise ScriptError(f"{source}:{line}", f"unterminated {what} (opened on this line)")
+
+
+def escape_string(value: str) -> str:
+    """The body of a Spark SQL string literal denoting ``value`` (backslash escapes)."""
+    return value.replace("\\", "\\\\").replace("'", "\\'").replace('"', '\\"')
+
+
+def parameter_names(text: str, source: str) -> set[str]:
+    """Names of the ${params} a script uses (comments excluded)."""
+    return {
+        match.group(1)
+        for start, end, kind in contexts(text, source)
+        if kind != COMMENT
+        for match in _PARAM.finditer(text, start, end)
+    }
+
+
 def substitute(text: str, params: Mapping[str, str], source: str) -> str:
-    """Replace ``${name}`` / ``${name:-default}``; a missing parameter is an error with its line."""
+    """Replace ``${name}`` / ``${name:-default}`` by values that stay values.
 
-    def replace(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(2)
-        if name in params:
-            return params[name]
-        if default is not None:
-            return default
-        line = text.count("\n", 0, match.start()) + 1
-        raise ScriptError(
-            f"{source}:{line}", f"parameter ${{{name}}} is not set (pass --param {name}=...)"
+    Inside a string literal the value is escaped as literal text; inside a back-quoted
+    identifier, as identifier text; elsewhere it must be a plain identifier (written
+    back-quoted) or a number, so no value can add SQL to a statement. Comments are left alone.
+    A missing parameter is an error with its line.
+    """
+    pieces: list[str] = []
+    for start, end, kind in contexts(text, source):
+        if kind == COMMENT:
+            pieces.append(text[start:end])
+            continue
+        pieces.append(
+            _PARAM.sub(
+                lambda match, kind=kind, at=start: _value(text, at, match, kind, params, source),
+                text[start:end],
+            )
         )
+    return "".join(pieces)
 
-    return _PARAM.sub(replace, text)
+
+def _value(
+    text: str, at: int, match: re.Match[str], kind: str, params: Mapping[str, str], source: str
+) -> str:
+    """The text standing for one ${param} found at ``at + match.start()`` of ``text``."""
+    name, default = match.group(1), match.group(2)
+    location = f"{source}:{text.count(chr(10), 0, at + match.start()) + 1}"
+    value = params.get(name, default)
+    if value is None:
+        raise ScriptError(
+            location,
+            f"parameter ${{{name}}} is not set (pass --param {name}=...)",
+        )
+    if kind == STRING:
+        return escape_string(value)
+    if kind == IDENTIFIER:
+        return value.replace("`", "``")
+    if _NUMBER_VALUE.fullmatch(value) or value.lower() in ("true", "false"):
+        return value
+    if _IDENTIFIER_VALUE.fullmatch(value):
+        return f"`{value}`"
+    raise ScriptError(
+        location,
+        f"parameter {name}={value!r} stands for a name or a number here: use letters, digits"
+        " and _ only (or put ${" + name + "} inside quotes in the script)",
+    )
 
 
 def split_statements(text: str, source: str) -> list[Statement]:
     """Split SQL text on top-level semicolons, using sqlglot's tokenizer (quotes, comments)."""
+    contexts(text, source)  # an unterminated quote or comment: an error with its line
     try:
         tokens = sqlglot.tokenize(text, read="spark")
     except TokenError as exc:
@@ -116,18 +227,36 @@ def parse_check(statement: Statement, dialect: str = "spark") -> None:
 def load_scripts(
     targets: Iterable[str | Path], params: Mapping[str, str], *, check: bool = True
 ) -> list[Statement]:
-    """Every statement of the scripts in order; all are parse-checked before any runs."""
+    """Every statement of the scripts in order; all are parse-checked before any runs.
+
+    A parameter that no script uses is an error naming those they do use (a misspelled
+    ``--param pathh=...`` must not run the pipeline without it)."""
+    texts = [(str(path), path.read_text(encoding="utf-8")) for path in script_files(targets)]
+    check_parameters(params, texts)
     statements: list[Statement] = []
-    for path in script_files(targets):
-        source = str(path)
-        text = substitute(path.read_text(encoding="utf-8"), params, source)
-        statements.extend(split_statements(text, source))
+    for source, text in texts:
+        statements.extend(split_statements(substitute(text, params, source), source))
     if check:
         for statement in statements:
             parse_check(statement)
     return statements
 
 
+def check_parameters(params: Mapping[str, str], texts: Iterable[tuple[str, str]]) -> None:
+    """Raise ScriptError when ``params`` names a parameter that none of the texts uses."""
+    known: set[str] = set()
+    for source, text in texts:
+        known |= parameter_names(text, source)
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ScriptError(
+            "--param",
+            f"unknown parameter{'s' if len(unknown) > 1 else ''} {', '.join(unknown)};"
+            f" the SQL takes: {', '.join(sorted(known)) or 'none'}",
+        )
+
+
 def iter_sql(text: str, params: Mapping[str, str], source: str = "<sql>") -> Iterator[Statement]:
     """Statements of one SQL string (used by ``pixels-sql sql``)."""
+    check_parameters(params, [(source, text)])
     yield from split_statements(substitute(text, params, source), source)

@@ -89,6 +89,9 @@ def session_conf(home: Path, *, master: str = "local[*]", ui: bool = False) -> d
         # same query ran in 19 s.
         "spark.sql.execution.arrow.pythonUDF.columnarInput.enabled": "false",
         "spark.sql.session.timeZone": "UTC",
+        # Spark would rewrite ${name} and ${env:NAME} anywhere in SQL text, string literals
+        # included: a folder named "${x}" or a DICOM value must reach Spark as written.
+        "spark.sql.variable.substitute": "false",
     }
 
 

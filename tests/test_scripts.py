@@ -10,6 +10,8 @@ import sqlglot
 from pixels_sql.cli import PIPELINE_DIR
 from pixels_sql.scripts import (
     ScriptError,
+    escape_string,
+    iter_sql,
     load_scripts,
     script_files,
     split_statements,
@@ -29,8 +31,9 @@ def test_split_respects_quotes_and_comments() -> None:
 
 
 def test_substitution_with_defaults_and_missing_parameter() -> None:
-    assert substitute("'${path}' ${db:-pixels}", {"path": "/d"}, "x.sql") == "'/d' pixels"
-    assert substitute("${db:-pixels}", {"db": "other"}, "x.sql") == "other"
+    assert substitute("'${path}' ${db:-pixels}", {"path": "/d"}, "x.sql") == "'/d' `pixels`"
+    assert substitute("${db:-pixels}", {"db": "other"}, "x.sql") == "`other`"
+    assert substitute("LIMIT ${n:-256}", {}, "x.sql") == "LIMIT 256"
     with pytest.raises(ScriptError, match=r"^x\.sql:2: parameter \$\{path\} is not set"):
         substitute("SELECT 1;\nSELECT '${path}'", {}, "x.sql")
 
@@ -60,3 +63,68 @@ def test_pipeline_scripts_parse_in_both_dialects(dialect: str) -> None:
     for statement in statements:
         parsed = sqlglot.parse_one(statement.sql, read=dialect)
         assert parsed is not None, statement.location
+
+
+HOSTILE_VALUES = [
+    "O'Brien scans",
+    "/data/${x}/${env:HOME}/scans [1]",
+    'a "quoted" \\ back\\slash',
+    "/data/x'; DROP TABLE pixels.object_thumbnails; --",
+    "Müller/検査/ünïcode\n2nd line",
+]
+
+
+@pytest.mark.parametrize("value", HOSTILE_VALUES)
+def test_a_value_in_a_string_literal_stays_one_literal(value: str) -> None:
+    """Spark and sqlglot read back exactly the value: one literal, nothing else."""
+    (statement,) = iter_sql("SELECT '${path}' AS p", {"path": value})
+    parsed = sqlglot.parse_one(statement.sql, read="spark")
+    assert [e.alias for e in parsed.expressions] == ["p"]
+    assert parsed.expressions[0].this.this == value
+    assert escape_string(value).count("'") == escape_string(value).count("\\'")
+
+
+def test_values_in_double_quotes_and_back_quotes_are_escaped_too() -> None:
+    text = 'SELECT "${a}" AS `${b}`'
+    out = substitute(text, {"a": 'x"y', "b": "c`d"}, "x.sql")
+    assert out == 'SELECT "x\\"y" AS `c``d`'
+
+
+@pytest.mark.parametrize(
+    "value", ["pixels; DROP TABLE IF EXISTS pixels.object_thumbnails", "a b", "x`y", "1; --"]
+)
+def test_a_value_outside_quotes_must_be_a_name_or_a_number(value: str) -> None:
+    with pytest.raises(ScriptError, match=r"^x\.sql:2: parameter database="):
+        substitute("SELECT 1;\nUSE ${database:-pixels};", {"database": value}, "x.sql")
+
+
+def test_parameters_in_comments_are_left_alone() -> None:
+    text = "-- reads ${path} (required)\nSELECT 1 /* ${nothing} */"
+    assert substitute(text, {}, "x.sql") == text
+
+
+def test_unknown_parameter_names_the_known_ones(tmp_path: Path) -> None:
+    with pytest.raises(ScriptError) as error:
+        load_scripts([PIPELINE_DIR], {"pathh": "/x"})
+    assert "unknown parameter pathh" in str(error.value)
+    assert "path" in error.value.message.split("takes:")[1]
+    with pytest.raises(ScriptError, match="unknown parameter"):
+        list(iter_sql("SELECT 1", {"x": "1"}))
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("SELECT 1;\nSELECT 'open\nFROM t;", 2),
+        ('SELECT 1;\n\n\nSELECT "x', 4),
+        ("SELECT 1 /* never closed\n;", 1),
+        ("SELECT `a\n\n", 1),
+    ],
+)
+def test_unterminated_quotes_carry_their_line(tmp_path: Path, text: str, line: int) -> None:
+    script = tmp_path / "user.sql"
+    script.write_text(text)
+    with pytest.raises(ScriptError) as error:
+        load_scripts([script], {})
+    assert error.value.location == f"{script}:{line}"
+    assert "unterminated" in error.value.message
