@@ -219,18 +219,19 @@ def test_the_root_is_taken_literally(spark, tmp_path) -> None:
     weird = tmp_path / "scans [1] O'Brien ${x} é"
     touch(weird / "a.dcm")
     touch(tmp_path / "scans 1 O'Brien ${x} é" / "glob_would_match_this.dcm")
-    # As a query parameter, and in the SQL text (where Spark would substitute `${x}` first).
+    # As a query parameter, and in the SQL text with Spark's `${x}` substitution off.
     bound = spark.sql(
         "SELECT path FROM list_files(:root, glob => :glob)",
         args={"root": f"file://{weird}", "glob": "*.dcm"},
     ).collect()
     assert [r.path for r in bound] == [uri(weird / "a.dcm")]
     literal = str(weird).replace("'", "\\'")
+    substitute = spark.conf.get("spark.sql.variable.substitute")
     spark.conf.set("spark.sql.variable.substitute", "false")
     try:
         rows = spark.sql(f"SELECT path FROM list_files('{literal}')").collect()
     finally:
-        spark.conf.unset("spark.sql.variable.substitute")
+        spark.conf.set("spark.sql.variable.substitute", substitute)
     assert [r.path for r in rows] == [uri(weird / "a.dcm")]
 
 
