@@ -87,6 +87,16 @@ class HomeLock:
                 " one process at a time. Wait for it to finish, or use another --home."
             ) from None
         handle.seek(0)
+        previous = handle.read().strip()
+        if previous:
+            # A holder that exits clears the file: text left in it is from a killed process
+            # (the kernel released its lock when it died).
+            print(
+                f"pixels-sql: taking over {self.path.parent} from {previous}, which ended"
+                " without releasing it",
+                file=sys.stderr,
+            )
+        handle.seek(0)
         handle.truncate()
         handle.write(f"pixels-sql pid {os.getpid()}")
         handle.flush()
@@ -95,6 +105,8 @@ class HomeLock:
 
     def __exit__(self, *exc: object) -> None:
         if self._handle is not None:
+            self._handle.seek(0)
+            self._handle.truncate()
             self._handle.close()
 
 
@@ -162,7 +174,8 @@ def execute(
 
 
 def summary(spark: SparkSession, database: str) -> str:
-    """Files, instances, series, studies, errors by reason, and where the tables live."""
+    """Files, instances, series, studies, errors of every stage by reason, and where the
+    tables live."""
     catalog = f"`{database}`.object_catalog"
     if not spark.catalog.tableExists(f"{database}.object_catalog"):
         return f"no object_catalog in database {database}"
@@ -170,19 +183,30 @@ def summary(spark: SparkSession, database: str) -> str:
         f"""SELECT count(*) AS files,
                    count(meta) AS instances,
                    count(DISTINCT SeriesInstanceUID) AS series,
-                   count(DISTINCT StudyInstanceUID) AS studies,
-                   count(meta_error_reason) AS errors
+                   count(DISTINCT StudyInstanceUID) AS studies
             FROM {catalog}"""
     ).first()
-    reasons = spark.sql(
-        f"""SELECT meta_error_reason AS reason, count(*) AS files FROM {catalog}
-            WHERE meta_error_reason IS NOT NULL GROUP BY 1 ORDER BY 2 DESC, 1"""
-    ).collect()
+    errors = (
+        "SELECT CASE WHEN length IS NULL THEN 'catalog' ELSE 'meta' END AS stage,"
+        f" meta_error_reason AS reason FROM {catalog}"
+    )
     thumbnails = None
     if spark.catalog.tableExists(f"{database}.object_thumbnails"):
-        thumbnails = spark.sql(
-            f"SELECT count(thumbnail) FROM `{database}`.object_thumbnails"
-        ).first()[0]
+        table = f"`{database}`.object_thumbnails"
+        thumbnails = spark.sql(f"SELECT count(thumbnail) FROM {table}").first()[0]
+        # no_pixel_data is not an error: reports and plans have no image to render.
+        errors += (
+            f" UNION ALL SELECT 'thumbnail', thumbnail_error_reason FROM {table}"
+            " WHERE thumbnail_error_reason != 'no_pixel_data'"
+        )
+    reasons = spark.sql(
+        f"""SELECT stage, reason, count(*) AS files FROM ({errors})
+            WHERE reason IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 3 DESC, 2"""
+    ).collect()
+    stages: dict[str, list[str]] = {}
+    for row in reasons:
+        stages.setdefault(row.stage, []).append(f"{row.reason} {row.files}")
+    by_stage = "; ".join(f"{stage}: {', '.join(parts)}" for stage, parts in stages.items())
     location = spark.sql(f"DESCRIBE TABLE EXTENDED {catalog}").where("col_name = 'Location'")
     where = location.first()
     lines = [
@@ -191,8 +215,7 @@ def summary(spark: SparkSession, database: str) -> str:
         f"series: {counts.series}",
         f"studies: {counts.studies}",
         *([f"thumbnails: {thumbnails}"] if thumbnails is not None else []),
-        f"errors: {counts.errors}"
-        + ("" if not reasons else " (" + ", ".join(f"{r.reason} {r.files}" for r in reasons) + ")"),
+        f"errors: {sum(row.files for row in reasons)}" + (f" ({by_stage})" if by_stage else ""),
         f"database: {database} (tables object_catalog, object_thumbnails; views object_errors,"
         " series_catalog, study_catalog)",
         f"table location: {where.data_type if where else '?'}",
@@ -208,12 +231,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_statements(args: argparse.Namespace, statements: list[Statement], database: str) -> int:
+    from pixels_sql import tables
     from pixels_sql.progress import Progress
 
     with HomeLock(home_dir(args.home)):
         spark = _spark(args)
+        try:
+            tables.prepare(spark, database)
+        except tables.TableLayoutError as exc:
+            raise CliError(str(exc)) from None
         with Progress(spark.sparkContext) as progress:
             execute(spark, statements, progress=progress, limit=args.limit)
+        tables.supersede(spark, database)
         print(summary(spark, database))
     return 0
 

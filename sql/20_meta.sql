@@ -1,6 +1,8 @@
 -- Step 2: read each new file's header once (dicom_meta_result never fails: a bad file gives a
 -- reason instead), store it as VARIANT and promote the attributes people filter on to typed
--- columns. Parameters: path (the catalogued folder, for relative_path).
+-- columns. Files the listing already gave a reason (an unreadable folder, a dangling link, a
+-- pipe) are not opened. The rows land as one new partition of object_catalog: all or nothing.
+-- Parameters: path (the catalogued folder, for relative_path).
 INSERT INTO object_catalog
 SELECT
   xxhash64(path) AS rowId,
@@ -37,15 +39,23 @@ SELECT
   try_variant_get(meta, '$.00280008.Value[0]', 'int') AS NumberOfFrames,
   meta_error_reason,
   meta_error_message,
-  current_timestamp() AS ingested_at
+  current_timestamp() AS ingested_at,
+  -- Failed files go to a partition of their own: replacing their rows when they are read
+  -- again rewrites only that small partition.
+  concat(
+    date_format(current_timestamp(), 'yyyyMMddHHmmssSSS'),
+    CASE WHEN meta_error_reason IS NOT NULL THEN '-failed' ELSE '' END
+  ) AS ingest_run
 FROM (
   SELECT
     *,
     CASE
+      WHEN listing_reason IS NOT NULL THEN listing_reason
       WHEN result.reason IS NOT NULL THEN result.reason
       WHEN meta IS NULL THEN 'too_large'
     END AS meta_error_reason,
     CASE
+      WHEN listing_reason IS NOT NULL THEN listing_message
       WHEN result.reason IS NOT NULL THEN result.message
       WHEN meta IS NULL THEN concat(
         'DICOM JSON of ', length(result.meta), ' characters does not fit a VARIANT value'
@@ -57,7 +67,8 @@ FROM (
       SELECT
         *,
         regexp_replace(path, '^file:(//)?', '') AS local_path,
-        dicom_meta_result(path) AS result
+        -- A NULL path is not opened (a pipe would block the reader).
+        dicom_meta_result(CASE WHEN listing_reason IS NULL THEN path END) AS result
       FROM pixels_new_files
     )
   )

@@ -3,7 +3,8 @@
 CREATE OR REPLACE VIEW object_errors AS
 SELECT
   path,
-  'meta' AS stage,
+  -- The listing's own reasons (unreadable folder, dangling link, pipe) have no size or time.
+  CASE WHEN length IS NULL THEN 'catalog' ELSE 'meta' END AS stage,
   meta_error_reason AS reason,
   meta_error_message AS message,
   ingested_at AS seen_at

@@ -57,7 +57,7 @@ def test_run_prints_summary(ran) -> None:
     assert f"files: {files}\n" in completed.stdout
     assert "instances: 8\n" in completed.stdout
     assert "thumbnails: 6\n" in completed.stdout
-    assert "errors: 3 (corrupt 1, not_dicom 1, truncated 1)" in completed.stdout
+    assert "errors: 3 (meta: corrupt 1, not_dicom 1, truncated 1)\n" in completed.stdout
     # The working table of 10_catalog.sql is gone once 20_meta.sql has read it.
     assert "(tables object_catalog, object_thumbnails;" in completed.stdout
     script = (ROOT / "sql" / "10_catalog.sql").read_text().splitlines()

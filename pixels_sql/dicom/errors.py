@@ -13,6 +13,7 @@ from pydicom.errors import InvalidDicomError
 REASONS: dict[str, str] = {
     "not_found": "the path does not exist (deleted or moved after listing, or a dangling link)",
     "unreadable": "the operating system refused to read the file or folder (permissions, I/O)",
+    "not_regular": "a named pipe, socket or device: not a file to read (reading could block)",
     "empty": "the file has zero bytes",
     "not_dicom": "no DICOM preamble ('DICM' at byte 128) and no recognisable data set",
     "truncated": "the file ends before a value it declares (partial copy or upload)",

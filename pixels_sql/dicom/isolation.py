@@ -102,7 +102,7 @@ class _Helper:
         """Send a batch to the child (started if needed); the stream its results come on."""
         if self._process is None or self._process.poll() is not None:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "pixels_sql.dicom.isolation", str(FILE_MEMORY_BYTES)],
+                [sys.executable, "-c", _CHILD, str(FILE_MEMORY_BYTES)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 close_fds=True,
@@ -194,6 +194,9 @@ def _read_exactly(stream: BinaryIO, count: int, deadline: float) -> bytes | None
 
 
 _HELPER = _Helper()
+# The child imports this module (not `-m`, which would run a second copy as __main__ whose
+# classes pickle under the wrong name).
+_CHILD = "import sys; from pixels_sql.dicom.isolation import _serve; _serve(int(sys.argv[1]))"
 
 
 def _serve(memory_limit: int) -> None:
@@ -221,10 +224,3 @@ def _serve(memory_limit: int) -> None:
                 _send(replies, result)
             except (pickle.PicklingError, TypeError, AttributeError):
                 _send(replies, _Raised(RuntimeError(repr(getattr(result, "error", result)))))
-
-
-if __name__ == "__main__":
-    # Run the imported module's loop, so that its classes pickle under their real name.
-    from pixels_sql.dicom.isolation import _serve as serve
-
-    serve(int(sys.argv[1]) if len(sys.argv) > 1 else 0)

@@ -13,6 +13,7 @@ import base64
 import json
 import math
 import os
+import stat
 import struct
 import warnings
 from collections.abc import Callable
@@ -132,7 +133,11 @@ def _replace_non_finite(value: Any) -> Any:
 
 
 def _read_meta(local: str) -> dict[str, Any]:
-    size = os.path.getsize(local)
+    status = os.stat(local)
+    if not stat.S_ISREG(status.st_mode):
+        # Opening a named pipe blocks until a writer comes; a device may never end.
+        raise DicomReadError(local, "not_regular", "a pipe, socket or device, not a file")
+    size = status.st_size
     if size == 0:
         raise DicomReadError(local, "empty", "the file has zero bytes")
     uri = to_file_uri(os.path.abspath(local))

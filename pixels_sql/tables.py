@@ -1,0 +1,181 @@
+"""Keep the pipeline's tables exact across kills and re-runs.
+
+Each run of a pipeline step appends its rows to ``object_catalog`` / ``object_thumbnails`` as
+one new partition (``ingest_run``). Spark writes the partition's files first and registers the
+partition in the metastore last, and readers see registered partitions only: a run's rows
+appear all at once or not at all. What a killed run leaves behind is invisible but takes disk,
+and Spark's output committer would publish a killed job's finished task files with the next
+job's (both use ``_temporary/0``): :func:`prepare` removes all of it before a run.
+
+A file read again (a failed file that changed) gets its new row in the new partition; the older
+row — in a small partition of failed rows (``<run>-failed``) — is then dropped by
+:func:`supersede`, which rewrites each partition holding such rows into a
+new folder and points the partition at it — one metastore update, so again all or nothing. A
+kill between the two leaves the older row visible until the next run's :func:`supersede`.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import TYPE_CHECKING, Any
+
+from pixels_sql.scripts import escape_string
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+PIPELINE_TABLES = ("object_catalog", "object_thumbnails")
+WORKING_TABLES = ("pixels_new_files",)
+PARTITION_COLUMN = "ingest_run"
+# Folder (inside a table's location) for rewritten partitions.
+REWRITTEN = "rewritten"
+_RUN_VALUE = re.compile(r"[0-9]{17}(-failed)?")
+
+
+class TableLayoutError(Exception):
+    """A pipeline table made by an older version: not partitioned by ingest_run."""
+
+
+def prepare(spark: SparkSession, database: str) -> list[str]:
+    """Remove what killed runs left in ``database``'s pipeline tables; the paths removed."""
+    if not spark.catalog.databaseExists(database):
+        return []
+    removed: list[str] = []
+    for table in PIPELINE_TABLES:
+        if not spark.catalog.tableExists(f"{database}.{table}"):
+            continue
+        metadata = _table_metadata(spark, database, table)
+        if list(metadata.partitionColumnNames()) != [PARTITION_COLUMN]:
+            raise TableLayoutError(
+                f"{database}.{table} was made by an earlier pixels-sql (not partitioned by"
+                f" {PARTITION_COLUMN}): drop it (DROP TABLE {database}.{table}) and run again"
+            )
+        referenced = {
+            _normal(location) for location in _partition_locations(spark, database, table)
+        }
+        root = str(metadata.location())
+        removed += _remove_unreferenced(spark, root, referenced)
+    for table in WORKING_TABLES:
+        if not spark.catalog.tableExists(f"{database}.{table}"):
+            # A CTAS killed before it registered its table leaves a folder that makes the next
+            # CTAS fail (LOCATION_ALREADY_EXISTS).
+            location = f"{_database_location(spark, database).rstrip('/')}/{table}"
+            if _delete(spark, location):
+                removed.append(location)
+    return removed
+
+
+def supersede(spark: SparkSession, database: str) -> int:
+    """Drop every row of a path that has a newer row (from a later run); the rows dropped."""
+    dropped = 0
+    for table in PIPELINE_TABLES:
+        name = f"`{database}`.`{table}`"
+        if not spark.catalog.tableExists(f"{database}.{table}"):
+            continue
+        stale = spark.sql(
+            f"""SELECT {PARTITION_COLUMN} AS run, count(*) AS rows FROM (
+                  SELECT path, {PARTITION_COLUMN},
+                         max({PARTITION_COLUMN}) OVER (PARTITION BY path) AS newest
+                  FROM {name})
+                WHERE {PARTITION_COLUMN} < newest GROUP BY 1"""
+        ).collect()
+        for row in stale:
+            _rewrite_without_older_rows(spark, database, table, row.run)
+            dropped += row.rows
+        if stale:
+            spark.sql(f"REFRESH TABLE {name}")
+    return dropped
+
+
+def _rewrite_without_older_rows(spark: SparkSession, database: str, table: str, run: str) -> None:
+    if not _RUN_VALUE.fullmatch(run):
+        raise ValueError(f"unexpected {PARTITION_COLUMN} value {run!r} in {database}.{table}")
+    name = f"`{database}`.`{table}`"
+    metadata = _table_metadata(spark, database, table)
+    columns = ", ".join(
+        f"`{field.name}`" for field in spark.table(name).schema if field.name != PARTITION_COLUMN
+    )
+    keep = (
+        f"FROM {name} AS t WHERE {PARTITION_COLUMN} = '{run}' AND NOT EXISTS"
+        f" (SELECT 1 FROM {name} AS n WHERE n.path = t.path AND n.{PARTITION_COLUMN} > '{run}')"
+    )
+    spec = f"PARTITION ({PARTITION_COLUMN} = '{run}')"
+    (old_location,) = _partition_locations(spark, database, table, run)
+    if spark.sql(f"SELECT count(*) {keep}").first()[0] == 0:
+        spark.sql(f"ALTER TABLE {name} DROP IF EXISTS {spec}")
+    else:
+        target = f"{str(metadata.location()).rstrip('/')}/{REWRITTEN}/{run}-{time.time_ns()}"
+        spark.sql(
+            f"INSERT OVERWRITE DIRECTORY '{escape_string(target)}'"
+            f" USING {metadata.provider().get()} SELECT {columns} {keep}"
+        )
+        spark.sql(f"ALTER TABLE {name} {spec} SET LOCATION '{escape_string(target)}'")
+    _delete(spark, old_location)
+
+
+def _table_metadata(spark: SparkSession, database: str, table: str) -> Any:
+    jvm = spark._jvm
+    identifier = jvm.org.apache.spark.sql.catalyst.TableIdentifier(table, jvm.scala.Some(database))
+    return spark._jsparkSession.sessionState().catalog().getTableMetadata(identifier)
+
+
+def _partition_locations(
+    spark: SparkSession, database: str, table: str, run: str | None = None
+) -> list[str]:
+    jvm = spark._jvm
+    spec = jvm.scala.Option.empty()
+    if run is not None:
+        spec = jvm.scala.Some(
+            jvm.scala.collection.immutable.Map.from_(
+                jvm.scala.jdk.javaapi.CollectionConverters.asScala(
+                    jvm.java.util.Map.of(PARTITION_COLUMN, run)
+                )
+            )
+        )
+    external = spark._jsparkSession.sharedState().externalCatalog()
+    partitions = external.listPartitions(database, table, spec).iterator()
+    locations = []
+    while partitions.hasNext():
+        locations.append(str(partitions.next().location()))
+    return locations
+
+
+def _database_location(spark: SparkSession, database: str) -> str:
+    external = spark._jsparkSession.sharedState().externalCatalog()
+    return str(external.getDatabase(database).locationUri())
+
+
+def _normal(location: str) -> str:
+    return location.rstrip("/").replace("file:///", "file:/")
+
+
+def _remove_unreferenced(spark: SparkSession, root: str, referenced: set[str]) -> list[str]:
+    """Delete entries of a table folder that no registered partition uses (and no ancestor of
+    one): leftovers of killed runs, ``_temporary`` and ``.spark-staging-*`` folders."""
+    jvm = spark._jvm
+    path = jvm.org.apache.hadoop.fs.Path(root)
+    fs = path.getFileSystem(spark._jsc.hadoopConfiguration())
+    if not fs.exists(path):
+        return []
+    removed = []
+    pending = [path]
+    while pending:
+        folder = pending.pop()
+        for status in fs.listStatus(folder):
+            child = _normal(str(status.getPath()))
+            if child in referenced:
+                continue
+            if status.isDirectory() and any(ref.startswith(child + "/") for ref in referenced):
+                pending.append(status.getPath())  # holds a partition deeper down
+                continue
+            fs.delete(status.getPath(), True)
+            removed.append(child)
+    return removed
+
+
+def _delete(spark: SparkSession, location: str) -> bool:
+    jvm = spark._jvm
+    path = jvm.org.apache.hadoop.fs.Path(location)
+    fs = path.getFileSystem(spark._jsc.hadoopConfiguration())
+    return bool(fs.exists(path) and fs.delete(path, True))
