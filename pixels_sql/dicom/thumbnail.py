@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 from pydicom.dataset import Dataset
-from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, pixel_array
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, get_decoder, pixel_array
 from pydicom.uid import (
     UID,
 )
@@ -36,6 +36,36 @@ MAX_LUT_ENTRIES = 1 << 20
 # Decode JPEG 2000 / JPEG baseline at a reduced resolution when the thumbnail is much smaller than
 # the image (see reduced.py). Module-level so tests and benchmarks can compare both paths.
 REDUCED_DECODING = True
+# The pixel budget: a frame with more samples than this (Rows x Columns x SamplesPerPixel, 32- and
+# 64-bit samples counted 4 times) is never decoded whole. Native frames are read subsampled
+# (every k-th row and column, reduced.py); JPEG 2000 and JPEG baseline frames are decoded at a
+# reduced resolution within the budget; anything else fails with reason ``too_large``. 2^25 =
+# 33.5 M samples: mammograms (4096 x 5120, 21 M) and 5792 x 5792 frames still render from every
+# pixel. A budget-sized 16-bit frame costs ~6 bytes per sample here (pydicom's read buffer and
+# array, the 8-bit display image; the lookup runs in blocks of rows), ~200 MiB; 32-bit and float
+# samples take the floating-point pipeline (~40 bytes each), hence their weight.
+PIXEL_BUDGET = 1 << 25
+# A reduced JPEG 2000 image showing sharp, high-contrast detail (text, graphics, burnt-in
+# annotations) is decoded again in full: the wavelet low-pass band (ISO 15444-1 F.3.8, the 5/3
+# filter passes half its band unattenuated) aliases such detail into the thumbnail by up to ~20
+# levels where the full decode's Lanczos filter removes it. "Sharp": more than SHARP_SHARE of the
+# reduced pixels have a second difference (4c - n - s - e - w) / 4 above SHARP_LEVELS of 255.
+# Measured at 4x reduction: text-bearing film scans 0.6-23% of pixels, MR2 of pydicom-data 0.14%
+# (0.5% at 8x: its 64 px thumbnails decode in full), RG1 and RG3 under 0.01%.
+SHARP_LEVELS = 64
+SHARP_SHARE = 0.003
+# to_display works on blocks of about this many samples, so that its int64 lookup offsets (8
+# bytes a sample) and float temporaries never exist for a whole frame.
+BLOCK_SAMPLES = 1 << 20
+# pydicom decoding plugins that report damaged data by raising a Python exception, in the order we
+# try them. python-gdcm is left out on purpose: on some damaged JPEG-LS streams it throws a C++
+# exception nothing catches and the whole process aborts (std::terminate, SIGABRT), taking a
+# Spark Python worker and every other row of its batch with it. pydicom 3 tries gdcm first when
+# it is installed, so decode_frame names the plugin instead, and uses gdcm only for transfer
+# syntaxes that none of these decodes. Pillow first: its libjpeg-turbo decodes JPEG baseline to
+# the same samples as gdcm's IJG libjpeg (every corpus thumbnail unchanged); pylibjpeg's libjpeg
+# differs by a level here and there.
+RAISING_PLUGINS = ("pillow", "pylibjpeg", "pyjpegls", "pydicom")
 # Functional group macros holding a frame's rescale and window (PS3.3 C.7.6.16.2.9 / .10).
 _FUNCTIONAL_GROUP_FIELDS = (
     ("PixelValueTransformationSequence", ("RescaleSlope", "RescaleIntercept", "RescaleType")),
@@ -118,15 +148,53 @@ def _render(local: str, max_size: int) -> Image.Image:
         frames = int(header.get("NumberOfFrames", 1) or 1)
         index = frames // 2  # the middle frame of a multi-frame image
         size_out = target_size(header, max_size)
+        budget = frame_budget(header)
+        over_budget = frame_samples(header) > budget
         reduced = None
-        if location is not None and REDUCED_DECODING:
-            reduced = reduced_frame(fp, location, header, syntax, index, size_out)
-    if reduced is None:
-        frame, phase = decode_frame(local, header, index if frames > 1 else None), 0.0
-    else:
-        frame, phase = reduced.values, reduced.phase
-    rendered = to_display(frame, header, index)
-    return resize(rendered, size_out, phase)
+        # A percentile window taken from a reduced image is not the full image's: averaging
+        # narrows the histogram (noise, thin bright text), by up to ~100 levels measured. Such
+        # images decode in full unless over the budget (then the window is the reduced one's).
+        reducible = REDUCED_DECODING and not automatic_window(header, index)
+        if location is not None and (over_budget or reducible):
+            reduced = reduced_frame(fp, location, header, syntax, index, size_out, budget)
+    if reduced is None and over_budget:
+        raise DicomReadError(
+            local,
+            "too_large",
+            f"the {int(header.Rows)}x{int(header.Columns)} frame"
+            f" ({frame_samples(header)} samples) is over the pixel budget of {budget}"
+            f" samples and {syntax_name(syntax)} ({syntax}) cannot be decoded at a reduced size",
+        )
+    if reduced is not None:
+        rendered, phase = to_display(reduced.values, header, index), reduced.phase
+        if not (reduced.wavelet and not over_budget and sharp_detail(rendered)):
+            return resize(rendered, size_out, phase)
+    frame = decode_frame(local, header, index if frames > 1 else None)
+    return resize(to_display(frame, header, index), size_out)
+
+
+def frame_samples(header: Dataset) -> int:
+    """Rows x Columns x SamplesPerPixel: the samples of one frame."""
+    return int(header.Rows) * int(header.Columns) * int(header.get("SamplesPerPixel", 1) or 1)
+
+
+def frame_budget(header: Dataset) -> int:
+    """:data:`PIXEL_BUDGET` in samples of this image: a quarter for 32- and 64-bit samples."""
+    return PIXEL_BUDGET // (4 if int(header.get("BitsAllocated", 16) or 16) > 16 else 1)
+
+
+def sharp_detail(display: np.ndarray) -> bool:
+    """Whether more than :data:`SHARP_SHARE` of the display image's pixels (any channel) have a
+    second difference above :data:`SHARP_LEVELS`: detail a wavelet low-pass band aliases."""
+    if min(display.shape[:2]) < 3:
+        return False
+    grey = display.astype(np.int16)
+    centre = grey[1:-1, 1:-1]
+    second = 4 * centre - grey[:-2, 1:-1] - grey[2:, 1:-1] - grey[1:-1, :-2] - grey[1:-1, 2:]
+    sharp = np.abs(second) > 4 * SHARP_LEVELS
+    if sharp.ndim == 3:
+        sharp = sharp.any(axis=2)
+    return float(sharp.mean()) > SHARP_SHARE
 
 
 def _describe(header: Dataset) -> str:
@@ -152,11 +220,42 @@ def decode_frame(local: str, header: Dataset, index: int | None) -> np.ndarray:
             # PS3.5 A.5: one deflate stream; the header is then the whole inflated data set.
             whole = any(tag in header for tag in PIXEL_DATA_TAGS)
             return pixel_array(header if whole else _full_dataset(local), index=index)
-        return pixel_array(local, index=index, transfer_syntax_uid=syntax)
+        failures = []
+        for plugin in decoding_plugins(syntax):
+            try:
+                return pixel_array(
+                    local, index=index, transfer_syntax_uid=syntax, decoding_plugin=plugin
+                )
+            except RuntimeError as exc:  # pydicom wraps every plugin failure in RuntimeError
+                failures.append(exc)
+        raise failures[0] if len(failures) == 1 else RuntimeError(_plugin_failures(failures))
     except (RuntimeError, NotImplementedError) as exc:
         raise DicomReadError(
             local, "undecodable", f"{syntax_name(syntax)} ({syntax}): {_first_line(exc)}"
         ) from exc
+
+
+def decoding_plugins(syntax: UID) -> tuple[str, ...]:
+    """pydicom plugin names to try in turn for ``syntax``: those of :data:`RAISING_PLUGINS` that
+    are installed, else ``""`` (pydicom's choice among what is installed: gdcm alone)."""
+    if not syntax.is_encapsulated:
+        return ("",)  # native pixel data: pydicom decodes it itself, no plugin involved
+    try:
+        available = get_decoder(syntax).available_plugins
+    except NotImplementedError:
+        return ("",)  # pydicom's own error names the syntax
+    return tuple(name for name in RAISING_PLUGINS if name in available) or ("",)
+
+
+def _plugin_failures(failures: list[RuntimeError]) -> str:
+    """One message for several single-plugin failures, in pydicom's wording."""
+    details = []
+    for exc in failures:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        details.extend(lines[1:] or lines)  # pydicom's first line is its generic preamble
+    return "Unable to decode as exceptions were raised by all available plugins: " + "; ".join(
+        details
+    )
 
 
 # Transfer syntaxes added to PS3.5 after pydicom 3.0's UID table, for readable messages.
@@ -186,31 +285,70 @@ def _first_line(exc: BaseException) -> str:
 def to_display(frame: np.ndarray, header: Dataset, index: int = 0) -> np.ndarray:
     """Map decoded stored values to 8-bit display values (grey HxW or RGB HxWx3)."""
     photometric = str(header.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    integers = frame.dtype.kind in "iu"
+    low, high = (int(frame.min(initial=0)), int(frame.max(initial=0))) if integers else (0, 0)
+    by_value = integers and high - low < MAX_LUT_ENTRIES
     if photometric == "PALETTE COLOR":
-        rgb = apply_color_lut(frame, header)
-        bits = _palette_bits(header)
-        if bits == 16 and int(rgb.max(initial=0)) < 256:
-            # Some writers store 8-bit entries in a table declared 16-bit (PS3.3 C.7.6.3.1.5);
-            # viewers take entries that all fit in 8 bits as 8-bit, and so do we.
-            bits = 8
-        return _to_uint8(rgb.astype(np.float64) / float(2**bits - 1))
+        if by_value:  # the palette is a per-value lookup: look up each distinct index once
+            counts = _value_counts(frame, low, high)
+            rgb = apply_color_lut(_domain(frame, low, high), header)
+            return _lookup(frame, low, _palette_to_uint8(rgb[counts > 0], rgb, header))
+        return _palette_to_uint8(apply_color_lut(frame, header), None, header)
     if frame.ndim == 3:
         # RGB, or YBR already converted to RGB by the decoder / pydicom (PS3.3 C.7.6.3.1.2).
-        bits = int(header.get("BitsStored", 8) or 8)
-        return _to_uint8(frame.astype(np.float64) / float(2**bits - 1))
+        scale = float(2 ** int(header.get("BitsStored", 8) or 8) - 1)
+        out = np.empty(frame.shape, dtype=np.uint8)
+        for rows in _row_blocks(frame):
+            out[rows] = _to_uint8(frame[rows].astype(np.float64) / scale)
+        return out
     lut_view = frame_lut_view(header, index)
     invert = photometric == "MONOCHROME1"  # PS3.3 C.7.6.3.1.2: minimum value is white
-    if frame.dtype.kind in "iu":
-        low, high = int(frame.min(initial=0)), int(frame.max(initial=0))
-        if high - low < MAX_LUT_ENTRIES:
-            # Stored values are integers: run the LUT pipeline once per distinct value and index
-            # the frame into the result, instead of computing in floating point per pixel.
-            offsets = frame.astype(np.int64, copy=False) - low
-            counts = np.bincount(offsets.ravel(), minlength=high - low + 1)
-            domain = np.arange(low, high + 1, dtype=np.int64).astype(frame.dtype)
-            table = _monochrome_unit(domain, lut_view, counts, invert)
-            return _to_uint8(table)[offsets]
+    if by_value:
+        # Stored values are integers: run the LUT pipeline once per distinct value and index
+        # the frame into the result, instead of computing in floating point per pixel.
+        counts = _value_counts(frame, low, high)
+        table = _monochrome_unit(_domain(frame, low, high), lut_view, counts, invert)
+        return _lookup(frame, low, _to_uint8(table))
     return _to_uint8(_monochrome_unit(frame, lut_view, None, invert))
+
+
+def _row_blocks(frame: np.ndarray) -> list[slice]:
+    """Slices of whole rows of about :data:`BLOCK_SAMPLES` samples each."""
+    per_row = max(1, frame[:1].size)
+    step = max(1, BLOCK_SAMPLES // per_row)
+    return [slice(start, start + step) for start in range(0, frame.shape[0], step)]
+
+
+def _value_counts(frame: np.ndarray, low: int, high: int) -> np.ndarray:
+    """How often each value low..high occurs in the integer ``frame``."""
+    counts = np.zeros(high - low + 1, dtype=np.int64)
+    for rows in _row_blocks(frame):
+        offsets = frame[rows].astype(np.int64).ravel() - low
+        counts += np.bincount(offsets, minlength=high - low + 1)
+    return counts
+
+
+def _domain(frame: np.ndarray, low: int, high: int) -> np.ndarray:
+    return np.arange(low, high + 1, dtype=np.int64).astype(frame.dtype)
+
+
+def _lookup(frame: np.ndarray, low: int, table: np.ndarray) -> np.ndarray:
+    """``table[frame - low]``, a block of rows at a time (the int64 offsets are per block)."""
+    out = np.empty(frame.shape + table.shape[1:], dtype=table.dtype)
+    for rows in _row_blocks(frame):
+        out[rows] = table[frame[rows].astype(np.int64) - low]
+    return out
+
+
+def _palette_to_uint8(used: np.ndarray, rgb: np.ndarray | None, header: Dataset) -> np.ndarray:
+    """Palette entries ``rgb`` (or ``used`` itself) to 8 bits; ``used``: the entries in use."""
+    bits = _palette_bits(header)
+    if bits == 16 and int(used.max(initial=0)) < 256:
+        # Some writers store 8-bit entries in a table declared 16-bit (PS3.3 C.7.6.3.1.5);
+        # viewers take entries that all fit in 8 bits as 8-bit, and so do we.
+        bits = 8
+    entries = used if rgb is None else rgb
+    return _to_uint8(entries.astype(np.float64) / float(2**bits - 1))
 
 
 def _monochrome_unit(
@@ -303,10 +441,8 @@ def auto_window(values: np.ndarray, view: Dataset, counts: np.ndarray | None = N
 
     ``counts`` (one per value) makes ``values`` a histogram of the image rather than the image.
     """
-    bits = int(view.get("BitsStored", 16) or 16)
-    rescaled = "RescaleSlope" in view or "ModalityLUTSequence" in view
-    if bits <= 8 and int(view.get("PixelRepresentation", 0) or 0) == 0 and not rescaled:
-        return values / float(2**bits - 1)
+    if _shown_as_stored(view):
+        return values / float(2 ** int(view.get("BitsStored", 16) or 16) - 1)
     if counts is None:
         low, high = np.percentile(values, AUTO_WINDOW_PERCENTILES)
         present = values
@@ -318,6 +454,28 @@ def auto_window(values: np.ndarray, view: Dataset, counts: np.ndarray | None = N
     if high <= low:
         return np.zeros_like(values)
     return np.clip((values - low) / (high - low), 0.0, 1.0)
+
+
+def _shown_as_stored(view: Dataset) -> bool:
+    """8-bit unsigned values without a Modality LUT are display values already."""
+    bits = int(view.get("BitsStored", 16) or 16)
+    rescaled = "RescaleSlope" in view or "ModalityLUTSequence" in view
+    return bits <= 8 and int(view.get("PixelRepresentation", 0) or 0) == 0 and not rescaled
+
+
+def automatic_window(header: Dataset, index: int) -> bool:
+    """Whether frame ``index`` of a monochrome image gets the percentile window (no VOI LUT,
+    no usable window, not 8-bit values shown as stored): see :func:`voi`."""
+    photometric = str(header.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        return False
+    view = frame_lut_view(header, index)
+    if "VOILUTSequence" in view and view.VOILUTSequence:
+        return False
+    center, width = _first_window(view)
+    if center is not None and width is not None and width > 0:
+        return False
+    return not _shown_as_stored(view)
 
 
 def weighted_percentiles(
