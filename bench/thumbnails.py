@@ -12,6 +12,11 @@ images from a real template with new UIDs, then measures thumbnails per second p
   baseline registered as a pandas UDF over the same ``read_files`` listing (per core = / 2).
 
 Writes bench/results/thumbnails.json and .md, and prints the table with the ratios.
+
+    .venv/bin/python -m bench.thumbnails --huge [--huge-side 32768]
+
+instead measures one 256 px thumbnail of a single 32768 x 32768 16-bit frame (2 GiB, written
+once to bench/data/ a band at a time): wall time and peak RSS of a fresh process.
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ import json
 import os
 import platform
 import statistics
+import struct
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -126,6 +134,61 @@ def spark_rates(sets: dict[str, list[Path]], cores: int) -> dict[str, dict[str, 
     return results
 
 
+HUGE_JOB = """
+import resource, sys, time
+from pixels_sql.dicom.thumbnail import render_thumbnail
+started = time.perf_counter()
+png = render_thumbnail(sys.argv[1])
+print(time.perf_counter() - started, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, len(png))
+"""
+
+
+def huge_frame(path: Path, side: int) -> Path:
+    """A side x side 16-bit explicit VR little endian frame, written without holding it."""
+    if path.exists():
+        return path
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dataset = Dataset()
+    dataset.file_meta = FileMetaDataset()
+    dataset.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    dataset.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset.SOPClassUID = dataset.file_meta.MediaStorageSOPClassUID
+    dataset.SOPInstanceUID = dataset.file_meta.MediaStorageSOPInstanceUID
+    dataset.Modality, dataset.Rows, dataset.Columns = "OT", side, side
+    dataset.SamplesPerPixel, dataset.PhotometricInterpretation = 1, "MONOCHROME2"
+    dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit = 16, 12, 11
+    dataset.PixelRepresentation = 0
+    dataset.PixelData = b"\0\0"
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    head = buffer.getvalue()[:-6]  # up to the Pixel Data length field
+    band_rows = 256
+    y, x = np.mgrid[0:band_rows, 0:side]
+    with open(path, "wb") as out:
+        out.write(head + struct.pack("<I", side * side * 2))
+        for top in range(0, side, band_rows):
+            rows = y + top  # a diagonal gradient under a 512-pixel checkerboard
+            band = (x + rows) * 4095 // (2 * side) + ((x // 512 + rows // 512) % 2) * 800
+            out.write(np.clip(band, 0, 4095).astype("<u2").tobytes())
+    return path
+
+
+def huge(side: int) -> None:
+    path = huge_frame(ROOT / "data" / f"huge-{side}x{side}.dcm", side)
+    completed = subprocess.run(
+        [sys.executable, "-c", HUGE_JOB, str(path)], capture_output=True, text=True, check=True
+    )
+    seconds, peak_kib, length = completed.stdout.split()
+    print(
+        f"{side}x{side} 16-bit ({path.stat().st_size / 2**30:.2f} GiB): one 256 px thumbnail"
+        f" in {float(seconds):.2f} s, peak RSS {int(peak_kib) / 1024:.0f} MiB, PNG {length} bytes"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=24, help="files per transfer syntax")
@@ -136,7 +199,12 @@ def main() -> None:
     parser.add_argument(
         "--syntax", action="append", choices=sorted(SYNTAXES), help="only these (repeatable)"
     )
+    parser.add_argument("--huge", action="store_true", help="only the 32768^2 frame measurement")
+    parser.add_argument("--huge-side", type=int, default=32768)
     args = parser.parse_args()
+    if args.huge:
+        huge(args.huge_side)
+        return
 
     sets = generate(ROOT / "data", args.files, args.rows, args.columns, args.syntax)
     rows = []
