@@ -155,7 +155,7 @@ def clean_env(root: Path) -> dict[str, str]:
         SPARK_DAEMON_MEMORY="256m",  # master and worker heaps
         # The master's REST submission server would take the fixed port 6066.
         SPARK_MASTER_OPTS="-Dspark.master.rest.enabled=false",
-        # Test-only speed-up for seven short-lived JVMs on a small machine: C1 only (roughly
+        # Test-only speed-up for the short-lived JVMs on a small machine: C1 only (roughly
         # halves the start-up CPU of a Spark JVM here) and one GC thread.
         JAVA_TOOL_OPTIONS="-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
     )
@@ -312,7 +312,6 @@ def test_readme_cluster_recipe(cluster: Cluster) -> None:
     check(completed, "spark-submit")
     summary = summary_lines(completed.stdout)
     assert summary["files"] == str(len(SAMPLE_FILES))
-    assert summary["instances"] == str(sum(1 for e in expected.values() if not e.reason))
     assert summary["table location"] == f"file:{shared}/warehouse/pixels.db/object_catalog"
     # The table's files are in the shared warehouse, one row per file, as read here.
     rows = catalog_rows(shared)
