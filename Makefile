@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup jar browser demo test lint format clean bench bench-thumbnails bench-meta
+.PHONY: setup jar browser demo test lint format clean bench bench-thumbnails bench-meta fuzz
 
 # pip also builds the compiled header reader (setup.py): a change to its C source reinstalls.
 $(STAMP): pyproject.toml setup.py pixels_sql/dicom/_fastmeta.c scripts/check-java scripts/check-cc
@@ -45,6 +45,10 @@ bench-meta: jar
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m bench.meta --sizes 1000,10000 --pipeline 10000 --pipeline 100000 \
 	  --listing 10000 --listing 100000 --big-file --profile
+
+# The hostile-input run of tests/test_hardening.py with 5,000 seeded mutants (CI runs 300).
+fuzz: jar
+	PIXELS_SQL_FUZZ_MUTANTS=5000 $(PY) -m pytest tests/test_hardening.py -k "not kill"
 
 format: setup
 	$(PY) -m ruff format pixels_sql tests bench

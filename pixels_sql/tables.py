@@ -46,7 +46,7 @@ def prepare(spark: SparkSession, database: str) -> list[str]:
         if not spark.catalog.tableExists(f"{database}.{table}"):
             continue
         metadata = _table_metadata(spark, database, table)
-        if list(metadata.partitionColumnNames()) != [PARTITION_COLUMN]:
+        if metadata.partitionColumnNames().mkString(",") != PARTITION_COLUMN:
             raise TableLayoutError(
                 f"{database}.{table} was made by an earlier pixels-sql (not partitioned by"
                 f" {PARTITION_COLUMN}): drop it (DROP TABLE {database}.{table}) and run again"
