@@ -51,9 +51,8 @@ def prepare(spark: SparkSession, database: str) -> list[str]:
                 f"{database}.{table} was made by an earlier pixels-sql (not partitioned by"
                 f" {PARTITION_COLUMN}): drop it (DROP TABLE {database}.{table}) and run again"
             )
-        referenced = {
-            _normal(location) for location in _partition_locations(spark, database, table)
-        }
+        locations = _partition_locations(spark, database, table)
+        referenced = {_normal(location) for location in locations.values()}
         root = str(metadata.location())
         removed += _remove_unreferenced(spark, root, referenced)
     for table in WORKING_TABLES:
@@ -101,7 +100,7 @@ def _rewrite_without_older_rows(spark: SparkSession, database: str, table: str, 
         f" (SELECT 1 FROM {name} AS n WHERE n.path = t.path AND n.{PARTITION_COLUMN} > '{run}')"
     )
     spec = f"PARTITION ({PARTITION_COLUMN} = '{run}')"
-    (old_location,) = _partition_locations(spark, database, table, run)
+    old_location = _partition_locations(spark, database, table)[run]
     if spark.sql(f"SELECT count(*) {keep}").first()[0] == 0:
         spark.sql(f"ALTER TABLE {name} DROP IF EXISTS {spec}")
     else:
@@ -120,24 +119,15 @@ def _table_metadata(spark: SparkSession, database: str, table: str) -> Any:
     return spark._jsparkSession.sessionState().catalog().getTableMetadata(identifier)
 
 
-def _partition_locations(
-    spark: SparkSession, database: str, table: str, run: str | None = None
-) -> list[str]:
-    jvm = spark._jvm
-    spec = jvm.scala.Option.empty()
-    if run is not None:
-        spec = jvm.scala.Some(
-            jvm.scala.collection.immutable.Map.from_(
-                jvm.scala.jdk.javaapi.CollectionConverters.asScala(
-                    jvm.java.util.Map.of(PARTITION_COLUMN, run)
-                )
-            )
-        )
+def _partition_locations(spark: SparkSession, database: str, table: str) -> dict[str, str]:
+    """``{ingest_run: location}`` of the table's registered partitions."""
     external = spark._jsparkSession.sharedState().externalCatalog()
-    partitions = external.listPartitions(database, table, spec).iterator()
-    locations = []
-    while partitions.hasNext():
-        locations.append(str(partitions.next().location()))
+    partitions = external.listPartitions(database, table, spark._jvm.scala.Option.empty())
+    locations = {}
+    iterator = partitions.iterator()
+    while iterator.hasNext():
+        partition = iterator.next()
+        locations[str(partition.spec().apply(PARTITION_COLUMN))] = str(partition.location())
     return locations
 
 
