@@ -134,8 +134,9 @@ def _replace_non_finite(value: Any) -> Any:
 
 def _read_meta(local: str) -> dict[str, Any]:
     status = os.stat(local)
-    if not stat.S_ISREG(status.st_mode):
-        # Opening a named pipe blocks until a writer comes; a device may never end.
+    if not stat.S_ISREG(status.st_mode) and not stat.S_ISDIR(status.st_mode):
+        # Opening a named pipe blocks until a writer comes; a device may never end. (A folder
+        # fails to open: unreadable, as before.)
         raise DicomReadError(local, "not_regular", "a pipe, socket or device, not a file")
     size = status.st_size
     if size == 0:
