@@ -224,3 +224,11 @@ def test_serialiser_failure_becomes_a_reason(monkeypatch: pytest.MonkeyPatch) ->
 
     monkeypatch.setattr(meta, "dumps", deep_dumps)
     assert read_meta_result(str(CT)).reason == "too_deep"
+
+
+def test_a_named_pipe_is_not_opened(tmp_path: Path) -> None:
+    """Opening a FIFO would block the reader until a writer comes: it is refused unopened."""
+    pipe = tmp_path / "pipe.dcm"
+    os.mkfifo(pipe)
+    result = read_meta_result(str(pipe))
+    assert (result.meta, result.reason) == (None, "not_regular")
