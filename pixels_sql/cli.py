@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from pixels_sql.output import FORMATS, render
-from pixels_sql.scripts import ScriptError, Statement, iter_sql, load_scripts, parse_check
+from pixels_sql.pipeline import DEFAULT_DATABASE, PIPELINE_DIR, summary
+from pixels_sql.scripts import (
+    ScriptError,
+    Statement,
+    iter_sql,
+    keep_values_as_written,
+    load_scripts,
+    parse_check,
+)
 from pixels_sql.session import home_dir
 
 if TYPE_CHECKING:
@@ -22,13 +30,6 @@ if TYPE_CHECKING:
 
     from pixels_sql.progress import Progress
 
-# The pipeline's scripts: sql/ of the source checkout, or the copy a wheel carries in the package.
-_PACKAGED_PIPELINE = Path(__file__).resolve().parent / "sql"
-PIPELINE_DIR = (
-    _PACKAGED_PIPELINE
-    if _PACKAGED_PIPELINE.is_dir()
-    else Path(__file__).resolve().parent.parent / "sql"
-)
 RESULT_KEYWORDS = (
     "SELECT",
     "WITH",
@@ -40,7 +41,6 @@ RESULT_KEYWORDS = (
     "TABLE",
     "FROM",
 )
-DEFAULT_DATABASE = "pixels"
 
 
 class CliError(Exception):
@@ -149,9 +149,7 @@ def execute(
     progress: Progress | None = None,
 ) -> None:
     """Run statements in order, printing the rows of queries; stop at the first failure."""
-    # Values substituted into the statements are final (scripts.substitute escapes them):
-    # Spark's own ${...} substitution must not rewrite them, whatever session this is.
-    spark.conf.set("spark.sql.variable.substitute", "false")
+    keep_values_as_written(spark)
     for statement in statements:
         started = time.monotonic()
         if progress is not None:
@@ -173,57 +171,6 @@ def execute(
             print(f"{statement.location}: ok ({elapsed:.1f}s)", file=sys.stderr)
 
 
-def summary(spark: SparkSession, database: str) -> str:
-    """Files, instances, series, studies, errors of every stage by reason, and where the
-    tables live."""
-    catalog = f"`{database}`.object_catalog"
-    if not spark.catalog.tableExists(f"{database}.object_catalog"):
-        return f"no object_catalog in database {database}"
-    counts = spark.sql(
-        f"""SELECT count(*) AS files,
-                   count(meta) AS instances,
-                   count(DISTINCT SeriesInstanceUID) AS series,
-                   count(DISTINCT StudyInstanceUID) AS studies
-            FROM {catalog}"""
-    ).first()
-    errors = (
-        "SELECT CASE WHEN length IS NULL THEN 'catalog' ELSE 'meta' END AS stage,"
-        f" meta_error_reason AS reason FROM {catalog}"
-    )
-    thumbnails = None
-    if spark.catalog.tableExists(f"{database}.object_thumbnails"):
-        table = f"`{database}`.object_thumbnails"
-        thumbnails = spark.sql(f"SELECT count(thumbnail) FROM {table}").first()[0]
-        # no_pixel_data is not an error: reports and plans have no image to render.
-        errors += (
-            f" UNION ALL SELECT 'thumbnail', thumbnail_error_reason FROM {table}"
-            " WHERE thumbnail_error_reason != 'no_pixel_data'"
-        )
-    reasons = spark.sql(
-        f"""SELECT stage, reason, count(*) AS files FROM ({errors})
-            WHERE reason IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 3 DESC, 2"""
-    ).collect()
-    stages: dict[str, list[str]] = {}
-    for row in reasons:
-        stages.setdefault(row.stage, []).append(f"{row.reason} {row.files}")
-    by_stage = "; ".join(f"{stage}: {', '.join(parts)}" for stage, parts in stages.items())
-    location = spark.sql(f"DESCRIBE TABLE EXTENDED {catalog}").where("col_name = 'Location'")
-    where = location.first()
-    lines = [
-        f"files: {counts.files}",
-        f"instances: {counts.instances}",
-        f"series: {counts.series}",
-        f"studies: {counts.studies}",
-        *([f"thumbnails: {thumbnails}"] if thumbnails is not None else []),
-        f"errors: {sum(row.files for row in reasons)}" + (f" ({by_stage})" if by_stage else ""),
-        f"database: {database} (tables object_catalog, object_thumbnails; views object_errors,"
-        " series_catalog, study_catalog)",
-        f"table location: {where.data_type if where else '?'}",
-        f"warehouse: {spark.conf.get('spark.sql.warehouse.dir')}",
-    ]
-    return "\n".join(lines)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     params = _parse_params(args.param)
     statements = load_scripts(args.scripts, params, check=not args.no_parse_check)
@@ -231,18 +178,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_statements(args: argparse.Namespace, statements: list[Statement], database: str) -> int:
-    from pixels_sql import tables
     from pixels_sql.progress import Progress
+    from pixels_sql.tables import TableLayoutError, exact_tables
 
     with HomeLock(home_dir(args.home)):
         spark = _spark(args)
         try:
-            tables.prepare(spark, database)
-        except tables.TableLayoutError as exc:
+            with exact_tables(spark, database), Progress(spark.sparkContext) as progress:
+                execute(spark, statements, progress=progress, limit=args.limit)
+        except TableLayoutError as exc:
             raise CliError(str(exc)) from None
-        with Progress(spark.sparkContext) as progress:
-            execute(spark, statements, progress=progress, limit=args.limit)
-        tables.supersede(spark, database)
         print(summary(spark, database))
     return 0
 

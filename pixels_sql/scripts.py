@@ -6,10 +6,14 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlglot
 from sqlglot.errors import ParseError, TokenError
 from sqlglot.tokens import TokenType
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 # ${name} or ${name:-default}, as in POSIX shells.
 _PARAM = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -254,6 +258,12 @@ def check_parameters(params: Mapping[str, str], texts: Iterable[tuple[str, str]]
             f"unknown parameter{'s' if len(unknown) > 1 else ''} {', '.join(unknown)};"
             f" the SQL takes: {', '.join(sorted(known)) or 'none'}",
         )
+
+
+def keep_values_as_written(spark: SparkSession) -> None:
+    """Turn off Spark's own ``${...}`` substitution in ``spark``: the values substituted here
+    are final (escaped), and Spark would rewrite a ``${x}`` inside them."""
+    spark.conf.set("spark.sql.variable.substitute", "false")
 
 
 def iter_sql(text: str, params: Mapping[str, str], source: str = "<sql>") -> Iterator[Statement]:

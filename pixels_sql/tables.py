@@ -16,8 +16,10 @@ kill between the two leaves the older row visible until the next run's :func:`su
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from pixels_sql.scripts import escape_string
@@ -35,6 +37,14 @@ _RUN_VALUE = re.compile(r"[0-9]{17}(-failed)?")
 
 class TableLayoutError(Exception):
     """A pipeline table made by an older version: not partitioned by ingest_run."""
+
+
+@contextlib.contextmanager
+def exact_tables(spark: SparkSession, database: str) -> Iterator[None]:
+    """Around a pipeline run: :func:`prepare` before, :func:`supersede` after it succeeded."""
+    prepare(spark, database)
+    yield
+    supersede(spark, database)
 
 
 def prepare(spark: SparkSession, database: str) -> list[str]:
