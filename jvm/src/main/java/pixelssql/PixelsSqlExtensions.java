@@ -54,38 +54,29 @@ public final class PixelsSqlExtensions extends AbstractFunction1<SparkSessionExt
 
   @Override
   public BoxedUnit apply(SparkSessionExtensions extensions) {
+    inject(extensions, FUNCTION_NAME, ReadFiles.class, USAGE, EXAMPLES, new ReadFiles());
+    inject(
+        extensions,
+        ListFiles.FUNCTION_NAME,
+        ListFiles.class,
+        ListFiles.USAGE,
+        ListFiles.EXAMPLES,
+        new ListFiles());
+    return BoxedUnit.UNIT;
+  }
+
+  /** Registers one table-valued function with the text DESCRIBE FUNCTION shows. */
+  private static void inject(
+      SparkSessionExtensions extensions,
+      String name,
+      Class<?> implementation,
+      String usage,
+      String examples,
+      scala.Function1<Seq<Expression>, LogicalPlan> builder) {
     ExpressionInfo info =
         new ExpressionInfo(
-            ReadFiles.class.getName(),
-            null,
-            FUNCTION_NAME,
-            USAGE,
-            "",
-            EXAMPLES,
-            "",
-            "",
-            "",
-            "",
-            "java_udf");
-    extensions.injectTableFunction(
-        new Tuple3<>(FunctionIdentifier.apply(FUNCTION_NAME), info, new ReadFiles()));
-    ExpressionInfo listInfo =
-        new ExpressionInfo(
-            ListFiles.class.getName(),
-            null,
-            ListFiles.FUNCTION_NAME,
-            ListFiles.USAGE,
-            "",
-            ListFiles.EXAMPLES,
-            "",
-            "",
-            "",
-            "",
-            "java_udf");
-    extensions.injectTableFunction(
-        new Tuple3<>(
-            FunctionIdentifier.apply(ListFiles.FUNCTION_NAME), listInfo, new ListFiles()));
-    return BoxedUnit.UNIT;
+            implementation.getName(), null, name, usage, "", examples, "", "", "", "", "java_udf");
+    extensions.injectTableFunction(new Tuple3<>(FunctionIdentifier.apply(name), info, builder));
   }
 
   /** Builds the logical plan of one {@code read_files(...)} call from its argument expressions. */
