@@ -160,7 +160,9 @@ def clean_run(tmp_path_factory: pytest.TempPathFactory, hostile: Path) -> Iterat
 
 def query(home: Path, sql: str) -> list[dict]:
     out, _ = finish(pixels_sql("sql", sql, "--format", "json", "--limit", "1000000", home=home))
-    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    # Split on newlines only: DICOM text may hold U+2028 or U+0085, which splitlines() takes
+    # for line breaks and JSON lines keep unescaped.
+    return [json.loads(line) for line in out.split("\n") if line.startswith("{")]
 
 
 _CLEAN: dict[str, list[dict]] = {}
