@@ -7,6 +7,10 @@ import signal
 import time
 
 
+class _Panic(BaseException):
+    """Like pyo3's PanicException (a Rust decoder's panic): not an Exception subclass."""
+
+
 def echo(value: str) -> tuple[str, None]:
     return value, None
 
@@ -23,6 +27,8 @@ def abort_on(value: str) -> tuple[str, None]:
         time.sleep(60)
     if value.startswith("raise"):
         raise KeyError(value)
+    if value.startswith("panic"):
+        raise _Panic(value)
     if value.startswith("allocate"):
         bytearray(8 << 30)  # 8 GiB: over the helper's address-space limit
     return value, None

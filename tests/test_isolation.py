@@ -16,7 +16,12 @@ def test_results_come_back_in_order() -> None:
 
 def test_each_crash_costs_exactly_its_own_file(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(isolation, "FILE_TIMEOUT_SECONDS", 2.0)
-    items = ["a", "abort1", "b", "segv", "c", "exit", "raise", "hang", "d", "abort2", "allocate"]
+    # Helpers started from here on run under a 2 GiB address-space limit.
+    monkeypatch.setattr(isolation, "FILE_MEMORY_BYTES", 2 << 30)
+    items = [
+        *("a", "abort1", "b", "segv", "c", "exit", "raise", "panic", "hang", "d", "abort2"),
+        "allocate",
+    ]
     results = run_isolated(abort_on, [(item,) for item in items], failure)
     assert results == [
         ("a", None),
@@ -26,6 +31,7 @@ def test_each_crash_costs_exactly_its_own_file(monkeypatch: pytest.MonkeyPatch) 
         ("c", None),
         (None, "decoder_crash"),
         (None, "corrupt"),  # KeyError let through: classified like any reader exception
+        (None, "corrupt"),  # a BaseException that is no Exception (a Rust panic) too
         (None, "timeout"),
         ("d", None),
         (None, "decoder_crash"),
@@ -33,6 +39,9 @@ def test_each_crash_costs_exactly_its_own_file(monkeypatch: pytest.MonkeyPatch) 
     ]
     # The helper that survived the last files is reused by the next batch.
     assert run_isolated(echo, [("e",)], failure) == [("e", None)]
+    helper = isolation._HELPER._process
+    helper.kill()  # the next helper starts without the limit
+    helper.wait()
 
 
 def test_in_process_mode_gives_the_same_results_for_exceptions(

@@ -60,7 +60,7 @@ def classify(path: str, exc: BaseException) -> DicomReadError:
     if isinstance(exc, RecursionError):
         return DicomReadError(path, "too_deep", detail)
     if isinstance(exc, MemoryError):
-        return DicomReadError(path, "too_large", detail or "MemoryError: out of memory")
+        return DicomReadError(path, "too_large", f"MemoryError: out of memory {exc}".strip())
     if isinstance(exc, OSError) and exc.errno is not None and not isinstance(exc, zlib.error):
         return DicomReadError(path, "unreadable", detail)
     return DicomReadError(path, "corrupt", detail)

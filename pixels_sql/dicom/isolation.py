@@ -8,8 +8,8 @@ file. So the SQL functions hand each batch to a long-lived child process (one pe
 worker, started on first use) that works through the files in order and streams one result per
 file back. When the child dies, the file it was reading gets the reason ``decoder_crash`` (or
 ``timeout`` when it ran past :data:`FILE_TIMEOUT_SECONDS`), a new child starts, and the batch
-continues with the next file. The child also runs under an address-space limit
-(:data:`FILE_MEMORY_BYTES`), so a file that would need more memory fails alone (``too_large``)
+continues with the next file. With an address-space limit set
+(:data:`FILE_MEMORY_BYTES`), a file that would need more memory fails alone (``too_large``)
 instead of exhausting the machine.
 
 Settings come from the environment, so that they reach Spark's Python workers (on a cluster set
@@ -17,7 +17,9 @@ them with ``spark.executorEnv.<NAME>``):
 
 - ``PIXELS_SQL_ISOLATION``: ``process`` (default) or ``none`` (work in the worker itself).
 - ``PIXELS_SQL_FILE_TIMEOUT``: seconds one file may take (default 300).
-- ``PIXELS_SQL_FILE_MEMORY``: the child's address-space limit in MiB (default 4096; 0 = none).
+- ``PIXELS_SQL_FILE_MEMORY``: the child's address-space limit in MiB (default 0: none). Off by
+  default: CPython allocates a read of a declared length up front, so a limit turns a small
+  file declaring a 4 GB value into ``too_large`` instead of ``corrupt``.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ R = TypeVar("R")
 
 ISOLATION = os.environ.get("PIXELS_SQL_ISOLATION", "process")
 FILE_TIMEOUT_SECONDS = float(os.environ.get("PIXELS_SQL_FILE_TIMEOUT", "300"))
-FILE_MEMORY_BYTES = int(os.environ.get("PIXELS_SQL_FILE_MEMORY", "4096")) * 1024 * 1024
+FILE_MEMORY_BYTES = int(os.environ.get("PIXELS_SQL_FILE_MEMORY", "0")) * 1024 * 1024
 MODES = ("process", "none")
 STARTUP_TIMEOUT_SECONDS = 120.0
 
@@ -148,7 +150,9 @@ class _Raised:
 def _call(function: Callable[..., Any], item: tuple[Any, ...]) -> Any:
     try:
         return function(*item)
-    except Exception as exc:
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # also a Rust decoder's PanicException (not an Exception)
         return _Raised(exc)
 
 
