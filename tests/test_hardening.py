@@ -15,6 +15,7 @@ the tables must equal those of the clean run. PIXELS_SQL_FUZZ_MUTANTS sets the m
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -29,6 +30,8 @@ from pathlib import Path
 import pytest
 from chispa import assert_df_equality
 
+from pixels_sql.pipeline import PIPELINE_DIR
+from pixels_sql.scripts import load_scripts
 from tests.conftest import SAMPLE_FILES, copy_samples
 from tests.corpus import PYDICOM_TEST_FILES, corpus_files
 from tests.mutants import write_mutants
@@ -247,17 +250,34 @@ def assert_same_rows(spark: object, expected: list[dict], actual: list[dict]) ->
     )
 
 
+def done_before(script: str, statement_start: str) -> str:
+    """The progress line saying that the statement before the one holding ``statement_start``
+    in ``script`` finished (the CLI prints ``<file>:<line>: ok``)."""
+    statements = load_scripts([PIPELINE_DIR], {"path": "/data"}, check=False)
+    for previous, statement in itertools.pairwise(statements):
+        if Path(statement.source).name == script and statement_start in statement.sql:
+            return f"{Path(previous.source).name}:{previous.line}: ok"
+    raise AssertionError(f"no statement starting {statement_start!r} in {script}")
+
+
 @pytest.mark.parametrize(
-    ("marker", "delay"),
+    ("script", "statement_start", "delay"),
     [
-        ("sql/10_catalog.sql", 1.0),
-        ("sql/20_meta.sql:6 ", 2.0),  # while the header rows are written
-        ("sql/40_thumbnails.sql:15 ", 1.0),  # while the thumbnail rows are written
+        ("10_catalog.sql", "CREATE TABLE pixels_new_files", 0.2),  # while listing
+        ("20_meta.sql", "INSERT INTO object_catalog", 1.0),  # while the header rows are written
+        ("40_thumbnails.sql", "INSERT INTO object_thumbnails", 0.5),  # while thumbnails are
     ],
 )
 def test_kill_at_any_point_then_rerun_gives_the_clean_rows(
-    tmp_path: Path, clean_run: dict, hostile: Path, spark: object, marker: str, delay: float
+    tmp_path: Path,
+    clean_run: dict,
+    hostile: Path,
+    spark: object,
+    script: str,
+    statement_start: str,
+    delay: float,
 ) -> None:
+    marker = done_before(script, statement_start)
     home = tmp_path / "home"
     process = pixels_sql("run", "sql", "--param", f"path={hostile}", home=home, inject=True)
     seen = ""

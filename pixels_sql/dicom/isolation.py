@@ -108,6 +108,9 @@ class _Helper:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 close_fds=True,
+                # A Rust decoder's panic (pylibjpeg-rle) is one reason row, not 100 lines of
+                # backtrace on the user's terminal.
+                env={**os.environ, "RUST_BACKTRACE": "0"},
             )
         process = self._process
         assert process.stdin is not None and process.stdout is not None
