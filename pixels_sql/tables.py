@@ -83,25 +83,35 @@ def supersede(spark: SparkSession, database: str) -> int:
         if not spark.catalog.tableExists(f"{database}.{table}"):
             continue
         stale = spark.sql(
-            f"""SELECT {PARTITION_COLUMN} AS run, count(*) AS rows FROM (
+            f"""SELECT {PARTITION_COLUMN} AS run,
+                       count_if({PARTITION_COLUMN} < newest) AS stale, count(*) AS total
+                FROM (
                   SELECT path, {PARTITION_COLUMN},
                          max({PARTITION_COLUMN}) OVER (PARTITION BY path) AS newest
                   FROM {name})
-                WHERE {PARTITION_COLUMN} < newest GROUP BY 1"""
+                GROUP BY 1 HAVING stale > 0"""
         ).collect()
+        if not stale:
+            continue
+        metadata = _table_metadata(spark, database, table)
+        locations = _partition_locations(spark, database, table)
         for row in stale:
-            _rewrite_without_older_rows(spark, database, table, row.run)
-            dropped += row.rows
-        if stale:
-            spark.sql(f"REFRESH TABLE {name}")
+            whole = row.stale == row.total
+            _rewrite_without_older_rows(spark, database, table, row.run, metadata, whole)
+            _delete(spark, locations[row.run])
+            dropped += row.stale
+        spark.sql(f"REFRESH TABLE {name}")
     return dropped
 
 
-def _rewrite_without_older_rows(spark: SparkSession, database: str, table: str, run: str) -> None:
+def _rewrite_without_older_rows(
+    spark: SparkSession, database: str, table: str, run: str, metadata: Any, whole: bool
+) -> None:
+    """Point partition ``run`` at a copy without its superseded rows (or drop it when they are
+    all of it, ``whole``). The caller deletes the old folder."""
     if not _RUN_VALUE.fullmatch(run):
         raise ValueError(f"unexpected {PARTITION_COLUMN} value {run!r} in {database}.{table}")
     name = f"`{database}`.`{table}`"
-    metadata = _table_metadata(spark, database, table)
     columns = ", ".join(
         f"`{field.name}`" for field in spark.table(name).schema if field.name != PARTITION_COLUMN
     )
@@ -110,8 +120,7 @@ def _rewrite_without_older_rows(spark: SparkSession, database: str, table: str, 
         f" (SELECT 1 FROM {name} AS n WHERE n.path = t.path AND n.{PARTITION_COLUMN} > '{run}')"
     )
     spec = f"PARTITION ({PARTITION_COLUMN} = '{run}')"
-    old_location = _partition_locations(spark, database, table)[run]
-    if spark.sql(f"SELECT count(*) {keep}").first()[0] == 0:
+    if whole:
         spark.sql(f"ALTER TABLE {name} DROP IF EXISTS {spec}")
     else:
         target = f"{str(metadata.location()).rstrip('/')}/{REWRITTEN}/{run}-{time.time_ns()}"
@@ -120,7 +129,6 @@ def _rewrite_without_older_rows(spark: SparkSession, database: str, table: str, 
             f" USING {metadata.provider().get()} SELECT {columns} {keep}"
         )
         spark.sql(f"ALTER TABLE {name} {spec} SET LOCATION '{escape_string(target)}'")
-    _delete(spark, old_location)
 
 
 def _table_metadata(spark: SparkSession, database: str, table: str) -> Any:
@@ -153,9 +161,7 @@ def _normal(location: str) -> str:
 def _remove_unreferenced(spark: SparkSession, root: str, referenced: set[str]) -> list[str]:
     """Delete entries of a table folder that no registered partition uses (and no ancestor of
     one): leftovers of killed runs, ``_temporary`` and ``.spark-staging-*`` folders."""
-    jvm = spark._jvm
-    path = jvm.org.apache.hadoop.fs.Path(root)
-    fs = path.getFileSystem(spark._jsc.hadoopConfiguration())
+    path, fs = _filesystem(spark, root)
     if not fs.exists(path):
         return []
     removed = []
@@ -175,7 +181,11 @@ def _remove_unreferenced(spark: SparkSession, root: str, referenced: set[str]) -
 
 
 def _delete(spark: SparkSession, location: str) -> bool:
-    jvm = spark._jvm
-    path = jvm.org.apache.hadoop.fs.Path(location)
-    fs = path.getFileSystem(spark._jsc.hadoopConfiguration())
+    path, fs = _filesystem(spark, location)
     return bool(fs.exists(path) and fs.delete(path, True))
+
+
+def _filesystem(spark: SparkSession, location: str) -> tuple[Any, Any]:
+    """The Hadoop Path of ``location`` and its FileSystem (any scheme the cluster has)."""
+    path = spark._jvm.org.apache.hadoop.fs.Path(location)
+    return path, path.getFileSystem(spark._jsc.hadoopConfiguration())

@@ -2,26 +2,25 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pandas as pd
 
-from pixels_sql.dicom.errors import DicomReadError
-from pixels_sql.dicom.isolation import run_isolated
 from pixels_sql.dicom.meta import MetaResult, read_meta_result
-from pixels_sql.functions.registry import SqlFunction, results_frame, sql_function
+from pixels_sql.functions.registry import (
+    SqlFunction,
+    read_rows,
+    results_frame,
+    sql_function,
+    value_or_raise,
+)
 
 RESULT_TYPE = "struct<meta:string,reason:string,message:string>"
 
 
 def read_batch(paths: pd.Series) -> list[MetaResult | None]:
-    """One result per path (None for a NULL path), read in the helper process (isolation.py):
-    a file that crashes the reader costs only its own row."""
-    present = [(path,) for path in paths if path is not None]
-    results = iter(run_isolated(read_meta_result, present, _failed))
-    return [None if path is None else next(results) for path in paths]
-
-
-def _failed(reason: str, message: str) -> MetaResult:
-    return MetaResult(None, reason, message)
+    """One result per path (None for a NULL path), read in the helper process."""
+    return read_rows(read_meta_result, [(path,) for path in paths], partial(MetaResult, None))
 
 
 def meta_results(paths: pd.Series) -> pd.DataFrame:
@@ -29,15 +28,6 @@ def meta_results(paths: pd.Series) -> pd.DataFrame:
     return results_frame(
         read_batch(paths), {"meta": "meta", "reason": "reason", "message": "message"}
     )
-
-
-def meta_or_raise(path: str, result: MetaResult | None) -> str | None:
-    """The JSON text, or the file's failure raised (what dicom_meta does)."""
-    if result is None:
-        return None
-    if result.reason is not None:
-        raise DicomReadError(path, result.reason, result.message or "")
-    return result.meta
 
 
 @sql_function("dicom_meta(path STRING)", "STRING")
@@ -54,7 +44,8 @@ def dicom_meta():
     def dicom_meta(paths: pd.Series) -> pd.Series:
         results = read_batch(paths)
         return pd.Series(
-            [meta_or_raise(p, r) for p, r in zip(paths, results, strict=True)], dtype=object
+            [value_or_raise(p, r, "meta") for p, r in zip(paths, results, strict=True)],
+            dtype=object,
         )
 
     return dicom_meta

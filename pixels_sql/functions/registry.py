@@ -8,6 +8,9 @@ from typing import Any
 
 import pandas as pd
 
+from pixels_sql.dicom.errors import DicomReadError
+from pixels_sql.dicom.isolation import run_isolated
+
 
 @dataclass(frozen=True)
 class SqlFunction:
@@ -45,3 +48,26 @@ def results_frame(results: Sequence[Any | None], columns: Mapping[str, str]) -> 
             for column, attribute in columns.items()
         }
     )
+
+
+def read_rows(
+    function: Callable[..., Any],
+    rows: Sequence[tuple[Any, ...]],
+    failure: Callable[[str, str], Any],
+) -> list[Any | None]:
+    """``function(*row)`` per row, computed in the helper process (dicom/isolation.py), so a file
+    that crashes its reader costs only its own row; None for a row whose path (first value) is
+    NULL."""
+    present = [row for row in rows if row[0] is not None]
+    results = iter(run_isolated(function, present, failure))
+    return [None if row[0] is None else next(results) for row in rows]
+
+
+def value_or_raise(path: str | None, result: Any | None, attribute: str) -> Any | None:
+    """``result.<attribute>``, or the file's failure raised (what the non-``try_`` functions
+    do); None for a NULL path."""
+    if result is None:
+        return None
+    if result.reason is not None:
+        raise DicomReadError(str(path), result.reason, result.message or "")
+    return getattr(result, attribute)

@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import pandas as pd
 
-from pixels_sql.dicom.errors import DicomReadError
-from pixels_sql.dicom.isolation import run_isolated
 from pixels_sql.dicom.thumbnail import (
     DEFAULT_MAX_SIZE,
     FORMATS,
     ThumbnailResult,
     read_thumbnail_result,
 )
-from pixels_sql.functions.registry import SqlFunction, results_frame, sql_function
+from pixels_sql.functions.registry import (
+    SqlFunction,
+    read_rows,
+    results_frame,
+    sql_function,
+    value_or_raise,
+)
 
 RESULT_TYPE = "struct<thumbnail:binary,reason:string,message:string>"
+# The result of a file whose rendering killed the helper process (reason, message).
+_FAILED = partial(ThumbnailResult, None)
 
 
 def _arguments(name: str, columns: Sequence[pd.Series]) -> list[tuple[str | None, int, str]]:
@@ -40,32 +47,10 @@ def _arguments(name: str, columns: Sequence[pd.Series]) -> list[tuple[str | None
     return rows
 
 
-def render_batch(
-    arguments: list[tuple[str | None, int, str]],
-) -> list[ThumbnailResult | None]:
-    """One result per row (None for a NULL path), rendered in the helper process
-    (isolation.py): a decoder that aborts on a hostile file costs only that file's row."""
-    present = [row for row in arguments if row[0] is not None]
-    results = iter(run_isolated(read_thumbnail_result, present, _failed))
-    return [None if row[0] is None else next(results) for row in arguments]
-
-
-def _failed(reason: str, message: str) -> ThumbnailResult:
-    return ThumbnailResult(None, reason, message)
-
-
 def thumbnail_results(name: str, columns: Sequence[pd.Series]) -> pd.DataFrame:
     """thumbnail / reason / message columns for a batch (all NULL for a NULL path)."""
-    results = render_batch(_arguments(name, columns))
+    results = read_rows(read_thumbnail_result, _arguments(name, columns), _FAILED)
     return results_frame(results, {"thumbnail": "data", "reason": "reason", "message": "message"})
-
-
-def _thumbnail_or_raise(path: str | None, result: ThumbnailResult | None) -> bytes | None:
-    if result is None or path is None:
-        return None
-    if result.reason is not None:
-        raise DicomReadError(path, result.reason, result.message or "")
-    return result.data
 
 
 @sql_function("dicom_thumbnail(path STRING [, max_size INT [, format STRING]])", "BINARY")
@@ -81,9 +66,9 @@ def dicom_thumbnail():
     @pandas_udf("binary")
     def dicom_thumbnail(*columns: pd.Series) -> pd.Series:
         arguments = _arguments("dicom_thumbnail", columns)
-        results = render_batch(arguments)
+        results = read_rows(read_thumbnail_result, arguments, _FAILED)
         return pd.Series(
-            [_thumbnail_or_raise(row[0], r) for row, r in zip(arguments, results, strict=True)],
+            [value_or_raise(row[0], r, "data") for row, r in zip(arguments, results, strict=True)],
             dtype=object,
         )
 
