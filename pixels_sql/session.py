@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-EXTENSION_CLASS = "pixelssql.PixelsSqlExtensions"
 JAR_NAME = "pixels-sql-extensions.jar"
 HOME_ENV = "PIXELS_SQL_HOME"
 JAR_ENV = "PIXELS_SQL_JAR"
@@ -52,9 +51,12 @@ def _cores(master: str) -> int:
 
 def session_conf(home: Path, *, master: str = "local[*]", ui: bool = False) -> dict[str, str]:
     """Spark settings of the embedded default (exposed so tests and servers can extend them)."""
+    from pixels_sql.functions import EXTENSION_CLASS, injection_conf
+
     warehouse = home / "warehouse"
     derby = home / "metastore_db"
     return {
+        **injection_conf(),
         "spark.master": master,
         "spark.app.name": "pixels-sql",
         "spark.jars": str(jar_path()),

@@ -24,14 +24,70 @@ DICTIONARY_SCHEMA = (
 )
 
 
-def register(spark: SparkSession) -> SparkSession:
-    """Install every pixels-sql SQL function and the ``dicom_dictionary`` view in ``spark``.
+# Settings read by the extension jar (PythonFunctions.java) when a session is built: the names
+# it injects as session-independent functions and relations.
+NAMES_CONF = "spark.pixels_sql.functions"
+RELATIONS_CONF = "spark.pixels_sql.relations"
+EXTENSION_CLASS = "pixelssql.PixelsSqlExtensions"
 
-    Safe to call again: functions and the view are replaced, not duplicated.
+
+def injection_conf() -> dict[str, str]:
+    """The settings that make the extension inject every function of :data:`FUNCTIONS` and the
+    ``dicom_dictionary`` relation into every session of an application."""
+    return {NAMES_CONF: ",".join(FUNCTIONS), RELATIONS_CONF: DICTIONARY_VIEW}
+
+
+def is_remote(spark: SparkSession) -> bool:
+    """Whether ``spark`` is a Spark Connect client session (no JVM in this process)."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+def register(spark: SparkSession) -> SparkSession:
+    """Install every pixels-sql SQL function and the ``dicom_dictionary`` view.
+
+    With the extension injecting them (``pixels_sql.session()``, ``pixels-sql serve``, or a
+    cluster configured with :func:`injection_conf`), this registers the Python UDFs once for the
+    whole application: every session of it — each JDBC connection, each Spark Connect client —
+    and every persistent view can call them. Otherwise they are temporary functions and a
+    temporary view of ``spark``'s session. On a Spark Connect client whose server already
+    provides them, nothing is done. Safe to call again: functions are replaced, not duplicated.
     """
+    if is_remote(spark):
+        if not _provided_by_server(spark):
+            _register_temporary(spark)
+        return spark
+    if not _injected(spark):
+        _register_temporary(spark)
+        return spark
+    jvm = spark._jvm
+    registry = jvm.pixelssql.PythonFunctions
+    for function in FUNCTIONS.values():
+        registry.register(function.name, function.build()._unwrapped._judf)
+    dictionary = spark.createDataFrame(dictionary_entries(), DICTIONARY_SCHEMA)
+    registry.registerRelation(DICTIONARY_VIEW, dictionary._jdf)
+    return spark
+
+
+def _injected(spark: SparkSession) -> bool:
+    conf = spark.sparkContext.getConf()
+    extensions = {name.strip() for name in (conf.get("spark.sql.extensions") or "").split(",")}
+    names = set((conf.get(NAMES_CONF) or "").split(","))
+    return EXTENSION_CLASS in extensions and names >= set(FUNCTIONS)
+
+
+def _provided_by_server(spark: SparkSession) -> bool:
+    # Analysis only (no job): the injected builder fails when the server registered nothing.
+    try:
+        spark.sql("SELECT dicom_tag(CAST(NULL AS STRING), 'Modality')").schema  # noqa: B018
+        spark.table(DICTIONARY_VIEW).schema  # noqa: B018
+    except Exception:
+        return False
+    return True
+
+
+def _register_temporary(spark: SparkSession) -> None:
     for function in FUNCTIONS.values():
         spark.udf.register(function.name, function.build())
     spark.createDataFrame(dictionary_entries(), DICTIONARY_SCHEMA).createOrReplaceTempView(
         DICTIONARY_VIEW
     )
-    return spark

@@ -62,6 +62,7 @@ public final class PixelsSqlExtensions extends AbstractFunction1<SparkSessionExt
         ListFiles.USAGE,
         ListFiles.EXAMPLES,
         new ListFiles());
+    PythonFunctions.inject(extensions);
     return BoxedUnit.UNIT;
   }
 
