@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import fcntl
+import contextlib
 import logging
 import os
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from pixels_sql.functions import is_remote
+from pixels_sql.home import HomeInUseError, HomeLock
 from pixels_sql.output import FORMATS, render
 from pixels_sql.pipeline import DEFAULT_DATABASE, PIPELINE_DIR, summary
 from pixels_sql.scripts import (
@@ -23,6 +25,7 @@ from pixels_sql.scripts import (
     load_scripts,
     parse_check,
 )
+from pixels_sql.servers import endpoint as endpoint_defaults
 from pixels_sql.session import home_dir
 
 if TYPE_CHECKING:
@@ -30,6 +33,8 @@ if TYPE_CHECKING:
 
     from pixels_sql.progress import Progress
 
+DEFAULT_MASTER = "local[*]"
+PIPELINE_LOCK = ".pixels-sql.pipeline.lock"
 RESULT_KEYWORDS = (
     "SELECT",
     "WITH",
@@ -66,50 +71,6 @@ def _normalise_dir(path: str) -> str:
     return os.path.abspath(os.path.expanduser(path)).rstrip("/") or "/"
 
 
-class HomeLock:
-    """One process per home folder: Derby's embedded metastore admits a single JVM."""
-
-    def __init__(self, home: Path) -> None:
-        self.path = home / ".pixels-sql.lock"
-        self._handle: TextIO | None = None
-
-    def __enter__(self) -> HomeLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+")  # held for the process lifetime
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            handle.close()
-            raise CliError(
-                f"{self.path.parent} is in use by {holder}: its embedded Derby metastore admits"
-                " one process at a time. Wait for it to finish, or use another --home."
-            ) from None
-        handle.seek(0)
-        previous = handle.read().strip()
-        if previous:
-            # A holder that exits clears the file: text left in it is from a killed process
-            # (the kernel released its lock when it died).
-            print(
-                f"pixels-sql: taking over {self.path.parent} from {previous}, which ended"
-                " without releasing it",
-                file=sys.stderr,
-            )
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pixels-sql pid {os.getpid()}")
-        handle.flush()
-        self._handle = handle
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._handle is not None:
-            self._handle.seek(0)
-            self._handle.truncate()
-            self._handle.close()
-
-
 def _quiet_pyspark_logs() -> None:
     # PySpark logs every caught SQL error as JSON on stderr; the CLI prints its own message.
     for name in ("SQLQueryContextLogger", "DataFrameQueryContextLogger"):
@@ -120,6 +81,45 @@ def _spark(args: argparse.Namespace) -> SparkSession:
     from pixels_sql.session import session
 
     return session(args.home, master=args.master, ui=args.ui)
+
+
+@contextlib.contextmanager
+def _home_session(args: argparse.Namespace, *, pipeline: bool = False) -> Iterator[SparkSession]:
+    """The session a command runs in: a Spark Connect client of the ``serve`` that owns the
+    home, else the embedded session (holding the home for the command's lifetime).
+
+    ``pipeline``: the command rewrites the pipeline's tables, which two clients of one server
+    must not do at the same time.
+    """
+    from pixels_sql.servers.discovery import connect_to, running_server
+
+    home = home_dir(args.home)
+    server = running_server(home)
+    if server is None:
+        with HomeLock(home):
+            yield _spark(args)
+        return
+    if args.master != DEFAULT_MASTER:
+        print(
+            f"pixels-sql: --master is ignored: the server of {home} (pid {server.pid}) runs"
+            " the queries",
+            file=sys.stderr,
+        )
+    lock = HomeLock(
+        home,
+        holder="pixels-sql pipeline run",
+        name=PIPELINE_LOCK,
+        why="the pipeline's tables take one run at a time",
+    )
+    with lock if pipeline else contextlib.nullcontext():
+        try:
+            spark = connect_to(server.connect_url)
+        except Exception as exc:
+            raise CliError(f"cannot reach the server of {home}: {_error_text(exc)}") from exc
+        try:
+            yield spark
+        finally:
+            spark.stop()
 
 
 def _returns_rows(sql: str) -> bool:
@@ -181,10 +181,10 @@ def _run_statements(args: argparse.Namespace, statements: list[Statement], datab
     from pixels_sql.progress import Progress
     from pixels_sql.tables import TableLayoutError, exact_tables
 
-    with HomeLock(home_dir(args.home)):
-        spark = _spark(args)
+    with _home_session(args, pipeline=True) as spark:
+        context = None if is_remote(spark) else spark.sparkContext
         try:
-            with exact_tables(spark, database), Progress(spark.sparkContext) as progress:
+            with exact_tables(spark, database), Progress(context) as progress:
                 execute(spark, statements, progress=progress, limit=args.limit)
         except TableLayoutError as exc:
             raise CliError(str(exc)) from None
@@ -198,8 +198,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
     if not args.no_parse_check:
         for statement in statements:
             parse_check(statement)
-    with HomeLock(home_dir(args.home)):
-        spark = _spark(args)
+    with _home_session(args) as spark:
         if args.database:
             spark.catalog.setCurrentDatabase(args.database)
         elif spark.catalog.databaseExists(DEFAULT_DATABASE):
@@ -213,8 +212,7 @@ def cmd_gallery(args: argparse.Namespace) -> int:
 
     database = args.database or DEFAULT_DATABASE
     output = Path(args.output).resolve()
-    with HomeLock(home_dir(args.home)):
-        spark = _spark(args)
+    with _home_session(args) as spark:
         if not spark.catalog.tableExists(f"{database}.object_thumbnails"):
             raise CliError(
                 f"no {database}.object_thumbnails table: run the pipeline first"
@@ -226,6 +224,23 @@ def cmd_gallery(args: argparse.Namespace) -> int:
     output.write_text(render_gallery(rows, title=f"pixels-sql · {database}"), encoding="utf-8")
     print(f"gallery: {output} ({len(rows)} images)")
     return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from pixels_sql.servers.endpoint import ServeError, ServeOptions, serve
+
+    options = ServeOptions(
+        host=args.host,
+        jdbc_port=args.jdbc_port,
+        connect_port=args.connect_port,
+        http_port=args.http_port,
+        master=args.master,
+        ui=args.ui,
+    )
+    try:
+        return serve(args.home, options)
+    except ServeError as exc:
+        raise CliError(str(exc)) from None
 
 
 def sample_data_dirs() -> dict[str, Path]:
@@ -266,7 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder for the metastore, warehouse and scratch space"
         " (default: $PIXELS_SQL_HOME or ./pixels-home)",
     )
-    common.add_argument("--master", default="local[*]", help="Spark master (default: local[*])")
+    common.add_argument(
+        "--master", default=DEFAULT_MASTER, help=f"Spark master (default: {DEFAULT_MASTER})"
+    )
     common.add_argument("--ui", action="store_true", help="start the Spark UI on 127.0.0.1")
     common.add_argument("--limit", type=int, default=50, help="rows to print per query")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -302,6 +319,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gallery.set_defaults(handler=cmd_gallery)
 
+    serve = sub.add_parser(
+        "serve",
+        parents=[common],
+        help="serve the home to SQL clients: JDBC (Thrift) and Spark Connect endpoints",
+    )
+    serve.add_argument(
+        "--host",
+        default=endpoint_defaults.DEFAULT_HOST,
+        help="address to listen on (default: 127.0.0.1, this machine only)",
+    )
+    serve.add_argument(
+        "--jdbc-port",
+        type=int,
+        default=endpoint_defaults.DEFAULT_JDBC_PORT,
+        help=f"Thrift/JDBC port (default: {endpoint_defaults.DEFAULT_JDBC_PORT})",
+    )
+    serve.add_argument(
+        "--connect-port",
+        type=int,
+        default=endpoint_defaults.DEFAULT_CONNECT_PORT,
+        help=f"Spark Connect port (default: {endpoint_defaults.DEFAULT_CONNECT_PORT})",
+    )
+    serve.add_argument(
+        "--http-port",
+        type=int,
+        default=endpoint_defaults.DEFAULT_HTTP_PORT,
+        help="reserved for the DICOMweb service of a later release (accepted, not used yet)",
+    )
+    serve.set_defaults(handler=cmd_serve)
+
     demo = sub.add_parser(
         "demo", parents=[common], help="run the pipeline on the bundled sample DICOM files"
     )
@@ -315,7 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _quiet_pyspark_logs()
     try:
         return args.handler(args)
-    except (CliError, ScriptError) as exc:
+    except (CliError, ScriptError, HomeInUseError) as exc:
         print(f"pixels-sql: {exc}", file=sys.stderr)
         return 1
 

@@ -18,7 +18,9 @@ class Progress:
     of files done, since the file source reads whole files per task.
     """
 
-    def __init__(self, context: SparkContext, stream: TextIO = sys.stderr, interval: float = 1.0):
+    def __init__(
+        self, context: SparkContext | None, stream: TextIO = sys.stderr, interval: float = 1.0
+    ):
         self._context = context
         self._stream = stream
         self._interval = interval if stream.isatty() else max(interval, 5.0)
@@ -51,7 +53,10 @@ class Progress:
         self._last = ""
 
     def snapshot(self) -> tuple[int, int]:
-        """(completed, total) tasks over the stages that are running now."""
+        """(completed, total) tasks over the stages that are running now; (0, 0) without a
+        SparkContext in this process (a Spark Connect client)."""
+        if self._context is None:
+            return 0, 0
         tracker = self._context.statusTracker()
         done = total = 0
         for stage_id in tracker.getActiveStageIds():

@@ -49,7 +49,9 @@ def _cores(master: str) -> int:
     return os.cpu_count() or 1
 
 
-def session_conf(home: Path, *, master: str = "local[*]", ui: bool = False) -> dict[str, str]:
+def session_conf(
+    home: Path, *, master: str = "local[*]", ui: bool = False, log_config: Path = LOG_CONFIG
+) -> dict[str, str]:
     """Spark settings of the embedded default (exposed so tests and servers can extend them)."""
     from pixels_sql.functions import EXTENSION_CLASS, injection_conf
 
@@ -68,7 +70,8 @@ def session_conf(home: Path, *, master: str = "local[*]", ui: bool = False) -> d
         ),
         # derby.log lands in derby.system.home; keep it in the home folder, not the cwd.
         "spark.driver.extraJavaOptions": (
-            f"-Dderby.system.home={home} -Dlog4j2.configurationFile={LOG_CONFIG.as_uri()}"
+            f"-Dderby.system.home={home} -Dlog4j2.configurationFile={log_config.as_uri()}"
+            f" -Dpixels_sql.log_dir={home / 'logs'}"
         ),
         "spark.ui.enabled": "true" if ui else "false",
         "spark.ui.showConsoleProgress": "false",
@@ -104,6 +107,7 @@ def session(
     ui: bool = False,
     conf: dict[str, str] | None = None,
     register: bool = True,
+    log_config: Path = LOG_CONFIG,
 ) -> SparkSession:
     """Build (or return) the embedded SparkSession and install the pixels-sql SQL functions.
 
@@ -124,7 +128,10 @@ def session(
     # A fresh Builder: the shared `SparkSession.builder` keeps options set by earlier callers
     # (e.g. a Spark Connect `remote(...)`), which would leak into this session.
     builder = SparkSession.Builder()
-    for key, value in {**session_conf(folder, master=master, ui=ui), **(conf or {})}.items():
+    for key, value in {
+        **session_conf(folder, master=master, ui=ui, log_config=log_config),
+        **(conf or {}),
+    }.items():
         builder = builder.config(key, value)
     spark = builder.enableHiveSupport().getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")

@@ -17,11 +17,17 @@ kill between the two leaves the older row visible until the next run's :func:`su
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import shutil
 import time
+import urllib.parse
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pixels_sql.functions import is_remote
 from pixels_sql.scripts import escape_string
 
 if TYPE_CHECKING:
@@ -55,16 +61,15 @@ def prepare(spark: SparkSession, database: str) -> list[str]:
     for table in PIPELINE_TABLES:
         if not spark.catalog.tableExists(f"{database}.{table}"):
             continue
-        metadata = _table_metadata(spark, database, table)
-        if metadata.partitionColumnNames().mkString(",") != PARTITION_COLUMN:
+        metadata = _table_info(spark, database, table)
+        if metadata.partition_columns != [PARTITION_COLUMN]:
             raise TableLayoutError(
                 f"{database}.{table} was made by an earlier pixels-sql (not partitioned by"
                 f" {PARTITION_COLUMN}): drop it (DROP TABLE {database}.{table}) and run again"
             )
         locations = _partition_locations(spark, database, table)
         referenced = {_normal(location) for location in locations.values()}
-        root = str(metadata.location())
-        removed += _remove_unreferenced(spark, root, referenced)
+        removed += _remove_unreferenced(spark, metadata.location, referenced)
     for table in WORKING_TABLES:
         if not spark.catalog.tableExists(f"{database}.{table}"):
             # A CTAS killed before it registered its table leaves a folder that makes the next
@@ -93,7 +98,7 @@ def supersede(spark: SparkSession, database: str) -> int:
         ).collect()
         if not stale:
             continue
-        metadata = _table_metadata(spark, database, table)
+        metadata = _table_info(spark, database, table)
         locations = _partition_locations(spark, database, table)
         for row in stale:
             whole = row.stale == row.total
@@ -105,7 +110,7 @@ def supersede(spark: SparkSession, database: str) -> int:
 
 
 def _rewrite_without_older_rows(
-    spark: SparkSession, database: str, table: str, run: str, metadata: Any, whole: bool
+    spark: SparkSession, database: str, table: str, run: str, metadata: TableInfo, whole: bool
 ) -> None:
     """Point partition ``run`` at a copy without its superseded rows (or drop it when they are
     all of it, ``whole``). The caller deletes the old folder."""
@@ -123,22 +128,37 @@ def _rewrite_without_older_rows(
     if whole:
         spark.sql(f"ALTER TABLE {name} DROP IF EXISTS {spec}")
     else:
-        target = f"{str(metadata.location()).rstrip('/')}/{REWRITTEN}/{run}-{time.time_ns()}"
+        target = f"{metadata.location.rstrip('/')}/{REWRITTEN}/{run}-{time.time_ns()}"
         spark.sql(
             f"INSERT OVERWRITE DIRECTORY '{escape_string(target)}'"
-            f" USING {metadata.provider().get()} SELECT {columns} {keep}"
+            f" USING {metadata.provider} SELECT {columns} {keep}"
         )
         spark.sql(f"ALTER TABLE {name} {spec} SET LOCATION '{escape_string(target)}'")
 
 
-def _table_metadata(spark: SparkSession, database: str, table: str) -> Any:
-    jvm = spark._jvm
-    identifier = jvm.org.apache.spark.sql.catalyst.TableIdentifier(table, jvm.scala.Some(database))
-    return spark._jsparkSession.sessionState().catalog().getTableMetadata(identifier)
+@dataclass(frozen=True)
+class TableInfo:
+    location: str
+    provider: str
+    partition_columns: list[str]
+
+
+def _table_info(spark: SparkSession, database: str, table: str) -> TableInfo:
+    """Location, provider and partition columns, read with SQL (also over Spark Connect)."""
+    details = {
+        row.col_name: row.data_type
+        for row in spark.sql(f"DESCRIBE TABLE EXTENDED `{database}`.`{table}`").collect()
+    }
+    partitions = [
+        column.name for column in spark.catalog.listColumns(table, database) if column.isPartition
+    ]
+    return TableInfo(details["Location"], details.get("Provider", "parquet"), partitions)
 
 
 def _partition_locations(spark: SparkSession, database: str, table: str) -> dict[str, str]:
     """``{ingest_run: location}`` of the table's registered partitions."""
+    if is_remote(spark):
+        return _partition_locations_sql(spark, database, table)
     external = spark._jsparkSession.sharedState().externalCatalog()
     partitions = external.listPartitions(database, table, spark._jvm.scala.Option.empty())
     locations = {}
@@ -149,9 +169,24 @@ def _partition_locations(spark: SparkSession, database: str, table: str) -> dict
     return locations
 
 
+def _partition_locations_sql(spark: SparkSession, database: str, table: str) -> dict[str, str]:
+    # A Spark Connect client has no catalog API for partition locations: one DESCRIBE each.
+    name = f"`{database}`.`{table}`"
+    locations = {}
+    for row in spark.sql(f"SHOW PARTITIONS {name}").collect():
+        run = row[0].split("=", 1)[1]
+        if not _RUN_VALUE.fullmatch(run):
+            raise ValueError(f"unexpected {PARTITION_COLUMN} value {run!r} in {name}")
+        described = spark.sql(
+            f"DESCRIBE TABLE EXTENDED {name} PARTITION ({PARTITION_COLUMN} = '{run}')"
+        ).collect()
+        locations[run] = next(r.data_type for r in described if r.col_name == "Location")
+    return locations
+
+
 def _database_location(spark: SparkSession, database: str) -> str:
-    external = spark._jsparkSession.sharedState().externalCatalog()
-    return str(external.getDatabase(database).locationUri())
+    rows = spark.sql(f"DESCRIBE DATABASE EXTENDED `{database}`").collect()
+    return next(row.info_value for row in rows if row.info_name == "Location")
 
 
 def _normal(location: str) -> str:
@@ -161,31 +196,83 @@ def _normal(location: str) -> str:
 def _remove_unreferenced(spark: SparkSession, root: str, referenced: set[str]) -> list[str]:
     """Delete entries of a table folder that no registered partition uses (and no ancestor of
     one): leftovers of killed runs, ``_temporary`` and ``.spark-staging-*`` folders."""
-    path, fs = _filesystem(spark, root)
-    if not fs.exists(path):
+    files = _files(spark)
+    if not files.exists(root):
         return []
     removed = []
-    pending = [path]
+    pending = [root]
     while pending:
         folder = pending.pop()
-        for status in fs.listStatus(folder):
-            child = _normal(str(status.getPath()))
+        for entry, is_dir in files.list(folder):
+            child = _normal(entry)
             if child in referenced:
                 continue
-            if status.isDirectory() and any(ref.startswith(child + "/") for ref in referenced):
-                pending.append(status.getPath())  # holds a partition deeper down
+            if is_dir and any(ref.startswith(child + "/") for ref in referenced):
+                pending.append(entry)  # holds a partition deeper down
                 continue
-            fs.delete(status.getPath(), True)
+            files.delete(entry)
             removed.append(child)
     return removed
 
 
 def _delete(spark: SparkSession, location: str) -> bool:
-    path, fs = _filesystem(spark, location)
-    return bool(fs.exists(path) and fs.delete(path, True))
+    files = _files(spark)
+    return files.exists(location) and files.delete(location)
 
 
-def _filesystem(spark: SparkSession, location: str) -> tuple[Any, Any]:
-    """The Hadoop Path of ``location`` and its FileSystem (any scheme the cluster has)."""
-    path = spark._jvm.org.apache.hadoop.fs.Path(location)
-    return path, path.getFileSystem(spark._jsc.hadoopConfiguration())
+class _HadoopFiles:
+    """Any file system the Spark application has (local, HDFS, ...), through its JVM."""
+
+    def __init__(self, spark: SparkSession) -> None:
+        self._spark = spark
+
+    def _resolve(self, location: str) -> tuple[Any, Any]:
+        path = self._spark._jvm.org.apache.hadoop.fs.Path(location)
+        return path, path.getFileSystem(self._spark._jsc.hadoopConfiguration())
+
+    def exists(self, location: str) -> bool:
+        path, fs = self._resolve(location)
+        return bool(fs.exists(path))
+
+    def list(self, location: str) -> list[tuple[str, bool]]:
+        path, fs = self._resolve(location)
+        return [(str(s.getPath()), bool(s.isDirectory())) for s in fs.listStatus(path)]
+
+    def delete(self, location: str) -> bool:
+        path, fs = self._resolve(location)
+        return bool(fs.delete(path, True))
+
+
+class _LocalFiles:
+    """The local file system, for a Spark Connect client of ``pixels-sql serve`` (same machine,
+    same home): it has no JVM to reach Hadoop's file systems through."""
+
+    @staticmethod
+    def _path(location: str) -> Path:
+        if location.startswith("file:"):
+            return Path(urllib.parse.urlparse(location).path)
+        if "://" in location:
+            raise ValueError(f"{location}: only local tables can be kept exact over Spark Connect")
+        return Path(location)
+
+    def exists(self, location: str) -> bool:
+        return os.path.lexists(self._path(location))
+
+    def list(self, location: str) -> list[tuple[str, bool]]:
+        folder = self._path(location)
+        return [
+            (f"file:{child}", child.is_dir() and not child.is_symlink())
+            for child in sorted(folder.iterdir())
+        ]
+
+    def delete(self, location: str) -> bool:
+        path = self._path(location)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+        return True
+
+
+def _files(spark: SparkSession) -> _HadoopFiles | _LocalFiles:
+    return _LocalFiles() if is_remote(spark) else _HadoopFiles(spark)

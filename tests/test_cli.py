@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pixels_sql.cli import HomeLock, build_parser
+from pixels_sql.cli import build_parser
+from pixels_sql.home import HomeLock
 from pixels_sql.output import render
 from tests import browser
 from tests.conftest import copy_samples

@@ -1,0 +1,110 @@
+"""How a process finds the ``pixels-sql serve`` that owns a home, and connects to it.
+
+``serve`` writes ``<home>/server.json`` once both endpoints listen and removes it when it stops.
+A file left by a killed server names a process that no longer exists, or a port nothing
+listens on: it is ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pixels_sql.session import home_dir
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+STATE_FILE = "server.json"
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """Where a running ``serve`` listens (what ``server.json`` holds)."""
+
+    pid: int
+    host: str
+    jdbc_port: int
+    connect_port: int
+    home: str
+
+    @property
+    def jdbc_url(self) -> str:
+        return f"jdbc:hive2://{_url_host(self.host)}:{self.jdbc_port}/default"
+
+    @property
+    def connect_url(self) -> str:
+        return f"sc://{_url_host(self.host)}:{self.connect_port}"
+
+    def write(self, home: Path) -> None:
+        path = home / STATE_FILE
+        partial = path.with_suffix(".json.partial")
+        partial.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+        partial.replace(path)  # readers never see half a file
+
+
+def _url_host(host: str) -> str:
+    # A server bound to every address is reached on loopback from this machine.
+    if host in ("0.0.0.0", "::", ""):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+def running_server(home: str | os.PathLike[str] | None = None) -> ServerInfo | None:
+    """The live server of ``home``, or None (no state file, or one left by a dead server)."""
+    path = home_dir(home) / STATE_FILE
+    try:
+        info = ServerInfo(**json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        return None
+    if not _alive(info.pid) or not _listening(_url_host(info.host), info.connect_port):
+        return None
+    return info
+
+
+def remove_state(home: Path, pid: int) -> None:
+    """Remove ``server.json`` if it is this server's (a newer server may have replaced it)."""
+    path = home / STATE_FILE
+    try:
+        if json.loads(path.read_text(encoding="utf-8")).get("pid") == pid:
+            path.unlink()
+    except (OSError, ValueError):
+        pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _listening(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.settimeout(2.0)
+        return probe.connect_ex((host.strip("[]"), port)) == 0
+
+
+def connect(home: str | os.PathLike[str] | None = None) -> SparkSession:
+    """A Spark Connect session on the ``serve`` that owns ``home`` (its own temp views and
+    settings; the server's tables and functions). Raises LookupError when none runs."""
+    info = running_server(home)
+    if info is None:
+        raise LookupError(f"no pixels-sql serve is running on {home_dir(home)}")
+    return connect_to(info.connect_url)
+
+
+def connect_to(url: str) -> SparkSession:
+    """A new Spark Connect session on ``url`` (``sc://host:port``)."""
+    from pyspark.sql import SparkSession
+
+    # A fresh Builder and session id: the shared builder would hand back an earlier session.
+    return SparkSession.Builder().remote(f"{url}/;session_id={uuid.uuid4()}").create()

@@ -1,0 +1,186 @@
+"""``pixels-sql serve``: one long-running local Spark application that owns a home and exposes it
+to SQL clients through a Thrift/JDBC endpoint (HiveServer2 protocol) and a Spark Connect
+endpoint.
+
+Every client gets its own Spark session (temp views, current database, settings), and every
+session has the pixels-sql functions: they are injected by the extension and resolved to the
+Python UDFs this process registers once (see ``PythonFunctions.java``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+from pixels_sql.home import HomeLock
+from pixels_sql.servers.discovery import ServerInfo, _url_host, remove_state
+from pixels_sql.session import home_dir
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_JDBC_PORT = 10000
+DEFAULT_CONNECT_PORT = 15002
+DEFAULT_HTTP_PORT = 8080
+SERVE_LOG_CONFIG = Path(__file__).resolve().parent.parent / "log4j2-serve.properties"
+READY_TIMEOUT = 120.0
+
+
+class ServeError(Exception):
+    """The server cannot start (a port taken, an endpoint that did not come up)."""
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    host: str = DEFAULT_HOST
+    jdbc_port: int = DEFAULT_JDBC_PORT
+    connect_port: int = DEFAULT_CONNECT_PORT
+    http_port: int = DEFAULT_HTTP_PORT  # reserved for the DICOMweb service
+    master: str = "local[*]"
+    ui: bool = False
+
+
+def server_conf(home: Path, options: ServeOptions) -> dict[str, str]:
+    """Spark settings added to the embedded session's for the two endpoints."""
+    scratch = home / "tmp" / "hive"
+    return {
+        "spark.app.name": "pixels-sql serve",
+        # One Spark session per JDBC connection (temp views and settings stay its own).
+        "spark.sql.hive.thriftServer.singleSession": "false",
+        "spark.hadoop.hive.server2.thrift.port": str(options.jdbc_port),
+        "spark.hadoop.hive.server2.thrift.bind.host": options.host,
+        "spark.hadoop.hive.server2.logging.operation.log.location": str(home / "logs" / "jdbc"),
+        # Hive's scratch folders default to /tmp: keep them in the home folder.
+        "spark.hadoop.hive.exec.scratchdir": str(scratch),
+        "spark.hadoop.hive.exec.local.scratchdir": str(scratch / "local"),
+        "spark.hadoop.hive.downloaded.resources.dir": str(scratch / "resources"),
+        "spark.connect.grpc.binding.address": options.host,
+        "spark.connect.grpc.binding.port": str(options.connect_port),
+    }
+
+
+def _check_free(host: str, port: int, flag: str) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ServeError(
+                f"cannot listen on {host}:{port} ({exc.strerror}): another server uses it;"
+                f" choose another {flag}"
+            ) from None
+
+
+def _wait_listening(host: str, port: int, what: str, deadline: float) -> None:
+    target = _url_host(host).strip("[]")
+    family = socket.AF_INET6 if ":" in target else socket.AF_INET
+    while time.monotonic() < deadline:
+        with socket.socket(family) as probe:
+            probe.settimeout(1.0)
+            if probe.connect_ex((target, port)) == 0:
+                return
+        time.sleep(0.2)
+    raise ServeError(f"the {what} endpoint did not listen on {host}:{port} in time")
+
+
+class Endpoints:
+    """The running Thrift and Connect services of one SparkSession."""
+
+    def __init__(self, spark: SparkSession, options: ServeOptions) -> None:
+        self.spark = spark
+        self.options = options
+        self._thrift = None
+        self._connect = None
+
+    def start(self) -> None:
+        jvm = self.spark._jvm
+        deadline = time.monotonic() + READY_TIMEOUT
+        thrift = jvm.org.apache.spark.sql.hive.thriftserver.HiveThriftServer2
+        self._thrift = thrift.startWithContext(self.spark._jsparkSession.sqlContext())
+        self._connect = jvm.org.apache.spark.sql.connect.service.SparkConnectService
+        self._connect.start(self.spark.sparkContext._jsc.sc())
+        _wait_listening(self.options.host, self.options.jdbc_port, "JDBC", deadline)
+        _wait_listening(self.options.host, self.options.connect_port, "Spark Connect", deadline)
+
+    def stop(self) -> None:
+        """Cancel running queries, close both endpoints, stop Spark (closing the metastore)."""
+        context = self.spark.sparkContext
+        context.cancelAllJobs()
+        if self._connect is not None:
+            none = self.spark._jvm.scala.Option.empty()
+            self._connect.stop(none, none)
+        if self._thrift is not None:
+            self._thrift.stop()
+        self.spark.stop()
+
+
+def serve(
+    home: str | os.PathLike[str] | None,
+    options: ServeOptions,
+    *,
+    out: TextIO = sys.stdout,
+    ready: threading.Event | None = None,
+) -> int:
+    """Run the server until SIGINT or SIGTERM; 0 after a clean stop."""
+    from pixels_sql.session import session
+
+    folder = home_dir(home)
+    _check_free(options.host, options.jdbc_port, "--jdbc-port")
+    _check_free(options.host, options.connect_port, "--connect-port")
+    stop = threading.Event()
+    previous = {
+        number: signal.signal(number, lambda *_: stop.set())
+        for number in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        with HomeLock(folder, holder="pixels-sql serve"):
+            (folder / "logs").mkdir(parents=True, exist_ok=True)
+            # Hive's Thrift service reads these before its settings: make them agree.
+            os.environ["HIVE_SERVER2_THRIFT_PORT"] = str(options.jdbc_port)
+            os.environ["HIVE_SERVER2_THRIFT_BIND_HOST"] = options.host
+            spark = session(
+                folder,
+                master=options.master,
+                ui=options.ui,
+                conf=server_conf(folder, options),
+                log_config=SERVE_LOG_CONFIG,
+            )
+            endpoints = Endpoints(spark, options)
+            try:
+                endpoints.start()
+                info = ServerInfo(
+                    pid=os.getpid(),
+                    host=options.host,
+                    jdbc_port=options.jdbc_port,
+                    connect_port=options.connect_port,
+                    home=str(folder),
+                )
+                info.write(folder)
+                print(
+                    f"pixels-sql serve: ready · JDBC {info.jdbc_url} · Spark Connect"
+                    f" {info.connect_url} · home {folder} · logs {folder / 'logs'}",
+                    file=out,
+                    flush=True,
+                )
+                if ready is not None:
+                    ready.set()
+                while not stop.wait(0.5):
+                    pass
+                print("pixels-sql serve: stopping", file=out, flush=True)
+            finally:
+                remove_state(folder, os.getpid())
+                endpoints.stop()
+        print("pixels-sql serve: stopped", file=out, flush=True)
+        return 0
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
