@@ -113,11 +113,21 @@ def session(
 
     Tables persist in ``home`` (default ``$PIXELS_SQL_HOME`` or ``./pixels-home``) across runs.
     Derby admits one process at a time: a second process on the same home fails to open the
-    metastore while the first is alive.
+    metastore while the first is alive. While ``pixels-sql serve`` holds the home, this raises
+    :class:`~pixels_sql.home.HomeInUseError`: use ``pixels_sql.connect(home)`` instead.
     """
     from pyspark.sql import SparkSession
 
+    from pixels_sql.home import HomeInUseError
+    from pixels_sql.servers.discovery import running_server
+
     folder = home_dir(home)
+    server = running_server(folder)
+    if server is not None and server.pid != os.getpid():
+        raise HomeInUseError(
+            f"{folder} is served by pixels-sql serve (pid {server.pid}): its metastore admits"
+            f" one process; use pixels_sql.connect({str(folder)!r}) (Spark Connect) instead"
+        )
     (folder / "tmp").mkdir(parents=True, exist_ok=True)
     # Workers must run this interpreter: it is the one with pydicom, pyarrow and pandas.
     os.environ["PYSPARK_PYTHON"] = sys.executable

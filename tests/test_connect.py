@@ -1,4 +1,5 @@
-"""read_files and the SQL functions through a Spark Connect server (a separate JVM process)."""
+"""read_files and the SQL functions through a Spark Connect server started from the pyspark
+wheel's script (a separate JVM process), the client registering the functions."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 import pyspark
 import pytest
 
+from pixels_sql.functions import injection_conf
 from pixels_sql.session import session_conf
 from tests.corpus import PYDICOM_TEST_FILES
 
@@ -40,6 +42,11 @@ def connect_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     home = tmp_path_factory.mktemp("connect-home")
     port = free_port()
     conf = session_conf(home, master="local[2]")
+    # A Connect server started by hand whose driver registers nothing: without the injection
+    # settings, the client's register() makes temporary functions (pixels-sql serve is the
+    # server whose clients need nothing: tests/test_serve.py).
+    for key in injection_conf():
+        conf.pop(key)
     conf["spark.connect.grpc.binding.port"] = str(port)
     conf["spark.connect.grpc.binding.address"] = "127.0.0.1"
     args = ["--master", conf.pop("spark.master")]

@@ -76,11 +76,18 @@ def _injected(spark: SparkSession) -> bool:
 
 
 def _provided_by_server(spark: SparkSession) -> bool:
-    # Analysis only (no job): the injected builder fails when the server registered nothing.
+    # Analysis only (no job). A server that injects the names but whose driver registered no
+    # UDF cannot be helped from here: injected names take precedence over temporary functions.
     try:
         spark.sql("SELECT dicom_tag(CAST(NULL AS STRING), 'Modality')").schema  # noqa: B018
         spark.table(DICTIONARY_VIEW).schema  # noqa: B018
-    except Exception:
+    except Exception as exc:
+        if "is not available in this Spark application" in str(exc):
+            raise RuntimeError(
+                "the Spark Connect server injects the pixels-sql functions but its driver"
+                " registered none: start it with `pixels-sql serve`, or without the"
+                f" {NAMES_CONF} setting so that clients can register them"
+            ) from None
         return False
     return True
 

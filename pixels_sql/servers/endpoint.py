@@ -144,6 +144,8 @@ def serve(
     try:
         with HomeLock(folder, holder="pixels-sql serve"):
             (folder / "logs").mkdir(parents=True, exist_ok=True)
+            # Hive's session start-up logs an error when its local scratch folder is missing.
+            (folder / "tmp" / "hive" / "local").mkdir(parents=True, exist_ok=True)
             # Hive's Thrift service reads these before its settings: make them agree.
             os.environ["HIVE_SERVER2_THRIFT_PORT"] = str(options.jdbc_port)
             os.environ["HIVE_SERVER2_THRIFT_BIND_HOST"] = options.host

@@ -134,7 +134,10 @@ public final class PythonFunctions {
         throw new IllegalStateException(
             name
                 + " is not available in this Spark application: its driver must call"
-                + " pixels_sql.register(spark) (pixels-sql serve and pixels_sql.session() do)");
+                + " pixels_sql.register(spark) (pixels-sql serve and pixels_sql.session() do),"
+                + " or leave "
+                + NAMES_CONF
+                + " unset so that sessions can register temporary functions");
       }
       return function.builder(arguments);
     }

@@ -1,0 +1,141 @@
+"""A real ``pixels-sql serve`` process for tests: start on free ports, wait for readiness, stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pyspark
+
+SPARK_HOME = Path(pyspark.__file__).parent
+READY_PREFIX = "pixels-sql serve: ready"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class ServeProcess:
+    """``python -m pixels_sql.cli serve`` on ``home``; its stdout lines are kept in ``lines``."""
+
+    def __init__(
+        self, home: Path, *, jdbc_port: int | None = None, connect_port: int | None = None
+    ):
+        self.home = home
+        self.jdbc_port = jdbc_port or free_port()
+        self.connect_port = connect_port or free_port()
+        self.process: subprocess.Popen[str] | None = None
+        self.lines: list[str] = []
+        self._ready = threading.Event()
+
+    @property
+    def jdbc_url(self) -> str:
+        return f"jdbc:hive2://127.0.0.1:{self.jdbc_port}/default"
+
+    @property
+    def connect_url(self) -> str:
+        return f"sc://127.0.0.1:{self.connect_port}"
+
+    def start(self, timeout: float = 240.0) -> ServeProcess:
+        command = [
+            sys.executable,
+            "-m",
+            "pixels_sql.cli",
+            "serve",
+            "--home",
+            str(self.home),
+            "--master",
+            "local[2]",
+            "--jdbc-port",
+            str(self.jdbc_port),
+            "--connect-port",
+            str(self.connect_port),
+        ]
+        self.lines = []
+        self._ready.clear()
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        threading.Thread(target=self._read, args=(self.process,), daemon=True).start()
+        if not self._ready.wait(timeout):
+            self.process.kill()
+            stderr = self.process.stderr.read() if self.process.stderr else ""
+            raise TimeoutError(f"serve was not ready in {timeout}s: {self.lines} {stderr[-3000:]}")
+        return self
+
+    def _read(self, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            self.lines.append(line.rstrip("\n"))
+            if line.startswith(READY_PREFIX):
+                self._ready.set()
+
+    def terminate(self, timeout: float = 120.0) -> int:
+        """SIGTERM; the exit status (the process is killed if it does not stop in time)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise
+
+    def pids(self) -> list[int]:
+        """The server and its descendants (the Spark JVM, Python workers)."""
+        assert self.process is not None
+        found = [self.process.pid]
+        index = 0
+        while index < len(found):
+            parent = found[index]
+            index += 1
+            children = Path(f"/proc/{parent}/task/{parent}/children")
+            if children.exists():
+                found += [int(pid) for pid in children.read_text().split()]
+        return found
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+def listening_addresses(pids: list[int]) -> set[tuple[str, int]]:
+    """(address, port) of every listening TCP socket the processes hold, from /proc."""
+    inodes: set[str] = set()
+    for pid in pids:
+        fd_dir = Path(f"/proc/{pid}/fd")
+        try:
+            entries = list(fd_dir.iterdir())
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                target = os.readlink(entry)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    found = set()
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state != "0A" or inode not in inodes:  # 0A: LISTEN
+                continue
+            address, port = local.split(":")
+            found.add((_decode_address(address, width), int(port, 16)))
+    return found
+
+
+def _decode_address(hex_address: str, width: int) -> str:
+    # /proc/net/tcp* print each 32-bit word of the address in host (little-endian) order.
+    raw = bytes.fromhex(hex_address)
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    family = socket.AF_INET if width == 8 else socket.AF_INET6
+    return socket.inet_ntop(family, words)

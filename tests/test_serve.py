@@ -1,0 +1,408 @@
+"""``pixels-sql serve`` with real clients in separate processes: beeline, PyHive, Spark Connect,
+the ``pixels-sql`` commands; robustness; a clean stop and restart on the same home."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pydicom
+import pytest
+from pyhive import hive
+
+from tests.conftest import SAMPLE_FILES, copy_samples
+from tests.serving import SPARK_HOME, ServeProcess, free_port, listening_addresses
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVER_DOC = ROOT / "docs" / "server.md"
+GOOD = {
+    name: source for name, source in SAMPLE_FILES.items() if not name.startswith(("bad/", "raw/"))
+}
+# The soak of 8 concurrent clients (the issue asks for 60 s; PIXELS_SQL_SOAK_SECONDS shortens it
+# while developing).
+SOAK_SECONDS = float(os.environ.get("PIXELS_SQL_SOAK_SECONDS", "60"))
+CLIENTS = 8
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("serve-data")
+    return {
+        "good": copy_samples(root / "good", GOOD),
+        "all": copy_samples(root / "all"),
+    }
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+    process = ServeProcess(tmp_path_factory.mktemp("serve-home") / "home").start()
+    try:
+        yield process
+    finally:
+        if process.alive():
+            process.terminate()
+
+
+def jdbc(server: ServeProcess) -> hive.Connection:
+    return hive.connect(host="127.0.0.1", port=server.jdbc_port, username="pixels", auth="NONE")
+
+
+def query(connection: hive.Connection, sql: str) -> list[tuple]:
+    cursor = connection.cursor()
+    try:
+        cursor.execute(sql)
+        return cursor.fetchall() if cursor.description else []
+    finally:
+        cursor.close()
+
+
+def cli(server: ServeProcess, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pixels_sql.cli", *args, "--home", str(server.home)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def modalities(folder: Path) -> dict[str, int]:
+    counts: collections.Counter[str] = collections.Counter()
+    for path in folder.rglob("*"):
+        if path.is_file():
+            counts[str(pydicom.dcmread(path, stop_before_pixels=True).Modality)] += 1
+    return dict(counts)
+
+
+def test_readiness_line_names_both_endpoints(server: ServeProcess) -> None:
+    ready = server.lines[0]
+    assert server.jdbc_url in ready and server.connect_url in ready, ready
+    state = json.loads((server.home / "server.json").read_text())
+    assert state["jdbc_port"] == server.jdbc_port and state["pid"] == server.process.pid
+
+
+def test_only_loopback_addresses_listen(server: ServeProcess) -> None:
+    addresses = listening_addresses(server.pids())
+    ports = {port for _, port in addresses}
+    assert {server.jdbc_port, server.connect_port} <= ports, addresses
+    for address, port in addresses:
+        assert address in ("127.0.0.1", "::ffff:127.0.0.1", "::1"), (address, port)
+
+
+def test_beeline_calls_the_functions_over_read_files(
+    server: ServeProcess, folders: dict[str, Path]
+) -> None:
+    completed = subprocess.run(
+        [
+            str(SPARK_HOME / "bin" / "beeline"),
+            "-u",
+            server.jdbc_url,
+            "--silent=true",
+            "--outputformat=csv2",
+            "-e",
+            "SELECT dicom_tag(dicom_meta(path), 'Modality') AS modality, count(*) AS files"
+            f" FROM read_files('{folders['good']}', recursiveFileLookup => true)"
+            " GROUP BY 1 ORDER BY 1;",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "SPARK_HOME": str(SPARK_HOME)},
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    lines = [line for line in completed.stdout.splitlines() if line.strip()]
+    assert lines[0] == "modality,files"
+    got = {row.split(",")[0]: int(row.split(",")[1]) for row in lines[1:]}
+    assert got == modalities(folders["good"])
+
+
+def test_each_jdbc_connection_has_its_own_temp_views(
+    server: ServeProcess, folders: dict[str, Path]
+) -> None:
+    first, second = jdbc(server), jdbc(server)
+    try:
+        for name, connection, file in (
+            ("first_view", first, "ct/CT_small.dcm"),
+            ("second_view", second, "mr/MR_small.dcm"),
+        ):
+            query(
+                connection,
+                f"CREATE TEMPORARY VIEW {name} AS SELECT dicom_tag(dicom_meta(path),"
+                f" 'Modality') AS modality FROM read_files('{folders['good'] / file}')",
+            )
+        assert query(first, "SELECT modality FROM first_view") == [("CT",)]
+        assert query(second, "SELECT modality FROM second_view") == [("MR",)]
+        for connection, other in ((first, "second_view"), (second, "first_view")):
+            with pytest.raises(Exception, match="TABLE_OR_VIEW_NOT_FOUND"):
+                query(connection, f"SELECT * FROM {other}")
+            assert query(connection, "SELECT count(*) > 4000 FROM dicom_dictionary") == [(True,)]
+    finally:
+        first.close()
+        second.close()
+
+
+def test_run_and_sql_commands_go_through_the_server(
+    server: ServeProcess, folders: dict[str, Path]
+) -> None:
+    run = cli(server, "run", str(ROOT / "sql"), "--param", f"path={folders['all']}")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert f"files: {len(SAMPLE_FILES)}" in run.stdout
+    assert "XSDB6" not in run.stderr and "\tat " not in run.stderr
+    counted = cli(server, "sql", "SELECT count(*) AS files FROM object_catalog", "--format", "csv")
+    assert counted.returncode == 0, counted.stderr[-3000:]
+    assert counted.stdout.split() == ["files", str(len(SAMPLE_FILES))]
+    # A second run reads nothing new and leaves the tables as they were.
+    again = cli(server, "run", str(ROOT / "sql"), "--param", f"path={folders['all']}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"files: {len(SAMPLE_FILES)}" in again.stdout
+
+
+CONNECT_CLIENT = """
+import io, sys
+import pixels_sql
+
+client = pixels_sql.connect(sys.argv[1])
+count = client.sql("SELECT count(*) FROM pixels.object_catalog").first()[0]
+row = client.sql(
+    "SELECT dicom_thumbnail(path) AS png FROM pixels.object_catalog"
+    " WHERE relative_path = 'ct/CT_small.dcm'"
+).first()
+print(count, Image.open(io.BytesIO(row.png)).size)
+client.stop()
+"""
+
+
+def test_connect_client_queries_saved_tables_and_thumbnails(server: ServeProcess) -> None:
+    if not (server.home / "warehouse").exists():
+        pytest.fail("runs after test_run_and_sql_commands_go_through_the_server (saved tables)")
+    completed = subprocess.run(
+        [sys.executable, "-c", CONNECT_CLIENT, str(server.home)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    count, size = completed.stdout.split(" ", 1)
+    assert int(count) == len(SAMPLE_FILES)
+    assert size.strip() == "(256, 256)"
+
+
+def test_persistent_view_calls_the_functions(
+    server: ServeProcess, folders: dict[str, Path]
+) -> None:
+    connection = jdbc(server)
+    try:
+        query(
+            connection,
+            "CREATE OR REPLACE VIEW default.ct_names AS SELECT"
+            " dicom_tag(dicom_meta(path), 'PatientName') AS name"
+            f" FROM read_files('{folders['good'] / 'ct'}')",
+        )
+        assert query(connection, "SELECT name FROM default.ct_names") == [
+            ("CompressedSamples^CT1",)
+        ]
+    finally:
+        connection.close()
+
+
+def test_a_failing_query_leaves_the_connection_usable(server: ServeProcess) -> None:
+    connection = jdbc(server)
+    try:
+        with pytest.raises(Exception, match="not_found"):
+            query(connection, "SELECT dicom_meta('/no/such/file.dcm')")
+        with pytest.raises(Exception, match="PARSE_SYNTAX_ERROR"):
+            query(connection, "SELEC 1")
+        assert query(connection, "SELECT dicom_meta_error('/no/such/file.dcm')") == [("not_found",)]
+    finally:
+        connection.close()
+
+
+SLOW_CLIENT = """
+import sys
+from pyhive import hive
+connection = hive.connect(host="127.0.0.1", port=int(sys.argv[1]), username="x", auth="NONE")
+cursor = connection.cursor()
+print("querying", flush=True)
+cursor.execute("SELECT reflect('java.lang.Thread', 'sleep', CAST(600000 AS BIGINT))")
+"""
+
+
+def test_a_client_killed_mid_query_does_not_hurt_the_server(server: ServeProcess) -> None:
+    client = subprocess.Popen(
+        [sys.executable, "-c", SLOW_CLIENT, str(server.jdbc_port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert client.stdout is not None and client.stdout.readline().strip() == "querying"
+    time.sleep(3)  # the query is running on the server
+    client.kill()
+    client.wait()
+    connection = jdbc(server)
+    try:
+        started = time.monotonic()
+        assert query(connection, "SELECT count(*) FROM range(1000)") == [(1000,)]
+        assert time.monotonic() - started < 60
+    finally:
+        connection.close()
+    assert server.alive()
+
+
+def test_eight_concurrent_clients_for_a_minute(
+    server: ServeProcess, folders: dict[str, Path]
+) -> None:
+    files = sorted(str(p) for p in folders["good"].rglob("*") if p.is_file())
+    catalog_queries = [
+        "SELECT Modality, count(*) FROM pixels.object_catalog GROUP BY 1",
+        "SELECT count(*) FROM pixels.series_catalog",
+        "SELECT reason, count(*) FROM pixels.object_errors GROUP BY 1",
+    ]
+    answers: collections.Counter[str] = collections.Counter()
+    failures: list[str] = []
+    lock = threading.Lock()
+    deadline = time.monotonic() + SOAK_SECONDS
+
+    def client(number: int) -> None:
+        connection = jdbc(server)
+        try:
+            turn = 0
+            while time.monotonic() < deadline:
+                if (number + turn) % 2:
+                    sql = catalog_queries[turn % len(catalog_queries)]
+                    rows = query(connection, sql)
+                    ok = len(rows) > 0
+                else:
+                    path = files[(number + turn) % len(files)]
+                    rows = query(
+                        connection, f"SELECT dicom_tag(dicom_meta('{path}'), 'SOPInstanceUID')"
+                    )
+                    expected = pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID
+                    ok = rows == [(expected,)]
+                with lock:
+                    answers["ok" if ok else "wrong"] += 1
+                turn += 1
+        except Exception as exc:  # collected: every client's failure is reported
+            with lock:
+                failures.append(f"client {number}: {exc}")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(CLIENTS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(SOAK_SECONDS + 300)
+    assert not failures, failures
+    assert answers["wrong"] == 0 and answers["ok"] >= CLIENTS, answers
+    assert server.alive()
+
+
+def _docs_blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", SERVER_DOC.read_text(), flags=re.DOTALL)
+
+
+def _for_this_server(text: str, server: ServeProcess) -> str:
+    # The docs use the default ports and home.
+    return (
+        text.replace("10000", str(server.jdbc_port))
+        .replace("15002", str(server.connect_port))
+        .replace("pixels-home", str(server.home))
+    )
+
+
+def test_the_python_examples_of_docs_server_md_run(server: ServeProcess) -> None:
+    blocks = _docs_blocks("python")
+    assert len(blocks) >= 3
+    for block in blocks:
+        completed = subprocess.run(
+            [sys.executable, "-c", _for_this_server(block, server)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=server.home.parent,
+        )
+        assert completed.returncode == 0, (block, completed.stderr[-3000:])
+        assert completed.stdout.strip(), block
+
+
+def test_the_shell_examples_of_docs_server_md_run(server: ServeProcess) -> None:
+    serve_block, beeline_block = _docs_blocks("bash")
+    # The first block starts the server as the fixture does (which adds only free ports).
+    assert serve_block.splitlines()[0] == "pixels-sql serve --home pixels-home"
+    completed = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", _for_this_server(beeline_block, server)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "| CT " in completed.stdout and "| MR " in completed.stdout, completed.stdout
+
+
+def test_the_readme_serve_command_is_what_the_tests_run() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Serve it to SQL tools") :]
+    command = re.search(r"```bash\n(.*?)\n```", section, flags=re.DOTALL).group(1)
+    assert command.split("#")[0].split() == [".venv/bin/pixels-sql", "serve"]
+
+
+def test_sigterm_cancels_queries_stops_cleanly_and_restarts_with_tables_intact(
+    server: ServeProcess,
+) -> None:
+    connection = jdbc(server)
+    before = query(connection, "SELECT count(*), count(meta) FROM pixels.object_catalog")
+    thumbnails = query(connection, "SELECT count(thumbnail) FROM pixels.object_thumbnails")
+    view = query(connection, "SELECT name FROM default.ct_names")
+    connection.close()
+    slow = subprocess.Popen(
+        [sys.executable, "-c", SLOW_CLIENT, str(server.jdbc_port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert slow.stdout is not None and slow.stdout.readline().strip() == "querying"
+    time.sleep(3)
+    started = time.monotonic()
+    status = server.terminate(timeout=120)
+    stopping = time.monotonic() - started
+    slow.kill()
+    slow.wait()
+    assert status == 0, server.process.stderr.read()[-3000:] if server.process.stderr else ""
+    assert stopping < 60, stopping  # the 600 s query was cancelled, not waited for
+    assert server.lines[-1] == "pixels-sql serve: stopped"
+    assert not (server.home / "server.json").exists()
+    assert (server.home / ".pixels-sql.lock").read_text() == ""  # released
+    assert (server.home / "logs" / "server.log").exists()
+
+    server.start()
+    connection = jdbc(server)
+    try:
+        assert query(connection, "SELECT count(*), count(meta) FROM pixels.object_catalog") == (
+            before
+        )
+        assert query(connection, "SELECT count(thumbnail) FROM pixels.object_thumbnails") == (
+            thumbnails
+        )
+        assert query(connection, "SELECT name FROM default.ct_names") == view
+    finally:
+        connection.close()
+
+
+def test_a_second_server_on_the_same_home_or_port_is_refused(server: ServeProcess) -> None:
+    same_port = cli(server, "serve", "--jdbc-port", str(server.jdbc_port), timeout=120)
+    assert same_port.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{server.jdbc_port}" in same_port.stderr
+    same_home = cli(
+        server, "serve", "--jdbc-port", str(free_port()), "--connect-port", str(free_port())
+    )
+    assert same_home.returncode == 1
+    assert f"in use by pixels-sql serve pid {server.process.pid}" in same_home.stderr
+    for completed in (same_port, same_home):
+        assert "Traceback" not in completed.stderr
