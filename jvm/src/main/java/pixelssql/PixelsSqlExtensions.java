@@ -54,6 +54,7 @@ public final class PixelsSqlExtensions extends AbstractFunction1<SparkSessionExt
 
   @Override
   public BoxedUnit apply(SparkSessionExtensions extensions) {
+    loadEveryClass();
     inject(extensions, FUNCTION_NAME, ReadFiles.class, USAGE, EXAMPLES, new ReadFiles());
     inject(
         extensions,
@@ -64,6 +65,35 @@ public final class PixelsSqlExtensions extends AbstractFunction1<SparkSessionExt
         new ListFiles());
     PythonFunctions.inject(extensions);
     return BoxedUnit.UNIT;
+  }
+
+  /**
+   * Loads every class of this jar now. The Thrift server closes a JDBC session's Hive class
+   * loaders when the session ends, and with them the loader Spark added this jar to: a class
+   * first needed after that (e.g. the listing behind list_files) fails with
+   * NoClassDefFoundError. Classes loaded before keep working.
+   */
+  private static void loadEveryClass() {
+    ClassLoader loader = PixelsSqlExtensions.class.getClassLoader();
+    java.security.CodeSource source = PixelsSqlExtensions.class.getProtectionDomain().getCodeSource();
+    if (source == null) {
+      return;
+    }
+    try (java.util.jar.JarFile jar = new java.util.jar.JarFile(new java.io.File(source.getLocation().toURI()))) {
+      java.util.Enumeration<java.util.jar.JarEntry> entries = jar.entries();
+      while (entries.hasMoreElements()) {
+        String name = entries.nextElement().getName();
+        if (name.startsWith("pixelssql/") && name.endsWith(".class")) {
+          Class.forName(name.substring(0, name.length() - 6).replace('/', '.'), false, loader);
+        }
+      }
+    } catch (java.io.IOException
+        | java.net.URISyntaxException
+        | IllegalArgumentException
+        | ClassNotFoundException e) {
+      // Best effort: a jar that is not a local file (e.g. inside another archive) keeps Java's
+      // lazy loading, which only the Thrift server's session close can break.
+    }
   }
 
   /** Registers one table-valued function with the text DESCRIBE FUNCTION shows. */
