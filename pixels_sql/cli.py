@@ -129,7 +129,8 @@ def _returns_rows(sql: str) -> bool:
 
 
 def _error_text(exc: BaseException) -> str:
-    text = str(exc).strip()
+    # A Spark Connect error may append the server's Java stack trace: the message is enough.
+    text = str(exc).split("JVM stacktrace:", 1)[0].strip()
     lines = text.splitlines()
     # Python worker failures carry a traceback: its last line names the file and the reason.
     if "Traceback (most recent call last)" in text:

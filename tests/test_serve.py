@@ -4,6 +4,7 @@ the ``pixels-sql`` commands; robustness; a clean stop and restart on the same ho
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import os
 import re
@@ -18,6 +19,7 @@ import pydicom
 import pytest
 from pyhive import hive
 
+from pixels_sql.dicom.thumbnail import render_thumbnail
 from tests.conftest import SAMPLE_FILES, copy_samples
 from tests.serving import SPARK_HOME, ServeProcess, free_port, listening_addresses
 
@@ -158,6 +160,10 @@ def test_run_and_sql_commands_go_through_the_server(
     counted = cli(server, "sql", "SELECT count(*) AS files FROM object_catalog", "--format", "csv")
     assert counted.returncode == 0, counted.stderr[-3000:]
     assert counted.stdout.split() == ["files", str(len(SAMPLE_FILES))]
+    failing = cli(server, "sql", "SELECT dicom_meta('/no/such/file.dcm')")
+    assert failing.returncode == 1
+    assert "not_found" in failing.stderr
+    assert "\tat " not in failing.stderr and "Traceback" not in failing.stderr, failing.stderr
     # A second run reads nothing new and leaves the tables as they were.
     again = cli(server, "run", str(ROOT / "sql"), "--param", f"path={folders['all']}")
     assert again.returncode == 0, again.stderr[-3000:]
@@ -165,16 +171,16 @@ def test_run_and_sql_commands_go_through_the_server(
 
 
 CONNECT_CLIENT = """
-import io, sys
+import hashlib, sys
 import pixels_sql
 
 client = pixels_sql.connect(sys.argv[1])
 count = client.sql("SELECT count(*) FROM pixels.object_catalog").first()[0]
 row = client.sql(
-    "SELECT dicom_thumbnail(path) AS png FROM pixels.object_catalog"
+    "SELECT path, dicom_thumbnail(path) AS png FROM pixels.object_catalog"
     " WHERE relative_path = 'ct/CT_small.dcm'"
 ).first()
-print(count, Image.open(io.BytesIO(row.png)).size)
+print(count, row.path, hashlib.sha256(row.png).hexdigest())
 client.stop()
 """
 
@@ -189,9 +195,9 @@ def test_connect_client_queries_saved_tables_and_thumbnails(server: ServeProcess
         timeout=300,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
-    count, size = completed.stdout.split(" ", 1)
+    count, path, digest = completed.stdout.split()
     assert int(count) == len(SAMPLE_FILES)
-    assert size.strip() == "(256, 256)"
+    assert digest == hashlib.sha256(render_thumbnail(path.removeprefix("file:"))).hexdigest()
 
 
 def test_persistent_view_calls_the_functions(
