@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup jar browser demo test lint format clean bench bench-thumbnails bench-meta fuzz
+.PHONY: setup jar browser demo test lint format clean bench bench-thumbnails bench-meta fuzz dbt
 
 # pip also builds the compiled header reader (setup.py): a change to its C source reinstalls.
 $(STAMP): pyproject.toml setup.py pixels_sql/dicom/_fastmeta.c scripts/check-java scripts/check-cc
@@ -23,6 +23,17 @@ jar: setup
 
 demo: jar
 	$(VENV)/bin/pixels-sql demo
+
+# The dbt/ project (dbt build: models and tests) over the sample files of `make demo`, through a
+# `pixels-sql serve` on pixels-home (started and stopped here unless one runs). dbt has a venv of
+# its own: dbt's dependencies must not disturb $(VENV). See dbt/README.md.
+DBT_STAMP := .venv-dbt/.installed
+
+$(DBT_STAMP): dbt/requirements.txt
+	PYTHON=$(PYTHON) scripts/dbt-build --install
+
+dbt: jar $(DBT_STAMP)
+	scripts/dbt-build
 
 lint: setup
 	$(PY) -m ruff check pixels_sql tests bench
