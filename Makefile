@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup jar browser demo test lint format clean bench bench-thumbnails bench-meta fuzz dbt
+.PHONY: setup jar browser demo test lint format clean bench bench-thumbnails bench-meta bench-server fuzz dbt
 
 # pip also builds the compiled header reader (setup.py): a change to its C source reinstalls.
 $(STAMP): pyproject.toml setup.py pixels_sql/dicom/_fastmeta.c scripts/check-java scripts/check-cc
@@ -47,7 +47,7 @@ test: jar lint browser
 	$(PY) -m pytest
 
 # Speed targets live in bench/ (see bench/README.md), never in the tests.
-bench: bench-meta bench-thumbnails
+bench: bench-meta bench-thumbnails bench-server
 
 bench-thumbnails: jar
 	$(PY) -m bench.thumbnails --files 48
@@ -56,6 +56,11 @@ bench-meta: jar
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m bench.meta --sizes 1000,10000 --pipeline 10000 --pipeline 100000 \
 	  --listing 10000 --listing 100000 --big-file --profile
+
+# pixels-sql serve through a real JDBC client (PyHive) vs the embedded session, one after the other.
+bench-server: jar
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) -m bench.server --files 10000 --runs 200
 
 # The hostile-input run of tests/test_hardening.py with 5,000 seeded mutants (CI runs 300).
 fuzz: jar
