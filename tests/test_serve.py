@@ -170,6 +170,19 @@ def test_run_and_sql_commands_go_through_the_server(
     assert f"files: {len(SAMPLE_FILES)}" in again.stdout
 
 
+def test_gallery_command_goes_through_the_server(server: ServeProcess, tmp_path: Path) -> None:
+    output = tmp_path / "gallery.html"
+    completed = cli(server, "gallery", "--output", str(output))
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    connection = jdbc(server)
+    try:
+        ((images,),) = query(connection, "SELECT count(thumbnail) FROM pixels.object_thumbnails")
+    finally:
+        connection.close()
+    assert completed.stdout.strip() == f"gallery: {output} ({images} images)"
+    assert images > 0 and output.read_text().count("<img") == images
+
+
 CONNECT_CLIENT = """
 import hashlib, sys
 import pixels_sql
