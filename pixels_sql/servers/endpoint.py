@@ -63,9 +63,7 @@ def server_conf(home: Path, options: ServeOptions) -> dict[str, str]:
         "spark.hadoop.hive.exec.local.scratchdir": str(scratch / "local"),
         # One folder per JDBC session, as Hive's default is: a session deletes its folder
         # when it closes, under the feet of the others if they shared one.
-        "spark.hadoop.hive.downloaded.resources.dir": str(
-            scratch / "${hive.session.id}_resources"
-        ),
+        "spark.hadoop.hive.downloaded.resources.dir": str(scratch / "${hive.session.id}_resources"),
         "spark.connect.grpc.binding.address": options.host,
         "spark.connect.grpc.binding.port": str(options.connect_port),
     }
