@@ -145,37 +145,37 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 def dbt_build(
     server: Server, dbt: Path, folder: Path, work: Path, *select: str
 ) -> list[dict[str, Any]]:
-    """``dbt build`` over ``folder`` (of the ``select``ed models, or all); its node results
-    (run_results.json)."""
+    """``dbt build`` over ``folder`` (of the ``select``ed models, or all), run by
+    ``scripts/dbt-build`` — what ``make dbt`` runs — on the test server's home; its node
+    results (run_results.json)."""
+    assert dbt.exists()
     target = work / "target"
     completed = subprocess.run(
         [
-            str(dbt),
-            "build",
+            str(REPO / "scripts" / "dbt-build"),
             *(["--select", *select] if select else []),
-            "--project-dir",
-            str(DBT_DIR),
-            "--profiles-dir",
-            str(DBT_DIR),
             # Build output and logs stay out of the source tree.
             "--target-path",
             str(target),
             "--log-path",
             str(work / "logs"),
-            "--vars",
-            json.dumps({"path": str(folder)}),
         ],
         capture_output=True,
         text=True,
         timeout=600,
         env={
             **os.environ,
+            "PIXELS_SQL_HOME": str(server.home),
+            "DICOM_PATH": str(folder),
+            # Were the running server not found, the script would start one on this port,
+            # which is taken: it fails rather than building elsewhere.
             "PIXELS_SQL_JDBC_PORT": str(server.jdbc_port),
             "PIXELS_SQL_DBT_SCHEMA": DBT_SCHEMA,
             "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
         },
     )
     assert completed.returncode == 0, completed.stdout[-6000:] + completed.stderr[-2000:]
+    assert f"using the server running on {server.home}" in completed.stderr, completed.stderr
     return json.loads((target / "run_results.json").read_text())["results"]
 
 
