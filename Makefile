@@ -62,7 +62,7 @@ bench-server: jar
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m bench.server --files 10000 --runs 200
 
-# The hostile-input run of tests/test_hardening.py with 5,000 seeded mutants (CI runs 150).
+# The hostile-input run of tests/test_hardening.py with 5,000 seeded mutants (CI runs 80).
 fuzz: jar
 	PIXELS_SQL_FUZZ_MUTANTS=5000 $(PY) -m pytest tests/test_hardening.py -k "not kill"
 

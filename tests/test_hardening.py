@@ -38,9 +38,9 @@ from tests.mutants import write_mutants
 
 ROOT = Path(__file__).parent.parent
 INJECT = Path(__file__).parent / "inject"
-# 150 in CI (each of the 8 pipeline runs here reads them all; CI must stay under 30 min),
+# 80 in CI (each of the 8 pipeline runs here reads them all; CI must stay under 30 min),
 # 5,000 in `make fuzz`.
-MUTANTS = int(os.environ.get("PIXELS_SQL_FUZZ_MUTANTS", "150"))
+MUTANTS = int(os.environ.get("PIXELS_SQL_FUZZ_MUTANTS", "80"))
 HOSTILE_NAME = "O'Brien ${x} scans [1] é"
 GOOD = {name for name in SAMPLE_FILES if not name.startswith("bad/")}
 IMAGES = GOOD - {"rt/rtplan.dcm", "raw/no_preamble"}  # no pixel data
