@@ -19,7 +19,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,6 +34,7 @@ from pixels_sql.dicom.meta import read_meta_result
 from pixels_sql.dicom.tags import tag_value
 from pixels_sql.session import session_conf
 from tests.conftest import SAMPLE_FILES, copy_samples
+from tests.serving import free_port
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 SECTION = "## On a Spark cluster"
@@ -53,12 +53,6 @@ LOCAL_ONLY = {
     "spark.sql.files.minPartitionNum",  # from the local core count
 }
 TIMEOUT = 300  # seconds per step: generous for a loaded 2-core machine
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)

@@ -17,14 +17,9 @@ import pytest
 from pixels_sql.functions import injection_conf
 from pixels_sql.session import session_conf
 from tests.corpus import PYDICOM_TEST_FILES
+from tests.serving import free_port
 
 SPARK_HOME = Path(pyspark.__file__).parent
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_for_port(port: int, timeout: float) -> None:

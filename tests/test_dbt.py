@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,6 +26,7 @@ from chispa import assert_df_equality
 
 from tests.conftest import SAMPLE_FILES, copy_samples
 from tests.corpus import PYDICOM_TEST_FILES
+from tests.serving import free_port
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -52,12 +52,6 @@ SECOND_FILES = {
     },
     "lossy/JPEG-lossy.dcm": PYDICOM_TEST_FILES / "JPEG-lossy.dcm",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass

@@ -35,11 +35,11 @@ class ServerInfo:
 
     @property
     def jdbc_url(self) -> str:
-        return f"jdbc:hive2://{_url_host(self.host)}:{self.jdbc_port}/default"
+        return f"jdbc:hive2://{url_host(self.host)}:{self.jdbc_port}/default"
 
     @property
     def connect_url(self) -> str:
-        return f"sc://{_url_host(self.host)}:{self.connect_port}"
+        return f"sc://{url_host(self.host)}:{self.connect_port}"
 
     def write(self, home: Path) -> None:
         path = home / STATE_FILE
@@ -48,7 +48,8 @@ class ServerInfo:
         partial.replace(path)  # readers never see half a file
 
 
-def _url_host(host: str) -> str:
+def url_host(host: str) -> str:
+    """How a client on this machine names a server bound to ``host`` in a URL."""
     # A server bound to every address is reached on loopback from this machine.
     if host in ("0.0.0.0", "::", ""):
         return "127.0.0.1"
@@ -62,7 +63,7 @@ def running_server(home: str | os.PathLike[str] | None = None) -> ServerInfo | N
         info = ServerInfo(**json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError, TypeError):
         return None
-    if not _alive(info.pid) or not _listening(_url_host(info.host), info.connect_port):
+    if not _alive(info.pid) or not is_listening(info.host, info.connect_port):
         return None
     return info
 
@@ -87,10 +88,12 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _listening(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-        probe.settimeout(2.0)
-        return probe.connect_ex((host.strip("[]"), port)) == 0
+def is_listening(host: str, port: int, timeout: float = 2.0) -> bool:
+    """Whether a server bound to ``host`` accepts connections on ``port`` from this machine."""
+    target = url_host(host).strip("[]")
+    with socket.socket(socket.AF_INET6 if ":" in target else socket.AF_INET) as probe:
+        probe.settimeout(timeout)
+        return probe.connect_ex((target, port)) == 0
 
 
 def connect(home: str | os.PathLike[str] | None = None) -> SparkSession:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from pixels_sql.home import HomeLock
-from pixels_sql.servers.discovery import ServerInfo, _url_host, remove_state
+from pixels_sql.servers.discovery import ServerInfo, is_listening, remove_state
 from pixels_sql.session import home_dir
 
 if TYPE_CHECKING:
@@ -83,13 +83,9 @@ def _check_free(host: str, port: int, flag: str) -> None:
 
 
 def _wait_listening(host: str, port: int, what: str, deadline: float) -> None:
-    target = _url_host(host).strip("[]")
-    family = socket.AF_INET6 if ":" in target else socket.AF_INET
     while time.monotonic() < deadline:
-        with socket.socket(family) as probe:
-            probe.settimeout(1.0)
-            if probe.connect_ex((target, port)) == 0:
-                return
+        if is_listening(host, port, timeout=1.0):
+            return
         time.sleep(0.2)
     raise ServeError(f"the {what} endpoint did not listen on {host}:{port} in time")
 
