@@ -160,7 +160,7 @@ def execute(
             if _returns_rows(statement.sql):
                 rows = frame.take(limit + 1)
                 columns = frame.columns
-                if progress is not None and columns == ["files_to_read"] and rows:
+                if progress is not None and columns[:1] == ["files_to_read"] and rows:
                     progress.expected_files = int(rows[0][0])
                 out.write(render(columns, [tuple(r) for r in rows[:limit]], fmt, width) + "\n")
                 if len(rows) > limit:
@@ -190,6 +190,37 @@ def _run_statements(args: argparse.Namespace, statements: list[Statement], datab
         except TableLayoutError as exc:
             raise CliError(str(exc)) from None
         print(summary(spark, database))
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from pixels_sql.ingest.batch import ingest, print_report
+    from pixels_sql.progress import Progress
+    from pixels_sql.tables import TableLayoutError
+
+    path = _normalise_dir(args.path)
+    database = args.database or DEFAULT_DATABASE
+    with _home_session(args, pipeline=True) as spark:
+        context = None if is_remote(spark) else spark.sparkContext
+        try:
+            with Progress(context) as progress:
+                report = ingest(
+                    spark,
+                    path,
+                    database,
+                    thumbnails=not args.no_thumbnails,
+                    thumbnail_size=args.thumbnail_size,
+                    glob=args.glob,
+                    progress=progress,
+                    log=sys.stderr,
+                )
+        except TableLayoutError as exc:
+            raise CliError(str(exc)) from None
+        except ScriptError:
+            raise
+        except Exception as exc:
+            raise CliError(_error_text(exc)) from exc
+    print_report(report)
     return 0
 
 
@@ -294,6 +325,24 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
     run.add_argument("--no-parse-check", action="store_true", help="skip the sqlglot check")
     run.set_defaults(handler=cmd_run)
+
+    ingest = sub.add_parser(
+        "ingest",
+        parents=[common],
+        help="catalogue a folder incrementally: new, changed and deleted files, zip archives",
+    )
+    ingest.add_argument("path", help="folder (or file) to catalogue")
+    ingest.add_argument("--database", help=f"database to fill (default: {DEFAULT_DATABASE})")
+    ingest.add_argument(
+        "--no-thumbnails", action="store_true", help="skip the thumbnail step (40_thumbnails)"
+    )
+    ingest.add_argument(
+        "--thumbnail-size", type=int, default=256, help="longer side in pixels (default: 256)"
+    )
+    ingest.add_argument(
+        "--glob", default="*", help="file names to catalogue (default: *, every file)"
+    )
+    ingest.set_defaults(handler=cmd_ingest)
 
     sql = sub.add_parser("sql", parents=[common], help="run one query and print its rows")
     sql.add_argument("query")

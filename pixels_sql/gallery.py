@@ -17,7 +17,7 @@ SELECT
   c.relative_path, t.thumbnail
 FROM {database}.object_catalog AS c
 JOIN {database}.object_thumbnails AS t ON t.path = c.path
-WHERE t.thumbnail IS NOT NULL
+WHERE t.thumbnail IS NOT NULL AND c.deleted_at IS NULL AND t.deleted_at IS NULL
 ORDER BY c.StudyDate, c.StudyInstanceUID, c.SeriesNumber, c.SeriesInstanceUID,
          c.InstanceNumber, c.relative_path
 LIMIT {limit}

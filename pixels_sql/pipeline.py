@@ -48,25 +48,29 @@ def summary(spark: SparkSession, database: str) -> str:
     catalog = f"`{database}`.object_catalog"
     if not spark.catalog.tableExists(f"{database}.object_catalog"):
         return f"no object_catalog in database {database}"
+    # Deleted files (deleted_at set) are counted apart; everything else is the live catalog.
     counts = spark.sql(
         f"""SELECT count(*) AS files,
                    count(meta) AS instances,
                    count(DISTINCT SeriesInstanceUID) AS series,
                    count(DISTINCT StudyInstanceUID) AS studies
-            FROM {catalog}"""
+            FROM {catalog} WHERE deleted_at IS NULL"""
     ).first()
+    deleted = spark.sql(f"SELECT count(*) FROM {catalog} WHERE deleted_at IS NOT NULL").first()[0]
     errors = (
         "SELECT CASE WHEN length IS NULL THEN 'catalog' ELSE 'meta' END AS stage,"
-        f" meta_error_reason AS reason FROM {catalog}"
+        f" meta_error_reason AS reason FROM {catalog} WHERE deleted_at IS NULL"
     )
     thumbnails = None
     if spark.catalog.tableExists(f"{database}.object_thumbnails"):
         table = f"`{database}`.object_thumbnails"
-        thumbnails = spark.sql(f"SELECT count(thumbnail) FROM {table}").first()[0]
+        thumbnails = spark.sql(
+            f"SELECT count(thumbnail) FROM {table} WHERE deleted_at IS NULL"
+        ).first()[0]
         # no_pixel_data is not an error: reports and plans have no image to render.
         errors += (
             f" UNION ALL SELECT 'thumbnail', thumbnail_error_reason FROM {table}"
-            " WHERE thumbnail_error_reason != 'no_pixel_data'"
+            " WHERE thumbnail_error_reason != 'no_pixel_data' AND deleted_at IS NULL"
         )
     reasons = spark.sql(
         f"""SELECT stage, reason, count(*) AS files FROM ({errors})
@@ -83,6 +87,7 @@ def summary(spark: SparkSession, database: str) -> str:
         f"instances: {counts.instances}",
         f"series: {counts.series}",
         f"studies: {counts.studies}",
+        *([f"deleted: {deleted}"] if deleted else []),
         *([f"thumbnails: {thumbnails}"] if thumbnails is not None else []),
         f"errors: {sum(row.files for row in reasons)}" + (f" ({by_stage})" if by_stage else ""),
         f"database: {database} (tables object_catalog, object_thumbnails; views object_errors,"

@@ -34,11 +34,11 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 PIPELINE_TABLES = ("object_catalog", "object_thumbnails")
-WORKING_TABLES = ("pixels_new_files",)
+WORKING_TABLES = ("pixels_listing",)
 PARTITION_COLUMN = "ingest_run"
 # Folder (inside a table's location) for rewritten partitions.
 REWRITTEN = "rewritten"
-_RUN_VALUE = re.compile(r"[0-9]{17}(-failed)?")
+_RUN_VALUE = re.compile(r"[0-9]{17}(-failed|-deleted)?")
 
 
 class TableLayoutError(Exception):
@@ -67,6 +67,7 @@ def prepare(spark: SparkSession, database: str) -> list[str]:
                 f"{database}.{table} was made by an earlier pixels-sql (not partitioned by"
                 f" {PARTITION_COLUMN}): drop it (DROP TABLE {database}.{table}) and run again"
             )
+        _add_missing_columns(spark, database, table)
         locations = _partition_locations(spark, database, table)
         referenced = {_normal(location) for location in locations.values()}
         removed += _remove_unreferenced(spark, metadata.location, referenced)
@@ -78,6 +79,21 @@ def prepare(spark: SparkSession, database: str) -> list[str]:
             if _delete(spark, location):
                 removed.append(location)
     return removed
+
+
+# Columns added to the pipeline's tables after their first release: a table made before gets
+# them (NULL in its older rows) when a run starts.
+ADDED_COLUMNS = {"deleted_at": "TIMESTAMP"}
+
+
+def _add_missing_columns(spark: SparkSession, database: str, table: str) -> None:
+    name = f"`{database}`.`{table}`"
+    present = {field.name for field in spark.table(name).schema}
+    missing = [
+        f"`{column}` {kind}" for column, kind in ADDED_COLUMNS.items() if column not in present
+    ]
+    if missing:
+        spark.sql(f"ALTER TABLE {name} ADD COLUMNS ({', '.join(missing)})")
 
 
 def supersede(spark: SparkSession, database: str) -> int:
@@ -150,7 +166,9 @@ def _table_info(spark: SparkSession, database: str, table: str) -> TableInfo:
         for row in spark.sql(f"DESCRIBE TABLE EXTENDED `{database}`.`{table}`").collect()
     }
     partitions = [
-        column.name for column in spark.catalog.listColumns(table, database) if column.isPartition
+        column.name
+        for column in spark.catalog.listColumns(f"`{database}`.`{table}`")
+        if column.isPartition
     ]
     return TableInfo(details["Location"], details.get("Provider", "parquet"), partitions)
 

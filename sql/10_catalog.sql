@@ -1,9 +1,12 @@
 -- Step 1: list every file under ${path} with list_files: each file gets a row, zero-byte and
 -- _-named files included; an unreadable folder, a dangling link or a pipe gets a row with its
--- reason. The path is taken literally (never a glob). Only names, sizes and times are read.
+-- reason. A zip archive (*.zip) is listed member by member from its directory, without
+-- extracting it (zip_members: zip://<member>::<archive> paths; hostile members get a reason).
+-- The path is taken literally (never a glob). Only names, sizes and times are read.
 -- Parameters: path (required), glob (default: * — DICOM files often have no extension).
 
--- The catalog table: one row per file, good or bad. Each run appends its rows as one new
+-- The catalog table: one row per file, good or bad; a file deleted since gets deleted_at (NULL:
+-- present at the last run). Each run appends its rows as one new
 -- partition (ingest_run), which the metastore registers only once all its files are written:
 -- a run's rows appear all at once or not at all, whatever kills it.
 -- No USING clause: the table takes spark.sql.sources.default (parquet here, Delta on Databricks).
@@ -39,6 +42,7 @@ CREATE TABLE IF NOT EXISTS object_catalog (
   meta_error_reason STRING,
   meta_error_message STRING,
   ingested_at TIMESTAMP,
+  deleted_at TIMESTAMP,
   ingest_run STRING
 )
 PARTITIONED BY (ingest_run);
@@ -51,33 +55,65 @@ CREATE TABLE IF NOT EXISTS object_thumbnails (
   thumbnail_error_reason STRING,
   thumbnail_error_message STRING,
   created_at TIMESTAMP,
+  deleted_at TIMESTAMP,
   ingest_run STRING
 )
 PARTITIONED BY (ingest_run);
 
--- The files this run reads, listed once into a working table that 20_meta.sql drops when done
--- (a view would list the folder again for every statement naming it). A catalogued file is not
--- read again (DICOM files are immutable: a changed image gets new UIDs), except a failed one:
--- it is read again when its size or modification time changed, or when it failed for a reason
--- that may pass (not_found, unreadable); its new row then replaces the old one.
-DROP TABLE IF EXISTS pixels_new_files;
-CREATE TABLE pixels_new_files AS
+-- The listing, compared with the catalog, into a working table that 30_deleted.sql drops when
+-- done (a view would list the folder again for every statement naming it). change says what
+-- this run does with each file:
+--   new      never catalogued, or deleted before and back now: read it;
+--   changed  its length or modificationTime differs from its catalogued row: read it again,
+--            the new row replaces the old one;
+--   retried  it failed for a reason that may pass (not_found, unreadable): read it again;
+--   NULL     unchanged: nothing to do.
+-- A member's modificationTime is its archive's: a rewritten archive's members are re-read.
+DROP TABLE IF EXISTS pixels_listing;
+CREATE TABLE pixels_listing AS
+WITH listed AS (
+  SELECT path, modificationTime, length, reason, message
+  FROM list_files('${path}', glob => '${glob:-*}')
+),
+files AS (
+  SELECT path, modificationTime, length, reason, message, NULL AS archive, NULL AS member
+  FROM listed
+  WHERE reason IS NOT NULL OR NOT endswith(lower(path), '.zip')
+  UNION ALL
+  SELECT m.path, l.modificationTime, m.length, m.reason, m.message, l.path, m.member
+  FROM listed AS l, LATERAL inline(zip_members(l.path)) AS m
+  WHERE l.reason IS NULL AND endswith(lower(l.path), '.zip')
+),
+catalogued AS (
+  -- Each path's newest row (a killed run may have left an older one beside it).
+  SELECT path, length, modificationTime, meta_error_reason, deleted_at
+  FROM (
+    SELECT *, row_number() OVER (PARTITION BY path ORDER BY ingest_run DESC) AS newest
+    FROM object_catalog
+  )
+  WHERE newest = 1
+)
 SELECT
-  l.path,
-  l.modificationTime,
-  l.length,
-  l.reason AS listing_reason,
-  l.message AS listing_message
-FROM list_files('${path}', glob => '${glob:-*}') AS l
-LEFT ANTI JOIN object_catalog AS c
-  ON c.path = l.path
-  AND (
-    c.meta_error_reason IS NULL
-    OR (
-      c.length <=> l.length
-      AND c.modificationTime <=> l.modificationTime
-      AND c.meta_error_reason NOT IN ('not_found', 'unreadable')
-    )
-  );
+  f.path,
+  f.modificationTime,
+  f.length,
+  f.reason AS listing_reason,
+  f.message AS listing_message,
+  f.archive,
+  f.member,
+  CASE
+    WHEN c.path IS NULL OR c.deleted_at IS NOT NULL THEN 'new'
+    WHEN NOT (c.length <=> f.length AND c.modificationTime <=> f.modificationTime) THEN 'changed'
+    WHEN c.meta_error_reason IN ('not_found', 'unreadable') THEN 'retried'
+  END AS change
+FROM files AS f
+LEFT JOIN catalogued AS c ON c.path = f.path;
 
-SELECT count(*) AS files_to_read FROM pixels_new_files;
+SELECT
+  count(*) AS files_to_read,
+  count_if(change = 'new') AS new_files,
+  count_if(change = 'changed') AS changed_files,
+  count_if(change = 'retried') AS retried_files,
+  count_if(member IS NOT NULL) AS zip_members
+FROM pixels_listing
+WHERE change IS NOT NULL;

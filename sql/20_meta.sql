@@ -1,7 +1,10 @@
--- Step 2: read each new file's header once (dicom_meta_result never fails: a bad file gives a
--- reason instead), store it as VARIANT and promote the attributes people filter on to typed
--- columns. Files the listing already gave a reason (an unreadable folder, a dangling link, a
--- pipe) are not opened. The rows land as one new partition of object_catalog: all or nothing.
+-- Step 2: read the header of each new or changed file once (dicom_meta_result never fails: a
+-- bad file gives a reason instead), store it as VARIANT and promote the attributes people filter
+-- on to typed columns. Files the listing already gave a reason (an unreadable folder, a dangling
+-- link, a pipe, a hostile zip member) are not opened. The rows land as one new partition of
+-- object_catalog: all or nothing; a changed file's new row replaces its old one.
+-- A zip member's local_path is its member path with the archive's local path; its
+-- relative_path is the archive's followed by the member's names (where --extract-zip writes it).
 -- Parameters: path (the catalogued folder, for relative_path).
 INSERT INTO object_catalog
 SELECT
@@ -9,14 +12,21 @@ SELECT
   path,
   modificationTime,
   length,
-  CASE
-    WHEN startswith(local_path, '${path}/') THEN substr(local_path, length('${path}') + 2)
-    WHEN startswith(path, '${path}/') THEN substr(path, length('${path}') + 2)
-    ELSE local_path
-  END AS relative_path,
+  concat(
+    CASE
+      WHEN startswith(disk_path, '${path}/') THEN substr(disk_path, length('${path}') + 2)
+      WHEN startswith(coalesce(archive, path), '${path}/')
+        THEN substr(coalesce(archive, path), length('${path}') + 2)
+      ELSE disk_path
+    END,
+    coalesce(concat('/', member), '')
+  ) AS relative_path,
   local_path,
-  lower(regexp_extract(local_path, '\\.([^./]+)$', 1)) AS extension,
-  filter(split(local_path, '[/\\\\._\\s-]+'), part -> part != '') AS path_tags,
+  lower(regexp_extract(coalesce(member, local_path), '\\.([^./]+)$', 1)) AS extension,
+  filter(
+    split(concat(disk_path, coalesce(concat('/', member), '')), '[/\\\\._\\s-]+'),
+    part -> part != ''
+  ) AS path_tags,
   meta,
   try_variant_get(meta, '$.0020000D.Value[0]', 'string') AS StudyInstanceUID,
   try_variant_get(meta, '$.0020000E.Value[0]', 'string') AS SeriesInstanceUID,
@@ -40,6 +50,7 @@ SELECT
   meta_error_reason,
   meta_error_message,
   current_timestamp() AS ingested_at,
+  CAST(NULL AS TIMESTAMP) AS deleted_at,
   -- Failed files go to a partition of their own: replacing their rows when they are read
   -- again rewrites only that small partition.
   concat(
@@ -66,12 +77,13 @@ FROM (
     FROM (
       SELECT
         *,
-        regexp_replace(path, '^file:(//)?', '') AS local_path,
+        -- The file on disk: the file itself, or the (outermost) archive holding the member.
+        regexp_replace(coalesce(archive, path), '^file:(//)?', '') AS disk_path,
+        regexp_replace(path, '(^|::)file:(//)?', '$1') AS local_path,
         -- A NULL path is not opened (a pipe would block the reader).
         dicom_meta_result(CASE WHEN listing_reason IS NULL THEN path END) AS result
-      FROM pixels_new_files
+      FROM pixels_listing
+      WHERE change IS NOT NULL
     )
   )
 );
-
-DROP TABLE IF EXISTS pixels_new_files;

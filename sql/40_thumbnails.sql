@@ -1,14 +1,49 @@
--- Step 4: a thumbnail per catalogued image, rendered once (incremental like the catalog).
--- Files without pixel data (reports, RT plans, waveforms) get a row with reason no_pixel_data,
--- so they are not tried again. The rows land as one new partition: all or nothing.
+-- Step 4: a thumbnail per catalogued image, rendered once (incremental like the catalog), and
+-- again when its file changed. Files without pixel data (reports, RT plans, waveforms) get a row
+-- with reason no_pixel_data, so they are not tried again. Thumbnails follow their file: a
+-- deleted file's thumbnail (or one whose file no longer reads) gets deleted_at. Each statement's
+-- rows land as one new partition: all or nothing.
 -- Parameters: thumbnail_size (default 256: longer side, pixels).
 -- (object_thumbnails is created by 10_catalog.sql, so the views work without this step.)
+CREATE OR REPLACE TEMPORARY VIEW pixels_current_files AS
+SELECT *
+FROM (
+  SELECT *, row_number() OVER (PARTITION BY path ORDER BY ingest_run DESC) AS newest
+  FROM object_catalog
+)
+WHERE newest = 1;
+
+CREATE OR REPLACE TEMPORARY VIEW pixels_current_thumbnails AS
+SELECT *
+FROM (
+  SELECT *, row_number() OVER (PARTITION BY path ORDER BY ingest_run DESC) AS newest
+  FROM object_thumbnails
+)
+WHERE newest = 1 AND deleted_at IS NULL;
+
 CREATE OR REPLACE TEMPORARY VIEW pixels_new_images AS
 SELECT c.path
-FROM object_catalog AS c
-LEFT ANTI JOIN object_thumbnails AS t
+FROM pixels_current_files AS c
+LEFT ANTI JOIN pixels_current_thumbnails AS t
   ON t.path = c.path
-WHERE c.meta IS NOT NULL;
+  AND t.created_at >= c.ingested_at
+WHERE c.meta IS NOT NULL AND c.deleted_at IS NULL;
+
+INSERT INTO object_thumbnails
+SELECT
+  t.path,
+  t.thumbnail,
+  t.thumbnail_size,
+  t.thumbnail_error_reason,
+  t.thumbnail_error_message,
+  t.created_at,
+  current_timestamp() AS deleted_at,
+  concat(date_format(current_timestamp(), 'yyyyMMddHHmmssSSS'), '-deleted') AS ingest_run
+FROM pixels_current_thumbnails AS t
+LEFT ANTI JOIN pixels_current_files AS c
+  ON c.path = t.path
+  AND c.meta IS NOT NULL
+  AND c.deleted_at IS NULL;
 
 SELECT count(*) AS files_to_read FROM pixels_new_images;
 
@@ -20,6 +55,7 @@ SELECT
   result.reason AS thumbnail_error_reason,
   result.message AS thumbnail_error_message,
   current_timestamp() AS created_at,
+  CAST(NULL AS TIMESTAMP) AS deleted_at,
   concat(
     date_format(current_timestamp(), 'yyyyMMddHHmmssSSS'),
     CASE WHEN result.reason IS NOT NULL THEN '-failed' ELSE '' END

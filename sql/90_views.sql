@@ -1,5 +1,6 @@
 -- Step 9: views over the catalog — failed files, series and studies. Views read the tables at
--- query time, so they stay current as new files are ingested.
+-- query time, so they stay current as new files are ingested; deleted files (deleted_at set)
+-- are left out of all three.
 CREATE OR REPLACE VIEW object_errors AS
 SELECT
   path,
@@ -9,7 +10,7 @@ SELECT
   meta_error_message AS message,
   ingested_at AS seen_at
 FROM object_catalog
-WHERE meta_error_reason IS NOT NULL
+WHERE meta_error_reason IS NOT NULL AND deleted_at IS NULL
 UNION ALL
 SELECT
   path,
@@ -19,7 +20,8 @@ SELECT
   created_at AS seen_at
 FROM object_thumbnails
 WHERE thumbnail_error_reason IS NOT NULL
-  AND thumbnail_error_reason != 'no_pixel_data';
+  AND thumbnail_error_reason != 'no_pixel_data'
+  AND deleted_at IS NULL;
 
 CREATE OR REPLACE VIEW series_catalog AS
 SELECT
@@ -37,7 +39,7 @@ SELECT
   max(InstanceNumber) AS last_instance_number,
   min(path) AS first_path
 FROM object_catalog
-WHERE SeriesInstanceUID IS NOT NULL
+WHERE SeriesInstanceUID IS NOT NULL AND deleted_at IS NULL
 GROUP BY StudyInstanceUID, SeriesInstanceUID;
 
 CREATE OR REPLACE VIEW study_catalog AS
@@ -53,5 +55,5 @@ SELECT
   count(*) AS instances,
   sum(length) AS bytes
 FROM object_catalog
-WHERE StudyInstanceUID IS NOT NULL
+WHERE StudyInstanceUID IS NOT NULL AND deleted_at IS NULL
 GROUP BY StudyInstanceUID;

@@ -28,7 +28,11 @@ def fast_corpus() -> list[Path]:
             continue
         with open(path, "rb") as handle:
             if fastmeta.read_fast(
-                str(path), handle, path.stat().st_size, bulk_uri_factory("file:///x", False)
+                str(path),
+                handle,
+                path.stat().st_size,
+                bulk_uri_factory("file:///x", False),
+                handle.fileno(),
             ):
                 found.append(path)
     return found
@@ -139,7 +143,11 @@ def test_an_empty_character_set_in_a_long_vr_item_is_treated_alike(
         monkeypatch.setattr(fastmeta, "COMPILED", compiled)
         with open(path, "rb") as handle:
             found[compiled] = fastmeta.read_fast(
-                str(path), handle, path.stat().st_size, bulk_uri_factory("file:///x", False)
+                str(path),
+                handle,
+                path.stat().st_size,
+                bulk_uri_factory("file:///x", False),
+                handle.fileno(),
             )
     # A character set inside an item is left to the general reader, even an empty one.
     assert found[True] is None

@@ -135,7 +135,11 @@ def test_fast_reader_covers_most_of_the_corpus() -> None:
         total += 1
         with open(path, "rb") as handle:
             found = read_fast(
-                str(path), handle, path.stat().st_size, bulk_uri_factory("file:///x", False)
+                str(path),
+                handle,
+                path.stat().st_size,
+                bulk_uri_factory("file:///x", False),
+                handle.fileno(),
             )
         handled += found is not None
     assert handled / total > 0.6, (handled, total)

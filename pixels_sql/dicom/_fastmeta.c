@@ -11,7 +11,9 @@
  * DicomReadError that fastmeta.py builds.
  *
  * Bytes are read with pread() on the file descriptor through a window that slides forward on
- * demand, like fastmeta._Reader; the Python file object's position is not touched.
+ * demand, like fastmeta._Reader; the Python file object's position is not touched. The source
+ * may also be a bytes-like object holding the whole file (a zip member read into memory): the
+ * window then points into it and nothing is copied.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -75,6 +77,8 @@ static PyObject *s_vr, *s_value, *s_inline_binary, *s_bulk_data_uri, *s_alphabet
 
 typedef struct {
     int fd;
+    const unsigned char *memory; /* the whole file, when the source is a bytes-like object */
+    Py_buffer view;
     long long size;
     long long base;
     unsigned char *buffer;
@@ -108,6 +112,9 @@ static const unsigned char *window(Reader *reader, long long position, long long
     if (position + count > reader->size) {
         PyErr_SetNone(PyExc_EOFError);
         return NULL;
+    }
+    if (reader->memory != NULL) {
+        return reader->memory + position;
     }
     long long wanted = count > CHUNK ? count : CHUNK;
     if (wanted > reader->size - position) {
@@ -778,20 +785,53 @@ static int sequence(Reader *reader, long long position, uint32_t length, PyObjec
     return 0;
 }
 
+/* The reader's source: a file descriptor (int) or a bytes-like object of at least `size` bytes. */
+static int open_source(Reader *reader, PyObject *source)
+{
+    if (PyLong_Check(source)) {
+        reader->fd = (int)PyLong_AsLong(source);
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    if (PyObject_GetBuffer(source, &reader->view, PyBUF_SIMPLE) < 0) {
+        return -1;
+    }
+    if (reader->view.len < reader->size) {
+        PyBuffer_Release(&reader->view);
+        PyErr_SetString(PyExc_ValueError, "the buffer is shorter than the size given");
+        return -1;
+    }
+    reader->memory = (const unsigned char *)reader->view.buf;
+    return 0;
+}
+
+static void close_source(Reader *reader)
+{
+    if (reader->memory != NULL) {
+        PyBuffer_Release(&reader->view);
+        reader->memory = NULL;
+    }
+    free(reader->buffer);
+}
+
 /* fastmeta.read_fast after the preamble check: the file meta group, the transfer syntax check,
  * then the data set. */
 static PyObject *read_elements(PyObject *module, PyObject *args)
 {
     Reader reader = {0};
-    if (!PyArg_ParseTuple(args, "OiLO", &reader.local, &reader.fd, &reader.size, &reader.bulk_uri)) {
+    PyObject *source;
+    if (!PyArg_ParseTuple(args, "OOLO", &reader.local, &source, &reader.size, &reader.bulk_uri)) {
         return NULL;
     }
     if (excluded_syntaxes == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "_fastmeta.configure() was not called");
         return NULL;
     }
+    if (open_source(&reader, source) < 0) {
+        return NULL;
+    }
     PyObject *out = PyDict_New();
     if (out == NULL) {
+        close_source(&reader);
         return NULL;
     }
     PyObject *result = NULL;
@@ -833,7 +873,7 @@ static PyObject *read_elements(PyObject *module, PyObject *args)
     result = Py_BuildValue("OL", out, position);
 done:
     Py_DECREF(out);
-    free(reader.buffer);
+    close_source(&reader);
     return result;
 }
 
@@ -844,7 +884,8 @@ static PyObject *read_trailing_elements(PyObject *module, PyObject *args)
     Reader reader = {0};
     long long position;
     PyObject *codec;
-    if (!PyArg_ParseTuple(args, "OiLLOO", &reader.local, &reader.fd, &reader.size, &position,
+    PyObject *source;
+    if (!PyArg_ParseTuple(args, "OOLLOO", &reader.local, &source, &reader.size, &position,
                           &codec, &reader.bulk_uri)) {
         return NULL;
     }
@@ -860,8 +901,12 @@ static PyObject *read_trailing_elements(PyObject *module, PyObject *args)
         raise_unsupported("character set codec");
         return NULL;
     }
+    if (open_source(&reader, source) < 0) {
+        return NULL;
+    }
     PyObject *out = PyDict_New();
     if (out == NULL) {
+        close_source(&reader);
         return NULL;
     }
     PyObject *result = NULL;
@@ -869,7 +914,7 @@ static PyObject *read_trailing_elements(PyObject *module, PyObject *args)
         result = Py_BuildValue("OL", out, position);
     }
     Py_DECREF(out);
-    free(reader.buffer);
+    close_source(&reader);
     return result;
 }
 
@@ -969,9 +1014,9 @@ static PyMethodDef METHODS[] = {
      "configure(unsupported, charset, truncated, converters, excluded_syntaxes, inline_max, huge,"
      " max_depth)"},
     {"read_elements", read_elements, METH_VARARGS,
-     "read_elements(local, fd, size, bulk_uri) -> (dict, position) | None"},
+     "read_elements(local, fd_or_buffer, size, bulk_uri) -> (dict, position) | None"},
     {"read_trailing_elements", read_trailing_elements, METH_VARARGS,
-     "read_trailing_elements(local, fd, size, position, codec, bulk_uri) -> (dict, position)"},
+     "read_trailing_elements(local, fd_or_buffer, size, position, codec, bulk_uri) -> (dict, position)"},
     {NULL, NULL, 0, NULL},
 };
 

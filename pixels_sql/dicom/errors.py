@@ -18,12 +18,18 @@ REASONS: dict[str, str] = {
     "not_dicom": "no DICOM preamble ('DICM' at byte 128) and no recognisable data set",
     "truncated": "the file ends before a value it declares (partial copy or upload)",
     "corrupt": "the bytes do not form a valid DICOM data set",
-    "too_deep": "sequences are nested deeper than the reader's limit (MAX_SEQUENCE_DEPTH)",
+    "too_deep": "sequences or zip archives nested deeper than the limit (MAX_SEQUENCE_DEPTH,"
+    " PIXELS_SQL_ZIP_MAX_DEPTH)",
     "too_large": "too large to process within the configured budget (JSON, pixels or memory)",
     "no_pixel_data": "the data set has no Pixel Data, Float Pixel Data or Double Float Pixel Data",
     "undecodable": "no installed codec decodes the pixel data (the message names the syntax)",
     "decoder_crash": "the process reading the file died (a native decoder crash or abort)",
     "timeout": "reading the file took longer than the per-file time limit",
+    "corrupt_archive": "a zip archive or member zipfile cannot read (damaged directory, bad CRC,"
+    " unknown compression)",
+    "unsafe_member": "a zip member named outside its destination (absolute, '..') or a symlink",
+    "encrypted": "an encrypted zip member (no password is ever tried)",
+    "zip_bomb": "a zip member that inflates beyond the ratio cap or overlaps another member",
 }
 
 

@@ -142,18 +142,21 @@ class _Reader:
 
 
 def read_fast(
-    local: str, fp: BinaryIO, size: int, bulk_uri: BulkUri
+    local: str, fp: BinaryIO, size: int, bulk_uri: BulkUri, native: int | bytes | None = None
 ) -> tuple[dict[str, Any], int] | None:
     """(DICOM JSON of the file meta and data set up to the pixel data, position after them),
-    or None when the file needs the general reader."""
+    or None when the file needs the general reader.
+
+    ``native``: what the compiled loop reads — the file's descriptor or its bytes in memory;
+    without it (a member streamed from an archive) the Python loop reads ``fp``."""
     if size < 132:
         return None
     fp.seek(128)
     if fp.read(4) != b"DICM":
         return None
     try:
-        if COMPILED and _fastmeta is not None:
-            return _fastmeta.read_elements(local, fp.fileno(), size, bulk_uri)
+        if COMPILED and _fastmeta is not None and native is not None:
+            return _fastmeta.read_elements(local, native, size, bulk_uri)
         reader = _Reader(local, fp, size)
         result: dict[str, Any] = {}
         position = _parse(reader, 132, None, result, "latin_1", bulk_uri, top=True, meta=True)
@@ -167,16 +170,22 @@ def read_fast(
 
 
 def read_trailing(
-    local: str, fp: BinaryIO, size: int, position: int, codec: str, bulk_uri: BulkUri
+    local: str,
+    fp: BinaryIO,
+    size: int,
+    position: int,
+    codec: str,
+    bulk_uri: BulkUri,
+    native: int | bytes | None = None,
 ) -> dict[str, Any] | None:
     """DICOM JSON of the elements from ``position`` (after the pixel data) to the end of the
     file, or None when they need the general reader (another pixel data element, a value it
     cannot convert, a truncated value: the general reader describes those)."""
     result: dict[str, Any] = {}
     try:
-        if COMPILED and _fastmeta is not None:
+        if COMPILED and _fastmeta is not None and native is not None:
             result, stop = _fastmeta.read_trailing_elements(
-                local, fp.fileno(), size, position, codec, bulk_uri
+                local, native, size, position, codec, bulk_uri
             )
         else:
             reader = _Reader(local, fp, size)

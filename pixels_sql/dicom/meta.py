@@ -12,8 +12,6 @@ from __future__ import annotations
 import base64
 import json
 import math
-import os
-import stat
 import struct
 import warnings
 from collections.abc import Callable
@@ -45,7 +43,7 @@ from pixels_sql.dicom.encoding import (
 )
 from pixels_sql.dicom.errors import DicomReadError, classify
 from pixels_sql.dicom.fastmeta import codec_of, read_fast, read_trailing
-from pixels_sql.dicom.paths import to_file_uri, to_local_path
+from pixels_sql.dicom.sources import Source, display_name, open_source
 
 # Use the fast reader (fastmeta.py) where it applies; the general reader otherwise. Module-level
 # so tests and benchmarks can compare both.
@@ -76,16 +74,16 @@ def read_meta(path: str) -> dict[str, Any]:
 
     Raises :class:`DicomReadError` with a reason code when the file is not readable DICOM.
     """
-    local = to_local_path(path)
     try:
         with warnings.catch_warnings():
             # pydicom warns about recoverable oddities (wrong VR, bad charset); the value is kept.
             warnings.simplefilter("ignore")
-            return _read_meta(local)
+            with open_source(path) as source:
+                return _read_meta(source)
     except DicomReadError:
         raise
     except Exception as exc:  # any parser failure is data about the file, not a crash
-        raise classify(local, exc) from exc
+        raise classify(display_name(path), exc) from exc
 
 
 def read_meta_json(path: str) -> str:
@@ -102,7 +100,7 @@ def read_meta_result(path: str) -> MetaResult:
     try:
         return MetaResult(read_meta_json(path))
     except Exception as exc:
-        error = classify(to_local_path(path), exc)
+        error = classify(display_name(path), exc)
         return MetaResult(None, error.reason, error.message)
 
 
@@ -132,29 +130,21 @@ def _replace_non_finite(value: Any) -> Any:
     return value
 
 
-def _read_meta(local: str) -> dict[str, Any]:
-    status = os.stat(local)
-    if not stat.S_ISREG(status.st_mode) and not stat.S_ISDIR(status.st_mode):
-        # Opening a named pipe blocks until a writer comes; a device may never end. (A folder
-        # fails to open: unreadable, as before.)
-        raise DicomReadError(local, "not_regular", "a pipe, socket or device, not a file")
-    size = status.st_size
-    if size == 0:
-        raise DicomReadError(local, "empty", "the file has zero bytes")
-    uri = to_file_uri(os.path.abspath(local))
-    with open(local, "rb") as fp:
-        result = _read_fast(local, fp, size, uri) if FAST_READER else None
-        if result is None:
-            result = _read_general(local, fp, size, uri)
+def _read_meta(source: Source) -> dict[str, Any]:
+    local, fp, size, uri = source.name, source.fp, source.size, source.uri
+    result = _read_fast(source) if FAST_READER else None
+    if result is None:
+        result = _read_general(local, fp, size, uri)
     if not result:
         raise DicomReadError(local, "not_dicom", "no data elements found")
     return dict(sorted(result.items()))
 
 
-def _read_fast(local: str, fp: BinaryIO, size: int, uri: str) -> dict[str, Any] | None:
+def _read_fast(source: Source) -> dict[str, Any] | None:
     """The fast reader (fastmeta.py) for the header, then the pixel data and what follows."""
-    bulk_uri = bulk_uri_factory(uri, False)
-    fast = read_fast(local, fp, size, bulk_uri)
+    local, fp, size = source.name, source.fp, source.size
+    bulk_uri = bulk_uri_factory(source.uri, False)
+    fast = read_fast(local, fp, size, bulk_uri, source.native)
     if fast is None:
         return None
     result, position = fast
@@ -162,7 +152,14 @@ def _read_fast(local: str, fp: BinaryIO, size: int, uri: str) -> dict[str, Any] 
     bits_allocated = result.get("00280100", {}).get("Value", [None])[0]
     result.update(
         _pixels_and_after(
-            local, fp, size, (False, True), bits_allocated, bulk_uri, codec_of(result)
+            local,
+            fp,
+            size,
+            (False, True),
+            bits_allocated,
+            bulk_uri,
+            codec_of(result),
+            source.native,
         )
     )
     return result
@@ -204,12 +201,13 @@ def _pixels_and_after(
     bits_allocated: Any,
     bulk_uri: Callable[[int | None, int], str],
     fast_codec: str | None = None,
+    native: int | bytes | None = None,
 ) -> dict[str, Any]:
     """JSON of the pixel data element at the current position (if any), described by its byte
     range, and of the elements after it (e.g. Data Set Trailing Padding, PS3.10 7.2).
 
     ``fast_codec``: the text codec when the header came from the fast reader, which then also
-    reads the trailing elements if it can."""
+    reads the trailing elements if it can (from ``native``, what the compiled loop reads)."""
     location = locate_pixel_data(local, fp, size, encoding, bits_allocated)
     if location is None:
         return {}
@@ -218,7 +216,7 @@ def _pixels_and_after(
     if after_pixels < size:  # elements after the pixel data: parse them if present
         fast = None
         if fast_codec is not None:
-            fast = read_trailing(local, fp, size, after_pixels, fast_codec, bulk_uri)
+            fast = read_trailing(local, fp, size, after_pixels, fast_codec, bulk_uri, native)
         if fast is not None:
             result.update(fast)
             return result

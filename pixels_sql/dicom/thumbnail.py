@@ -9,9 +9,9 @@ apply a palette, and resize to the physical aspect ratio (Pixel Spacing / Pixel 
 from __future__ import annotations
 
 import io
-import os
 import warnings
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -24,8 +24,8 @@ from pydicom.uid import (
 from pixels_sql.dicom.encoding import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, PIXEL_DATA_TAGS
 from pixels_sql.dicom.errors import DicomReadError, classify
 from pixels_sql.dicom.meta import locate_pixel_data, read_header, transfer_syntax
-from pixels_sql.dicom.paths import to_local_path
 from pixels_sql.dicom.reduced import reduced_frame
+from pixels_sql.dicom.sources import Source, display_name, open_source
 
 DEFAULT_MAX_SIZE = 256
 FORMATS = {"png": "PNG", "jpeg": "JPEG"}
@@ -92,15 +92,15 @@ def render_thumbnail(path: str, max_size: int = DEFAULT_MAX_SIZE, fmt: str = "pn
         raise ValueError(f"unknown thumbnail format {fmt!r}; use one of {', '.join(FORMATS)}")
     if max_size < 1:
         raise ValueError(f"max_size must be a positive number of pixels, got {max_size}")
-    local = to_local_path(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            image = _render(local, max_size)
+            with open_source(path) as source:
+                image = _render(source, max_size)
     except DicomReadError:
         raise
     except Exception as exc:  # a decoder or LUT failure is data about the file
-        raise classify(local, exc) from exc
+        raise classify(display_name(path), exc) from exc
     return encode(image, fmt)
 
 
@@ -124,39 +124,36 @@ def encode(image: Image.Image, fmt: str) -> bytes:
     return buffer.getvalue()
 
 
-def _render(local: str, max_size: int) -> Image.Image:
-    size = os.path.getsize(local)
-    if size == 0:
-        raise DicomReadError(local, "empty", "the file has zero bytes")
-    with open(local, "rb") as fp:
-        header = read_header(local, fp, size)
-        syntax = transfer_syntax(header)
-        location = None
-        if syntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
-            header = _full_dataset(local)  # PS3.5 A.5: nothing is readable without inflating
-            has_pixels = any(tag in header for tag in PIXEL_DATA_TAGS)
-        else:
-            # Also checks that the pixel data is all there (else: truncated).
-            location = locate_pixel_data(
-                local, fp, size, header.original_encoding, header.get("BitsAllocated")
-            )
-            has_pixels = location is not None
-        if not has_pixels:
-            raise DicomReadError(
-                local, "no_pixel_data", f"{_describe(header)} has no pixel data to render"
-            )
-        frames = int(header.get("NumberOfFrames", 1) or 1)
-        index = frames // 2  # the middle frame of a multi-frame image
-        size_out = target_size(header, max_size)
-        budget = frame_budget(header)
-        over_budget = frame_samples(header) > budget
-        reduced = None
-        # A percentile window taken from a reduced image is not the full image's: averaging
-        # narrows the histogram (noise, thin bright text), by up to ~100 levels measured. Such
-        # images decode in full unless over the budget (then the window is the reduced one's).
-        reducible = REDUCED_DECODING and not automatic_window(header, index)
-        if location is not None and (over_budget or reducible):
-            reduced = reduced_frame(fp, location, header, syntax, index, size_out, budget)
+def _render(source: Source, max_size: int) -> Image.Image:
+    local, fp, size = source.name, source.fp, source.size
+    header = read_header(local, fp, size)
+    syntax = transfer_syntax(header)
+    location = None
+    if syntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+        header = _full_dataset(fp)  # PS3.5 A.5: nothing is readable without inflating
+        has_pixels = any(tag in header for tag in PIXEL_DATA_TAGS)
+    else:
+        # Also checks that the pixel data is all there (else: truncated).
+        location = locate_pixel_data(
+            local, fp, size, header.original_encoding, header.get("BitsAllocated")
+        )
+        has_pixels = location is not None
+    if not has_pixels:
+        raise DicomReadError(
+            local, "no_pixel_data", f"{_describe(header)} has no pixel data to render"
+        )
+    frames = int(header.get("NumberOfFrames", 1) or 1)
+    index = frames // 2  # the middle frame of a multi-frame image
+    size_out = target_size(header, max_size)
+    budget = frame_budget(header)
+    over_budget = frame_samples(header) > budget
+    reduced = None
+    # A percentile window taken from a reduced image is not the full image's: averaging
+    # narrows the histogram (noise, thin bright text), by up to ~100 levels measured. Such
+    # images decode in full unless over the budget (then the window is the reduced one's).
+    reducible = REDUCED_DECODING and not automatic_window(header, index)
+    if location is not None and (over_budget or reducible):
+        reduced = reduced_frame(fp, location, header, syntax, index, size_out, budget)
     if reduced is None and over_budget:
         raise DicomReadError(
             local,
@@ -169,7 +166,7 @@ def _render(local: str, max_size: int) -> Image.Image:
         rendered, phase = to_display(reduced.values, header, index), reduced.phase
         if not (reduced.wavelet and not over_budget and sharp_detail(rendered)):
             return resize(rendered, size_out, phase)
-    frame = decode_frame(local, header, index if frames > 1 else None)
+    frame = decode_frame(source, header, index if frames > 1 else None)
     return resize(to_display(frame, header, index), size_out)
 
 
@@ -204,8 +201,9 @@ def _describe(header: Dataset) -> str:
     return f"this {name or 'data set'}" + (f" ({modality})" if modality else "")
 
 
-def decode_frame(local: str, header: Dataset, index: int | None) -> np.ndarray:
+def decode_frame(source: Source, header: Dataset, index: int | None) -> np.ndarray:
     """Decode one frame (``index``) or the single image (None), reading only that frame."""
+    local, fp = source.name, source.fp
     syntax = transfer_syntax(header)
     if not syntax.is_transfer_syntax:
         # A transfer syntax newer than pydicom's table (e.g. Deflated Image Frame Compression,
@@ -219,12 +217,13 @@ def decode_frame(local: str, header: Dataset, index: int | None) -> np.ndarray:
         if syntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
             # PS3.5 A.5: one deflate stream; the header is then the whole inflated data set.
             whole = any(tag in header for tag in PIXEL_DATA_TAGS)
-            return pixel_array(header if whole else _full_dataset(local), index=index)
+            return pixel_array(header if whole else _full_dataset(fp), index=index)
         failures = []
         for plugin in decoding_plugins(syntax):
             try:
+                fp.seek(0)
                 return pixel_array(
-                    local, index=index, transfer_syntax_uid=syntax, decoding_plugin=plugin
+                    fp, index=index, transfer_syntax_uid=syntax, decoding_plugin=plugin
                 )
             except RuntimeError as exc:  # pydicom wraps every plugin failure in RuntimeError
                 failures.append(exc)
@@ -271,10 +270,11 @@ def syntax_name(syntax: UID) -> str:
     return NEWER_SYNTAX_NAMES.get(str(syntax), syntax.name)
 
 
-def _full_dataset(local: str) -> Dataset:
+def _full_dataset(fp: BinaryIO) -> Dataset:
     import pydicom
 
-    return pydicom.dcmread(local, force=True)
+    fp.seek(0)
+    return pydicom.dcmread(fp, force=True)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pixels_sql.dicom.tags import dictionary_entries
-from pixels_sql.functions import meta, tags, thumbnails
+from pixels_sql.functions import archives, meta, tags, thumbnails
 from pixels_sql.functions.registry import SqlFunction
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-FAMILIES = (meta, tags, thumbnails)
+FAMILIES = (meta, tags, thumbnails, archives)
 
 FUNCTIONS: dict[str, SqlFunction] = {
     name: function for family in FAMILIES for name, function in family.FUNCTIONS.items()

@@ -1,0 +1,359 @@
+"""DICOM files inside zip archives, read in place: member paths, listing, checks, opening.
+
+A member is named by a chained path, as fsspec writes it: ``zip://<member>::<archive path>``,
+e.g. ``zip://series/001.dcm::file:/data/a.zip``. The archive path may itself be a member path
+(a zip inside a zip): ``zip://x.dcm::zip://inner.zip::file:/data/outer.zip``. The member part is
+the name as stored in the archive (PKWARE APPNOTE 4.4.17: forward slashes, relative).
+
+Archives are hostile input like any file. Every member is checked before a byte of it is read,
+when it is listed and again when it is opened:
+
+- a name that would land outside a destination folder (absolute, ``..``, a drive letter, a
+  backslash path, a NUL) or a symbolic link member: ``unsafe_member``;
+- an encrypted member (APPNOTE 4.4.4 bit 0; no password is ever tried): ``encrypted``;
+- a member that inflates more than :attr:`ArchiveLimits.max_ratio` times (declared sizes), or
+  whose compressed data overlaps another member's (the overlapping-files zip bomb): ``zip_bomb``;
+- a member over :attr:`ArchiveLimits.max_member_bytes`, or past
+  :attr:`ArchiveLimits.max_total_bytes` of the archive's declared content: ``too_large``;
+- an archive nested deeper than :attr:`ArchiveLimits.max_depth`: ``too_deep``;
+- an archive zipfile cannot read (damaged directory, bad CRC, unknown compression):
+  ``corrupt_archive``.
+
+Limits come from the environment (so they reach Spark's Python workers; on a cluster set them
+with ``spark.executorEnv.<NAME>``): ``PIXELS_SQL_ZIP_MAX_RATIO`` (default 100),
+``PIXELS_SQL_ZIP_MAX_MEMBER_MB`` (4096), ``PIXELS_SQL_ZIP_MAX_TOTAL_MB`` (65536),
+``PIXELS_SQL_ZIP_MAX_DEPTH`` (2: a zip inside a zip), ``PIXELS_SQL_ZIP_MAX_MEMBERS`` (100000).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import itertools
+import os
+import re
+import stat
+import zipfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from pixels_sql.dicom.errors import DicomReadError
+
+PROTOCOL = "zip://"
+SEPARATOR = "::"
+ARCHIVE_EXTENSIONS = (".zip",)
+# Members up to this size are read into memory whole (the compiled header reader then works on
+# the bytes); larger ones are streamed through zipfile, never held whole.
+IN_MEMORY_MAX_BYTES = 64 * 1024 * 1024
+# The compression ratio is only judged for members larger than this: small text members and
+# blank images compress far better than 100x and are harmless.
+RATIO_FLOOR_BYTES = 1024 * 1024
+_MB = 1024 * 1024
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+@dataclass(frozen=True)
+class ArchiveLimits:
+    """The caps applied to every archive (defaults documented in the module docstring)."""
+
+    max_ratio: float = 100.0
+    max_member_bytes: int = 4096 * _MB
+    max_total_bytes: int = 65536 * _MB
+    max_depth: int = 2
+    max_members: int = 100_000
+
+    @classmethod
+    def from_environment(cls) -> ArchiveLimits:
+        environ = os.environ
+        return cls(
+            max_ratio=float(environ.get("PIXELS_SQL_ZIP_MAX_RATIO", cls.max_ratio)),
+            max_member_bytes=int(environ.get("PIXELS_SQL_ZIP_MAX_MEMBER_MB", 4096)) * _MB,
+            max_total_bytes=int(environ.get("PIXELS_SQL_ZIP_MAX_TOTAL_MB", 65536)) * _MB,
+            max_depth=int(environ.get("PIXELS_SQL_ZIP_MAX_DEPTH", cls.max_depth)),
+            max_members=int(environ.get("PIXELS_SQL_ZIP_MAX_MEMBERS", cls.max_members)),
+        )
+
+
+@dataclass(frozen=True)
+class Member:
+    """One row of an archive's listing: a member path, its size, or why it is not readable."""
+
+    path: str
+    length: int | None
+    reason: str | None = None
+    message: str | None = None
+
+    @property
+    def member(self) -> str | None:
+        """The member's names from the outermost archive down, joined by ``/`` (None for the
+        outermost archive itself): where extraction writes it, below the archive's folder.
+
+        >>> Member("zip://x.dcm::zip://in.zip::file:/a.zip", 1).member
+        'in.zip/x.dcm'
+        """
+        return member_chain(self.path)
+
+
+def is_member_path(path: str) -> bool:
+    return path.startswith(PROTOCOL)
+
+
+def is_archive_path(path: str) -> bool:
+    """Whether ``path`` names a zip archive (by its extension, case-insensitive)."""
+    return path.lower().endswith(ARCHIVE_EXTENSIONS)
+
+
+def member_path(member: str, archive: str) -> str:
+    """The path of ``member`` inside the archive at ``archive``.
+
+    >>> member_path("series/001.dcm", "file:/data/a.zip")
+    'zip://series/001.dcm::file:/data/a.zip'
+    """
+    return f"{PROTOCOL}{member}{SEPARATOR}{archive}"
+
+
+def split_member_path(path: str) -> tuple[str, str]:
+    """``(member, archive path)`` of a member path.
+
+    >>> split_member_path("zip://x.dcm::zip://in.zip::file:/a.zip")
+    ('x.dcm', 'zip://in.zip::file:/a.zip')
+    """
+    if not is_member_path(path) or SEPARATOR not in path:
+        raise ValueError(f"not a zip member path (zip://<member>::<archive>): {path!r}")
+    member, archive = path[len(PROTOCOL) :].split(SEPARATOR, 1)
+    return member, archive
+
+
+def depth(path: str) -> int:
+    """How many archives a path is inside (0 for a plain file)."""
+    count = 0
+    while is_member_path(path):
+        count += 1
+        path = split_member_path(path)[1]
+    return count
+
+
+def member_chain(path: str) -> str | None:
+    """The names of ``path`` inside its outermost archive, joined by ``/`` (None if plain)."""
+    names = []
+    while is_member_path(path):
+        name, path = split_member_path(path)
+        names.append(name)
+    return "/".join(reversed(names)) or None
+
+
+def outermost(path: str) -> str:
+    """The file system path of the outermost archive holding ``path`` (``path`` if plain)."""
+    while is_member_path(path):
+        path = split_member_path(path)[1]
+    return path
+
+
+def unsafe_name(name: str) -> str | None:
+    """Why extracting a member named ``name`` could write outside the destination, or None.
+
+    >>> unsafe_name("../etc/passwd")
+    "the name climbs out of the destination with '..'"
+    >>> unsafe_name("series/001.dcm") is None
+    True
+    """
+    if "\0" in name:
+        return "the name holds a NUL character"
+    if name.startswith(("/", "\\")) or _DRIVE.match(name):
+        return "the name is an absolute path"
+    if "\\" in name:
+        # APPNOTE 4.4.17.1: names use forward slashes; a backslash is a Windows path in disguise.
+        return "the name holds a backslash (a Windows path)"
+    if any(part == ".." for part in name.split("/")):
+        return "the name climbs out of the destination with '..'"
+    if SEPARATOR in name:
+        return f"the name holds {SEPARATOR!r}, which separates archive and member in paths"
+    return None
+
+
+def _is_symlink(info: zipfile.ZipInfo) -> bool:
+    # Unix mode bits live in the high 16 bits of the external attributes (APPNOTE 4.4.15).
+    return info.create_system == 3 and stat.S_ISLNK(info.external_attr >> 16)
+
+
+def _overlapping(infos: list[zipfile.ZipInfo]) -> set[str]:
+    """Names of members whose compressed data runs into the next member's local header."""
+    ordered = sorted(infos, key=lambda info: info.header_offset)
+    overlapping = set()
+    for current, following in itertools.pairwise(ordered):
+        # A local header is at least 30 bytes plus the name (APPNOTE 4.3.7).
+        data_start = current.header_offset + 30 + len(current.orig_filename.encode("utf-8"))
+        if data_start + current.compress_size > following.header_offset:
+            overlapping.update((current.filename, following.filename))
+    return overlapping
+
+
+def check_member(
+    info: zipfile.ZipInfo,
+    limits: ArchiveLimits,
+    overlapping: set[str] | frozenset[str] = frozenset(),
+) -> tuple[str, str] | None:
+    """``(reason, message)`` when the member must not be read, else None."""
+    why = unsafe_name(info.filename)
+    if why is not None:
+        return "unsafe_member", why
+    if _is_symlink(info):
+        return "unsafe_member", "the member is a symbolic link"
+    if info.flag_bits & 0x1:
+        return "encrypted", "the member is encrypted (no password is tried)"
+    if info.filename in overlapping:
+        return "zip_bomb", "the member's compressed data overlaps another member's"
+    if info.file_size > limits.max_member_bytes:
+        return "too_large", (
+            f"the member inflates to {info.file_size} bytes, over the cap of"
+            f" {limits.max_member_bytes} (PIXELS_SQL_ZIP_MAX_MEMBER_MB)"
+        )
+    if info.file_size > RATIO_FLOOR_BYTES:
+        ratio = info.file_size / max(info.compress_size, 1)
+        if ratio > limits.max_ratio:
+            return "zip_bomb", (
+                f"the member inflates {ratio:.0f} times ({info.compress_size} to"
+                f" {info.file_size} bytes), over the cap of {limits.max_ratio:g}"
+                " (PIXELS_SQL_ZIP_MAX_RATIO)"
+            )
+    if info.compress_type not in _READABLE_COMPRESSION:
+        return "corrupt_archive", f"compression method {info.compress_type} is not supported"
+    return None
+
+
+_READABLE_COMPRESSION = frozenset(
+    {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
+)
+
+
+def list_members(archive: str, limits: ArchiveLimits | None = None) -> list[Member]:
+    """One row per file member of the archive at ``archive`` (a local path, ``file:`` URI or
+    member path), nested archives expanded; a row with a reason for each member that must not
+    be read, and a single row for the archive itself when it cannot be read at all."""
+    limits = limits or ArchiveLimits.from_environment()
+    rows: list[Member] = []
+    _list_into(archive, limits, rows)
+    return rows
+
+
+def _list_into(archive: str, limits: ArchiveLimits, rows: list[Member]) -> None:
+    if depth(archive) >= limits.max_depth:
+        rows.append(
+            Member(
+                archive,
+                None,
+                "too_deep",
+                f"an archive nested {depth(archive) + 1} deep, over the limit of"
+                f" {limits.max_depth} (PIXELS_SQL_ZIP_MAX_DEPTH)",
+            )
+        )
+        return
+    try:
+        with open_archive(archive) as opened:
+            infos = [info for info in opened.infolist() if not info.is_dir()]
+            if len(infos) > limits.max_members:
+                rows.append(
+                    Member(
+                        archive,
+                        None,
+                        "too_large",
+                        f"the archive lists {len(infos)} members, over the cap of"
+                        f" {limits.max_members} (PIXELS_SQL_ZIP_MAX_MEMBERS)",
+                    )
+                )
+                return
+            overlapping = _overlapping(infos)
+            # A name stored twice: the later entry wins, as unzip would leave it on disk.
+            latest = {info.filename: info for info in infos}
+            total = 0
+            nested = []
+            for info in latest.values():
+                path = member_path(info.filename, archive)
+                problem = check_member(info, limits, overlapping)
+                if problem is None:
+                    total += info.file_size
+                    if total > limits.max_total_bytes:
+                        problem = (
+                            "too_large",
+                            f"the archive's members add up to more than"
+                            f" {limits.max_total_bytes} bytes (PIXELS_SQL_ZIP_MAX_TOTAL_MB)",
+                        )
+                if problem is None and is_archive_path(info.filename):
+                    nested.append(path)
+                    continue
+                if problem is None:
+                    rows.append(Member(path, info.file_size))
+                else:
+                    rows.append(Member(path, info.file_size, *problem))
+    except DicomReadError as exc:
+        rows.append(Member(archive, None, exc.reason, exc.message))
+        return
+    for path in nested:
+        _list_into(path, limits, rows)
+
+
+@contextlib.contextmanager
+def open_archive(archive: str) -> Iterator[zipfile.ZipFile]:
+    """The archive at ``archive`` (a local path or URI, or a member path for a nested one)."""
+    with contextlib.ExitStack() as stack:
+        try:
+            if is_member_path(archive):
+                fp, _size, _data = stack.enter_context(open_member(archive))
+            else:
+                from pixels_sql.dicom.paths import to_local_path
+
+                fp = stack.enter_context(open(to_local_path(archive), "rb"))
+            opened = stack.enter_context(zipfile.ZipFile(fp))
+        except DicomReadError:
+            raise
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError) as exc:
+            raise DicomReadError(
+                archive, "corrupt_archive", f"not a readable zip archive: {exc}"
+            ) from exc
+        yield opened
+
+
+@contextlib.contextmanager
+def open_member(
+    path: str, limits: ArchiveLimits | None = None
+) -> Iterator[tuple[BinaryIO, int, bytes | None]]:
+    """``(file object, size, bytes or None)`` of the member at ``path``, after the checks of
+    :func:`check_member`. Members up to :data:`IN_MEMORY_MAX_BYTES` come whole in memory (the
+    bytes are the third value); larger ones are streamed and the third value is None."""
+    limits = limits or ArchiveLimits.from_environment()
+    name, archive = split_member_path(path)
+    if depth(path) > limits.max_depth:
+        raise DicomReadError(
+            path, "too_deep", f"nested deeper than the limit of {limits.max_depth} archives"
+        )
+    with open_archive(archive) as opened:
+        try:
+            info = opened.getinfo(name)
+        except KeyError:
+            raise DicomReadError(path, "not_found", f"the archive has no member {name!r}") from None
+        problem = check_member(info, limits, _overlapping(opened.infolist()))
+        if problem is not None:
+            raise DicomReadError(path, *problem)
+        if info.file_size <= IN_MEMORY_MAX_BYTES:
+            try:
+                data = opened.read(info)
+            except _ARCHIVE_READ_ERRORS as exc:
+                raise _corrupt_member(path, exc) from exc
+            yield io.BytesIO(data), len(data), data
+            return
+        with opened.open(info) as stream:
+            try:
+                yield stream, info.file_size, None
+            except zipfile.BadZipFile as exc:  # a bad CRC found at the end of the stream
+                raise _corrupt_member(path, exc) from exc
+
+
+# What zipfile raises for a damaged member: a bad CRC, a stream shorter than declared, a
+# compression method it cannot undo, a deflate stream that does not inflate.
+_ARCHIVE_READ_ERRORS = (zipfile.BadZipFile, EOFError, NotImplementedError, zlib.error)
+
+
+def _corrupt_member(path: str, exc: BaseException) -> DicomReadError:
+    return DicomReadError(path, "corrupt_archive", f"{type(exc).__name__}: {exc}")

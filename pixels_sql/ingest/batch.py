@@ -1,0 +1,158 @@
+"""One incremental run of the pipeline over a folder: new, changed and deleted files.
+
+The work is the ``sql/`` scripts (the same ``pixels-sql run sql`` runs); this module picks them,
+runs them with the table upkeep that keeps re-runs exact (tables.py), reads the counts the
+scripts select on the way (files to read by kind, deletions) and reports them.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+from pixels_sql.pipeline import DEFAULT_DATABASE, PIPELINE_DIR, summary
+from pixels_sql.scripts import Statement, keep_values_as_written, load_scripts, script_files
+from pixels_sql.tables import exact_tables
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from pixels_sql.progress import Progress
+
+THUMBNAILS_SCRIPT = "40_thumbnails.sql"
+# Columns of the scripts' SELECT statements that the report collects.
+COUNTED = (
+    "files_to_read",
+    "new_files",
+    "changed_files",
+    "retried_files",
+    "zip_members",
+    "deleted_files",
+)
+
+
+@dataclass
+class IngestReport:
+    """What one run did. ``failed``: files read in this run whose header could not be read."""
+
+    database: str
+    counts: dict[str, int] = field(default_factory=dict)
+    failed: int = 0
+    seconds: float = 0.0
+    tables: str = ""  # the catalog's summary after the run (pipeline.summary)
+
+    @property
+    def new(self) -> int:
+        return self.counts.get("new_files", 0)
+
+    @property
+    def changed(self) -> int:
+        return self.counts.get("changed_files", 0)
+
+    @property
+    def retried(self) -> int:
+        return self.counts.get("retried_files", 0)
+
+    @property
+    def deleted(self) -> int:
+        return self.counts.get("deleted_files", 0)
+
+    @property
+    def members(self) -> int:
+        return self.counts.get("zip_members", 0)
+
+    def line(self) -> str:
+        """One line: what changed in this run."""
+        return (
+            f"ingest: {self.new} new, {self.changed} changed, {self.deleted} deleted,"
+            f" {self.failed} failed ({self.retried} retried; {self.members} zip members read)"
+            f" in {self.seconds:.1f}s"
+        )
+
+
+def pipeline_scripts(thumbnails: bool = True) -> list[Path]:
+    """The pipeline's scripts in order, without the thumbnail step when ``thumbnails`` is off."""
+    files = script_files([PIPELINE_DIR])
+    return [path for path in files if thumbnails or path.name != THUMBNAILS_SCRIPT]
+
+
+def ingest_params(
+    path: str, database: str = DEFAULT_DATABASE, *, glob: str = "*", thumbnail_size: int = 256
+) -> dict[str, str]:
+    return {
+        "path": path,
+        "database": database,
+        "glob": glob,
+        "thumbnail_size": str(thumbnail_size),
+    }
+
+
+def ingest(
+    spark: SparkSession,
+    path: str,
+    database: str = DEFAULT_DATABASE,
+    *,
+    thumbnails: bool = True,
+    thumbnail_size: int = 256,
+    glob: str = "*",
+    progress: Progress | None = None,
+    log: TextIO | None = None,
+) -> IngestReport:
+    """Bring ``database``'s tables up to date with the folder at ``path`` (a local folder or a
+    URI Spark can list): read new and changed files, mark deleted ones, render thumbnails
+    (unless ``thumbnails`` is False), refresh the views. ``spark`` is any session with the
+    extension and the functions (``pixels_sql.session()``, ``pixels_sql.connect()``)."""
+    params = ingest_params(path, database, glob=glob, thumbnail_size=thumbnail_size)
+    if not thumbnails:
+        params.pop("thumbnail_size")
+    statements = load_scripts(pipeline_scripts(thumbnails), params)
+    return run_statements(spark, statements, database, progress=progress, log=log)
+
+
+def run_statements(
+    spark: SparkSession,
+    statements: list[Statement],
+    database: str,
+    *,
+    progress: Progress | None = None,
+    log: TextIO | None = None,
+    on_row: Callable[[Statement, Mapping[str, object]], None] | None = None,
+) -> IngestReport:
+    """Run pipeline statements with the table upkeep; collect the counts they select."""
+    report = IngestReport(database)
+    started = time.monotonic()
+    keep_values_as_written(spark)
+    since = spark.sql("SELECT current_timestamp() AS now").first()[0]
+    with exact_tables(spark, database):
+        for statement in statements:
+            if progress is not None:
+                progress.statement(statement.location)
+            frame = spark.sql(statement.sql)
+            if not set(frame.columns) & set(COUNTED):
+                continue
+            row = frame.first().asDict()
+            report.counts.update({key: int(value or 0) for key, value in row.items()})
+            if progress is not None and "files_to_read" in row:
+                progress.expected_files = int(row["files_to_read"] or 0)
+            if log is not None:
+                counted = ", ".join(f"{key} {value}" for key, value in row.items())
+                print(f"{statement.location}: {counted}", file=log)
+            if on_row is not None:
+                on_row(statement, row)
+    catalog = f"`{database}`.object_catalog"
+    report.failed = spark.sql(
+        f"SELECT count(*) FROM {catalog} WHERE ingested_at >= TIMESTAMP'{since}'"
+        " AND meta_error_reason IS NOT NULL AND deleted_at IS NULL"
+    ).first()[0]
+    report.seconds = time.monotonic() - started
+    report.tables = summary(spark, database)
+    return report
+
+
+def print_report(report: IngestReport, out: TextIO = sys.stdout) -> None:
+    print(report.line(), file=out)
+    print(report.tables, file=out)

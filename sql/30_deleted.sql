@@ -1,0 +1,48 @@
+-- Step 3: files catalogued under ${path} that the listing no longer has get deleted_at: their
+-- newest row is written again with deleted_at set, as one new partition (all or nothing), and
+-- the upkeep after the run drops the older row. They leave the series and study views; their
+-- thumbnails follow in 40_thumbnails.sql. A file that comes back is read again as new.
+-- Files under a folder or archive that could not be listed this time (a listing row with a
+-- reason) are not taken for deleted: they are unknown, not gone.
+-- Parameters: path (the catalogued folder: files elsewhere in the catalog are left alone).
+CREATE OR REPLACE TEMPORARY VIEW pixels_deleted_files AS
+SELECT
+  rowId, path, modificationTime, length, relative_path, local_path, extension, path_tags, meta,
+  StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID, SOPClassUID, TransferSyntaxUID,
+  PatientID, PatientName, AccessionNumber, Modality, BodyPartExamined, Manufacturer, StudyDate,
+  StudyDescription, SeriesDescription, SeriesNumber, InstanceNumber, `Rows`, `Columns`,
+  NumberOfFrames, meta_error_reason, meta_error_message, ingested_at,
+  current_timestamp() AS deleted_at,
+  concat(date_format(current_timestamp(), 'yyyyMMddHHmmssSSS'), '-deleted') AS ingest_run
+FROM (
+  SELECT
+    *,
+    -- The file on disk: the file itself or the outermost archive holding it.
+    element_at(split(local_path, '::'), -1) AS disk_path,
+    row_number() OVER (PARTITION BY path ORDER BY ingest_run DESC) AS newest
+  FROM object_catalog
+) AS c
+WHERE newest = 1
+  AND deleted_at IS NULL
+  AND (
+    disk_path = regexp_replace('${path}', '^file:(//)?', '')
+    OR startswith(disk_path, concat(regexp_replace('${path}', '^file:(//)?', ''), '/'))
+  )
+  AND NOT EXISTS (SELECT 1 FROM pixels_listing AS l WHERE l.path = c.path)
+  AND NOT EXISTS (
+    SELECT 1
+    FROM pixels_listing AS unlisted
+    WHERE unlisted.listing_reason IS NOT NULL
+      AND (
+        c.disk_path = regexp_replace(unlisted.path, '^file:(//)?', '')
+        OR startswith(c.disk_path, concat(regexp_replace(unlisted.path, '^file:(//)?', ''), '/'))
+        OR endswith(c.path, concat('::', unlisted.path))
+      )
+  );
+
+SELECT count(*) AS deleted_files FROM pixels_deleted_files;
+
+INSERT INTO object_catalog
+SELECT * FROM pixels_deleted_files;
+
+DROP TABLE IF EXISTS pixels_listing;

@@ -1,0 +1,177 @@
+"""Incremental ingest (pixels_sql.ingest): new, changed and deleted files, and zip archives read
+in place, against a clean single run of the same folder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import warnings
+from pathlib import Path
+
+import pydicom
+import pytest
+from chispa import assert_df_equality
+
+from pixels_sql.dicom.thumbnail import render_thumbnail
+from pixels_sql.ingest import ingest
+from tests.conftest import copy_samples
+from tests.corpus import PYDICOM_TEST_FILES
+
+INCREMENTAL = "ingest_incremental"
+CLEAN = "ingest_clean"
+# What a live catalog row is made of (ingested_at and ingest_run differ between runs).
+ROW_COLUMNS = (
+    "path, length, relative_path, local_path, extension, path_tags, SOPInstanceUID,"
+    " SeriesInstanceUID, StudyInstanceUID, Modality, meta_error_reason,"
+    " CAST(meta AS STRING) AS meta"
+)
+
+
+def live_rows(spark, database: str):
+    return spark.sql(
+        f"SELECT {ROW_COLUMNS} FROM {database}.object_catalog WHERE deleted_at IS NULL"
+    )
+
+
+def sop_instance_uid(path: Path) -> str:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return str(pydicom.dcmread(path, stop_before_pixels=True, force=True).SOPInstanceUID)
+
+
+def touch_later(path: Path) -> None:
+    """A modification time clearly after the first run's (file systems keep whole seconds)."""
+    later = time.time() + 5
+    os.utime(path, (later, later))
+
+
+@pytest.fixture(scope="module")
+def changed_folder(spark, tmp_path_factory: pytest.TempPathFactory):
+    """A folder ingested once, then changed (two files added, one rewritten in place with
+    another image, one deleted) and ingested twice more: the three reports."""
+    for database in (INCREMENTAL, CLEAN):
+        spark.sql(f"DROP DATABASE IF EXISTS {database} CASCADE")
+    folder = copy_samples(tmp_path_factory.mktemp("ingest"))
+    first = ingest(spark, str(folder), INCREMENTAL, thumbnail_size=64)
+
+    shutil.copyfile(PYDICOM_TEST_FILES / "JPEG2000.dcm", folder / "ct" / "added_j2k.dcm")
+    shutil.copyfile(PYDICOM_TEST_FILES / "SC_rgb_small_odd.dcm", folder / "added_rgb.dcm")
+    rewritten = folder / "ct" / "CT_small.dcm"
+    shutil.copyfile(PYDICOM_TEST_FILES / "MR_small.dcm", rewritten)
+    touch_later(rewritten)
+    (folder / "mr" / "MR_small_RLE.dcm").unlink()
+    second = ingest(spark, str(folder), INCREMENTAL, thumbnail_size=64)
+    third = ingest(spark, str(folder), INCREMENTAL, thumbnail_size=64)
+    clean = ingest(spark, str(folder), CLEAN, thumbnail_size=64)
+    yield folder, (first, second, third, clean)
+    spark.sql("USE default")
+
+
+def test_reports_count_new_changed_deleted(changed_folder) -> None:
+    folder, (first, second, third, clean) = changed_folder
+    files = sum(1 for path in folder.rglob("*") if path.is_file())
+    assert (first.new, first.changed, first.deleted) == (files - 2 + 1, 0, 0)
+    assert (second.new, second.changed, second.deleted) == (2, 1, 1)
+    # Failures of this run: the rewritten file is good, the added ones too.
+    assert second.failed == 0
+    assert (third.new, third.changed, third.deleted, third.failed) == (0, 0, 0, 0)
+    assert clean.new == files
+    assert "2 new, 1 changed, 1 deleted, 0 failed" in second.line()
+
+
+def test_live_rows_equal_a_clean_single_run(spark, changed_folder) -> None:
+    assert_df_equality(
+        live_rows(spark, INCREMENTAL),
+        live_rows(spark, CLEAN),
+        ignore_row_order=True,
+        ignore_nullable=True,
+    )
+    # One row per path: the rewritten file's older row and the deleted file's live row are gone.
+    duplicated = spark.sql(
+        f"SELECT path FROM {INCREMENTAL}.object_catalog GROUP BY path HAVING count(*) > 1"
+    ).collect()
+    assert duplicated == []
+
+
+def test_rewritten_file_carries_its_new_uid(spark, changed_folder) -> None:
+    folder, _ = changed_folder
+    rewritten = folder / "ct" / "CT_small.dcm"
+    row = spark.sql(
+        f"""SELECT SOPInstanceUID, Modality FROM {INCREMENTAL}.object_catalog
+            WHERE relative_path = 'ct/CT_small.dcm'"""
+    ).first()
+    assert row.SOPInstanceUID == sop_instance_uid(rewritten)
+    assert row.SOPInstanceUID != sop_instance_uid(PYDICOM_TEST_FILES / "CT_small.dcm")
+    assert row.Modality == "MR"
+    thumbnail = spark.sql(
+        f"""SELECT thumbnail FROM {INCREMENTAL}.object_thumbnails
+            WHERE path LIKE '%/ct/CT_small.dcm' AND deleted_at IS NULL"""
+    ).collect()
+    assert [bytes(r.thumbnail) for r in thumbnail] == [render_thumbnail(str(rewritten), 64)]
+
+
+def test_deleted_file_has_deleted_at_and_leaves_the_views(spark, changed_folder) -> None:
+    deleted = spark.sql(
+        f"""SELECT deleted_at, SOPInstanceUID, SeriesInstanceUID
+            FROM {INCREMENTAL}.object_catalog WHERE relative_path = 'mr/MR_small_RLE.dcm'"""
+    ).collect()
+    assert len(deleted) == 1 and deleted[0].deleted_at is not None
+    assert deleted[0].SOPInstanceUID == sop_instance_uid(PYDICOM_TEST_FILES / "MR_small_RLE.dcm")
+    thumbnails = spark.sql(
+        f"""SELECT deleted_at FROM {INCREMENTAL}.object_thumbnails
+            WHERE path LIKE '%/mr/MR_small_RLE.dcm'"""
+    ).collect()
+    assert len(thumbnails) == 1 and thumbnails[0].deleted_at is not None
+    for view in ("series_catalog", "study_catalog", "object_errors"):
+        assert_df_equality(
+            spark.table(f"{INCREMENTAL}.{view}").drop("seen_at"),
+            spark.table(f"{CLEAN}.{view}").drop("seen_at"),
+            ignore_row_order=True,
+            ignore_nullable=True,
+        )
+    series = spark.sql(
+        f"""SELECT instances FROM {INCREMENTAL}.series_catalog
+            WHERE SeriesInstanceUID = '{deleted[0].SeriesInstanceUID}'"""
+    ).collect()
+    clean_series = spark.sql(
+        f"""SELECT count(*) AS n FROM {CLEAN}.object_catalog
+            WHERE SeriesInstanceUID = '{deleted[0].SeriesInstanceUID}'"""
+    ).first()
+    assert sum(r.instances for r in series) == clean_series.n
+
+
+def test_a_deleted_file_that_comes_back_is_live_again(spark, tmp_path: Path) -> None:
+    database = "ingest_comeback"
+    spark.sql(f"DROP DATABASE IF EXISTS {database} CASCADE")
+    target = tmp_path / "CT_small.dcm"
+    shutil.copyfile(PYDICOM_TEST_FILES / "CT_small.dcm", target)
+    shutil.copyfile(PYDICOM_TEST_FILES / "MR_small.dcm", tmp_path / "MR_small.dcm")
+    ingest(spark, str(tmp_path), database, thumbnails=False)
+    target.unlink()
+    assert ingest(spark, str(tmp_path), database, thumbnails=False).deleted == 1
+    shutil.copyfile(PYDICOM_TEST_FILES / "CT_small.dcm", target)
+    back = ingest(spark, str(tmp_path), database, thumbnails=False)
+    assert (back.new, back.deleted) == (1, 0)
+    rows = spark.sql(
+        f"SELECT path, deleted_at FROM {database}.object_catalog ORDER BY path"
+    ).collect()
+    assert [r.deleted_at for r in rows] == [None, None]
+
+
+def test_files_outside_the_ingested_folder_are_not_deleted(spark, tmp_path: Path) -> None:
+    database = "ingest_two_folders"
+    spark.sql(f"DROP DATABASE IF EXISTS {database} CASCADE")
+    first, second = tmp_path / "a", tmp_path / "b"
+    for folder, name in ((first, "CT_small.dcm"), (second, "MR_small.dcm")):
+        folder.mkdir()
+        shutil.copyfile(PYDICOM_TEST_FILES / name, folder / name)
+    ingest(spark, str(first), database, thumbnails=False)
+    report = ingest(spark, str(second), database, thumbnails=False)
+    assert (report.new, report.deleted) == (1, 0)
+    assert (
+        spark.sql(
+            f"SELECT count(*) FROM {database}.object_catalog WHERE deleted_at IS NULL"
+        ).first()[0]
+        == 2
+    )
