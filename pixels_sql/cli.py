@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from pixels_sql.progress import Progress
 
 DEFAULT_MASTER = "local[*]"
+# A query whose first column is one of these says how many files the next statement reads.
+EXPECTED_COLUMNS = (["files_to_read"], ["images_to_render"])
 PIPELINE_LOCK = ".pixels-sql.pipeline.lock"
 RESULT_KEYWORDS = (
     "SELECT",
@@ -160,7 +162,7 @@ def execute(
             if _returns_rows(statement.sql):
                 rows = frame.take(limit + 1)
                 columns = frame.columns
-                if progress is not None and columns[:1] == ["files_to_read"] and rows:
+                if progress is not None and columns[:1] in EXPECTED_COLUMNS and rows:
                     progress.expected_files = int(rows[0][0])
                 out.write(render(columns, [tuple(r) for r in rows[:limit]], fmt, width) + "\n")
                 if len(rows) > limit:
@@ -211,6 +213,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                     thumbnails=not args.no_thumbnails,
                     thumbnail_size=args.thumbnail_size,
                     glob=args.glob,
+                    extract_zip=os.path.realpath(args.extract_zip) if args.extract_zip else None,
                     progress=progress,
                     log=sys.stderr,
                 )
@@ -341,6 +344,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ingest.add_argument(
         "--glob", default="*", help="file names to catalogue (default: *, every file)"
+    )
+    ingest.add_argument(
+        "--extract-zip",
+        metavar="DIR",
+        help="write the members of zip archives to DIR (in parallel, in Spark) and catalogue"
+        " the written files (default: read members in place)",
     )
     ingest.set_defaults(handler=cmd_ingest)
 

@@ -3,7 +3,8 @@
 -- reason. A zip archive (*.zip) is listed member by member from its directory, without
 -- extracting it (zip_members: zip://<member>::<archive> paths; hostile members get a reason).
 -- The path is taken literally (never a glob). Only names, sizes and times are read.
--- Parameters: path (required), glob (default: * — DICOM files often have no extension).
+-- Parameters: path (required), glob (default: * — DICOM files often have no extension),
+-- extract_zip (default: empty — members are read in place; else a folder to extract them to).
 
 -- The catalog table: one row per file, good or bad; a file deleted since gets deleted_at (NULL:
 -- present at the last run). Each run appends its rows as one new
@@ -68,6 +69,8 @@ PARTITIONED BY (ingest_run);
 --            the new row replaces the old one;
 --   retried  it failed for a reason that may pass (not_found, unreadable): read it again;
 --   NULL     unchanged: nothing to do.
+-- archive and member name a member read in place; source_archive, the archive a row comes from
+-- (also for a member extracted with extract_zip, catalogued as the written file).
 -- A member's modificationTime is its archive's: a rewritten archive's members are re-read.
 DROP TABLE IF EXISTS pixels_listing;
 CREATE TABLE pixels_listing AS
@@ -76,13 +79,50 @@ WITH listed AS (
   FROM list_files('${path}', glob => '${glob:-*}')
 ),
 files AS (
-  SELECT path, modificationTime, length, reason, message, NULL AS archive, NULL AS member
+  SELECT
+    path, modificationTime, length, reason, message,
+    NULL AS archive, NULL AS member, NULL AS source_archive
   FROM listed
   WHERE reason IS NOT NULL OR NOT endswith(lower(path), '.zip')
   UNION ALL
-  SELECT m.path, l.modificationTime, m.length, m.reason, m.message, l.path, m.member
-  FROM listed AS l, LATERAL inline(zip_members(l.path)) AS m
-  WHERE l.reason IS NULL AND endswith(lower(l.path), '.zip')
+  -- With extract_zip set, each good member is written to that folder (zip_extract, in
+  -- parallel) and the written file is catalogued instead; a member that cannot be written is
+  -- read in place.
+  SELECT
+    coalesce(concat('file:', extracted.path), path) AS path,
+    modificationTime,
+    length,
+    reason,
+    message,
+    CASE WHEN extracted.path IS NULL THEN archive END AS archive,
+    CASE WHEN extracted.path IS NULL THEN member END AS member,
+    archive AS source_archive
+  FROM (
+    SELECT
+      m.path,
+      l.modificationTime,
+      m.length,
+      m.reason,
+      m.message,
+      l.path AS archive,
+      m.member,
+      CASE WHEN m.reason IS NULL AND '${extract_zip:-}' != '' THEN zip_extract(
+        m.path,
+        '${extract_zip:-}',
+        concat(
+          CASE
+            WHEN startswith(regexp_replace(l.path, '^file:(//)?', ''), '${path}/')
+              THEN substr(regexp_replace(l.path, '^file:(//)?', ''), length('${path}') + 2)
+            ELSE regexp_extract(l.path, '[^/]+$', 0)
+          END,
+          '/',
+          m.member
+        ),
+        unix_seconds(l.modificationTime)
+      ) END AS extracted
+    FROM listed AS l, LATERAL inline(zip_members(l.path)) AS m
+    WHERE l.reason IS NULL AND endswith(lower(l.path), '.zip')
+  )
 ),
 catalogued AS (
   -- Each path's newest row (a killed run may have left an older one beside it).
@@ -101,6 +141,7 @@ SELECT
   f.message AS listing_message,
   f.archive,
   f.member,
+  f.source_archive,
   CASE
     WHEN c.path IS NULL OR c.deleted_at IS NOT NULL THEN 'new'
     WHEN NOT (c.length <=> f.length AND c.modificationTime <=> f.modificationTime) THEN 'changed'
@@ -114,6 +155,6 @@ SELECT
   count_if(change = 'new') AS new_files,
   count_if(change = 'changed') AS changed_files,
   count_if(change = 'retried') AS retried_files,
-  count_if(member IS NOT NULL) AS zip_members
+  count_if(source_archive IS NOT NULL) AS zip_members
 FROM pixels_listing
 WHERE change IS NOT NULL;

@@ -5,7 +5,7 @@
 -- object_catalog: all or nothing; a changed file's new row replaces its old one.
 -- A zip member's local_path is its member path with the archive's local path; its
 -- relative_path is the archive's followed by the member's names (where --extract-zip writes it).
--- Parameters: path (the catalogued folder, for relative_path).
+-- Parameters: path (the catalogued folder, for relative_path), extract_zip (as 10_catalog.sql).
 INSERT INTO object_catalog
 SELECT
   xxhash64(path) AS rowId,
@@ -15,6 +15,9 @@ SELECT
   concat(
     CASE
       WHEN startswith(disk_path, '${path}/') THEN substr(disk_path, length('${path}') + 2)
+      -- A member extracted with extract_zip: where it sits below that folder.
+      WHEN '${extract_zip:-}' != '' AND startswith(disk_path, '${extract_zip:-}/')
+        THEN substr(disk_path, length('${extract_zip:-}') + 2)
       WHEN startswith(coalesce(archive, path), '${path}/')
         THEN substr(coalesce(archive, path), length('${path}') + 2)
       ELSE disk_path

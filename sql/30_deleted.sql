@@ -4,7 +4,8 @@
 -- thumbnails follow in 40_thumbnails.sql. A file that comes back is read again as new.
 -- Files under a folder or archive that could not be listed this time (a listing row with a
 -- reason) are not taken for deleted: they are unknown, not gone.
--- Parameters: path (the catalogued folder: files elsewhere in the catalog are left alone).
+-- Parameters: path (the catalogued folder: files elsewhere in the catalog are left alone),
+-- extract_zip (as 10_catalog.sql: the files extracted there belong to this folder's archives).
 CREATE OR REPLACE TEMPORARY VIEW pixels_deleted_files AS
 SELECT
   rowId, path, modificationTime, length, relative_path, local_path, extension, path_tags, meta,
@@ -27,6 +28,8 @@ WHERE newest = 1
   AND (
     disk_path = regexp_replace('${path}', '^file:(//)?', '')
     OR startswith(disk_path, concat(regexp_replace('${path}', '^file:(//)?', ''), '/'))
+    -- Members extracted by an earlier run: gone with their archive.
+    OR ('${extract_zip:-}' != '' AND startswith(disk_path, '${extract_zip:-}/'))
   )
   AND NOT EXISTS (SELECT 1 FROM pixels_listing AS l WHERE l.path = c.path)
   AND NOT EXISTS (

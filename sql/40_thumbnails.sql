@@ -45,7 +45,7 @@ LEFT ANTI JOIN pixels_current_files AS c
   AND c.meta IS NOT NULL
   AND c.deleted_at IS NULL;
 
-SELECT count(*) AS files_to_read FROM pixels_new_images;
+SELECT count(*) AS images_to_render FROM pixels_new_images;
 
 INSERT INTO object_thumbnails
 SELECT

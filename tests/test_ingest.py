@@ -7,12 +7,14 @@ import os
 import shutil
 import time
 import warnings
+import zipfile
 from pathlib import Path
 
 import pydicom
 import pytest
 from chispa import assert_df_equality
 
+from pixels_sql.dicom.paths import path_tags
 from pixels_sql.dicom.thumbnail import render_thumbnail
 from pixels_sql.ingest import ingest
 from tests.conftest import copy_samples
@@ -175,3 +177,110 @@ def test_files_outside_the_ingested_folder_are_not_deleted(spark, tmp_path: Path
         ).first()[0]
         == 2
     )
+
+
+ZIPPED = "ingest_zipped"
+EXTRACTED = "ingest_extracted"
+ZIPPED_NAMES = ("CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm", "rtplan.dcm", "README.txt")
+
+
+@pytest.fixture(scope="module")
+def zipped_folder(spark, tmp_path_factory: pytest.TempPathFactory):
+    """A folder with plain files, a zip of the same files in a subfolder and a zip holding a
+    Zip Slip member beside a good one; ingested in place and with --extract-zip."""
+    root = tmp_path_factory.mktemp("zipped")
+    plain = root / "plain"
+    plain.mkdir()
+    for name in ZIPPED_NAMES:
+        shutil.copyfile(PYDICOM_TEST_FILES / name, plain / name)
+    with zipfile.ZipFile(root / "archive.zip", "w", zipfile.ZIP_DEFLATED) as out:
+        for name in ZIPPED_NAMES:
+            out.write(plain / name, f"series/{name}")
+    with zipfile.ZipFile(root / "hostile.ZIP", "w", zipfile.ZIP_DEFLATED) as out:
+        out.write(plain / "CT_small.dcm", "good.dcm")
+        out.writestr("../escaped.dcm", (plain / "MR_small.dcm").read_bytes())
+    extracted = tmp_path_factory.mktemp("extracted")
+    for database in (ZIPPED, EXTRACTED):
+        spark.sql(f"DROP DATABASE IF EXISTS {database} CASCADE")
+    in_place = ingest(spark, str(root), ZIPPED, thumbnail_size=64)
+    written = ingest(spark, str(root), EXTRACTED, thumbnail_size=64, extract_zip=str(extracted))
+    yield root, extracted, in_place, written
+    spark.sql("USE default")
+
+
+def test_zip_members_read_in_place_equal_the_plain_files(spark, zipped_folder) -> None:
+    root, _, in_place, _ = zipped_folder
+    assert in_place.members == len(ZIPPED_NAMES) + 2
+    rows = spark.sql(
+        f"""SELECT path, relative_path, local_path, extension, path_tags, meta_error_reason,
+                   CAST(meta AS STRING) AS meta, t.thumbnail
+            FROM {ZIPPED}.object_catalog AS c
+            LEFT JOIN {ZIPPED}.object_thumbnails AS t USING (path)"""
+    ).collect()
+    by_relative = {row.relative_path: row for row in rows}
+    for name in ZIPPED_NAMES:
+        plain = by_relative[f"plain/{name}"]
+        member = by_relative[f"archive.zip/series/{name}"]
+        assert member.path == f"zip://series/{name}::file:{root}/archive.zip"
+        assert member.local_path == f"zip://series/{name}::{root}/archive.zip"
+        assert member.extension == plain.extension
+        words = path_tags(name)
+        assert member.path_tags == [*path_tags(str(root)), "archive", "zip", "series", *words]
+        assert member.meta_error_reason == plain.meta_error_reason
+        if plain.meta is not None:
+            # The same header; bulk data is referenced inside the archive.
+            assert member.meta == plain.meta.replace(f"file://{root}/plain/{name}", member.path)
+        assert member.thumbnail == plain.thumbnail
+
+
+def test_hostile_members_are_recorded_and_good_ones_land(spark, zipped_folder) -> None:
+    root, _, _, _ = zipped_folder
+    errors = spark.sql(
+        f"SELECT path, stage, reason FROM {ZIPPED}.object_errors WHERE path LIKE 'zip://%'"
+    ).collect()
+    assert [(e.path, e.stage, e.reason) for e in errors] == [
+        (f"zip://../escaped.dcm::file:{root}/hostile.ZIP", "catalog", "unsafe_member")
+    ]
+    good = spark.sql(
+        f"""SELECT Modality FROM {ZIPPED}.object_catalog
+            WHERE path = 'zip://good.dcm::file:{root}/hostile.ZIP'"""
+    ).first()
+    assert good.Modality == "CT"
+
+
+def test_extract_zip_writes_the_archive_content_and_catalogues_it(spark, zipped_folder) -> None:
+    root, extracted, in_place, written = zipped_folder
+    assert written.members == in_place.members
+    with zipfile.ZipFile(root / "archive.zip") as archive:
+        for name in ZIPPED_NAMES:
+            on_disk = extracted / "archive.zip" / "series" / name
+            assert on_disk.read_bytes() == archive.read(f"series/{name}")
+    assert (extracted / "hostile.ZIP" / "good.dcm").is_file()
+    # Nothing of the Zip Slip member anywhere: not beside the destination, not in it.
+    assert not any(path.name == "escaped.dcm" for path in root.parent.rglob("*"))
+    assert not any(path.name == "escaped.dcm" for path in extracted.parent.rglob("*"))
+    # The extracted files are catalogued in place of the members, with the same rows.
+    columns = "relative_path, extension, meta_error_reason, SOPInstanceUID, Modality"
+    assert_df_equality(
+        spark.sql(f"SELECT {columns} FROM {EXTRACTED}.object_catalog"),
+        spark.sql(f"SELECT {columns} FROM {ZIPPED}.object_catalog"),
+        ignore_row_order=True,
+        ignore_nullable=True,
+    )
+    paths = {
+        row.path
+        for row in spark.sql(
+            f"SELECT path FROM {EXTRACTED}.object_catalog WHERE relative_path LIKE 'archive.zip/%'"
+        ).collect()
+    }
+    assert paths == {f"file:{extracted}/archive.zip/series/{name}" for name in ZIPPED_NAMES}
+
+
+def test_extracting_again_writes_nothing(spark, zipped_folder) -> None:
+    root, extracted, _, _ = zipped_folder
+    on_disk = extracted / "archive.zip" / "series" / "CT_small.dcm"
+    before = on_disk.stat()
+    again = ingest(spark, str(root), EXTRACTED, thumbnail_size=64, extract_zip=str(extracted))
+    assert (again.new, again.changed, again.deleted) == (0, 0, 0)
+    after = on_disk.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)

@@ -32,6 +32,7 @@ import io
 import itertools
 import os
 import re
+import shutil
 import stat
 import zipfile
 import zlib
@@ -357,3 +358,56 @@ _ARCHIVE_READ_ERRORS = (zipfile.BadZipFile, EOFError, NotImplementedError, zlib.
 
 def _corrupt_member(path: str, exc: BaseException) -> DicomReadError:
     return DicomReadError(path, "corrupt_archive", f"{type(exc).__name__}: {exc}")
+
+
+def extract_member(
+    path: str, destination: str, relative: str, modified: float | None = None
+) -> str:
+    """Write the member at ``path`` to ``destination``/``relative`` (folders made as needed) and
+    return the file's path. ``relative`` must stay inside ``destination`` (checked again here,
+    whatever the caller computed). The file appears whole or not at all (written beside, then
+    renamed); with ``modified`` (seconds) it gets that modification time, and a file already
+    there with that time and the member's size is left as is, so a re-run writes nothing new.
+    """
+    if not relative or any(unsafe_name(part) for part in relative.split("/")):
+        raise DicomReadError(path, "unsafe_member", f"{relative!r} would leave the destination")
+    if any(part in ("", ".", "..") for part in relative.split("/")):
+        raise DicomReadError(path, "unsafe_member", f"{relative!r} is not a plain relative path")
+    root = os.path.realpath(destination)
+    target = os.path.join(root, *relative.split("/"))
+    folder = os.path.dirname(target)
+    os.makedirs(folder, exist_ok=True)
+    # A folder of the destination replaced by a link to elsewhere must not take the file out.
+    if os.path.commonpath([os.path.realpath(folder), root]) != root:
+        raise DicomReadError(path, "unsafe_member", f"{relative!r} resolves outside {root}")
+    name, archive = split_member_path(path)
+    if modified is not None and os.path.isfile(target) and not os.path.islink(target):
+        with open_archive(archive) as opened:
+            try:
+                declared: int | None = opened.getinfo(name).file_size
+            except KeyError:
+                declared = None
+        status = os.stat(target)
+        if status.st_size == declared and int(status.st_mtime) == int(modified):
+            return target  # written by an earlier run from the same archive
+    # A dot name: listings skip it. One left by a killed run is removed first.
+    hidden = f".{os.path.basename(target)}.partial-"
+    for stale in os.listdir(folder):
+        if stale.startswith(hidden):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(folder, stale))
+    partial = os.path.join(folder, f"{hidden}{os.getpid()}")
+    with open_member(path) as (stream, _size, data):
+        try:
+            with open(partial, "wb") as out:
+                if data is not None:
+                    out.write(data)
+                else:
+                    shutil.copyfileobj(stream, out, 1024 * 1024)
+            if modified is not None:
+                os.utime(partial, (modified, modified))
+            os.replace(partial, target)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(partial)
+    return target

@@ -1,11 +1,16 @@
-"""SQL functions over zip archives: zip_members lists the files inside one, for the catalog."""
+"""SQL functions over zip archives: zip_members lists the files inside one (for the catalog),
+zip_extract writes one out (for --extract-zip)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import partial
+
 import pandas as pd
 
-from pixels_sql.dicom.archives import Member, list_members
-from pixels_sql.functions.registry import SqlFunction, read_rows, sql_function
+from pixels_sql.dicom.archives import Member, extract_member, list_members
+from pixels_sql.dicom.errors import classify
+from pixels_sql.functions.registry import SqlFunction, read_rows, results_frame, sql_function
 
 MEMBER_FIELDS = "path STRING, member STRING, length BIGINT, reason STRING, message STRING"
 RESULT_TYPE = f"ARRAY<STRUCT<{MEMBER_FIELDS}>>"
@@ -64,4 +69,64 @@ def zip_members():
     return zip_members
 
 
-FUNCTIONS: dict[str, SqlFunction] = {function.name: function for function in (zip_members,)}
+@dataclass(frozen=True)
+class Extracted:
+    path: str | None
+    reason: str | None = None
+    message: str | None = None
+
+
+def extract(path: str, destination: str, relative: str, modified: float | None) -> Extracted:
+    """One member written out (module-level: the helper process calls it by name)."""
+    try:
+        return Extracted(extract_member(path, destination, relative, modified))
+    except Exception as exc:
+        error = classify(path, exc)
+        return Extracted(None, error.reason, error.message)
+
+
+EXTRACT_TYPE = "STRUCT<path STRING, reason STRING, message STRING>"
+
+
+@sql_function(
+    "zip_extract(path STRING, destination STRING, relative STRING [, modified BIGINT])",
+    EXTRACT_TYPE,
+)
+def zip_extract():
+    """Write the zip member at path (a zip://<member>::<archive> path) to
+    destination/relative and return the file's path, or the reason it was not written (the
+    checks of zip_members, and relative must stay inside destination). The file appears whole
+    or not at all; with modified (seconds since 1970, e.g. unix_seconds(modificationTime)) it gets
+    that time, and a file already there with that time and size is kept (a re-run writes
+    nothing). The pipeline's --extract-zip runs it for every member.
+
+    SELECT zip_extract(m.path, '/data/extracted', m.member).path
+    FROM list_files('/data/zips') AS f, LATERAL inline(zip_members(f.path)) AS m
+    WHERE m.reason IS NULL
+    """
+    from pyspark.sql.functions import pandas_udf
+
+    @pandas_udf(EXTRACT_TYPE.lower())
+    def zip_extract(*columns: pd.Series) -> pd.DataFrame:
+        if len(columns) not in (3, 4):
+            raise TypeError(
+                f"zip_extract takes (path, destination, relative [, modified]), got"
+                f" {len(columns)} arguments"
+            )
+        paths, destinations, relatives = columns[:3]
+        times = list(columns[3]) if len(columns) == 4 else [None] * len(paths)
+        rows = [
+            (path, destination, relative, None if pd.isna(time) else float(time))
+            for path, destination, relative, time in zip(
+                paths, destinations, relatives, times, strict=True
+            )
+        ]
+        results = read_rows(extract, rows, partial(Extracted, None))
+        return results_frame(results, {"path": "path", "reason": "reason", "message": "message"})
+
+    return zip_extract
+
+
+FUNCTIONS: dict[str, SqlFunction] = {
+    function.name: function for function in (zip_members, zip_extract)
+}

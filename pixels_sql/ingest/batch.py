@@ -27,12 +27,17 @@ THUMBNAILS_SCRIPT = "40_thumbnails.sql"
 # Columns of the scripts' SELECT statements that the report collects.
 COUNTED = (
     "files_to_read",
+    "images_to_render",
     "new_files",
     "changed_files",
     "retried_files",
     "zip_members",
     "deleted_files",
 )
+
+
+# The counts that say how many files the next statement reads (for the progress estimate).
+EXPECTED_FILES = ("files_to_read", "images_to_render")
 
 
 @dataclass
@@ -81,14 +86,22 @@ def pipeline_scripts(thumbnails: bool = True) -> list[Path]:
 
 
 def ingest_params(
-    path: str, database: str = DEFAULT_DATABASE, *, glob: str = "*", thumbnail_size: int = 256
+    path: str,
+    database: str = DEFAULT_DATABASE,
+    *,
+    glob: str = "*",
+    thumbnail_size: int = 256,
+    extract_zip: str | None = None,
 ) -> dict[str, str]:
-    return {
+    params = {
         "path": path,
         "database": database,
         "glob": glob,
         "thumbnail_size": str(thumbnail_size),
     }
+    if extract_zip:
+        params["extract_zip"] = extract_zip
+    return params
 
 
 def ingest(
@@ -99,14 +112,19 @@ def ingest(
     thumbnails: bool = True,
     thumbnail_size: int = 256,
     glob: str = "*",
+    extract_zip: str | None = None,
     progress: Progress | None = None,
     log: TextIO | None = None,
 ) -> IngestReport:
     """Bring ``database``'s tables up to date with the folder at ``path`` (a local folder or a
     URI Spark can list): read new and changed files, mark deleted ones, render thumbnails
-    (unless ``thumbnails`` is False), refresh the views. ``spark`` is any session with the
-    extension and the functions (``pixels_sql.session()``, ``pixels_sql.connect()``)."""
-    params = ingest_params(path, database, glob=glob, thumbnail_size=thumbnail_size)
+    (unless ``thumbnails`` is False), refresh the views. Zip archives are read member by member
+    in place, or with ``extract_zip`` (a folder) written there and the files catalogued.
+    ``spark`` is any session with the extension and the functions (``pixels_sql.session()``,
+    ``pixels_sql.connect()``)."""
+    params = ingest_params(
+        path, database, glob=glob, thumbnail_size=thumbnail_size, extract_zip=extract_zip
+    )
     if not thumbnails:
         params.pop("thumbnail_size")
     statements = load_scripts(pipeline_scripts(thumbnails), params)
@@ -136,8 +154,9 @@ def run_statements(
                 continue
             row = frame.first().asDict()
             report.counts.update({key: int(value or 0) for key, value in row.items()})
-            if progress is not None and "files_to_read" in row:
-                progress.expected_files = int(row["files_to_read"] or 0)
+            for expected in EXPECTED_FILES:
+                if progress is not None and expected in row:
+                    progress.expected_files = int(row[expected] or 0)
             if log is not None:
                 counted = ", ".join(f"{key} {value}" for key, value in row.items())
                 print(f"{statement.location}: {counted}", file=log)
