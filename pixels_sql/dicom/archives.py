@@ -229,6 +229,32 @@ _READABLE_COMPRESSION = frozenset(
 )
 
 
+def judge(
+    infos: list[zipfile.ZipInfo], limits: ArchiveLimits
+) -> tuple[dict[str, zipfile.ZipInfo], dict[str, tuple[str, str]]]:
+    """The archive's file members by name (a name stored twice: the later entry wins, as unzip
+    would leave it on disk) and ``{name: (reason, message)}`` for those that must not be read:
+    :func:`check_member`, then the running total of declared sizes in directory order."""
+    files = [info for info in infos if not info.is_dir()]
+    overlapping = _overlapping(files)
+    latest = {info.filename: info for info in files}
+    problems: dict[str, tuple[str, str]] = {}
+    total = 0
+    for name, info in latest.items():
+        problem = check_member(info, limits, overlapping)
+        if problem is None:
+            total += info.file_size
+            if total > limits.max_total_bytes:
+                problem = (
+                    "too_large",
+                    f"the archive's members add up to more than {limits.max_total_bytes}"
+                    " bytes (PIXELS_SQL_ZIP_MAX_TOTAL_MB)",
+                )
+        if problem is not None:
+            problems[name] = problem
+    return latest, problems
+
+
 def list_members(archive: str, limits: ArchiveLimits | None = None) -> list[Member]:
     """One row per file member of the archive at ``archive`` (a local path, ``file:`` URI or
     member path), nested archives expanded; a row with a reason for each member that must not
@@ -265,26 +291,14 @@ def _list_into(archive: str, limits: ArchiveLimits, rows: list[Member]) -> None:
                     )
                 )
                 return
-            overlapping = _overlapping(infos)
-            # A name stored twice: the later entry wins, as unzip would leave it on disk.
-            latest = {info.filename: info for info in infos}
-            total = 0
+            latest, problems = judge(infos, limits)
             nested = []
             for info in latest.values():
                 path = member_path(info.filename, archive)
-                problem = check_member(info, limits, overlapping)
-                if problem is None:
-                    total += info.file_size
-                    if total > limits.max_total_bytes:
-                        problem = (
-                            "too_large",
-                            f"the archive's members add up to more than"
-                            f" {limits.max_total_bytes} bytes (PIXELS_SQL_ZIP_MAX_TOTAL_MB)",
-                        )
+                problem = problems.get(info.filename)
                 if problem is None and is_archive_path(info.filename):
                     nested.append(path)
-                    continue
-                if problem is None:
+                elif problem is None:
                     rows.append(Member(path, info.file_size))
                 else:
                     rows.append(Member(path, info.file_size, *problem))
@@ -334,12 +348,20 @@ def open_member(
             info = opened.getinfo(name)
         except KeyError:
             raise DicomReadError(path, "not_found", f"the archive has no member {name!r}") from None
-        problem = check_member(info, limits, _overlapping(opened.infolist()))
+        problem = judge(opened.infolist(), limits)[1].get(name)
         if problem is not None:
             raise DicomReadError(path, *problem)
         if info.file_size <= IN_MEMORY_MAX_BYTES:
             try:
-                data = opened.read(info)
+                # Inflate no further than the declared size: a member lying about it (so that
+                # no ratio cap judges it) costs no more than it declares.
+                with opened.open(info) as stream:
+                    data = stream.read(info.file_size)
+                    if len(data) < info.file_size:
+                        raise EOFError(f"the member ends after {len(data)} bytes")
+                    # Reading on to the end checks the CRC (APPNOTE 4.4.7).
+                    if stream.read(1):
+                        raise zipfile.BadZipFile("the member inflates past its declared size")
             except _ARCHIVE_READ_ERRORS as exc:
                 raise _corrupt_member(path, exc) from exc
             yield io.BytesIO(data), len(data), data
@@ -347,7 +369,9 @@ def open_member(
         with opened.open(info) as stream:
             try:
                 yield stream, info.file_size, None
-            except zipfile.BadZipFile as exc:  # a bad CRC found at the end of the stream
+            # A bad CRC found at the end of the stream, a deflate stream that does not inflate.
+            # (EOFError is left alone: the DICOM readers raise it for a truncated data set.)
+            except (zipfile.BadZipFile, zlib.error) as exc:
                 raise _corrupt_member(path, exc) from exc
 
 
@@ -373,13 +397,22 @@ def extract_member(
         raise DicomReadError(path, "unsafe_member", f"{relative!r} would leave the destination")
     if any(part in ("", ".", "..") for part in relative.split("/")):
         raise DicomReadError(path, "unsafe_member", f"{relative!r} is not a plain relative path")
+    # The destination is the caller's (a link there is followed, as unzip -d does); below it,
+    # folders are made one at a time and none may be a link: a folder replaced by a link to
+    # elsewhere must not take the file (or a new folder) out.
     root = os.path.realpath(destination)
-    target = os.path.join(root, *relative.split("/"))
-    folder = os.path.dirname(target)
-    os.makedirs(folder, exist_ok=True)
-    # A folder of the destination replaced by a link to elsewhere must not take the file out.
-    if os.path.commonpath([os.path.realpath(folder), root]) != root:
-        raise DicomReadError(path, "unsafe_member", f"{relative!r} resolves outside {root}")
+    os.makedirs(root, exist_ok=True)
+    parts = relative.split("/")
+    folder = root
+    for part in parts[:-1]:
+        folder = os.path.join(folder, part)
+        if os.path.islink(folder) or (os.path.exists(folder) and not os.path.isdir(folder)):
+            raise DicomReadError(
+                path, "unsafe_member", f"{relative!r}: {folder} is a link or not a folder"
+            )
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(folder)
+    target = os.path.join(folder, parts[-1])
     name, archive = split_member_path(path)
     if modified is not None and os.path.isfile(target) and not os.path.islink(target):
         with open_archive(archive) as opened:
