@@ -202,6 +202,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     path = _normalise_dir(args.path)
     database = args.database or DEFAULT_DATABASE
+    if args.stream:
+        return _ingest_stream(args, path, database)
+    if args.checkpoint or args.trigger or args.max_files_per_trigger:
+        raise CliError("--checkpoint, --trigger and --max-files-per-trigger go with --stream")
     with _home_session(args, pipeline=True) as spark:
         context = None if is_remote(spark) else spark.sparkContext
         try:
@@ -224,6 +228,32 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         except Exception as exc:
             raise CliError(_error_text(exc)) from exc
     print_report(report)
+    return 0
+
+
+def _ingest_stream(args: argparse.Namespace, path: str, database: str) -> int:
+    from pixels_sql.ingest.stream import DEFAULT_TRIGGER, StreamError, run_stream
+
+    if not args.checkpoint:
+        raise CliError("--stream needs --checkpoint DIR (one folder per destination)")
+    with _home_session(args, pipeline=True) as spark:
+        try:
+            report = run_stream(
+                spark,
+                path,
+                os.path.abspath(args.checkpoint),
+                database,
+                trigger=args.trigger or DEFAULT_TRIGGER,
+                thumbnails=not args.no_thumbnails,
+                thumbnail_size=args.thumbnail_size,
+                glob=args.glob,
+                extract_zip=os.path.realpath(args.extract_zip) if args.extract_zip else None,
+                max_files_per_trigger=args.max_files_per_trigger,
+            )
+        except StreamError as exc:
+            raise CliError(str(exc)) from None
+        print(report.line())
+        print(summary(spark, database))
     return 0
 
 
@@ -350,6 +380,25 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="write the members of zip archives to DIR (in parallel, in Spark) and catalogue"
         " the written files (default: read members in place)",
+    )
+    ingest.add_argument(
+        "--stream",
+        action="store_true",
+        help="keep ingesting new files as they appear (Structured Streaming; SIGINT stops it"
+        " after the micro-batch under way)",
+    )
+    ingest.add_argument(
+        "--checkpoint", metavar="DIR", help="with --stream: the folder recording its progress"
+    )
+    ingest.add_argument(
+        "--trigger",
+        help="with --stream: once, available-now or an interval such as '30 seconds'"
+        " (default: 10 seconds)",
+    )
+    ingest.add_argument(
+        "--max-files-per-trigger",
+        type=int,
+        help="with --stream: at most this many new files per micro-batch",
     )
     ingest.set_defaults(handler=cmd_ingest)
 

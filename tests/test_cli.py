@@ -59,11 +59,12 @@ def test_run_prints_summary(ran) -> None:
     assert "instances: 8\n" in completed.stdout
     assert "thumbnails: 6\n" in completed.stdout
     assert "errors: 3 (meta: corrupt 1, not_dicom 1, truncated 1)\n" in completed.stdout
-    # The working table of 10_catalog.sql is gone once 20_meta.sql has read it.
     assert "(tables object_catalog, object_thumbnails;" in completed.stdout
+    # Per-statement progress names the line where the SELECT of the listing's counts starts.
     script = (ROOT / "sql" / "10_catalog.sql").read_text().splitlines()
-    count_line = 1 + next(i for i, line in enumerate(script) if "AS files_to_read" in line)
-    assert f"10_catalog.sql:{count_line}: ok" in completed.stderr  # per-statement progress
+    counted = next(i for i, line in enumerate(script) if "AS files_to_read" in line)
+    select = max(i for i in range(counted + 1) if script[i].startswith("SELECT"))
+    assert f"10_catalog.sql:{select + 1}: ok" in completed.stderr
 
 
 def test_tables_persist_for_a_second_process(ran) -> None:
@@ -146,3 +147,46 @@ def test_gallery_in_a_real_browser(ran) -> None:
     assert image.size == (1280, 1600)
     # Images were painted, not a blank page.
     assert len(set(image.convert("L").get_flattened_data())) > 50
+
+
+def readme_block(heading: str) -> list[str]:
+    """The command lines of the first bash block under a README heading."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index(heading) :]
+    block = section[section.index("```bash\n") + len("```bash\n") :]
+    block = block[: block.index("```")]
+    return [line for line in block.splitlines() if line.strip()]
+
+
+def test_readme_use_it_on_your_files_runs_as_written(tmp_path: Path) -> None:
+    """The README's "Use it on your files" lines, run as written: only the folder is ours and
+    the home is set the way the README says ($PIXELS_SQL_HOME). They run in a folder of their
+    own (the gallery lands there) that sees the checkout's .venv, as the README's reader does."""
+    data = copy_samples(tmp_path / "dicom")
+    (tmp_path / ".venv").symlink_to(ROOT / ".venv")
+    lines = readme_block("## Use it on your files")
+    assert lines[0].startswith(".venv/bin/pixels-sql ingest /data/dicom")
+    outputs = []
+    for line in lines:
+        command = line.split("#", 1)[0].replace("/data/dicom", str(data))
+        completed = subprocess.run(
+            command,
+            shell=True,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=tmp_path,
+            env={
+                **os.environ,
+                "PYTHONWARNINGS": "ignore",
+                "PIXELS_SQL_HOME": str(tmp_path / "home"),
+            },
+            executable="/bin/bash",
+        )
+        assert completed.returncode == 0, (line, completed.stderr[-3000:])
+        outputs.append(completed.stdout)
+    files = sum(1 for path in data.rglob("*") if path.is_file())
+    assert f"ingest: {files} new, 0 changed, 0 deleted" in outputs[0]
+    assert "StudyInstanceUID" in outputs[1]
+    assert "not_dicom" in outputs[2]
+    assert (tmp_path / "gallery.html").is_file()

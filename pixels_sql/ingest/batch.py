@@ -139,8 +139,10 @@ def run_statements(
     progress: Progress | None = None,
     log: TextIO | None = None,
     on_row: Callable[[Statement, Mapping[str, object]], None] | None = None,
+    summarise: bool = True,
 ) -> IngestReport:
-    """Run pipeline statements with the table upkeep; collect the counts they select."""
+    """Run pipeline statements with the table upkeep; collect the counts they select (and the
+    catalog's summary after them, unless ``summarise`` is off)."""
     report = IngestReport(database)
     started = time.monotonic()
     keep_values_as_written(spark)
@@ -149,8 +151,12 @@ def run_statements(
         for statement in statements:
             if progress is not None:
                 progress.statement(statement.location)
+            began = time.monotonic()
             frame = spark.sql(statement.sql)
             if not set(frame.columns) & set(COUNTED):
+                if log is not None:
+                    elapsed = time.monotonic() - began
+                    print(f"{statement.location}: ok ({elapsed:.1f}s)", file=log, flush=True)
                 continue
             row = frame.first().asDict()
             report.counts.update({key: int(value or 0) for key, value in row.items()})
@@ -159,7 +165,7 @@ def run_statements(
                     progress.expected_files = int(row[expected] or 0)
             if log is not None:
                 counted = ", ".join(f"{key} {value}" for key, value in row.items())
-                print(f"{statement.location}: {counted}", file=log)
+                print(f"{statement.location}: {counted}", file=log, flush=True)
             if on_row is not None:
                 on_row(statement, row)
     catalog = f"`{database}`.object_catalog"
@@ -168,7 +174,8 @@ def run_statements(
         " AND meta_error_reason IS NOT NULL AND deleted_at IS NULL"
     ).first()[0]
     report.seconds = time.monotonic() - started
-    report.tables = summary(spark, database)
+    if summarise:
+        report.tables = summary(spark, database)
     return report
 
 
