@@ -4,7 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup jar browser demo test lint format clean bench bench-thumbnails bench-meta bench-server fuzz dbt
+.PHONY: setup jar browser demo test lint format clean bench bench-thumbnails bench-meta bench-server \
+	bench-ingest fuzz dbt
 
 # pip also builds the compiled header reader (setup.py): a change to its C source reinstalls.
 $(STAMP): pyproject.toml setup.py pixels_sql/dicom/_fastmeta.c scripts/check-java scripts/check-cc
@@ -47,7 +48,7 @@ test: jar lint browser
 	$(PY) -m pytest
 
 # Speed targets live in bench/ (see bench/README.md), never in the tests.
-bench: bench-meta bench-thumbnails bench-server
+bench: bench-meta bench-thumbnails bench-server bench-ingest
 
 bench-thumbnails: jar
 	$(PY) -m bench.thumbnails --files 48
@@ -61,6 +62,10 @@ bench-meta: jar
 bench-server: jar
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m bench.server --files 10000 --runs 200
+
+# Zip members read in place vs extracted, and the no-op re-run of ingest over 100k files.
+bench-ingest: jar
+	$(PY) -m bench.ingest --zips 100 --members 5 --files 100000
 
 # The hostile-input run of tests/test_hardening.py with 5,000 seeded mutants (CI runs 80).
 fuzz: jar
