@@ -61,6 +61,12 @@ CREATE TABLE IF NOT EXISTS object_thumbnails (
 )
 PARTITIONED BY (ingest_run);
 
+-- What is listed: every file under ${path}. (A stream, ingest/stream.py, puts its micro-batch's
+-- files in this view instead: this statement is the one it leaves out.)
+CREATE OR REPLACE TEMPORARY VIEW pixels_listed AS
+SELECT path, modificationTime, length, reason, message
+FROM list_files('${path}', glob => '${glob:-*}');
+
 -- The listing, compared with the catalog, into a working table that 30_deleted.sql drops when
 -- done (a view would list the folder again for every statement naming it). change says what
 -- this run does with each file:
@@ -75,8 +81,7 @@ PARTITIONED BY (ingest_run);
 DROP TABLE IF EXISTS pixels_listing;
 CREATE TABLE pixels_listing AS
 WITH listed AS (
-  SELECT path, modificationTime, length, reason, message
-  FROM list_files('${path}', glob => '${glob:-*}')
+  SELECT * FROM pixels_listed
 ),
 files AS (
   SELECT

@@ -4,26 +4,26 @@
 -- thumbnails follow in 40_thumbnails.sql. A file that comes back is read again as new.
 -- Files under a folder or archive that could not be listed this time (a listing row with a
 -- reason) are not taken for deleted: they are unknown, not gone.
+-- A stream (ingest/stream.py) sees new files only: it runs this step with deletions=false.
 -- Parameters: path (the catalogued folder: files elsewhere in the catalog are left alone),
+-- deletions (default true),
 -- extract_zip (as 10_catalog.sql: the files extracted there belong to this folder's archives).
-CREATE OR REPLACE TEMPORARY VIEW pixels_deleted_files AS
-SELECT
-  rowId, path, modificationTime, length, relative_path, local_path, extension, path_tags, meta,
-  StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID, SOPClassUID, TransferSyntaxUID,
-  PatientID, PatientName, AccessionNumber, Modality, BodyPartExamined, Manufacturer, StudyDate,
-  StudyDescription, SeriesDescription, SeriesNumber, InstanceNumber, `Rows`, `Columns`,
-  NumberOfFrames, meta_error_reason, meta_error_message, ingested_at,
-  current_timestamp() AS deleted_at,
-  concat(date_format(current_timestamp(), 'yyyyMMddHHmmssSSS'), '-deleted') AS ingest_run
+-- The paths first, from a few narrow columns; then their rows, whole (the header included),
+-- joined on the partition column too so that only partitions holding deleted rows are read.
+CREATE OR REPLACE TEMPORARY VIEW pixels_deleted_paths AS
+SELECT path, ingest_run
 FROM (
   SELECT
-    *,
+    path,
+    ingest_run,
+    deleted_at,
     -- The file on disk: the file itself or the outermost archive holding it.
     element_at(split(local_path, '::'), -1) AS disk_path,
     row_number() OVER (PARTITION BY path ORDER BY ingest_run DESC) AS newest
   FROM object_catalog
 ) AS c
-WHERE newest = 1
+WHERE ${deletions:-true}
+  AND newest = 1
   AND deleted_at IS NULL
   AND (
     disk_path = regexp_replace('${path}', '^file:(//)?', '')
@@ -43,7 +43,20 @@ WHERE newest = 1
       )
   );
 
-SELECT count(*) AS deleted_files FROM pixels_deleted_files;
+CREATE OR REPLACE TEMPORARY VIEW pixels_deleted_files AS
+SELECT
+  c.rowId, c.path, c.modificationTime, c.length, c.relative_path, c.local_path, c.extension,
+  c.path_tags, c.meta, c.StudyInstanceUID, c.SeriesInstanceUID, c.SOPInstanceUID,
+  c.SOPClassUID, c.TransferSyntaxUID, c.PatientID, c.PatientName, c.AccessionNumber, c.Modality,
+  c.BodyPartExamined, c.Manufacturer, c.StudyDate, c.StudyDescription, c.SeriesDescription,
+  c.SeriesNumber, c.InstanceNumber, c.`Rows`, c.`Columns`, c.NumberOfFrames,
+  c.meta_error_reason, c.meta_error_message, c.ingested_at,
+  current_timestamp() AS deleted_at,
+  concat(date_format(current_timestamp(), 'yyyyMMddHHmmssSSS'), '-deleted') AS ingest_run
+FROM object_catalog AS c
+JOIN pixels_deleted_paths AS d ON d.path = c.path AND d.ingest_run = c.ingest_run;
+
+SELECT count(*) AS deleted_files FROM pixels_deleted_paths;
 
 INSERT INTO object_catalog
 SELECT * FROM pixels_deleted_files;

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -168,6 +169,23 @@ def test_run_and_sql_commands_go_through_the_server(
     again = cli(server, "run", str(ROOT / "sql"), "--param", f"path={folders['all']}")
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"files: {len(SAMPLE_FILES)}" in again.stdout
+
+
+def test_ingest_goes_through_the_server_with_zip_members_and_deletions(
+    server: ServeProcess, tmp_path: Path
+) -> None:
+    folder = copy_samples(tmp_path / "scans", GOOD)
+    with zipfile.ZipFile(folder / "more.zip", "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.write(folder / "ct" / "CT_small.dcm", "inside/CT_small.dcm")
+    database = ("--database", "served_ingest")
+    first = cli(server, "ingest", str(folder), "--no-thumbnails", *database)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert f"ingest: {len(GOOD) + 1} new, 0 changed, 0 deleted" in first.stdout
+    assert "(0 retried; 1 zip members read)" in first.stdout
+    (folder / "ct" / "CT_small.dcm").unlink()
+    second = cli(server, "ingest", str(folder), "--no-thumbnails", *database)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "ingest: 0 new, 0 changed, 1 deleted, 0 failed" in second.stdout
 
 
 def test_gallery_command_goes_through_the_server(server: ServeProcess, tmp_path: Path) -> None:
