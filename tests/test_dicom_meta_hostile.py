@@ -206,7 +206,7 @@ def test_any_exception_becomes_a_reason(
 ) -> None:
     from pixels_sql.dicom import meta
 
-    def fail(local: str) -> None:
+    def fail(source: object) -> None:
         raise raised
 
     monkeypatch.setattr(meta, "_read_meta", fail)

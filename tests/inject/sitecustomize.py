@@ -14,13 +14,14 @@ if os.environ.get("PIXELS_SQL_TEST_INJECT") == "1":
     from pixels_sql.dicom import meta, thumbnail
 
     def _injected(original, prefix):  # type: ignore[no-untyped-def]
-        def run(local, *args):  # type: ignore[no-untyped-def]
-            name = os.path.basename(local)
+        def run(source, *args):  # type: ignore[no-untyped-def]
+            # The readers take an opened source (dicom/sources.py); its name is the path.
+            name = os.path.basename(source.name)
             if name.startswith(f"inject-{prefix}-abort"):
                 os.abort()
             if name.startswith(f"inject-{prefix}-raise"):
                 raise LookupError(f"injected failure for {name}")
-            return original(local, *args)
+            return original(source, *args)
 
         return run
 
