@@ -51,3 +51,11 @@ def spark(spark_home: Path) -> Iterator[object]:
 @pytest.fixture(scope="session")
 def sample_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return copy_samples(tmp_path_factory.mktemp("samples"))
+
+
+def printed_value(printed: str, column: str) -> str:
+    """The first row's value of ``column`` in a table the CLI printed (header, rule, rows)."""
+    lines = printed.split("\n")
+    header = next(index for index, line in enumerate(lines) if column in line.split(" | "))
+    names = [name.strip() for name in lines[header].split(" | ")]
+    return lines[header + 2].split(" | ")[names.index(column)].strip()

@@ -32,7 +32,7 @@ from chispa import assert_df_equality
 
 from pixels_sql.pipeline import PIPELINE_DIR
 from pixels_sql.scripts import load_scripts
-from tests.conftest import SAMPLE_FILES, copy_samples
+from tests.conftest import SAMPLE_FILES, copy_samples, printed_value
 from tests.corpus import PYDICOM_TEST_FILES, corpus_files
 from tests.mutants import write_mutants
 
@@ -239,7 +239,7 @@ def test_rerun_reads_nothing_and_changes_nothing(
     before = clean_rows(clean_run, DUMP)
     out, _ = finish(pixels_sql("run", "sql", "--param", f"path={hostile}", home=home))
     # Only what may pass is tried again: the dangling link (its partition is replaced).
-    assert out.split("files_to_read\n")[1].split()[1] == "1"
+    assert printed_value(out, "files_to_read") == "1"
     assert_same_rows(spark, before, query(home, DUMP))
 
 
@@ -265,7 +265,7 @@ def done_before(script: str, statement_start: str) -> str:
 @pytest.mark.parametrize(
     ("script", "statement_start", "delay"),
     [
-        ("10_catalog.sql", "CREATE TABLE pixels_new_files", 0.2),  # while listing
+        ("10_catalog.sql", "CREATE TABLE pixels_listing", 0.2),  # while listing
         ("20_meta.sql", "INSERT INTO object_catalog", 1.0),  # while the header rows are written
         ("40_thumbnails.sql", "INSERT INTO object_thumbnails", 0.5),  # while thumbnails are
     ],
