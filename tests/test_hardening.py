@@ -8,9 +8,12 @@ into the metadata and the thumbnail stage (tests/inject/sitecustomize.py). Its n
 quote, `${x}`, `[1]`, a space and non-ASCII. `pixels-sql run sql` must finish with exactly one
 row per file, every good file's metadata and thumbnail, and Python processes under 1 GiB.
 
-Then the pipeline is killed (the whole process tree, SIGKILL) at several points and run again:
-the tables must equal those of the clean run. PIXELS_SQL_FUZZ_MUTANTS sets the mutant count
-(`make fuzz` runs 5,000).
+Then one home goes through a chain of runs, each killed (the whole process tree, SIGKILL) at
+another point — while listing, while header rows are written, while thumbnails are written —
+and a last run that finishes: its tables must equal those of the clean run, and one more run
+must read nothing and change nothing. (One chain rather than one kill-and-rerun per point:
+every kill is followed by a run that must take over from it, and CI keeps three JVM pipeline
+runs fewer.) PIXELS_SQL_FUZZ_MUTANTS sets the mutant count (`make fuzz` runs 5,000).
 """
 
 from __future__ import annotations
@@ -45,14 +48,21 @@ HOSTILE_NAME = "O'Brien ${x} scans [1] é"
 GOOD = {name for name in SAMPLE_FILES if not name.startswith("bad/")}
 IMAGES = GOOD - {"rt/rtplan.dcm", "raw/no_preamble"}  # no pixel data
 ONE_GIB = 1 << 30
+# Both tables in one query (each query is a JVM start): catalog rows, then thumbnail rows.
 DUMP = (
-    "SELECT path, meta_error_reason AS reason, SOPInstanceUID,"
-    " CAST(meta AS STRING) AS meta FROM object_catalog"
+    "SELECT 'catalog' AS kind, path, meta_error_reason AS reason, SOPInstanceUID,"
+    " CAST(meta AS STRING) AS detail FROM object_catalog"
+    " UNION ALL SELECT 'thumbnail', path, thumbnail_error_reason, NULL,"
+    " sha2(thumbnail, 256) FROM object_thumbnails"
 )
-DUMP_THUMBNAILS = (
-    "SELECT path, thumbnail_error_reason AS reason, sha2(thumbnail, 256) AS digest"
-    " FROM object_thumbnails"
-)
+SCHEMA = "kind STRING, path STRING, reason STRING, SOPInstanceUID STRING, detail STRING"
+# Where the chain of killed runs is killed: (script, start of the statement that runs then,
+# seconds after the statement before it finished).
+KILL_POINTS = [
+    ("10_catalog.sql", "CREATE TABLE pixels_listing", 0.2),  # while listing
+    ("20_meta.sql", "INSERT INTO object_catalog", 1.0),  # while the header rows are written
+    ("40_thumbnails.sql", "INSERT INTO object_thumbnails", 0.5),  # while thumbnails are
+]
 
 
 def pixels_sql(
@@ -170,14 +180,14 @@ def query(home: Path, sql: str) -> list[dict]:
     return [json.loads(line) for line in out.split("\n") if line.startswith("{")]
 
 
-_CLEAN: dict[str, list[dict]] = {}
+_CLEAN: list[dict] = []
 
 
-def clean_rows(clean_run: dict, sql: str) -> list[dict]:
-    """Rows of the clean run's tables (queried once per statement: a JVM start each)."""
-    if sql not in _CLEAN:
-        _CLEAN[sql] = query(clean_run["home"], sql)
-    return _CLEAN[sql]
+def clean_rows(clean_run: dict, kind: str) -> list[dict]:
+    """The clean run's ``kind`` rows (``catalog`` or ``thumbnail``), queried once."""
+    if not _CLEAN:
+        _CLEAN.extend(query(clean_run["home"], DUMP))
+    return [row for row in _CLEAN if row["kind"] == kind]
 
 
 def rows_by_path(rows: list[dict]) -> dict[str, list[dict]]:
@@ -188,7 +198,7 @@ def rows_by_path(rows: list[dict]) -> dict[str, list[dict]]:
 
 
 def test_every_file_has_exactly_one_row(clean_run: dict, hostile: Path) -> None:
-    catalog = rows_by_path(clean_rows(clean_run, DUMP))
+    catalog = rows_by_path(clean_rows(clean_run, "catalog"))
     expected = regular_files(hostile) - {str(hostile / "ct" / "loop")}
     local = {path.removeprefix("file:"): rows for path, rows in catalog.items()}
     assert set(local) == expected
@@ -207,17 +217,17 @@ def test_every_file_has_exactly_one_row(clean_run: dict, hostile: Path) -> None:
         assert reasons[f"nested_{depth}_defined.dcm"] == "too_deep"
         assert reasons[f"nested_{depth}_undefined.dcm"] == "too_deep"
     for name in GOOD:
-        assert local[str(hostile / name)][0]["meta"] is not None, name
+        assert local[str(hostile / name)][0]["detail"] is not None, name
 
 
 def test_every_good_image_has_a_thumbnail_and_injected_failures_have_reasons(
     clean_run: dict, hostile: Path
 ) -> None:
-    thumbnails = rows_by_path(clean_rows(clean_run, DUMP_THUMBNAILS))
+    thumbnails = rows_by_path(clean_rows(clean_run, "thumbnail"))
     local = {path.removeprefix("file:"): rows for path, rows in thumbnails.items()}
     assert all(len(rows) == 1 for rows in local.values())
     for name in IMAGES:
-        assert local[str(hostile / name)][0]["digest"] is not None, name
+        assert local[str(hostile / name)][0]["detail"] is not None, name
     assert local[str(hostile / "inject-thumb-abort.dcm")][0]["reason"] == "decoder_crash"
     assert local[str(hostile / "inject-thumb-raise.dcm")][0]["reason"] == "corrupt"
 
@@ -232,22 +242,10 @@ def test_python_processes_stay_under_one_gib(clean_run: dict) -> None:
     assert 0 < clean_run["peak_rss"] < ONE_GIB, clean_run["peak_rss"]
 
 
-def test_rerun_reads_nothing_and_changes_nothing(
-    clean_run: dict, hostile: Path, spark: object
-) -> None:
-    home = clean_run["home"]
-    before = clean_rows(clean_run, DUMP)
-    out, _ = finish(pixels_sql("run", "sql", "--param", f"path={hostile}", home=home))
-    # Only what may pass is tried again: the dangling link (its partition is replaced).
-    assert printed_value(out, "files_to_read") == "1"
-    assert_same_rows(spark, before, query(home, DUMP))
-
-
 def assert_same_rows(spark: object, expected: list[dict], actual: list[dict]) -> None:
-    schema = "path STRING, reason STRING, SOPInstanceUID STRING, meta STRING"
     assert_df_equality(
-        spark.createDataFrame(expected, schema),
-        spark.createDataFrame(actual, schema),
+        spark.createDataFrame(expected, SCHEMA),
+        spark.createDataFrame(actual, SCHEMA),
         ignore_row_order=True,
     )
 
@@ -262,26 +260,9 @@ def done_before(script: str, statement_start: str) -> str:
     raise AssertionError(f"no statement starting {statement_start!r} in {script}")
 
 
-@pytest.mark.parametrize(
-    ("script", "statement_start", "delay"),
-    [
-        ("10_catalog.sql", "CREATE TABLE pixels_listing", 0.2),  # while listing
-        ("20_meta.sql", "INSERT INTO object_catalog", 1.0),  # while the header rows are written
-        ("40_thumbnails.sql", "INSERT INTO object_thumbnails", 0.5),  # while thumbnails are
-    ],
-)
-def test_kill_at_any_point_then_rerun_gives_the_clean_rows(
-    tmp_path: Path,
-    clean_run: dict,
-    hostile: Path,
-    spark: object,
-    script: str,
-    statement_start: str,
-    delay: float,
-) -> None:
-    marker = done_before(script, statement_start)
-    home = tmp_path / "home"
-    process = pixels_sql("run", "sql", "--param", f"path={hostile}", home=home, inject=True)
+def kill_after(process: subprocess.Popen[str], marker: str, delay: float) -> str:
+    """Read the run's stderr until ``marker``, wait ``delay`` seconds, SIGKILL its whole
+    process group (driver JVM, Python workers); what it printed."""
     seen = ""
     assert process.stderr is not None
     while marker not in seen:
@@ -291,10 +272,26 @@ def test_kill_at_any_point_then_rerun_gives_the_clean_rows(
     time.sleep(delay)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    rerun = pixels_sql("run", "sql", "--param", f"path={hostile}", home=home, inject=True)
-    _, err = finish(rerun)
+    return seen
+
+
+def test_runs_killed_at_every_stage_then_a_rerun_give_the_clean_rows_and_a_noop_rerun(
+    tmp_path: Path, clean_run: dict, hostile: Path, spark: object
+) -> None:
+    home = tmp_path / "home"
+    run = ("run", "sql", "--param", f"path={hostile}")
+    for index, (script, statement_start, delay) in enumerate(KILL_POINTS):
+        seen = kill_after(
+            pixels_sql(*run, home=home, inject=True), done_before(script, statement_start), delay
+        )
+        # Every run after the first takes over the home of the one killed before it.
+        assert ("taking over" in seen) == (index > 0), seen[-3000:]
+    _, err = finish(pixels_sql(*run, home=home, inject=True))
     assert "taking over" in err
-    assert_same_rows(spark, clean_rows(clean_run, DUMP), query(home, DUMP))
-    expected = clean_rows(clean_run, DUMP_THUMBNAILS)
-    actual = query(home, DUMP_THUMBNAILS)
-    assert sorted(map(json.dumps, expected)) == sorted(map(json.dumps, actual))
+    expected = clean_rows(clean_run, "catalog") + clean_rows(clean_run, "thumbnail")
+    assert_same_rows(spark, expected, query(home, DUMP))
+    # Once more, without the injected faults: only what may pass is tried again — the dangling
+    # link (its partition is replaced) — and no row changes.
+    out, _ = finish(pixels_sql(*run, home=home))
+    assert printed_value(out, "files_to_read") == "1"
+    assert_same_rows(spark, expected, query(home, DUMP))
