@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
 from pixels_sql.dicom.tags import dictionary_entries
@@ -63,8 +64,10 @@ def register(spark: SparkSession) -> SparkSession:
     registry = jvm.pixelssql.PythonFunctions
     for function in FUNCTIONS.values():
         registry.register(function.name, function.build()._unwrapped._judf)
-    dictionary = spark.createDataFrame(dictionary_entries(), DICTIONARY_SCHEMA)
-    registry.registerRelation(DICTIONARY_VIEW, dictionary._jdf)
+    # Handed over as JSON text and built in the JVM: a DataFrame of Python rows would start
+    # Python workers to be collected (about 5 s of every session's start).
+    rows = json.dumps([list(entry) for entry in dictionary_entries()])
+    registry.registerRelationRows(DICTIONARY_VIEW, DICTIONARY_SCHEMA, rows)
     return spark
 
 

@@ -1,6 +1,9 @@
 package pixelssql;
 
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
 import java.io.Serializable;
+import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
@@ -9,6 +12,7 @@ import java.util.concurrent.ConcurrentHashMap;
 import org.apache.spark.SparkConf;
 import org.apache.spark.SparkContext;
 import org.apache.spark.sql.Row;
+import org.apache.spark.sql.RowFactory;
 import org.apache.spark.sql.SparkSession;
 import org.apache.spark.sql.SparkSessionExtensions;
 import org.apache.spark.sql.catalyst.FunctionIdentifier;
@@ -18,7 +22,12 @@ import org.apache.spark.sql.catalyst.expressions.ExpressionInfo;
 import org.apache.spark.sql.catalyst.plans.logical.LocalRelation;
 import org.apache.spark.sql.catalyst.plans.logical.LogicalPlan;
 import org.apache.spark.sql.catalyst.rules.Rule;
+import org.apache.spark.sql.catalyst.types.DataTypeUtils;
 import org.apache.spark.sql.execution.python.UserDefinedPythonFunction;
+import org.apache.spark.sql.types.BooleanType;
+import org.apache.spark.sql.types.StringType;
+import org.apache.spark.sql.types.StructField;
+import org.apache.spark.sql.types.StructType;
 
 import scala.Tuple3;
 import scala.collection.immutable.Seq;
@@ -58,13 +67,43 @@ public final class PythonFunctions {
     FUNCTIONS.put(key(name), function);
   }
 
-  /** Called from the driver's Python process: {@code name} now reads the rows of {@code frame}. */
-  public static void registerRelation(String name, org.apache.spark.sql.classic.Dataset<Row> frame) {
-    LogicalPlan analyzed = frame.queryExecution().analyzed();
-    List<Row> rows = frame.collectAsList();
+  /**
+   * Called from the driver's Python process: {@code name} now reads {@code rows}, a JSON array of
+   * arrays (one per row, values in the order of the columns of {@code schemaDdl}; STRING and
+   * BOOLEAN columns). Built here rather than from a DataFrame of Python rows: collecting one
+   * starts Python workers, which cost every session about five seconds.
+   */
+  @SuppressWarnings({"unchecked", "rawtypes"})
+  public static void registerRelationRows(String name, String schemaDdl, String rows)
+      throws java.io.IOException {
+    StructType schema = StructType.fromDDL(schemaDdl);
+    StructField[] fields = schema.fields();
+    for (StructField field : fields) {
+      if (!(field.dataType() instanceof StringType) && !(field.dataType() instanceof BooleanType)) {
+        throw new IllegalArgumentException(
+            "registerRelationRows takes STRING and BOOLEAN columns, not " + field.toDDL());
+      }
+    }
+    JsonNode array = new ObjectMapper().readTree(rows);
+    List<Row> data = new ArrayList<>(array.size());
+    for (JsonNode node : array) {
+      Object[] values = new Object[fields.length];
+      for (int index = 0; index < fields.length; index++) {
+        JsonNode value = node.get(index);
+        if (value == null || value.isNull()) {
+          values[index] = null;
+        } else if (fields[index].dataType() instanceof BooleanType) {
+          values[index] = value.asBoolean();
+        } else {
+          values[index] = value.asText();
+        }
+      }
+      data.add(RowFactory.create(values));
+    }
+    Seq output = DataTypeUtils.toAttributes(schema);
     RELATIONS.put(
         key(name),
-        LocalRelation.fromExternalRows(analyzed.output(), CollectionConverters.asScala(rows).toSeq()));
+        LocalRelation.fromExternalRows(output, CollectionConverters.asScala(data).toSeq()));
   }
 
   /** Whether {@code name} has a registered Python UDF in this JVM. */
