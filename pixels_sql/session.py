@@ -94,6 +94,9 @@ def session_conf(
         # same query ran in 19 s.
         "spark.sql.execution.arrow.pythonUDF.columnarInput.enabled": "false",
         "spark.sql.session.timeZone": "UTC",
+        # Python workers fork from a daemon that has imported the functions' modules already
+        # (pydicom, numpy, Pillow), and fork their file-reading helper in turn.
+        "spark.python.daemon.module": "pixels_sql.functions.daemon",
         # Spark would rewrite ${name} and ${env:NAME} anywhere in SQL text, string literals
         # included: a folder named "${x}" or a DICOM value must reach Spark as written.
         "spark.sql.variable.substitute": "false",

@@ -1,0 +1,19 @@
+"""Spark's Python worker daemon, with the pixels-sql functions imported before it forks.
+
+Spark starts one daemon per executor (``python -m <spark.python.daemon.module>``) and forks a
+worker from it for each Python task slot. Spark's own daemon imports almost nothing, so each
+worker imported pydicom, numpy, Pillow and pandas before its first row. Imported here once,
+they reach every worker, and every worker's file-reading helper (dicom/isolation.py forks it),
+through fork. ``pixels_sql.session()`` sets ``spark.python.daemon.module`` to this module.
+"""
+
+from __future__ import annotations
+
+# Imported for their side effect: loaded into the daemon, inherited by every forked worker.
+import pyspark.worker  # noqa: F401
+from pyspark import daemon
+
+import pixels_sql.functions  # noqa: F401
+
+if __name__ == "__main__":
+    daemon.manager()
