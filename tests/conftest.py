@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,3 +63,19 @@ def printed_value(printed: str, column: str) -> str:
     header = next(index for index, line in enumerate(lines) if column in line.split(" | "))
     names = [name.strip() for name in lines[header].split(" | ")]
     return lines[header + 2].split(" | ")[names.index(column)].strip()
+
+
+def kill_after(process: subprocess.Popen[str], marker: str, delay: float) -> str:
+    """Read the process's stderr until ``marker``, wait ``delay`` seconds, SIGKILL its whole
+    process group (it must have been started with ``start_new_session``: driver JVM, Python
+    workers, helpers); what it printed."""
+    seen = ""
+    assert process.stderr is not None
+    while marker not in seen:
+        line = process.stderr.readline()
+        assert line, f"the run ended before {marker!r}: {seen[-3000:]}"
+        seen += line
+    time.sleep(delay)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    return seen

@@ -22,11 +22,9 @@ import itertools
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,7 +33,7 @@ from chispa import assert_df_equality
 
 from pixels_sql.pipeline import PIPELINE_DIR
 from pixels_sql.scripts import load_scripts
-from tests.conftest import SAMPLE_FILES, copy_samples, printed_value
+from tests.conftest import SAMPLE_FILES, copy_samples, kill_after, printed_value
 from tests.corpus import PYDICOM_TEST_FILES, corpus_files
 from tests.mutants import write_mutants
 
@@ -258,21 +256,6 @@ def done_before(script: str, statement_start: str) -> str:
         if Path(statement.source).name == script and statement_start in statement.sql:
             return f"{Path(previous.source).name}:{previous.line}: ok"
     raise AssertionError(f"no statement starting {statement_start!r} in {script}")
-
-
-def kill_after(process: subprocess.Popen[str], marker: str, delay: float) -> str:
-    """Read the run's stderr until ``marker``, wait ``delay`` seconds, SIGKILL its whole
-    process group (driver JVM, Python workers); what it printed."""
-    seen = ""
-    assert process.stderr is not None
-    while marker not in seen:
-        line = process.stderr.readline()
-        assert line, f"the run ended before {marker!r}: {seen[-3000:]}"
-        seen += line
-    time.sleep(delay)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    return seen
 
 
 def test_runs_killed_at_every_stage_then_a_rerun_give_the_clean_rows_and_a_noop_rerun(

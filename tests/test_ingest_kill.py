@@ -11,10 +11,8 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 import warnings
 import zipfile
 from pathlib import Path
@@ -24,6 +22,7 @@ import pydicom
 import pytest
 from chispa import assert_df_equality
 
+from tests.conftest import kill_after
 from tests.corpus import PYDICOM_TEST_FILES
 
 if TYPE_CHECKING:
@@ -63,21 +62,6 @@ def finish(process: subprocess.Popen[str], timeout: float = 900) -> tuple[str, s
     out, err = process.communicate(timeout=timeout)
     assert process.returncode == 0, err[-4000:]
     return out, err
-
-
-def kill_after(process: subprocess.Popen[str], marker: str, delay: float) -> str:
-    """Read the process's stderr until ``marker``, wait ``delay`` seconds, SIGKILL its whole
-    process group (driver JVM, Python workers, helpers); what it printed."""
-    seen = ""
-    assert process.stderr is not None
-    while marker not in seen:
-        line = process.stderr.readline()
-        assert line, f"the run ended before {marker!r}: {seen[-3000:]}"
-        seen += line
-    time.sleep(delay)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    return seen
 
 
 def query(home: Path, sql: str) -> list[dict]:
