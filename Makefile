@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup jar browser demo test lint format clean bench bench-thumbnails bench-meta bench-server \
+.PHONY: setup jar browser dcmtk demo test lint format clean bench bench-thumbnails bench-meta bench-server \
 	bench-ingest fuzz dbt
 
 # pip also builds the compiled header reader (setup.py): a change to its C source reinstalls.
@@ -44,7 +44,11 @@ lint: setup
 browser:
 	scripts/check-chromium
 
-test: jar lint browser
+# dicom_meta's conformance test compares it with DCMTK's dcm2json.
+dcmtk:
+	scripts/check-dcmtk
+
+test: jar lint browser dcmtk
 	$(PY) -m pytest
 
 # Speed targets live in bench/ (see bench/README.md), never in the tests.

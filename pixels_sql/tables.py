@@ -83,7 +83,7 @@ def prepare(spark: SparkSession, database: str) -> list[str]:
 
 # Columns added to the pipeline's tables after their first release: a table made before gets
 # them (NULL in its older rows) when a run starts.
-ADDED_COLUMNS = {"deleted_at": "TIMESTAMP"}
+ADDED_COLUMNS = {"deleted_at": "TIMESTAMP", "meta_json_version": "INT"}
 
 
 def _add_missing_columns(spark: SparkSession, database: str, table: str) -> None:

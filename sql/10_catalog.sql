@@ -6,6 +6,12 @@
 -- Parameters: path (required), glob (default: * — DICOM files often have no extension),
 -- extract_zip (default: empty — members are read in place; else a folder to extract them to).
 
+-- The version of dicom_meta's JSON that the rows of this run are written with: a row written
+-- by an older version (or before versions were recorded: NULL) is read again by the next run
+-- ('reread'), so that every row gets the current JSON. 2: PS3.18 F.2.5 — an empty value among
+-- several is null, an empty sequence has no Value (docs/tables.md).
+DECLARE OR REPLACE VARIABLE pixels_meta_json_version INT DEFAULT 2;
+
 -- The catalog table: one row per file, good or bad; a file deleted since gets deleted_at (NULL:
 -- present at the last run). Each run appends its rows as one new
 -- partition (ingest_run), which the metastore registers only once all its files are written:
@@ -44,6 +50,7 @@ CREATE TABLE IF NOT EXISTS object_catalog (
   meta_error_message STRING,
   ingested_at TIMESTAMP,
   deleted_at TIMESTAMP,
+  meta_json_version INT,
   ingest_run STRING
 )
 PARTITIONED BY (ingest_run);
@@ -74,6 +81,7 @@ FROM list_files('${path}', glob => '${glob:-*}');
 --   changed  its length or modificationTime differs from its catalogued row: read it again,
 --            the new row replaces the old one;
 --   retried  it failed for a reason that may pass (not_found, unreadable): read it again;
+--   reread   its row was written by an older dicom_meta JSON version: read it again;
 --   NULL     unchanged: nothing to do.
 -- archive and member name a member read in place; source_archive, the archive a row comes from
 -- (also for a member extracted with extract_zip, catalogued as the written file).
@@ -131,7 +139,7 @@ files AS (
 ),
 catalogued AS (
   -- Each path's newest row (a killed run may have left an older one beside it).
-  SELECT path, length, modificationTime, meta_error_reason, deleted_at
+  SELECT path, length, modificationTime, meta_error_reason, deleted_at, meta_json_version
   FROM (
     SELECT *, row_number() OVER (PARTITION BY path ORDER BY ingest_run DESC) AS newest
     FROM object_catalog
@@ -151,6 +159,7 @@ SELECT
     WHEN c.path IS NULL OR c.deleted_at IS NOT NULL THEN 'new'
     WHEN NOT (c.length <=> f.length AND c.modificationTime <=> f.modificationTime) THEN 'changed'
     WHEN c.meta_error_reason IN ('not_found', 'unreadable') THEN 'retried'
+    WHEN NOT (c.meta_json_version <=> pixels_meta_json_version) THEN 'reread'
   END AS change
 FROM files AS f
 LEFT JOIN catalogued AS c ON c.path = f.path;
@@ -160,6 +169,7 @@ SELECT
   count_if(change = 'new') AS new_files,
   count_if(change = 'changed') AS changed_files,
   count_if(change = 'retried') AS retried_files,
+  count_if(change = 'reread') AS reread_files,
   count_if(source_archive IS NOT NULL) AS zip_members
 FROM pixels_listing
 WHERE change IS NOT NULL;

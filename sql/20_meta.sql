@@ -54,6 +54,7 @@ SELECT
   meta_error_message,
   current_timestamp() AS ingested_at,
   CAST(NULL AS TIMESTAMP) AS deleted_at,
+  pixels_meta_json_version AS meta_json_version,
   -- Failed files go to a partition of their own: replacing their rows when they are read
   -- again rewrites only that small partition.
   concat(

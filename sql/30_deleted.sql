@@ -52,6 +52,7 @@ SELECT
   c.SeriesNumber, c.InstanceNumber, c.`Rows`, c.`Columns`, c.NumberOfFrames,
   c.meta_error_reason, c.meta_error_message, c.ingested_at,
   current_timestamp() AS deleted_at,
+  c.meta_json_version,
   concat(date_format(current_timestamp(), 'yyyyMMddHHmmssSSS'), '-deleted') AS ingest_run
 FROM object_catalog AS c
 JOIN pixels_deleted_paths AS d ON d.path = c.path AND d.ingest_run = c.ingest_run;

@@ -182,6 +182,36 @@ def test_files_outside_the_ingested_folder_are_not_deleted(spark, tmp_path: Path
     )
 
 
+def test_rows_of_an_older_meta_json_version_are_read_again(spark, tmp_path: Path) -> None:
+    """A table written before the PS3.18 F.2.5 fixes gets the current JSON on the next run."""
+    database = "ingest_reread"
+    spark.sql(f"DROP DATABASE IF EXISTS {database} CASCADE")
+    for name in ("CT_small.dcm", "MR_small.dcm"):
+        shutil.copyfile(PYDICOM_TEST_FILES / name, tmp_path / name)
+    ingest(spark, str(tmp_path), database, thumbnails=False)
+    # What an older pixels-sql left: CT_small's newest row without a version, with the JSON of
+    # version 1 (an empty sequence as "Value": []).
+    from pyspark.sql import functions as F
+
+    older = (
+        spark.table(f"{database}.object_catalog")
+        .where(F.col("path").endswith("CT_small.dcm"))
+        .withColumn("meta", F.parse_json(F.lit('{"00081115":{"vr":"SQ","Value":[]}}')))
+        .withColumn("meta_json_version", F.lit(None).cast("int"))
+        .withColumn("ingest_run", F.date_format(F.current_timestamp(), "yyyyMMddHHmmssSSS"))
+    )
+    older.write.insertInto(f"{database}.object_catalog")
+    report = ingest(spark, str(tmp_path), database, thumbnails=False)
+    assert (report.new, report.changed, report.reread) == (0, 0, 1)
+    assert "1 re-read (newer dicom_meta)" in report.line()
+    rows = spark.sql(
+        f"""SELECT path, meta_json_version, CAST(meta AS STRING) LIKE '%"Value":[]%' AS old_json
+            FROM {database}.object_catalog ORDER BY path"""
+    ).collect()
+    assert [(r.meta_json_version, r.old_json) for r in rows] == [(2, False), (2, False)]
+    assert ingest(spark, str(tmp_path), database, thumbnails=False).reread == 0
+
+
 ZIPPED = "ingest_zipped"
 EXTRACTED = "ingest_extracted"
 ZIPPED_NAMES = ("CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm", "rtplan.dcm", "README.txt")

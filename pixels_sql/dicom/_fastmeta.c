@@ -217,17 +217,40 @@ static PyObject *with_value(PyObject *vr, PyObject *key, PyObject *value)
     return out;
 }
 
-/* fastmeta._values: no Value when there is one empty part. Steals `parts`. */
+/* fastmeta._values: no Value when there is one empty part; among several, an empty part is
+ * null (PS3.18 F.2.5). Steals `parts`. */
 static PyObject *values(PyObject *vr, PyObject *parts)
 {
     if (parts == NULL) {
         return NULL;
     }
-    if (PyList_GET_SIZE(parts) == 1 && PyUnicode_GET_LENGTH(PyList_GET_ITEM(parts, 0)) == 0) {
+    Py_ssize_t count = PyList_GET_SIZE(parts);
+    if (count == 1 && PyUnicode_GET_LENGTH(PyList_GET_ITEM(parts, 0)) == 0) {
         Py_DECREF(parts);
         return empty_value(vr);
     }
+    for (Py_ssize_t i = 0; count > 1 && i < count; i++) {
+        if (PyUnicode_GET_LENGTH(PyList_GET_ITEM(parts, i)) == 0) {
+            Py_INCREF(Py_None);
+            PyList_SetItem(parts, i, Py_None); /* releases the empty string */
+        }
+    }
     return with_value(vr, s_value, parts);
+}
+
+/* fastmeta.finite_or_text: a non-finite float as its JSON spelling ("NaN", "Infinity",
+ * "-Infinity"); JSON numbers cannot hold it. Steals `number`. */
+static PyObject *finite_or_text(PyObject *number)
+{
+    if (number == NULL || !PyFloat_Check(number)) {
+        return number;
+    }
+    double d = PyFloat_AS_DOUBLE(number);
+    if (isfinite(d)) {
+        return number;
+    }
+    Py_DECREF(number);
+    return PyUnicode_FromString(isnan(d) ? "NaN" : (d > 0 ? "Infinity" : "-Infinity"));
 }
 
 /* Split raw at backslashes; each part trimmed of trailing spaces/NULs when `strip_parts`. */
@@ -339,11 +362,21 @@ static PyObject *numbers_text(PyObject *vr, const unsigned char *raw, Py_ssize_t
         if (i < length && raw[i] != '\\') {
             continue;
         }
-        PyObject *text = PyBytes_FromStringAndSize((const char *)raw + part_start, i - part_start);
+        Py_ssize_t blank = part_start;
+        while (blank < i && raw[blank] == ' ') {
+            blank++;
+        }
         PyObject *number = NULL;
-        if (text != NULL) {
-            number = is_integer ? integer(text) : PyFloat_FromString(text);
-            Py_DECREF(text);
+        if (blank == i) { /* an empty value among several: null (PS3.18 F.2.5) */
+            Py_INCREF(Py_None);
+            number = Py_None;
+        }
+        else {
+            PyObject *text = PyBytes_FromStringAndSize((const char *)raw + part_start, i - part_start);
+            if (text != NULL) {
+                number = is_integer ? integer(text) : finite_or_text(PyFloat_FromString(text));
+                Py_DECREF(text);
+            }
         }
         if (number == NULL || PyList_Append(parts, number) < 0) {
             Py_XDECREF(number);
@@ -378,6 +411,15 @@ static PyObject *person_name(PyObject *vr, const unsigned char *raw, Py_ssize_t 
     }
     static PyObject **component_keys[3] = {&s_alphabetic, &s_ideographic, &s_phonetic};
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(names); i++) {
+        if (PyUnicode_GET_LENGTH(PyList_GET_ITEM(names, i)) == 0) {
+            /* an empty value among several: null (PS3.18 F.2.5) */
+            if (PyList_Append(out, Py_None) < 0) {
+                Py_DECREF(names);
+                Py_DECREF(out);
+                return NULL;
+            }
+            continue;
+        }
         PyObject *components = PyUnicode_Split(PyList_GET_ITEM(names, i), s_equals, -1);
         PyObject *entry = components == NULL ? NULL : PyDict_New();
         int failed = entry == NULL;
@@ -426,12 +468,12 @@ static PyObject *numbers(const VRInfo *info, const unsigned char *raw, Py_ssize_
                 uint32_t narrow = (uint32_t)bits;
                 float f;
                 memcpy(&f, &narrow, 4);
-                number = PyFloat_FromDouble((double)f);
+                number = finite_or_text(PyFloat_FromDouble((double)f));
             }
             else {
                 double d;
                 memcpy(&d, &bits, 8);
-                number = PyFloat_FromDouble(d);
+                number = finite_or_text(PyFloat_FromDouble(d));
             }
         }
         else if (info->number_type == 's') {
@@ -491,7 +533,8 @@ static PyObject *convert(const VRInfo *info, const unsigned char *raw, Py_ssize_
 {
     switch (info->kind) {
     case K_PLAIN:
-        return values(info->name, split_parts(raw, rstrip_space_nul(raw, length), LATIN_1, 0));
+        /* each value loses its trailing padding (PS3.5 6.2), as fastmeta._plain */
+        return values(info->name, split_parts(raw, length, LATIN_1, 1));
     case K_TEXT:
         return values(info->name, split_parts(raw, length, encoding, 1));
     case K_SINGLE: {
@@ -689,7 +732,16 @@ static int parse(Reader *reader, long long position, long long end, PyObject *ou
                 Py_DECREF(items);
                 continue;
             }
-            if (store(out, tag, with_value(info->name, s_value, items)) < 0) {
+            /* An empty sequence is an empty attribute: no Value (PS3.18 F.2.5). */
+            PyObject *sequence_json;
+            if (PyList_GET_SIZE(items) == 0) {
+                Py_DECREF(items);
+                sequence_json = empty_value(info->name);
+            }
+            else {
+                sequence_json = with_value(info->name, s_value, items);
+            }
+            if (store(out, tag, sequence_json) < 0) {
                 return -1;
             }
             continue;

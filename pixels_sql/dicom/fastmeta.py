@@ -16,6 +16,7 @@ whether it was built; :data:`COMPILED` chooses it.
 from __future__ import annotations
 
 import base64
+import math
 import struct
 from collections.abc import Callable
 from typing import Any, BinaryIO
@@ -287,7 +288,8 @@ def _parse(
             buffer, base = reader.buffer, reader.base
             available = len(buffer)
             if element:
-                out[key] = {"vr": "SQ", "Value": items}
+                # An empty sequence is an empty attribute: no Value (PS3.18 F.2.5).
+                out[key] = {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
             continue
         if length == UNDEFINED_LENGTH or vr == "UN":
             raise Unsupported(f"{vr} value of undefined length or unknown type")
@@ -386,15 +388,18 @@ def _sequence(
     return position
 
 
-def _values(vr: str, parts: list[str]) -> dict[str, Any]:
-    if len(parts) == 1 and not parts[0]:
-        return {"vr": vr}
-    return {"vr": vr, "Value": parts}
+def _values(vr: str, parts: list[Any]) -> dict[str, Any]:
+    """An element from its split values: no Value when empty; among several values, an empty
+    one is null (PS3.18 F.2.5)."""
+    if len(parts) == 1:
+        return {"vr": vr, "Value": parts} if parts[0] else {"vr": vr}
+    return {"vr": vr, "Value": [part or None for part in parts]}
 
 
 def _plain(vr: str, raw: bytes, encoding: str) -> dict[str, Any]:
-    # AS, CS, DA, DT, TM, UI: ASCII; trailing padding removed once (pydicom's multi_string).
-    return _values(vr, raw.decode("latin_1").rstrip(" \x00").split("\\"))
+    # AS, CS, DA, DT, TM, UI: ASCII; each value loses its trailing padding (PS3.5 6.2: not
+    # significant), not only the last one as pydicom's multi_string does.
+    return _values(vr, [part.rstrip(" \x00") for part in raw.decode("latin_1").split("\\")])
 
 
 def _text(vr: str, raw: bytes, encoding: str) -> dict[str, Any]:
@@ -419,8 +424,11 @@ def _person_name(vr: str, raw: bytes, encoding: str) -> dict[str, Any]:
     text = raw.rstrip(b"\x00 ").decode(encoding)
     if not text:
         return {"vr": vr}
-    names = []
+    names: list[dict[str, str] | None] = []
     for name in text.split("\\"):
+        if not name:
+            names.append(None)  # PS3.18 F.2.5: an empty value among several is null
+            continue
         components = name.split("=")
         entry = {"Alphabetic": components[0]}
         if len(components) > 1:
@@ -435,14 +443,15 @@ def _decimal(vr: str, raw: bytes, encoding: str) -> dict[str, Any]:
     parts = raw.decode("latin_1").strip().rstrip(" \x00").split("\\")
     if len(parts) == 1 and not parts[0]:
         return {"vr": vr}
-    return {"vr": vr, "Value": [float(part) for part in parts]}
+    return {"vr": vr, "Value": [_decimal_value(part) for part in parts]}
 
 
 def _integer_string(vr: str, raw: bytes, encoding: str) -> dict[str, Any]:
     parts = raw.decode("latin_1").strip().rstrip(" \x00").split("\\")
     if len(parts) == 1 and not parts[0]:
         return {"vr": vr}
-    return {"vr": vr, "Value": [_integer(part) for part in parts]}
+    # PS3.18 F.2.5: an empty value among several is null.
+    return {"vr": vr, "Value": [_integer(part) if part.strip() else None for part in parts]}
 
 
 def _attribute_tags(vr: str, raw: bytes, encoding: str) -> dict[str, Any]:
@@ -468,7 +477,7 @@ def _number_converter(code: str) -> Callable[[str, bytes, str], dict[str, Any]]:
         else:
             values = list(struct.unpack(f"<{len(raw) // size}{code}", raw))
         if floats:
-            values = [float(v) for v in values]
+            values = [finite_or_text(float(v)) for v in values]
         return {"vr": vr, "Value": values}
 
     return convert
@@ -486,6 +495,26 @@ _CONVERTERS: dict[str, Callable[[str, bytes, str], dict[str, Any]]] = {
     "IS": _integer_string,
     "AT": _attribute_tags,
 }
+
+
+def _decimal_value(text: str) -> float | str | None:
+    """One DS value; empty is null (PS3.18 F.2.5), a non-finite one its JSON spelling."""
+    if not text.strip():
+        return None
+    return finite_or_text(float(text))
+
+
+def finite_or_text(value: float) -> float | str:
+    """JSON has no NaN or infinities: they are written as the strings "NaN", "Infinity" and
+    "-Infinity" (what the DICOM JSON serialisers of DCMTK and pydicom agree on)."""
+    if math.isfinite(value):
+        return value
+    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+
+
+def fastmeta_converter(vr: str) -> Callable[[str, bytes, str], dict[str, Any]] | None:
+    """The converter of a text or number VR (``converter(vr, raw_bytes, codec)``), or None."""
+    return _CONVERTERS.get(vr)
 
 
 def _integer(text: str) -> int:

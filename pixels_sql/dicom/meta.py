@@ -42,7 +42,13 @@ from pixels_sql.dicom.encoding import (
     UNDEFINED_LENGTH,
 )
 from pixels_sql.dicom.errors import DicomReadError, classify
-from pixels_sql.dicom.fastmeta import codec_of, read_fast, read_trailing
+from pixels_sql.dicom.fastmeta import (
+    codec_of,
+    fastmeta_converter,
+    finite_or_text,
+    read_fast,
+    read_trailing,
+)
 from pixels_sql.dicom.sources import Source, display_name, open_source
 
 # Use the fast reader (fastmeta.py) where it applies; the general reader otherwise. Module-level
@@ -105,18 +111,12 @@ def read_meta_result(path: str) -> MetaResult:
 
 
 def dumps(meta: dict[str, Any]) -> str:
-    """Serialise a DICOM JSON dict; NaN and infinities (legal in FL/FD) become JSON strings."""
+    """Serialise a DICOM JSON dict. The readers already spell NaN and infinities (legal in
+    FL/FD/DS) as JSON strings (:func:`~pixels_sql.dicom.fastmeta.finite_or_text`)."""
     try:
-        text = orjson.dumps(meta)
+        return orjson.dumps(meta).decode("utf-8")
     except (TypeError, orjson.JSONEncodeError):
-        text = b"null"  # e.g. an integer beyond 64 bits: let the standard library do it
-    # orjson writes NaN and infinities as null, and the DICOM JSON here never holds null
-    # otherwise: only then is the slower path needed.
-    if b"null" not in text:
-        return text.decode("utf-8")
-    try:
-        return json.dumps(meta, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except ValueError:
+        # e.g. an integer beyond 64 bits: the standard library writes it
         return json.dumps(_replace_non_finite(meta), separators=(",", ":"), ensure_ascii=False)
 
 
@@ -329,17 +329,63 @@ def _dataset_json(
                 # classify() reports it as too_deep, like an interpreter RecursionError.
                 raise RecursionError(f"sequences nested deeper than {MAX_SEQUENCE_DEPTH} levels")
             item_base = base if element.is_undefined_length else base + element.file_tell
-            result[f"{tag:08X}"] = {
-                "vr": "SQ",
-                "Value": [
-                    _dataset_json(item, item_base, bulk_uri, depth + 1) for item in element.value
-                ],
-            }
+            items = [_dataset_json(item, item_base, bulk_uri, depth + 1) for item in element.value]
+            # An empty sequence is an empty attribute: no Value (PS3.18 F.2.5).
+            result[f"{tag:08X}"] = {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
         else:
-            result[f"{tag:08X}"] = element.to_json_dict(
-                bulk_data_element_handler=handler, bulk_data_threshold=_PYDICOM_THRESHOLD
-            )
+            try:
+                converted = element.to_json_dict(
+                    bulk_data_element_handler=handler, bulk_data_threshold=_PYDICOM_THRESHOLD
+                )
+            except (ValueError, IndexError) as exc:
+                # pydicom cannot convert an empty value among several DS/IS/PN values
+                # ("1\\\\2"); the fast reader's converters can (PS3.18 F.2.5: null).
+                converted = _converted_by_fast_reader(raw, dataset, exc)
+            result[f"{tag:08X}"] = conform(converted)
     return result
+
+
+def _converted_by_fast_reader(raw: Any, dataset: Dataset, error: Exception) -> dict[str, Any]:
+    if not isinstance(raw, RawDataElement) or not isinstance(raw.value, bytes):
+        raise error
+    vr = raw.VR or pydicom.datadict.dictionary_VR(int(raw.tag))
+    converter = fastmeta_converter(vr)
+    if converter is None:
+        raise error
+    codecs = getattr(dataset, "_character_set", None) or ["latin_1"]
+    return converter(vr, raw.value, codecs[0] if len(codecs) == 1 else "latin_1")
+
+
+# VRs whose values pydicom's multi_string leaves with their padding, but the last one's.
+_PADDED_VRS = frozenset({"AS", "CS", "DA", "DT", "TM", "UI"})
+
+
+def conform(element: dict[str, Any]) -> dict[str, Any]:
+    """pydicom's ``to_json_dict`` of one element made to agree with PS3.18 F.2 (and so with
+    the fast readers): among several values an empty one is null (F.2.5), not ``""`` or
+    ``{"Alphabetic": ""}``; each value of a padded VR loses its trailing padding (PS3.5 6.2);
+    NaN and infinities are spelled as JSON strings."""
+    values = element.get("Value")
+    if not values:
+        return element
+    if len(values) > 1:
+        padded = element.get("vr") in _PADDED_VRS
+        fixed: list[Any] = []
+        for value in values:
+            if isinstance(value, str):
+                if padded:
+                    value = value.rstrip(" \x00")
+                fixed.append(value or None)
+            elif isinstance(value, dict) and not any(value.values()):
+                fixed.append(None)
+            else:
+                fixed.append(value)
+        values = element["Value"] = fixed
+    if element.get("vr") in ("FL", "FD", "DS"):
+        element["Value"] = [
+            finite_or_text(value) if isinstance(value, float) else value for value in values
+        ]
+    return element
 
 
 def _unpack_tag(header: bytes, is_little_endian: bool) -> int:

@@ -31,6 +31,7 @@ COUNTED = (
     "new_files",
     "changed_files",
     "retried_files",
+    "reread_files",
     "zip_members",
     "deleted_files",
 )
@@ -63,6 +64,10 @@ class IngestReport:
         return self.counts.get("retried_files", 0)
 
     @property
+    def reread(self) -> int:
+        return self.counts.get("reread_files", 0)
+
+    @property
     def deleted(self) -> int:
         return self.counts.get("deleted_files", 0)
 
@@ -72,8 +77,10 @@ class IngestReport:
 
     def line(self) -> str:
         """One line: what changed in this run."""
+        # Rows of an older dicom_meta JSON version read again (once, after an upgrade).
+        reread = f" {self.reread} re-read (newer dicom_meta)," if self.reread else ""
         return (
-            f"ingest: {self.new} new, {self.changed} changed, {self.deleted} deleted,"
+            f"ingest: {self.new} new, {self.changed} changed,{reread} {self.deleted} deleted,"
             f" {self.failed} failed ({self.retried} retried; {self.members} zip members read)"
             f" in {self.seconds:.1f}s"
         )
