@@ -301,6 +301,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         http_port=args.http_port,
         master=args.master,
         ui=args.ui,
+        allow_store=args.allow_store,
+        database=args.database,
     )
     try:
         return serve(args.home, options)
@@ -453,7 +455,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--http-port",
         type=int,
         default=endpoint_defaults.DEFAULT_HTTP_PORT,
-        help="reserved for the DICOMweb service of a later release (accepted, not used yet)",
+        help="DICOMweb port: QIDO-RS, WADO-RS and STOW-RS under /dicomweb"
+        f" (default: {endpoint_defaults.DEFAULT_HTTP_PORT})",
+    )
+    serve.add_argument(
+        "--allow-store",
+        action="store_true",
+        help="accept STOW-RS: instances sent by DICOMweb clients are written to the home's"
+        " landing folder and catalogued (default: off, read-only)",
+    )
+    serve.add_argument(
+        "--database",
+        default=DEFAULT_DATABASE,
+        help="the catalog database DICOMweb serves and STOW-RS writes to"
+        f" (default: {DEFAULT_DATABASE})",
     )
     serve.set_defaults(handler=cmd_serve)
 

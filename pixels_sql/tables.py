@@ -83,14 +83,19 @@ def prepare(spark: SparkSession, database: str) -> list[str]:
 
 # Columns added to the pipeline's tables after their first release: a table made before gets
 # them (NULL in its older rows) when a run starts.
-ADDED_COLUMNS = {"deleted_at": "TIMESTAMP", "meta_json_version": "INT"}
+ADDED_COLUMNS = {
+    "object_catalog": {"deleted_at": "TIMESTAMP", "meta_json_version": "INT"},
+    "object_thumbnails": {"deleted_at": "TIMESTAMP"},
+}
 
 
 def _add_missing_columns(spark: SparkSession, database: str, table: str) -> None:
     name = f"`{database}`.`{table}`"
     present = {field.name for field in spark.table(name).schema}
     missing = [
-        f"`{column}` {kind}" for column, kind in ADDED_COLUMNS.items() if column not in present
+        f"`{column}` {kind}"
+        for column, kind in ADDED_COLUMNS[table].items()
+        if column not in present
     ]
     if missing:
         spark.sql(f"ALTER TABLE {name} ADD COLUMNS ({', '.join(missing)})")

@@ -26,11 +26,17 @@ class ServeProcess:
     """``python -m pixels_sql.cli serve`` on ``home``; its stdout lines are kept in ``lines``."""
 
     def __init__(
-        self, home: Path, *, jdbc_port: int | None = None, connect_port: int | None = None
+        self,
+        home: Path,
+        *,
+        jdbc_port: int | None = None,
+        connect_port: int | None = None,
+        http_port: int | None = None,
     ):
         self.home = home
         self.jdbc_port = jdbc_port or free_port()
         self.connect_port = connect_port or free_port()
+        self.http_port = http_port or free_port()
         self.process: subprocess.Popen[str] | None = None
         self.lines: list[str] = []
         self._ready = threading.Event()
@@ -57,6 +63,8 @@ class ServeProcess:
             str(self.jdbc_port),
             "--connect-port",
             str(self.connect_port),
+            "--http-port",
+            str(self.http_port),
         ]
         self.lines = []
         self._ready.clear()

@@ -80,7 +80,7 @@ def dbt_venv() -> Path:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     home = tmp_path_factory.mktemp("dbt-home")
-    jdbc_port, connect_port = free_port(), free_port()
+    jdbc_port, connect_port, http_port = free_port(), free_port(), free_port()
     # Spark logs to <home>/logs; what serve itself says when it cannot start goes to stderr.
     stderr_path = home / "serve-stderr.txt"
     stderr = stderr_path.open("w")
@@ -98,6 +98,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             str(jdbc_port),
             "--connect-port",
             str(connect_port),
+            "--http-port",
+            str(http_port),
         ],
         stdout=subprocess.PIPE,
         stderr=stderr,

@@ -12,6 +12,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -84,17 +86,19 @@ def modalities(folder: Path) -> dict[str, int]:
     return dict(counts)
 
 
-def test_readiness_line_names_both_endpoints(server: ServeProcess) -> None:
+def test_readiness_line_names_every_endpoint(server: ServeProcess) -> None:
     ready = server.lines[0]
     assert server.jdbc_url in ready and server.connect_url in ready, ready
+    assert f"DICOMweb http://127.0.0.1:{server.http_port}/dicomweb" in ready, ready
     state = json.loads((server.home / "server.json").read_text())
     assert state["jdbc_port"] == server.jdbc_port and state["pid"] == server.process.pid
+    assert state["http_port"] == server.http_port
 
 
 def test_only_loopback_addresses_listen(server: ServeProcess) -> None:
     addresses = listening_addresses(server.pids())
     ports = {port for _, port in addresses}
-    assert {server.jdbc_port, server.connect_port} <= ports, addresses
+    assert {server.jdbc_port, server.connect_port, server.http_port} <= ports, addresses
     for address, port in addresses:
         assert address in ("127.0.0.1", "::ffff:127.0.0.1", "::1"), (address, port)
 
@@ -169,6 +173,34 @@ def test_run_and_sql_commands_go_through_the_server(
     again = cli(server, "run", str(ROOT / "sql"), "--param", f"path={folders['all']}")
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"files: {len(SAMPLE_FILES)}" in again.stdout
+
+
+def test_dicomweb_serves_what_the_pipeline_catalogued(server: ServeProcess) -> None:
+    """The DICOMweb service of serve follows the catalog (tests/test_dicomweb.py covers the
+    protocol); storing is off unless --allow-store."""
+    counted = cli(
+        server,
+        "sql",
+        "SELECT count(DISTINCT StudyInstanceUID) AS n FROM object_catalog",
+        "--format",
+        "csv",
+    )
+    studies = int(counted.stdout.split()[1])
+    base = f"http://127.0.0.1:{server.http_port}/dicomweb"
+    deadline = time.monotonic() + 60
+    found: list = []
+    while time.monotonic() < deadline:  # the index checks the catalog every few seconds
+        with urllib.request.urlopen(f"{base}/studies", timeout=30) as answer:
+            assert answer.headers["Content-Type"] == "application/dicom+json"
+            found = json.loads(answer.read())
+        if len(found) == studies:
+            break
+        time.sleep(1)
+    assert len(found) == studies > 0
+    store = urllib.request.Request(f"{base}/studies", data=b"x", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(store, timeout=30)
+    assert refused.value.code == 403
 
 
 def test_ingest_goes_through_the_server_with_zip_members_and_deletions(
@@ -437,7 +469,14 @@ def test_a_second_server_on_the_same_home_or_port_is_refused(server: ServeProces
     assert same_port.returncode == 1
     assert f"cannot listen on 127.0.0.1:{server.jdbc_port}" in same_port.stderr
     same_home = cli(
-        server, "serve", "--jdbc-port", str(free_port()), "--connect-port", str(free_port())
+        server,
+        "serve",
+        "--jdbc-port",
+        str(free_port()),
+        "--connect-port",
+        str(free_port()),
+        "--http-port",
+        str(free_port()),
     )
     assert same_home.returncode == 1
     assert f"in use by pixels-sql serve pid {server.process.pid}" in same_home.stderr

@@ -32,6 +32,7 @@ class ServerInfo:
     jdbc_port: int
     connect_port: int
     home: str
+    http_port: int | None = None  # DICOMweb and the viewer (older servers: None)
 
     @property
     def jdbc_url(self) -> str:
@@ -40,6 +41,16 @@ class ServerInfo:
     @property
     def connect_url(self) -> str:
         return f"sc://{url_host(self.host)}:{self.connect_port}"
+
+    @property
+    def http_url(self) -> str | None:
+        if self.http_port is None:
+            return None
+        return f"http://{url_host(self.host)}:{self.http_port}"
+
+    @property
+    def dicomweb_url(self) -> str | None:
+        return None if self.http_url is None else f"{self.http_url}/dicomweb"
 
     def write(self, home: Path) -> None:
         path = home / STATE_FILE

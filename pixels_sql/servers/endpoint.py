@@ -1,6 +1,6 @@
 """``pixels-sql serve``: one long-running local Spark application that owns a home and exposes it
 to SQL clients through a Thrift/JDBC endpoint (HiveServer2 protocol) and a Spark Connect
-endpoint.
+endpoint, and its catalog to DICOMweb clients and the viewer over HTTP (servers/dicomweb/).
 
 Every client gets its own Spark session (temp views, current database, settings), and every
 session has the pixels-sql functions: they are injected by the extension and resolved to the
@@ -26,6 +26,8 @@ from pixels_sql.session import home_dir
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
+    from pixels_sql.servers.dicomweb.server import DicomwebServer
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_JDBC_PORT = 10000
 DEFAULT_CONNECT_PORT = 15002
@@ -43,9 +45,11 @@ class ServeOptions:
     host: str = DEFAULT_HOST
     jdbc_port: int = DEFAULT_JDBC_PORT
     connect_port: int = DEFAULT_CONNECT_PORT
-    http_port: int = DEFAULT_HTTP_PORT  # reserved for the DICOMweb service
+    http_port: int = DEFAULT_HTTP_PORT  # DICOMweb (/dicomweb) and the viewer
     master: str = "local[*]"
     ui: bool = False
+    allow_store: bool = False  # STOW-RS: clients may send instances into the home
+    database: str = "pixels"  # the catalog DICOMweb serves
 
 
 def server_conf(home: Path, options: ServeOptions) -> dict[str, str]:
@@ -121,6 +125,15 @@ class Endpoints:
         self.spark.stop()
 
 
+def _start_web(spark: SparkSession, home: Path, options: ServeOptions) -> DicomwebServer:
+    from pixels_sql.servers.dicomweb.app import ServiceOptions
+    from pixels_sql.servers.dicomweb.server import start_dicomweb
+    from pixels_sql.servers.dicomweb.stow import landing_folder
+
+    service_options = ServiceOptions(allow_store=options.allow_store, landing=landing_folder(home))
+    return start_dicomweb(spark, options.database, options.host, options.http_port, service_options)
+
+
 def serve(
     home: str | os.PathLike[str] | None,
     options: ServeOptions,
@@ -134,6 +147,7 @@ def serve(
     folder = home_dir(home)
     _check_free(options.host, options.jdbc_port, "--jdbc-port")
     _check_free(options.host, options.connect_port, "--connect-port")
+    _check_free(options.host, options.http_port, "--http-port")
     stop = threading.Event()
     previous = {
         number: signal.signal(number, lambda *_: stop.set())
@@ -155,19 +169,24 @@ def serve(
                 log_config=SERVE_LOG_CONFIG,
             )
             endpoints = Endpoints(spark, options)
+            web = None
             try:
                 endpoints.start()
+                web = _start_web(spark, folder, options)
                 info = ServerInfo(
                     pid=os.getpid(),
                     host=options.host,
                     jdbc_port=options.jdbc_port,
                     connect_port=options.connect_port,
                     home=str(folder),
+                    http_port=options.http_port,
                 )
                 info.write(folder)
                 print(
                     f"pixels-sql serve: ready · JDBC {info.jdbc_url} · Spark Connect"
-                    f" {info.connect_url} · home {folder} · logs {folder / 'logs'}",
+                    f" {info.connect_url} · DICOMweb {info.dicomweb_url}"
+                    f"{' (store on)' if options.allow_store else ''} · home {folder}"
+                    f" · logs {folder / 'logs'}",
                     file=out,
                     flush=True,
                 )
@@ -178,6 +197,8 @@ def serve(
                 print("pixels-sql serve: stopping", file=out, flush=True)
             finally:
                 remove_state(folder, os.getpid())
+                if web is not None:
+                    web.stop()
                 endpoints.stop()
         print("pixels-sql serve: stopped", file=out, flush=True)
         return 0

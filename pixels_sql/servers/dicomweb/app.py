@@ -1,0 +1,302 @@
+"""The DICOMweb service of ``pixels-sql serve``: an ASGI application over the catalog.
+
+One module per resource family (qido.py, wado.py, stow.py); this module routes requests to
+them, runs their blocking work off the event loop, and turns every failure into a short
+message with the right status — never a stack trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import os
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from pixels_sql.dicom import archives
+from pixels_sql.dicom.errors import DicomReadError
+from pixels_sql.dicom.meta import read_meta
+from pixels_sql.dicom.paths import to_local_path
+from pixels_sql.servers.dicomweb import qido, wado
+from pixels_sql.servers.dicomweb.http import HTTPError, Request, Response
+from pixels_sql.servers.dicomweb.index import CatalogIndex, Instance
+from pixels_sql.servers.dicomweb.query import QueryError, Search
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+log = logging.getLogger("pixels_sql.dicomweb")
+
+PREFIX = "/dicomweb"
+MAX_STORE_BYTES = 2 * 1024**3
+_UID = r"(?P<{}>[^/]+)"
+_STUDY = "/studies/" + _UID.format("study")
+_SERIES = _STUDY + "/series/" + _UID.format("series")
+_INSTANCE = _SERIES + "/instances/" + _UID.format("instance")
+
+Handler = Callable[..., Response]
+
+
+def _routes() -> list[tuple[str, re.Pattern[str], Handler]]:
+    from pixels_sql.servers.dicomweb import stow
+
+    table: list[tuple[str, str, Handler]] = [
+        ("GET", "/studies", qido.search_studies),
+        ("GET", _STUDY + "/series", qido.search_series),
+        ("GET", "/series", qido.search_series),
+        ("GET", _SERIES + "/instances", qido.search_instances),
+        ("GET", _STUDY + "/instances", qido.search_instances),
+        ("GET", "/instances", qido.search_instances),
+        ("GET", _STUDY, wado.retrieve),
+        ("GET", _STUDY + "/metadata", wado.metadata),
+        ("GET", _STUDY + "/thumbnail", wado.thumbnail),
+        ("GET", _SERIES, wado.retrieve),
+        ("GET", _SERIES + "/metadata", wado.metadata),
+        ("GET", _SERIES + "/thumbnail", wado.thumbnail),
+        ("GET", _INSTANCE, wado.retrieve),
+        ("GET", _INSTANCE + "/metadata", wado.metadata),
+        ("GET", _INSTANCE + "/frames/(?P<frame_list>[^/]+)", wado.frames),
+        ("GET", _INSTANCE + "/rendered", wado.rendered),
+        ("GET", _INSTANCE + "/thumbnail", wado.thumbnail),
+        ("GET", _INSTANCE + "/bulk/(?P<offset>[^/]+)/(?P<length>[^/]+)", wado.bulk),
+        ("POST", "/studies", stow.store),
+        ("POST", _STUDY, stow.store),
+    ]
+    return [(method, re.compile(pattern + "/?"), handler) for method, pattern, handler in table]
+
+
+@dataclass
+class ServiceOptions:
+    allow_store: bool = False
+    landing: Path | None = None  # where STOW-RS writes instances (the home's landing folder)
+
+
+class Service:
+    """What the views share: the index, the options, and the checks every read goes through."""
+
+    def __init__(self, index: CatalogIndex, options: ServiceOptions) -> None:
+        self.index = index
+        self.options = options
+        self.routes = _routes()
+
+    # -- the catalogued files ---------------------------------------------------------------
+
+    def catalogued(
+        self, study: str, series: str | None = None, instance: str | None = None
+    ) -> list[Instance]:
+        found = self.index.instances(study, series, instance)
+        if not found:
+            what = "instance" if instance else "series" if series else "study"
+            raise HTTPError(404, f"no such {what} in the catalog")
+        return found
+
+    def check_fresh(self, item: Instance) -> None:
+        """Refuse a file that changed (or went) since it was catalogued: serve only what the
+        catalog describes."""
+        disk = to_local_path(archives.outermost(item.path))
+        try:
+            status = os.stat(disk)
+        except OSError:
+            raise HTTPError(404, f"the file of instance {item.sop_uid} is gone") from None
+        changed = abs(status.st_mtime_ns // 1_000_000 - item.modified_ms) > 1000
+        if not archives.is_member_path(item.path):
+            changed = changed or status.st_size != item.length
+        if changed:
+            raise HTTPError(
+                404,
+                f"the file of instance {item.sop_uid} changed since it was catalogued:"
+                " ingest again",
+            )
+
+    def header(self, item: Instance) -> dict[str, Any]:
+        self.check_fresh(item)
+        try:
+            return read_meta(item.path)
+        except DicomReadError as exc:
+            raise HTTPError(404, f"instance {item.sop_uid}: {exc.reason}") from None
+
+    def public_header(self, item: Instance, base: str) -> dict[str, Any]:
+        """The header with its BulkDataURIs made URLs of this service."""
+        instance_url = (
+            f"{base}/studies/{item.study_uid}/series/{item.series_uid}/instances/{item.sop_uid}"
+        )
+        return _with_public_bulk(self.header(item), instance_url)
+
+    def include_fields(
+        self,
+        search: Search,
+        results: list[dict[str, Any]],
+        keys: list[tuple[str, str | None, str | None]],
+    ) -> None:
+        """Add the ``includefield`` attributes the index does not hold, from the header of
+        each result's first instance."""
+        if not search.include_tags:
+            return
+        for result, (study, series, instance) in zip(results, keys, strict=True):
+            missing = [tag for tag in search.include_tags if tag not in result]
+            if not missing:
+                continue
+            first = self.index.instances(study, series, instance)[:1]
+            if not first:
+                continue
+            try:
+                header = self.public_header(first[0], "")
+            except HTTPError:
+                continue
+            for tag in missing:
+                if tag in header:
+                    result[tag] = header[tag]
+
+    def catalogue_landing(self) -> None:
+        """Ingest the landing folder (STOW-RS) and bring the index up to date."""
+        from pixels_sql.ingest import ingest
+
+        assert self.options.landing is not None
+        ingest(self.index.spark, str(self.options.landing), self.index.database)
+        self.index.refresh(force=True)
+
+    # -- ASGI -------------------------------------------------------------------------------
+
+    def route(self, method: str, path: str) -> tuple[Handler, dict[str, str]]:
+        allowed = []
+        for route_method, pattern, handler in self.routes:
+            match = pattern.fullmatch(path)
+            if match is None:
+                continue
+            if route_method == method or (method == "HEAD" and route_method == "GET"):
+                return handler, {k: unquote(v) for k, v in match.groupdict().items()}
+            allowed.append(route_method)
+        if allowed:
+            raise HTTPError(405, f"{method} is not allowed here (allowed: {', '.join(allowed)})")
+        raise HTTPError(404, "no such DICOMweb resource")
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        request_path = scope["path"]
+        if not request_path.startswith(PREFIX + "/") and request_path != PREFIX:
+            await _send(send, Response(404, [("content-type", "text/plain")], b"not found\n"))
+            return
+        try:
+            request = await _request(scope, receive)
+            handler, params = self.route(request.method, request.path)
+            response = await asyncio.to_thread(handler, self, request, **params)
+        except HTTPError as exc:
+            response = _error(exc.status, exc.message)
+        except QueryError as exc:
+            response = _error(400, str(exc))
+        except Exception:  # a bug of ours: log it, answer without the details
+            log.exception("DICOMweb request failed: %s %s", scope["method"], request_path)
+            response = _error(500, "internal error (see the server log)")
+        if scope["method"] == "HEAD":
+            response.body = b""
+        await _send(send, response)
+
+
+def _with_public_bulk(header: dict[str, Any], instance_url: str) -> dict[str, Any]:
+    result = copy.deepcopy(header)
+
+    def rewrite(elements: dict[str, Any]) -> None:
+        for element in elements.values():
+            uri = element.get("BulkDataURI")
+            if uri is not None:
+                query = parse_qs(urlsplit(uri).query)
+                if "offset" in query and "length" in query:
+                    element["BulkDataURI"] = (
+                        f"{instance_url}/bulk/{query['offset'][0]}/{query['length'][0]}"
+                    )
+                else:  # a deflated file: the value has no byte range
+                    element["BulkDataURI"] = instance_url
+            for item in element.get("Value", []) if element.get("vr") == "SQ" else []:
+                rewrite(item)
+
+    rewrite(result)
+    return result
+
+
+def _error(status: int, message: str) -> Response:
+    return Response(
+        status, [("content-type", "text/plain; charset=utf-8")], (message + "\n").encode()
+    )
+
+
+async def _request(scope: dict[str, Any], receive: Callable) -> Request:
+    headers = {
+        name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]
+    }
+    body = b""
+    if scope["method"] in ("POST", "PUT"):
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > MAX_STORE_BYTES:
+                raise HTTPError(413, "the request body is too large")
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                break
+        body = b"".join(chunks)
+    query = [
+        (name, value)
+        for name, values in parse_qs(
+            scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True
+        ).items()
+        for value in values
+    ]
+    server_host, server_port = scope.get("server") or ("127.0.0.1", 80)
+    host = headers.get("host") or f"{server_host}:{server_port}"
+    if ":" not in host.rsplit("]", 1)[-1] and server_port not in (80, 443):
+        # Some clients (dicomweb-client) send Host without the port: URLs in answers must
+        # still reach this server.
+        host = f"{host}:{server_port}"
+    base_url = f"{scope.get('scheme', 'http')}://{host}{PREFIX}"
+    return Request(
+        method=scope["method"],
+        path=scope["path"][len(PREFIX) :] or "/",
+        query=query,
+        headers=headers,
+        base_url=base_url,
+        body=body,
+    )
+
+
+async def _send(send: Callable, response: Response) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": response.status,
+            "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers],
+        }
+    )
+    if isinstance(response.body, (bytes, bytearray)):
+        await send({"type": "http.response.body", "body": bytes(response.body)})
+        return
+    chunks: Iterator[bytes] = iter(response.body)
+    while True:
+        try:
+            chunk = await asyncio.to_thread(next, chunks, None)
+        except Exception:  # the status is sent: all that is left is to cut the body short
+            log.exception("DICOMweb response body failed")
+            raise
+        if chunk is None:
+            break
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def _lifespan(receive: Callable, send: Callable) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

@@ -1,0 +1,401 @@
+"""The DICOMweb service's read model: an SQLite index of the catalog's live instances.
+
+QIDO-RS answers must come in milliseconds, and a Spark query costs tens to hundreds. So the
+service copies what searches need from ``object_catalog`` (one Spark query over the newest live
+row of each path) into an in-memory SQLite database: studies, series and instances with their
+matching keys, and the DICOM JSON of each level's attributes. It is rebuilt when the catalog
+gains a partition (every ingest run that writes adds one); a search reads whichever copy is
+current. Searches bind every value from a request as an SQL parameter; column names come from
+this module's own tables.
+
+An instance whose SOP Instance UID is catalogued at several paths (copies of a file) is served
+from the first path in path order: DICOMweb addresses instances by UID.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pixels_sql.servers.dicomweb.query import Level, Match, MatchKind, Search
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+# The attributes each level's search results carry, from the instance's DICOM JSON (PS3.18
+# Tables 10.6.3-3 to -5); computed ones (counts, ModalitiesInStudy, RetrieveURL, ...) are added
+# by the views.
+STUDY_TAGS = (
+    "00080005",  # SpecificCharacterSet
+    "00080020",  # StudyDate
+    "00080030",  # StudyTime
+    "00080050",  # AccessionNumber
+    "00080090",  # ReferringPhysicianName
+    "00080201",  # TimezoneOffsetFromUTC
+    "00081030",  # StudyDescription
+    "00100010",  # PatientName
+    "00100020",  # PatientID
+    "00100030",  # PatientBirthDate
+    "00100040",  # PatientSex
+    "0020000D",  # StudyInstanceUID
+    "00200010",  # StudyID
+)
+SERIES_TAGS = (
+    "00080021",  # SeriesDate
+    "00080031",  # SeriesTime
+    "00080060",  # Modality
+    "0008103E",  # SeriesDescription
+    "00180015",  # BodyPartExamined
+    "0020000E",  # SeriesInstanceUID
+    "00200011",  # SeriesNumber
+    "00400244",  # PerformedProcedureStepStartDate
+    "00400245",  # PerformedProcedureStepStartTime
+)
+INSTANCE_TAGS = (
+    "00080016",  # SOPClassUID
+    "00080018",  # SOPInstanceUID
+    "00200013",  # InstanceNumber
+    "00280002",  # SamplesPerPixel
+    "00280004",  # PhotometricInterpretation
+    "00280008",  # NumberOfFrames
+    "00280010",  # Rows
+    "00280011",  # Columns
+    "00280100",  # BitsAllocated
+)
+
+# Matching key -> (table alias, column).
+COLUMNS = {
+    "StudyInstanceUID": ("st", "study_uid"),
+    "PatientName": ("st", "patient_name"),
+    "PatientID": ("st", "patient_id"),
+    "AccessionNumber": ("st", "accession"),
+    "StudyDate": ("st", "study_date"),
+    "StudyDescription": ("st", "study_description"),
+    "ReferringPhysicianName": ("st", "referring_physician"),
+    "StudyID": ("st", "study_id"),
+    "SeriesInstanceUID": ("se", "series_uid"),
+    "Modality": ("se", "modality"),
+    "SeriesNumber": ("se", "series_number"),
+    "SeriesDescription": ("se", "series_description"),
+    "BodyPartExamined": ("se", "body_part"),
+    "SOPInstanceUID": ("i", "sop_uid"),
+    "SOPClassUID": ("i", "sop_class_uid"),
+    "InstanceNumber": ("i", "instance_number"),
+}
+
+SCHEMA = """
+CREATE TABLE studies (
+  study_uid TEXT PRIMARY KEY, patient_name TEXT, patient_id TEXT, accession TEXT,
+  study_date TEXT, study_time TEXT, study_description TEXT, referring_physician TEXT,
+  study_id TEXT, modalities TEXT, n_series INTEGER, n_instances INTEGER, json TEXT);
+CREATE TABLE series (
+  study_uid TEXT, series_uid TEXT, modality TEXT, series_number TEXT,
+  series_description TEXT, body_part TEXT, n_instances INTEGER, json TEXT,
+  PRIMARY KEY (study_uid, series_uid));
+CREATE TABLE instances (
+  study_uid TEXT, series_uid TEXT, sop_uid TEXT PRIMARY KEY, sop_class_uid TEXT,
+  instance_number TEXT, instance_order INTEGER, transfer_syntax TEXT, path TEXT,
+  length INTEGER, modified_ms INTEGER, json TEXT);
+CREATE INDEX studies_date ON studies (study_date DESC, study_uid);
+CREATE INDEX studies_patient ON studies (patient_id);
+CREATE INDEX series_modality ON series (modality);
+CREATE INDEX instances_series ON instances (study_uid, series_uid, instance_order);
+"""
+
+
+def _json_object_sql(tags: Iterable[str]) -> str:
+    """Spark SQL for a JSON object text of the given elements of ``meta`` (absent ones left
+    out); built from this module's constant tags only."""
+    parts = ", ".join(
+        f"CASE WHEN variant_get(meta, '$.{tag}') IS NOT NULL"
+        f" THEN concat('\"{tag}\":', to_json(variant_get(meta, '$.{tag}'))) END"
+        for tag in tags
+    )
+    return f"concat('{{', concat_ws(',', {parts}), '}}')"
+
+
+def catalog_query(database: str) -> str:
+    """The Spark query the index is built from: each path's newest row, if live and an
+    instance (a UID at each level)."""
+    return f"""
+    SELECT path, length, unix_millis(modificationTime) AS modified_ms,
+           StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID, SOPClassUID,
+           TransferSyntaxUID, PatientID, PatientName, AccessionNumber,
+           date_format(StudyDate, 'yyyyMMdd') AS StudyDate,
+           try_variant_get(meta, '$.00080030.Value[0]', 'string') AS StudyTime,
+           StudyDescription,
+           try_variant_get(meta, '$.00080090.Value[0].Alphabetic', 'string')
+             AS ReferringPhysicianName,
+           try_variant_get(meta, '$.00200010.Value[0]', 'string') AS StudyID,
+           Modality, CAST(SeriesNumber AS STRING) AS SeriesNumber, SeriesDescription,
+           BodyPartExamined, CAST(InstanceNumber AS STRING) AS InstanceNumber,
+           {_json_object_sql(STUDY_TAGS)} AS study_json,
+           {_json_object_sql(SERIES_TAGS)} AS series_json,
+           {_json_object_sql(INSTANCE_TAGS)} AS instance_json
+    FROM (
+      SELECT *, row_number() OVER (PARTITION BY path ORDER BY ingest_run DESC) AS newest
+      FROM `{database}`.object_catalog)
+    WHERE newest = 1 AND deleted_at IS NULL AND meta IS NOT NULL
+      AND StudyInstanceUID IS NOT NULL AND SeriesInstanceUID IS NOT NULL
+      AND SOPInstanceUID IS NOT NULL
+    """
+
+
+@dataclass(frozen=True)
+class Instance:
+    """A catalogued instance, as WADO-RS needs it."""
+
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    path: str
+    length: int
+    modified_ms: int
+    transfer_syntax: str | None
+
+
+def _order(number: str | None) -> int:
+    try:
+        return int(number) if number is not None else 2**31
+    except ValueError:
+        return 2**31
+
+
+def build_database(rows: Iterable[dict[str, Any]]) -> sqlite3.Connection:
+    """An SQLite database of the index from the catalog query's rows."""
+    connection = sqlite3.connect(":memory:", check_same_thread=False)
+    connection.executescript(SCHEMA)
+    instances: dict[str, dict[str, Any]] = {}
+    for row in sorted(rows, key=lambda r: r["path"]):
+        instances.setdefault(row["SOPInstanceUID"], row)  # copies: the first path serves
+    by_series: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for row in instances.values():
+        by_series[(row["StudyInstanceUID"], row["SeriesInstanceUID"])].append(row)
+    by_study: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for key in by_series:
+        by_study[key[0]].append(key)
+    connection.executemany(
+        "INSERT INTO instances VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            (
+                r["StudyInstanceUID"],
+                r["SeriesInstanceUID"],
+                r["SOPInstanceUID"],
+                r["SOPClassUID"],
+                r["InstanceNumber"],
+                _order(r["InstanceNumber"]),
+                r["TransferSyntaxUID"],
+                r["path"],
+                r["length"],
+                r["modified_ms"],
+                r["instance_json"],
+            )
+            for r in instances.values()
+        ),
+    )
+    series_rows = []
+    for (study_uid, series_uid), members in by_series.items():
+        first = members[0]
+        series_rows.append(
+            (
+                study_uid,
+                series_uid,
+                first["Modality"],
+                first["SeriesNumber"],
+                first["SeriesDescription"],
+                first["BodyPartExamined"],
+                len(members),
+                first["series_json"],
+            )
+        )
+    connection.executemany("INSERT INTO series VALUES (?, ?, ?, ?, ?, ?, ?, ?)", series_rows)
+    study_rows = []
+    for study_uid, series_keys in by_study.items():
+        members = [row for key in series_keys for row in by_series[key]]
+        first = members[0]
+        modalities = sorted({m["Modality"] for m in members if m["Modality"]})
+        study_rows.append(
+            (
+                study_uid,
+                first["PatientName"],
+                first["PatientID"],
+                first["AccessionNumber"],
+                first["StudyDate"],
+                first["StudyTime"],
+                first["StudyDescription"],
+                first["ReferringPhysicianName"],
+                first["StudyID"],
+                "\\".join(modalities),
+                len(series_keys),
+                len(members),
+                first["study_json"],
+            )
+        )
+    connection.executemany(
+        "INSERT INTO studies VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", study_rows
+    )
+    connection.commit()
+    return connection
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _escape_glob(text: str) -> str:
+    return "".join(f"[{c}]" if c == "[" else c for c in text)
+
+
+def _condition(match: Match) -> tuple[str, list[Any]]:
+    """One WHERE condition and its parameters for a match (column names from COLUMNS)."""
+    if match.keyword == "ModalitiesInStudy":
+        marks = ", ".join("?" for _ in match.values)
+        return (
+            "EXISTS (SELECT 1 FROM series m WHERE m.study_uid = st.study_uid"
+            f" AND m.modality IN ({marks}))",
+            list(match.values),
+        )
+    alias, column = COLUMNS[match.keyword]
+    name = f"{alias}.{column}"
+    if match.kind is MatchKind.UIDS or match.kind is MatchKind.ANY_OF:
+        marks = ", ".join("?" for _ in match.values)
+        return f"{name} IN ({marks})", list(match.values)
+    if match.kind is MatchKind.RANGE:
+        low, high = match.values
+        conditions, params = [], []
+        if low:
+            conditions.append(f"{name} >= ?")
+            params.append(low)
+        if high:
+            conditions.append(f"{name} <= ?")
+            params.append(high)
+        return " AND ".join(conditions), params
+    (value,) = match.values
+    if match.keyword in ("PatientName", "ReferringPhysicianName"):
+        # PS3.4 C.2.2.2.4 lets person names match case-insensitively; SQLite's LIKE is.
+        pattern = _escape_like(value).replace("*", "%").replace("?", "_")
+        return f"{name} LIKE ? ESCAPE '\\'", [pattern]
+    if match.kind is MatchKind.WILDCARD:
+        return f"{name} GLOB ?", [_escape_glob(value)]
+    return f"{name} = ?", [value]
+
+
+# What each search level selects and from where; the scope conditions bind their UIDs.
+_SEARCH_SQL = {
+    Level.STUDY: (
+        "SELECT st.study_uid, st.json, st.modalities, st.n_series, st.n_instances FROM studies st",
+        " ORDER BY st.study_date DESC, st.study_time DESC, st.study_uid",
+    ),
+    Level.SERIES: (
+        "SELECT se.study_uid, se.series_uid, se.json, se.n_instances, st.json, st.modalities,"
+        " st.n_series, st.n_instances"
+        " FROM series se JOIN studies st ON st.study_uid = se.study_uid",
+        " ORDER BY st.study_uid, CAST(se.series_number AS INTEGER), se.series_uid",
+    ),
+    Level.INSTANCE: (
+        "SELECT i.study_uid, i.series_uid, i.sop_uid, i.json, i.transfer_syntax, se.json,"
+        " se.n_instances, st.json, st.modalities, st.n_series, st.n_instances"
+        " FROM instances i"
+        " JOIN series se ON se.study_uid = i.study_uid AND se.series_uid = i.series_uid"
+        " JOIN studies st ON st.study_uid = i.study_uid",
+        " ORDER BY i.study_uid, i.series_uid, i.instance_order, i.sop_uid",
+    ),
+}
+
+
+class CatalogIndex:
+    """The current index, rebuilt from a database's ``object_catalog`` when it changes."""
+
+    def __init__(self, spark: SparkSession, database: str) -> None:
+        self.spark = spark
+        self.database = database
+        self._connection = build_database([])
+        self._lock = threading.Lock()
+        self._partitions: tuple[str, ...] | None = None
+        self.built_at = 0.0
+        self.build_seconds = 0.0
+
+    def _catalog_partitions(self) -> tuple[str, ...]:
+        if not self.spark.catalog.tableExists(f"{self.database}.object_catalog"):
+            return ()
+        rows = self.spark.sql(f"SHOW PARTITIONS `{self.database}`.object_catalog").collect()
+        return tuple(sorted(row[0] for row in rows))
+
+    def refresh(self, force: bool = False) -> bool:
+        """Rebuild if the catalog's partitions changed (or ``force``); whether it rebuilt."""
+        partitions = self._catalog_partitions()
+        if not force and partitions == self._partitions:
+            return False
+        started = time.monotonic()
+        rows: list[dict[str, Any]] = []
+        if partitions:
+            table = self.spark.sql(catalog_query(self.database)).toArrow()
+            rows = table.to_pylist()
+        connection = build_database(rows)
+        with self._lock:
+            previous, self._connection = self._connection, connection
+            self._partitions = partitions
+        previous.close()
+        self.built_at = time.time()
+        self.build_seconds = time.monotonic() - started
+        return True
+
+    def _query(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._connection.execute(sql, params).fetchall()
+
+    def search(
+        self, search: Search, study_uid: str | None = None, series_uid: str | None = None
+    ) -> list[tuple[Any, ...]]:
+        select, order = _SEARCH_SQL[search.level]
+        conditions: list[str] = []
+        params: list[Any] = []
+        if study_uid is not None:
+            conditions.append("st.study_uid = ?")
+            params.append(study_uid)
+        if series_uid is not None:
+            conditions.append("se.series_uid = ?")
+            params.append(series_uid)
+        for match in search.matches:
+            condition, values = _condition(match)
+            conditions.append(condition)
+            params += values
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        params += [search.limit, search.offset]
+        return self._query(f"{select}{where}{order} LIMIT ? OFFSET ?", params)
+
+    def instances(
+        self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+    ) -> list[Instance]:
+        """The catalogued instances of a study, series or one instance, in series order."""
+        sql = (
+            "SELECT study_uid, series_uid, sop_uid, path, length, modified_ms, transfer_syntax"
+            " FROM instances WHERE study_uid = ?"
+        )
+        params: list[Any] = [study_uid]
+        if series_uid is not None:
+            sql += " AND series_uid = ?"
+            params.append(series_uid)
+        if sop_uid is not None:
+            sql += " AND sop_uid = ?"
+            params.append(sop_uid)
+        sql += " ORDER BY series_uid, instance_order, sop_uid"
+        return [Instance(*row) for row in self._query(sql, params)]
+
+    def counts(self) -> dict[str, int]:
+        row = self._query(
+            "SELECT (SELECT count(*) FROM studies), (SELECT count(*) FROM series),"
+            " (SELECT count(*) FROM instances)",
+            [],
+        )[0]
+        return {"studies": row[0], "series": row[1], "instances": row[2]}
+
+
+def element_json(text: str | None) -> dict[str, Any]:
+    return json.loads(text) if text else {}

@@ -1,0 +1,105 @@
+"""QIDO-RS (PS3.18 10.6): search for studies, series and instances in the catalog.
+
+Results come from the service's index (index.py); attributes asked for with ``includefield``
+that the index does not hold are read from a catalogued file's header with dicom_meta's reader.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pixels_sql.servers.dicomweb.http import Request, Response, json_response
+from pixels_sql.servers.dicomweb.index import element_json
+from pixels_sql.servers.dicomweb.query import Level, check_uid, parse_search
+
+if TYPE_CHECKING:
+    from pixels_sql.servers.dicomweb.app import Service
+
+
+def _uids(vr_value: str) -> dict[str, Any]:
+    return {"vr": "UI", "Value": [vr_value]}
+
+
+def _count(number: int) -> dict[str, Any]:
+    return {"vr": "IS", "Value": [number]}
+
+
+def _url(url: str) -> dict[str, Any]:
+    return {"vr": "UR", "Value": [url]}
+
+
+_ONLINE = {"vr": "CS", "Value": ["ONLINE"]}
+
+
+def _study(row: tuple[Any, ...], base: str) -> dict[str, Any]:
+    study_uid, text, modalities, n_series, n_instances = row
+    result = element_json(text)
+    if modalities:
+        result["00080061"] = {"vr": "CS", "Value": modalities.split("\\")}
+    result["00080056"] = _ONLINE
+    result["00081190"] = _url(f"{base}/studies/{study_uid}")
+    result["00201206"] = _count(n_series)
+    result["00201208"] = _count(n_instances)
+    return result
+
+
+def search_studies(service: Service, request: Request) -> Response:
+    search = parse_search(Level.STUDY, request.query)
+    rows = service.index.search(search)
+    results = [_study(row, request.base_url) for row in rows]
+    service.include_fields(search, results, [(row[0], None, None) for row in rows])
+    return json_response([_sorted(r) for r in results], warnings=search.warnings)
+
+
+def search_series(service: Service, request: Request, study: str | None = None) -> Response:
+    if study is not None:
+        check_uid(study)
+    search = parse_search(Level.SERIES, request.query)
+    rows = service.index.search(search, study_uid=study)
+    results = []
+    for row in rows:
+        study_uid, series_uid, text, n_instances = row[:4]
+        result = element_json(text)
+        if study is None:  # all series: their studies' attributes too (PS3.18 10.6.3.3.2)
+            result = {**_study((study_uid, *row[4:]), request.base_url), **result}
+        result["0020000D"] = _uids(study_uid)
+        result["00080056"] = _ONLINE
+        result["00081190"] = _url(f"{request.base_url}/studies/{study_uid}/series/{series_uid}")
+        result["00201209"] = _count(n_instances)
+        results.append(result)
+    service.include_fields(search, results, [(row[0], row[1], None) for row in rows])
+    return json_response([_sorted(r) for r in results], warnings=search.warnings)
+
+
+def search_instances(
+    service: Service, request: Request, study: str | None = None, series: str | None = None
+) -> Response:
+    for uid in (study, series):
+        if uid is not None:
+            check_uid(uid)
+    search = parse_search(Level.INSTANCE, request.query)
+    rows = service.index.search(search, study_uid=study, series_uid=series)
+    results = []
+    for row in rows:
+        study_uid, series_uid, sop_uid, text, syntax, series_text, n_series_instances = row[:7]
+        result = element_json(text)
+        if series is None:  # not within one series: the series' attributes too
+            result = {**element_json(series_text), **result}
+            result["00201209"] = _count(n_series_instances)
+        if study is None:
+            result = {**_study((study_uid, *row[7:]), request.base_url), **result}
+        result["0020000D"] = _uids(study_uid)
+        result["0020000E"] = _uids(series_uid)
+        result["00080056"] = _ONLINE
+        if syntax:
+            result["00083002"] = _uids(syntax)  # AvailableTransferSyntaxUID: as stored
+        result["00081190"] = _url(
+            f"{request.base_url}/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"
+        )
+        results.append(result)
+    service.include_fields(search, results, [(row[0], row[1], row[2]) for row in rows])
+    return json_response([_sorted(r) for r in results], warnings=search.warnings)
+
+
+def _sorted(result: dict[str, Any]) -> dict[str, Any]:
+    return dict(sorted(result.items()))

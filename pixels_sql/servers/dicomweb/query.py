@@ -1,0 +1,206 @@
+"""QIDO-RS query parameters (PS3.18 8.3.4, 10.6.1.2) parsed and checked, before any lookup.
+
+A request's text never reaches SQL: each matching key becomes a :class:`Match` with a kind
+(wildcard, range, UID list, exact) and a value that the index binds as a parameter.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+
+from pydicom.datadict import dictionary_keyword, keyword_for_tag, tag_for_keyword
+
+MAX_LIMIT = 10_000
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+_DATE = re.compile(r"[0-9]{8}")
+_TAG = re.compile(r"[0-9A-Fa-f]{8}")
+
+
+class QueryError(ValueError):
+    """A query the service refuses: a 400 with this message."""
+
+
+class Level(Enum):
+    STUDY = "study"
+    SERIES = "series"
+    INSTANCE = "instance"
+
+
+class MatchKind(Enum):
+    EXACT = "exact"  # single value (case-sensitive)
+    WILDCARD = "wildcard"  # '*' and '?' (PS3.4 C.2.2.2.4)
+    RANGE = "range"  # dates: a-b, -b, a- (PS3.4 C.2.2.2.5)
+    UIDS = "uids"  # a list of UIDs (PS3.4 C.2.2.2.2)
+    ANY_OF = "any_of"  # ModalitiesInStudy: a study matches if any series has one of them
+
+
+@dataclass(frozen=True)
+class Match:
+    keyword: str
+    kind: MatchKind
+    values: tuple[str, ...]
+
+
+# Keys each level can match on, with how (the attributes PS3.18 Table 10.6.1-5 requires a
+# service to support, plus a few people filter on). Keyword -> the kinds its values take.
+STRING_MATCH = "string"
+PN_MATCH = "pn"
+DATE_MATCH = "date"
+UID_MATCH = "uid"
+MODALITIES_MATCH = "modalities"
+MATCHING_KEYS: dict[Level, dict[str, str]] = {
+    Level.STUDY: {
+        "StudyInstanceUID": UID_MATCH,
+        "PatientName": PN_MATCH,
+        "PatientID": STRING_MATCH,
+        "AccessionNumber": STRING_MATCH,
+        "StudyDate": DATE_MATCH,
+        "StudyDescription": STRING_MATCH,
+        "ModalitiesInStudy": MODALITIES_MATCH,
+        "ReferringPhysicianName": PN_MATCH,
+        "StudyID": STRING_MATCH,
+    },
+    Level.SERIES: {
+        "SeriesInstanceUID": UID_MATCH,
+        "Modality": STRING_MATCH,
+        "SeriesNumber": STRING_MATCH,
+        "SeriesDescription": STRING_MATCH,
+        "BodyPartExamined": STRING_MATCH,
+    },
+    Level.INSTANCE: {
+        "SOPInstanceUID": UID_MATCH,
+        "SOPClassUID": UID_MATCH,
+        "InstanceNumber": STRING_MATCH,
+    },
+}
+# The levels whose keys a query at each level may use (PS3.18 10.6.1.2: a query for series
+# across all studies may match study attributes too, and so on).
+LEVELS_ABOVE = {
+    Level.STUDY: (Level.STUDY,),
+    Level.SERIES: (Level.STUDY, Level.SERIES),
+    Level.INSTANCE: (Level.STUDY, Level.SERIES, Level.INSTANCE),
+}
+# Parameters that are not matching keys (PS3.18 8.3.4).
+CONTROL_PARAMETERS = {"limit", "offset", "includefield", "fuzzymatching", "orderby"}
+
+
+@dataclass
+class Search:
+    level: Level
+    matches: list[Match] = field(default_factory=list)
+    limit: int = MAX_LIMIT
+    offset: int = 0
+    include_all: bool = False
+    include_tags: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def keyword_of(key: str) -> str:
+    """The keyword of a query key given as keyword or as 8 hex digits; QueryError if neither."""
+    if _TAG.fullmatch(key):
+        keyword = keyword_for_tag(int(key, 16))
+        if not keyword:
+            raise QueryError(f"unknown attribute {key}")
+        return keyword
+    if tag_for_keyword(key) is None:
+        raise QueryError(f"unknown attribute {key!r}")
+    return key
+
+
+def tag_key(key: str) -> str:
+    """The 8-hex-digit key of an attribute given as keyword or tag."""
+    if _TAG.fullmatch(key):
+        return key.upper()
+    tag = tag_for_keyword(key)
+    if tag is None:
+        raise QueryError(f"unknown attribute {key!r}")
+    return f"{tag:08X}"
+
+
+def parse_search(level: Level, params: list[tuple[str, str]]) -> Search:
+    """Check and parse a QIDO-RS query string's (name, value) pairs for a search at ``level``."""
+    search = Search(level)
+    allowed = {
+        keyword: kind
+        for above in LEVELS_ABOVE[level]
+        for keyword, kind in MATCHING_KEYS[above].items()
+    }
+    for name, value in params:
+        if name in ("limit", "offset"):
+            number = _non_negative(name, value)
+            if name == "limit":
+                search.limit = min(number, MAX_LIMIT)
+            else:
+                search.offset = number
+        elif name == "includefield":
+            for item in filter(None, (part.strip() for part in value.split(","))):
+                if item == "all":
+                    search.include_all = True
+                else:
+                    search.include_tags.append(tag_key(keyword_of(item)))
+        elif name == "fuzzymatching":
+            if value.lower() == "true":
+                search.warnings.append("fuzzymatching is not supported: matching is literal")
+        elif name == "orderby":
+            search.warnings.append("orderby is not supported: results are in a fixed order")
+        else:
+            keyword = keyword_of(name)
+            kind = allowed.get(keyword)
+            if kind is None:
+                # PS3.18 10.6.1.2.2: an attribute the service cannot match on is ignored, and
+                # the response says so in a Warning header.
+                search.warnings.append(f"the attribute {keyword} is not supported for matching")
+                continue
+            if value == "" or (kind in (STRING_MATCH, PN_MATCH) and set(value) == {"*"}):
+                continue  # universal matching (PS3.4 C.2.2.2.3, C.2.2.2.4)
+            search.matches.append(_match(keyword, kind, value))
+    return search
+
+
+def _non_negative(name: str, value: str) -> int:
+    if not value.isdigit():
+        raise QueryError(f"{name} must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
+def _match(keyword: str, kind: str, value: str) -> Match:
+    if kind == UID_MATCH:
+        uids = tuple(part for part in re.split(r"[,\\]", value) if part)
+        for uid in uids:
+            check_uid(uid)
+        return Match(keyword, MatchKind.UIDS, uids)
+    if kind == DATE_MATCH:
+        return Match(keyword, MatchKind.RANGE, _date_range(keyword, value))
+    if kind == MODALITIES_MATCH:
+        modalities = tuple(part for part in re.split(r"[,\\]", value) if part)
+        return Match(keyword, MatchKind.ANY_OF, modalities)
+    if kind == PN_MATCH or "*" in value or "?" in value:
+        return Match(keyword, MatchKind.WILDCARD, (value,))
+    return Match(keyword, MatchKind.EXACT, (value,))
+
+
+def _date_range(keyword: str, value: str) -> tuple[str, str]:
+    """(low, high) as YYYYMMDD text, '' for an open end (PS3.4 C.2.2.2.5)."""
+    low, dash, high = value.partition("-")
+    if not dash:
+        high = low
+    for end in (low, high):
+        if end and not _DATE.fullmatch(end):
+            raise QueryError(f"{keyword} must be YYYYMMDD or a range of them, got {value!r}")
+    if not low and not high:
+        raise QueryError(f"{keyword}: a range needs at least one end")
+    return low, high
+
+
+def check_uid(uid: str) -> str:
+    """A UID as PS3.5 9.1 allows (digits and dots, at most 64 characters); QueryError if not."""
+    if len(uid) > 64 or not _UID.fullmatch(uid):
+        raise QueryError(f"not a valid UID: {uid[:80]!r}")
+    return uid
+
+
+def keyword_name(tag: str) -> str:
+    """The keyword of an 8-hex-digit tag, for messages."""
+    return dictionary_keyword(int(tag, 16)) or tag

@@ -1,0 +1,143 @@
+"""STOW-RS (PS3.18 10.5): store instances sent by a client into the home's landing folder and
+catalogue them with the ingest pipeline (the same rows as ``pixels-sql ingest``).
+
+Off unless ``pixels-sql serve --allow-store``. Each part is checked with dicom_meta's reader
+before it is kept; it is written under ``<landing>/<StudyUID>/<SeriesUID>/<SOPUID>.dcm`` (UIDs
+are digits and dots, so the names are safe), then the landing folder is ingested.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pixels_sql.dicom.meta import read_meta_result
+from pixels_sql.servers.dicomweb.http import (
+    HTTPError,
+    Request,
+    Response,
+    json_response,
+    parse_multipart,
+)
+from pixels_sql.servers.dicomweb.query import QueryError, check_uid
+
+if TYPE_CHECKING:
+    from pixels_sql.servers.dicomweb.app import Service
+
+DICOM = "application/dicom"
+# PS3.18 Table 10.5.3-2 / PS3.4 Annex GG: failure reasons (US values).
+PROCESSING_FAILURE = 0x0110
+CANNOT_UNDERSTAND = 0xC000
+STUDY_MISMATCH = 0xA900  # "Data Set does not match SOP Class": used for a wrong study
+# One store at a time: each runs the ingest pipeline over the landing folder.
+_STORE_LOCK = threading.Lock()
+
+
+def _uid(meta: dict[str, Any], key: str) -> str | None:
+    values = meta.get(key, {}).get("Value")
+    if not values or not isinstance(values[0], str):
+        return None
+    try:
+        return check_uid(values[0])
+    except QueryError:
+        return None
+
+
+def _reference(sop_class: str | None, sop_instance: str | None) -> dict[str, Any]:
+    item: dict[str, Any] = {}
+    if sop_class:
+        item["00081150"] = {"vr": "UI", "Value": [sop_class]}
+    if sop_instance:
+        item["00081155"] = {"vr": "UI", "Value": [sop_instance]}
+    return item
+
+
+def store(service: Service, request: Request, study: str | None = None) -> Response:
+    if not service.options.allow_store or service.options.landing is None:
+        raise HTTPError(403, "storing is off: start the server with pixels-sql serve --allow-store")
+    if study is not None:
+        check_uid(study)
+    content_type = request.headers.get("content-type", "")
+    if not content_type.lower().startswith("multipart/related"):
+        raise HTTPError(415, 'send instances as multipart/related; type="application/dicom"')
+    parts = parse_multipart(request.body, content_type)
+    if not parts:
+        raise HTTPError(400, "the request has no parts")
+    landing = service.options.landing
+    incoming = landing / ".incoming"
+    incoming.mkdir(parents=True, exist_ok=True)
+    stored: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    with _STORE_LOCK:
+        for headers, content in parts:
+            part_type = headers.get("content-type", DICOM).split(";")[0].strip().lower()
+            if part_type != DICOM:
+                failed.append({**_reference(None, None), **_reason(CANNOT_UNDERSTAND)})
+                continue
+            handle, temporary = tempfile.mkstemp(dir=incoming, suffix=".dcm")
+            with os.fdopen(handle, "wb") as out:
+                out.write(content)
+            result = read_meta_result(temporary)
+            meta = None if result.meta is None else _parse(result.meta)
+            uids = {
+                key: _uid(meta or {}, tag)
+                for key, tag in (
+                    ("study", "0020000D"),
+                    ("series", "0020000E"),
+                    ("sop", "00080018"),
+                    ("class", "00080016"),
+                )
+            }
+            reference = _reference(uids["class"], uids["sop"])
+            if meta is None or None in (uids["study"], uids["series"], uids["sop"]):
+                os.unlink(temporary)
+                failed.append({**reference, **_reason(CANNOT_UNDERSTAND)})
+                continue
+            if study is not None and uids["study"] != study:
+                os.unlink(temporary)
+                failed.append({**reference, **_reason(STUDY_MISMATCH)})
+                continue
+            target = landing / uids["study"] / uids["series"] / f"{uids['sop']}.dcm"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(temporary, target)
+            url = (
+                f"{request.base_url}/studies/{uids['study']}/series/{uids['series']}"
+                f"/instances/{uids['sop']}"
+            )
+            stored.append({**reference, "00081190": {"vr": "UR", "Value": [url]}})
+        if stored:
+            try:
+                service.catalogue_landing()
+            except Exception as exc:  # the files are kept; a later ingest catalogues them
+                raise HTTPError(500, f"stored, but cataloguing failed: {exc}") from None
+    answer: dict[str, Any] = {}
+    if study is not None:
+        answer["00081190"] = {"vr": "UR", "Value": [f"{request.base_url}/studies/{study}"]}
+    if failed:
+        answer["00081198"] = {"vr": "SQ", "Value": failed}
+    if stored:
+        answer["00081199"] = {"vr": "SQ", "Value": stored}
+    status = 200 if not failed else (202 if stored else 409)
+    return json_response(answer, status=status)
+
+
+def _reason(code: int) -> dict[str, Any]:
+    return {"00081197": {"vr": "US", "Value": [code]}}
+
+
+def _parse(text: str) -> dict[str, Any] | None:
+    import json
+
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def landing_folder(home: Path) -> Path:
+    """Where STOW-RS keeps stored instances in a home."""
+    return home / "landing" / "stow"
