@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup jar browser dcmtk demo test lint format clean bench bench-thumbnails bench-meta bench-server \
+.PHONY: setup jar browser dcmtk viewer demo test lint format clean bench bench-thumbnails bench-meta bench-server \
 	bench-ingest fuzz dbt
 
 # pip also builds the compiled header reader (setup.py): a change to its C source reinstalls.
@@ -48,7 +48,11 @@ browser:
 dcmtk:
 	scripts/check-dcmtk
 
-test: jar lint browser dcmtk
+# The OHIF viewer that pixels-sql serve shows at / (the pinned @ohif/app build from npm).
+viewer: setup
+	PYTHON=$(PY) scripts/install-viewer
+
+test: jar lint browser dcmtk viewer
 	$(PY) -m pytest
 
 # Speed targets live in bench/ (see bench/README.md), never in the tests.

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import io
 import shutil
-import socket
-import warnings
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,69 +17,19 @@ from dicomweb_client.api import DICOMwebClient
 from pydicom.encaps import generate_frames
 from pydicom.uid import generate_uid
 
-from pixels_sql.ingest import ingest
-from pixels_sql.servers.dicomweb.app import ServiceOptions
-from pixels_sql.servers.dicomweb.server import start_dicomweb
-from tests.conftest import SAMPLE_FILES, copy_samples
-from tests.corpus import PYDICOM_TEST_FILES, pydicom_data_dir
-
-DATABASE = "dicomweb_test"
-EXTRA_FILES = {
-    "mf/SC_rgb_rle_2frame.dcm": PYDICOM_TEST_FILES / "SC_rgb_rle_2frame.dcm",
-    "mf/emri_small_jpeg_2k_lossless.dcm": pydicom_data_dir() / "emri_small_jpeg_2k_lossless.dcm",
-    "jpeg/SC_rgb_jpeg_gdcm.dcm": PYDICOM_TEST_FILES / "SC_rgb_jpeg_gdcm.dcm",
-}
-ZIPPED = pydicom_data_dir() / "OBXXXX1A.dcm"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def read(path: Path) -> pydicom.Dataset:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return pydicom.dcmread(path, force=True)
-
-
-# Studies made from corpus templates, for the matching keys the corpus leaves empty:
-# (template, PatientName, AccessionNumber, StudyDescription, StudyDate).
-SYNTHETIC = [
-    ("CT_small.dcm", "Doe^John", "ACC001", "CHEST CT", "20190305"),
-    ("MR_small.dcm", "DOE^JANE", "ACC002", "Brain MRI", "20200615"),
-    ("CT_small.dcm", "Smith^Anna", "XYZ-9", "Chest X", "20211201"),
-]
+from tests.corpus import PYDICOM_TEST_FILES
+from tests.dicomweb_service import ZIPPED, build_folder, read, running_service
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = copy_samples(tmp_path_factory.mktemp("dicomweb"), {**SAMPLE_FILES, **EXTRA_FILES})
-    with zipfile.ZipFile(root / "zipped.zip", "w") as archive:
-        archive.write(ZIPPED, "inside/OBXXXX1A.dcm")
-    (root / "synthetic").mkdir()
-    for number, (template, name, accession, description, date) in enumerate(SYNTHETIC):
-        dataset = read(PYDICOM_TEST_FILES / template)
-        dataset.PatientName, dataset.AccessionNumber = name, accession
-        dataset.StudyDescription, dataset.StudyDate = description, date
-        dataset.StudyInstanceUID, dataset.SeriesInstanceUID = generate_uid(), generate_uid()
-        dataset.SOPInstanceUID = dataset.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-        dataset.save_as(root / "synthetic" / f"{number}.dcm")
-    return root
+    return build_folder(tmp_path_factory.mktemp("dicomweb"))
 
 
 @pytest.fixture(scope="module")
 def service(spark, folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    spark.sql(f"DROP DATABASE IF EXISTS {DATABASE} CASCADE")
-    ingest(spark, str(folder), DATABASE, thumbnails=False)
-    landing = tmp_path_factory.mktemp("landing")
-    port = free_port()
-    server = start_dicomweb(
-        spark, DATABASE, "127.0.0.1", port, ServiceOptions(allow_store=True, landing=landing)
-    )
-    yield f"http://127.0.0.1:{port}/dicomweb"
-    server.stop()
+    with running_service(spark, folder, tmp_path_factory.mktemp("landing")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -339,6 +286,54 @@ def test_rendered_and_thumbnail_are_images(service, files) -> None:
     assert rendered.status_code == 200 and rendered.content.startswith(b"\x89PNG")
     thumbnail = requests.get(f"{url}/thumbnail", headers={"Accept": "image/jpeg"}, timeout=60)
     assert thumbnail.status_code == 200 and thumbnail.content.startswith(b"\xff\xd8")
+
+
+# -- the OHIF viewer in a real browser ----------------------------------------------------------
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+# Non-blank pixels of the largest 2D canvas of the page (the viewport draws the image there).
+CANVAS_PIXELS = """() => Math.max(0, ...[...document.querySelectorAll('canvas')].map(canvas => {
+  const context = canvas.getContext('2d');
+  if (!context || !canvas.width || !canvas.height) return 0;
+  const data = context.getImageData(0, 0, canvas.width, canvas.height).data;
+  let lit = 0;
+  for (let i = 0; i < data.length; i += 4) if (data[i] || data[i + 1] || data[i + 2]) lit++;
+  return lit;
+}))"""
+
+
+def test_the_viewer_lists_the_studies_and_renders_one(service, files) -> None:
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser import FLAGS, chromium
+
+    origin = service.removesuffix("/dicomweb")
+    studies = study_uids(files)
+    ct_sop, (_, ct) = next((k, v) for k, v in sorted(files.items()) if v[0].name == "CT_small.dcm")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=chromium(), args=[flag for flag in FLAGS if flag != "--headless"]
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(f"{origin}/", wait_until="load", timeout=120_000)
+            page.get_by_text(f"of {len(studies)}").wait_for(timeout=60_000)
+            listed = page.inner_text("body")
+            page.screenshot(path=str(ARTIFACTS / "viewer-study-list.png"))
+            for name in ("Doe, John", "Smith, Anna", "Last, First mid pre"):
+                assert name in listed, name
+            page.goto(f"{origin}/viewer?StudyInstanceUIDs={ct.StudyInstanceUID}", timeout=120_000)
+            lit = 0
+            for _ in range(120):
+                lit = page.evaluate(CANVAS_PIXELS)
+                if lit > 10_000:
+                    break
+                page.wait_for_timeout(500)
+            page.screenshot(path=str(ARTIFACTS / "viewer-ct-small.png"))
+        finally:
+            browser.close()
+    assert lit > 10_000, f"the viewport shows {lit} non-blank pixels"
+    assert ct_sop in files
 
 
 # -- STOW-RS -----------------------------------------------------------------------------------

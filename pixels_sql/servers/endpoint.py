@@ -129,8 +129,11 @@ def _start_web(spark: SparkSession, home: Path, options: ServeOptions) -> Dicomw
     from pixels_sql.servers.dicomweb.app import ServiceOptions
     from pixels_sql.servers.dicomweb.server import start_dicomweb
     from pixels_sql.servers.dicomweb.stow import landing_folder
+    from pixels_sql.servers.viewer import viewer_dir
 
-    service_options = ServiceOptions(allow_store=options.allow_store, landing=landing_folder(home))
+    service_options = ServiceOptions(
+        allow_store=options.allow_store, landing=landing_folder(home), viewer=viewer_dir()
+    )
     return start_dicomweb(spark, options.database, options.host, options.http_port, service_options)
 
 

@@ -21,6 +21,7 @@ from pixels_sql.dicom import archives
 from pixels_sql.dicom.errors import DicomReadError
 from pixels_sql.dicom.meta import read_meta
 from pixels_sql.dicom.paths import to_local_path
+from pixels_sql.servers import viewer
 from pixels_sql.servers.dicomweb import qido, wado
 from pixels_sql.servers.dicomweb.http import HTTPError, Request, Response
 from pixels_sql.servers.dicomweb.index import CatalogIndex, Instance
@@ -73,6 +74,7 @@ def _routes() -> list[tuple[str, re.Pattern[str], Handler]]:
 class ServiceOptions:
     allow_store: bool = False
     landing: Path | None = None  # where STOW-RS writes instances (the home's landing folder)
+    viewer: Path | None = None  # the OHIF build served at / (viewer.py), None: not installed
 
 
 class Service:
@@ -151,6 +153,20 @@ class Service:
                 if tag in header:
                     result[tag] = header[tag]
 
+    def viewer_file(self, method: str, request_path: str) -> Response:
+        """A file of the OHIF viewer (its generated app-config.js for that name)."""
+        if method not in ("GET", "HEAD"):
+            return _error(405, f"{method} is not allowed here")
+        if self.options.viewer is None:
+            headers = [("content-type", "text/html; charset=utf-8")]
+            return Response(404, headers, viewer.NOT_INSTALLED.encode())
+        if request_path.lstrip("/") == viewer.CONFIG_FILE:
+            body = viewer.APP_CONFIG.encode()
+            return Response(200, [("content-type", "text/javascript")], body)
+        path = viewer.resolve(self.options.viewer, request_path)
+        body = b"" if method == "HEAD" else path.read_bytes()
+        return Response(200, [("content-type", viewer.media_type(path))], body)
+
     def catalogue_landing(self) -> None:
         """Ingest the landing folder (STOW-RS) and bring the index up to date."""
         from pixels_sql.ingest import ingest
@@ -182,7 +198,8 @@ class Service:
             return
         request_path = scope["path"]
         if not request_path.startswith(PREFIX + "/") and request_path != PREFIX:
-            await _send(send, Response(404, [("content-type", "text/plain")], b"not found\n"))
+            response = await asyncio.to_thread(self.viewer_file, scope["method"], request_path)
+            await _send(send, response)
             return
         try:
             request = await _request(scope, receive)
