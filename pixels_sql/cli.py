@@ -23,7 +23,9 @@ from pixels_sql.scripts import (
     iter_sql,
     keep_values_as_written,
     load_scripts,
+    parameter_names,
     parse_check,
+    script_files,
 )
 from pixels_sql.servers import endpoint as endpoint_defaults
 from pixels_sql.session import home_dir
@@ -174,8 +176,22 @@ def execute(
             print(f"{statement.location}: ok ({elapsed:.1f}s)", file=sys.stderr)
 
 
+def _with_viewer_url(args: argparse.Namespace, params: dict[str, str]) -> dict[str, str]:
+    """``params`` plus the viewer's address for scripts that take ``viewer_url`` (90_views.sql),
+    when a server runs on the home (or PIXELS_SQL_VIEWER_URL is set) and none was given."""
+    from pixels_sql.servers.viewer import viewer_base
+
+    if "viewer_url" in params:
+        return params
+    used = set()
+    for path in script_files(args.scripts):
+        used |= parameter_names(path.read_text(encoding="utf-8"), str(path))
+    base = viewer_base(args.home) if "viewer_url" in used else None
+    return {**params, "viewer_url": base} if base else params
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    params = _parse_params(args.param)
+    params = _with_viewer_url(args, _parse_params(args.param))
     statements = load_scripts(args.scripts, params, check=not args.no_parse_check)
     return _run_statements(args, statements, params.get("database", DEFAULT_DATABASE))
 
@@ -198,6 +214,7 @@ def _run_statements(args: argparse.Namespace, statements: list[Statement], datab
 def cmd_ingest(args: argparse.Namespace) -> int:
     from pixels_sql.ingest.batch import ingest, print_report
     from pixels_sql.progress import Progress
+    from pixels_sql.servers.viewer import viewer_base
     from pixels_sql.tables import TableLayoutError
 
     path = _normalise_dir(args.path)
@@ -220,6 +237,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                     extract_zip=os.path.realpath(args.extract_zip) if args.extract_zip else None,
                     progress=progress,
                     log=sys.stderr,
+                    viewer_url=viewer_base(args.home),
                 )
         except TableLayoutError as exc:
             raise CliError(str(exc)) from None
@@ -274,6 +292,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
 
 def cmd_gallery(args: argparse.Namespace) -> int:
     from pixels_sql.gallery import GALLERY_SQL, render_gallery
+    from pixels_sql.servers.viewer import viewer_base
 
     database = args.database or DEFAULT_DATABASE
     output = Path(args.output).resolve()
@@ -286,8 +305,31 @@ def cmd_gallery(args: argparse.Namespace) -> int:
         query = GALLERY_SQL.format(database=f"`{database}`", limit=int(args.gallery_limit))
         rows = [row.asDict() for row in spark.sql(query).collect()]
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(render_gallery(rows, title=f"pixels-sql · {database}"), encoding="utf-8")
+    page = render_gallery(
+        rows, title=f"pixels-sql · {database}", viewer_base=viewer_base(args.home)
+    )
+    output.write_text(page, encoding="utf-8")
     print(f"gallery: {output} ({len(rows)} images)")
+    return 0
+
+
+def cmd_viewer_url(args: argparse.Namespace) -> int:
+    from pixels_sql.servers.dicomweb.query import QueryError, check_uid
+    from pixels_sql.servers.viewer import study_url, viewer_base
+
+    try:
+        uid = check_uid(args.study_uid)
+    except QueryError as exc:
+        raise CliError(str(exc)) from None
+    base = viewer_base(args.home)
+    if base is None:
+        base = f"http://127.0.0.1:{endpoint_defaults.DEFAULT_HTTP_PORT}"
+        print(
+            f"pixels-sql: no server runs on {home_dir(args.home)}: the URL assumes"
+            f" `pixels-sql serve` with the default --http-port",
+            file=sys.stderr,
+        )
+    print(study_url(base, uid))
     return 0
 
 
@@ -428,6 +470,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="at most this many images, in study/series/instance order (default: 5000)",
     )
     gallery.set_defaults(handler=cmd_gallery)
+
+    viewer_url = sub.add_parser(
+        "viewer-url",
+        parents=[common],
+        help="print the viewer's URL of a study (on the pixels-sql serve of the home)",
+    )
+    viewer_url.add_argument("study_uid", help="the StudyInstanceUID to open")
+    viewer_url.set_defaults(handler=cmd_viewer_url)
 
     serve = sub.add_parser(
         "serve",

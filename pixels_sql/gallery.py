@@ -8,6 +8,8 @@ from collections.abc import Iterable, Mapping
 from itertools import groupby
 from typing import Any
 
+from pixels_sql.servers.viewer import study_url
+
 # Columns the gallery query returns (see GALLERY_SQL); each row is one instance.
 GALLERY_SQL = """
 SELECT
@@ -32,7 +34,7 @@ figure { margin: 0; width: 180px; background: #1c1c1c; padding: 6px; border-radi
 figure img { display: block; max-width: 168px; max-height: 168px; margin: 0 auto;
              image-rendering: auto; background: #000; }
 figcaption { font-size: 11px; color: #aaa; margin-top: 4px; word-break: break-all; }
-.meta { color: #888; }
+.meta { color: #888; } a.viewer { color: #9cf; font-size: 13px; font-weight: normal; }
 """
 
 # Counts images that decoded and those that did not, for people and for the browser test.
@@ -87,8 +89,13 @@ def _figure(row: Mapping[str, Any]) -> str:
     )
 
 
-def render_gallery(rows: Iterable[Mapping[str, Any]], title: str = "pixels-sql gallery") -> str:
-    """The HTML page: one section per study, one contact sheet per series, one image each."""
+def render_gallery(
+    rows: Iterable[Mapping[str, Any]],
+    title: str = "pixels-sql gallery",
+    viewer_base: str | None = None,
+) -> str:
+    """The HTML page: one section per study, one contact sheet per series, one image each;
+    with ``viewer_base`` (a pixels-sql serve's address), each study links to the viewer."""
     rows = list(rows)
     parts = [
         "<!doctype html><html lang=en><head><meta charset=utf-8>",
@@ -112,6 +119,9 @@ def render_gallery(rows: Iterable[Mapping[str, Any]], title: str = "pixels-sql g
             _text(first.get("StudyDescription"), "(no study description)"),
             f"patient {_text(first.get('PatientID'))}" if first.get("PatientID") else "",
         )
+        if viewer_base and first.get("StudyInstanceUID"):
+            url = study_url(viewer_base, str(first["StudyInstanceUID"]))
+            heading += f' · <a class=viewer href="{_text(url)}">open in the viewer</a>'
         parts.append(f"<section class=study><h2>{heading}</h2>")
         for _series, series_rows in groupby(study_rows, key=series_key):
             series_rows = list(series_rows)

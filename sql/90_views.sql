@@ -1,6 +1,8 @@
 -- Step 9: views over the catalog — failed files, series and studies. Views read the tables at
 -- query time, so they stay current as new files are ingested; deleted files (deleted_at set)
 -- are left out of all three.
+-- Parameters: viewer_url (default empty: the viewer_url columns are NULL; else the address of a
+-- pixels-sql serve, e.g. http://127.0.0.1:8080, which pixels-sql fills in when one runs).
 CREATE OR REPLACE VIEW object_errors AS
 SELECT
   path,
@@ -37,7 +39,11 @@ SELECT
   sum(length) AS bytes,
   min(InstanceNumber) AS first_instance_number,
   max(InstanceNumber) AS last_instance_number,
-  min(path) AS first_path
+  min(path) AS first_path,
+  CASE WHEN '${viewer_url:-}' != '' THEN concat(
+    '${viewer_url:-}', '/viewer?StudyInstanceUIDs=', StudyInstanceUID,
+    '&SeriesInstanceUIDs=', SeriesInstanceUID
+  ) END AS viewer_url
 FROM object_catalog
 WHERE SeriesInstanceUID IS NOT NULL AND deleted_at IS NULL
 GROUP BY StudyInstanceUID, SeriesInstanceUID;
@@ -53,7 +59,10 @@ SELECT
   array_sort(collect_set(Modality)) AS modalities,
   count(DISTINCT SeriesInstanceUID) AS series,
   count(*) AS instances,
-  sum(length) AS bytes
+  sum(length) AS bytes,
+  CASE WHEN '${viewer_url:-}' != '' THEN concat(
+    '${viewer_url:-}', '/viewer?StudyInstanceUIDs=', StudyInstanceUID
+  ) END AS viewer_url
 FROM object_catalog
 WHERE StudyInstanceUID IS NOT NULL AND deleted_at IS NULL
 GROUP BY StudyInstanceUID;

@@ -305,6 +305,7 @@ CANVAS_PIXELS = """() => Math.max(0, ...[...document.querySelectorAll('canvas')]
 def test_the_viewer_lists_the_studies_and_renders_one(service, files) -> None:
     from playwright.sync_api import sync_playwright
 
+    from pixels_sql.servers.viewer import study_url
     from tests.browser import FLAGS, chromium
 
     origin = service.removesuffix("/dicomweb")
@@ -322,7 +323,8 @@ def test_the_viewer_lists_the_studies_and_renders_one(service, files) -> None:
             page.screenshot(path=str(ARTIFACTS / "viewer-study-list.png"))
             for name in ("Doe, John", "Smith, Anna", "Last, First mid pre"):
                 assert name in listed, name
-            page.goto(f"{origin}/viewer?StudyInstanceUIDs={ct.StudyInstanceUID}", timeout=120_000)
+            # The page `pixels-sql viewer-url` prints for the study.
+            page.goto(study_url(origin, str(ct.StudyInstanceUID)), timeout=120_000)
             lit = 0
             for _ in range(120):
                 lit = page.evaluate(CANVAS_PIXELS)

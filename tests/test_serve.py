@@ -201,6 +201,25 @@ def test_dicomweb_serves_what_the_pipeline_catalogued(server: ServeProcess) -> N
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(store, timeout=30)
     assert refused.value.code == 403
+    # The run through the server gave the views the viewer's address; viewer-url agrees.
+    viewer = f"http://127.0.0.1:{server.http_port}/viewer?StudyInstanceUIDs="
+    links = cli(
+        server,
+        "sql",
+        "SELECT StudyInstanceUID, viewer_url FROM study_catalog ORDER BY 1",
+        "--format",
+        "csv",
+    )
+    rows = [line.split(",") for line in links.stdout.split()[1:]]
+    assert len(rows) == studies
+    assert all(url == viewer + uid for uid, url in rows)
+    uid, url = rows[0]
+    printed = cli(server, "viewer-url", uid, timeout=120)
+    assert printed.returncode == 0, printed.stderr[-2000:]
+    assert printed.stdout.strip() == url
+    with urllib.request.urlopen(url, timeout=30) as page:  # the viewer's page
+        assert page.headers["Content-Type"].startswith("text/html")
+        assert b"app-config.js" in page.read()
 
 
 def test_ingest_goes_through_the_server_with_zip_members_and_deletions(
@@ -231,6 +250,8 @@ def test_gallery_command_goes_through_the_server(server: ServeProcess, tmp_path:
         connection.close()
     assert completed.stdout.strip() == f"gallery: {output} ({images} images)"
     assert images > 0 and output.read_text().count("<img") == images
+    viewer = f'href="http://127.0.0.1:{server.http_port}/viewer?StudyInstanceUIDs='
+    assert viewer in output.read_text()
 
 
 CONNECT_CLIENT = """

@@ -99,6 +99,7 @@ def ingest_params(
     glob: str = "*",
     thumbnail_size: int = 256,
     extract_zip: str | None = None,
+    viewer_url: str | None = None,
 ) -> dict[str, str]:
     params = {
         "path": path,
@@ -108,6 +109,8 @@ def ingest_params(
     }
     if extract_zip:
         params["extract_zip"] = extract_zip
+    if viewer_url:
+        params["viewer_url"] = viewer_url
     return params
 
 
@@ -122,15 +125,22 @@ def ingest(
     extract_zip: str | None = None,
     progress: Progress | None = None,
     log: TextIO | None = None,
+    viewer_url: str | None = None,
 ) -> IngestReport:
     """Bring ``database``'s tables up to date with the folder at ``path`` (a local folder or a
     URI Spark can list): read new and changed files, mark deleted ones, render thumbnails
     (unless ``thumbnails`` is False), refresh the views. Zip archives are read member by member
     in place, or with ``extract_zip`` (a folder) written there and the files catalogued.
+    ``viewer_url``: a pixels-sql serve's address, for the views' viewer_url columns.
     ``spark`` is any session with the extension and the functions (``pixels_sql.session()``,
     ``pixels_sql.connect()``)."""
     params = ingest_params(
-        path, database, glob=glob, thumbnail_size=thumbnail_size, extract_zip=extract_zip
+        path,
+        database,
+        glob=glob,
+        thumbnail_size=thumbnail_size,
+        extract_zip=extract_zip,
+        viewer_url=viewer_url,
     )
     if not thumbnails:
         params.pop("thumbnail_size")

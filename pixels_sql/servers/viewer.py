@@ -104,6 +104,23 @@ def resolve(folder: Path, request_path: str) -> Path:
     return root / "index.html"
 
 
+def study_url(base: str, study_uid: str) -> str:
+    """The viewer's page of one study on the server at ``base`` (``http://host:port``)."""
+    return f"{base.rstrip('/')}/viewer?StudyInstanceUIDs={study_uid}"
+
+
+def viewer_base(home: str | os.PathLike[str] | None) -> str | None:
+    """Where the viewer of ``home`` is: ``PIXELS_SQL_VIEWER_URL`` if set, else the address of
+    the ``pixels-sql serve`` running on the home, else None."""
+    from pixels_sql.servers.discovery import running_server
+
+    configured = os.environ.get("PIXELS_SQL_VIEWER_URL")
+    if configured:
+        return configured.rstrip("/")
+    server = running_server(home)
+    return None if server is None else server.http_url
+
+
 NOT_INSTALLED = (
     "<!doctype html><title>pixels-sql</title><p>The OHIF viewer is not installed: run"
     " <code>make viewer</code> (scripts/install-viewer), or set PIXELS_SQL_VIEWER_DIR to an"
