@@ -172,7 +172,9 @@ class Service:
         from pixels_sql.ingest import ingest
 
         assert self.options.landing is not None
-        ingest(self.index.spark, str(self.options.landing), self.index.database)
+        # Without thumbnails: a store answers in seconds; `pixels-sql ingest` of the landing
+        # folder renders them, and the thumbnail resource renders on request meanwhile.
+        ingest(self.index.spark, str(self.options.landing), self.index.database, thumbnails=False)
         self.index.refresh(force=True)
 
     # -- ASGI -------------------------------------------------------------------------------
