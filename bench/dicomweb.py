@@ -1,0 +1,347 @@
+"""DICOMweb benchmark (issue 11): QIDO-RS study searches on a catalog of 10,000 studies /
+100,000 instances, and WADO-RS frames of a 512 x 512 uncompressed image, over real HTTP.
+
+    .venv/bin/python -m bench.dicomweb [--studies 10000] [--instances-per-study 10] [--runs 200]
+
+Generates its data once into bench/data/ (not committed): ``--studies`` studies of two series,
+``--instances-per-study`` small files each (16 x 16 16-bit images from pydicom's ``MR_small``,
+~2 KB, written from one template's bytes with UIDs, patient name and study date replaced by
+same-length values), plus one 512 x 512 16-bit explicit VR image
+(``pixels_sql.dicom.synthetic.monochrome_image`` of pydicom's ``CT_small``). Then, in one run:
+
+1. ``pixels_sql.ingest.ingest(spark, tree, 'bench_dicomweb', thumbnails=False)`` on a fresh
+   home (timed), and the DICOMweb service of ``pixels-sql serve`` started on that session
+   (``start_dicomweb``: the index build is timed).
+2. QIDO-RS: ``--runs`` study searches over HTTP (one keep-alive ``requests`` session), cycling
+   through five kinds — the first page of all studies (``limit=100``), a patient-name wildcard,
+   a study-date range, ``ModalitiesInStudy``, one study by UID — p50/p95/max per kind and over
+   all. Baseline, same run: the same five searches as Spark SQL over the ``study_catalog`` view
+   (what a gateway that queries Spark per request would pay), 10 rounds, p50/p95.
+3. WADO-RS frames: ``--runs`` requests of frame 1 of the 512 x 512 image
+   (``transfer-syntax=*``), checked to be the file's pixel bytes. Baseline, same run: reading the
+   file with pydicom and taking ``PixelData`` (what a naive server does per request).
+
+Targets (issue 11): QIDO p95 < 300 ms, frame p95 < 100 ms. Results: bench/results/dicomweb.json
+and dicomweb.md (and printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pydicom
+import requests
+
+from bench.ingest import _uid, git_state, tree_template
+from bench.meta import DATA, RESULTS
+from pixels_sql.dicom.synthetic import monochrome_image
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+GENERATOR_VERSION = "1"
+DATABASE = "bench_dicomweb"
+SERIES_PER_STUDY = 2
+TEMPLATE_NAME = b"CompressedSamples^MR1"  # MR_small's PatientName (21 characters)
+TEMPLATE_DATE = b"20040826"  # its StudyDate (and series, acquisition, content dates)
+FRAME_SIZE = 512
+
+
+def _name(study: int) -> bytes:
+    name = f"Patient^{study:013d}".encode()
+    assert len(name) == len(TEMPLATE_NAME)
+    return name
+
+
+def _date(study: int) -> bytes:
+    return f"{2000 + study % 20}{study % 12 + 1:02d}{study % 28 + 1:02d}".encode()
+
+
+def _part(args: tuple[int, int, int, str, bytes]) -> int:
+    start, stop, per_study, folder, template = args
+    root = Path(folder)
+    for study in range(start, stop):
+        data = template.replace(_uid("study", 0), _uid("study", study))
+        data = data.replace(TEMPLATE_NAME, _name(study)).replace(TEMPLATE_DATE, _date(study))
+        target = root / f"study{study:06d}"
+        target.mkdir(parents=True, exist_ok=True)
+        for number in range(per_study):
+            index = study * per_study + number
+            series = study * SERIES_PER_STUDY + number % SERIES_PER_STUDY
+            instance = data.replace(_uid("series", 0), _uid("series", series)).replace(
+                _uid("instance", 0), _uid("instance", index)
+            )
+            (target / f"{number:03d}.dcm").write_bytes(instance)
+    return (stop - start) * per_study
+
+
+def generate(studies: int, per_study: int) -> Path:
+    """bench/data/dicomweb-S-I/ with tree/ (the studies, and large/ with the 512 x 512 image)."""
+    folder = DATA / f"dicomweb-{studies}-{per_study}"
+    done = folder / ".complete"
+    if done.exists() and done.read_text().split() == [str(studies * per_study), GENERATOR_VERSION]:
+        return folder
+    if folder.exists():
+        shutil.rmtree(folder)
+    tree = folder / "tree"
+    tree.mkdir(parents=True)
+    started = time.perf_counter()
+    template = tree_template(folder)
+    for needle in (TEMPLATE_NAME, TEMPLATE_DATE):
+        if needle not in template:
+            raise RuntimeError(f"the template has no {needle!r} to replace")
+    chunk = 1000
+    parts = [
+        (start, min(start + chunk, studies), per_study, str(tree), template)
+        for start in range(0, studies, chunk)
+    ]
+    with ProcessPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        written = sum(pool.map(_part, parts))
+    large = tree / "large"
+    large.mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        monochrome_image(
+            pydicom.data.get_testdata_file("CT_small.dcm", download=False),
+            large / "ct512.dcm",
+            rows=FRAME_SIZE,
+            columns=FRAME_SIZE,
+        )
+    done.write_text(f"{written} {GENERATOR_VERSION}\n")
+    print(
+        f"generated {written} files in {tree} ({time.perf_counter() - started:.0f}s)",
+        file=sys.stderr,
+    )
+    return folder
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def percentiles(seconds: list[float]) -> dict[str, float]:
+    ordered = sorted(seconds)
+    return {
+        "n": len(ordered),
+        "p50_ms": 1000 * statistics.median(ordered),
+        "p95_ms": 1000 * ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))],
+        "max_ms": 1000 * ordered[-1],
+    }
+
+
+def qido_searches(study_uid: str) -> dict[str, tuple[dict[str, str], str]]:
+    """Each kind: the QIDO-RS parameters and the same search in Spark SQL (baseline)."""
+    return {
+        "first page": ({"limit": "100"}, "SELECT * FROM study_catalog ORDER BY StudyDate DESC"),
+        "patient wildcard": (
+            {"PatientName": "patient^00000000012*"},
+            "SELECT * FROM study_catalog WHERE lower(PatientName) LIKE 'patient^00000000012%'",
+        ),
+        "date range": (
+            {"StudyDate": "20050101-20050331", "limit": "100"},
+            "SELECT * FROM study_catalog"
+            " WHERE StudyDate BETWEEN DATE'2005-01-01' AND DATE'2005-03-31'",
+        ),
+        "modality": (
+            {"ModalitiesInStudy": "MR", "limit": "100"},
+            "SELECT * FROM study_catalog WHERE array_contains(modalities, 'MR')",
+        ),
+        "one study": (
+            {"StudyInstanceUID": study_uid},
+            f"SELECT * FROM study_catalog WHERE StudyInstanceUID = '{study_uid}'",
+        ),
+    }
+
+
+def measure_qido(
+    spark: SparkSession, base: str, runs: int, study_uid: str, expected_studies: int
+) -> dict[str, Any]:
+    searches = qido_searches(study_uid)
+    http = requests.Session()
+    total = http.get(f"{base}/studies", params={"limit": "10000"}, timeout=120).json()
+    if len(total) != min(expected_studies, 10000):
+        raise RuntimeError(f"QIDO found {len(total)} studies, expected {expected_studies}")
+    for parameters, _ in searches.values():  # warm-up round
+        http.get(f"{base}/studies", params=parameters, timeout=60).raise_for_status()
+    timings: dict[str, list[float]] = {kind: [] for kind in searches}
+    counts: dict[str, int] = {}
+    kinds = list(searches)
+    for run in range(runs):
+        kind = kinds[run % len(kinds)]
+        started = time.perf_counter()
+        answer = http.get(f"{base}/studies", params=searches[kind][0], timeout=60)
+        answer.raise_for_status()
+        found = answer.json()
+        timings[kind].append(time.perf_counter() - started)
+        counts[kind] = len(found)
+    baseline: dict[str, list[float]] = {kind: [] for kind in searches}
+    spark.sql(f"USE {DATABASE}")
+    for _ in range(10):
+        for kind, (_, sql) in searches.items():
+            started = time.perf_counter()
+            spark.sql(sql).limit(100).collect()
+            baseline[kind].append(time.perf_counter() - started)
+    every = [s for values in timings.values() for s in values]
+    every_baseline = [s for values in baseline.values() for s in values]
+    return {
+        "studies_found_unfiltered": len(total),
+        "kinds": {
+            kind: {
+                **percentiles(timings[kind]),
+                "results": counts.get(kind),
+                "spark_sql": percentiles(baseline[kind]),
+            }
+            for kind in searches
+        },
+        "all": percentiles(every),
+        "spark_sql_all": percentiles(every_baseline),
+    }
+
+
+def measure_frames(base: str, runs: int, path: Path) -> dict[str, Any]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dataset = pydicom.dcmread(path)
+    url = (
+        f"{base}/studies/{dataset.StudyInstanceUID}/series/{dataset.SeriesInstanceUID}"
+        f"/instances/{dataset.SOPInstanceUID}/frames/1"
+    )
+    accept = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
+    http = requests.Session()
+    first = http.get(url, headers={"Accept": accept}, timeout=60)
+    first.raise_for_status()
+    if dataset.PixelData not in first.content:
+        raise RuntimeError("the frame is not the file's pixel data")
+    timings = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        answer = http.get(url, headers={"Accept": accept}, timeout=60)
+        answer.raise_for_status()
+        timings.append(time.perf_counter() - started)
+    baseline = []
+    for _ in range(max(20, runs // 4)):
+        started = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pixels = pydicom.dcmread(path).PixelData
+        baseline.append(time.perf_counter() - started)
+    return {
+        "frame_bytes": len(dataset.PixelData),
+        "http": percentiles(timings),
+        "pydicom_read": percentiles(baseline),
+        "checked": len(pixels) == len(dataset.PixelData),
+    }
+
+
+def render(report: dict[str, Any]) -> str:
+    qido, frames = report["qido"], report["frames"]
+    lines = [
+        "# DICOMweb benchmark",
+        "",
+        f"{report['date']} · git {report['git']} · {report['machine_cpus']} CPUs ·"
+        f" local[{report['cores']}] · {report['instances']} instances in"
+        f" {report['studies']} studies",
+        "",
+        f"- ingest: {report['ingest_seconds']:.0f} s; index build: {report['index_seconds']:.1f}"
+        f" s ({report['index_counts']})",
+        "",
+        "| QIDO-RS study search | results | p50 ms | p95 ms | max ms | Spark SQL p50 ms |"
+        " Spark SQL p95 ms | p95 ratio |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for kind, row in qido["kinds"].items():
+        base = row["spark_sql"]
+        lines.append(
+            f"| {kind} | {row['results']} | {row['p50_ms']:.1f} | {row['p95_ms']:.1f} |"
+            f" {row['max_ms']:.1f} | {base['p50_ms']:.0f} | {base['p95_ms']:.0f} |"
+            f" {base['p95_ms'] / row['p95_ms']:.0f}x |"
+        )
+    every, every_base = qido["all"], qido["spark_sql_all"]
+    lines.append(
+        f"| **all ({every['n']})** | | {every['p50_ms']:.1f} | {every['p95_ms']:.1f} |"
+        f" {every['max_ms']:.1f} | {every_base['p50_ms']:.0f} | {every_base['p95_ms']:.0f} |"
+        f" {every_base['p95_ms'] / every['p95_ms']:.0f}x |"
+    )
+    http, base = frames["http"], frames["pydicom_read"]
+    lines += [
+        "",
+        f"| WADO-RS frame ({frames['frame_bytes']} bytes) | p50 ms | p95 ms | max ms |",
+        "|---|---|---|---|",
+        f"| over HTTP ({http['n']}) | {http['p50_ms']:.1f} | {http['p95_ms']:.1f} |"
+        f" {http['max_ms']:.1f} |",
+        f"| baseline: pydicom read of the file ({base['n']}) | {base['p50_ms']:.1f} |"
+        f" {base['p95_ms']:.1f} | {base['max_ms']:.1f} |",
+        "",
+        f"Targets: QIDO p95 {every['p95_ms']:.0f} ms (< 300:"
+        f" {'met' if every['p95_ms'] < 300 else 'MISSED'}), frame p95 {http['p95_ms']:.0f} ms"
+        f" (< 100: {'met' if http['p95_ms'] < 100 else 'MISSED'}).",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--studies", type=int, default=10000)
+    parser.add_argument("--instances-per-study", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--cores", type=int, default=2)
+    args = parser.parse_args()
+    RESULTS.mkdir(exist_ok=True)
+    folder = generate(args.studies, args.instances_per_study)
+    tree = folder / "tree"
+
+    import pixels_sql
+    from pixels_sql.ingest import ingest
+    from pixels_sql.servers.dicomweb.app import ServiceOptions
+    from pixels_sql.servers.dicomweb.server import start_dicomweb
+
+    report: dict[str, Any] = {
+        "cores": args.cores,
+        "machine_cpus": os.cpu_count(),
+        "git": git_state(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "studies": args.studies,
+        "instances": args.studies * args.instances_per_study + 1,
+    }
+    home = Path(tempfile.mkdtemp(prefix="pixels-bench-dicomweb-"))
+    spark = pixels_sql.session(home, master=f"local[{args.cores}]")
+    server = None
+    try:
+        started = time.perf_counter()
+        ingest(spark, str(tree), DATABASE, thumbnails=False)
+        report["ingest_seconds"] = time.perf_counter() - started
+        port = free_port()
+        server = start_dicomweb(spark, DATABASE, "127.0.0.1", port, ServiceOptions())
+        report["index_seconds"] = server.service.index.build_seconds
+        report["index_counts"] = server.service.index.counts()
+        base = f"http://127.0.0.1:{port}/dicomweb"
+        study_uid = _uid("study", args.studies // 2).decode()
+        report["qido"] = measure_qido(spark, base, args.runs, study_uid, args.studies + 1)
+        report["frames"] = measure_frames(base, args.runs, tree / "large" / "ct512.dcm")
+    finally:
+        if server is not None:
+            server.stop()
+        spark.stop()
+        shutil.rmtree(home, ignore_errors=True)
+    (RESULTS / "dicomweb.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    markdown = render(report)
+    (RESULTS / "dicomweb.md").write_text(markdown + "\n")
+    print(markdown)
+
+
+if __name__ == "__main__":
+    main()
