@@ -12,6 +12,7 @@ import copy
 import logging
 import os
 import re
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -84,6 +85,9 @@ class Service:
         self.index = index
         self.options = options
         self.routes = _routes()
+        self._landing_pending = threading.Event()
+        self._cataloguer_lock = threading.Lock()
+        self._cataloguer: threading.Thread | None = None
 
     # -- the catalogued files ---------------------------------------------------------------
 
@@ -167,13 +171,33 @@ class Service:
         body = b"" if method == "HEAD" else path.read_bytes()
         return Response(200, [("content-type", viewer.media_type(path))], body)
 
+    def schedule_cataloguing(self) -> None:
+        """Have the landing folder (STOW-RS) ingested in the background, soon: a store answers
+        once its files are written (an ingest run takes longer than clients wait, 20 s for
+        dicomweb-client); stores that arrive during a run are taken by the next one."""
+        self._landing_pending.set()
+        with self._cataloguer_lock:
+            if self._cataloguer is None or not self._cataloguer.is_alive():
+                self._cataloguer = threading.Thread(
+                    target=self._catalogue_pending, name="dicomweb-stow-ingest", daemon=True
+                )
+                self._cataloguer.start()
+
+    def _catalogue_pending(self) -> None:
+        while self._landing_pending.is_set():
+            self._landing_pending.clear()
+            try:
+                self.catalogue_landing()
+            except Exception:  # the files stay in the landing folder for the next run
+                log.exception("ingesting the STOW-RS landing folder failed")
+
     def catalogue_landing(self) -> None:
         """Ingest the landing folder (STOW-RS) and bring the index up to date."""
         from pixels_sql.ingest import ingest
 
         assert self.options.landing is not None
-        # Without thumbnails: a store answers in seconds; `pixels-sql ingest` of the landing
-        # folder renders them, and the thumbnail resource renders on request meanwhile.
+        # Without thumbnails: `pixels-sql ingest` of the landing folder renders them, and the
+        # thumbnail resource renders on request meanwhile.
         ingest(self.index.spark, str(self.options.landing), self.index.database, thumbnails=False)
         self.index.refresh(force=True)
 

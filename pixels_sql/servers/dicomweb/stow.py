@@ -1,5 +1,6 @@
 """STOW-RS (PS3.18 10.5): store instances sent by a client into the home's landing folder and
-catalogue them with the ingest pipeline (the same rows as ``pixels-sql ingest``).
+catalogue them with the ingest pipeline (the same rows as ``pixels-sql ingest``), in the
+background: the answer comes once the files are written, searches find them seconds later.
 
 Off unless ``pixels-sql serve --allow-store``. Each part is checked with dicom_meta's reader
 before it is kept; it is written under ``<landing>/<StudyUID>/<SeriesUID>/<SOPUID>.dcm`` (UIDs
@@ -32,7 +33,7 @@ DICOM = "application/dicom"
 PROCESSING_FAILURE = 0x0110
 CANNOT_UNDERSTAND = 0xC000
 STUDY_MISMATCH = 0xA900  # "Data Set does not match SOP Class": used for a wrong study
-# One store at a time: each runs the ingest pipeline over the landing folder.
+# One store writes at a time (two may send the same instance).
 _STORE_LOCK = threading.Lock()
 
 
@@ -108,11 +109,8 @@ def store(service: Service, request: Request, study: str | None = None) -> Respo
                 f"/instances/{uids['sop']}"
             )
             stored.append({**reference, "00081190": {"vr": "UR", "Value": [url]}})
-        if stored:
-            try:
-                service.catalogue_landing()
-            except Exception as exc:  # the files are kept; a later ingest catalogues them
-                raise HTTPError(500, f"stored, but cataloguing failed: {exc}") from None
+    if stored:
+        service.schedule_cataloguing()
     answer: dict[str, Any] = {}
     if study is not None:
         answer["00081190"] = {"vr": "UR", "Value": [f"{request.base_url}/studies/{study}"]}
