@@ -26,6 +26,7 @@ from pixels_sql.scripts import (
     parameter_names,
     parse_check,
     script_files,
+    skip_reason,
 )
 from pixels_sql.servers import endpoint as endpoint_defaults
 from pixels_sql.session import home_dir
@@ -155,8 +156,14 @@ def execute(
 ) -> None:
     """Run statements in order, printing the rows of queries; stop at the first failure."""
     keep_values_as_written(spark)
+    counts: dict[str, object] = {}  # the first row of each query so far, for skip_reason
     for statement in statements:
         started = time.monotonic()
+        skipped = skip_reason(statement, counts)
+        if skipped is not None:
+            if progress is not None:
+                print(f"{statement.location}: skipped ({skipped})", file=sys.stderr)
+            continue
         if progress is not None:
             progress.statement(statement.location)
         try:
@@ -164,6 +171,8 @@ def execute(
             if _returns_rows(statement.sql):
                 rows = frame.take(limit + 1)
                 columns = frame.columns
+                if rows:
+                    counts.update(zip(columns, rows[0], strict=True))
                 if progress is not None and columns[:1] in EXPECTED_COLUMNS and rows:
                     progress.expected_files = int(rows[0][0])
                 out.write(render(columns, [tuple(r) for r in rows[:limit]], fmt, width) + "\n")

@@ -48,34 +48,46 @@ def summary(spark: SparkSession, database: str) -> str:
     catalog = f"`{database}`.object_catalog"
     if not spark.catalog.tableExists(f"{database}.object_catalog"):
         return f"no object_catalog in database {database}"
-    # Deleted files (deleted_at set) are counted apart; everything else is the live catalog.
+    # Two queries (each Spark job costs a second or more on a small machine, and every run
+    # prints this): the catalog's counts, then the errors by stage and reason with the
+    # thumbnails counted on the way. Deleted files (deleted_at set) are counted apart;
+    # everything else is the live catalog.
+    live = "deleted_at IS NULL"
     counts = spark.sql(
-        f"""SELECT count(*) AS files,
-                   count(meta) AS instances,
-                   count(DISTINCT SeriesInstanceUID) AS series,
-                   count(DISTINCT StudyInstanceUID) AS studies
-            FROM {catalog} WHERE deleted_at IS NULL"""
+        f"""SELECT count_if({live}) AS files,
+                   count(CASE WHEN {live} THEN meta END) AS instances,
+                   count(DISTINCT CASE WHEN {live} THEN SeriesInstanceUID END) AS series,
+                   count(DISTINCT CASE WHEN {live} THEN StudyInstanceUID END) AS studies,
+                   count_if(deleted_at IS NOT NULL) AS deleted
+            FROM {catalog}"""
     ).first()
-    deleted = spark.sql(f"SELECT count(*) FROM {catalog} WHERE deleted_at IS NOT NULL").first()[0]
-    errors = (
+    deleted = counts.deleted
+    rows = (
         "SELECT CASE WHEN length IS NULL THEN 'catalog' ELSE 'meta' END AS stage,"
-        f" meta_error_reason AS reason FROM {catalog} WHERE deleted_at IS NULL"
+        f" meta_error_reason AS reason, false AS rendered FROM {catalog} WHERE {live}"
     )
-    thumbnails = None
-    if spark.catalog.tableExists(f"{database}.object_thumbnails"):
+    has_thumbnails = spark.catalog.tableExists(f"{database}.object_thumbnails")
+    if has_thumbnails:
         table = f"`{database}`.object_thumbnails"
-        thumbnails = spark.sql(
-            f"SELECT count(thumbnail) FROM {table} WHERE deleted_at IS NULL"
-        ).first()[0]
-        # no_pixel_data is not an error: reports and plans have no image to render.
-        errors += (
-            f" UNION ALL SELECT 'thumbnail', thumbnail_error_reason FROM {table}"
-            " WHERE thumbnail_error_reason != 'no_pixel_data' AND deleted_at IS NULL"
+        rows += (
+            " UNION ALL SELECT 'thumbnail', thumbnail_error_reason, thumbnail IS NOT NULL"
+            f" FROM {table} WHERE {live}"
         )
-    reasons = spark.sql(
-        f"""SELECT stage, reason, count(*) AS files FROM ({errors})
-            WHERE reason IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 3 DESC, 2"""
+    grouped = spark.sql(
+        f"""SELECT stage, reason, count(*) AS files, count_if(rendered) AS rendered
+            FROM ({rows}) GROUP BY 1, 2"""
     ).collect()
+    thumbnails = sum(row.rendered for row in grouped) if has_thumbnails else None
+    # no_pixel_data is not an error: reports and plans have no image to render.
+    reasons = sorted(
+        (
+            row
+            for row in grouped
+            if row.reason is not None
+            and not (row.stage == "thumbnail" and row.reason == "no_pixel_data")
+        ),
+        key=lambda row: (row.stage, -row.files, row.reason),
+    )
     stages: dict[str, list[str]] = {}
     for row in reasons:
         stages.setdefault(row.stage, []).append(f"{row.reason} {row.files}")

@@ -260,6 +260,26 @@ def check_parameters(params: Mapping[str, str], texts: Iterable[tuple[str, str]]
         )
 
 
+# A statement that writes only rows which a query before it counted says so in a comment:
+# ``-- pixels-sql: skip if files_to_read = 0``. A runner that saw that count be 0 in the same
+# run skips the statement: it would read and write nothing, yet cost a Spark job and metastore
+# calls (seconds per statement on every no-op re-run). Run any other way, the comment is a
+# comment and the statement writes nothing, so the tables come out the same.
+_SKIP_IF = re.compile(r"--\s*pixels-sql:\s*skip if ([A-Za-z_][A-Za-z0-9_]*)\s*=\s*0\s*")
+
+
+def skip_reason(statement: Statement, counts: Mapping[str, object]) -> str | None:
+    """``"<name> = 0"`` when a ``-- pixels-sql: skip if <name> = 0`` comment of ``statement``
+    names a count that ``counts`` (the values queries of this run returned) holds as 0."""
+    for start, end, kind in contexts(statement.sql, statement.source):
+        if kind != COMMENT:
+            continue
+        match = _SKIP_IF.fullmatch(statement.sql[start:end].strip())
+        if match and counts.get(match.group(1)) == 0:
+            return f"{match.group(1)} = 0"
+    return None
+
+
 def keep_values_as_written(spark: SparkSession) -> None:
     """Turn off Spark's own ``${...}`` substitution in ``spark``: the values substituted here
     are final (escaped), and Spark would rewrite a ``${x}`` inside them."""

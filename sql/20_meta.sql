@@ -6,6 +6,9 @@
 -- A zip member's local_path is its member path with the archive's local path; its
 -- relative_path is the archive's followed by the member's names (where --extract-zip writes it).
 -- Parameters: path (the catalogued folder, for relative_path), extract_zip (as 10_catalog.sql).
+-- The rows are those 10_catalog.sql counted as files_to_read: with none, `pixels-sql` skips
+-- the statement (it would write nothing).
+-- pixels-sql: skip if files_to_read = 0
 INSERT INTO object_catalog
 SELECT
   xxhash64(path) AS rowId,

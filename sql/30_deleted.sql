@@ -59,6 +59,7 @@ JOIN pixels_deleted_paths AS d ON d.path = c.path AND d.ingest_run = c.ingest_ru
 
 SELECT count(*) AS deleted_files FROM pixels_deleted_paths;
 
+-- pixels-sql: skip if deleted_files = 0
 INSERT INTO object_catalog
 SELECT * FROM pixels_deleted_files;
 

@@ -29,24 +29,34 @@ LEFT ANTI JOIN pixels_current_thumbnails AS t
   AND t.created_at >= c.ingested_at
 WHERE c.meta IS NOT NULL AND c.deleted_at IS NULL;
 
-INSERT INTO object_thumbnails
-SELECT
-  t.path,
-  t.thumbnail,
-  t.thumbnail_size,
-  t.thumbnail_error_reason,
-  t.thumbnail_error_message,
-  t.created_at,
-  current_timestamp() AS deleted_at,
-  concat(date_format(current_timestamp(), 'yyyyMMddHHmmssSSS'), '-deleted') AS ingest_run
+-- Live thumbnails whose file is deleted or no longer reads. (Their paths are not among the new
+-- images: writing their tombstones first or last changes neither set.)
+CREATE OR REPLACE TEMPORARY VIEW pixels_deleted_thumbnails AS
+SELECT t.*
 FROM pixels_current_thumbnails AS t
 LEFT ANTI JOIN pixels_current_files AS c
   ON c.path = t.path
   AND c.meta IS NOT NULL
   AND c.deleted_at IS NULL;
 
-SELECT count(*) AS images_to_render FROM pixels_new_images;
+SELECT
+  (SELECT count(*) FROM pixels_new_images) AS images_to_render,
+  (SELECT count(*) FROM pixels_deleted_thumbnails) AS deleted_thumbnails;
 
+-- pixels-sql: skip if deleted_thumbnails = 0
+INSERT INTO object_thumbnails
+SELECT
+  path,
+  thumbnail,
+  thumbnail_size,
+  thumbnail_error_reason,
+  thumbnail_error_message,
+  created_at,
+  current_timestamp() AS deleted_at,
+  concat(date_format(current_timestamp(), 'yyyyMMddHHmmssSSS'), '-deleted') AS ingest_run
+FROM pixels_deleted_thumbnails;
+
+-- pixels-sql: skip if images_to_render = 0
 INSERT INTO object_thumbnails
 SELECT
   path,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from pixels_sql.scripts import (
     iter_sql,
     load_scripts,
     script_files,
+    skip_reason,
     split_statements,
     substitute,
 )
@@ -128,3 +130,29 @@ def test_unterminated_quotes_carry_their_line(tmp_path: Path, text: str, line: i
         load_scripts([script], {})
     assert error.value.location == f"{script}:{line}"
     assert "unterminated" in error.value.message
+
+
+def test_skip_comment_names_a_count_that_was_zero() -> None:
+    (statement,) = split_statements(
+        "-- pixels-sql: skip if files_to_read = 0\nINSERT INTO t SELECT 1", "x.sql"
+    )
+    assert skip_reason(statement, {"files_to_read": 0}) == "files_to_read = 0"
+    assert skip_reason(statement, {"files_to_read": 3}) is None
+    assert skip_reason(statement, {}) is None  # not counted in this run: it runs
+    (quoted,) = split_statements("SELECT '-- pixels-sql: skip if n = 0'", "x.sql")
+    assert skip_reason(quoted, {"n": 0}) is None
+
+
+def test_pipeline_skips_only_on_counts_it_selected_before() -> None:
+    """Each skip comment of the pipeline names a column of a query earlier in the pipeline (a
+    misspelt name would never skip anything)."""
+    statements = load_scripts([PIPELINE_DIR], {"path": "/data"})
+    selected: set[str] = set()
+    skipping = 0
+    for statement in statements:
+        names = set(re.findall(r"-- pixels-sql: skip if (\w+) = 0", statement.sql))
+        assert names <= selected, (statement.location, names)
+        skipping += bool(names)
+        if statement.sql.lstrip().startswith("SELECT"):
+            selected |= set(re.findall(r"\bAS (\w+)", statement.sql))
+    assert skipping == 4

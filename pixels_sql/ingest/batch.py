@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from pixels_sql.pipeline import DEFAULT_DATABASE, PIPELINE_DIR, summary
-from pixels_sql.scripts import Statement, keep_values_as_written, load_scripts, script_files
+from pixels_sql.scripts import (
+    Statement,
+    keep_values_as_written,
+    load_scripts,
+    script_files,
+    skip_reason,
+)
 from pixels_sql.tables import exact_tables
 
 if TYPE_CHECKING:
@@ -34,6 +40,7 @@ COUNTED = (
     "reread_files",
     "zip_members",
     "deleted_files",
+    "deleted_thumbnails",
 )
 
 
@@ -166,6 +173,11 @@ def run_statements(
     since = spark.sql("SELECT current_timestamp() AS now").first()[0]
     with exact_tables(spark, database):
         for statement in statements:
+            skipped = skip_reason(statement, report.counts)
+            if skipped is not None:
+                if log is not None:
+                    print(f"{statement.location}: skipped ({skipped})", file=log, flush=True)
+                continue
             if progress is not None:
                 progress.statement(statement.location)
             began = time.monotonic()
@@ -186,10 +198,12 @@ def run_statements(
             if on_row is not None:
                 on_row(statement, row)
     catalog = f"`{database}`.object_catalog"
-    report.failed = spark.sql(
-        f"SELECT count(*) FROM {catalog} WHERE ingested_at >= TIMESTAMP'{since}'"
-        " AND meta_error_reason IS NOT NULL AND deleted_at IS NULL"
-    ).first()[0]
+    # No file read (the listing counted none): no row of this run can have failed.
+    if report.counts.get("files_to_read") != 0:
+        report.failed = spark.sql(
+            f"SELECT count(*) FROM {catalog} WHERE ingested_at >= TIMESTAMP'{since}'"
+            " AND meta_error_reason IS NOT NULL AND deleted_at IS NULL"
+        ).first()[0]
     report.seconds = time.monotonic() - started
     if summarise:
         report.tables = summary(spark, database)
