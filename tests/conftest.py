@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +29,7 @@ SAMPLE_FILES = {
     "bad/README.txt": PYDICOM_TEST_FILES / "README.txt",
     "bad/badVR.dcm": PYDICOM_TEST_FILES / "badVR.dcm",
 }
+README = PYDICOM_TEST_FILES / "README.txt"
 
 
 def copy_samples(target: Path, names: dict[str, Path] = SAMPLE_FILES) -> Path:
@@ -38,16 +40,82 @@ def copy_samples(target: Path, names: dict[str, Path] = SAMPLE_FILES) -> Path:
     return target
 
 
+# Test-only speed-up of the Spark driver JVMs the suite starts (this process's session, and
+# every pixels-sql command, server and job it runs: dozens), as tests/test_cluster.py does for
+# its daemons. A driver JVM spends most of its start-up loading and verifying classes from
+# pyspark's jars and compiling them: with a dynamic CDS archive of those classes (written once
+# per run by a small ingest, about one JVM start) and C1 only, a session's start plus its first
+# query took 8 s of CPU instead of 31 s here. What the JVMs run is unchanged. The archive's
+# classpath is pyspark's, so it serves every driver spark-submit starts (SPARK_SUBMIT_OPTS); a
+# JVM that cannot use it runs without it. This process's own session, long-lived and busy,
+# keeps the optimising compiler.
+CDS_ARCHIVE_JOB = """
+import sys
+from pathlib import Path
+import pixels_sql
+from pixels_sql.ingest import ingest
+
+home, folder = Path(sys.argv[1]), Path(sys.argv[2])
+spark = pixels_sql.session(home, master="local[2]")
+ingest(spark, str(folder), thumbnails=False)
+spark.stop()
+"""
+
+
+def _spark_submit_opts(*options: str) -> str:
+    return " ".join(filter(None, [os.environ.get("SPARK_SUBMIT_OPTS", ""), *options]))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_jvm_classes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str | None]:
+    """Write the CDS archive and point every driver JVM started from now on at it; the JVM
+    options for this process's own session (None: the archive could not be made)."""
+    work = tmp_path_factory.mktemp("jvm-classes")
+    archive = work / "spark-driver.jsa"
+    folder = work / "data"
+    copy_samples(folder, {"CT_small.dcm": SAMPLE_FILES["ct/CT_small.dcm"], "x.txt": README})
+    subprocess.run(
+        [sys.executable, "-c", CDS_ARCHIVE_JOB, str(work / "home"), str(folder)],
+        capture_output=True,
+        timeout=600,
+        env={
+            **os.environ,
+            "SPARK_SUBMIT_OPTS": _spark_submit_opts(f"-XX:ArchiveClassesAtExit={archive}"),
+        },
+    )
+    if not archive.is_file():
+        yield None
+        return
+    before = os.environ.get("SPARK_SUBMIT_OPTS")
+    # A JVM that cannot use the archive says so on stdout, which commands print results to:
+    # JVM warnings go to stderr instead.
+    shared = f"-XX:SharedArchiveFile={archive} -Xlog:disable -Xlog:all=warning:stderr"
+    own_session = _spark_submit_opts(shared)
+    os.environ["SPARK_SUBMIT_OPTS"] = _spark_submit_opts(shared, "-XX:TieredStopAtLevel=1")
+    yield own_session
+    if before is None:
+        os.environ.pop("SPARK_SUBMIT_OPTS", None)
+    else:
+        os.environ["SPARK_SUBMIT_OPTS"] = before
+
+
 @pytest.fixture(scope="session")
 def spark_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("pixels-home")
 
 
 @pytest.fixture(scope="session")
-def spark(spark_home: Path) -> Iterator[object]:
+def spark(spark_home: Path, shared_jvm_classes: str | None) -> Iterator[object]:
     import pixels_sql
 
-    session = pixels_sql.session(spark_home, master="local[2]")
+    subprocesses = os.environ.get("SPARK_SUBMIT_OPTS")
+    if shared_jvm_classes is not None:
+        os.environ["SPARK_SUBMIT_OPTS"] = shared_jvm_classes
+    try:
+        session = pixels_sql.session(spark_home, master="local[2]")
+    finally:
+        if subprocesses is not None:
+            os.environ["SPARK_SUBMIT_OPTS"] = subprocesses
     yield session
     session.stop()
 
