@@ -305,7 +305,20 @@ CANVAS_PIXELS = """() => Math.max(0, ...[...document.querySelectorAll('canvas')]
 }))"""
 
 
+def lit_pixels(page: Any) -> int:
+    """The viewport's non-blank pixels once the image is drawn (0 if it never is, in 60 s)."""
+    lit = 0
+    for _ in range(120):
+        lit = page.evaluate(CANVAS_PIXELS)
+        if lit > 10_000:
+            break
+        page.wait_for_timeout(500)
+    return lit
+
+
 def test_the_viewer_lists_the_studies_and_renders_one(service, files) -> None:
+    """Study list, click a study, open it in the Basic Viewer: the image is drawn. Then the
+    page `pixels-sql viewer-url` prints for another study (a multi-frame MR) draws too."""
     from playwright.sync_api import sync_playwright
 
     from pixels_sql.servers.viewer import study_url
@@ -313,7 +326,9 @@ def test_the_viewer_lists_the_studies_and_renders_one(service, files) -> None:
 
     origin = service.removesuffix("/dicomweb")
     studies = study_uids(files)
-    ct_sop, (_, ct) = next((k, v) for k, v in sorted(files.items()) if v[0].name == "CT_small.dcm")
+    _, (_, multiframe) = next(
+        (k, v) for k, v in sorted(files.items()) if v[0].name == "emri_small.dcm"
+    )
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=chromium(), args=[flag for flag in FLAGS if flag != "--headless"]
@@ -326,19 +341,17 @@ def test_the_viewer_lists_the_studies_and_renders_one(service, files) -> None:
             page.screenshot(path=str(ARTIFACTS / "viewer-study-list.png"))
             for name in ("Doe, John", "Smith, Anna", "Last, First mid pre"):
                 assert name in listed, name
-            # The page `pixels-sql viewer-url` prints for the study.
-            page.goto(study_url(origin, str(ct.StudyInstanceUID)), timeout=120_000)
-            lit = 0
-            for _ in range(120):
-                lit = page.evaluate(CANVAS_PIXELS)
-                if lit > 10_000:
-                    break
-                page.wait_for_timeout(500)
+            page.get_by_text("e+1").first.click()  # CT_small's study description
+            page.get_by_text("Basic Viewer").first.click()
+            clicked = lit_pixels(page)
             page.screenshot(path=str(ARTIFACTS / "viewer-ct-small.png"))
+            page.goto(study_url(origin, str(multiframe.StudyInstanceUID)), timeout=120_000)
+            linked = lit_pixels(page)
+            page.screenshot(path=str(ARTIFACTS / "viewer-emri-small.png"))
         finally:
             browser.close()
-    assert lit > 10_000, f"the viewport shows {lit} non-blank pixels"
-    assert ct_sop in files
+    assert clicked > 10_000, f"the opened study shows {clicked} non-blank pixels"
+    assert linked > 1_000, f"the linked study shows {linked} non-blank pixels"
 
 
 def eventually(search: Callable[[], list], count: int, seconds: float = 180) -> list:
