@@ -12,7 +12,11 @@ SELECT
   sum(length) AS bytes,
   min(InstanceNumber) AS first_instance_number,
   max(InstanceNumber) AS last_instance_number,
-  min(path) AS first_path
+  min(path) AS first_path,
+  CASE WHEN '{{ var("viewer_url") }}' != '' THEN concat(
+    '{{ var("viewer_url") }}', '/viewer?StudyInstanceUIDs=', StudyInstanceUID,
+    '&SeriesInstanceUIDs=', SeriesInstanceUID
+  ) END AS viewer_url
 FROM {{ ref('instances') }}
 WHERE SeriesInstanceUID IS NOT NULL
 GROUP BY StudyInstanceUID, SeriesInstanceUID

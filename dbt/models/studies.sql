@@ -9,7 +9,10 @@ SELECT
   array_sort(collect_set(Modality)) AS modalities,
   count(DISTINCT SeriesInstanceUID) AS series,
   count(*) AS instances,
-  sum(length) AS bytes
+  sum(length) AS bytes,
+  CASE WHEN '{{ var("viewer_url") }}' != '' THEN concat(
+    '{{ var("viewer_url") }}', '/viewer?StudyInstanceUIDs=', StudyInstanceUID
+  ) END AS viewer_url
 FROM {{ ref('instances') }}
 WHERE StudyInstanceUID IS NOT NULL
 GROUP BY StudyInstanceUID
