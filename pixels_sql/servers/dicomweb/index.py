@@ -135,8 +135,13 @@ def catalog_query(database: str) -> str:
            try_variant_get(meta, '$.00200010.Value[0]', 'string') AS StudyID,
            Modality, CAST(SeriesNumber AS STRING) AS SeriesNumber, SeriesDescription,
            BodyPartExamined, CAST(InstanceNumber AS STRING) AS InstanceNumber,
-           {_json_object_sql(STUDY_TAGS)} AS study_json,
-           {_json_object_sql(SERIES_TAGS)} AS series_json,
+           -- A study's and a series' attributes from its first path only (what the index
+           -- keeps): not repeated on every row of a 100,000-instance result.
+           CASE WHEN row_number() OVER (PARTITION BY StudyInstanceUID ORDER BY path) = 1
+             THEN {_json_object_sql(STUDY_TAGS)} END AS study_json,
+           CASE WHEN row_number() OVER (
+               PARTITION BY StudyInstanceUID, SeriesInstanceUID ORDER BY path) = 1
+             THEN {_json_object_sql(SERIES_TAGS)} END AS series_json,
            {_json_object_sql(INSTANCE_TAGS)} AS instance_json
     FROM (
       SELECT *, row_number() OVER (PARTITION BY path ORDER BY ingest_run DESC) AS newest
@@ -145,6 +150,10 @@ def catalog_query(database: str) -> str:
       AND StudyInstanceUID IS NOT NULL AND SeriesInstanceUID IS NOT NULL
       AND SOPInstanceUID IS NOT NULL
     """
+
+
+def _first_json(rows: list[dict[str, Any]], key: str) -> str | None:
+    return next((row[key] for row in rows if row[key] is not None), None)
 
 
 @dataclass(frozen=True)
@@ -211,7 +220,7 @@ def build_database(rows: Iterable[dict[str, Any]]) -> sqlite3.Connection:
                 first["SeriesDescription"],
                 first["BodyPartExamined"],
                 len(members),
-                first["series_json"],
+                _first_json(members, "series_json"),
             )
         )
     connection.executemany("INSERT INTO series VALUES (?, ?, ?, ?, ?, ?, ?, ?)", series_rows)
@@ -234,7 +243,7 @@ def build_database(rows: Iterable[dict[str, Any]]) -> sqlite3.Connection:
                 "\\".join(modalities),
                 len(series_keys),
                 len(members),
-                first["study_json"],
+                _first_json(members, "study_json"),
             )
         )
     connection.executemany(
@@ -255,12 +264,11 @@ def _escape_glob(text: str) -> str:
 def _condition(match: Match) -> tuple[str, list[Any]]:
     """One WHERE condition and its parameters for a match (column names from COLUMNS)."""
     if match.keyword == "ModalitiesInStudy":
-        marks = ", ".join("?" for _ in match.values)
-        return (
-            "EXISTS (SELECT 1 FROM series m WHERE m.study_uid = st.study_uid"
-            f" AND m.modality IN ({marks}))",
-            list(match.values),
-        )
+        # The study's modalities, backslash-joined as a DICOM multi-value: a study matches when
+        # one of the asked modalities is among them (a scan of the studies' own column, ~ms,
+        # where a correlated look-up of the series took 200 ms over 10,000 studies).
+        found = " OR ".join("instr('\\' || st.modalities || '\\', ?) > 0" for _ in match.values)
+        return f"({found})", [f"\\{modality}\\" for modality in match.values]
     alias, column = COLUMNS[match.keyword]
     name = f"{alias}.{column}"
     if match.kind is MatchKind.UIDS or match.kind is MatchKind.ANY_OF:
@@ -335,8 +343,10 @@ class CatalogIndex:
         started = time.monotonic()
         rows: list[dict[str, Any]] = []
         if partitions:
-            table = self.spark.sql(catalog_query(self.database)).toArrow()
-            rows = table.to_pylist()
+            # Partition by partition: one collected result of 100,000 rows could be lost
+            # from the driver's block manager (TaskResultLost) on a small driver.
+            frame = self.spark.sql(catalog_query(self.database))
+            rows = [row.asDict() for row in frame.toLocalIterator(prefetchPartitions=True)]
         connection = build_database(rows)
         with self._lock:
             previous, self._connection = self._connection, connection
