@@ -67,6 +67,18 @@ def uids(results: list[dict[str, Any]], key: str) -> set[str]:
     return {result[key]["Value"][0] for result in results}
 
 
+def by_name(files, name: str) -> tuple[str, tuple[Path, pydicom.Dataset]]:
+    """(SOP Instance UID, (path, dataset)) of the instance read from the file called ``name``."""
+    return next((k, v) for k, v in sorted(files.items()) if v[0].name == name)
+
+
+def instance_url(service: str, dataset: pydicom.Dataset) -> str:
+    return (
+        f"{service}/studies/{dataset.StudyInstanceUID}/series/{dataset.SeriesInstanceUID}"
+        f"/instances/{dataset.SOPInstanceUID}"
+    )
+
+
 def study_uids(files, keep=lambda d: True) -> set[str]:
     return {str(d.StudyInstanceUID) for _, d in files.values() if keep(d)}
 
@@ -241,9 +253,7 @@ def test_metadata_round_trips_through_pydicom(client, files) -> None:
 
 
 def test_bulk_data_uris_resolve_to_the_value(client, files) -> None:
-    sop, (_, dataset) = next(
-        (k, v) for k, v in sorted(files.items()) if v[0].name == "CT_small.dcm"
-    )
+    sop, (_, dataset) = by_name(files, "CT_small.dcm")
     meta = client.retrieve_instance_metadata(
         str(dataset.StudyInstanceUID), str(dataset.SeriesInstanceUID), sop
     )
@@ -278,13 +288,8 @@ def test_frames_are_stored_frames(client, files) -> None:
 
 
 def test_rendered_and_thumbnail_are_images(service, files) -> None:
-    sop, (_, dataset) = next(
-        (k, v) for k, v in sorted(files.items()) if v[0].name == "CT_small.dcm"
-    )
-    url = (
-        f"{service}/studies/{dataset.StudyInstanceUID}/series/{dataset.SeriesInstanceUID}"
-        f"/instances/{sop}"
-    )
+    _, (_, dataset) = by_name(files, "CT_small.dcm")
+    url = instance_url(service, dataset)
     rendered = requests.get(f"{url}/rendered", headers={"Accept": "image/png"}, timeout=60)
     assert rendered.status_code == 200 and rendered.content.startswith(b"\x89PNG")
     thumbnail = requests.get(f"{url}/thumbnail", headers={"Accept": "image/jpeg"}, timeout=60)
@@ -326,9 +331,7 @@ def test_the_viewer_lists_the_studies_and_renders_one(service, files) -> None:
 
     origin = service.removesuffix("/dicomweb")
     studies = study_uids(files)
-    _, (_, multiframe) = next(
-        (k, v) for k, v in sorted(files.items()) if v[0].name == "emri_small.dcm"
-    )
+    _, (_, multiframe) = by_name(files, "emri_small.dcm")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=chromium(), args=[flag for flag in FLAGS if flag != "--headless"]
@@ -470,13 +473,8 @@ def test_sql_injection_in_a_matching_key_matches_nothing(client) -> None:
 
 
 def test_bulk_data_outside_the_instance_is_refused(service, files) -> None:
-    sop, (path, dataset) = next(
-        (k, v) for k, v in sorted(files.items()) if v[0].name == "CT_small.dcm"
-    )
-    url = (
-        f"{service}/studies/{dataset.StudyInstanceUID}/series/{dataset.SeriesInstanceUID}"
-        f"/instances/{sop}/bulk/{path.stat().st_size}/10"
-    )
+    _, (path, dataset) = by_name(files, "CT_small.dcm")
+    url = f"{instance_url(service, dataset)}/bulk/{path.stat().st_size}/10"
     assert requests.get(url, timeout=30).status_code == 404
 
 
@@ -484,10 +482,7 @@ def test_a_file_changed_since_it_was_catalogued_is_not_served(service, folder, t
     """Only what the catalog describes is served: a file rewritten after ingest is refused."""
     target = folder / "ct" / "CT_small.dcm"
     dataset = read(target)
-    url = (
-        f"{service}/studies/{dataset.StudyInstanceUID}/series/{dataset.SeriesInstanceUID}"
-        f"/instances/{dataset.SOPInstanceUID}"
-    )
+    url = instance_url(service, dataset)
     backup = tmp_path / "CT_small.dcm"
     shutil.copy2(target, backup)
     try:

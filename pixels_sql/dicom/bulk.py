@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from urllib.parse import parse_qs, urlsplit
 
 # Binary values up to this many bytes are inlined as base64 (1024 base64 characters, pydicom's and
 # DICOMweb servers' usual default); longer ones become a BulkDataURI.
@@ -25,3 +26,12 @@ def bulk_uri_factory(uri: str, deflated: bool) -> BulkUri:
         return f"{uri}?offset={offset}&length={length}"
 
     return bulk_uri
+
+
+def bulk_range(uri: str) -> tuple[int, int] | None:
+    """``(offset, length)`` of a BulkDataURI made by :func:`bulk_uri_factory`; None for the bare
+    file URI of a deflated file's value."""
+    query = parse_qs(urlsplit(uri).query)
+    if "offset" not in query or "length" not in query:
+        return None
+    return int(query["offset"][0]), int(query["length"][0])

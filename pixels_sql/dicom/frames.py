@@ -13,8 +13,8 @@ import io
 import struct
 from dataclasses import dataclass
 from typing import Any, BinaryIO
-from urllib.parse import parse_qs, urlsplit
 
+from pixels_sql.dicom.bulk import bulk_range
 from pixels_sql.dicom.encoding import ITEM_TAG, SEQUENCE_DELIMITER_TAG, UNDEFINED_LENGTH
 
 # Native transfer syntaxes (PS3.5 A.1, A.2; A.5 deflated has no byte ranges, see below).
@@ -101,10 +101,10 @@ def pixel_layout(meta: dict[str, Any]) -> PixelLayout:
         inline = base64.b64decode(element["InlineBinary"])
         offset, length = 0, len(inline)
     elif "BulkDataURI" in element:
-        query = parse_qs(urlsplit(element["BulkDataURI"]).query)
-        if "offset" not in query or "length" not in query:
+        byte_range = bulk_range(element["BulkDataURI"])
+        if byte_range is None:
             raise FrameError("the Pixel Data has no byte range")
-        offset, length = int(query["offset"][0]), int(query["length"][0])
+        offset, length = byte_range
     else:
         raise FrameError("the Pixel Data is empty")
     return PixelLayout(

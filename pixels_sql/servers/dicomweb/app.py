@@ -16,9 +16,10 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote
 
 from pixels_sql.dicom import archives
+from pixels_sql.dicom.bulk import bulk_range
 from pixels_sql.dicom.errors import DicomReadError
 from pixels_sql.dicom.meta import read_meta
 from pixels_sql.dicom.paths import to_local_path
@@ -137,6 +138,7 @@ class Service:
         search: Search,
         results: list[dict[str, Any]],
         keys: list[tuple[str, str | None, str | None]],
+        base: str,
     ) -> None:
         """Add the ``includefield`` attributes the index does not hold, from the header of
         each result's first instance."""
@@ -150,7 +152,7 @@ class Service:
             if not first:
                 continue
             try:
-                header = self.public_header(first[0], "")
+                header = self.public_header(first[0], base)
             except HTTPError:
                 continue
             for tag in missing:
@@ -250,11 +252,9 @@ def _with_public_bulk(header: dict[str, Any], instance_url: str) -> dict[str, An
         for element in elements.values():
             uri = element.get("BulkDataURI")
             if uri is not None:
-                query = parse_qs(urlsplit(uri).query)
-                if "offset" in query and "length" in query:
-                    element["BulkDataURI"] = (
-                        f"{instance_url}/bulk/{query['offset'][0]}/{query['length'][0]}"
-                    )
+                byte_range = bulk_range(uri)
+                if byte_range is not None:
+                    element["BulkDataURI"] = f"{instance_url}/bulk/{byte_range[0]}/{byte_range[1]}"
                 else:  # a deflated file: the value has no byte range
                     element["BulkDataURI"] = instance_url
             for item in element.get("Value", []) if element.get("vr") == "SQ" else []:

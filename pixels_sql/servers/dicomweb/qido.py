@@ -47,7 +47,9 @@ def search_studies(service: Service, request: Request) -> Response:
     search = parse_search(Level.STUDY, request.query)
     rows = service.index.search(search)
     results = [_study(row, request.base_url) for row in rows]
-    service.include_fields(search, results, [(row[0], None, None) for row in rows])
+    service.include_fields(
+        search, results, [(row[0], None, None) for row in rows], request.base_url
+    )
     return json_response([_sorted(r) for r in results], warnings=search.warnings)
 
 
@@ -67,7 +69,9 @@ def search_series(service: Service, request: Request, study: str | None = None) 
         result["00081190"] = _url(f"{request.base_url}/studies/{study_uid}/series/{series_uid}")
         result["00201209"] = _count(n_instances)
         results.append(result)
-    service.include_fields(search, results, [(row[0], row[1], None) for row in rows])
+    service.include_fields(
+        search, results, [(row[0], row[1], None) for row in rows], request.base_url
+    )
     return json_response([_sorted(r) for r in results], warnings=search.warnings)
 
 
@@ -97,7 +101,9 @@ def search_instances(
             f"{request.base_url}/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"
         )
         results.append(result)
-    service.include_fields(search, results, [(row[0], row[1], row[2]) for row in rows])
+    service.include_fields(
+        search, results, [(row[0], row[1], row[2]) for row in rows], request.base_url
+    )
     return json_response([_sorted(r) for r in results], warnings=search.warnings)
 
 

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 from enum import Enum
 
-from pydicom.datadict import dictionary_keyword, keyword_for_tag, tag_for_keyword
+from pydicom.datadict import keyword_for_tag, tag_for_keyword
 
 MAX_LIMIT = 10_000
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
@@ -92,7 +92,6 @@ class Search:
     matches: list[Match] = field(default_factory=list)
     limit: int = MAX_LIMIT
     offset: int = 0
-    include_all: bool = False
     include_tags: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -136,9 +135,9 @@ def parse_search(level: Level, params: list[tuple[str, str]]) -> Search:
                 search.offset = number
         elif name == "includefield":
             for item in filter(None, (part.strip() for part in value.split(","))):
-                if item == "all":
-                    search.include_all = True
-                else:
+                # `all`: every attribute the index holds for the level, which every result
+                # carries anyway; named ones beyond those are read from a header.
+                if item != "all":
                     search.include_tags.append(tag_key(keyword_of(item)))
         elif name == "fuzzymatching":
             if value.lower() == "true":
@@ -199,8 +198,3 @@ def check_uid(uid: str) -> str:
     if len(uid) > 64 or not _UID.fullmatch(uid):
         raise QueryError(f"not a valid UID: {uid[:80]!r}")
     return uid
-
-
-def keyword_name(tag: str) -> str:
-    """The keyword of an 8-hex-digit tag, for messages."""
-    return dictionary_keyword(int(tag, 16)) or tag

@@ -15,7 +15,8 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pixels_sql.dicom.meta import read_meta_result
+from pixels_sql.dicom.errors import DicomReadError
+from pixels_sql.dicom.meta import read_meta
 from pixels_sql.servers.dicomweb.http import (
     HTTPError,
     Request,
@@ -81,8 +82,10 @@ def store(service: Service, request: Request, study: str | None = None) -> Respo
             handle, temporary = tempfile.mkstemp(dir=incoming, suffix=".dcm")
             with os.fdopen(handle, "wb") as out:
                 out.write(content)
-            result = read_meta_result(temporary)
-            meta = None if result.meta is None else _parse(result.meta)
+            try:
+                meta = read_meta(temporary)
+            except DicomReadError:
+                meta = None
             uids = {
                 key: _uid(meta or {}, tag)
                 for key, tag in (
@@ -124,16 +127,6 @@ def store(service: Service, request: Request, study: str | None = None) -> Respo
 
 def _reason(code: int) -> dict[str, Any]:
     return {"00081197": {"vr": "US", "Value": [code]}}
-
-
-def _parse(text: str) -> dict[str, Any] | None:
-    import json
-
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def landing_folder(home: Path) -> Path:

@@ -78,10 +78,9 @@ def _as_part10(item: Instance) -> tuple[bytes, str]:
     """What to send before the file's bytes (nothing, or the File Meta Information of a bare
     data set) and the instance's transfer syntax."""
     with open_source(item.path) as source:
-        if is_part10(source.fp) and item.transfer_syntax:
-            return b"", item.transfer_syntax
         if is_part10(source.fp):
-            return b"", "1.2.840.10008.1.2"
+            # PS3.10 without a Transfer Syntax UID in its meta: implicit VR little endian.
+            return b"", item.transfer_syntax or "1.2.840.10008.1.2"
         return file_meta_prefix(source.name, source.fp, source.size)
 
 
