@@ -40,6 +40,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from pixels_sql.dicom import storage
 from pixels_sql.dicom.errors import DicomReadError
 
 PROTOCOL = "zip://"
@@ -316,6 +317,9 @@ def open_archive(archive: str) -> Iterator[zipfile.ZipFile]:
         try:
             if is_member_path(archive):
                 fp, _size, _data = stack.enter_context(open_member(archive))
+            elif storage.is_remote(archive):
+                # Read in place by byte ranges: the central directory, then each member.
+                fp = stack.enter_context(storage.open_object(archive))
             else:
                 from pixels_sql.dicom.paths import to_local_path
 

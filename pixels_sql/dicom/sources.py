@@ -3,7 +3,8 @@
 The header reader and the thumbnail renderer both open files through :func:`open_source`,
 never with ``open(path)``: a path is a local file (a plain path, a ``file:`` URI) or a member
 of a zip archive (``zip://<member>::<archive>``, archives.py), read in place without extracting
-it. A :class:`Source` gives a seekable file object and its size, the URI its bulk data is
+it, or an object in object storage (``s3://``, ``gs://``, ``abfs://``, storage.py), read by
+byte ranges. A :class:`Source` gives a seekable file object and its size, the URI its bulk data is
 referenced by, and what the compiled header reader can read directly — the file descriptor of
 a plain file (``pread``, its fast path) or the bytes of a member held in memory.
 """
@@ -17,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from pixels_sql.dicom import archives
+from pixels_sql.dicom import archives, storage
 from pixels_sql.dicom.errors import DicomReadError
 from pixels_sql.dicom.paths import to_file_uri, to_local_path
 
@@ -47,6 +48,14 @@ def open_source(path: str) -> Iterator[Source]:
             if size == 0:
                 raise DicomReadError(path, "empty", "the member has zero bytes")
             yield Source(path, path, size, fp, data)
+        return
+    if storage.is_remote(path):
+        with storage.open_object(path) as fp:
+            if fp.size == 0:
+                raise DicomReadError(path, "empty", "the object has zero bytes")
+            # No native reader input: the compiled loop reads descriptors and whole buffers, an
+            # object is read through ranged requests by the Python loop.
+            yield Source(path, path, fp.size, fp, None)
         return
     local = to_local_path(path)
     status = os.stat(local)

@@ -6,7 +6,7 @@ import json
 from typing import TYPE_CHECKING
 
 from pixels_sql.dicom.tags import dictionary_entries
-from pixels_sql.functions import archives, meta, tags, thumbnails
+from pixels_sql.functions import archives, listing, meta, tags, thumbnails
 from pixels_sql.functions.registry import SqlFunction
 
 if TYPE_CHECKING:
@@ -57,6 +57,8 @@ def register(spark: SparkSession) -> SparkSession:
         if not _provided_by_server(spark):
             _register_temporary(spark)
         return spark
+    # list_files delegates object-storage listings to a Python table function (any mode).
+    listing.register_lister(spark)
     if not _injected(spark):
         _register_temporary(spark)
         return spark

@@ -103,6 +103,24 @@ public final class FileListing {
     return entries;
   }
 
+  /**
+   * Whether this listing walks {@code path} itself: a local path, or a scheme that a Hadoop file
+   * system of this application implements. Object storage without one (s3://, gs:// and abfs://
+   * on the pyspark wheel) is listed by pixels-sql's Python lister instead ({@link ListFiles}).
+   */
+  public static boolean hadoopLists(String path, Configuration conf) {
+    String scheme = scheme(path);
+    if (scheme == null || scheme.equalsIgnoreCase("file")) {
+      return true;
+    }
+    try {
+      FileSystem.getFileSystemClass(scheme, conf);
+      return true;
+    } catch (IOException e) {
+      return false;
+    }
+  }
+
   /** The URI scheme of {@code path} ({@code hdfs}, {@code file}, ...), null for a plain path. */
   static String scheme(String path) {
     int colon = path.indexOf(':');

@@ -7,15 +7,20 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
 
+import org.apache.hadoop.conf.Configuration;
+
 import org.apache.spark.sql.SparkSession;
 import org.apache.spark.sql.catalyst.InternalRow;
 import org.apache.spark.sql.catalyst.expressions.Attribute;
 import org.apache.spark.sql.catalyst.expressions.Expression;
 import org.apache.spark.sql.catalyst.expressions.GenericInternalRow;
+import org.apache.spark.sql.catalyst.expressions.Literal;
+import org.apache.spark.sql.catalyst.parser.ParserInterface;
 import org.apache.spark.sql.catalyst.expressions.NamedArgumentExpression;
 import org.apache.spark.sql.catalyst.plans.logical.LocalRelation;
 import org.apache.spark.sql.catalyst.plans.logical.LogicalPlan;
 import org.apache.spark.sql.catalyst.types.DataTypeUtils;
+import org.apache.spark.sql.execution.python.UserDefinedPythonTableFunction;
 import org.apache.spark.sql.types.DataTypes;
 import org.apache.spark.sql.types.StructType;
 import org.apache.spark.unsafe.types.UTF8String;
@@ -23,6 +28,7 @@ import org.apache.spark.unsafe.types.UTF8String;
 import scala.Option;
 import scala.collection.immutable.Seq;
 import scala.jdk.javaapi.CollectionConverters;
+import scala.runtime.AbstractFunction0;
 import scala.runtime.AbstractFunction1;
 
 /**
@@ -97,11 +103,15 @@ public final class ListFiles extends AbstractFunction1<Seq<Expression>, LogicalP
           FUNCTION_NAME + " needs a path: list_files('/data/dicom')");
     }
 
+    org.apache.spark.sql.classic.SparkSession session =
+        (org.apache.spark.sql.classic.SparkSession) SparkSession.active();
+    Configuration hadoopConf = session.sessionState().newHadoopConf();
+    if (!FileListing.hadoopLists(path, hadoopConf)) {
+      return objectListing(session, path, glob, recursive);
+    }
     List<FileListing.Entry> entries;
     try {
-      org.apache.spark.sql.classic.SparkSession session =
-          (org.apache.spark.sql.classic.SparkSession) SparkSession.active();
-      entries = FileListing.list(path, glob, recursive, session.sessionState().newHadoopConf());
+      entries = FileListing.list(path, glob, recursive, hadoopConf);
     } catch (IOException e) {
       throw new UncheckedIOException(FUNCTION_NAME + ": cannot list " + path + ": " + e, e);
     }
@@ -121,6 +131,52 @@ public final class ListFiles extends AbstractFunction1<Seq<Expression>, LogicalP
     Seq<Attribute> output = (Seq<Attribute>) (Seq<?>) DataTypeUtils.toAttributes(SCHEMA);
     return new LocalRelation(
         output, CollectionConverters.asScala(rows).toSeq(), false, Option.empty());
+  }
+
+  /** Name of the Python table function (pixels_sql/functions/listing.py) listing object stores. */
+  static final String OBJECT_LISTING = "pixels_list_objects";
+
+  /**
+   * The plan of a listing of object storage (s3://, gs://, abfs://...) that no Hadoop file system
+   * of this application can read (the pyspark wheel has no hadoop-aws): the Python table function
+   * that lists it through fsspec, page by page, when the query runs.
+   */
+  static LogicalPlan objectListing(
+      org.apache.spark.sql.classic.SparkSession session,
+      String path,
+      String glob,
+      boolean recursive) {
+    UserDefinedPythonTableFunction lister = PythonFunctions.tableFunction(OBJECT_LISTING);
+    if (lister == null) {
+      throw new IllegalArgumentException(
+          FUNCTION_NAME
+              + ": no file system of this application reads "
+              + path
+              + ": start the session with pixels_sql.session() or pixels-sql (which list object"
+              + " storage through fsspec), or put the Hadoop file system's jars on the class path");
+    }
+    List<Expression> arguments =
+        List.of(
+            Literal.create(path, DataTypes.StringType),
+            Literal.create(glob, DataTypes.StringType),
+            Literal.create(recursive, DataTypes.BooleanType));
+    return lister.builder(
+        CollectionConverters.asScala(arguments).toSeq(), new ParserOf(session));
+  }
+
+  /** The session's SQL parser, as the table function's builder asks for it. */
+  static final class ParserOf extends AbstractFunction0<ParserInterface> implements Serializable {
+    private static final long serialVersionUID = 1L;
+    private final transient org.apache.spark.sql.classic.SparkSession session;
+
+    ParserOf(org.apache.spark.sql.classic.SparkSession session) {
+      this.session = session;
+    }
+
+    @Override
+    public ParserInterface apply() {
+      return session.sessionState().sqlParser();
+    }
   }
 
   /** Evaluates a constant argument. */

@@ -24,6 +24,7 @@ import org.apache.spark.sql.catalyst.plans.logical.LogicalPlan;
 import org.apache.spark.sql.catalyst.rules.Rule;
 import org.apache.spark.sql.catalyst.types.DataTypeUtils;
 import org.apache.spark.sql.execution.python.UserDefinedPythonFunction;
+import org.apache.spark.sql.execution.python.UserDefinedPythonTableFunction;
 import org.apache.spark.sql.types.BooleanType;
 import org.apache.spark.sql.types.StringType;
 import org.apache.spark.sql.types.StructField;
@@ -59,6 +60,8 @@ public final class PythonFunctions {
 
   private static final Map<String, UserDefinedPythonFunction> FUNCTIONS = new ConcurrentHashMap<>();
   private static final Map<String, LocalRelation> RELATIONS = new ConcurrentHashMap<>();
+  private static final Map<String, UserDefinedPythonTableFunction> TABLE_FUNCTIONS =
+      new ConcurrentHashMap<>();
 
   private PythonFunctions() {}
 
@@ -104,6 +107,19 @@ public final class PythonFunctions {
     RELATIONS.put(
         key(name),
         LocalRelation.fromExternalRows(output, CollectionConverters.asScala(data).toSeq()));
+  }
+
+  /**
+   * Called from the driver's Python process: {@code name} is now a Python table function that
+   * the extension's own table functions may delegate to (list_files on object storage).
+   */
+  public static void registerTableFunction(String name, UserDefinedPythonTableFunction function) {
+    TABLE_FUNCTIONS.put(key(name), function);
+  }
+
+  /** The Python table function registered as {@code name}, or null. */
+  static UserDefinedPythonTableFunction tableFunction(String name) {
+    return TABLE_FUNCTIONS.get(key(name));
   }
 
   /** Whether {@code name} has a registered Python UDF in this JVM. */
