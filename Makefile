@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: setup jar browser dcmtk viewer demo test lint format clean bench bench-thumbnails bench-meta bench-server \
-	bench-ingest bench-dicomweb fuzz dbt
+	bench-ingest bench-dicomweb bench-object-storage fuzz dbt
 
 # pip also builds the compiled header reader (setup.py): a change to its C source reinstalls.
 $(STAMP): pyproject.toml setup.py pixels_sql/dicom/_fastmeta.c scripts/check-java scripts/check-cc
@@ -56,7 +56,7 @@ test: jar lint browser dcmtk viewer
 	$(PY) -m pytest
 
 # Speed targets live in bench/ (see bench/README.md), never in the tests.
-bench: bench-meta bench-thumbnails bench-server bench-ingest bench-dicomweb
+bench: bench-meta bench-thumbnails bench-server bench-ingest bench-dicomweb bench-object-storage
 
 bench-thumbnails: jar
 	$(PY) -m bench.thumbnails --files 48
@@ -74,6 +74,10 @@ bench-server: jar
 # Zip members read in place vs extracted, and the no-op re-run of ingest over 100k files.
 bench-ingest: jar
 	$(PY) -m bench.ingest --zips 100 --members 5 --files 100000
+
+# Bytes transferred reading the metadata of 1,000 objects of >= 5 MB from an S3 server on loopback.
+bench-object-storage: jar
+	$(PY) -m bench.object_storage --objects 1000 --baseline 100
 
 # QIDO-RS searches over 10,000 studies / 100,000 instances and WADO-RS frames, over HTTP.
 bench-dicomweb: jar

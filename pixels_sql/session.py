@@ -121,6 +121,7 @@ def session(
     """
     from pyspark.sql import SparkSession
 
+    from pixels_sql.dicom.storage import s3a_environment
     from pixels_sql.home import HomeInUseError
     from pixels_sql.servers.discovery import running_server
 
@@ -141,10 +142,14 @@ def session(
     # A fresh Builder: the shared `SparkSession.builder` keeps options set by earlier callers
     # (e.g. a Spark Connect `remote(...)`), which would leak into this session.
     builder = SparkSession.Builder()
-    for key, value in {
-        **session_conf(folder, master=master, ui=ui, log_config=log_config),
-        **(conf or {}),
-    }.items():
+    settings = {**session_conf(folder, master=master, ui=ui, log_config=log_config), **(conf or {})}
+    # Object storage is read by Python workers through fsspec, which takes the AWS variables:
+    # the S3A settings a Spark user would write reach them as executor environment.
+    # (And this process's own reads: the DICOMweb server's, for one.)
+    for variable, value in s3a_environment(settings).items():
+        settings[f"spark.executorEnv.{variable}"] = value
+        os.environ.setdefault(variable, value)
+    for key, value in settings.items():
         builder = builder.config(key, value)
     spark = builder.enableHiveSupport().getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")

@@ -122,12 +122,15 @@ _GENERAL_READER_CASES = (EOFError, Unsupported, ValueError, UnicodeDecodeError, 
 class _Reader:
     """Elements from a file, through a window of bytes that slides forward on demand."""
 
-    __slots__ = ("base", "buffer", "fp", "local", "size")
+    __slots__ = ("base", "buffer", "chunk", "fp", "local", "size")
 
     def __init__(self, local: str, fp: BinaryIO, size: int) -> None:
         self.local, self.fp, self.size = local, fp, size
         self.base = 0
         self.buffer = b""
+        # A file read by range requests (storage.RangedFile) fetches its own windows: asking
+        # for less than a local read would make the next request cover only what is parsed.
+        self.chunk = getattr(fp, "read_chunk", _CHUNK)
 
     def window(self, position: int, count: int) -> int:
         """Make ``count`` bytes at file ``position`` available; return their buffer index."""
@@ -137,7 +140,7 @@ class _Reader:
         if position + count > self.size:
             raise EOFError
         self.fp.seek(position)
-        self.buffer = self.fp.read(max(count, _CHUNK))
+        self.buffer = self.fp.read(max(count, self.chunk))
         self.base = position
         return 0
 

@@ -79,3 +79,15 @@ def read_range(path: str, offset: int, length: int) -> bytes:
             )
         source.fp.seek(offset)
         return source.fp.read(length)
+
+
+def read_content(path: str) -> bytes:
+    """Every byte of ``path`` (none for an empty file)."""
+    try:
+        with open_source(path) as source:
+            source.fp.seek(0)
+            return source.fp.read(source.size)
+    except DicomReadError as exc:
+        if exc.reason == "empty":
+            return b""
+        raise

@@ -164,6 +164,10 @@ class RangedFile(io.RawIOBase):
         self.requests = 0
         self.fetched = 0
 
+    # What the header reader asks for at a time (fastmeta._Reader): less than a request
+    # fetches, so parsing the header does not grow the window past it.
+    read_chunk = 4096
+
     def readable(self) -> bool:
         return True
 
@@ -220,9 +224,12 @@ class RangedFile(io.RawIOBase):
                 del self._window[:excess]
                 self._start += excess
             return
-        fetch_to = min(self.size, max(end, position + MIN_FETCH_BYTES))
-        self._window = bytearray(self._fetch(position, fetch_to))
-        self._start = position
+        # Near the start (a header read begins at the preamble, byte 128) the window starts at
+        # 0, so that the preamble, the header and what follows it come in one request.
+        start = 0 if position < MIN_FETCH_BYTES else position
+        fetch_to = min(self.size, max(end, start + MIN_FETCH_BYTES))
+        self._window = bytearray(self._fetch(start, fetch_to))
+        self._start = start
 
     def _fetch(self, start: int, end: int) -> bytes:
         try:
@@ -399,3 +406,35 @@ def glob_matcher(glob: str | None) -> re.Pattern[str] | None:
     if depth:
         raise ValueError(f"list_files: unclosed {{ in glob {glob!r}")
     return re.compile("".join(parts), re.DOTALL)
+
+
+# Hadoop's S3A settings (what a Spark user sets for s3a://) -> the AWS variables fsspec's s3fs
+# (botocore) reads.
+S3A_VARIABLES = {
+    "fs.s3a.endpoint": "AWS_ENDPOINT_URL",
+    "fs.s3a.access.key": "AWS_ACCESS_KEY_ID",
+    "fs.s3a.secret.key": "AWS_SECRET_ACCESS_KEY",
+    "fs.s3a.session.token": "AWS_SESSION_TOKEN",
+    "fs.s3a.endpoint.region": "AWS_DEFAULT_REGION",
+}
+
+
+def s3a_environment(conf: dict[str, str]) -> dict[str, str]:
+    """The AWS variables that Spark settings ``spark.hadoop.fs.s3a.*`` stand for, for the Python
+    workers (``spark.executorEnv.<NAME>``); a variable set explicitly there is kept.
+
+    >>> s3a_environment({"spark.hadoop.fs.s3a.endpoint": "minio:9000",
+    ...                  "spark.hadoop.fs.s3a.connection.ssl.enabled": "false"})
+    {'AWS_ENDPOINT_URL': 'http://minio:9000'}
+    """
+    variables: dict[str, str] = {}
+    for setting, variable in S3A_VARIABLES.items():
+        value = conf.get(f"spark.hadoop.{setting}")
+        if value is None or f"spark.executorEnv.{variable}" in conf:
+            continue
+        if variable == "AWS_ENDPOINT_URL" and "://" not in value:
+            # S3A takes a bare host; its scheme follows fs.s3a.connection.ssl.enabled.
+            ssl = conf.get("spark.hadoop.fs.s3a.connection.ssl.enabled", "true").lower()
+            value = ("https://" if ssl != "false" else "http://") + value
+        variables[variable] = value
+    return variables

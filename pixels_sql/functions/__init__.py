@@ -6,13 +6,13 @@ import json
 from typing import TYPE_CHECKING
 
 from pixels_sql.dicom.tags import dictionary_entries
-from pixels_sql.functions import archives, listing, meta, tags, thumbnails
+from pixels_sql.functions import archives, files, listing, meta, tags, thumbnails
 from pixels_sql.functions.registry import SqlFunction
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-FAMILIES = (meta, tags, thumbnails, archives)
+FAMILIES = (meta, tags, thumbnails, archives, files)
 
 FUNCTIONS: dict[str, SqlFunction] = {
     name: function for family in FAMILIES for name, function in family.FUNCTIONS.items()

@@ -154,12 +154,68 @@ public final class PixelsSqlExtensions extends AbstractFunction1<SparkSessionExt
       }
 
       SparkSession session = SparkSession.active();
+      org.apache.spark.sql.classic.SparkSession classic =
+          (org.apache.spark.sql.classic.SparkSession) session;
+      if (!FileListing.hadoopLists(path, classic.sessionState().newHadoopConf())) {
+        return objectStorePlan(classic, path, format, schema, options);
+      }
       DataFrameReader reader = session.read().format(format).options(options);
       if (schema != null) {
         reader = reader.schema(schema);
       }
       org.apache.spark.sql.classic.Dataset<?> frame =
           (org.apache.spark.sql.classic.Dataset<?>) reader.load(path);
+      return frame.queryExecution().analyzed();
+    }
+
+    /**
+     * {@code read_files} of object storage that no Hadoop file system of this application reads
+     * (s3://, gs://, abfs:// on the pyspark wheel): the binaryFile source's columns from
+     * list_files (listed through fsspec) and file_content, which reads an object only when the
+     * query selects {@code content}. The path reaches the query as a parameter, never as text.
+     */
+    static LogicalPlan objectStorePlan(
+        org.apache.spark.sql.classic.SparkSession session,
+        String path,
+        String format,
+        String schema,
+        Map<String, String> options) {
+      if (!format.equalsIgnoreCase(DEFAULT_FORMAT) || schema != null) {
+        throw new IllegalArgumentException(
+            FUNCTION_NAME
+                + ": "
+                + path
+                + " is read through pixels-sql's object-storage support, which gives the"
+                + " binaryFile format only; put the Hadoop file system's jars (e.g. hadoop-aws"
+                + " for s3a://) on the class path to read other formats");
+      }
+      String glob = "*";
+      boolean recursive = false;
+      for (Map.Entry<String, String> option : options.entrySet()) {
+        String key = option.getKey().toLowerCase(Locale.ROOT);
+        if (key.equals("pathglobfilter")) {
+          glob = option.getValue();
+        } else if (key.equals("recursivefilelookup")) {
+          recursive = Boolean.parseBoolean(option.getValue().trim());
+        } else {
+          throw new IllegalArgumentException(
+              FUNCTION_NAME
+                  + " of object storage takes the options pathGlobFilter and"
+                  + " recursiveFileLookup, not "
+                  + option.getKey()
+                  + " (filter the listing with WHERE instead)");
+        }
+      }
+      Map<String, Object> parameters = new LinkedHashMap<>();
+      parameters.put("path", path);
+      parameters.put("glob", glob);
+      parameters.put("recursive", recursive);
+      org.apache.spark.sql.classic.Dataset<?> frame =
+          session.sql(
+              "SELECT path, modificationTime, length, file_content(path) AS content"
+                  + " FROM list_files(:path, glob => :glob, recursive => :recursive)"
+                  + " WHERE reason IS NULL",
+              parameters);
       return frame.queryExecution().analyzed();
     }
 
