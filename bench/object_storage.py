@@ -6,8 +6,8 @@ uploads ``--objects`` DICOM objects of at least 5 MB each (real headers of sever
 templates — CT, MR, US, RT dose — followed by their pixel data grown past 5 MB), then:
 
 1. runs the metadata pipeline (``pixels-sql run`` of sql/00_database.sql, 10_catalog.sql and
-   20_meta.sql with ``--param path=s3://...``) and counts, from the server's log, every request and every body byte it
-   sent: listings, size requests, ranged reads;
+   20_meta.sql with ``--param path=s3://...``) and counts, from the server's log, every request
+   and every body byte it sent: listings, size requests, ranged reads;
 2. as the baseline, in the same run, reads the headers of ``--baseline`` of the objects the way
    a notebook does without pixels-sql: ``pydicom.dcmread(fs.open(path), stop_before_pixels=True)``
    on an fsspec file with its default read-ahead cache, and counts its bytes the same way.
