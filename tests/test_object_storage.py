@@ -118,13 +118,44 @@ def catalog_rows(table, *bases: str) -> object:
     ).orderBy("relative_path")
 
 
+def readme_block(heading: str) -> str:
+    """The first bash block under a README heading."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index(heading) :]
+    block = section[section.index("```bash\n") + len("```bash\n") :]
+    return block[: block.index("```")]
+
+
 @pytest.fixture(scope="module")
 def s3_run(s3: S3Server, corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    home = tmp_path_factory.mktemp("s3-home")
+    """The README's object-storage lines, run as written: only the endpoint, the credentials
+    and the bucket are ours (no region: the README sets none). Its home is returned."""
+    work = tmp_path_factory.mktemp("s3-readme")
+    (work / ".venv").symlink_to(ROOT / ".venv")
+    block = readme_block("## Files in object storage")
+    assert "pixels-sql ingest s3://my-bucket/dicom" in block
+    script = (
+        block.replace("https://s3.example.org", s3.url)
+        .replace("AWS_ACCESS_KEY_ID=…", f"AWS_ACCESS_KEY_ID={s3.env['AWS_ACCESS_KEY_ID']}")
+        .replace(
+            "AWS_SECRET_ACCESS_KEY=…", f"AWS_SECRET_ACCESS_KEY={s3.env['AWS_SECRET_ACCESS_KEY']}"
+        )
+        .replace("s3://my-bucket/dicom", f"s3://{BUCKET}/{PREFIX}")
+    )
+    assert "…" not in script
+    env = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
     s3.reset()
-    completed = pixels_sql(s3, "run", "sql", "--param", f"path=s3://{BUCKET}/{PREFIX}", home=home)
-    assert "files: 14\n" in completed.stdout, completed.stdout
-    return home
+    completed = subprocess.run(
+        ["/bin/bash", "-euo", "pipefail", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=work,
+        env={**env, "PYTHONWARNINGS": "ignore", "PIXELS_SQL_HOME": str(work / "home")},
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    assert "ingest: 14 new, 0 changed, 0 deleted" in completed.stdout, completed.stdout
+    return work / "home"
 
 
 def test_list_files_lists_objects_as_it_lists_a_folder(s3: S3Server, tmp_path: Path) -> None:
@@ -174,7 +205,8 @@ def test_a_missing_file_system_package_is_named(monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(storage.StorageUnavailable, match=r"pip install 'pixels-sql\[gcs\]'"):
         storage.filesystem("gs://bucket/a.dcm")
     result = read_meta_result("gs://bucket/a.dcm")
-    assert result.reason == "corrupt" and "pixels-sql[gcs]" in (result.message or "")
+    # Recorded as unreadable: the next ingest, with the package installed, reads it again.
+    assert result.reason == "unreadable" and "pixels-sql[gcs]" in (result.message or "")
 
 
 def test_pipeline_on_s3_equals_the_local_pipeline(
@@ -374,3 +406,12 @@ def test_read_files_of_a_bucket_with_spark_settings(
     assert result["dicom"] == len(readable)
     assert result["top_level_dcm"] == len(list((corpus / "mr").glob("*.dcm"))) == 3
     assert "binaryFile format only" in result["error"]
+
+
+def test_a_stream_of_a_bucket_says_what_to_run_instead(spark, tmp_path: Path) -> None:
+    from pixels_sql.ingest.stream import StreamError, start_stream
+
+    path = f"s3://{BUCKET}/{PREFIX}"
+    with pytest.raises(StreamError, match=f"Run `pixels-sql ingest {path}` on a schedule"):
+        start_stream(spark, path, str(tmp_path / "checkpoint"), database="s3_stream")
+    assert not (tmp_path / "checkpoint").exists()

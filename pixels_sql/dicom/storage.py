@@ -58,8 +58,15 @@ LIST_THREADS = 16
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
-class StorageUnavailable(RuntimeError):
-    """The file system package for a scheme is not installed."""
+class StorageUnavailable(OSError):
+    """The file system package for a scheme is not installed. An OSError with an errno, so that
+    a file read meanwhile is recorded ``unreadable`` and read again by the next ingest."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(errno.ENOSYS, message)
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 def scheme(path: str) -> str | None:

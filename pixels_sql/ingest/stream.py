@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from pixels_sql.dicom import storage
 from pixels_sql.ingest.batch import ingest_params, pipeline_scripts, run_statements
 from pixels_sql.pipeline import DEFAULT_DATABASE
 from pixels_sql.scripts import Statement, load_scripts
@@ -126,6 +127,22 @@ def check_checkpoint(checkpoint: str, database: str, path: str) -> None:
     record.write_text(json.dumps(wanted), encoding="utf-8")
 
 
+def check_streamable(spark: SparkSession, path: str) -> None:
+    """Spark's file stream source lists through Hadoop: object storage that no Hadoop file
+    system of the application reads (s3:// on the pyspark wheel, which has no hadoop-aws)
+    cannot be streamed; say what works instead."""
+    if not storage.is_remote(path):
+        return
+    jvm = spark._jvm
+    conf = spark._jsparkSession.sessionState().newHadoopConf()
+    if not jvm.pixelssql.FileListing.hadoopLists(path, conf):
+        raise StreamError(
+            f"{path}: a stream lists through a Hadoop file system, and this Spark has none for"
+            f" {storage.scheme(path)}:// (e.g. hadoop-aws for s3a://). Run `pixels-sql ingest"
+            f" {path}` on a schedule instead: each run reads only new and changed objects"
+        )
+
+
 def start_stream(
     spark: SparkSession,
     path: str,
@@ -145,6 +162,7 @@ def start_stream(
     query runs until stopped (or, with ``once``/``available-now``, until it has caught up).
     ``checkpoint`` is the folder recording progress: one per destination."""
     options = trigger_options(trigger)
+    check_streamable(spark, path)
     check_checkpoint(checkpoint, database, path)
     statements = batch_statements(
         path,
