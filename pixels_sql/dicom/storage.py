@@ -26,7 +26,7 @@ import io
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -286,9 +286,9 @@ def list_objects(path: str, glob: str = "*", recursive: bool = True) -> Iterator
     if name is None:
         raise ValueError(f"not an object-storage path: {path!r}")
     fs = filesystem(path)
-    prefix = f"{name}://"
     matcher = glob_matcher(glob)
     root = fs._strip_protocol(path).rstrip("/")
+    uri = _namer(path, root, name)
     try:
         top = fs.ls(root, detail=True, refresh=True)
     except FileNotFoundError:
@@ -303,13 +303,13 @@ def list_objects(path: str, glob: str = "*", recursive: bool = True) -> Iterator
         except Exception as exc:
             raise _list_error(path, exc) from exc
         if details.get("type") != "directory":
-            yield from _entries([details], prefix, matcher)
+            yield from _entries([details], uri, matcher)
         return
     files = [item for item in top if item.get("type") != "directory"]
     if len(top) == 1 and files and files[0]["name"].rstrip("/") == root:
-        yield from _entries(files, prefix, matcher)  # ``path`` names one object
+        yield from _entries(files, uri, matcher)  # ``path`` names one object
         return
-    results: list[Entry] = list(_entries(files, prefix, matcher, under=root))
+    results: list[Entry] = list(_entries(files, uri, matcher, under=root))
     folders = [
         item["name"].rstrip("/")
         for item in top
@@ -317,22 +317,41 @@ def list_objects(path: str, glob: str = "*", recursive: bool = True) -> Iterator
     ]
     if recursive and folders:
         with ThreadPoolExecutor(max_workers=min(LIST_THREADS, len(folders))) as pool:
-            for found in pool.map(lambda folder: _find(fs, folder, prefix, matcher), folders):
+            for found in pool.map(lambda folder: _find(fs, folder, uri, matcher), folders):
                 results.extend(found)
     results.sort(key=lambda entry: entry.path)
     yield from results
 
 
-def _find(fs: Any, folder: str, prefix: str, matcher: re.Pattern[str] | None) -> list[Entry]:
+def _namer(path: str, root: str, name: str) -> Callable[[str], str]:
+    """Key -> URI, spelt as the caller spelt ``path`` (its scheme, an ``abfs://`` account)."""
+    base = path.rstrip("/")
+
+    def uri(key: str) -> str:
+        if key == root:
+            return base
+        if key.startswith(root + "/"):
+            return base + key[len(root) :]
+        return f"{name}://{key}"
+
+    return uri
+
+
+def _find(
+    fs: Any, folder: str, uri: Callable[[str], str], matcher: re.Pattern[str] | None
+) -> list[Entry]:
     try:
         found = fs.find(folder, detail=True, withdirs=False)
     except Exception as exc:
-        return [Entry(prefix + folder, None, None, "unreadable", f"cannot list: {exc}")]
-    return list(_entries(found.values(), prefix, matcher, under=folder))
+        return [Entry(uri(folder), None, None, "unreadable", f"cannot list: {exc}")]
+    return list(_entries(found.values(), uri, matcher, under=folder))
 
 
 def _entries(
-    items: Any, prefix: str, matcher: re.Pattern[str] | None, under: str | None = None
+    items: Any,
+    uri: Callable[[str], str],
+    matcher: re.Pattern[str] | None,
+    under: str | None = None,
 ) -> Iterator[Entry]:
     for item in items:
         key = item["name"]
@@ -348,7 +367,7 @@ def _entries(
         file_name = key.rsplit("/", 1)[-1]
         if matcher is not None and not matcher.fullmatch(file_name):
             continue
-        yield Entry(prefix + key, _modified(item), int(item.get("size") or 0))
+        yield Entry(uri(key), _modified(item), int(item.get("size") or 0))
 
 
 def _hidden_name(key: str) -> bool:
