@@ -1,0 +1,20 @@
+"""dbx.pixels' ``dbx.pixels.dicom``: the DICOM transformers, over pixels-sql's SQL functions.
+
+``from pixels_sql.pixels.dicom import *`` gives what the dbx.pixels Quick Start uses.
+"""
+
+from __future__ import annotations
+
+from pixels_sql.pixels.dicom.extractors import (
+    DicomMetaExtractor,
+    DicomPatcher,
+    DicomPillowThumbnailExtractor,
+    DicomThumbnailExtractor,
+)
+
+__all__ = [
+    "DicomMetaExtractor",
+    "DicomPatcher",
+    "DicomPillowThumbnailExtractor",
+    "DicomThumbnailExtractor",
+]
