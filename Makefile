@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml setup.py pixels_sql/dicom/_fastmeta.c scripts/check-jav
 
 setup: $(STAMP)
 
-# Always rebuilt (a few seconds): the tests and the demo run a fresh build of jvm/.
+# The tests and the demo run a build of jvm/ as it is: scripts/build-jar rebuilds the jar (a few
+# seconds) unless the sources, pyspark's jars and the JDK are those of its last build.
 jar: setup
 	PYTHON=$(PY) scripts/build-jar
 
@@ -50,10 +51,14 @@ dcmtk:
 
 # The OHIF viewer that pixels-sql serve shows at / (the pinned @ohif/app build from npm).
 viewer: setup
-	PYTHON=$(PY) scripts/install-viewer
+	scripts/install-viewer
+
+# What the tests keep between runs, outside the checkout: the JVM class archive of
+# tests/conftest.py (rewritten when the JDK, pyspark or the jar changes).
+TEST_CACHE ?= $(HOME)/.cache/pixels-sql-tests
 
 test: jar lint browser dcmtk viewer
-	$(PY) -m pytest
+	PIXELS_SQL_TEST_CACHE=$(TEST_CACHE) $(PY) -m pytest
 
 # Speed targets live in bench/ (see bench/README.md), never in the tests.
 bench: bench-meta bench-thumbnails bench-server bench-ingest bench-dicomweb bench-object-storage

@@ -43,12 +43,18 @@ def copy_samples(target: Path, names: dict[str, Path] = SAMPLE_FILES) -> Path:
 # Test-only speed-up of the Spark driver JVMs the suite starts (this process's session, and
 # every pixels-sql command, server and job it runs: dozens), as tests/test_cluster.py does for
 # its daemons. A driver JVM spends most of its start-up loading and verifying classes from
-# pyspark's jars and compiling them: with a dynamic CDS archive of those classes (written once
-# per run by a small ingest, about one JVM start) and C1 only, a session's start plus its first
-# query took 8 s of CPU instead of 31 s here. What the JVMs run is unchanged. The archive's
-# classpath is pyspark's, so it serves every driver spark-submit starts (SPARK_SUBMIT_OPTS); a
-# JVM that cannot use it runs without it. This process's own session, long-lived and busy,
-# keeps the optimising compiler.
+# pyspark's jars and compiling them: with a dynamic CDS archive of those classes (written by a
+# small ingest, about one JVM start) and C1 only, a session's start plus its first query took
+# 8 s of CPU instead of 31 s here. What the JVMs run is unchanged. The archive's classpath is
+# pyspark's, so it serves every driver spark-submit starts (SPARK_SUBMIT_OPTS); a JVM that
+# cannot use it runs without it. This process's own session, long-lived and busy, keeps the
+# optimising compiler.
+#
+# The archive is kept between runs in $PIXELS_SQL_TEST_CACHE (default
+# ~/.cache/pixels-sql-tests; `make test` passes it), under a key of everything a JVM checks
+# before it maps an archive: the JVM, pyspark's jars (paths, sizes, times), the options; plus
+# the extension jar. A run that finds its key's archive starts no archive job; runs that need
+# the same new archive at once write it once (a lock file).
 CDS_ARCHIVE_JOB = """
 import sys
 from pathlib import Path
@@ -60,30 +66,106 @@ spark = pixels_sql.session(home, master="local[2]")
 ingest(spark, str(folder), thumbnails=False)
 spark.stop()
 """
+CACHE_ENV = "PIXELS_SQL_TEST_CACHE"
+# Archives of other keys (an older jar or pyspark) unused for this long are removed.
+STALE_ARCHIVE_SECONDS = 24 * 3600
 
 
 def _spark_submit_opts(*options: str) -> str:
     return " ".join(filter(None, [os.environ.get("SPARK_SUBMIT_OPTS", ""), *options]))
 
 
-@pytest.fixture(scope="session", autouse=True)
-def shared_jvm_classes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str | None]:
-    """Write the CDS archive and point every driver JVM started from now on at it; the JVM
-    options for this process's own session (None: the archive could not be made)."""
-    work = tmp_path_factory.mktemp("jvm-classes")
-    archive = work / "spark-driver.jsa"
+def cache_dir() -> Path:
+    """Where tests keep what outlives a run (outside the checkout)."""
+    chosen = os.environ.get(CACHE_ENV)
+    if chosen:
+        return Path(chosen).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pixels-sql-tests"
+
+
+def _java() -> Path:
+    """The java spark-class runs ($JAVA_HOME/bin/java, else java on PATH), resolved."""
+    java_home = os.environ.get("JAVA_HOME")
+    found = str(Path(java_home) / "bin" / "java") if java_home else shutil.which("java")
+    return Path(os.path.realpath(found or "java"))
+
+
+def _archive_key() -> str:
+    import hashlib
+
+    import pyspark
+
+    from pixels_sql.session import jar_path
+
+    digest = hashlib.sha256(CDS_ARCHIVE_JOB.encode())
+    java = _java()
+    runtime = java.parent.parent
+    spark_dir = Path(pyspark.__file__).resolve().parent
+    files = [java, *sorted(runtime.glob("lib/server/*")), *sorted((spark_dir / "jars").iterdir())]
+    for path in files:
+        stat = path.stat()
+        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    digest.update(f"{spark_dir}\0{os.environ.get('SPARK_SUBMIT_OPTS', '')}\n".encode())
+    digest.update(jar_path().read_bytes())
+    return digest.hexdigest()[:24]
+
+
+def _write_archive(archive: Path, work: Path) -> None:
+    """Run the archive job; its archive lands at ``archive`` whole or not at all."""
+    partial = archive.with_name(f"{archive.name}.{os.getpid()}.partial")
     folder = work / "data"
     copy_samples(folder, {"CT_small.dcm": SAMPLE_FILES["ct/CT_small.dcm"], "x.txt": README})
+    # capture_output: run() returns once the pipes close, i.e. after the JVM (which writes the
+    # archive as it exits, after the Python process) is gone.
     subprocess.run(
         [sys.executable, "-c", CDS_ARCHIVE_JOB, str(work / "home"), str(folder)],
         capture_output=True,
         timeout=600,
         env={
             **os.environ,
-            "SPARK_SUBMIT_OPTS": _spark_submit_opts(f"-XX:ArchiveClassesAtExit={archive}"),
+            "SPARK_SUBMIT_OPTS": _spark_submit_opts(f"-XX:ArchiveClassesAtExit={partial}"),
         },
     )
+    if partial.is_file():
+        os.replace(partial, archive)
+
+
+def _remove_stale_archives(cache: Path, keep: Path) -> None:
+    for old in cache.iterdir():
+        try:
+            stale = time.time() - old.stat().st_mtime > STALE_ARCHIVE_SECONDS
+            if stale and old.stem != keep.stem:
+                old.unlink()
+        except OSError:
+            pass
+
+
+def cached_archive(work: Path) -> Path | None:
+    """This JVM and pyspark's archive from the cache, written first when missing; None when
+    the archive job could not write one."""
+    import fcntl
+
+    cache = cache_dir() / "jvm-classes"
+    cache.mkdir(parents=True, exist_ok=True)
+    key = _archive_key()
+    archive = cache / f"spark-driver-{key}.jsa"
+    with (cache / f"spark-driver-{key}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another run writing this archive: wait for it
+        if not archive.is_file():
+            _write_archive(archive, work)
     if not archive.is_file():
+        return None
+    os.utime(archive)  # in use: not stale
+    _remove_stale_archives(cache, archive)
+    return archive
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_jvm_classes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str | None]:
+    """Point every driver JVM started from now on at the (cached) CDS archive; the JVM options
+    for this process's own session (None: the archive could not be made)."""
+    archive = cached_archive(tmp_path_factory.mktemp("jvm-classes"))
+    if archive is None:
         yield None
         return
     before = os.environ.get("SPARK_SUBMIT_OPTS")
