@@ -155,3 +155,24 @@ def test_the_embedded_session_keeps_pandas_udf_results_in_row_batches(spark) -> 
     (docs/cli.md). Too slow to reproduce here; the setting that prevents it is checked."""
     key = "spark.sql.execution.arrow.pythonUDF.columnarInput.enabled"
     assert spark.conf.get(key) == "false"
+
+
+def test_file_content_of_files_members_and_failures(spark, tmp_path: Path) -> None:
+    import zipfile
+
+    ct = PYDICOM_TEST_FILES / "CT_small.dcm"
+    (tmp_path / "empty.dcm").write_bytes(b"")
+    with zipfile.ZipFile(tmp_path / "a.zip", "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.write(ct, "s/ct.dcm")
+    rows = spark.sql(
+        """SELECT file_content(path) AS content FROM VALUES (:ct), (:empty), (:member)
+           AS t(path)""",
+        args={
+            "ct": f"file:{ct}",
+            "empty": str(tmp_path / "empty.dcm"),
+            "member": f"zip://s/ct.dcm::file:{tmp_path / 'a.zip'}",
+        },
+    ).collect()
+    assert [row.content for row in rows] == [ct.read_bytes(), b"", ct.read_bytes()]
+    with pytest.raises(Exception, match="not_found"):
+        spark.sql("SELECT file_content(:p)", args={"p": str(tmp_path / "missing.dcm")}).collect()
