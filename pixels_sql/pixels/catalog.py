@@ -617,14 +617,16 @@ def _files(listed: DataFrame, settings: CatalogSettings) -> DataFrame:
             F.col("message").alias("message"),
         )
     )
-    # The function gets a NULL for anything but an archive: a Python function in a CASE
-    # branch runs for every row otherwise.
-    members = F.call_function("zip_members", F.when(is_archive, path))
-    entries = listed.select(
-        path.alias("original_path"),
-        "modificationTime",
-        F.inline(F.when(is_archive, members).otherwise(itself)),
-    )
+    if listed.isStreaming or not listed.where(is_archive).isEmpty():
+        # The function gets a NULL for anything but an archive: a Python function in a CASE
+        # branch runs for every row otherwise.
+        members = F.call_function("zip_members", F.when(is_archive, path))
+        rows = F.when(is_archive, members).otherwise(itself)
+    else:
+        # No archive in the listing (known at once: list_files' rows are in the driver): no
+        # Python function in the plan, so every use of the DataFrame stays in the JVM.
+        rows = itself
+    entries = listed.select(path.alias("original_path"), "modificationTime", F.inline(rows))
     if settings.extract_zip:
         entries = _extracted(entries, settings)
     columns = path_columns(F.col("path"), settings.path, settings.extract_zip)
