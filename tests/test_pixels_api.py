@@ -382,6 +382,12 @@ def test_unsupported_calls_raise_naming_the_alternative(spark, quick_start) -> N
         assert expected in str(raised.value), (expected, str(raised.value))
     with pytest.raises(TypeError, match="did not match input type StringType"):
         DicomThumbnailExtractor(inputCol="length").transform(catalog.catalog(folder))
+    # Rows of another folder's catalog would be dropped by the save's listing: refused.
+    elsewhere = str(quick_start.folder / "mr")
+    with pytest.raises(ValueError, match="files outside the catalogued folder"):
+        catalog.save(
+            catalog.catalog(str(quick_start.folder / "ct")).union(catalog.catalog(elsewhere))
+        )
 
 
 # Every public name of the package, with the examples its docstring must hold.

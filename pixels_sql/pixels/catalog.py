@@ -484,7 +484,9 @@ class Catalog:
             if "original_path" in df.columns
             else F.coalesce(archive_of(path), path)
         )
-        wanted = df.select(original.alias("original_path"))
+        # Computed once (df may call Python functions, e.g. a filter on meta): the check below
+        # and the pipeline's listing read the result.
+        wanted = df.select(original.alias("original_path")).localCheckpoint()
         outside = (
             wanted.where(
                 ~_under(F.col("original_path"), settings.path) & F.col("original_path").isNotNull()
