@@ -131,8 +131,10 @@ def check_streamable(spark: SparkSession, path: str) -> None:
     """Spark's file stream source lists through Hadoop: object storage that no Hadoop file
     system of the application reads (s3:// on the pyspark wheel, which has no hadoop-aws)
     cannot be streamed; say what works instead."""
-    if not storage.is_remote(path):
-        return
+    from pixels_sql.functions import is_remote
+
+    if not storage.is_remote(path) or is_remote(spark):
+        return  # a Spark Connect client cannot ask; the server's stream fails on its own
     jvm = spark._jvm
     conf = spark._jsparkSession.sessionState().newHadoopConf()
     if not jvm.pixelssql.FileListing.hadoopLists(path, conf):
