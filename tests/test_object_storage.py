@@ -371,11 +371,27 @@ try:
     error = None
 except Exception as exc:
     error = str(exc)
-print(json.dumps({**row.asDict(), "top_level_dcm": dcm.n, "error": error}))
+# dbx.pixels' Quick Start on the bucket (pixels_sql.pixels).
+from pixels_sql.pixels import Catalog
+from pixels_sql.pixels.dicom import *
+
+catalog = Catalog(spark)
+catalog_df = catalog.catalog("s3://%s" % sys.argv[5])
+meta_df = DicomMetaExtractor(catalog).transform(catalog_df)
+thumbnail_df = DicomThumbnailExtractor().transform(meta_df)
+catalog.save(thumbnail_df)
+loaded = catalog.load()
+quick_start = {
+    "rows": loaded.count(),
+    "with_meta": loaded.where("meta IS NOT NULL").count(),
+    "with_thumbnail": loaded.where("thumbnail IS NOT NULL").count(),
+    "s3_paths": loaded.where("path LIKE 's3://%%' OR path LIKE 'zip://%%::s3://%%'").count(),
+}
+print(json.dumps({**row.asDict(), "top_level_dcm": dcm.n, "error": error, **quick_start}))
 """
 
 
-def test_read_files_of_a_bucket_with_spark_settings(
+def test_read_files_and_dbx_pixels_api_on_a_bucket_with_spark_settings(
     s3: S3Server, corpus: Path, tmp_path: Path
 ) -> None:
     env = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
@@ -406,6 +422,10 @@ def test_read_files_of_a_bucket_with_spark_settings(
     assert result["dicom"] == len(readable)
     assert result["top_level_dcm"] == len(list((corpus / "mr").glob("*.dcm"))) == 3
     assert "binaryFile format only" in result["error"]
+    # The Quick Start over the bucket: every object a row (the zip's two members instead of it).
+    assert result["rows"] == result["s3_paths"] == 14
+    assert result["with_meta"] == len(readable) + 2  # + the two members
+    assert result["with_thumbnail"] >= 6
 
 
 def test_a_stream_of_a_bucket_says_what_to_run_instead(spark, tmp_path: Path) -> None:
