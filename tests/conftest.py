@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -215,16 +215,28 @@ def printed_value(printed: str, column: str) -> str:
     return lines[header + 2].split(" | ")[names.index(column)].strip()
 
 
-def kill_after(process: subprocess.Popen[str], marker: str, delay: float) -> str:
-    """Read the process's stderr until ``marker``, wait ``delay`` seconds, SIGKILL its whole
-    process group (it must have been started with ``start_new_session``: driver JVM, Python
-    workers, helpers); what it printed."""
+def kill_after(
+    process: subprocess.Popen[str],
+    marker: str,
+    delay: float,
+    until: Callable[[], bool] | None = None,
+    timeout: float = 600,
+) -> str:
+    """Read the process's stderr until ``marker``, then (given ``until``) wait until
+    ``until()`` holds while the process runs, wait ``delay`` seconds, SIGKILL its whole process
+    group (it must have been started with ``start_new_session``: driver JVM, Python workers,
+    helpers); what it printed."""
     seen = ""
     assert process.stderr is not None
     while marker not in seen:
         line = process.stderr.readline()
         assert line, f"the run ended before {marker!r}: {seen[-3000:]}"
         seen += line
+    deadline = time.monotonic() + timeout
+    while until is not None and not until():
+        assert process.poll() is None, f"the run ended before the kill point: {seen[-3000:]}"
+        assert time.monotonic() < deadline, f"no kill point in {timeout} s: {seen[-3000:]}"
+        time.sleep(0.02)
     time.sleep(delay)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()

@@ -1,6 +1,12 @@
-"""kill -9 of a real `pixels-sql ingest` (batch and --stream) over a few thousand files, then
-a re-run: the tables equal those of a clean single run — nothing lost, nothing doubled, no
-stale working table or lock left in the way.
+"""kill -9 of a real `pixels-sql ingest` (batch and --stream) over 600 files, then a re-run: the
+tables equal those of a clean single run — nothing lost, nothing doubled, no stale working table
+or lock left in the way.
+
+Each kill comes once the statement it interrupts is writing (Spark's output committer has made
+the table's _temporary folder), and the test checks that it did interrupt it: the table has no
+partition of that run in place yet (for the stream: the checkpoint has the first micro-batch
+committed, not the second). So the kills land where they must on a fast machine as on a slow
+one, and a few hundred files are enough (it was 2,000 and fixed delays).
 
 The clean single run is the same ingest in this test process's session (its own database):
 the same scripts and functions, without one more JVM start for the run and one for reading
@@ -15,6 +21,7 @@ import subprocess
 import sys
 import warnings
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,8 +36,12 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 ROOT = Path(__file__).parent.parent
-FILES = 2000
-ZIPPED = 200  # of FILES, in one archive
+FILES = 600
+ZIPPED = 60  # of FILES, in one archive
+PER_SERIES = 75
+# The stream's files per trigger: the FILES - ZIPPED + 2 files it lists (the archive and a
+# README among them) make two micro-batches.
+PER_TRIGGER = 300
 DATABASE = "pixels"
 CLEAN_DATABASE = "kill_clean"
 # Both tables in one query (one JVM start per home): catalog rows, then thumbnail rows.
@@ -70,6 +81,21 @@ def query(home: Path, sql: str) -> list[dict]:
     return [json.loads(line) for line in out.split("\n") if line.startswith("{")]
 
 
+def table_dir(home: Path, table: str) -> Path:
+    return home / "warehouse" / f"{DATABASE}.db" / table
+
+
+def writing(home: Path, table: str) -> Callable[[], bool]:
+    """Whether an INSERT into ``table`` runs: its job made the table's _temporary folder (it
+    goes when the job commits; a killed run's is removed by the next run)."""
+    return lambda: (table_dir(home, table) / "_temporary").is_dir()
+
+
+def runs_in_place(home: Path, table: str) -> list[str]:
+    """The table's partition folders: an INSERT's rows move there when its job commits."""
+    return [path.name for path in table_dir(home, table).glob("ingest_run=*")]
+
+
 def build_folder(folder: Path) -> Path:
     """FILES copies of CT_small with their own UIDs (a few series), ZIPPED of them in a zip."""
     with warnings.catch_warnings():
@@ -78,7 +104,7 @@ def build_folder(folder: Path) -> Path:
     archive = zipfile.ZipFile(folder / "archive.zip", "w", zipfile.ZIP_DEFLATED)
     with archive:
         for index in range(FILES):
-            series = index // 250
+            series = index // PER_SERIES
             template.StudyInstanceUID = f"1.2.826.0.1.3680043.10.1{series % 3}"
             template.SeriesInstanceUID = f"1.2.826.0.1.3680043.10.2{series}"
             template.SOPInstanceUID = f"1.2.826.0.1.3680043.10.3.{index}"
@@ -131,11 +157,16 @@ def test_kills_mid_metadata_then_mid_thumbnails_then_a_rerun_give_the_clean_rows
     home = tmp_path / "home"
     ingest = ("ingest", str(many_files), "--thumbnail-size", "32")
     # 20_meta.sql's INSERT comes right after 10_catalog.sql's counts: kill while it writes.
-    seen = kill_after(pixels_sql(*ingest, home=home), "files_to_read", 3.0)
-    assert "zip_members 200" in seen
+    run = pixels_sql(*ingest, home=home)
+    seen = kill_after(run, "files_to_read", 0.5, until=writing(home, "object_catalog"))
+    assert f"zip_members {ZIPPED}" in seen
+    assert runs_in_place(home, "object_catalog") == [], "the kill came after the INSERT"
     # The re-run reads what the killed one did not commit; kill it while it renders thumbnails.
-    seen = kill_after(pixels_sql(*ingest, home=home), "images_to_render", 2.0)
+    run = pixels_sql(*ingest, home=home)
+    seen = kill_after(run, "images_to_render", 0.5, until=writing(home, "object_thumbnails"))
     assert "new_files" in seen
+    assert runs_in_place(home, "object_catalog") != []
+    assert runs_in_place(home, "object_thumbnails") == [], "the kill came after the INSERT"
     out, _ = finish(pixels_sql(*ingest, home=home))
     assert "ingest:" in out
     assert_same_tables(spark, clean, home)
@@ -154,13 +185,16 @@ def test_stream_killed_mid_batch_restarts_from_its_checkpoint_exactly_once(
         "--trigger",
         "available-now",
         "--max-files-per-trigger",
-        "1000",
+        str(PER_TRIGGER),
         "--thumbnail-size",
         "32",
     )
-    # Two micro-batches (1,802 files listed); kill in the middle of the second one, after
-    # the first one committed.
-    kill_after(pixels_sql(*stream, home=home), "micro-batch 0:", 4.0)
+    # Two micro-batches; kill in the middle of the second one (while it writes its header
+    # rows), after the first one committed.
+    run = pixels_sql(*stream, home=home)
+    kill_after(run, "micro-batch 0:", 0.5, until=writing(home, "object_catalog"))
+    assert (checkpoint / "commits" / "0").is_file()
+    assert not (checkpoint / "commits" / "1").exists(), "the kill came after the micro-batch"
     out, err = finish(pixels_sql(*stream, home=home))
     assert "stream:" in out, err[-3000:]
     assert_same_tables(spark, clean, home)
