@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import os
+import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -128,27 +130,6 @@ def test_every_command_has_help() -> None:
     assert all(command.format_help() for command in commands.values())
 
 
-def test_gallery_in_a_real_browser(ran) -> None:
-    """The gallery opens from disk in headless Chromium, one decoded image per instance."""
-    home, _data, _ = ran
-    output = ARTIFACTS / "gallery.html"
-    completed = pixels_sql("gallery", "--output", str(output), home=home)
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    renderable = 6  # the 8 readable files less the RT Plan and RT Ion Plan without pixels
-    assert f"({renderable} images)" in completed.stdout
-    attributes = browser.body_attributes(output.as_uri())
-    assert attributes["data-images-ok"] == str(renderable)
-    assert attributes["data-images-broken"] == "0"
-    page = output.read_text()
-    assert page.count("<figure") == renderable
-    assert "CT · " in page and "MR · " in page
-    shot = browser.screenshot(output.as_uri(), ARTIFACTS / "gallery.png")
-    image = Image.open(shot)
-    assert image.size == (1280, 1600)
-    # Images were painted, not a blank page.
-    assert len(set(image.convert("L").get_flattened_data())) > 50
-
-
 def readme_block(heading: str) -> list[str]:
     """The command lines of the first bash block under a README heading."""
     readme = (ROOT / "README.md").read_text()
@@ -158,12 +139,21 @@ def readme_block(heading: str) -> list[str]:
     return [line for line in block.splitlines() if line.strip()]
 
 
-def test_readme_use_it_on_your_files_runs_as_written(tmp_path: Path) -> None:
+@dataclass
+class ReadmeRun:
+    work: Path  # the folder the lines ran in (gallery.html lands there)
+    data: Path  # the DICOM folder the lines name
+    outputs: list[str]  # what each line printed
+
+
+@pytest.fixture(scope="module")
+def readme_run(tmp_path_factory: pytest.TempPathFactory) -> ReadmeRun:
     """The README's "Use it on your files" lines, run as written: only the folder is ours and
     the home is set the way the README says ($PIXELS_SQL_HOME). They run in a folder of their
     own (the gallery lands there) that sees the checkout's .venv, as the README's reader does."""
-    data = copy_samples(tmp_path / "dicom")
-    (tmp_path / ".venv").symlink_to(ROOT / ".venv")
+    work = tmp_path_factory.mktemp("readme")
+    data = copy_samples(work / "dicom")
+    (work / ".venv").symlink_to(ROOT / ".venv")
     lines = readme_block("## Use it on your files")
     assert lines[0].startswith(".venv/bin/pixels-sql ingest /data/dicom")
     outputs = []
@@ -175,18 +165,44 @@ def test_readme_use_it_on_your_files_runs_as_written(tmp_path: Path) -> None:
             capture_output=True,
             text=True,
             timeout=600,
-            cwd=tmp_path,
+            cwd=work,
             env={
                 **os.environ,
                 "PYTHONWARNINGS": "ignore",
-                "PIXELS_SQL_HOME": str(tmp_path / "home"),
+                "PIXELS_SQL_HOME": str(work / "home"),
             },
             executable="/bin/bash",
         )
         assert completed.returncode == 0, (line, completed.stderr[-3000:])
         outputs.append(completed.stdout)
-    files = sum(1 for path in data.rglob("*") if path.is_file())
+    return ReadmeRun(work, data, outputs)
+
+
+def test_readme_use_it_on_your_files_runs_as_written(readme_run: ReadmeRun) -> None:
+    outputs = readme_run.outputs
+    files = sum(1 for path in readme_run.data.rglob("*") if path.is_file())
     assert f"ingest: {files} new, 0 changed, 0 deleted" in outputs[0]
     assert "StudyInstanceUID" in outputs[1]
     assert "not_dicom" in outputs[2]
-    assert (tmp_path / "gallery.html").is_file()
+    assert (readme_run.work / "gallery.html").is_file()
+
+
+def test_gallery_in_a_real_browser(readme_run: ReadmeRun) -> None:
+    """The gallery opens from disk in headless Chromium, one decoded image per instance: the
+    gallery the README's last line wrote (a pixels-sql gallery over the sample folder)."""
+    assert readme_run.outputs[-1].startswith("gallery: "), readme_run.outputs[-1]
+    ARTIFACTS.mkdir(exist_ok=True)
+    output = Path(shutil.copyfile(readme_run.work / "gallery.html", ARTIFACTS / "gallery.html"))
+    renderable = 6  # the 8 readable files less the RT Plan and RT Ion Plan without pixels
+    assert f"({renderable} images)" in readme_run.outputs[-1]
+    attributes = browser.body_attributes(output.as_uri())
+    assert attributes["data-images-ok"] == str(renderable)
+    assert attributes["data-images-broken"] == "0"
+    page = output.read_text()
+    assert page.count("<figure") == renderable
+    assert "CT · " in page and "MR · " in page
+    shot = browser.screenshot(output.as_uri(), ARTIFACTS / "gallery.png")
+    image = Image.open(shot)
+    assert image.size == (1280, 1600)
+    # Images were painted, not a blank page.
+    assert len(set(image.convert("L").get_flattened_data())) > 50
