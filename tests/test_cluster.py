@@ -134,8 +134,16 @@ class Cluster:
         return sorted(self.work_dir.glob("app-*"))
 
 
+def shared_archive_options() -> list[str]:
+    """The JVM options tests/conftest.py gives the drivers the suite starts for its class
+    archive (in SPARK_SUBMIT_OPTS), if it made one: pyspark's classpath, as here."""
+    options = os.environ.get("SPARK_SUBMIT_OPTS", "").split()
+    return [option for option in options if option.startswith(("-XX:SharedArchiveFile=", "-Xlog:"))]
+
+
 def clean_env(root: Path) -> dict[str, str]:
     """This process's environment minus Spark/PySpark/pixels-sql settings and the venv's bin/."""
+    archive = shared_archive_options()
     dropped = ("PYSPARK_", "SPARK_", "PIXELS_SQL_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(dropped)}
     env.pop("VIRTUAL_ENV", None)
@@ -150,8 +158,9 @@ def clean_env(root: Path) -> dict[str, str]:
         # The master's REST submission server would take the fixed port 6066.
         SPARK_MASTER_OPTS="-Dspark.master.rest.enabled=false",
         # Test-only speed-up for the short-lived JVMs on a small machine: C1 only (roughly
-        # halves the start-up CPU of a Spark JVM here) and one GC thread.
-        JAVA_TOOL_OPTIONS="-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
+        # halves the start-up CPU of a Spark JVM here), one GC thread, and the suite's class
+        # archive (a JVM whose classpath does not match it says so on stderr, runs without).
+        JAVA_TOOL_OPTIONS=" ".join(["-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", *archive]),
     )
     return env
 
