@@ -66,6 +66,11 @@ spark = pixels_sql.session(home, master="local[2]")
 ingest(spark, str(folder), thumbnails=False)
 spark.stop()
 """
+# C1 only (see shared_jvm_classes), with tiered compilation's code cache size: a C1-only JVM
+# gets 48 MiB instead of 240 MiB, which test_dbt's server filled within two minutes; it then ran
+# on interpreted ("CodeCache is full. Compiler has been disabled" on its stderr), its code
+# sweeper busy too.
+C1_ONLY = ("-XX:TieredStopAtLevel=1", "-XX:ReservedCodeCacheSize=240m")
 CACHE_ENV = "PIXELS_SQL_TEST_CACHE"
 # Archives of other keys (an older jar or pyspark) unused for this long are removed.
 STALE_ARCHIVE_SECONDS = 24 * 3600
@@ -173,7 +178,7 @@ def shared_jvm_classes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
     # JVM warnings go to stderr instead.
     shared = f"-XX:SharedArchiveFile={archive} -Xlog:disable -Xlog:all=warning:stderr"
     own_session = _spark_submit_opts(shared)
-    os.environ["SPARK_SUBMIT_OPTS"] = _spark_submit_opts(shared, "-XX:TieredStopAtLevel=1")
+    os.environ["SPARK_SUBMIT_OPTS"] = _spark_submit_opts(shared, *C1_ONLY)
     yield own_session
     if before is None:
         os.environ.pop("SPARK_SUBMIT_OPTS", None)
