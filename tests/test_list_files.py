@@ -96,7 +96,7 @@ def test_a_symlink_loop_lists_each_real_file_once(spark, tmp_path) -> None:
     assert all(r.reason is None for r in rows)
 
 
-def test_a_symlinked_folder_outside_the_root_is_followed_once(spark, tmp_path) -> None:
+def test_a_symlinked_folder_outside_the_root_is_listed_under_each_link(spark, tmp_path) -> None:
     outside = tmp_path / "outside"
     touch(outside / "s1" / "x.dcm")
     touch(outside / "s1" / "deeper" / "y.dcm", b"")
@@ -109,15 +109,21 @@ def test_a_symlinked_folder_outside_the_root_is_followed_once(spark, tmp_path) -
     (outside / "back").symlink_to(root)  # into the root again: already walked
 
     rows = listing(spark, root)
+    # As `find -L`: under each symlink that leads there; the link back into the root adds
+    # nothing (its files are listed by their real paths).
     assert [r.path for r in rows] == [
         uri(root / "link_a" / "s1" / "deeper" / "y.dcm"),
         uri(root / "link_a" / "s1" / "x.dcm"),
+        uri(root / "link_b" / "s1" / "deeper" / "y.dcm"),
+        uri(root / "link_b" / "s1" / "x.dcm"),
+        uri(root / "nested" / "link_c" / "deeper" / "y.dcm"),
+        uri(root / "nested" / "link_c" / "x.dcm"),
         uri(root / "own.dcm"),
     ]
-    assert [r.length for r in rows] == [0, 4, 4]
+    assert [r.length for r in rows] == [0, 4, 0, 4, 0, 4, 4]
     # A symlink as the root is followed too.
     (tmp_path / "root_link").symlink_to(root)
-    assert len(listing(spark, tmp_path / "root_link")) == 3
+    assert len(listing(spark, tmp_path / "root_link")) == 7
 
 
 def long_path_folder(root: Path) -> Path:

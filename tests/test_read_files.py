@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from chispa import assert_df_equality
+from pyspark.sql.functions import col
 
 from tests.corpus import PYDICOM_TEST_FILES
 
@@ -24,6 +25,34 @@ def test_same_rows_as_the_binary_file_source(spark) -> None:
         .select("path", "modificationTime", "length")
     )
     assert ours.count() == len(list(PYDICOM_TEST_FILES.rglob("*.dcm")))
+    assert_df_equality(ours, spark_own, ignore_row_order=True)
+
+
+def test_a_local_folder_is_walked_in_parts_with_the_binary_file_sources_rules(
+    spark, tmp_path: Path
+) -> None:
+    """read_files of a local folder walks it itself (LocalWalk, in parallel parts), and gives
+    what Spark's binaryFile source gives: no `.`/`_` names (but `_k=v`), no
+    empty files, no `._COPYING_`, symlinks followed; content the same bytes."""
+    for series in range(12):
+        for number in range(3):
+            path = tmp_path / f"study{series % 3}" / f"series{series}" / f"IM{number}.dcm"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(bytes([series, number]) * (series + number + 1))
+    for name in ("_hidden/x.dcm", ".git/y.dcm", "_metadata", "_k=v/z.dcm", "a.dcm._COPYING_"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"DICM")
+    (tmp_path / "empty.dcm").touch()
+    (tmp_path / "alias").symlink_to(tmp_path / "study0" / "series0")
+    query = f"SELECT * FROM read_files('{tmp_path}', recursiveFileLookup => true)"
+    ours = spark.sql(query)
+    assert f"read_files({tmp_path})" in ours._jdf.queryExecution().analyzed().toString()
+    assert ours.rdd.getNumPartitions() > 1
+    spark_own = spark.read.format("binaryFile").option("recursiveFileLookup", "true")
+    # Spark lists the files of the symlink into the tree twice; read_files by their real
+    # paths only, as list_files does.
+    spark_own = spark_own.load(str(tmp_path)).where(~col("path").contains("/alias/"))
+    assert ours.count() == 12 * 3 + 1  # and _k=v/z.dcm
     assert_df_equality(ours, spark_own, ignore_row_order=True)
 
 

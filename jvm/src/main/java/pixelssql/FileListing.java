@@ -38,11 +38,11 @@ import org.apache.hadoop.fs.FileSystem;
  * {@code _}) and the failures it does not survive (an unreadable folder, a dangling symlink, a
  * symlink loop) given as entries with a reason instead.
  *
- * <p>Local paths (no scheme, or {@code file:}) are walked with {@code java.nio}, one {@code lstat}
- * per entry. Symlinked folders are followed, each real folder (device and inode) entered once;
- * entries reached without passing through a symlink are always listed, and an entry reached
- * through a symlink is listed only when the same real file was not listed already. Other schemes
- * go through the Hadoop {@link FileSystem} of the path. The path is never read as a glob.
+ * <p>Local paths (no scheme, or {@code file:}) are walked by {@link LocalWalk} ({@code java.nio},
+ * one {@code lstat} per entry, in parts that Spark tasks walk side by side). Symlinks are
+ * followed; an entry reached through a symlink is listed only when its real path is not listed
+ * without one. Other schemes go through the Hadoop {@link FileSystem} of the path. The path is
+ * never read as a glob.
  *
  * <p>{@code java -cp pixels-sql-extensions.jar:<spark jars>/* pixelssql.FileListing [--glob G]
  * [--no-recursive] PATH} prints the same listing as tab-separated lines, without Spark.
@@ -89,18 +89,52 @@ public final class FileListing {
    */
   public static List<Entry> list(
       String path, String glob, boolean recursive, Configuration hadoopConf) throws IOException {
-    PathMatcher matcher = matcher(glob);
+    matcher(glob);
     String scheme = scheme(path);
-    List<Entry> entries;
+    List<Entry> entries = new ArrayList<>();
     if (scheme == null || scheme.equalsIgnoreCase("file")) {
-      entries = new LocalWalk(matcher, recursive).run(path, localPath(path, scheme));
-    } else {
-      entries =
-          new HadoopWalk(matcher, recursive)
-              .run(path, hadoopConf == null ? new Configuration() : hadoopConf);
+      Path root = localPath(path, scheme);
+      boolean file = !checkRoot(path, root).isDirectory();
+      LocalWalk.Scope scope =
+          new LocalWalk.Scope(
+              root.toString(),
+              root.toRealPath().toString(),
+              glob,
+              recursive,
+              LocalWalk.Naming.LIST_FILES);
+      LocalWalk.Unit unit =
+          file
+              ? new LocalWalk.Unit(
+                  root.getParent().toString(), new String[] {root.getFileName().toString()})
+              : new LocalWalk.Unit(root.toString(), null);
+      new LocalWalk.Walker(scope, List.of(unit)).forEachRemaining(entries::add);
+      return entries;
     }
+    entries =
+        new HadoopWalk(matcher(glob), recursive)
+            .run(path, hadoopConf == null ? new Configuration() : hadoopConf);
     entries.sort(Comparator.comparing((Entry e) -> e.path, FileListing::compareCodePoints));
     return entries;
+  }
+
+  /**
+   * The attributes of a local root (symlinks followed), or the error a query gets for it: a
+   * path that does not exist, or cannot be read.
+   */
+  static BasicFileAttributes checkRoot(String given, Path root) {
+    try {
+      return Files.readAttributes(root, BasicFileAttributes.class);
+    } catch (NoSuchFileException e) {
+      String detail = "";
+      if (Files.isSymbolicLink(root)) {
+        detail = " (a symlink to " + LocalWalk.linkTarget(root) + ", which does not exist)";
+      }
+      throw new IllegalArgumentException(
+          ListFiles.FUNCTION_NAME + ": path does not exist: " + given + detail, e);
+    } catch (IOException e) {
+      throw new IllegalArgumentException(
+          ListFiles.FUNCTION_NAME + ": cannot read path " + given + ": " + describe(e), e);
+    }
   }
 
   /**
@@ -133,7 +167,7 @@ public final class FileListing {
   }
 
   /** The local path of a plain path or a {@code file:} URI, taken literally (no decoding). */
-  private static Path localPath(String path, String scheme) {
+  static Path localPath(String path, String scheme) {
     String local = path;
     if (scheme != null) {
       local = path.substring(scheme.length() + 1);
@@ -159,7 +193,7 @@ public final class FileListing {
   }
 
   /** A file-name matcher for {@code glob}; null when every name matches. */
-  private static PathMatcher matcher(String glob) {
+  static PathMatcher matcher(String glob) {
     if (glob == null || glob.equals("*")) {
       return null;
     }
@@ -214,212 +248,6 @@ public final class FileListing {
       return e.getClass().getSimpleName();
     }
     return e.toString();
-  }
-
-  /** Walks a local tree with java.nio. */
-  private static final class LocalWalk {
-    private final PathMatcher matcher;
-    private final boolean recursive;
-    private final List<Entry> entries = new ArrayList<>();
-    private final Set<Object> seenFolders = new HashSet<>();
-    // Keys of the files listed by real paths; a set only once a symlink needs it.
-    private List<Object> realFiles = new ArrayList<>();
-    private Set<Object> seenFiles;
-
-    LocalWalk(PathMatcher matcher, boolean recursive) {
-      this.matcher = matcher;
-      this.recursive = recursive;
-    }
-
-    List<Entry> run(String given, Path root) throws IOException {
-      BasicFileAttributes attributes;
-      try {
-        attributes = Files.readAttributes(root, BasicFileAttributes.class);
-      } catch (NoSuchFileException e) {
-        String detail = "";
-        if (Files.isSymbolicLink(root)) {
-          detail = " (a symlink to " + linkTarget(root) + ", which does not exist)";
-        }
-        throw new IllegalArgumentException(
-            ListFiles.FUNCTION_NAME + ": path does not exist: " + given + detail, e);
-      } catch (IOException e) {
-        throw new IllegalArgumentException(
-            ListFiles.FUNCTION_NAME + ": cannot read path " + given + ": " + describe(e), e);
-      }
-      if (!attributes.isDirectory()) {
-        file(root, attributes, false);
-        return entries;
-      }
-      seenFolders.add(key(root, attributes));
-      List<Path> links = new ArrayList<>();
-      walk(root, links, false);
-      // Symlinks last, a level of links at a time in path order: real paths win, and the
-      // outcome does not depend on the order in which the folders were read.
-      while (!links.isEmpty()) {
-        links.sort(Comparator.comparing(Path::toString, FileListing::compareCodePoints));
-        List<Path> next = new ArrayList<>();
-        for (Path link : links) {
-          link(link, next);
-        }
-        links = next;
-      }
-      return entries;
-    }
-
-    /**
-     * Lists the real entries under {@code top}, queueing the symlinks met into {@code links};
-     * {@code throughLink} when {@code top} is reached through a symlink.
-     */
-    private void walk(Path top, List<Path> links, boolean throughLink) {
-      Deque<Path> folders = new ArrayDeque<>();
-      folders.push(top);
-      List<Path> children = new ArrayList<>();
-      while (!folders.isEmpty()) {
-        Path folder = folders.pop();
-        children.clear();
-        try (DirectoryStream<Path> stream = Files.newDirectoryStream(folder)) {
-          for (Path child : stream) {
-            children.add(child);
-          }
-        } catch (NoSuchFileException e) {
-          continue; // deleted since its parent was read
-        } catch (IOException | DirectoryIteratorException e) {
-          String message = "cannot list folder " + folder + ": " + describe(e);
-          entries.add(error(folder, UNREADABLE, message));
-          continue;
-        }
-        for (Path child : children) {
-          if (hidden(child.getFileName().toString())) {
-            continue;
-          }
-          BasicFileAttributes attributes;
-          try {
-            attributes =
-                Files.readAttributes(child, BasicFileAttributes.class, LinkOption.NOFOLLOW_LINKS);
-          } catch (NoSuchFileException e) {
-            continue; // deleted since its folder was read
-          } catch (IOException e) {
-            entries.add(error(child, UNREADABLE, "cannot read " + child + ": " + describe(e)));
-            continue;
-          }
-          if (attributes.isSymbolicLink()) {
-            links.add(child);
-          } else if (attributes.isDirectory()) {
-            if (recursive && seenFolders.add(key(child, attributes))) {
-              folders.push(child);
-            }
-          } else {
-            file(child, attributes, throughLink);
-          }
-        }
-      }
-    }
-
-    /** Resolves one symlink: a file, a folder to walk (once), or a dangling link. */
-    private void link(Path link, List<Path> links) {
-      BasicFileAttributes attributes;
-      try {
-        attributes = Files.readAttributes(link, BasicFileAttributes.class);
-      } catch (IOException e) {
-        if (matches(link)) {
-          String cause =
-              e instanceof NoSuchFileException
-                  ? "which does not exist"
-                  : "unreadable: " + describe(e);
-          entries.add(
-              error(
-                  link,
-                  NOT_FOUND,
-                  "dangling symlink " + link + " -> " + linkTarget(link) + " (" + cause + ")"));
-        }
-        return;
-      }
-      if (attributes.isDirectory()) {
-        if (recursive && seenFolders.add(key(link, attributes))) {
-          walk(link, links, true);
-        }
-      } else {
-        file(link, attributes, true);
-      }
-    }
-
-    /** A file entry, unless the name does not match or (through a symlink) it is listed. */
-    private void file(Path file, BasicFileAttributes attributes, boolean throughLink) {
-      if (!matches(file)) {
-        return;
-      }
-      Object key = key(file, attributes);
-      if (!throughLink) {
-        realFiles.add(key);
-      } else {
-        if (seenFiles == null) {
-          seenFiles = new HashSet<>(realFiles);
-          realFiles = null;
-        }
-        if (!seenFiles.add(key)) {
-          return;
-        }
-      }
-      long millis = attributes.lastModifiedTime().toMillis();
-      if (attributes.isRegularFile()) {
-        entries.add(new Entry(uri(file), millis, attributes.size(), null, null));
-      } else {
-        entries.add(
-            new Entry(
-                uri(file),
-                millis,
-                null,
-                NOT_REGULAR,
-                "not a regular file: " + file + " (" + kind(file) + ")"));
-      }
-    }
-
-    private boolean matches(Path path) {
-      return matcher == null || matcher.matches(path.getFileName());
-    }
-
-    private static Entry error(Path path, String reason, String message) {
-      return new Entry(uri(path), null, null, reason, message);
-    }
-
-    /** The path as Spark's binaryFile source gives it: file: and the path, not encoded. */
-    private static String uri(Path path) {
-      return "file:" + path;
-    }
-
-    /** Device and inode; the path itself where the file system has no file keys. */
-    private static Object key(Path path, BasicFileAttributes attributes) {
-      Object key = attributes.fileKey();
-      return key != null ? key : path.toAbsolutePath().normalize();
-    }
-
-    private static String linkTarget(Path link) {
-      try {
-        return Files.readSymbolicLink(link).toString();
-      } catch (IOException | UnsupportedOperationException e) {
-        return "?";
-      }
-    }
-
-    private static String kind(Path path) {
-      try {
-        int mode = (Integer) Files.getAttribute(path, "unix:mode");
-        switch (mode & 0170000) {
-          case 0010000:
-            return "named pipe";
-          case 0140000:
-            return "socket";
-          case 0020000:
-            return "character device";
-          case 0060000:
-            return "block device";
-          default:
-            return "special file";
-        }
-      } catch (IOException | UnsupportedOperationException | IllegalArgumentException e) {
-        return "special file";
-      }
-    }
   }
 
   /** Walks a tree of any Hadoop file system. */

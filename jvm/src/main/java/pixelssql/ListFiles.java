@@ -3,7 +3,6 @@ package pixelssql;
 import java.io.IOException;
 import java.io.Serializable;
 import java.io.UncheckedIOException;
-import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
 
@@ -11,19 +10,15 @@ import org.apache.hadoop.conf.Configuration;
 
 import org.apache.spark.sql.SparkSession;
 import org.apache.spark.sql.catalyst.InternalRow;
-import org.apache.spark.sql.catalyst.expressions.Attribute;
 import org.apache.spark.sql.catalyst.expressions.Expression;
-import org.apache.spark.sql.catalyst.expressions.GenericInternalRow;
 import org.apache.spark.sql.catalyst.expressions.Literal;
 import org.apache.spark.sql.catalyst.parser.ParserInterface;
 import org.apache.spark.sql.catalyst.expressions.NamedArgumentExpression;
-import org.apache.spark.sql.catalyst.plans.logical.LocalRelation;
 import org.apache.spark.sql.catalyst.plans.logical.LogicalPlan;
-import org.apache.spark.sql.catalyst.types.DataTypeUtils;
+import org.apache.spark.sql.execution.datasources.v2.DataSourceV2Relation;
 import org.apache.spark.sql.execution.python.UserDefinedPythonTableFunction;
 import org.apache.spark.sql.types.DataTypes;
 import org.apache.spark.sql.types.StructType;
-import org.apache.spark.unsafe.types.UTF8String;
 
 import scala.Option;
 import scala.collection.immutable.Seq;
@@ -32,9 +27,9 @@ import scala.runtime.AbstractFunction0;
 import scala.runtime.AbstractFunction1;
 
 /**
- * Builds the plan of one {@code list_files(path [, glob => '*'] [, recursive => true])} call: the
- * listing of {@link FileListing}, made when the query is analyzed, as a local relation with the
- * columns {@code path, modificationTime, length, reason, message}.
+ * Builds the plan of one {@code list_files(path [, glob => '*'] [, recursive => true])} call: a
+ * {@link ListingTable} with the columns {@code path, modificationTime, length, reason, message},
+ * walked when the query runs (the path and the glob are checked when it is analyzed).
  */
 public final class ListFiles extends AbstractFunction1<Seq<Expression>, LogicalPlan>
     implements Serializable {
@@ -109,28 +104,43 @@ public final class ListFiles extends AbstractFunction1<Seq<Expression>, LogicalP
     if (!FileListing.hadoopLists(path, hadoopConf)) {
       return objectListing(session, path, glob, recursive);
     }
-    List<FileListing.Entry> entries;
+    String scheme = FileListing.scheme(path);
+    FileListing.matcher(glob); // an invalid glob fails here, when the query is analyzed
+    ListingTable table;
+    if (scheme == null || scheme.equalsIgnoreCase("file")) {
+      java.nio.file.Path root = FileListing.localPath(path, scheme);
+      boolean file = !FileListing.checkRoot(path, root).isDirectory();
+      try {
+        table =
+            ListingTable.local(
+                FUNCTION_NAME,
+                root,
+                file,
+                glob,
+                recursive,
+                LocalWalk.Naming.LIST_FILES,
+                Long.MAX_VALUE,
+                session.sparkContext().defaultParallelism());
+      } catch (IOException e) {
+        throw new UncheckedIOException(FUNCTION_NAME + ": cannot list " + path + ": " + e, e);
+      }
+    } else {
+      checkHadoopRoot(path, hadoopConf);
+      table = ListingTable.hadoop(path, glob, recursive, hadoopConf);
+    }
+    return DataSourceV2Relation.create(table, Option.empty(), Option.empty());
+  }
+
+  /** A path of a Hadoop file system that does not exist fails the query when it is analyzed. */
+  private static void checkHadoopRoot(String path, Configuration conf) {
+    org.apache.hadoop.fs.Path root = new org.apache.hadoop.fs.Path(path);
     try {
-      entries = FileListing.list(path, glob, recursive, hadoopConf);
+      root.getFileSystem(conf).getFileStatus(root);
+    } catch (java.io.FileNotFoundException e) {
+      throw new IllegalArgumentException(FUNCTION_NAME + ": path does not exist: " + path, e);
     } catch (IOException e) {
       throw new UncheckedIOException(FUNCTION_NAME + ": cannot list " + path + ": " + e, e);
     }
-    List<InternalRow> rows = new ArrayList<>(entries.size());
-    for (FileListing.Entry entry : entries) {
-      rows.add(
-          new GenericInternalRow(
-              new Object[] {
-                UTF8String.fromString(entry.path),
-                entry.modificationTime == null ? null : entry.modificationTime * 1000L,
-                entry.length,
-                entry.reason == null ? null : UTF8String.fromString(entry.reason),
-                entry.message == null ? null : UTF8String.fromString(entry.message)
-              }));
-    }
-    @SuppressWarnings("unchecked")
-    Seq<Attribute> output = (Seq<Attribute>) (Seq<?>) DataTypeUtils.toAttributes(SCHEMA);
-    return new LocalRelation(
-        output, CollectionConverters.asScala(rows).toSeq(), false, Option.empty());
   }
 
   /** Name of the Python table function (pixels_sql/functions/listing.py) listing object stores. */
