@@ -29,6 +29,8 @@ def abort_on(value: str) -> tuple[str, None]:
         raise KeyError(value)
     if value.startswith("panic"):
         raise _Panic(value)
+    if value.startswith("nap"):
+        time.sleep(0.2)
     if value.startswith("allocate"):
         bytearray(8 << 30)  # 8 GiB: over the helper's address-space limit
     return value, None

@@ -44,6 +44,24 @@ def test_each_crash_costs_exactly_its_own_file(monkeypatch: pytest.MonkeyPatch) 
     helper.wait()
 
 
+def test_replies_in_groups_still_charge_a_crash_to_its_file(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The helper replies every REPLY_GROUP files: the files it read after its last reply are
+    read again by the next helper, and the crash is charged to the file its counter names."""
+    monkeypatch.setattr(isolation, "FILE_TIMEOUT_SECONDS", 1.0)
+    items = [f"file{i}" for i in range(3 * isolation.REPLY_GROUP)]
+    items[isolation.REPLY_GROUP + 10] = "segv"
+    items[-1] = "abort"
+    # Files that each take 0.2 s, 2 s in all: no timeout, the counter moves on.
+    items[5:15] = [f"nap{i}" for i in range(10)]
+    results = run_isolated(abort_on, [(item,) for item in items], failure)
+    expected = [
+        (None, "decoder_crash") if item in ("segv", "abort") else (item, None) for item in items
+    ]
+    assert results == expected
+
+
 def test_in_process_mode_gives_the_same_results_for_exceptions(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -25,6 +25,7 @@ them with ``spark.executorEnv.<NAME>``):
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 import pickle
 import select
@@ -48,6 +49,11 @@ MODES = ("process", "none")
 STARTUP_TIMEOUT_SECONDS = 120.0
 
 _FRAME = struct.Struct("<Q")  # every message: 8-byte length, then a pickle
+_COUNTER = struct.Struct("<Q")  # the shared progress counter
+# The child replies with a group of results every REPLY_GROUP files or REPLY_SECONDS: one pickle
+# and one pipe write per file cost the worker about as much as reading a header (~70 us).
+REPLY_GROUP = 64
+REPLY_SECONDS = 0.05
 
 
 def run_isolated(
@@ -81,24 +87,61 @@ class _Helper:
         items: Sequence[tuple[Any, ...]],
         failure: Callable[[str, str], R],
     ) -> list[R]:
-        results: list[R] = []
+        results: dict[int, R] = {}
+        todo = list(range(len(items)))
         with self._lock:
-            while len(results) < len(items):
-                pending = items[len(results) :]
-                stdout = self._submit(function, pending)
+            while todo:
+                sent = todo
+                stdout = self._submit(function, [items[index] for index in sent])
                 # The child answers once it has unpickled the batch (imported the function's
                 # module), so start-up time is not charged to the first file.
                 outcome = _receive(stdout, STARTUP_TIMEOUT_SECONDS)
-                for _ in pending:
+                received = 0
+                while received < len(sent) and not isinstance(outcome, _Failed):
+                    outcome = self._receive_results(stdout)
                     if not isinstance(outcome, _Failed):
-                        outcome = _receive(stdout, FILE_TIMEOUT_SECONDS)
-                    if isinstance(outcome, _Failed):
-                        # The file being read killed the child: it alone fails; a new child
-                        # goes on with the next file.
-                        results.append(failure(*self._stop(outcome)))
-                        break
-                    results.append(_outcome(outcome, failure))
-        return results
+                        for result in outcome:
+                            results[sent[received]] = _outcome(result, failure)
+                            received += 1
+                if isinstance(outcome, _Failed):
+                    # The file being read killed the child (or ran out of time): it alone
+                    # fails. The files read since the child's last reply are read again by a
+                    # new child, with the rest.
+                    culprit = max(received, self._progress_index())
+                    reason = self._stop(outcome)
+                    if culprit < len(sent):
+                        results[sent[culprit]] = failure(*reason)
+                    todo = sent[received:culprit] + sent[culprit + 1 :]
+                else:
+                    todo = []
+        return [results[index] for index in range(len(items))]
+
+    def _progress_index(self) -> int:
+        """The position (in the batch) of the file the child was reading when it stopped; -1
+        when unknown (a child without the shared counter, or one that read none yet)."""
+        progress = getattr(self._process, "progress", None)
+        if progress is None:
+            return -1
+        return _COUNTER.unpack_from(progress)[0] - 1
+
+    def _receive_results(self, stdout: BinaryIO) -> Any:
+        """The child's next group of results; a :class:`_Failed` when it died, or when one file
+        took longer than :data:`FILE_TIMEOUT_SECONDS` (the child's counter says which file it
+        is on, and since when)."""
+        progress = getattr(self._process, "progress", None)
+        if progress is None:
+            return _receive(stdout, FILE_TIMEOUT_SECONDS)
+        current = _COUNTER.unpack_from(progress)[0]
+        deadline = time.monotonic() + FILE_TIMEOUT_SECONDS
+        while True:
+            outcome = _receive(stdout, min(1.0, max(0.0, deadline - time.monotonic())))
+            if not isinstance(outcome, _Failed) or not outcome.timed_out:
+                return outcome
+            started = _COUNTER.unpack_from(progress)[0]
+            if started != current:  # the child moved on to another file: its own time
+                current, deadline = started, time.monotonic() + FILE_TIMEOUT_SECONDS
+            elif time.monotonic() >= deadline:
+                return outcome
 
     def _submit(self, function: Callable[..., Any], items: Sequence[tuple[Any, ...]]) -> BinaryIO:
         """Send a batch to the child (started if needed); the stream its results come on."""
@@ -117,6 +160,9 @@ class _Helper:
                 )
         process = self._process
         assert process.stdin is not None and process.stdout is not None
+        progress = getattr(process, "progress", None)
+        if progress is not None:
+            _COUNTER.pack_into(progress, 0, 0)  # no file of this batch started yet
         # A child that died on start-up breaks the pipe: reported for the first file.
         with contextlib.suppress(BrokenPipeError):
             _send(process.stdin, (function, list(items)))
@@ -150,6 +196,10 @@ class _ForkedChild:
     def __init__(self, memory_limit: int) -> None:
         requests_read, requests_write = os.pipe()
         replies_read, replies_write = os.pipe()
+        # Shared with the child (an anonymous shared mapping survives the fork): the 1-based
+        # position of the file it is reading, so that it can reply in groups and a crash or a
+        # hang is still charged to the right file.
+        self.progress = mmap.mmap(-1, _COUNTER.size)
         pid = os.fork()
         if pid == 0:  # the child: never returns
             code = 1
@@ -167,7 +217,7 @@ class _ForkedChild:
                 # A Rust decoder's panic (pylibjpeg-rle) is one reason row, not 100 lines of
                 # backtrace on the user's terminal.
                 os.environ["RUST_BACKTRACE"] = "0"
-                _serve(memory_limit)
+                _serve(memory_limit, self.progress)
                 code = 0
             finally:
                 os._exit(code)
@@ -265,8 +315,12 @@ _HELPER = _Helper()
 _CHILD = "import sys; from pixels_sql.dicom.isolation import _serve; _serve(int(sys.argv[1]))"
 
 
-def _serve(memory_limit: int) -> None:
-    """The child's loop: read (function, items), write one result per item, until EOF."""
+def _serve(memory_limit: int, progress: mmap.mmap | None = None) -> None:
+    """The child's loop: read (function, items), write the results in order, until EOF.
+
+    With ``progress`` (shared with the worker) the results go in groups of up to
+    :data:`REPLY_GROUP` (or what :data:`REPLY_SECONDS` gave time for), and the counter holds the
+    position of the file being read; without it, one reply per file."""
     if memory_limit > 0:
         import resource
 
@@ -284,9 +338,34 @@ def _serve(memory_limit: int) -> None:
         (length,) = _FRAME.unpack(header)
         function, items = pickle.loads(requests.read(length))
         _send(replies, None)  # started
-        for item in items:
-            result = _call(function, item)
+        group: list[Any] = []
+        flushed = time.monotonic()
+        for position, item in enumerate(items):
+            if progress is not None:
+                _COUNTER.pack_into(progress, 0, position + 1)
+            group.append(_call(function, item))
+            last = position == len(items) - 1
+            if (
+                progress is None
+                or last
+                or len(group) >= REPLY_GROUP
+                or time.monotonic() - flushed >= REPLY_SECONDS
+            ):
+                _send_group(replies, group)
+                group = []
+                flushed = time.monotonic()
+
+
+def _send_group(replies: BinaryIO, group: list[Any]) -> None:
+    try:
+        _send(replies, group)
+    except (pickle.PicklingError, TypeError, AttributeError):
+        # One result that does not pickle: each on its own, that one as an error.
+        safe = []
+        for result in group:
             try:
-                _send(replies, result)
+                pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+                safe.append(result)
             except (pickle.PicklingError, TypeError, AttributeError):
-                _send(replies, _Raised(RuntimeError(repr(getattr(result, "error", result)))))
+                safe.append(_Raised(RuntimeError(repr(getattr(result, "error", result)))))
+        _send(replies, safe)
