@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: setup jar browser dcmtk viewer demo test lint format clean bench bench-thumbnails bench-meta bench-server \
-	bench-ingest bench-dicomweb bench-object-storage fuzz dbt
+	bench-ingest bench-dicomweb bench-object-storage bench-scale fuzz dbt
 
 # pip also builds the compiled header reader (setup.py): a change to its C source reinstalls.
 $(STAMP): pyproject.toml setup.py pixels_sql/dicom/_fastmeta.c scripts/check-java scripts/check-cc
@@ -61,7 +61,8 @@ test: jar lint browser dcmtk viewer
 	PIXELS_SQL_TEST_CACHE=$(TEST_CACHE) $(PY) -m pytest
 
 # Speed targets live in bench/ (see bench/README.md), never in the tests.
-bench: bench-meta bench-thumbnails bench-server bench-ingest bench-dicomweb bench-object-storage
+bench: bench-meta bench-thumbnails bench-server bench-ingest bench-dicomweb bench-object-storage \
+	bench-scale
 
 bench-thumbnails: jar
 	$(PY) -m bench.thumbnails --files 48
@@ -79,6 +80,11 @@ bench-server: jar
 # Zip members read in place vs extracted, and the no-op re-run of ingest over 100k files.
 bench-ingest: jar
 	$(PY) -m bench.ingest --zips 100 --members 5 --files 100000
+
+# A synthetic archive of 100,000 and 1,000,000 files (~17.5 GB, made once in bench/data/),
+# ingested end to end with `pixels-sql ingest --no-thumbnails`: time, files/s, peak memory.
+bench-scale: jar
+	$(PY) -m bench.scale --files 100000 --files 1000000
 
 # Bytes transferred reading the metadata of 1,000 objects of >= 5 MB from an S3 server on loopback.
 bench-object-storage: jar
