@@ -20,7 +20,11 @@
    again (the no-op run: nothing to read; ``--no-noop`` skips it). Reports wall time, files/s
    and the memory peaks per N, and each statement's seconds from the ingest log.
 
-Results: bench/results/scale.json and scale.md (and printed).
+3. First, in one session of its own: ``read_files`` and ``list_files`` of each tree (``count(*)``)
+   against ``os.walk`` of it, names only (the baseline) and with an ``lstat`` per file; best of
+   3, interleaved (``--listing-only``: only this).
+
+Results: bench/results/scale.json and scale.md (scale-listing.* with ``--listing-only``).
 """
 
 from __future__ import annotations
@@ -321,6 +325,59 @@ def measure(files: int, cores: int, noop_run: bool = True) -> dict[str, Any]:
     }
 
 
+def listing(trees: list[Path], cores: int) -> list[dict[str, Any]]:
+    """``read_files`` and ``list_files`` of each tree against ``os.walk`` (names only, as the
+    issue's baseline, and with an ``lstat`` per file, which the listings need for the length
+    and time they give), best of 3 each, interleaved, in one session."""
+    import pixels_sql
+
+    home = Path(tempfile.mkdtemp(prefix="pixels-bench-scale-listing-"))
+    spark = pixels_sql.session(home, master=f"local[{cores}]")
+    queries = {
+        "read_files": "SELECT count(*) FROM read_files(:path, recursiveFileLookup => true)",
+        "list_files": "SELECT count(*) FROM list_files(:path)",
+    }
+
+    def walk(tree: Path, with_stat: bool) -> int:
+        count = 0
+        for folder, _folders, names in os.walk(tree):
+            for name in names:
+                if with_stat:
+                    os.lstat(os.path.join(folder, name))
+                count += 1
+        return count
+
+    results = []
+    try:
+        for tree in trees:
+            times: dict[str, list[float]] = {}
+            counts: dict[str, int] = {}
+            for _ in range(3):
+                for name, query in queries.items():
+                    started = time.perf_counter()
+                    counts[name] = spark.sql(query, args={"path": str(tree)}).first()[0]
+                    times.setdefault(name, []).append(time.perf_counter() - started)
+                for name, with_stat in (("os_walk", False), ("os_walk_lstat", True)):
+                    started = time.perf_counter()
+                    counts[name] = walk(tree, with_stat)
+                    times.setdefault(name, []).append(time.perf_counter() - started)
+            best = {name: min(runs) for name, runs in times.items()}
+            results.append(
+                {
+                    "tree": str(tree),
+                    "counts": counts,
+                    "best_seconds": best,
+                    "runs": times,
+                    "ratio_read_files_to_os_walk": best["read_files"] / best["os_walk"],
+                    "ratio_list_files_to_os_walk": best["list_files"] / best["os_walk"],
+                }
+            )
+    finally:
+        spark.stop()
+        shutil.rmtree(home, ignore_errors=True)
+    return results
+
+
 def render(report: dict[str, Any]) -> str:
     lines = [
         f"Scale benchmark, {report['date']} ({report['git']}), local[{report['cores']}] on"
@@ -342,6 +399,22 @@ def render(report: dict[str, Any]) -> str:
             f" {first['peak_rss_python_workers_total_mib']:.0f} |"
             f" {first['load_average_start'][0]:.1f} / {first['load_average_end'][0]:.1f} |"
         )
+    if report.get("listing"):
+        lines += [
+            "",
+            "| listing (s, best of 3) | read_files | list_files | os.walk (baseline) |"
+            " read_files / os.walk | list_files / os.walk | os.walk + lstat |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for result in report["listing"]:
+            best, counts = result["best_seconds"], result["counts"]
+            check = "" if len(set(counts.values())) == 1 else f" CHECK FAILED: counts {counts}"
+            lines.append(
+                f"| {counts['os_walk']:,} files{check} | {best['read_files']:.2f} |"
+                f" {best['list_files']:.2f} | {best['os_walk']:.2f} |"
+                f" {result['ratio_read_files_to_os_walk']:.1f}x |"
+                f" {result['ratio_list_files_to_os_walk']:.1f}x | {best['os_walk_lstat']:.2f} |"
+            )
     for result in report["runs"]:
         lines += ["", f"Statements of the first ingest of {result['files']:,} files (s):", ""]
         lines += [f"- {label}: {seconds:.1f}" for label, seconds in result["first"]["statements"]]
@@ -363,6 +436,9 @@ def main() -> None:
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--generate-only", action="store_true")
     parser.add_argument("--no-noop", action="store_true", help="skip the no-op re-run")
+    parser.add_argument(
+        "--listing-only", action="store_true", help="only read_files/list_files vs os.walk"
+    )
     args = parser.parse_args()
     sizes = args.files or [100000, 1000000]
     if args.generate_only:
@@ -374,12 +450,16 @@ def main() -> None:
         "machine_cpus": os.cpu_count(),
         "git": git_state(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
-        "runs": [measure(files, args.cores, not args.no_noop) for files in sizes],
+        "listing": listing([generate(files) / "tree" for files in sizes], args.cores),
+        "runs": []
+        if args.listing_only
+        else [measure(files, args.cores, not args.no_noop) for files in sizes],
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "scale.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    name = "scale-listing" if args.listing_only else "scale"
+    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     markdown = render(report)
-    (RESULTS / "scale.md").write_text(markdown + "\n")
+    (RESULTS / f"{name}.md").write_text(markdown + "\n")
     print(markdown)
     if "CHECK FAILED" in markdown:
         sys.exit(1)
