@@ -96,18 +96,9 @@ public final class FileListing {
       Path root = localPath(path, scheme);
       boolean file = !checkRoot(path, root).isDirectory();
       LocalWalk.Scope scope =
-          new LocalWalk.Scope(
-              root.toString(),
-              root.toRealPath().toString(),
-              glob,
-              recursive,
-              LocalWalk.Naming.LIST_FILES);
-      LocalWalk.Unit unit =
-          file
-              ? new LocalWalk.Unit(
-                  root.getParent().toString(), new String[] {root.getFileName().toString()})
-              : new LocalWalk.Unit(root.toString(), null);
-      new LocalWalk.Walker(scope, List.of(unit)).forEachRemaining(entries::add);
+          LocalWalk.Scope.of(root, glob, recursive, LocalWalk.Naming.LIST_FILES);
+      new LocalWalk.Walker(scope, List.of(LocalWalk.Unit.root(root, file)))
+          .forEachRemaining(entries::add);
       return entries;
     }
     entries =

@@ -58,30 +58,28 @@ final class ListingTable implements Table, SupportsRead {
 
   private final String name;
   private final StructType schema;
-  private final LocalWalk.Scope scope; // null for a Hadoop file system
-  private final String rootFile; // the root when it is a file, else null
+  // What and how to walk; for a Hadoop file system only the path, glob and recursive count.
+  private final LocalWalk.Scope scope;
+  private final boolean rootIsFile;
   private final long maxLength;
   private final int parallelism;
   private final SerializableConfiguration hadoopConf; // null for a local path
-  private final String hadoopPath;
 
   private ListingTable(
       String name,
       StructType schema,
       LocalWalk.Scope scope,
-      String rootFile,
+      boolean rootIsFile,
       long maxLength,
       int parallelism,
-      SerializableConfiguration hadoopConf,
-      String hadoopPath) {
+      SerializableConfiguration hadoopConf) {
     this.name = name;
     this.schema = schema;
     this.scope = scope;
-    this.rootFile = rootFile;
+    this.rootIsFile = rootIsFile;
     this.maxLength = maxLength;
     this.parallelism = parallelism;
     this.hadoopConf = hadoopConf;
-    this.hadoopPath = hadoopPath;
   }
 
   /** A local listing; {@code root} exists, {@code rootIsFile} when it is not a folder. */
@@ -95,19 +93,15 @@ final class ListingTable implements Table, SupportsRead {
       long maxLength,
       int parallelism)
       throws IOException {
-    String real = root.toRealPath().toString();
-    LocalWalk.Scope scope =
-        new LocalWalk.Scope(root.toString(), real, glob, recursive, naming);
     StructType schema =
         naming == LocalWalk.Naming.SPARK ? BINARY_FILE_SCHEMA : ListFiles.SCHEMA;
     return new ListingTable(
         function + "(" + root + ")",
         schema,
-        scope,
-        rootIsFile ? root.toString() : null,
+        LocalWalk.Scope.of(root, glob, recursive, naming),
+        rootIsFile,
         maxLength,
         parallelism,
-        null,
         null);
   }
 
@@ -118,11 +112,10 @@ final class ListingTable implements Table, SupportsRead {
         ListFiles.FUNCTION_NAME + "(" + path + ")",
         ListFiles.SCHEMA,
         scope,
-        null,
+        false,
         0,
         1,
-        new SerializableConfiguration(conf),
-        path);
+        new SerializableConfiguration(conf));
   }
 
   @Override
@@ -188,11 +181,8 @@ final class ListingTable implements Table, SupportsRead {
       if (hadoopConf != null) {
         return new InputPartition[] {new Part(List.of())};
       }
-      if (rootFile != null) {
-        Path file = Paths.get(rootFile);
-        Path parent = file.getParent() == null ? file : file.getParent();
-        LocalWalk.Unit unit =
-            new LocalWalk.Unit(parent.toString(), new String[] {file.getFileName().toString()});
+      if (rootIsFile) {
+        LocalWalk.Unit unit = LocalWalk.Unit.root(Paths.get(scope.root), true);
         return new InputPartition[] {new Part(List.of(unit))};
       }
       int tasks = Math.max(1, 2 * parallelism);
@@ -208,7 +198,7 @@ final class ListingTable implements Table, SupportsRead {
 
     @Override
     public PartitionReaderFactory createReaderFactory() {
-      return new Readers(scope, required, maxLength, hadoopConf, hadoopPath);
+      return new Readers(scope, required, maxLength, hadoopConf);
     }
   }
 
@@ -228,19 +218,16 @@ final class ListingTable implements Table, SupportsRead {
     private final StructType required;
     private final long maxLength;
     private final SerializableConfiguration hadoopConf;
-    private final String hadoopPath;
 
     Readers(
         LocalWalk.Scope scope,
         StructType required,
         long maxLength,
-        SerializableConfiguration hadoopConf,
-        String hadoopPath) {
+        SerializableConfiguration hadoopConf) {
       this.scope = scope;
       this.required = required;
       this.maxLength = maxLength;
       this.hadoopConf = hadoopConf;
-      this.hadoopPath = hadoopPath;
     }
 
     @Override
@@ -249,11 +236,11 @@ final class ListingTable implements Table, SupportsRead {
       if (hadoopConf != null) {
         try {
           entries =
-              FileListing.list(hadoopPath, scope.glob, scope.recursive, hadoopConf.value())
+              FileListing.list(scope.root, scope.glob, scope.recursive, hadoopConf.value())
                   .iterator();
         } catch (IOException e) {
           throw new UncheckedIOException(
-              ListFiles.FUNCTION_NAME + ": cannot list " + hadoopPath + ": " + e, e);
+              ListFiles.FUNCTION_NAME + ": cannot list " + scope.root + ": " + e, e);
         }
       } else {
         entries = new LocalWalk.Walker(scope, ((Part) partition).units);

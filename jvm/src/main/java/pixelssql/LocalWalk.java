@@ -4,7 +4,6 @@ import java.io.IOException;
 import java.io.Serializable;
 import java.nio.file.DirectoryIteratorException;
 import java.nio.file.DirectoryStream;
-import java.nio.file.FileSystems;
 import java.nio.file.Files;
 import java.nio.file.LinkOption;
 import java.nio.file.NoSuchFileException;
@@ -83,12 +82,17 @@ final class LocalWalk {
       this.naming = naming;
     }
 
+    /** The scope of a walk of the local {@code root} (which exists). */
+    static Scope of(Path root, String glob, boolean recursive, Naming naming) throws IOException {
+      return new Scope(root.toString(), root.toRealPath().toString(), glob, recursive, naming);
+    }
+
     boolean matches(Path path) {
       if (glob == null || glob.equals("*")) {
         return true;
       }
       if (matcher == null) {
-        matcher = FileSystems.getDefault().getPathMatcher("glob:" + glob);
+        matcher = FileListing.matcher(glob);
       }
       Path name = path.getFileName();
       return name != null && matcher.matches(name);
@@ -132,6 +136,15 @@ final class LocalWalk {
     Unit(String folder, String[] names) {
       this.folder = folder;
       this.names = names;
+    }
+
+    /** The whole walk of {@code root}: its subtree, or the one entry of a root that is a file. */
+    static Unit root(Path root, boolean isFile) {
+      Path parent = root.getParent();
+      if (!isFile || parent == null) {
+        return new Unit(root.toString(), null);
+      }
+      return new Unit(parent.toString(), new String[] {root.getFileName().toString()});
     }
   }
 
@@ -501,10 +514,5 @@ final class LocalWalk {
     } catch (IOException | UnsupportedOperationException | IllegalArgumentException e) {
       return "special file";
     }
-  }
-
-  /** Every entry of the walk of {@code root}, in path order, by one walker (no Spark). */
-  static Iterator<FileListing.Entry> walk(Path root, Scope scope) {
-    return new Walker(scope, List.of(new Unit(root.toString(), null)));
   }
 }

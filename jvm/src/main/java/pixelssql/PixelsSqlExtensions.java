@@ -192,21 +192,11 @@ public final class PixelsSqlExtensions extends AbstractFunction1<SparkSessionExt
           || (scheme != null && !scheme.equalsIgnoreCase("file"))) {
         return null;
       }
-      String glob = "*";
-      boolean recursive = false;
-      for (Map.Entry<String, String> option : options.entrySet()) {
-        String key = option.getKey().toLowerCase(Locale.ROOT);
-        if (key.equals("pathglobfilter")) {
-          glob = option.getValue();
-        } else if (key.equals("recursivefilelookup")) {
-          recursive = Boolean.parseBoolean(option.getValue().trim());
-        } else {
-          return null;
-        }
-      }
-      if (!recursive) {
+      ListingOptions listing = new ListingOptions(options);
+      if (listing.other != null || !listing.recursive) {
         return null;
       }
+      String glob = listing.glob;
       java.nio.file.Path root;
       try {
         root = FileListing.localPath(path, scheme);
@@ -255,27 +245,19 @@ public final class PixelsSqlExtensions extends AbstractFunction1<SparkSessionExt
                 + " binaryFile format only; put the Hadoop file system's jars (e.g. hadoop-aws"
                 + " for s3a://) on the class path to read other formats");
       }
-      String glob = "*";
-      boolean recursive = false;
-      for (Map.Entry<String, String> option : options.entrySet()) {
-        String key = option.getKey().toLowerCase(Locale.ROOT);
-        if (key.equals("pathglobfilter")) {
-          glob = option.getValue();
-        } else if (key.equals("recursivefilelookup")) {
-          recursive = Boolean.parseBoolean(option.getValue().trim());
-        } else {
-          throw new IllegalArgumentException(
-              FUNCTION_NAME
-                  + " of object storage takes the options pathGlobFilter and"
-                  + " recursiveFileLookup, not "
-                  + option.getKey()
-                  + " (filter the listing with WHERE instead)");
-        }
+      ListingOptions listing = new ListingOptions(options);
+      if (listing.other != null) {
+        throw new IllegalArgumentException(
+            FUNCTION_NAME
+                + " of object storage takes the options pathGlobFilter and"
+                + " recursiveFileLookup, not "
+                + listing.other
+                + " (filter the listing with WHERE instead)");
       }
       Map<String, Object> parameters = new LinkedHashMap<>();
       parameters.put("path", path);
-      parameters.put("glob", glob);
-      parameters.put("recursive", recursive);
+      parameters.put("glob", listing.glob);
+      parameters.put("recursive", listing.recursive);
       org.apache.spark.sql.classic.Dataset<?> frame =
           session.sql(
               "SELECT path, modificationTime, length, file_content(path) AS content"
@@ -283,6 +265,30 @@ public final class PixelsSqlExtensions extends AbstractFunction1<SparkSessionExt
                   + " WHERE reason IS NULL",
               parameters);
       return frame.queryExecution().analyzed();
+    }
+
+    /**
+     * The binaryFile options that pixels-sql's own listings take: pathGlobFilter (default *) and
+     * recursiveFileLookup (default false, as Spark's); {@code other} names the first other
+     * option given (null when none).
+     */
+    static final class ListingOptions {
+      String glob = "*";
+      boolean recursive = false;
+      String other;
+
+      ListingOptions(Map<String, String> options) {
+        for (Map.Entry<String, String> option : options.entrySet()) {
+          String key = option.getKey().toLowerCase(Locale.ROOT);
+          if (key.equals("pathglobfilter")) {
+            glob = option.getValue();
+          } else if (key.equals("recursivefilelookup")) {
+            recursive = Boolean.parseBoolean(option.getValue().trim());
+          } else if (other == null) {
+            other = option.getKey();
+          }
+        }
+      }
     }
 
     /** Evaluates a constant argument to the string form that DataFrameReader options take. */
