@@ -318,6 +318,19 @@ class TreeMemory:
                 self.peak_python_workers_total = max(self.peak_python_workers_total, sum(workers))
 
 
+def run_sampled(command: list[str]) -> tuple[str, str, float, TreeMemory]:
+    """Run ``command`` to its end, sampling the memory of its process tree: its stdout, its
+    stderr, its seconds and the samples. Fails with the end of its stderr unless it exits 0."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with TreeMemory(process.pid) as memory:
+        out, err = process.communicate()
+    elapsed = time.perf_counter() - started
+    if process.returncode != 0:
+        raise RuntimeError(f"{command[:4]} exited with {process.returncode}: {err[-2000:]}")
+    return out, err, elapsed, memory
+
+
 def pipeline(folder: Path, cores: int) -> dict[str, float]:
     home = Path(tempfile.mkdtemp(prefix="pixels-pipeline-"))
     scripts = [
@@ -337,13 +350,7 @@ def pipeline(folder: Path, cores: int) -> dict[str, float]:
         "--master",
         f"local[{cores}]",
     ]
-    started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    with TreeMemory(process.pid) as memory:
-        out, err = process.communicate()
-    elapsed = time.perf_counter() - started
-    if process.returncode != 0:
-        raise RuntimeError(err[-2000:])
+    out, _err, elapsed, memory = run_sampled(command)
     summary = {
         line.split(": ")[0]: line.split(": ", 1)[1] for line in out.splitlines() if ": " in line
     }

@@ -50,7 +50,7 @@ import numpy as np
 import pydicom
 from pydicom.uid import ExplicitVRLittleEndian
 
-from bench.meta import DATA, RESULTS, ROOT, TreeMemory
+from bench.meta import DATA, RESULTS, ROOT, run_sampled
 
 # Bumped when the generated files change: older sets in bench/data are made again.
 GENERATOR_VERSION = "1"
@@ -279,13 +279,7 @@ def ingest(tree: Path, cores: int, home: Path) -> dict[str, Any]:
         f"local[{cores}]",
     ]
     load = os.getloadavg()
-    started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    with TreeMemory(process.pid) as memory:
-        out, err = process.communicate()
-    elapsed = time.perf_counter() - started
-    if process.returncode != 0:
-        raise RuntimeError(f"ingest failed ({process.returncode}): {err[-3000:]}")
+    out, err, elapsed, memory = run_sampled(command)
     statements = [(m.group(1), float(m.group(2))) for m in STATEMENT_LINE.finditer(err)]
     summary = {
         line.split(": ")[0].strip(): line.split(": ", 1)[1]
