@@ -98,6 +98,12 @@ def session_conf(
         # the pandas output), and its peak stays (glibc keeps freed memory). 24,000 headers:
         # largest worker 338 -> 285 MiB, as fast; thumbnails (tens of KB a row) gain more.
         "spark.sql.execution.arrow.maxRecordsPerBatch": "2000",
+        # Spark 4.3 shreds VARIANT columns when it writes Parquet, with a schema inferred from
+        # the rows: for headers (a few hundred tags, differing by modality and vendor) that made
+        # writing the meta column 2-3x slower and reading it back slower too. 18,187 headers:
+        # parse + write 5.7-9.2 -> 2.8 s; 18 variant_gets 1.2-2.9 -> 0.9-1.2 s; to_json
+        # 5.1-8.1 -> 3.1-3.3 s. Shredded tables written before still read.
+        "spark.sql.variant.writeShredding.enabled": "false",
         "spark.sql.session.timeZone": "UTC",
         # Python workers fork from a daemon that has imported the functions' modules already
         # (pydicom, numpy, Pillow), and fork their file-reading helper in turn.
