@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -66,7 +67,7 @@ spark = pixels_sql.session(home, master="local[2]")
 ingest(spark, str(folder), thumbnails=False)
 spark.stop()
 """
-# C1 only (see shared_jvm_classes), with tiered compilation's code cache size: a C1-only JVM
+# C1 only (see above), with tiered compilation's code cache size: a C1-only JVM
 # gets 48 MiB instead of 240 MiB, which test_dbt's server filled within two minutes; it then ran
 # on interpreted ("CodeCache is full. Compiler has been disabled" on its stderr), its code
 # sweeper busy too.
@@ -165,25 +166,89 @@ def cached_archive(work: Path) -> Path | None:
     return archive
 
 
-@pytest.fixture(scope="session", autouse=True)
-def shared_jvm_classes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str | None]:
-    """Point every driver JVM started from now on at the (cached) CDS archive; the JVM options
-    for this process's own session (None: the archive could not be made)."""
-    archive = cached_archive(tmp_path_factory.mktemp("jvm-classes"))
-    if archive is None:
-        yield None
-        return
-    before = os.environ.get("SPARK_SUBMIT_OPTS")
-    # A JVM that cannot use the archive says so on stdout, which commands print results to:
-    # JVM warnings go to stderr instead.
-    shared = f"-XX:SharedArchiveFile={archive} -Xlog:disable -Xlog:all=warning:stderr"
-    own_session = _spark_submit_opts(shared)
-    os.environ["SPARK_SUBMIT_OPTS"] = _spark_submit_opts(shared, *C1_ONLY)
-    yield own_session
-    if before is None:
-        os.environ.pop("SPARK_SUBMIT_OPTS", None)
-    else:
-        os.environ["SPARK_SUBMIT_OPTS"] = before
+# Test modules that start no JVM (no Spark session, no pixels-sql command): they run first, while
+# the archive job (~100 s when the JDK, pyspark or the jar changed, as on every fresh CI
+# checkout) runs beside them; the first test that may start a JVM waits for the archive.
+NO_JVM_MODULES = frozenset(
+    {
+        "test_archives.py",
+        "test_dicom_meta_compiled.py",
+        "test_dicom_meta_conformance.py",
+        "test_dicom_meta_dcmtk.py",
+        "test_dicom_meta_hostile.py",
+        "test_docs.py",
+        "test_gallery.py",
+        "test_isolation.py",
+        "test_scripts.py",
+        "test_tags.py",
+        "test_thumbnail.py",
+    }
+)
+
+
+def _starts_no_jvm(node: pytest.Item | pytest.Collector) -> bool:
+    # Outside tests/: the doctests of pixels_sql/ (not those of pixels_sql/pixels/, which need
+    # Spark: tests/test_pixels_api.py runs them).
+    return node.path.name in NO_JVM_MODULES or node.path.parent.name != "tests"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: not _starts_no_jvm(item))  # stable: order kept within each
+
+
+class JvmClasses:
+    """The archive job, run on a thread from the start of the session; :meth:`ready` waits for
+    it and points every driver JVM started from then on at the archive."""
+
+    def __init__(self, work: Path) -> None:
+        self._archive: Path | None = None
+        self._thread = threading.Thread(target=self._make, args=(work,), daemon=True)
+        self._thread.start()
+        self._before = os.environ.get("SPARK_SUBMIT_OPTS")
+        self._own_session: str | None = None
+        self._done = False
+
+    def _make(self, work: Path) -> None:
+        self._archive = cached_archive(work)
+
+    def ready(self) -> str | None:
+        """The JVM options for this process's own session (None: no archive could be made)."""
+        if not self._done:
+            self._thread.join()
+            self._done = True
+            if self._archive is not None:
+                # A JVM that cannot use the archive says so on stdout, which commands print
+                # results to: JVM warnings go to stderr instead.
+                shared = (
+                    f"-XX:SharedArchiveFile={self._archive} -Xlog:disable -Xlog:all=warning:stderr"
+                )
+                self._own_session = _spark_submit_opts(shared)
+                os.environ["SPARK_SUBMIT_OPTS"] = _spark_submit_opts(shared, *C1_ONLY)
+        return self._own_session
+
+    def restore(self) -> None:
+        self._thread.join()
+        if self._before is None:
+            os.environ.pop("SPARK_SUBMIT_OPTS", None)
+        else:
+            os.environ["SPARK_SUBMIT_OPTS"] = self._before
+
+
+@pytest.fixture(scope="session")
+def jvm_classes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JvmClasses]:
+    classes = JvmClasses(tmp_path_factory.mktemp("jvm-classes"))
+    yield classes
+    classes.restore()
+
+
+# Module scope: autouse fixtures come first within their scope, so this runs before a module's
+# own fixtures that start a server or a command.
+@pytest.fixture(scope="module", autouse=True)
+def shared_jvm_classes(request: pytest.FixtureRequest, jvm_classes: JvmClasses) -> None:
+    """Before a module that may start a driver JVM: the archive is ready and in
+    SPARK_SUBMIT_OPTS."""
+    if not _starts_no_jvm(request.node):
+        jvm_classes.ready()
 
 
 @pytest.fixture(scope="session")
@@ -192,12 +257,13 @@ def spark_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def spark(spark_home: Path, shared_jvm_classes: str | None) -> Iterator[object]:
+def spark(spark_home: Path, jvm_classes: JvmClasses) -> Iterator[object]:
     import pixels_sql
 
+    own_session = jvm_classes.ready()
     subprocesses = os.environ.get("SPARK_SUBMIT_OPTS")
-    if shared_jvm_classes is not None:
-        os.environ["SPARK_SUBMIT_OPTS"] = shared_jvm_classes
+    if own_session is not None:
+        os.environ["SPARK_SUBMIT_OPTS"] = own_session
     try:
         session = pixels_sql.session(spark_home, master="local[2]")
     finally:
