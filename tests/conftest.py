@@ -197,25 +197,27 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 class JvmClasses:
-    """The archive job, run on a thread from the start of the session; :meth:`ready` waits for
-    it and points every driver JVM started from then on at the archive."""
+    """The archive job, run on a thread from the start of the session when a selected test may
+    start a JVM; :meth:`ready` waits for it and points every driver JVM started from then on at
+    the archive."""
 
-    def __init__(self, work: Path) -> None:
-        self._archive: Path | None = None
-        self._thread = threading.Thread(target=self._make, args=(work,), daemon=True)
-        self._thread.start()
+    def __init__(self, work: Path, needed: bool) -> None:
         self._before = os.environ.get("SPARK_SUBMIT_OPTS")
+        self._archive: Path | None = None
         self._own_session: str | None = None
-        self._done = False
+        self._job: threading.Thread | None = None  # running, or not yet waited for
+        if needed:
+            self._job = threading.Thread(target=self._make, args=(work,), daemon=True)
+            self._job.start()
 
     def _make(self, work: Path) -> None:
         self._archive = cached_archive(work)
 
     def ready(self) -> str | None:
         """The JVM options for this process's own session (None: no archive could be made)."""
-        if not self._done:
-            self._thread.join()
-            self._done = True
+        if self._job is not None:
+            self._job.join()
+            self._job = None
             if self._archive is not None:
                 # A JVM that cannot use the archive says so on stdout, which commands print
                 # results to: JVM warnings go to stderr instead.
@@ -227,7 +229,8 @@ class JvmClasses:
         return self._own_session
 
     def restore(self) -> None:
-        self._thread.join()
+        if self._job is not None:
+            self._job.join()  # never waited for: it ends before its work folder goes
         if self._before is None:
             os.environ.pop("SPARK_SUBMIT_OPTS", None)
         else:
@@ -235,8 +238,12 @@ class JvmClasses:
 
 
 @pytest.fixture(scope="session")
-def jvm_classes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JvmClasses]:
-    classes = JvmClasses(tmp_path_factory.mktemp("jvm-classes"))
+def jvm_classes(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[JvmClasses]:
+    # A run of only the modules that start no JVM makes no archive (a JVM start of its own).
+    needed = not all(_starts_no_jvm(item) for item in request.session.items)
+    classes = JvmClasses(tmp_path_factory.mktemp("jvm-classes"), needed)
     yield classes
     classes.restore()
 
