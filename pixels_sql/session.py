@@ -80,6 +80,16 @@ def session_conf(
         "spark.driver.bindAddress": "127.0.0.1",
         "spark.driver.host": "127.0.0.1",
         "spark.sql.shuffle.partitions": "8",
+        # A local master runs every task in the driver's JVM, whose heap Spark sizes at 1 GiB
+        # whatever the machine: after a million headers were written (two Parquet writers
+        # buffer up to a 128 MB row group each), reading their VARIANT column in 4,096-row
+        # batches failed with OutOfMemoryError. 2 GiB unless SPARK_DRIVER_MEMORY (Spark's own
+        # variable) says otherwise; a cluster's driver is sized by its owner.
+        **(
+            {"spark.driver.memory": os.environ.get("SPARK_DRIVER_MEMORY") or "2g"}
+            if master.startswith("local")
+            else {}
+        ),
         # File sources split by bytes, but dicom_meta reads only headers: the cost is per file
         # and per task (a Python UDF task costs 40-90 ms to set up). A few large splits per core
         # instead of one per 128 MB, counting a file's opening as 64 KiB (a header read) rather

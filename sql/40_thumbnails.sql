@@ -5,6 +5,8 @@
 -- rows land as one new partition: all or nothing.
 -- Parameters: thumbnail_size (default 256: longer side, pixels).
 -- (object_thumbnails is created by 10_catalog.sql, so the views work without this step.)
+-- "Has a header" is meta_error_reason IS NULL (meta is NULL exactly when a reason is set): the
+-- small column, not the VARIANT, is read for every catalogued file.
 CREATE OR REPLACE TEMPORARY VIEW pixels_current_files AS
 SELECT *
 FROM (
@@ -27,7 +29,7 @@ FROM pixels_current_files AS c
 LEFT ANTI JOIN pixels_current_thumbnails AS t
   ON t.path = c.path
   AND t.created_at >= c.ingested_at
-WHERE c.meta IS NOT NULL AND c.deleted_at IS NULL;
+WHERE c.meta_error_reason IS NULL AND c.deleted_at IS NULL;
 
 -- Live thumbnails whose file is deleted or no longer reads. (Their paths are not among the new
 -- images: writing their tombstones first or last changes neither set.)
@@ -36,7 +38,7 @@ SELECT t.*
 FROM pixels_current_thumbnails AS t
 LEFT ANTI JOIN pixels_current_files AS c
   ON c.path = t.path
-  AND c.meta IS NOT NULL
+  AND c.meta_error_reason IS NULL
   AND c.deleted_at IS NULL;
 
 SELECT

@@ -157,6 +157,20 @@ def test_the_embedded_session_keeps_pandas_udf_results_in_row_batches(spark) -> 
     assert spark.conf.get(key) == "false"
 
 
+def test_the_embedded_session_has_a_2_gib_heap(spark, monkeypatch) -> None:
+    """A local master runs the tasks in the driver's JVM: reading the VARIANT column of a
+    million freshly written headers ran Spark's default 1 GiB heap out of memory (docs/cli.md).
+    The running JVM's maximum heap is checked; SPARK_DRIVER_MEMORY overrides the default and a
+    cluster's driver is left to its owner."""
+    from pixels_sql.session import session_conf
+
+    max_heap = spark.sparkContext._jvm.java.lang.Runtime.getRuntime().maxMemory()
+    assert max_heap >= 1.9 * 2**30
+    monkeypatch.setenv("SPARK_DRIVER_MEMORY", "3g")
+    assert session_conf(Path("home"), master="local[2]")["spark.driver.memory"] == "3g"
+    assert "spark.driver.memory" not in session_conf(Path("home"), master="spark://h:7077")
+
+
 def test_file_content_of_files_members_and_failures(spark, tmp_path: Path) -> None:
     import zipfile
 

@@ -28,5 +28,6 @@ FROM (
   LEFT ANTI JOIN {{ this }} AS t
     ON t.path = c.path
   {%- endif %}
-  WHERE c.meta IS NOT NULL
+  -- has a header (meta is NULL exactly when a reason is set): the small column is read
+  WHERE c.meta_error_reason IS NULL
 )
