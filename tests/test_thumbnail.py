@@ -28,6 +28,7 @@ from pydicom.uid import (
 from pixels_sql.dicom.meta import transfer_syntax
 from pixels_sql.dicom.thumbnail import (
     AUTO_WINDOW_PERCENTILES,
+    _lookup,
     read_thumbnail_result,
     render_thumbnail,
     target_size,
@@ -661,3 +662,23 @@ def test_damaged_jpeg_ls_never_aborts_the_process(tmp_path: Path) -> None:
     assert len(reasons) == len(paths)
     assert set(reasons) <= {"rendered", "undecodable", "corrupt", "truncated"}
     assert "undecodable" in reasons
+
+
+@pytest.mark.parametrize("dtype", ["u1", "i1", "<u2", "<i2", ">u2", ">i2", "<u4", "<i4"])
+def test_lookup_indexes_each_sample_by_its_value(dtype):
+    """to_display's per-value table lookup, direct by bit pattern for 8- and 16-bit samples and
+    by offset otherwise, equals ``table[value - low]`` for every integer layout (byte order,
+    sign, a strided view)."""
+    kind = np.dtype(dtype)
+    rng = np.random.default_rng(13)
+    if kind.itemsize == 1:
+        low, high = np.iinfo(kind).min, np.iinfo(kind).max
+    else:
+        low, high = (-3000, 3000) if kind.kind == "i" else (3, 5000)
+    whole = rng.integers(low, high + 1, (40, 44)).astype(kind)
+    for frame in (whole, whole[1::2, ::3]):
+        low = int(frame.min())
+        for channels in ((), (3,)):
+            table = rng.integers(0, 256, (int(frame.max()) - low + 1, *channels)).astype(np.uint8)
+            expected = table[frame.astype(np.int64) - low]
+            np.testing.assert_array_equal(_lookup(frame, low, table), expected)

@@ -305,8 +305,10 @@ def to_display(frame: np.ndarray, header: Dataset, index: int = 0) -> np.ndarray
     invert = photometric == "MONOCHROME1"  # PS3.3 C.7.6.3.1.2: minimum value is white
     if by_value:
         # Stored values are integers: run the LUT pipeline once per distinct value and index
-        # the frame into the result, instead of computing in floating point per pixel.
-        counts = _value_counts(frame, low, high)
+        # the frame into the result, instead of computing in floating point per pixel. The
+        # histogram (a pass over the frame) only feeds the percentile window: a frame with a
+        # window or VOI LUT of its own (most CT and MR) skips it.
+        counts = _value_counts(frame, low, high) if _automatic_voi(lut_view) else None
         table = _monochrome_unit(_domain(frame, low, high), lut_view, counts, invert)
         return _lookup(frame, low, _to_uint8(table))
     return _to_uint8(_monochrome_unit(frame, lut_view, None, invert))
@@ -335,6 +337,16 @@ def _domain(frame: np.ndarray, low: int, high: int) -> np.ndarray:
 def _lookup(frame: np.ndarray, low: int, table: np.ndarray) -> np.ndarray:
     """``table[frame - low]``, a block of rows at a time (the int64 offsets are per block)."""
     out = np.empty(frame.shape + table.shape[1:], dtype=table.dtype)
+    if frame.dtype.kind in "iu" and frame.dtype.itemsize <= 2 and frame.dtype.isnative:
+        # 8- and 16-bit samples index a table laid out by their bit pattern (at most 65,536
+        # entries) directly: no offset array per block.
+        unsigned = np.dtype(f"u{frame.dtype.itemsize}")
+        full = np.zeros((1 << 8 * frame.dtype.itemsize, *table.shape[1:]), dtype=table.dtype)
+        full[_domain(frame, low, low + len(table) - 1).view(unsigned)] = table
+        bits = frame.view(unsigned)
+        for rows in _row_blocks(frame):
+            out[rows] = full[bits[rows]]
+        return out
     for rows in _row_blocks(frame):
         out[rows] = table[frame[rows].astype(np.int64) - low]
     return out
@@ -469,7 +481,11 @@ def automatic_window(header: Dataset, index: int) -> bool:
     photometric = str(header.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         return False
-    view = frame_lut_view(header, index)
+    return _automatic_voi(frame_lut_view(header, index))
+
+
+def _automatic_voi(view: Dataset) -> bool:
+    """Whether :func:`voi` takes the percentile window for ``view`` (see automatic_window)."""
     if "VOILUTSequence" in view and view.VOILUTSequence:
         return False
     center, width = _first_window(view)
