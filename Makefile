@@ -69,7 +69,7 @@ bench-thumbnails: jar
 
 bench-meta: jar
 	$(PY) -m pip install --quiet -e '.[bench]'
-	$(PY) -m bench.meta --sizes 1000,10000 --pipeline 10000 --pipeline 100000 \
+	$(PY) -m bench.meta --sizes 1000,10000 --mr 20000 --pipeline 10000 --pipeline 100000 \
 	  --listing 10000 --listing 100000 --big-file --profile
 
 # pixels-sql serve through a real JDBC client (PyHive) vs the embedded session, one after the other.

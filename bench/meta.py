@@ -145,6 +145,49 @@ def generate(files: int) -> Path:
     return folder
 
 
+# The real MR headers of item 2 of issue 13: bench/scale.py's MR study templates (Toshiba,
+# Siemens with its private CSA headers, Philips), as whole studies of 5 series x 20 files.
+MR_TEMPLATES = ("MR_small.dcm", "MR-SIEMENS-DICOM-WithOverlays.dcm", "MR2_UNCR.dcm")
+
+
+def generate_mr(files: int) -> Path:
+    """bench/data/meta-mr-N: N copies of real MR headers, each file its own UIDs, each study
+    its own patient (bench/scale.py writes them; made once)."""
+    from bench import scale
+
+    folder = DATA / f"meta-mr-{files}"
+    done = folder / ".complete"
+    version = f"{GENERATOR_VERSION}-{scale.GENERATOR_VERSION}"
+    if done.exists() and done.read_text().split() == [str(files), version]:
+        return folder
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    names = [template.name for template in scale.TEMPLATES]
+    indexes = [names.index(name) for name in MR_TEMPLATES]
+    per_study = FILES_PER_SERIES * SERIES_PER_STUDY
+    studies = [
+        scale.Study(
+            number,
+            indexes[number % len(indexes)],
+            scale.FIRST_STUDY_DATE,
+            tuple(
+                min(FILES_PER_SERIES, files - number * per_study - series * FILES_PER_SERIES)
+                for series in range(SERIES_PER_STUDY)
+                if files - number * per_study - series * FILES_PER_SERIES > 0
+            ),
+        )
+        for number in range(-(-files // per_study))
+    ]
+    started = time.perf_counter()
+    written, _size = scale._write_studies((studies, str(folder), 0))
+    if written != files:
+        raise RuntimeError(f"generated {written} MR files, expected {files}")
+    done.write_text(f"{written} {version}\n")
+    print(f"generated {written} MR files in {folder} ({time.perf_counter() - started:.0f}s)")
+    return folder
+
+
 def files_of(folder: Path) -> list[str]:
     return sorted(str(p) for p in folder.rglob("*.dcm"))
 
@@ -477,6 +520,13 @@ def main() -> None:
         default=[],
         help="read_files vs os.walk on meta-N (repeatable)",
     )
+    parser.add_argument(
+        "--mr",
+        type=int,
+        action="append",
+        default=[],
+        help="also in Spark: N copies of real MR headers (repeatable)",
+    )
     parser.add_argument("--big-file", action="store_true")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
@@ -497,13 +547,17 @@ def main() -> None:
             "ratio": ours / base,
             "ratio_python": ours_python / base,
         }
-    if sizes or args.listing:
+    if sizes or args.listing or args.mr:
         spark = start_spark(args.cores)
         report["spark"] = {}
         for n in sizes:
             rates = spark_rates(spark, folders[n], n, args.cores)
             rates["ratio"] = rates["ours"] / rates["baseline"]
             report["spark"][n] = rates
+        for n in args.mr:
+            rates = spark_rates(spark, generate_mr(n), n, args.cores)
+            rates["ratio"] = rates["ours"] / rates["baseline"]
+            report["spark"][f"{n} MR"] = rates
         report["listing"] = {n: listing(spark, folders[n]) for n in args.listing}
         spark.stop()
     report["pipeline"] = {n: pipeline(folders[n], args.cores) for n in args.pipeline}
