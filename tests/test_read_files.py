@@ -56,6 +56,24 @@ def test_a_local_folder_is_walked_in_parts_with_the_binary_file_sources_rules(
     assert_df_equality(ours, spark_own, ignore_row_order=True)
 
 
+def test_a_flat_folder_is_cut_into_parts_in_path_order(spark, tmp_path: Path) -> None:
+    """A folder of files with no subfolders (a flat DICOM export) is still walked by several
+    tasks, so per-file work (a thumbnail, a header) uses every core; list_files gives each
+    part's rows in path order, and the parts follow each other."""
+    names = [f"IM{number:03d}.dcm" for number in range(48)]
+    for name in names:
+        (tmp_path / name).write_bytes(b"DICM")
+    query = f"SELECT path FROM read_files('{tmp_path}', recursiveFileLookup => true)"
+    listing = spark.sql(query)
+    parts = listing.rdd.glom().collect()
+    assert len(parts) == 2 * spark.sparkContext.defaultParallelism
+    assert all(parts), "every part has files"
+    walked = [row.path.rsplit("/", 1)[1] for part in parts for row in part]
+    assert walked == names
+    listed = spark.sql(f"SELECT path FROM list_files('{tmp_path}')").rdd.glom().collect()
+    assert [row.path.rsplit("/", 1)[1] for part in listed for row in part] == names
+
+
 def test_options_change_the_listing(spark, sample_dir: Path) -> None:
     top_only = spark.sql(f"SELECT path FROM read_files('{sample_dir}/ct')").count()
     recursive = spark.sql(

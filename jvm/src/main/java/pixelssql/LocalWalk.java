@@ -13,6 +13,7 @@ import java.nio.file.Paths;
 import java.nio.file.attribute.BasicFileAttributes;
 import java.util.ArrayDeque;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.Comparator;
 import java.util.Deque;
 import java.util.HashSet;
@@ -270,17 +271,34 @@ final class LocalWalk {
     }
   }
 
-  /** Consecutive units grouped into at most {@code parts} lists of about the same weight. */
+  /**
+   * Consecutive units grouped into at most {@code parts} lists of about the same weight. A
+   * folder's run of files heavier than a share is cut into consecutive pieces first (path order
+   * kept): a flat folder of 48 files would otherwise be one task, and whatever a query does per
+   * file (a thumbnail, a header) would run on one core.
+   */
   static List<List<Unit>> group(List<Unit> units, int parts) {
     double total = 0;
     for (Unit unit : units) {
       total += weight(unit);
     }
+    double share = total / Math.max(1, parts);
+    List<Unit> pieces = new ArrayList<>();
+    for (Unit unit : units) {
+      if (unit.names == null || weight(unit) <= share) {
+        pieces.add(unit);
+        continue;
+      }
+      int size = Math.max(1, (int) Math.ceil(share * ENTRIES_PER_FOLDER));
+      for (int start = 0; start < unit.names.length; start += size) {
+        int end = Math.min(unit.names.length, start + size);
+        pieces.add(new Unit(unit.folder, Arrays.copyOfRange(unit.names, start, end)));
+      }
+    }
     List<List<Unit>> groups = new ArrayList<>();
     List<Unit> current = new ArrayList<>();
     double filled = 0;
-    double share = total / Math.max(1, parts);
-    for (Unit unit : units) {
+    for (Unit unit : pieces) {
       current.add(unit);
       filled += weight(unit);
       if (filled >= share * (groups.size() + 1) && groups.size() < parts - 1) {
@@ -295,8 +313,10 @@ final class LocalWalk {
   }
 
   /** A folder's subtree weighs as much as 20 named entries (a series folder of a few files). */
+  private static final double ENTRIES_PER_FOLDER = 20.0;
+
   private static double weight(Unit unit) {
-    return unit.names == null ? 1.0 : unit.names.length / 20.0;
+    return unit.names == null ? 1.0 : unit.names.length / ENTRIES_PER_FOLDER;
   }
 
   /** The entries of some units of one listing, in path order, as they are read. */
