@@ -68,7 +68,12 @@ class Progress:
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
-            done, total = self.snapshot()
+            try:
+                done, total = self.snapshot()
+            except Exception:
+                # The JVM went away under the statement (killed, out of memory): the statement
+                # reports the failure itself; a traceback from this thread would only bury it.
+                return
             if total == 0:
                 continue
             text = f"{self.label} {done}/{total} tasks"

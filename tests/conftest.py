@@ -179,6 +179,7 @@ NO_JVM_MODULES = frozenset(
         "test_docs.py",
         "test_gallery.py",
         "test_isolation.py",
+        "test_progress.py",
         "test_scripts.py",
         "test_tags.py",
         "test_thumbnail.py",
