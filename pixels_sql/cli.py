@@ -9,6 +9,7 @@ import os
 import shutil
 import sys
 import time
+import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -134,6 +135,14 @@ def _returns_rows(sql: str) -> bool:
 
 
 def _error_text(exc: BaseException) -> str:
+    if _jvm_gone(exc):
+        # Spark's JVM exits on an uncaught error (OutOfMemoryError first of all) after logging
+        # it; what reaches Python is only a refused connection.
+        return (
+            f"lost the connection to Spark's JVM ({exc}): it exited, and its own error (e.g."
+            " OutOfMemoryError) is in the log above; SPARK_DRIVER_MEMORY sets the embedded"
+            " session's heap"
+        )
     # A Spark Connect error may append the server's Java stack trace: the message is enough.
     text = str(exc).split("JVM stacktrace:", 1)[0].strip()
     lines = text.splitlines()
@@ -142,6 +151,19 @@ def _error_text(exc: BaseException) -> str:
         tail = [line for line in lines if line.strip() and not line.startswith((" ", "\t"))]
         return tail[-1] if tail else lines[-1]
     return "\n".join(lines[:8])
+
+
+def _jvm_gone(exc: BaseException) -> bool:
+    """Whether ``exc`` is py4j finding the JVM gone: its network error, or a connection refused
+    inside py4j's own code (a Spark Connect client fails otherwise, through gRPC)."""
+    from py4j.protocol import Py4JNetworkError
+
+    if isinstance(exc, Py4JNetworkError):
+        return True
+    return isinstance(exc, ConnectionRefusedError) and any(
+        "py4j" in Path(frame.f_code.co_filename).parts
+        for frame, _line in traceback.walk_tb(exc.__traceback__)
+    )
 
 
 def execute(

@@ -1,10 +1,14 @@
-"""The progress line of pixels-sql run / ingest (pixels_sql/progress.py), without a JVM."""
+"""How pixels-sql run / ingest report progress, and a JVM that died under them (progress.py,
+cli.py); no JVM is started."""
 
 from __future__ import annotations
 
 import io
+import socket
 import threading
 import time
+
+import pytest
 
 from pixels_sql.progress import Progress
 
@@ -60,3 +64,35 @@ def test_progress_prints_tasks_and_ends_quietly_when_the_jvm_is_gone(monkeypatch
         assert not thread.is_alive()
     assert "sql/20_meta.sql:12 3/8 tasks · ≈300/800 files" in stream.getvalue()
     assert raised == []
+
+
+def test_a_jvm_that_died_is_named_in_the_cli_error() -> None:
+    """When Spark's JVM exits (OutOfMemoryError), py4j only sees a refused connection or an
+    empty answer: the CLI says the JVM exited and where its own error is, not "[Errno 111]".
+    The refused connection is a real py4j call to a port nobody listens on; a connection
+    refused elsewhere (not through py4j) keeps its own text."""
+    from py4j.clientserver import ClientServer, JavaParameters, PythonParameters
+    from py4j.protocol import Py4JNetworkError
+
+    from pixels_sql.cli import _error_text
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    gateway = ClientServer(
+        java_parameters=JavaParameters(port=closed_port),
+        python_parameters=PythonParameters(port=0),
+    )
+    try:
+        with pytest.raises(ConnectionRefusedError) as refused:
+            gateway.jvm.java.lang.System.currentTimeMillis()
+    finally:
+        gateway.shutdown()
+    for gone in (refused.value, Py4JNetworkError("Answer from Java side is empty")):
+        text = _error_text(gone)
+        assert text.startswith("lost the connection to Spark's JVM")
+        assert "OutOfMemoryError" in text and "SPARK_DRIVER_MEMORY" in text
+    assert _error_text(ConnectionRefusedError(111, "Connection refused")) == (
+        "[Errno 111] Connection refused"
+    )
+    assert _error_text(ValueError("bad value")) == "bad value"
