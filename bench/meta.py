@@ -166,19 +166,14 @@ def generate_mr(files: int) -> Path:
     names = [template.name for template in scale.TEMPLATES]
     indexes = [names.index(name) for name in MR_TEMPLATES]
     per_study = FILES_PER_SERIES * SERIES_PER_STUDY
-    studies = [
-        scale.Study(
-            number,
-            indexes[number % len(indexes)],
-            scale.FIRST_STUDY_DATE,
-            tuple(
-                min(FILES_PER_SERIES, files - number * per_study - series * FILES_PER_SERIES)
-                for series in range(SERIES_PER_STUDY)
-                if files - number * per_study - series * FILES_PER_SERIES > 0
-            ),
+    studies = []
+    for number, first in enumerate(range(0, files, per_study)):
+        left = min(per_study, files - first)  # the last study may be short
+        series = tuple(
+            min(FILES_PER_SERIES, left - start) for start in range(0, left, FILES_PER_SERIES)
         )
-        for number in range(-(-files // per_study))
-    ]
+        template = indexes[number % len(indexes)]
+        studies.append(scale.Study(number, template, scale.FIRST_STUDY_DATE, series))
     started = time.perf_counter()
     written, _size = scale._write_studies((studies, str(folder), 0))
     if written != files:
@@ -550,14 +545,12 @@ def main() -> None:
     if sizes or args.listing or args.mr:
         spark = start_spark(args.cores)
         report["spark"] = {}
-        for n in sizes:
-            rates = spark_rates(spark, folders[n], n, args.cores)
+        spark_sets = [(n, folders[n], n) for n in sizes]
+        spark_sets += [(f"{n} MR", generate_mr(n), n) for n in args.mr]
+        for key, folder, n in spark_sets:
+            rates = spark_rates(spark, folder, n, args.cores)
             rates["ratio"] = rates["ours"] / rates["baseline"]
-            report["spark"][n] = rates
-        for n in args.mr:
-            rates = spark_rates(spark, generate_mr(n), n, args.cores)
-            rates["ratio"] = rates["ours"] / rates["baseline"]
-            report["spark"][f"{n} MR"] = rates
+            report["spark"][key] = rates
         report["listing"] = {n: listing(spark, folders[n]) for n in args.listing}
         spark.stop()
     report["pipeline"] = {n: pipeline(folders[n], args.cores) for n in args.pipeline}

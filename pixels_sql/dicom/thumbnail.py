@@ -335,11 +335,12 @@ def _domain(frame: np.ndarray, low: int, high: int) -> np.ndarray:
 
 
 def _lookup(frame: np.ndarray, low: int, table: np.ndarray) -> np.ndarray:
-    """``table[frame - low]``, a block of rows at a time (the int64 offsets are per block)."""
+    """``table[frame - low]``, a block of rows at a time (index arrays exist per block only):
+    8- and 16-bit samples by their bit pattern, wider ones through int64 offsets."""
     out = np.empty(frame.shape + table.shape[1:], dtype=table.dtype)
     if frame.dtype.kind in "iu" and frame.dtype.itemsize <= 2 and frame.dtype.isnative:
         # 8- and 16-bit samples index a table laid out by their bit pattern (at most 65,536
-        # entries) directly: no offset array per block.
+        # entries) directly: no int64 copy and subtraction per block.
         unsigned = np.dtype(f"u{frame.dtype.itemsize}")
         full = np.zeros((1 << 8 * frame.dtype.itemsize, *table.shape[1:]), dtype=table.dtype)
         full[_domain(frame, low, low + len(table) - 1).view(unsigned)] = table
