@@ -2,7 +2,8 @@
 
 The conformance test holds both to pydicom on well-formed files; here both read the same
 damaged files — bytes flipped and files cut short, from a fixed seed — and must agree exactly,
-failures included, without crashing the process.
+failures included, without crashing the process. The compiled module's one-call JSON writer
+(``read_json``) is held the same way to the compiled object path's text.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from pixels_sql.dicom import fastmeta
+from pixels_sql.dicom import fastmeta, meta
 from pixels_sql.dicom.bulk import bulk_uri_factory
+from pixels_sql.dicom.errors import DicomReadError
 from pixels_sql.dicom.meta import MetaResult, read_meta_result
+from pixels_sql.dicom.paths import to_file_uri
 from tests.corpus import EXPECTED_UNREADABLE, corpus_files
 
 MUTANTS_PER_FILE = 12
@@ -155,3 +158,64 @@ def test_an_empty_character_set_in_a_long_vr_item_is_treated_alike(
     compiled_result, python_result = both_readers(path, monkeypatch)
     assert compiled_result == python_result
     assert compiled_result.meta is not None
+
+
+def object_path_text(path: Path) -> str | None:
+    """What the object path (elements as dicts, then orjson) writes of ``path``; None when it
+    reports the file unreadable."""
+    try:
+        return meta.dumps(meta.read_meta(str(path)))
+    except DicomReadError:
+        return None
+
+
+@pytest.mark.parametrize("path", FAST_CORPUS, ids=[p.name for p in FAST_CORPUS])
+def test_the_one_call_text_is_the_object_paths_text(path: Path, tmp_path: Path) -> None:
+    """`_fastmeta.read_json` writes the JSON text itself: byte for byte what orjson writes of
+    the object path's result, or None (the object path then runs) — on the file and on
+    damaged copies of it."""
+    expected = object_path_text(path)
+    found = fastmeta.read_json(str(path.resolve()))
+    if expected is None:  # a truncated pixel data element: the object path says why
+        assert found is None
+    else:
+        assert found == expected
+    rng = random.Random(f"json-{path.name}")
+    data = path.read_bytes()
+    for index in range(MUTANTS_PER_FILE):
+        mutant = tmp_path / f"mutant-{index}.dcm"
+        mutant.write_bytes(mutate(data, rng))
+        found = fastmeta.read_json(str(mutant))
+        assert found is None or found == object_path_text(mutant), f"mutant {index}"
+
+
+def test_the_one_call_path_takes_most_files() -> None:
+    """Not a path that returns None for everything (the object path would hide it)."""
+    taken = [fastmeta.read_json(str(path.resolve())) is not None for path in FAST_CORPUS]
+    assert sum(taken) >= 0.95 * len(FAST_CORPUS)
+
+
+@pytest.mark.parametrize(
+    "folder", ["with space", "ünïcode", "per%cent#hash", "a?b&c=d", "quote'paren(1)"]
+)
+def test_bulk_data_uris_of_unusual_folder_names(tmp_path: Path, folder: str) -> None:
+    """The file URI is percent-encoded as paths.to_file_uri does (RFC 8089 / RFC 3986)."""
+    source = next(p for p in FAST_CORPUS if p.name == "CT_small.dcm")
+    target = tmp_path / folder / "image.dcm"
+    target.parent.mkdir()
+    target.write_bytes(source.read_bytes())
+    found = fastmeta.read_json(str(target))
+    assert found is not None and found == object_path_text(target)
+    assert to_file_uri(str(target)) + "?offset=" in found
+
+
+def test_paths_that_need_normalising_take_the_object_path(tmp_path: Path) -> None:
+    source = next(p for p in FAST_CORPUS if p.name == "CT_small.dcm")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "image.dcm").write_bytes(source.read_bytes())
+    for odd in (f"{tmp_path}/sub/./image.dcm", f"{tmp_path}//sub/image.dcm", "relative.dcm"):
+        assert fastmeta.read_json(odd) is None
+    # read_meta_json reaches the same text either way.
+    expected = object_path_text(tmp_path / "sub" / "image.dcm")
+    assert meta.read_meta_json(f"{tmp_path}/sub/./image.dcm") == expected
+    assert meta.read_meta_json(f"file://{tmp_path}/sub/image.dcm") == expected

@@ -210,6 +210,13 @@ def test_any_exception_becomes_a_reason(
         raise raised
 
     monkeypatch.setattr(meta, "_read_meta", fail)
+    monkeypatch.setattr(meta, "read_json", lambda local: None)  # the object path's guard
+    result = read_meta_result(str(CT))
+    assert (result.meta, result.reason) == (None, reason)
+    assert type(raised).__name__ in result.message
+
+    # The compiled one-call path is inside the same guard.
+    monkeypatch.setattr(meta, "read_json", fail)
     result = read_meta_result(str(CT))
     assert (result.meta, result.reason) == (None, reason)
     assert type(raised).__name__ in result.message
@@ -223,6 +230,7 @@ def test_serialiser_failure_becomes_a_reason(monkeypatch: pytest.MonkeyPatch) ->
         raise RecursionError("maximum recursion depth exceeded while encoding a JSON object")
 
     monkeypatch.setattr(meta, "dumps", deep_dumps)
+    monkeypatch.setattr(meta, "read_json", lambda local: None)  # the path that calls dumps
     assert read_meta_result(str(CT)).reason == "too_deep"
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import os
 import struct
 import warnings
 from collections.abc import Callable
@@ -47,8 +48,10 @@ from pixels_sql.dicom.fastmeta import (
     fastmeta_converter,
     finite_or_text,
     read_fast,
+    read_json,
     read_trailing,
 )
+from pixels_sql.dicom.paths import to_local_path
 from pixels_sql.dicom.sources import Source, display_name, open_source
 
 # Use the fast reader (fastmeta.py) where it applies; the general reader otherwise. Module-level
@@ -94,6 +97,16 @@ def read_meta(path: str) -> dict[str, Any]:
 
 def read_meta_json(path: str) -> str:
     """Return :func:`read_meta` serialised as compact JSON text."""
+    if FAST_READER:
+        # The compiled loop writes a local file's text in one call (a zip member or an object
+        # in storage is not a path it opens; it returns None for those, and for any file off
+        # its common road).
+        local = to_local_path(path)
+        if not local.startswith("/") and "://" not in local:
+            local = os.path.abspath(local)
+        text = read_json(local)
+        if text is not None:
+            return text
     return dumps(read_meta(path))
 
 
