@@ -15,8 +15,9 @@ if os.environ.get("PIXELS_SQL_TEST_INJECT") == "1":
 
     def _injected(original, prefix):  # type: ignore[no-untyped-def]
         def run(source, *args):  # type: ignore[no-untyped-def]
-            # The readers take an opened source (dicom/sources.py); its name is the path.
-            name = os.path.basename(source.name)
+            # The readers take an opened source (dicom/sources.py), whose name is the path, or
+            # (meta.read_json, the compiled one-call path) the local path itself.
+            name = os.path.basename(source if isinstance(source, str) else source.name)
             if name.startswith(f"inject-{prefix}-abort"):
                 os.abort()
             if name.startswith(f"inject-{prefix}-raise"):
@@ -26,4 +27,5 @@ if os.environ.get("PIXELS_SQL_TEST_INJECT") == "1":
         return run
 
     meta._read_meta = _injected(meta._read_meta, "meta")
+    meta.read_json = _injected(meta.read_json, "meta")
     thumbnail._render = _injected(thumbnail._render, "thumb")
