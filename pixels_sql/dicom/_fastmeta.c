@@ -1900,7 +1900,7 @@ static int syntax_excluded(const char *syntax)
     return excluded;
 }
 
-/* read_json(local) -> str | None */
+/* read_json(local) -> bytes (UTF-8 JSON) | None */
 static PyObject *read_json(PyObject *module, PyObject *local)
 {
     if (!PyUnicode_Check(local)) {
@@ -1977,7 +1977,7 @@ static PyObject *read_json(PyObject *module, PyObject *local)
     if (members.count == 0 || PUT_LITERAL(&file.text, "}") < 0) {
         goto done; /* no elements: not_dicom, said by the object path */
     }
-    result = PyUnicode_DecodeUTF8(file.text.data, file.text.length, "strict");
+    result = PyBytes_FromStringAndSize(file.text.data, file.text.length);
 done:
     if (file.reader.fd >= 0) {
         close(file.reader.fd);
@@ -2098,7 +2098,7 @@ static PyMethodDef METHODS[] = {
     {"read_elements", read_elements, METH_VARARGS,
      "read_elements(local, fd_or_buffer, size, bulk_uri) -> (dict, position) | None"},
     {"read_json", read_json, METH_O,
-     "read_json(local) -> str | None: the file's DICOM JSON text, or None for the object path"},
+     "read_json(local) -> bytes | None: the file's DICOM JSON as UTF-8, or None for the object path"},
     {"read_trailing_elements", read_trailing_elements, METH_VARARGS,
      "read_trailing_elements(local, fd_or_buffer, size, position, codec, bulk_uri) -> (dict, position)"},
     {NULL, NULL, 0, NULL},

@@ -177,8 +177,8 @@ def read_fast(
     return result, position
 
 
-def read_json(local: str) -> str | None:
-    """The DICOM JSON text of the local file ``local`` — what ``meta.dumps`` writes of the
+def read_json(local: str) -> bytes | None:
+    """The DICOM JSON (UTF-8) of the local file ``local`` — what ``meta.dumps`` writes of the
     object path's result, byte for byte — read in one compiled call; None when the compiled
     loop is not in use or the file leaves its common road (then the object path runs)."""
     if not COMPILED or _fastmeta is None:
