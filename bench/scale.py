@@ -21,8 +21,8 @@
    and the memory peaks per N, and each statement's seconds from the ingest log.
 
 3. First, in one session of its own: ``read_files`` and ``list_files`` of each tree (``count(*)``)
-   against ``os.walk`` of it, names only (the baseline) and with an ``lstat`` per file; one
-   untimed round, then best of 5, interleaved (``--listing-only``: only this).
+   against ``os.walk`` of it, names only (the baseline) and with an ``lstat`` per file; untimed
+   warm-up rounds, then best of 5, interleaved (``--listing-only``: only this).
 
 Results: bench/results/scale.json and scale.md (scale-listing.* with ``--listing-only``).
 """
@@ -319,10 +319,13 @@ def measure(files: int, cores: int, noop_run: bool = True) -> dict[str, Any]:
     }
 
 
+LISTING_WARMUP_ROUNDS = 8
+
+
 def listing(trees: list[Path], cores: int) -> list[dict[str, Any]]:
     """``read_files`` and ``list_files`` of each tree against ``os.walk`` (names only, as the
     issue's baseline, and with an ``lstat`` per file, which the listings need for the length
-    and time they give), after one untimed round, best of 5 each, interleaved, in one
+    and time they give), after untimed warm-up rounds, best of 5 each, interleaved, in one
     session."""
     import pixels_sql
 
@@ -347,10 +350,13 @@ def listing(trees: list[Path], cores: int) -> list[dict[str, Any]]:
         for tree in trees:
             times: dict[str, list[float]] = {}
             counts: dict[str, int] = {}
-            # One untimed round first, as timeit's warm-up: the JVM compiles the walk's code
-            # and both sides find the folders in the kernel's cache; then the best of 5.
-            for query in queries.values():
-                spark.sql(query, args={"path": str(tree)}).first()
+            # Untimed rounds first (JMH's warm-up iterations): the JVM compiles the walk's code,
+            # and both sides find the folders in the kernel's cache; then the best of 5. The
+            # JVM needs several: 100k files, 2026-11-27, read_files took 0.31 s at best in its
+            # first rounds and 0.18 s once compiled, os.walk 0.06 s from its second.
+            for _ in range(LISTING_WARMUP_ROUNDS):
+                for query in queries.values():
+                    spark.sql(query, args={"path": str(tree)}).first()
             walk(tree, True)
             for _ in range(5):
                 for name, query in queries.items():

@@ -10,6 +10,8 @@ import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.nio.file.PathMatcher;
 import java.nio.file.Paths;
+import java.nio.file.SecureDirectoryStream;
+import java.nio.file.attribute.BasicFileAttributeView;
 import java.nio.file.attribute.BasicFileAttributes;
 import java.util.ArrayDeque;
 import java.util.ArrayList;
@@ -158,9 +160,9 @@ final class LocalWalk {
     final boolean folder; // a real folder (not through a symlink of its own)
     final String key; // sort key: a folder's entries follow it as "name/..." in path order
 
-    Child(Path path, BasicFileAttributes attributes, IOException error) {
+    Child(Path path, String name, BasicFileAttributes attributes, IOException error) {
       this.path = path;
-      this.name = path.getFileName().toString();
+      this.name = name;
       this.attributes = attributes;
       this.error = error;
       this.folder = attributes != null && attributes.isDirectory();
@@ -176,22 +178,25 @@ final class LocalWalk {
    * Throws when the folder cannot be listed.
    */
   private static List<Child> read(Path folder, Naming naming) throws IOException {
-    List<Path> paths = new ArrayList<>();
+    List<Child> children = new ArrayList<>();
     try (DirectoryStream<Path> stream = Files.newDirectoryStream(folder)) {
-      for (Path child : stream) {
-        if (!naming.skips(child.getFileName().toString())) {
-          paths.add(child);
+      // On Linux the stream holds the folder open: each entry's lstat is then an fstatat
+      // relative to it (the kernel resolves one name, not the whole path; ~10% of the walk).
+      SecureDirectoryStream<Path> open =
+          stream instanceof SecureDirectoryStream ? (SecureDirectoryStream<Path>) stream : null;
+      for (Path path : stream) {
+        Path name = path.getFileName();
+        String text = name.toString();
+        if (naming.skips(text)) {
+          continue;
+        }
+        Child child = stat(open, path, name, text);
+        if (child != null) {
+          children.add(child);
         }
       }
     } catch (DirectoryIteratorException e) {
       throw e.getCause();
-    }
-    List<Child> children = new ArrayList<>(paths.size());
-    for (Path path : paths) {
-      Child child = stat(path);
-      if (child != null) {
-        children.add(child);
-      }
     }
     children.sort(PATH_ORDER);
     return children;
@@ -199,15 +204,24 @@ final class LocalWalk {
 
   /** The lstat of one entry; null when it was deleted since its folder was read. */
   private static Child stat(Path path) {
+    Path name = path.getFileName();
+    return stat(null, path, name, name == null ? path.toString() : name.toString());
+  }
+
+  private static Child stat(
+      SecureDirectoryStream<Path> folder, Path path, Path name, String text) {
     try {
-      return new Child(
-          path,
-          Files.readAttributes(path, BasicFileAttributes.class, LinkOption.NOFOLLOW_LINKS),
-          null);
+      BasicFileAttributes attributes =
+          folder == null
+              ? Files.readAttributes(path, BasicFileAttributes.class, LinkOption.NOFOLLOW_LINKS)
+              : folder
+                  .getFileAttributeView(name, BasicFileAttributeView.class, LinkOption.NOFOLLOW_LINKS)
+                  .readAttributes();
+      return new Child(path, text, attributes, null);
     } catch (NoSuchFileException e) {
       return null;
     } catch (IOException e) {
-      return new Child(path, null, e);
+      return new Child(path, text, null, e);
     }
   }
 
