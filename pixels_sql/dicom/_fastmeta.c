@@ -662,6 +662,54 @@ static int store_value(Reader *reader, PyObject *out, uint32_t tag, const VRInfo
     return store(out, tag, value);
 }
 
+/* The first step of parse() and json_parse(): the element header at `position` (its first 12
+ * bytes, or 8 at the end of the file) in *bytes. 1 when there is one to read, 0 where the walk
+ * stops (*stop set: a top-level data set ending in fewer than 8 bytes, or the end of group
+ * 0002 when `meta`), -1 on error. */
+static int element_head(Reader *reader, long long position, long long end, int top, int meta,
+                        const unsigned char **bytes, long long *stop)
+{
+    long long size = reader->size;
+    if (position + 8 > size) {
+        if (end < 0 && top) {
+            *stop = position;
+            return 0;
+        }
+        PyErr_SetNone(PyExc_EOFError);
+        return -1;
+    }
+    const unsigned char *p = window(reader, position, position + 12 <= size ? 12 : 8);
+    if (p == NULL) {
+        return -1;
+    }
+    if (meta && (p[0] | p[1] << 8) != 0x0002) {
+        *stop = position;
+        return 0;
+    }
+    *bytes = p;
+    return 1;
+}
+
+/* A sequence item's header at `position` (sequence() and json_sequence()): 0 with its tag and
+ * length, -1 on error (Unsupported when it is neither an item nor the sequence delimiter). */
+static int item_head(Reader *reader, long long position, uint32_t *tag, uint32_t *length)
+{
+    const unsigned char *p = window(reader, position, 8);
+    if (p == NULL) {
+        return -1;
+    }
+    unsigned group = p[0] | p[1] << 8;
+    unsigned element = p[2] | p[3] << 8;
+    *tag = (uint32_t)group << 16 | element;
+    *length = (uint32_t)little_endian(p + 4, 4);
+    if (*tag != ITEM_TAG && *tag != SEQUENCE_DELIMITER_TAG) {
+        PyErr_Format(unsupported_error, "(%04X,%04X) where a sequence item should be", group,
+                     element);
+        return -1;
+    }
+    return 0;
+}
+
 static int sequence(Reader *reader, long long position, uint32_t length, PyObject *items,
                     int encoding, int depth, long long *stop);
 
@@ -673,25 +721,14 @@ static int parse(Reader *reader, long long position, long long end, PyObject *ou
     long long size = reader->size;
     long long limit = end < 0 || end > size ? size : end;
     while (position < limit) {
-        if (position + 8 > size) {
-            if (end < 0 && top) {
-                *stop = position;
-                return 0;
-            }
-            PyErr_SetNone(PyExc_EOFError);
-            return -1;
-        }
-        const unsigned char *p = window(reader, position, position + 12 <= size ? 12 : 8);
-        if (p == NULL) {
-            return -1;
+        const unsigned char *p;
+        int found = element_head(reader, position, end, top, meta, &p, stop);
+        if (found <= 0) {
+            return found;
         }
         unsigned group = p[0] | p[1] << 8;
         unsigned element = p[2] | p[3] << 8;
         uint32_t tag = (uint32_t)group << 16 | element;
-        if (meta && group != 0x0002) {
-            *stop = position;
-            return 0;
-        }
         const VRInfo *info = vr_info(p[4], p[5]);
         if (info != NULL && info->is_short) {
             long long length = p[6] | p[7] << 8;
@@ -817,22 +854,14 @@ static int sequence(Reader *reader, long long position, uint32_t length, PyObjec
     }
     long long end = length == UNDEFINED_LENGTH ? -1 : position + length;
     while (end < 0 || position < end) {
-        const unsigned char *p = window(reader, position, 8);
-        if (p == NULL) {
+        uint32_t tag, item_length;
+        if (item_head(reader, position, &tag, &item_length) < 0) {
             return -1;
         }
-        unsigned group = p[0] | p[1] << 8;
-        unsigned element = p[2] | p[3] << 8;
-        uint32_t tag = (uint32_t)group << 16 | element;
-        uint32_t item_length = (uint32_t)little_endian(p + 4, 4);
         position += 8;
         if (tag == SEQUENCE_DELIMITER_TAG) {
             *stop = position;
             return 0;
-        }
-        if (tag != ITEM_TAG) {
-            PyErr_Format(unsupported_error, "(%04X,%04X) where a sequence item should be", group, element);
-            return -1;
         }
         PyObject *item = PyDict_New();
         if (item == NULL) {
@@ -1554,25 +1583,14 @@ static int json_parse(JsonFile *file, long long position, long long end, Members
     long long size = reader->size;
     long long limit = end < 0 || end > size ? size : end;
     while (position < limit) {
-        if (position + 8 > size) {
-            if (end < 0 && top) {
-                *stop = position;
-                return 0;
-            }
-            PyErr_SetNone(PyExc_EOFError);
-            return -1;
-        }
-        const unsigned char *p = window(reader, position, position + 12 <= size ? 12 : 8);
-        if (p == NULL) {
-            return -1;
+        const unsigned char *p;
+        int found = element_head(reader, position, end, top, meta, &p, stop);
+        if (found <= 0) {
+            return found;
         }
         unsigned group = p[0] | p[1] << 8;
         unsigned element = p[2] | p[3] << 8;
         uint32_t tag = (uint32_t)group << 16 | element;
-        if (meta && group != 0x0002) {
-            *stop = position;
-            return 0;
-        }
         const VRInfo *info = vr_info(p[4], p[5]);
         long long length, value_at;
         if (info != NULL && info->is_short) {
@@ -1717,23 +1735,14 @@ static int json_sequence(JsonFile *file, long long position, uint32_t length, in
     long long end = length == UNDEFINED_LENGTH ? -1 : position + length;
     int items = 0;
     while (end < 0 || position < end) {
-        const unsigned char *p = window(&file->reader, position, 8);
-        if (p == NULL) {
+        uint32_t tag, item_length;
+        if (item_head(&file->reader, position, &tag, &item_length) < 0) {
             return -1;
         }
-        unsigned group = p[0] | p[1] << 8;
-        unsigned element = p[2] | p[3] << 8;
-        uint32_t tag = (uint32_t)group << 16 | element;
-        uint32_t item_length = (uint32_t)little_endian(p + 4, 4);
         position += 8;
         if (tag == SEQUENCE_DELIMITER_TAG) {
             *stop = position;
             return 0;
-        }
-        if (tag != ITEM_TAG) {
-            PyErr_Format(unsupported_error, "(%04X,%04X) where a sequence item should be", group,
-                         element);
-            return -1;
         }
         if ((items++ > 0 && PUT_LITERAL(text, ",") < 0) || PUT_LITERAL(text, "{") < 0) {
             return -1;
@@ -1933,21 +1942,27 @@ static PyObject *read_json(PyObject *module, PyObject *local)
     if (encoded == NULL || strlen(PyBytes_AS_STRING(encoded)) != (size_t)PyBytes_GET_SIZE(encoded)) {
         goto done;
     }
-    /* O_NONBLOCK: a named pipe opens at once instead of waiting for a writer (then refused) */
-    int fd;
+    /* As sources.open_source: only a regular file is opened (opening a device can act on it);
+     * O_NONBLOCK in case a named pipe took its place since: it opens at once, then is refused. */
+    int fd = -1;
     struct stat status;
+    int regular;
     Py_BEGIN_ALLOW_THREADS
-    fd = open(PyBytes_AS_STRING(encoded), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    if (fd >= 0 && fstat(fd, &status) < 0) {
-        close(fd);
-        fd = -1;
+    regular = stat(PyBytes_AS_STRING(encoded), &status) == 0 && S_ISREG(status.st_mode)
+              && status.st_size >= 132;
+    if (regular) {
+        fd = open(PyBytes_AS_STRING(encoded), O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+        if (fd >= 0 && (fstat(fd, &status) < 0 || !S_ISREG(status.st_mode))) {
+            close(fd);
+            fd = -1;
+        }
     }
     Py_END_ALLOW_THREADS
     if (fd < 0) {
-        goto done; /* the object path names the error */
+        goto done; /* the object path names the error, or reads what it takes for a file */
     }
     file.reader.fd = fd;
-    if (!S_ISREG(status.st_mode) || status.st_size < 132) {
+    if (status.st_size < 132) {
         goto done;
     }
     file.reader.size = status.st_size;
