@@ -690,6 +690,32 @@ static int element_head(Reader *reader, long long position, long long end, int t
     return 1;
 }
 
+/* After element_head(), for an element without a 2-byte length: an item delimiter, or the
+ * pixel data at the top level, ends the walk (0, *stop set); an implicit VR or a VR not handled
+ * here, or a header cut short, is an error (-1); else 1 and its 4-byte length. */
+static int long_head(Reader *reader, const unsigned char *p, long long position, uint32_t tag,
+                     const VRInfo *info, int top, uint32_t *length, long long *stop)
+{
+    if (tag == ITEM_DELIMITER_TAG) {
+        *stop = position + 8;
+        return 0;
+    }
+    if (top && (tag == 0x7FE00008u || tag == 0x7FE00009u || tag == 0x7FE00010u)) {
+        *stop = position;
+        return 0;
+    }
+    if (info == NULL) {
+        raise_unsupported("implicit VR element, or a VR not handled here");
+        return -1;
+    }
+    if (position + 12 > reader->size) {
+        PyErr_SetNone(PyExc_EOFError);
+        return -1;
+    }
+    *length = (uint32_t)little_endian(p + 8, 4);
+    return 1;
+}
+
 /* A sequence item's header at `position` (sequence() and json_sequence()): 0 with its tag and
  * length, -1 on error (Unsupported when it is neither an item nor the sequence delimiter). */
 static int item_head(Reader *reader, long long position, uint32_t *tag, uint32_t *length)
@@ -751,23 +777,11 @@ static int parse(Reader *reader, long long position, long long end, PyObject *ou
             }
             continue;
         }
-        if (tag == ITEM_DELIMITER_TAG) {
-            *stop = position + 8;
-            return 0;
+        uint32_t length;
+        found = long_head(reader, p, position, tag, info, top, &length, stop);
+        if (found <= 0) {
+            return found;
         }
-        if (top && (tag == 0x7FE00008u || tag == 0x7FE00009u || tag == 0x7FE00010u)) {
-            *stop = position;
-            return 0;
-        }
-        if (info == NULL) {
-            raise_unsupported("implicit VR element, or a VR not handled here");
-            return -1;
-        }
-        if (position + 12 > size) {
-            PyErr_SetNone(PyExc_EOFError);
-            return -1;
-        }
-        uint32_t length = (uint32_t)little_endian(p + 8, 4);
         long long value_at = position + 12;
         if (info->kind == K_SQ) {
             PyObject *items = PyList_New(0);
@@ -1598,23 +1612,12 @@ static int json_parse(JsonFile *file, long long position, long long end, Members
             value_at = position + 8;
         }
         else {
-            if (tag == ITEM_DELIMITER_TAG) {
-                *stop = position + 8;
-                return 0;
+            uint32_t long_length;
+            found = long_head(reader, p, position, tag, info, top, &long_length, stop);
+            if (found <= 0) {
+                return found;
             }
-            if (top && (tag == 0x7FE00008u || tag == 0x7FE00009u || tag == 0x7FE00010u)) {
-                *stop = position;
-                return 0;
-            }
-            if (info == NULL) {
-                raise_unsupported("implicit VR element, or a VR not handled here");
-                return -1;
-            }
-            if (position + 12 > size) {
-                PyErr_SetNone(PyExc_EOFError);
-                return -1;
-            }
-            length = (uint32_t)little_endian(p + 8, 4);
+            length = long_length;
             value_at = position + 12;
             if (info->kind == K_SQ) {
                 if (element == 0) {
