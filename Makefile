@@ -65,7 +65,7 @@ bench: bench-meta bench-thumbnails bench-server bench-ingest bench-dicomweb benc
 	bench-scale
 
 bench-thumbnails: jar
-	$(PY) -m bench.thumbnails --files 48
+	$(PY) -m bench.thumbnails --files 96
 
 bench-meta: jar
 	$(PY) -m pip install --quiet -e '.[bench]'
