@@ -9,6 +9,7 @@ failures included, without crashing the process. The compiled module's one-call 
 from __future__ import annotations
 
 import random
+import struct
 from pathlib import Path
 
 import pytest
@@ -219,3 +220,62 @@ def test_paths_that_need_normalising_take_the_object_path(tmp_path: Path) -> Non
     expected = object_path_text(tmp_path / "sub" / "image.dcm")
     assert meta.read_meta_utf8(f"{tmp_path}/sub/./image.dcm") == expected
     assert meta.read_meta_utf8(f"file://{tmp_path}/sub/image.dcm") == expected
+
+
+def test_numbers_are_spelled_as_orjson_spells_them(tmp_path: Path) -> None:
+    """Doubles of every magnitude (orjson writes 1e-7 and 0.000025 where Python's repr has
+    1e-07 and 2.5e-05), integers at the limits of each VR, decimal strings: the one-call
+    writer's text equals orjson's of the object path."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    rng = random.Random(13)
+    doubles = [0.0, -0.0, 1e-7, -2.5e-5, 1e-5, 9.99999e-5, 1e-4, 1e16, 1.5e16, 5e-324, 1e308]
+    doubles += [rng.uniform(-1, 1) * 10 ** rng.randint(-12, 20) for _ in range(2000)]
+    doubles += [
+        struct.unpack("<d", rng.getrandbits(64).to_bytes(8, "little"))[0] for _ in range(2000)
+    ]
+    dataset = Dataset()
+    dataset.file_meta = FileMetaDataset()
+    dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    dataset.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    dataset.add_new(0x00091010, "FD", doubles)  # NaN and infinities among the random bits
+    dataset.add_new(0x00091011, "FL", [float(f"{d:.6g}") for d in doubles[11:511]])
+    dataset.add_new(0x00091012, "SS", [-32768, -1, 0, 32767])
+    dataset.add_new(0x00091013, "US", [0, 65535])
+    dataset.add_new(0x00091014, "SL", [-(2**31), 2**31 - 1])
+    dataset.add_new(0x00091015, "UL", [0, 2**32 - 1])
+    dataset.add_new(0x00091016, "SV", [-(2**63), 2**63 - 1])
+    dataset.add_new(0x00091017, "UV", [0, 2**64 - 1])
+    dataset.add_new(0x00091018, "DS", ["1e-7", "-0.000025", "1E16", " 12.50", "-0"])
+    dataset.add_new(0x00091019, "IS", ["-2147483648", "+17", " 0 "])
+    path = tmp_path / "numbers.dcm"
+    dataset.save_as(path, enforce_file_format=True)
+    found = fastmeta.read_json(str(path))
+    assert found is not None and found == object_path_text(path)
+    assert b"1e-7" in found and b"-0.000025" in found
+
+
+@pytest.mark.parametrize(("charset", "codec"), [("ISO_IR 100", "latin_1"), ("ISO_IR 192", "utf_8")])
+def test_text_is_escaped_as_orjson_escapes_it(tmp_path: Path, charset: str, codec: str) -> None:
+    """Quotes, backslashes, control characters and non-ASCII text (Latin-1 and UTF-8)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    dataset = Dataset()
+    dataset.file_meta = FileMetaDataset()
+    dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    dataset.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    dataset.SpecificCharacterSet = charset
+    control = "".join(chr(c) for c in range(1, 32) if c not in (0x0A, 0x0C, 0x0D, 0x1B))
+    dataset.add_new(0x00204000, "LT", f'say "hi" \\ there\t{control}\x7f é ü')
+    dataset.add_new(0x00181030, "LO", ['quo"te', "back\\", "ñ"][:2])
+    dataset.add_new(0x00100010, "PN", "Ærø^Åse=\\x")
+    dataset.add_new(0x00081030, "LO", "Étude")
+    path = tmp_path / "text.dcm"
+    dataset.save_as(path, enforce_file_format=True)
+    found = fastmeta.read_json(str(path))
+    assert found is not None and found == object_path_text(path)
+    assert "Étude".encode() in found and b"\\u0001" in found
