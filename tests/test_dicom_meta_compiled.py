@@ -279,3 +279,49 @@ def test_text_is_escaped_as_orjson_escapes_it(tmp_path: Path, charset: str, code
     found = fastmeta.read_json(str(path))
     assert found is not None and found == object_path_text(path)
     assert "Étude".encode() in found and b"\\u0001" in found
+
+
+def raw_file(path: Path, elements: bytes) -> Path:
+    """A Part 10 file in explicit VR little endian with these data set bytes as they are."""
+    syntax = b"1.2.840.10008.1.2.1\x00"
+    meta_group = struct.pack("<HH2sH", 0x0002, 0x0010, b"UI", len(syntax)) + syntax
+    path.write_bytes(b"\0" * 128 + b"DICM" + meta_group + elements)
+    return path
+
+
+def short_element(group: int, element: int, vr: bytes, value: bytes) -> bytes:
+    return struct.pack("<HH2sH", group, element, vr, len(value)) + value
+
+
+@pytest.mark.parametrize("vr", [b"US", b"PN", b"DS", b"AT"])
+def test_a_character_set_with_another_vr_takes_the_object_path(tmp_path: Path, vr: bytes) -> None:
+    """(0008,0005) whose bytes name a supported set but whose VR is not CS: the object path
+    decides what the file is (found by a reviewer's fuzzing: the one-call writer read it)."""
+    path = raw_file(
+        tmp_path / "charset.dcm",
+        short_element(0x0008, 0x0005, vr, b"ISO_IR 192")
+        + short_element(0x0010, 0x0010, b"PN", b"A^B"),
+    )
+    assert fastmeta.read_json(str(path)) is None
+    assert read_meta_result(str(path)) == read_meta_result_of_object_path(path)
+
+
+def read_meta_result_of_object_path(path: Path) -> MetaResult:
+    try:
+        return MetaResult(meta.dumps(meta.read_meta(str(path))).decode())
+    except DicomReadError as error:
+        return MetaResult(None, error.reason, error.message)
+
+
+def test_a_relative_path_through_a_symlink_reads_what_the_kernel_resolves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ "link/../x.dcm" is x.dcm next to the link's target, not next to the link: the relative
+    path is not normalised as text before the one-call writer reads it."""
+    real = tmp_path / "real"
+    (real / "sub").mkdir(parents=True)
+    raw_file(real / "x.dcm", short_element(0x0010, 0x0010, b"PN", b"REAL"))
+    raw_file(tmp_path / "x.dcm", short_element(0x0010, 0x0010, b"PN", b"DECOY"))
+    (tmp_path / "link").symlink_to(real / "sub")
+    monkeypatch.chdir(tmp_path)
+    assert b"REAL" in meta.read_meta_utf8("link/../x.dcm")

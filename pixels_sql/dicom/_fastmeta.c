@@ -1696,6 +1696,12 @@ static int json_parse(JsonFile *file, long long position, long long end, Members
                 return -1;
             }
             if (tag == SPECIFIC_CHARACTER_SET_TAG) {
+                if (info->kind != K_PLAIN) {
+                    /* CS mis-encoded (as a number, a name...): meta.py's codec_of cannot read
+                     * it back, and the object path says what that makes of the file */
+                    raise_unsupported("character set with another VR");
+                    return -1;
+                }
                 *encoding = charset(raw, length, top);
                 if (*encoding < 0) {
                     return -1;

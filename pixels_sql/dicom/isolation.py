@@ -55,7 +55,7 @@ _COUNTER = struct.Struct("<Q")  # the shared progress counter
 # and one pipe write per file cost the worker about as much as reading a header (~70 us).
 REPLY_GROUP = 64
 REPLY_SECONDS = 0.05
-_PIPE_BYTES = 1 << 20
+_PIPE_BYTES = 1 << 18
 
 
 def run_isolated(
@@ -279,10 +279,11 @@ def _outcome(result: Any, failure: Callable[[str, str], R]) -> R:
 
 
 def _widen(pipe: int) -> None:
-    """Let the pipe hold a whole group of replies (Linux: 64 KiB by default, up to
-    /proc/sys/fs/pipe-max-size, 1 MiB by default, for an unprivileged process): a group of 64
+    """Let the pipe hold most of a group of replies (Linux: 64 KiB by default): a group of 64
     headers is ~0.3-0.6 MB of JSON, and each time a full pipe blocks the child, both processes
-    pay a context switch."""
+    pay a context switch. Not more: a user's pipes share a budget (pipe-user-pages-soft, 64
+    MiB by default, root in a container included), past which the kernel gives every new pipe
+    of that user one page — 256 KiB per helper leaves room for 256 of them."""
     with contextlib.suppress(AttributeError, OSError):  # not Linux, or a lower limit
         fcntl.fcntl(pipe, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
 

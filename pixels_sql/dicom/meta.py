@@ -109,7 +109,9 @@ def read_meta_utf8(path: str) -> bytes:
         # its common road).
         local = to_local_path(path)
         if not local.startswith("/") and "://" not in local:
-            local = os.path.abspath(local)
+            # Joined, not normalised: "link/../x" is for the kernel to resolve (through the
+            # link), so a path with "." or ".." segments is left to the object path.
+            local = os.path.join(os.getcwd(), local)
         text = read_json(local)
         if text is not None:
             return text
