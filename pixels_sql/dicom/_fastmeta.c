@@ -71,7 +71,6 @@ static PyObject *charset_function;   /* (raw: bytes, top: bool) -> "latin_1" | "
 static PyObject *truncated_function; /* (local, size, group, element, length, value_at) -> exc */
 static PyObject *converters;         /* VR name -> (vr, raw, encoding) -> dict */
 static PyObject *excluded_syntaxes;  /* transfer syntaxes fastmeta.py leaves to pydicom */
-static PyObject *dumps_function;     /* orjson.dumps: writes what a delegated converter built */
 static long long inline_binary_max = -1;
 /* encoding.MAX_SEQUENCE_DEPTH: real files nest a handful of levels, a hostile one thousands.
  * Deeper goes to the general reader (which reports too_deep) instead of growing the C stack. */
@@ -355,8 +354,14 @@ static PyObject *integer(PyObject *text)
     return PyLong_FromDouble(d);
 }
 
-/* DS / IS: strip spaces (and trailing NULs), split at backslashes, float()/int() each part. */
-static PyObject *numbers_text(PyObject *vr, const unsigned char *raw, Py_ssize_t length, int is_integer)
+/* The values of a DS or IS value: strip spaces (and trailing NULs), split at backslashes,
+ * float()/int() each part (a non-finite float as its JSON spelling), None for an empty part
+ * among several (PS3.18 F.2.5). Each goes to take(context, value, index); 0 when the whole
+ * value is empty (no Value), 1 when values were taken, -1 on error. */
+typedef int (*TakeNumber)(void *context, PyObject *number, Py_ssize_t index);
+
+static int each_number(const unsigned char *raw, Py_ssize_t length, int is_integer,
+                       TakeNumber take, void *context)
 {
     Py_ssize_t start = 0;
     while (start < length && raw[start] == ' ') {
@@ -364,13 +369,10 @@ static PyObject *numbers_text(PyObject *vr, const unsigned char *raw, Py_ssize_t
     }
     length = rstrip_space_nul(raw, length);
     if (length <= start) {
-        return empty_value(vr);
-    }
-    PyObject *parts = PyList_New(0);
-    if (parts == NULL) {
-        return NULL;
+        return 0;
     }
     Py_ssize_t part_start = start;
+    Py_ssize_t index = 0;
     for (Py_ssize_t i = start; i <= length; i++) {
         if (i < length && raw[i] != '\\') {
             continue;
@@ -380,9 +382,8 @@ static PyObject *numbers_text(PyObject *vr, const unsigned char *raw, Py_ssize_t
             blank++;
         }
         PyObject *number = NULL;
-        if (blank == i) { /* an empty value among several: null (PS3.18 F.2.5) */
-            Py_INCREF(Py_None);
-            number = Py_None;
+        if (blank == i) {
+            number = Py_NewRef(Py_None);
         }
         else {
             PyObject *text = PyBytes_FromStringAndSize((const char *)raw + part_start, i - part_start);
@@ -391,13 +392,33 @@ static PyObject *numbers_text(PyObject *vr, const unsigned char *raw, Py_ssize_t
                 Py_DECREF(text);
             }
         }
-        if (number == NULL || PyList_Append(parts, number) < 0) {
-            Py_XDECREF(number);
-            Py_DECREF(parts);
-            return NULL;
+        int taken = number == NULL ? -1 : take(context, number, index++);
+        Py_XDECREF(number);
+        if (taken < 0) {
+            return -1;
         }
-        Py_DECREF(number);
         part_start = i + 1;
+    }
+    return 1;
+}
+
+static int append_number(void *parts, PyObject *number, Py_ssize_t index)
+{
+    (void)index;
+    return PyList_Append((PyObject *)parts, number);
+}
+
+/* DS / IS as objects: {"vr": vr, "Value": [numbers]}, or no Value when empty. */
+static PyObject *numbers_text(PyObject *vr, const unsigned char *raw, Py_ssize_t length, int is_integer)
+{
+    PyObject *parts = PyList_New(0);
+    if (parts == NULL) {
+        return NULL;
+    }
+    int found = each_number(raw, length, is_integer, append_number, parts);
+    if (found <= 0) {
+        Py_DECREF(parts);
+        return found < 0 ? NULL : empty_value(vr);
     }
     return with_value(vr, s_value, parts);
 }
@@ -516,28 +537,34 @@ static PyObject *numbers(const VRInfo *info, const unsigned char *raw, Py_ssize_
 
 static const char BASE64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-static PyObject *base64_text(const unsigned char *raw, Py_ssize_t length)
+/* Standard base64 (RFC 4648, with padding) of `raw` into `out`, which has room for
+ * (length + 2) / 3 * 4 characters; returns how many it wrote. */
+static Py_ssize_t encode_base64(const unsigned char *raw, Py_ssize_t length, char *out)
 {
-    Py_ssize_t out_length = (length + 2) / 3 * 4;
-    PyObject *text = PyUnicode_New(out_length, 127);
-    if (text == NULL) {
-        return NULL;
-    }
-    Py_UCS1 *out = PyUnicode_1BYTE_DATA(text);
-    Py_ssize_t i = 0, o = 0;
+    char *start = out;
+    Py_ssize_t i = 0;
     for (; i + 2 < length; i += 3) {
         uint32_t v = (uint32_t)raw[i] << 16 | (uint32_t)raw[i + 1] << 8 | raw[i + 2];
-        out[o++] = BASE64[v >> 18 & 63];
-        out[o++] = BASE64[v >> 12 & 63];
-        out[o++] = BASE64[v >> 6 & 63];
-        out[o++] = BASE64[v & 63];
+        *out++ = BASE64[v >> 18 & 63];
+        *out++ = BASE64[v >> 12 & 63];
+        *out++ = BASE64[v >> 6 & 63];
+        *out++ = BASE64[v & 63];
     }
     if (i < length) {
         uint32_t v = (uint32_t)raw[i] << 16 | (i + 1 < length ? (uint32_t)raw[i + 1] << 8 : 0);
-        out[o++] = BASE64[v >> 18 & 63];
-        out[o++] = BASE64[v >> 12 & 63];
-        out[o++] = i + 1 < length ? BASE64[v >> 6 & 63] : '=';
-        out[o++] = '=';
+        *out++ = BASE64[v >> 18 & 63];
+        *out++ = BASE64[v >> 12 & 63];
+        *out++ = i + 1 < length ? BASE64[v >> 6 & 63] : '=';
+        *out++ = '=';
+    }
+    return out - start;
+}
+
+static PyObject *base64_text(const unsigned char *raw, Py_ssize_t length)
+{
+    PyObject *text = PyUnicode_New((length + 2) / 3 * 4, 127);
+    if (text != NULL) {
+        encode_base64(raw, length, (char *)PyUnicode_1BYTE_DATA(text));
     }
     return text;
 }
@@ -1036,8 +1063,8 @@ static PyObject *read_trailing_elements(PyObject *module, PyObject *args)
  * byte (a test holds the two to each other over the corpus and damaged copies of it).
  *
  * It takes only the common road. Anything else — an element out of tag order (the object path
- * sorts, or keeps the first position of a repeated tag), a value fastmeta.py converts that
- * orjson cannot write, an implicit VR pixel data element, a path whose URI needs normalising,
+ * sorts, or keeps the first position of a repeated tag), an integer beyond 64 bits (orjson
+ * refuses it), an implicit VR pixel data element, a path whose URI needs normalising,
  * any error — returns None, and the caller runs the object path, which decides and describes.
  * ------------------------------------------------------------------------------------------- */
 
@@ -1094,13 +1121,10 @@ static int check_utf8(const unsigned char *raw, Py_ssize_t length)
     return 0;
 }
 
-/* A JSON string of latin-1 or (validated) UTF-8 bytes, escaped as orjson does: quote,
- * backslash and control characters only; everything else as UTF-8. */
-static int put_string(Text *text, const unsigned char *raw, Py_ssize_t length, int encoding)
+/* A JSON string of UTF-8 bytes (or Latin-1 ones, transcoded), escaped as orjson does: quote,
+ * backslash and control characters only; everything else as it is. */
+static int put_escaped(Text *text, const unsigned char *raw, Py_ssize_t length, int latin_1)
 {
-    if (encoding == UTF_8 && check_utf8(raw, length) < 0) {
-        return -1;
-    }
     if (reserve(text, length * 6 + 2) < 0) {
         return -1;
     }
@@ -1109,7 +1133,7 @@ static int put_string(Text *text, const unsigned char *raw, Py_ssize_t length, i
     *out++ = '"';
     for (Py_ssize_t i = 0; i < length; i++) {
         unsigned char c = raw[i];
-        if (c >= 0x80 && encoding == LATIN_1) {
+        if (c >= 0x80 && latin_1) {
             *out++ = (char)(0xC0 | c >> 6);
             *out++ = (char)(0x80 | (c & 0x3F));
         }
@@ -1139,6 +1163,15 @@ static int put_string(Text *text, const unsigned char *raw, Py_ssize_t length, i
     *out++ = '"';
     text->length = out - text->data;
     return 0;
+}
+
+/* A value's text in the data set's character set (UTF-8 validated as strict decoding does). */
+static int put_string(Text *text, const unsigned char *raw, Py_ssize_t length, int encoding)
+{
+    if (encoding == UTF_8 && check_utf8(raw, length) < 0) {
+        return -1;
+    }
+    return put_escaped(text, raw, length, encoding == LATIN_1);
 }
 
 /* A finite double as orjson writes it: Python's repr, except that an exponent has no leading
@@ -1209,26 +1242,78 @@ static int put_signed(Text *text, long long value)
     return put_unsigned(text, (unsigned long long)value);
 }
 
-/* A number fastmeta.py's rules made (DS: float, IS: int); None as null. Integers beyond 64
- * bits go back to the object path (orjson refuses them; meta.dumps falls back). */
-static int put_number_object(Text *text, PyObject *number)
+/* What a converter of the object path built (fastmeta.py's, or the C ones above): None, str,
+ * int, finite float, list, dict with str keys — written as orjson writes it. Anything else (an
+ * integer beyond 64 bits, which orjson refuses and meta.dumps writes otherwise; a type no
+ * converter makes) is Unsupported: the object path runs. */
+static int put_object(Text *text, PyObject *value, int depth)
 {
-    if (number == Py_None) {
+    if (value == Py_None) {
         return PUT_LITERAL(text, "null");
     }
-    if (PyFloat_Check(number)) {
-        return put_double(text, PyFloat_AS_DOUBLE(number));
+    if (PyUnicode_Check(value)) {
+        Py_ssize_t length;
+        const char *utf8 = PyUnicode_AsUTF8AndSize(value, &length);
+        return utf8 == NULL ? -1 : put_escaped(text, (const unsigned char *)utf8, length, 0);
     }
-    int overflow;
-    long long value = PyLong_AsLongLongAndOverflow(number, &overflow);
-    if (value == -1 && PyErr_Occurred()) {
+    if (PyFloat_Check(value) && isfinite(PyFloat_AS_DOUBLE(value))) {
+        return put_double(text, PyFloat_AS_DOUBLE(value));
+    }
+    if (PyLong_CheckExact(value)) {
+        int overflow;
+        long long number = PyLong_AsLongLongAndOverflow(value, &overflow);
+        if (number == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+        if (!overflow) {
+            return put_signed(text, number);
+        }
+    }
+    else if (depth < 8 && PyList_Check(value)) {
+        if (PUT_LITERAL(text, "[") < 0) {
+            return -1;
+        }
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(value); i++) {
+            if ((i > 0 && PUT_LITERAL(text, ",") < 0)
+                || put_object(text, PyList_GET_ITEM(value, i), depth + 1) < 0) {
+                return -1;
+            }
+        }
+        return PUT_LITERAL(text, "]");
+    }
+    else if (depth < 8 && PyDict_CheckExact(value)) {
+        if (PUT_LITERAL(text, "{") < 0) {
+            return -1;
+        }
+        Py_ssize_t position = 0;
+        PyObject *key, *item;
+        int string_keys = 1;
+        for (int first = 1; string_keys && PyDict_Next(value, &position, &key, &item); first = 0) {
+            string_keys = PyUnicode_Check(key);
+            if (string_keys
+                && ((!first && PUT_LITERAL(text, ",") < 0) || put_object(text, key, depth + 1) < 0
+                    || PUT_LITERAL(text, ":") < 0 || put_object(text, item, depth + 1) < 0)) {
+                return -1;
+            }
+        }
+        if (string_keys) {
+            return PUT_LITERAL(text, "}");
+        }
+    }
+    raise_unsupported("a value the one-call writer does not write");
+    return -1;
+}
+
+/* An element a converter of the object path built (NULL: its error), written; `element` is
+ * released. */
+static int put_converted(Text *text, PyObject *element)
+{
+    if (element == NULL) {
         return -1;
     }
-    if (overflow) {
-        raise_unsupported("integer beyond 64 bits");
-        return -1;
-    }
-    return put_signed(text, value);
+    int result = put_object(text, element, 0);
+    Py_DECREF(element);
+    return result;
 }
 
 /* {"vr":"XX" — the start of every element's object. */
@@ -1258,21 +1343,7 @@ static int put_base64(Text *text, const unsigned char *raw, Py_ssize_t length)
     }
     char *out = text->data + text->length;
     *out++ = '"';
-    Py_ssize_t i = 0;
-    for (; i + 2 < length; i += 3) {
-        uint32_t v = (uint32_t)raw[i] << 16 | (uint32_t)raw[i + 1] << 8 | raw[i + 2];
-        *out++ = BASE64[v >> 18 & 63];
-        *out++ = BASE64[v >> 12 & 63];
-        *out++ = BASE64[v >> 6 & 63];
-        *out++ = BASE64[v & 63];
-    }
-    if (i < length) {
-        uint32_t v = (uint32_t)raw[i] << 16 | (i + 1 < length ? (uint32_t)raw[i + 1] << 8 : 0);
-        *out++ = BASE64[v >> 18 & 63];
-        *out++ = BASE64[v >> 12 & 63];
-        *out++ = i + 1 < length ? BASE64[v >> 6 & 63] : '=';
-        *out++ = '=';
-    }
+    out += encode_base64(raw, length, out);
     *out++ = '"';
     text->length = out - text->data;
     return 0;
@@ -1332,116 +1403,30 @@ static int put_parts(Text *text, const VRInfo *info, const unsigned char *raw, P
     return PUT_LITERAL(text, "]}");
 }
 
-/* fastmeta._person_name */
-static int put_person_name(Text *text, const VRInfo *info, const unsigned char *raw,
-                           Py_ssize_t length, int encoding)
+/* DS / IS (numbers_text above), written: the same values, each written as it is made. */
+typedef struct {
+    Text *text;
+    const VRInfo *info;
+} NumberWriter;
+
+static int write_number(void *context, PyObject *number, Py_ssize_t index)
 {
-    length = rstrip_space_nul(raw, length);
-    if (length == 0) {
-        return put_empty(text, info);
-    }
-    /* The object path decodes the whole value first (a fourth component is dropped, but must
-     * decode too). */
-    if (encoding == UTF_8 && check_utf8(raw, length) < 0) {
-        return -1;
-    }
-    if (put_vr(text, info) < 0 || PUT_LITERAL(text, ",\"Value\":[") < 0) {
-        return -1;
-    }
-    static const char *KEYS[3] = {"\"Alphabetic\":", "\"Ideographic\":", "\"Phonetic\":"};
-    static const Py_ssize_t KEY_LENGTHS[3] = {13, 14, 11};
-    Py_ssize_t start = 0;
-    for (Py_ssize_t i = 0; i <= length; i++) {
-        if (i < length && raw[i] != '\\') {
-            continue;
-        }
-        if (start > 0 && PUT_LITERAL(text, ",") < 0) {
-            return -1;
-        }
-        if (i == start) {
-            if (PUT_LITERAL(text, "null") < 0) {
-                return -1;
-            }
-        }
-        else {
-            if (PUT_LITERAL(text, "{") < 0) {
-                return -1;
-            }
-            Py_ssize_t component = start;
-            for (int c = 0; c < 3; c++) {
-                const unsigned char *equals =
-                    memchr(raw + component, '=', (size_t)(i - component));
-                Py_ssize_t end = equals == NULL ? i : equals - raw;
-                if ((c > 0 && PUT_LITERAL(text, ",") < 0) || put(text, KEYS[c], KEY_LENGTHS[c]) < 0
-                    || put_string(text, raw + component, end - component, encoding) < 0) {
-                    return -1;
-                }
-                if (equals == NULL) {
-                    break;
-                }
-                component = end + 1;
-            }
-            if (PUT_LITERAL(text, "}") < 0) {
-                return -1;
-            }
-        }
-        start = i + 1;
-    }
-    return PUT_LITERAL(text, "]}");
+    NumberWriter *writer = context;
+    int opened = index == 0 ? put_vr(writer->text, writer->info) < 0
+                                  || PUT_LITERAL(writer->text, ",\"Value\":[") < 0
+                            : PUT_LITERAL(writer->text, ",") < 0;
+    return opened ? -1 : put_object(writer->text, number, 0);
 }
 
-/* DS / IS (numbers_text above), written: the same Python conversions per value. */
 static int put_numbers_text(Text *text, const VRInfo *info, const unsigned char *raw,
                             Py_ssize_t length, int is_integer)
 {
-    Py_ssize_t start = 0;
-    while (start < length && raw[start] == ' ') {
-        start++;
-    }
-    length = rstrip_space_nul(raw, length);
-    if (length <= start) {
-        return put_empty(text, info);
-    }
-    if (put_vr(text, info) < 0 || PUT_LITERAL(text, ",\"Value\":[") < 0) {
+    NumberWriter writer = {text, info};
+    int found = each_number(raw, length, is_integer, write_number, &writer);
+    if (found < 0) {
         return -1;
     }
-    Py_ssize_t part_start = start;
-    for (Py_ssize_t i = start; i <= length; i++) {
-        if (i < length && raw[i] != '\\') {
-            continue;
-        }
-        if (part_start > start && PUT_LITERAL(text, ",") < 0) {
-            return -1;
-        }
-        Py_ssize_t blank = part_start;
-        while (blank < i && raw[blank] == ' ') {
-            blank++;
-        }
-        if (blank == i) { /* an empty value among several: null (PS3.18 F.2.5) */
-            if (PUT_LITERAL(text, "null") < 0) {
-                return -1;
-            }
-        }
-        else {
-            PyObject *part =
-                PyBytes_FromStringAndSize((const char *)raw + part_start, i - part_start);
-            if (part == NULL) {
-                return -1;
-            }
-            PyObject *number = is_integer ? integer(part) : PyFloat_FromString(part);
-            Py_DECREF(part);
-            if (number == NULL) {
-                return -1;
-            }
-            int failed = put_number_object(text, number);
-            Py_DECREF(number);
-            if (failed < 0) {
-                return -1;
-            }
-        }
-        part_start = i + 1;
-    }
-    return PUT_LITERAL(text, "]}");
+    return found == 0 ? put_empty(text, info) : PUT_LITERAL(text, "]}");
 }
 
 /* US SS UL SL FL FD SV UV (numbers above), written. */
@@ -1489,31 +1474,9 @@ static int put_binary_numbers(Text *text, const VRInfo *info, const unsigned cha
     return PUT_LITERAL(text, "]}");
 }
 
-/* AE, UR, AT and DS/IS in other alphabets: fastmeta.py converts, orjson writes. */
-static int put_delegated(Text *text, const VRInfo *info, const unsigned char *raw,
-                         Py_ssize_t length, int encoding)
-{
-    PyObject *element = delegate(info->name, raw, length, encoding);
-    if (element == NULL) {
-        return -1;
-    }
-    PyObject *written = PyObject_CallOneArg(dumps_function, element);
-    Py_DECREF(element);
-    if (written == NULL) {
-        return -1;
-    }
-    int result = -1;
-    if (PyBytes_Check(written)) {
-        result = put(text, PyBytes_AS_STRING(written), PyBytes_GET_SIZE(written));
-    }
-    else {
-        PyErr_SetString(PyExc_TypeError, "dumps() must return bytes");
-    }
-    Py_DECREF(written);
-    return result;
-}
-
-/* convert() above, written. */
+/* convert() above, written: the text and binary number VRs (most of a header's elements) are
+ * written directly; names, decimal and integer strings and the values fastmeta.py converts are
+ * built as objects by convert() and those written. */
 static int put_value(Text *text, const VRInfo *info, const unsigned char *raw, Py_ssize_t length,
                      int encoding)
 {
@@ -1533,18 +1496,16 @@ static int put_value(Text *text, const VRInfo *info, const unsigned char *raw, P
         }
         return PUT_LITERAL(text, "]}");
     }
-    case K_PN:
-        return put_person_name(text, info, raw, length, encoding);
     case K_DS:
     case K_IS:
-        if (!plain_number_text(raw, length)) {
-            return put_delegated(text, info, raw, length, encoding);
+        if (plain_number_text(raw, length)) {
+            return put_numbers_text(text, info, raw, length, info->kind == K_IS);
         }
-        return put_numbers_text(text, info, raw, length, info->kind == K_IS);
+        return put_converted(text, convert(info, raw, length, encoding));
     case K_NUMBER:
         return put_binary_numbers(text, info, raw, length);
     default:
-        return put_delegated(text, info, raw, length, encoding);
+        return put_converted(text, convert(info, raw, length, encoding));
     }
 }
 
@@ -2039,11 +2000,11 @@ static int set_vr(const char *name, enum kind kind, int is_short, int number_siz
 
 static PyObject *configure(PyObject *module, PyObject *args)
 {
-    PyObject *error, *charset_fn, *truncated_fn, *converter_map, *excluded, *dumps;
+    PyObject *error, *charset_fn, *truncated_fn, *converter_map, *excluded;
     long long inline_max, huge;
     int depth;
-    if (!PyArg_ParseTuple(args, "OOOO!OLLiO", &error, &charset_fn, &truncated_fn, &PyDict_Type,
-                          &converter_map, &excluded, &inline_max, &huge, &depth, &dumps)) {
+    if (!PyArg_ParseTuple(args, "OOOO!OLLi", &error, &charset_fn, &truncated_fn, &PyDict_Type,
+                          &converter_map, &excluded, &inline_max, &huge, &depth)) {
         return NULL;
     }
     if (!PyAnySet_Check(excluded)) {
@@ -2055,7 +2016,6 @@ static PyObject *configure(PyObject *module, PyObject *args)
     Py_XSETREF(truncated_function, Py_NewRef(truncated_fn));
     Py_XSETREF(converters, Py_NewRef(converter_map));
     Py_XSETREF(excluded_syntaxes, Py_NewRef(excluded));
-    Py_XSETREF(dumps_function, Py_NewRef(dumps));
     inline_binary_max = inline_max;
     huge_value = huge;
     max_depth = depth;
@@ -2118,7 +2078,7 @@ static int init_tables(void)
 static PyMethodDef METHODS[] = {
     {"configure", configure, METH_VARARGS,
      "configure(unsupported, charset, truncated, converters, excluded_syntaxes, inline_max, huge,"
-     " max_depth, dumps)"},
+     " max_depth)"},
     {"read_elements", read_elements, METH_VARARGS,
      "read_elements(local, fd_or_buffer, size, bulk_uri) -> (dict, position) | None"},
     {"read_json", read_json, METH_O,

@@ -23,8 +23,6 @@ import struct
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
-import orjson
-
 from pixels_sql.dicom.bulk import HUGE_VALUE_BYTES, INLINE_BINARY_MAX_BYTES, BulkUri
 from pixels_sql.dicom.encoding import (
     BINARY_VRS,
@@ -558,5 +556,4 @@ if _fastmeta is not None:
         INLINE_BINARY_MAX_BYTES,
         HUGE_VALUE_BYTES,
         MAX_SEQUENCE_DEPTH,
-        orjson.dumps,
     )
