@@ -22,7 +22,8 @@
 
 3. First, in one session of its own: ``read_files`` and ``list_files`` of each tree (``count(*)``)
    against ``os.walk`` of it, names only (the baseline) and with an ``lstat`` per file; untimed
-   warm-up rounds, then best of 5, interleaved (``--listing-only``: only this).
+   warm-up rounds, then best of 5, each timed run right after an untimed one of its own, in
+   turns (``--listing-only``: only this).
 
 Results: bench/results/scale.json and scale.md (scale-listing.* with ``--listing-only``).
 """
@@ -41,6 +42,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -325,8 +327,8 @@ LISTING_WARMUP_ROUNDS = 8
 def listing(trees: list[Path], cores: int) -> list[dict[str, Any]]:
     """``read_files`` and ``list_files`` of each tree against ``os.walk`` (names only, as the
     issue's baseline, and with an ``lstat`` per file, which the listings need for the length
-    and time they give), after untimed warm-up rounds, best of 5 each, interleaved, in one
-    session."""
+    and time they give), after untimed warm-up rounds, best of 5 each (every timed run right
+    after an untimed one of its own), in turns, in one session."""
     import pixels_sql
 
     home = Path(tempfile.mkdtemp(prefix="pixels-bench-scale-listing-"))
@@ -348,24 +350,38 @@ def listing(trees: list[Path], cores: int) -> list[dict[str, Any]]:
     results = []
     try:
         for tree in trees:
+            contenders: dict[str, Callable[[], int]] = {
+                **{
+                    name: (
+                        lambda query=query, tree=tree: spark.sql(
+                            query, args={"path": str(tree)}
+                        ).first()[0]
+                    )
+                    for name, query in queries.items()
+                },
+                "os_walk": lambda tree=tree: walk(tree, False),
+                "os_walk_lstat": lambda tree=tree: walk(tree, True),
+            }
             times: dict[str, list[float]] = {}
             counts: dict[str, int] = {}
             # Untimed rounds first (JMH's warm-up iterations): the JVM compiles the walk's code,
-            # and both sides find the folders in the kernel's cache; then the best of 5. The
-            # JVM needs several: 100k files, 2026-11-27, read_files took 0.31 s at best in its
-            # first rounds and 0.18 s once compiled, os.walk 0.06 s from its second.
+            # and both sides find the folders in the kernel's cache. The JVM needs several:
+            # 100k files, 2026-11-27, read_files took 0.31 s at best in its first rounds and
+            # 0.18 s once compiled, os.walk 0.06 s from its second.
             for _ in range(LISTING_WARMUP_ROUNDS):
-                for query in queries.values():
-                    spark.sql(query, args={"path": str(tree)}).first()
-            walk(tree, True)
-            for _ in range(5):
-                for name, query in queries.items():
+                for contender in contenders.values():
+                    contender()
+            # Then 5 rounds; in each, every contender runs once untimed and once timed, in an
+            # order that turns each round. Whatever ran just before (the other side's walk
+            # filling the caches, the JVM idle meanwhile) costs the first run after it: 100k,
+            # the query timed right after os.walk + lstat took 0.34-0.35 s, the next one 0.25 s.
+            names = list(contenders)
+            for round_number in range(5):
+                turn = round_number % len(names)
+                for name in names[turn:] + names[:turn]:
+                    contenders[name]()
                     started = time.perf_counter()
-                    counts[name] = spark.sql(query, args={"path": str(tree)}).first()[0]
-                    times.setdefault(name, []).append(time.perf_counter() - started)
-                for name, with_stat in (("os_walk", False), ("os_walk_lstat", True)):
-                    started = time.perf_counter()
-                    counts[name] = walk(tree, with_stat)
+                    counts[name] = contenders[name]()
                     times.setdefault(name, []).append(time.perf_counter() - started)
             best = {name: min(runs) for name, runs in times.items()}
             results.append(

@@ -281,6 +281,21 @@ def spark(spark_home: Path, jvm_classes: JvmClasses) -> Iterator[object]:
     session.stop()
 
 
+# The session setting that turns off the listing's C folder reader (NativeFolders).
+FOLDER_READER_CONF = "spark.pixels_sql.listing.native"
+
+
+@pytest.fixture(params=["native", "java.nio"])
+def folder_reader(request: pytest.FixtureRequest, spark) -> Iterator[str]:
+    """A listing test runs twice: folders read by the jar's C library, then through java.nio
+    (where the library does not load): both must give the same rows."""
+    spark.conf.set(FOLDER_READER_CONF, "true" if request.param == "native" else "false")
+    try:
+        yield request.param
+    finally:
+        spark.conf.unset(FOLDER_READER_CONF)
+
+
 @pytest.fixture(scope="session")
 def sample_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return copy_samples(tmp_path_factory.mktemp("samples"))

@@ -13,8 +13,12 @@ import pyspark
 import pytest
 
 from pixels_sql.session import jar_path
+from tests.conftest import FOLDER_READER_CONF
 
 COLUMNS = "path, unix_millis(modificationTime) AS mtime, length, reason, message"
+
+# Every test twice: folders read by the jar's C library, and through java.nio.
+pytestmark = pytest.mark.usefixtures("folder_reader")
 
 
 def listing(spark, root: Path | str, options: str = "") -> list:
@@ -172,7 +176,9 @@ def shared_dir() -> Iterator[Path]:
     shutil.rmtree(folder)
 
 
-def test_a_folder_without_permission_is_one_row_and_the_rest_is_listed(shared_dir) -> None:
+def test_a_folder_without_permission_is_one_row_and_the_rest_is_listed(
+    shared_dir, folder_reader
+) -> None:
     """Root reads any folder, so the listing runs as `nobody` when the tests run as root: the
     walk of list_files, through its command-line entry point (no Spark, same code)."""
     touch(shared_dir / "a.dcm")
@@ -181,7 +187,8 @@ def test_a_folder_without_permission_is_one_row_and_the_rest_is_listed(shared_di
     (shared_dir / "locked").chmod(0)
     spark_jars = Path(pyspark.__file__).parent / "jars"
     java = Path(os.environ["JAVA_HOME"], "bin", "java") if "JAVA_HOME" in os.environ else "java"
-    command = [str(java), "-cp", f"{jar_path()}:{spark_jars}/*", "pixelssql.FileListing"]
+    native = f"-D{FOLDER_READER_CONF}={'true' if folder_reader == 'native' else 'false'}"
+    command = [str(java), native, "-cp", f"{jar_path()}:{spark_jars}/*", "pixelssql.FileListing"]
     if os.geteuid() == 0:
         command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
     result = subprocess.run(
@@ -194,6 +201,32 @@ def test_a_folder_without_permission_is_one_row_and_the_rest_is_listed(shared_di
         (uri(shared_dir / "open" / "b.dcm"), "4", "null"),
     ]
     assert rows[1][4] == f"cannot list folder {shared_dir / 'locked'}: Permission denied"
+
+
+def test_the_folder_reader_library_loads_here(spark) -> None:
+    """`make jar` builds the C folder reader into the jar for this machine: the native runs of
+    these tests use it (java.nio is only what other platforms fall back to)."""
+    assert spark._jvm.pixelssql.NativeFolders.unavailableReason() is None
+    assert spark._jvm.pixelssql.NativeFolders.available()
+
+
+def test_names_java_cannot_spell_are_read_through_java_nio(spark, tmp_path) -> None:
+    """A name in another encoding than UTF-8 (Latin-1 here) is not text Java can turn back into
+    the same bytes: those folders are read through java.nio, which keeps the bytes, and each
+    path is given as Java spells it (U+FFFD for the byte it cannot decode)."""
+    touch(tmp_path / "a.dcm")
+    root = os.fsencode(tmp_path)
+    with open(os.path.join(root, b"caf\xe9.dcm"), "wb") as file:
+        file.write(b"DICM")
+    os.mkdir(os.path.join(root, b"sub\xff"))
+    with open(os.path.join(root, b"sub\xff", b"x.dcm"), "wb") as file:
+        file.write(b"DICM!")
+    rows = listing(spark, tmp_path)
+    assert [(r.path, r.length, r.reason) for r in rows] == [
+        (uri(tmp_path / "a.dcm"), 4, None),
+        (f"file:{tmp_path}/caf\ufffd.dcm", 4, None),
+        (f"file:{tmp_path}/sub\ufffd/x.dcm", 5, None),
+    ]
 
 
 def test_a_named_pipe_is_a_not_regular_row(spark, tmp_path) -> None:

@@ -10,6 +10,9 @@ from pyspark.sql.functions import col
 
 from tests.corpus import PYDICOM_TEST_FILES
 
+# Every test twice: folders read by the jar's C library, and through java.nio.
+pytestmark = pytest.mark.usefixtures("folder_reader")
+
 
 def test_same_rows_as_the_binary_file_source(spark) -> None:
     folder = str(PYDICOM_TEST_FILES)

@@ -96,7 +96,12 @@ public final class FileListing {
       Path root = localPath(path, scheme);
       boolean file = !checkRoot(path, root).isDirectory();
       LocalWalk.Scope scope =
-          LocalWalk.Scope.of(root, glob, recursive, LocalWalk.Naming.LIST_FILES);
+          LocalWalk.Scope.of(
+              root,
+              glob,
+              recursive,
+              LocalWalk.Naming.LIST_FILES,
+              Boolean.parseBoolean(System.getProperty(NativeFolders.CONF, "true").trim()));
       new LocalWalk.Walker(scope, List.of(LocalWalk.Unit.root(root, file)))
           .forEachRemaining(entries::add);
       return entries;

@@ -120,7 +120,8 @@ public final class ListFiles extends AbstractFunction1<Seq<Expression>, LogicalP
                 recursive,
                 LocalWalk.Naming.LIST_FILES,
                 Long.MAX_VALUE,
-                session.sparkContext().defaultParallelism());
+                session.sparkContext().defaultParallelism(),
+                NativeFolders.wanted(session));
       } catch (IOException e) {
         throw new UncheckedIOException(FUNCTION_NAME + ": cannot list " + path + ": " + e, e);
       }

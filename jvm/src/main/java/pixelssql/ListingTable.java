@@ -91,14 +91,15 @@ final class ListingTable implements Table, SupportsRead {
       boolean recursive,
       LocalWalk.Naming naming,
       long maxLength,
-      int parallelism)
+      int parallelism,
+      boolean nativeFolders)
       throws IOException {
     StructType schema =
         naming == LocalWalk.Naming.SPARK ? BINARY_FILE_SCHEMA : ListFiles.SCHEMA;
     return new ListingTable(
         function + "(" + root + ")",
         schema,
-        LocalWalk.Scope.of(root, glob, recursive, naming),
+        LocalWalk.Scope.of(root, glob, recursive, naming, nativeFolders),
         rootIsFile,
         maxLength,
         parallelism,
@@ -107,7 +108,7 @@ final class ListingTable implements Table, SupportsRead {
 
   /** A listing of a Hadoop file system (list_files' columns), walked by one task. */
   static ListingTable hadoop(String path, String glob, boolean recursive, Configuration conf) {
-    LocalWalk.Scope scope = new LocalWalk.Scope(path, path, glob, recursive, null);
+    LocalWalk.Scope scope = new LocalWalk.Scope(path, path, glob, recursive, null, false);
     return new ListingTable(
         ListFiles.FUNCTION_NAME + "(" + path + ")",
         ListFiles.SCHEMA,

@@ -21,6 +21,7 @@ import java.util.Deque;
 import java.util.HashSet;
 import java.util.Iterator;
 import java.util.List;
+import java.util.Map;
 import java.util.NoSuchElementException;
 import java.util.Set;
 
@@ -75,23 +76,42 @@ final class LocalWalk {
     final String glob;
     final boolean recursive;
     final Naming naming;
+    /**
+     * Whether folders are read by {@link NativeFolders} where it loads (each JVM decides for
+     * itself: a cluster's executors may not be the driver's platform).
+     */
+    final boolean nativeFolders;
     private transient PathMatcher matcher;
 
-    Scope(String root, String rootReal, String glob, boolean recursive, Naming naming) {
+    Scope(
+        String root,
+        String rootReal,
+        String glob,
+        boolean recursive,
+        Naming naming,
+        boolean nativeFolders) {
       this.root = root;
       this.rootReal = rootReal;
       this.glob = glob;
       this.recursive = recursive;
       this.naming = naming;
+      this.nativeFolders = nativeFolders;
     }
 
     /** The scope of a walk of the local {@code root} (which exists). */
-    static Scope of(Path root, String glob, boolean recursive, Naming naming) throws IOException {
-      return new Scope(root.toString(), root.toRealPath().toString(), glob, recursive, naming);
+    static Scope of(Path root, String glob, boolean recursive, Naming naming, boolean nativeFolders)
+        throws IOException {
+      return new Scope(
+          root.toString(), root.toRealPath().toString(), glob, recursive, naming, nativeFolders);
+    }
+
+    /** Whether every name matches (no glob to apply). */
+    boolean matchesAll() {
+      return glob == null || glob.equals("*");
     }
 
     boolean matches(Path path) {
-      if (glob == null || glob.equals("*")) {
+      if (matchesAll()) {
         return true;
       }
       if (matcher == null) {
@@ -153,21 +173,44 @@ final class LocalWalk {
 
   /** One read entry of a folder. */
   private static final class Child {
-    final Path path;
+    final Path folder;
     final String name;
     final BasicFileAttributes attributes; // lstat; null when it failed
     final IOException error;
-    final boolean folder; // a real folder (not through a symlink of its own)
+    final boolean folderEntry; // a real folder (not through a symlink of its own)
     final String key; // sort key: a folder's entries follow it as "name/..." in path order
+    private Path path;
 
-    Child(Path path, String name, BasicFileAttributes attributes, IOException error) {
-      this.path = path;
+    Child(Path folder, String name, BasicFileAttributes attributes, IOException error) {
+      this.folder = folder;
       this.name = name;
       this.attributes = attributes;
       this.error = error;
-      this.folder = attributes != null && attributes.isDirectory();
-      this.key = folder ? name + "/" : name;
+      this.folderEntry = attributes != null && attributes.isDirectory();
+      this.key = folderEntry ? name + "/" : name;
     }
+
+    /** Its path, made when first needed (a listed file needs only its text: {@link #uri}). */
+    Path path() {
+      if (path == null) {
+        path = folder.resolve(name);
+      }
+      return path;
+    }
+
+    /** {@code file:} and its path, as {@link LocalWalk#uri} spells it. */
+    String uri(String folderUri) {
+      return folderUri + name;
+    }
+  }
+
+  /** The text that a child's name completes into its {@link #uri}: "file:" + folder + "/". */
+  private static String folderUri(Path folder) {
+    String text = folder.toString();
+    if (text.isEmpty()) {
+      return "file:";
+    }
+    return text.endsWith("/") ? "file:" + text : "file:" + text + "/";
   }
 
   private static final Comparator<Child> PATH_ORDER =
@@ -175,9 +218,35 @@ final class LocalWalk {
 
   /**
    * The entries of {@code folder} (skipped names left out) in path order, each with its lstat.
-   * Throws when the folder cannot be listed.
+   * Throws when the folder cannot be listed. {@code nativeFolders}: read by {@link
+   * NativeFolders} (loaded), unless a name there needs java.nio's bytes.
    */
-  private static List<Child> read(Path folder, Naming naming) throws IOException {
+  private static List<Child> read(Path folder, Naming naming, boolean nativeFolders)
+      throws IOException {
+    List<Child> children = nativeFolders ? readNatively(folder, naming) : null;
+    if (children == null) {
+      children = readThroughNio(folder, naming);
+    }
+    children.sort(PATH_ORDER);
+    return children;
+  }
+
+  private static List<Child> readNatively(Path folder, Naming naming) throws IOException {
+    List<NativeFolders.Entry> entries = NativeFolders.list(folder);
+    if (entries == null) {
+      return null;
+    }
+    List<Child> children = new ArrayList<>(entries.size());
+    for (NativeFolders.Entry entry : entries) {
+      if (naming.skips(entry.name) || entry.error instanceof NoSuchFileException) {
+        continue; // a skipped name, or an entry deleted since the folder was read
+      }
+      children.add(new Child(folder, entry.name, entry.attributes, entry.error));
+    }
+    return children;
+  }
+
+  private static List<Child> readThroughNio(Path folder, Naming naming) throws IOException {
     List<Child> children = new ArrayList<>();
     try (DirectoryStream<Path> stream = Files.newDirectoryStream(folder)) {
       // On Linux the stream holds the folder open: each entry's lstat is then an fstatat
@@ -190,7 +259,7 @@ final class LocalWalk {
         if (naming.skips(text)) {
           continue;
         }
-        Child child = stat(open, path, name, text);
+        Child child = stat(open, folder, path, name, text);
         if (child != null) {
           children.add(child);
         }
@@ -198,30 +267,46 @@ final class LocalWalk {
     } catch (DirectoryIteratorException e) {
       throw e.getCause();
     }
-    children.sort(PATH_ORDER);
     return children;
   }
 
-  /** The lstat of one entry; null when it was deleted since its folder was read. */
-  private static Child stat(Path path) {
-    Path name = path.getFileName();
-    return stat(null, path, name, name == null ? path.toString() : name.toString());
+  /** The lstat of the entry {@code name} of {@code folder}; null when it does not exist. */
+  private static Child stat(Path folder, String name, boolean nativeFolders) {
+    Path path = folder.resolve(name);
+    if (nativeFolders) {
+      try {
+        NativeFolders.Attributes attributes = NativeFolders.stat(path, false);
+        if (attributes != null) {
+          return new Child(folder, name, attributes, null);
+        }
+      } catch (NoSuchFileException e) {
+        return null;
+      } catch (IOException e) {
+        return new Child(folder, name, null, e);
+      }
+    }
+    Path fileName = path.getFileName();
+    return stat(null, folder, path, fileName, fileName == null ? path.toString() : name);
   }
 
   private static Child stat(
-      SecureDirectoryStream<Path> folder, Path path, Path name, String text) {
+      SecureDirectoryStream<Path> open, Path folder, Path path, Path name, String text) {
     try {
       BasicFileAttributes attributes =
-          folder == null
+          open == null
               ? Files.readAttributes(path, BasicFileAttributes.class, LinkOption.NOFOLLOW_LINKS)
-              : folder
-                  .getFileAttributeView(name, BasicFileAttributeView.class, LinkOption.NOFOLLOW_LINKS)
+              : open.getFileAttributeView(
+                      name, BasicFileAttributeView.class, LinkOption.NOFOLLOW_LINKS)
                   .readAttributes();
-      return new Child(path, text, attributes, null);
+      Child child = new Child(folder, text, attributes, null);
+      child.path = path;
+      return child;
     } catch (NoSuchFileException e) {
       return null;
     } catch (IOException e) {
-      return new Child(path, text, null, e);
+      Child child = new Child(folder, text, null, e);
+      child.path = path;
+      return child;
     }
   }
 
@@ -238,8 +323,9 @@ final class LocalWalk {
       return units;
     }
     int read = 0;
-    // Folders that could not be read here: their walk reports them.
-    Set<String> unread = new HashSet<>();
+    // Folders kept whole: those that could not be read here (their walk reports them), and
+    // those holding a name that a unit, which is text, could not give back to java.nio.
+    Set<String> whole = new HashSet<>();
     while (true) {
       long folders = units.stream().filter(u -> u.names == null).count();
       if (folders == 0 || folders >= target || read >= budget) {
@@ -248,28 +334,37 @@ final class LocalWalk {
       List<Unit> next = new ArrayList<>();
       boolean opened = false;
       for (Unit unit : units) {
-        if (unit.names != null || read >= budget || unread.contains(unit.folder)) {
+        if (unit.names != null || read >= budget || whole.contains(unit.folder)) {
           next.add(unit);
           continue;
         }
         List<Child> children;
         try {
-          children = read(Paths.get(unit.folder), scope.naming);
+          children =
+              read(
+                  Paths.get(unit.folder),
+                  scope.naming,
+                  scope.nativeFolders && NativeFolders.available());
         } catch (IOException e) {
-          unread.add(unit.folder);
+          whole.add(unit.folder);
           next.add(unit);
           continue;
         }
         opened = true;
+        if (!children.stream().allMatch(child -> NativeFolders.spellsItself(child.path()))) {
+          whole.add(unit.folder);
+          next.add(unit);
+          continue;
+        }
         read += children.size();
         List<String> run = new ArrayList<>();
         for (Child child : children) {
-          if (child.folder) {
+          if (child.folderEntry) {
             if (!run.isEmpty()) {
               next.add(new Unit(unit.folder, run.toArray(new String[0])));
               run.clear();
             }
-            next.add(new Unit(child.path.toString(), null));
+            next.add(new Unit(child.path().toString(), null));
           } else {
             run.add(child.name);
           }
@@ -341,22 +436,26 @@ final class LocalWalk {
     // The real folders (device and inode) being walked through symlinks, from the top: a
     // symlink to one of them is a loop.
     private final Set<Object> linkedAncestors = new HashSet<>();
+    private final boolean nativeFolders;
     private FileListing.Entry pending;
 
     Walker(Scope scope, List<Unit> units) {
       this.scope = scope;
       this.units = units.iterator();
+      this.nativeFolders = scope.nativeFolders && NativeFolders.available();
     }
 
     /** A folder being walked: its entries in path order and the next one to give. */
     private static final class Frame {
       final List<Child> children;
       final Object linkedKey; // the folder's key when reached through a symlink, else null
+      final String folderUri; // what the children's names complete into their paths
       int next;
 
-      Frame(List<Child> children, Object linkedKey) {
+      Frame(List<Child> children, Object linkedKey, Path folder) {
         this.children = children;
         this.linkedKey = linkedKey;
+        this.folderUri = folderUri(folder);
       }
     }
 
@@ -378,7 +477,7 @@ final class LocalWalk {
           }
           continue;
         }
-        visit(frame.children.get(frame.next++), frame.linkedKey != null);
+        visit(frame.children.get(frame.next++), frame.linkedKey != null, frame.folderUri);
       }
       return true;
     }
@@ -401,12 +500,12 @@ final class LocalWalk {
       }
       List<Child> children = new ArrayList<>(unit.names.length);
       for (String name : unit.names) {
-        Child child = stat(folder.resolve(name));
+        Child child = stat(folder, name, nativeFolders);
         if (child != null) {
           children.add(child);
         }
       }
-      frames.push(new Frame(children, null));
+      frames.push(new Frame(children, null, folder));
     }
 
     /**
@@ -415,7 +514,7 @@ final class LocalWalk {
      */
     private void enter(Path folder, Object linkedKey) {
       try {
-        Frame frame = new Frame(read(folder, scope.naming), linkedKey);
+        Frame frame = new Frame(read(folder, scope.naming, nativeFolders), linkedKey, folder);
         if (linkedKey == null || linkedAncestors.add(linkedKey)) {
           frames.push(frame);
         }
@@ -429,26 +528,26 @@ final class LocalWalk {
       }
     }
 
-    private void visit(Child child, boolean throughLink) {
+    private void visit(Child child, boolean throughLink, String folderUri) {
       if (child.error != null) {
         error(
-            child.path,
+            child.path(),
             FileListing.UNREADABLE,
-            "cannot read " + child.path + ": " + FileListing.describe(child.error));
+            "cannot read " + child.path() + ": " + FileListing.describe(child.error));
         return;
       }
       BasicFileAttributes attributes = child.attributes;
       if (attributes.isSymbolicLink()) {
-        link(child.path);
+        link(child.path());
       } else if (attributes.isDirectory()) {
         if (scope.recursive) {
-          Object key = throughLink ? key(child.path, attributes) : null;
+          Object key = throughLink ? key(child.path(), attributes, nativeFolders) : null;
           if (key == null || !linkedAncestors.contains(key)) {
-            enter(child.path, key);
+            enter(child.path(), key);
           }
         }
-      } else if (scope.matches(child.path)) {
-        file(child.path, attributes);
+      } else if (scope.matchesAll() || scope.matches(child.path())) {
+        file(child.uri(folderUri), child, attributes);
       }
     }
 
@@ -457,7 +556,10 @@ final class LocalWalk {
       BasicFileAttributes attributes;
       Path real;
       try {
-        attributes = Files.readAttributes(link, BasicFileAttributes.class);
+        attributes = nativeFolders ? NativeFolders.stat(link, true) : null;
+        if (attributes == null) {
+          attributes = Files.readAttributes(link, BasicFileAttributes.class);
+        }
         real = link.toRealPath();
       } catch (IOException e) {
         if (scope.matches(link)) {
@@ -475,7 +577,7 @@ final class LocalWalk {
       if (attributes.isDirectory()) {
         // A folder of the tree is listed by its real path; a loop back to a folder being
         // walked through symlinks ends here.
-        Object key = key(real, attributes);
+        Object key = key(real, attributes, nativeFolders);
         if (scope.recursive
             && !scope.listsRealPath(real, true)
             && !linkedAncestors.contains(key)) {
@@ -486,21 +588,32 @@ final class LocalWalk {
       }
     }
 
+    /** A file reached through a symlink (listed under the link's path). */
     private void file(Path file, BasicFileAttributes attributes) {
+      file(uri(file), file, null, attributes);
+    }
+
+    /** An entry that is neither folder nor symlink: {@code uri} its path (its Path if needed). */
+    private void file(String uri, Child child, BasicFileAttributes attributes) {
+      file(uri, null, child, attributes);
+    }
+
+    private void file(String uri, Path file, Child child, BasicFileAttributes attributes) {
       long millis = attributes.lastModifiedTime().toMillis();
       if (attributes.isRegularFile()) {
         // Spark's file scans leave out empty files.
         if (scope.naming == Naming.LIST_FILES || attributes.size() > 0) {
-          pending = new FileListing.Entry(uri(file), millis, attributes.size(), null, null);
+          pending = new FileListing.Entry(uri, millis, attributes.size(), null, null);
         }
       } else if (scope.naming == Naming.LIST_FILES) {
+        Path path = file != null ? file : child.path();
         pending =
             new FileListing.Entry(
-                uri(file),
+                uri,
                 millis,
                 null,
                 FileListing.NOT_REGULAR,
-                "not a regular file: " + file + " (" + kind(file) + ")");
+                "not a regular file: " + path + " (" + kind(path) + ")");
       }
     }
 
@@ -516,10 +629,25 @@ final class LocalWalk {
     return "file:" + path;
   }
 
-  /** Device and inode; the path itself where the file system has no file keys. */
-  private static Object key(Path path, BasicFileAttributes attributes) {
+  /**
+   * Device and inode; the path itself where the file system has no file keys. The JDK's key
+   * and {@link NativeFolders.Key} are never equal, so a JDK key becomes the latter (one more
+   * stat; only for a path java.nio alone can spell, when the walk reads folders natively).
+   */
+  private static Object key(Path path, BasicFileAttributes attributes, boolean nativeFolders) {
     Object key = attributes.fileKey();
-    return key != null ? key : path.toAbsolutePath().normalize();
+    if (key == null) {
+      return path.toAbsolutePath().normalize();
+    }
+    if (key instanceof NativeFolders.Key || !nativeFolders) {
+      return key;
+    }
+    try {
+      Map<String, Object> unix = Files.readAttributes(path, "unix:dev,ino");
+      return new NativeFolders.Key((Long) unix.get("dev"), (Long) unix.get("ino"));
+    } catch (IOException | RuntimeException e) {
+      return key;
+    }
   }
 
   static String linkTarget(Path link) {

@@ -55,6 +55,8 @@ public final class PixelsSqlExtensions extends AbstractFunction1<SparkSessionExt
   @Override
   public BoxedUnit apply(SparkSessionExtensions extensions) {
     loadEveryClass();
+    // The listing's folder reader loads its library now, from the jar, for the same reason.
+    NativeFolders.available();
     inject(extensions, FUNCTION_NAME, ReadFiles.class, USAGE, EXAMPLES, new ReadFiles());
     inject(
         extensions,
@@ -216,7 +218,8 @@ public final class PixelsSqlExtensions extends AbstractFunction1<SparkSessionExt
                 true,
                 LocalWalk.Naming.SPARK,
                 Math.min(maxLength, Integer.MAX_VALUE - 8L),
-                session.sparkContext().defaultParallelism());
+                session.sparkContext().defaultParallelism(),
+                NativeFolders.wanted(session));
         return org.apache.spark.sql.execution.datasources.v2.DataSourceV2Relation.create(
             table, scala.Option.empty(), scala.Option.empty());
       } catch (IllegalArgumentException | java.io.IOException e) {

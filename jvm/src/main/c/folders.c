@@ -1,0 +1,218 @@
+/*
+ * pixelssql.NativeFolders: a folder's entries with the lstat of each, in one JNI call.
+ *
+ * Java reads a folder an entry at a time (one JNI call per readdir) and lstats each entry in
+ * another JNI call that fills a UnixFileAttributes object field by field; a listing of 100,000
+ * files spends 180 ms of one core that way against 120 ms for the same system calls from C.
+ * Here the folder is opened once, read with readdir and each entry lstat'ed relative to it
+ * (fstatat: the kernel resolves one name, not the whole path), and the answers go back to
+ * Java in one byte array (native byte order):
+ *
+ *   int32 errno of opening or reading the folder (0: read; then the entries follow)
+ *   per entry:
+ *     uint16 name length, the name's bytes,
+ *     int32 errno of its lstat (0: the numbers below hold),
+ *     uint32 st_mode, int64 st_size, int64 st_mtime seconds, int64 nanoseconds,
+ *     int64 st_atime seconds, int64 nanoseconds, int64 st_dev, int64 st_ino
+ *
+ * A failure to read the folder part way gives only its errno, as Java's directory stream would
+ * fail the whole folder. Nothing here keeps state between calls: each returns or frees what
+ * it allocated.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jni.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define EXPORT __attribute__((visibility("default")))
+
+enum { STAT_BYTES = 4 + 4 + 8 * 7 };
+
+typedef struct {
+  unsigned char *data;
+  size_t length;
+  size_t capacity;
+} buffer;
+
+static int reserve(buffer *out, size_t more) {
+  if (more > SIZE_MAX - out->length) {
+    return 0;
+  }
+  size_t wanted = out->length + more;
+  if (wanted <= out->capacity) {
+    return 1;
+  }
+  size_t capacity = out->capacity ? out->capacity : 16384;
+  while (capacity < wanted) {
+    if (capacity > SIZE_MAX / 2) {
+      return 0;
+    }
+    capacity *= 2;
+  }
+  unsigned char *grown = realloc(out->data, capacity);
+  if (grown == NULL) {
+    return 0;
+  }
+  out->data = grown;
+  out->capacity = capacity;
+  return 1;
+}
+
+static void put(buffer *out, const void *bytes, size_t count) {
+  memcpy(out->data + out->length, bytes, count);
+  out->length += count;
+}
+
+static void put_int32(buffer *out, int32_t value) { put(out, &value, sizeof value); }
+
+static void put_int64(buffer *out, int64_t value) { put(out, &value, sizeof value); }
+
+/* The errno and numbers of one stat, STAT_BYTES long (zeros after a failure). */
+static void put_stat(buffer *out, int error, const struct stat *st) {
+  put_int32(out, error);
+  uint32_t mode = error ? 0 : (uint32_t)st->st_mode;
+  put(out, &mode, sizeof mode);
+  put_int64(out, error ? 0 : (int64_t)st->st_size);
+  put_int64(out, error ? 0 : (int64_t)st->st_mtim.tv_sec);
+  put_int64(out, error ? 0 : (int64_t)st->st_mtim.tv_nsec);
+  put_int64(out, error ? 0 : (int64_t)st->st_atim.tv_sec);
+  put_int64(out, error ? 0 : (int64_t)st->st_atim.tv_nsec);
+  put_int64(out, error ? 0 : (int64_t)st->st_dev);
+  put_int64(out, error ? 0 : (int64_t)st->st_ino);
+}
+
+/* The Java byte[] path as a C string (Java paths hold no NUL); NULL with an exception pending. */
+static char *c_path(JNIEnv *env, jbyteArray path) {
+  jsize length = (*env)->GetArrayLength(env, path);
+  char *text = malloc((size_t)length + 1);
+  if (text == NULL) {
+    (*env)->ThrowNew(env, (*env)->FindClass(env, "java/lang/OutOfMemoryError"), "NativeFolders");
+    return NULL;
+  }
+  (*env)->GetByteArrayRegion(env, path, 0, length, (jbyte *)text);
+  text[length] = '\0';
+  return text;
+}
+
+/* The buffer as a new Java byte[] (NULL with an exception pending); frees the buffer. */
+static jbyteArray to_java(JNIEnv *env, buffer *out) {
+  jbyteArray result = NULL;
+  if (out->length > (size_t)INT32_MAX) {
+    (*env)->ThrowNew(env, (*env)->FindClass(env, "java/lang/OutOfMemoryError"), "NativeFolders");
+  } else {
+    result = (*env)->NewByteArray(env, (jsize)out->length);
+    if (result != NULL) {
+      (*env)->SetByteArrayRegion(env, result, 0, (jsize)out->length, (const jbyte *)out->data);
+    }
+  }
+  free(out->data);
+  out->data = NULL;
+  return result;
+}
+
+static jbyteArray out_of_memory(JNIEnv *env, buffer *out) {
+  free(out->data);
+  (*env)->ThrowNew(env, (*env)->FindClass(env, "java/lang/OutOfMemoryError"), "NativeFolders");
+  return NULL;
+}
+
+EXPORT JNIEXPORT jbyteArray JNICALL Java_pixelssql_NativeFolders_read(JNIEnv *env, jclass cls,
+                                                                    jbyteArray path) {
+  (void)cls;
+  buffer out = {NULL, 0, 0};
+  char *folder = c_path(env, path);
+  if (folder == NULL) {
+    return NULL;
+  }
+  /* O_NONBLOCK|O_NOCTTY: a name swapped for a FIFO or a device since it was seen as a folder
+     must not block or become our terminal; O_DIRECTORY refuses it anyway. */
+  int fd = open(folder, O_RDONLY | O_DIRECTORY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+  free(folder);
+  if (!reserve(&out, 4)) {
+    if (fd >= 0) {
+      close(fd);
+    }
+    return out_of_memory(env, &out);
+  }
+  if (fd < 0) {
+    put_int32(&out, errno);
+    return to_java(env, &out);
+  }
+  DIR *dir = fdopendir(fd);
+  if (dir == NULL) {
+    int error = errno;
+    close(fd);
+    put_int32(&out, error);
+    return to_java(env, &out);
+  }
+  put_int32(&out, 0);
+  for (;;) {
+    errno = 0;
+    struct dirent *entry = readdir(dir);
+    if (entry == NULL) {
+      if (errno != 0) {
+        /* The folder failed part way: only its errno, as Java's stream fails it whole. */
+        int error = errno;
+        out.length = 0;
+        put_int32(&out, error);
+      }
+      break;
+    }
+    const char *name = entry->d_name;
+    if (name[0] == '.' && (name[1] == '\0' || (name[1] == '.' && name[2] == '\0'))) {
+      continue;
+    }
+    size_t length = strlen(name);
+    if (length > UINT16_MAX) {
+      continue; /* no file system of Linux has such names (NAME_MAX is 255 bytes) */
+    }
+    if (!reserve(&out, 2 + length + STAT_BYTES)) {
+      closedir(dir);
+      return out_of_memory(env, &out);
+    }
+    uint16_t length16 = (uint16_t)length;
+    put(&out, &length16, sizeof length16);
+    put(&out, name, length);
+    struct stat st;
+    int error = fstatat(dirfd(dir), name, &st, AT_SYMLINK_NOFOLLOW) == 0 ? 0 : errno;
+    put_stat(&out, error, &st);
+  }
+  closedir(dir);
+  return to_java(env, &out);
+}
+
+EXPORT JNIEXPORT jbyteArray JNICALL Java_pixelssql_NativeFolders_stat(JNIEnv *env, jclass cls,
+                                                                    jbyteArray path,
+                                                                    jboolean follow) {
+  (void)cls;
+  buffer out = {NULL, 0, 0};
+  char *file = c_path(env, path);
+  if (file == NULL) {
+    return NULL;
+  }
+  if (!reserve(&out, STAT_BYTES)) {
+    free(file);
+    return out_of_memory(env, &out);
+  }
+  struct stat st;
+  int flags = follow ? 0 : AT_SYMLINK_NOFOLLOW;
+  int error = fstatat(AT_FDCWD, file, &st, flags) == 0 ? 0 : errno;
+  free(file);
+  put_stat(&out, error, &st);
+  return to_java(env, &out);
+}
+
+EXPORT JNIEXPORT jstring JNICALL Java_pixelssql_NativeFolders_describe(JNIEnv *env, jclass cls,
+                                                                      jint error) {
+  (void)cls;
+  char text[256];
+  /* The GNU strerror_r: it returns the message, in text or a static string. */
+  const char *message = strerror_r(error, text, sizeof text);
+  return (*env)->NewStringUTF(env, message);
+}
