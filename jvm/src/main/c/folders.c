@@ -15,9 +15,10 @@
  *     uint32 st_mode, int64 st_size, int64 st_mtime seconds, int64 nanoseconds,
  *     int64 st_atime seconds, int64 nanoseconds, int64 st_dev, int64 st_ino
  *
- * A failure to read the folder part way gives only its errno, as Java's directory stream would
- * fail the whole folder. Nothing here keeps state between calls: each returns or frees what
- * it allocated.
+ * The entries come in path order (a folder's name counting as "name/"), so that the walk's
+ * own sort of them has nothing left to move. A failure to read the folder part way gives only
+ * its errno, as Java's directory stream would fail the whole folder. Nothing here keeps state
+ * between calls: each returns or frees what it allocated.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -122,10 +123,47 @@ static jbyteArray out_of_memory(JNIEnv *env, buffer *out) {
   return NULL;
 }
 
+/* One entry read: where its name lies in the names buffer, and its lstat. */
+typedef struct {
+  size_t name_at;
+  size_t length;
+  int error;
+  struct stat st;
+} entry;
+
+/* A folder counts as "name/" and a name's end before any byte: byte order of UTF-8 is code
+   point order, the order the walk gives (FileListing.compareCodePoints of the same keys). */
+static int key_byte(const entry *e, const char *names, size_t i) {
+  if (i < e->length) {
+    return (unsigned char)names[e->name_at + i];
+  }
+  if (i == e->length && e->error == 0 && S_ISDIR(e->st.st_mode)) {
+    return '/';
+  }
+  return -1;
+}
+
+static int path_order(const void *a, const void *b, void *names) {
+  const entry *x = a;
+  const entry *y = b;
+  for (size_t i = 0;; i++) {
+    int cx = key_byte(x, names, i);
+    int cy = key_byte(y, names, i);
+    if (cx != cy) {
+      return cx < cy ? -1 : 1;
+    }
+    if (cx < 0) {
+      return 0;
+    }
+  }
+}
+
 EXPORT JNIEXPORT jbyteArray JNICALL Java_pixelssql_NativeFolders_read(JNIEnv *env, jclass cls,
                                                                     jbyteArray path) {
   (void)cls;
   buffer out = {NULL, 0, 0};
+  buffer names = {NULL, 0, 0};
+  buffer entries = {NULL, 0, 0};
   char *folder = c_path(env, path);
   if (folder == NULL) {
     return NULL;
@@ -134,37 +172,33 @@ EXPORT JNIEXPORT jbyteArray JNICALL Java_pixelssql_NativeFolders_read(JNIEnv *en
      must not block or become our terminal; O_DIRECTORY refuses it anyway. */
   int fd = open(folder, O_RDONLY | O_DIRECTORY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
   free(folder);
-  if (!reserve(&out, 4)) {
-    if (fd >= 0) {
-      close(fd);
-    }
-    return out_of_memory(env, &out);
-  }
   if (fd < 0) {
-    put_int32(&out, errno);
+    int error = errno;
+    if (!reserve(&out, 4)) {
+      return out_of_memory(env, &out);
+    }
+    put_int32(&out, error);
     return to_java(env, &out);
   }
   DIR *dir = fdopendir(fd);
   if (dir == NULL) {
     int error = errno;
     close(fd);
+    if (!reserve(&out, 4)) {
+      return out_of_memory(env, &out);
+    }
     put_int32(&out, error);
     return to_java(env, &out);
   }
-  put_int32(&out, 0);
+  int failed = 0;
   for (;;) {
     errno = 0;
-    struct dirent *entry = readdir(dir);
-    if (entry == NULL) {
-      if (errno != 0) {
-        /* The folder failed part way: only its errno, as Java's stream fails it whole. */
-        int error = errno;
-        out.length = 0;
-        put_int32(&out, error);
-      }
+    struct dirent *found = readdir(dir);
+    if (found == NULL) {
+      failed = errno; /* 0 at the end of the folder */
       break;
     }
-    const char *name = entry->d_name;
+    const char *name = found->d_name;
     if (name[0] == '.' && (name[1] == '\0' || (name[1] == '.' && name[2] == '\0'))) {
       continue;
     }
@@ -172,18 +206,46 @@ EXPORT JNIEXPORT jbyteArray JNICALL Java_pixelssql_NativeFolders_read(JNIEnv *en
     if (length > UINT16_MAX) {
       continue; /* no file system of Linux has such names (NAME_MAX is 255 bytes) */
     }
-    if (!reserve(&out, 2 + length + STAT_BYTES)) {
+    if (!reserve(&names, length) || !reserve(&entries, sizeof(entry))) {
       closedir(dir);
+      free(names.data);
+      free(entries.data);
       return out_of_memory(env, &out);
     }
-    uint16_t length16 = (uint16_t)length;
-    put(&out, &length16, sizeof length16);
-    put(&out, name, length);
-    struct stat st;
-    int error = fstatat(dirfd(dir), name, &st, AT_SYMLINK_NOFOLLOW) == 0 ? 0 : errno;
-    put_stat(&out, error, &st);
+    entry e;
+    e.name_at = names.length;
+    e.length = length;
+    e.error = fstatat(dirfd(dir), name, &e.st, AT_SYMLINK_NOFOLLOW) == 0 ? 0 : errno;
+    put(&names, name, length);
+    put(&entries, &e, sizeof e);
   }
   closedir(dir);
+  size_t count = entries.length / sizeof(entry);
+  entry *list = (entry *)entries.data;
+  if (failed != 0) {
+    /* The folder failed part way: only its errno, as Java's stream fails it whole. */
+    count = 0;
+  } else if (count > 1) {
+    qsort_r(list, count, sizeof(entry), path_order, names.data);
+  }
+  size_t total = 4;
+  for (size_t i = 0; i < count; i++) {
+    total += 2 + list[i].length + STAT_BYTES;
+  }
+  if (!reserve(&out, total)) {
+    free(names.data);
+    free(entries.data);
+    return out_of_memory(env, &out);
+  }
+  put_int32(&out, failed);
+  for (size_t i = 0; i < count; i++) {
+    uint16_t length16 = (uint16_t)list[i].length;
+    put(&out, &length16, sizeof length16);
+    put(&out, names.data + list[i].name_at, list[i].length);
+    put_stat(&out, list[i].error, &list[i].st);
+  }
+  free(names.data);
+  free(entries.data);
   return to_java(env, &out);
 }
 

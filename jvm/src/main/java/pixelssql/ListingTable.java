@@ -252,6 +252,7 @@ final class ListingTable implements Table, SupportsRead {
 
   /** The rows of the entries, with only the required columns. */
   private static final class Rows implements PartitionReader<InternalRow> {
+    private static final InternalRow NO_COLUMNS = new GenericInternalRow(new Object[0]);
     private final Iterator<FileListing.Entry> entries;
     private final String[] columns;
     private final long maxLength;
@@ -273,6 +274,10 @@ final class ListingTable implements Table, SupportsRead {
         return false;
       }
       FileListing.Entry entry = entries.next();
+      if (columns.length == 0) {
+        row = NO_COLUMNS; // count(*): one empty row serves every entry
+        return true;
+      }
       Object[] values = new Object[columns.length];
       for (int i = 0; i < columns.length; i++) {
         values[i] = value(entry, columns[i]);

@@ -93,8 +93,8 @@ public final class NativeFolders {
   }
 
   /**
-   * The entries of {@code folder} ("." and ".." left out, in the order the file system gives
-   * them), each with its lstat; an entry deleted between the read and its lstat has a {@link
+   * The entries of {@code folder} ("." and ".." left out; in path order, a folder's name
+   * counting as "name/", for valid UTF-8 names), each with its lstat; an entry deleted between the read and its lstat has a {@link
    * NoSuchFileException}. Throws what {@code Files.newDirectoryStream} would when the folder
    * cannot be read. Null when the folder's path or a name in it is not one a Java string spells
    * back to the same bytes (a name in another encoding than the JDK's): java.nio keeps such
