@@ -176,6 +176,14 @@ def shared_dir() -> Iterator[Path]:
     shutil.rmtree(folder)
 
 
+def file_listing_command(folder_reader: str) -> list[str]:
+    """The walk of list_files through its command-line entry point (no Spark, same code)."""
+    spark_jars = Path(pyspark.__file__).parent / "jars"
+    java = Path(os.environ["JAVA_HOME"], "bin", "java") if "JAVA_HOME" in os.environ else "java"
+    native = f"-D{FOLDER_READER_CONF}={'true' if folder_reader == 'native' else 'false'}"
+    return [str(java), native, "-cp", f"{jar_path()}:{spark_jars}/*", "pixelssql.FileListing"]
+
+
 def test_a_folder_without_permission_is_one_row_and_the_rest_is_listed(
     shared_dir, folder_reader
 ) -> None:
@@ -185,10 +193,7 @@ def test_a_folder_without_permission_is_one_row_and_the_rest_is_listed(
     touch(shared_dir / "locked" / "secret.dcm")
     touch(shared_dir / "open" / "b.dcm")
     (shared_dir / "locked").chmod(0)
-    spark_jars = Path(pyspark.__file__).parent / "jars"
-    java = Path(os.environ["JAVA_HOME"], "bin", "java") if "JAVA_HOME" in os.environ else "java"
-    native = f"-D{FOLDER_READER_CONF}={'true' if folder_reader == 'native' else 'false'}"
-    command = [str(java), native, "-cp", f"{jar_path()}:{spark_jars}/*", "pixelssql.FileListing"]
+    command = file_listing_command(folder_reader)
     if os.geteuid() == 0:
         command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
     result = subprocess.run(
@@ -226,6 +231,34 @@ def test_names_java_cannot_spell_are_read_through_java_nio(spark, tmp_path) -> N
         (uri(tmp_path / "a.dcm"), 4, None),
         (f"file:{tmp_path}/caf\ufffd.dcm", 4, None),
         (f"file:{tmp_path}/sub\ufffd/x.dcm", 5, None),
+    ]
+
+
+def test_non_ascii_names_in_a_c_locale_are_listed(tmp_path, folder_reader) -> None:
+    """In a C/POSIX locale the JVM spells paths in ASCII: a non-ASCII name is text that cannot
+    name the file again (Java writes U+FFFD for each byte it cannot decode); the walk reads
+    those folders through java.nio, which keeps the bytes, and lists every file."""
+    touch(tmp_path / "a.dcm")
+    touch(tmp_path / "dé" / "f.dcm")
+    touch(tmp_path / "x" / "y" / "zé.dcm")
+    environment = {"PATH": os.environ["PATH"], "LC_ALL": "C"}
+    if "JAVA_HOME" in os.environ:
+        environment["JAVA_HOME"] = os.environ["JAVA_HOME"]
+    result = subprocess.run(
+        [*file_listing_command(folder_reader), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        env=environment,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [line.split("\t") for line in result.stdout.splitlines()]
+    unknown = "\ufffd\ufffd"  # é is two bytes in UTF-8
+    assert [(r[0], r[2], r[3]) for r in rows] == [
+        (uri(tmp_path / "a.dcm"), "4", "null"),
+        (f"file:{tmp_path}/d{unknown}/f.dcm", "4", "null"),
+        (f"file:{tmp_path}/x/y/z{unknown}.dcm", "4", "null"),
     ]
 
 

@@ -11,7 +11,7 @@
  *   int32 errno of opening or reading the folder (0: read; then the entries follow)
  *   per entry:
  *     uint16 name length, the name's bytes,
- *     int32 errno of its lstat (0: the numbers below hold),
+ *     its lstat (stat_answer): int32 errno (0: the numbers below hold),
  *     uint32 st_mode, int64 st_size, int64 st_mtime seconds, int64 nanoseconds,
  *     int64 st_atime seconds, int64 nanoseconds, int64 st_dev, int64 st_ino
  *
@@ -29,11 +29,52 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define EXPORT __attribute__((visibility("default")))
 
+/* One stat's answer as the Java side reads it: errno (0: the numbers hold), st_mode, then
+   size, mtime seconds and nanoseconds, atime seconds and nanoseconds, device, inode. */
+typedef struct {
+  int32_t error;
+  uint32_t mode;
+  int64_t numbers[7];
+} stat_answer;
+
 enum { STAT_BYTES = 4 + 4 + 8 * 7 };
+_Static_assert(sizeof(stat_answer) == STAT_BYTES, "stat_answer is the Java record, unpadded");
+
+/* fstatat through the system call itself on the two architectures the jar is built for: glibc's
+   fstatat symbol is versioned 2.33, which would keep the library from loading on older systems
+   (Ubuntu 20.04, RHEL 8, Amazon Linux 2), and there the kernel's struct stat is glibc's. */
+static int stat_at(int folder, const char *name, struct stat *st, int flags) {
+#if defined(SYS_newfstatat) && (defined(__x86_64__) || defined(__aarch64__))
+  return (int)syscall(SYS_newfstatat, folder, name, st, flags);
+#else
+  return fstatat(folder, name, st, flags);
+#endif
+}
+
+/* The stat of name relative to folder (AT_FDCWD: a path), as the Java side reads it. */
+static stat_answer stat_of(int folder, const char *name, int flags) {
+  stat_answer answer;
+  memset(&answer, 0, sizeof answer);
+  struct stat st;
+  if (stat_at(folder, name, &st, flags) != 0) {
+    answer.error = errno;
+    return answer;
+  }
+  answer.mode = (uint32_t)st.st_mode;
+  answer.numbers[0] = (int64_t)st.st_size;
+  answer.numbers[1] = (int64_t)st.st_mtim.tv_sec;
+  answer.numbers[2] = (int64_t)st.st_mtim.tv_nsec;
+  answer.numbers[3] = (int64_t)st.st_atim.tv_sec;
+  answer.numbers[4] = (int64_t)st.st_atim.tv_nsec;
+  answer.numbers[5] = (int64_t)st.st_dev;
+  answer.numbers[6] = (int64_t)st.st_ino;
+  return answer;
+}
 
 typedef struct {
   unsigned char *data;
@@ -71,22 +112,6 @@ static void put(buffer *out, const void *bytes, size_t count) {
 }
 
 static void put_int32(buffer *out, int32_t value) { put(out, &value, sizeof value); }
-
-static void put_int64(buffer *out, int64_t value) { put(out, &value, sizeof value); }
-
-/* The errno and numbers of one stat, STAT_BYTES long (zeros after a failure). */
-static void put_stat(buffer *out, int error, const struct stat *st) {
-  put_int32(out, error);
-  uint32_t mode = error ? 0 : (uint32_t)st->st_mode;
-  put(out, &mode, sizeof mode);
-  put_int64(out, error ? 0 : (int64_t)st->st_size);
-  put_int64(out, error ? 0 : (int64_t)st->st_mtim.tv_sec);
-  put_int64(out, error ? 0 : (int64_t)st->st_mtim.tv_nsec);
-  put_int64(out, error ? 0 : (int64_t)st->st_atim.tv_sec);
-  put_int64(out, error ? 0 : (int64_t)st->st_atim.tv_nsec);
-  put_int64(out, error ? 0 : (int64_t)st->st_dev);
-  put_int64(out, error ? 0 : (int64_t)st->st_ino);
-}
 
 /* The Java byte[] path as a C string (Java paths hold no NUL); NULL with an exception pending. */
 static char *c_path(JNIEnv *env, jbyteArray path) {
@@ -127,8 +152,7 @@ static jbyteArray out_of_memory(JNIEnv *env, buffer *out) {
 typedef struct {
   size_t name_at;
   size_t length;
-  int error;
-  struct stat st;
+  stat_answer answer;
 } entry;
 
 /* A folder counts as "name/" and a name's end before any byte: byte order of UTF-8 is code
@@ -137,7 +161,7 @@ static int key_byte(const entry *e, const char *names, size_t i) {
   if (i < e->length) {
     return (unsigned char)names[e->name_at + i];
   }
-  if (i == e->length && e->error == 0 && S_ISDIR(e->st.st_mode)) {
+  if (i == e->length && e->answer.error == 0 && S_ISDIR(e->answer.mode)) {
     return '/';
   }
   return -1;
@@ -215,7 +239,7 @@ EXPORT JNIEXPORT jbyteArray JNICALL Java_pixelssql_NativeFolders_read(JNIEnv *en
     entry e;
     e.name_at = names.length;
     e.length = length;
-    e.error = fstatat(dirfd(dir), name, &e.st, AT_SYMLINK_NOFOLLOW) == 0 ? 0 : errno;
+    e.answer = stat_of(dirfd(dir), name, AT_SYMLINK_NOFOLLOW);
     put(&names, name, length);
     put(&entries, &e, sizeof e);
   }
@@ -242,7 +266,7 @@ EXPORT JNIEXPORT jbyteArray JNICALL Java_pixelssql_NativeFolders_read(JNIEnv *en
     uint16_t length16 = (uint16_t)list[i].length;
     put(&out, &length16, sizeof length16);
     put(&out, names.data + list[i].name_at, list[i].length);
-    put_stat(&out, list[i].error, &list[i].st);
+    put(&out, &list[i].answer, sizeof list[i].answer);
   }
   free(names.data);
   free(entries.data);
@@ -262,11 +286,9 @@ EXPORT JNIEXPORT jbyteArray JNICALL Java_pixelssql_NativeFolders_stat(JNIEnv *en
     free(file);
     return out_of_memory(env, &out);
   }
-  struct stat st;
-  int flags = follow ? 0 : AT_SYMLINK_NOFOLLOW;
-  int error = fstatat(AT_FDCWD, file, &st, flags) == 0 ? 0 : errno;
+  stat_answer answer = stat_of(AT_FDCWD, file, follow ? 0 : AT_SYMLINK_NOFOLLOW);
   free(file);
-  put_stat(&out, error, &st);
+  put(&out, &answer, sizeof answer);
   return to_java(env, &out);
 }
 
