@@ -262,6 +262,25 @@ def test_non_ascii_names_in_a_c_locale_are_listed(tmp_path, folder_reader) -> No
     ]
 
 
+def test_modification_times_to_the_millisecond_before_and_after_1970(spark, tmp_path) -> None:
+    """The time java.nio gives (toward zero to the millisecond), from both folder readers."""
+    nanoseconds = {
+        "a.dcm": 1_700_000_000_123_456_789,
+        "b.dcm": 1_700_000_000_000_000_000,
+        "c.dcm": -1,
+        "d.dcm": -1_500_000_000,
+        "e.dcm": -999_999_999,
+        "f.dcm": 0,
+    }
+    for name, ns in nanoseconds.items():
+        os.utime(touch(tmp_path / name), ns=(ns, ns))
+    rows = listing(spark, tmp_path)
+    toward_zero = {
+        name: -(-ns // 10**6) if ns < 0 else ns // 10**6 for name, ns in nanoseconds.items()
+    }
+    assert {r.path.rsplit("/", 1)[1]: r.mtime for r in rows} == toward_zero
+
+
 def test_a_named_pipe_is_a_not_regular_row(spark, tmp_path) -> None:
     os.mkfifo(tmp_path / "pipe")
     rows = listing(spark, tmp_path)

@@ -599,7 +599,10 @@ final class LocalWalk {
     }
 
     private void file(String uri, Path file, Child child, BasicFileAttributes attributes) {
-      long millis = attributes.lastModifiedTime().toMillis();
+      long millis =
+          attributes instanceof NativeFolders.Attributes
+              ? ((NativeFolders.Attributes) attributes).modifiedMillis()
+              : attributes.lastModifiedTime().toMillis();
       if (attributes.isRegularFile()) {
         // Spark's file scans leave out empty files.
         if (scope.naming == Naming.LIST_FILES || attributes.size() > 0) {

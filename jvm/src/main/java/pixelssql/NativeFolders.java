@@ -220,7 +220,8 @@ public final class NativeFolders {
     private final long modifiedNanos;
     private final long accessedSeconds;
     private final long accessedNanos;
-    private final Key key;
+    private final long device;
+    private final long inode;
 
     Attributes(
         long mode,
@@ -237,7 +238,25 @@ public final class NativeFolders {
       this.modifiedNanos = modifiedNanos;
       this.accessedSeconds = accessedSeconds;
       this.accessedNanos = accessedNanos;
-      this.key = new Key(device, inode);
+      this.device = device;
+      this.inode = inode;
+    }
+
+    /**
+     * {@code lastModifiedTime().toMillis()} without making the FileTime (one object fewer per
+     * listed file): the same units and the same rounding (toward zero) as {@link #time}.
+     */
+    long modifiedMillis() {
+      if (modifiedNanos == 0) {
+        return TimeUnit.SECONDS.toMillis(modifiedSeconds);
+      }
+      try {
+        return TimeUnit.NANOSECONDS.toMillis(
+            Math.addExact(modifiedNanos, Math.multiplyExact(modifiedSeconds, 1_000_000_000L)));
+      } catch (ArithmeticException e) {
+        return TimeUnit.MICROSECONDS.toMillis(
+            modifiedSeconds * 1_000_000L + modifiedNanos / 1_000);
+      }
     }
 
     @Override
@@ -286,7 +305,7 @@ public final class NativeFolders {
 
     @Override
     public Object fileKey() {
-      return key;
+      return new Key(device, inode);
     }
 
     /** As the JDK's Unix attributes build a time: whole seconds, else nanoseconds. */
