@@ -22,8 +22,9 @@
 
 3. First, in one session of its own: ``read_files`` and ``list_files`` of each tree (``count(*)``)
    against ``os.walk`` of it, names only (the baseline) and with an ``lstat`` per file; untimed
-   warm-up rounds, then best of 5, each timed run right after an untimed one of its own, in
-   turns (``--listing-only``: only this).
+   warm-up rounds, then best of 10, each timed run right after an untimed one of its own, in
+   turns; and ``read_files`` of a folder of one file, Spark's floor (``--listing-only``: only
+   this).
 
 Results: bench/results/scale.json and scale.md (scale-listing.* with ``--listing-only``).
 """
@@ -322,16 +323,24 @@ def measure(files: int, cores: int, noop_run: bool = True) -> dict[str, Any]:
 
 
 LISTING_WARMUP_ROUNDS = 8
+# Timed rounds: the best of 10. This VM's speed swings by tens of per cent within minutes,
+# more for Spark's many threads than for one Python loop; the best of more rounds finds both
+# sides at their quiet speed.
+LISTING_ROUNDS = 10
 
 
 def listing(trees: list[Path], cores: int) -> list[dict[str, Any]]:
     """``read_files`` and ``list_files`` of each tree against ``os.walk`` (names only, as the
     issue's baseline, and with an ``lstat`` per file, which the listings need for the length
-    and time they give), after untimed warm-up rounds, best of 5 each (every timed run right
-    after an untimed one of its own), in turns, in one session."""
+    and time they give), after untimed warm-up rounds, best of 10 each (every timed run right
+    after an untimed one of its own), in turns, in one session; and the same ``read_files``
+    query over a folder of one file, the part of its time that is Spark's per query."""
     import pixels_sql
 
     home = Path(tempfile.mkdtemp(prefix="pixels-bench-scale-listing-"))
+    one_file = home / "one-file"
+    one_file.mkdir()
+    (one_file / "IM1.dcm").write_bytes(b"DICM")
     spark = pixels_sql.session(home, master=f"local[{cores}]")
     queries = {
         "read_files": "SELECT count(*) FROM read_files(:path, recursiveFileLookup => true)",
@@ -361,6 +370,10 @@ def listing(trees: list[Path], cores: int) -> list[dict[str, Any]]:
                 },
                 "os_walk": lambda tree=tree: walk(tree, False),
                 "os_walk_lstat": lambda tree=tree: walk(tree, True),
+                # Spark's own floor: the same query over a folder of one file.
+                "read_files_one_file": lambda: spark.sql(
+                    queries["read_files"], args={"path": str(one_file)}
+                ).first()[0],
             }
             times: dict[str, list[float]] = {}
             counts: dict[str, int] = {}
@@ -371,12 +384,12 @@ def listing(trees: list[Path], cores: int) -> list[dict[str, Any]]:
             for _ in range(LISTING_WARMUP_ROUNDS):
                 for contender in contenders.values():
                     contender()
-            # Then 5 rounds; in each, every contender runs once untimed and once timed, in an
-            # order that turns each round. Whatever ran just before (the other side's walk
+            # Then the timed rounds; in each, every contender runs once untimed and once timed,
+            # in an order that turns each round. Whatever ran just before (the other side's walk
             # filling the caches, the JVM idle meanwhile) costs the first run after it: 100k,
             # the query timed right after os.walk + lstat took 0.34-0.35 s, the next one 0.25 s.
             names = list(contenders)
-            for round_number in range(5):
+            for round_number in range(LISTING_ROUNDS):
                 turn = round_number % len(names)
                 for name in names[turn:] + names[:turn]:
                     contenders[name]()
@@ -424,18 +437,21 @@ def render(report: dict[str, Any]) -> str:
     if report.get("listing"):
         lines += [
             "",
-            "| listing (s, best of 5 after a warm-up) | read_files | list_files |"
-            " os.walk (baseline) | read_files / os.walk | list_files / os.walk | os.walk + lstat |",
-            "|---|---|---|---|---|---|---|",
+            f"| listing (s, best of {LISTING_ROUNDS} after a warm-up) | read_files | list_files |"
+            " os.walk (baseline) | read_files / os.walk | list_files / os.walk | os.walk + lstat |"
+            " read_files of one file (Spark's floor) |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for result in report["listing"]:
             best, counts = result["best_seconds"], result["counts"]
-            check = "" if len(set(counts.values())) == 1 else f" CHECK FAILED: counts {counts}"
+            trees = {name: count for name, count in counts.items() if name != "read_files_one_file"}
+            check = "" if len(set(trees.values())) == 1 else f" CHECK FAILED: counts {counts}"
             lines.append(
                 f"| {counts['os_walk']:,} files{check} | {best['read_files']:.2f} |"
                 f" {best['list_files']:.2f} | {best['os_walk']:.2f} |"
                 f" {result['ratio_read_files_to_os_walk']:.1f}x |"
                 f" {result['ratio_list_files_to_os_walk']:.1f}x | {best['os_walk_lstat']:.2f} |"
+                f" {best['read_files_one_file']:.3f} |"
             )
     for result in report["runs"]:
         lines += ["", f"Statements of the first ingest of {result['files']:,} files (s):", ""]
