@@ -126,20 +126,31 @@ static char *c_path(JNIEnv *env, jbyteArray path) {
   return text;
 }
 
+/* The bytes as a new Java byte[] (NULL with an exception pending). */
+static jbyteArray bytes_to_java(JNIEnv *env, const void *bytes, size_t length) {
+  if (length > (size_t)INT32_MAX) {
+    (*env)->ThrowNew(env, (*env)->FindClass(env, "java/lang/OutOfMemoryError"), "NativeFolders");
+    return NULL;
+  }
+  jbyteArray result = (*env)->NewByteArray(env, (jsize)length);
+  if (result != NULL) {
+    (*env)->SetByteArrayRegion(env, result, 0, (jsize)length, (const jbyte *)bytes);
+  }
+  return result;
+}
+
 /* The buffer as a new Java byte[] (NULL with an exception pending); frees the buffer. */
 static jbyteArray to_java(JNIEnv *env, buffer *out) {
-  jbyteArray result = NULL;
-  if (out->length > (size_t)INT32_MAX) {
-    (*env)->ThrowNew(env, (*env)->FindClass(env, "java/lang/OutOfMemoryError"), "NativeFolders");
-  } else {
-    result = (*env)->NewByteArray(env, (jsize)out->length);
-    if (result != NULL) {
-      (*env)->SetByteArrayRegion(env, result, 0, (jsize)out->length, (const jbyte *)out->data);
-    }
-  }
+  jbyteArray result = bytes_to_java(env, out->data, out->length);
   free(out->data);
   out->data = NULL;
   return result;
+}
+
+/* The answer for a folder that cannot be read: its errno alone. */
+static jbyteArray folder_error(JNIEnv *env, int error) {
+  int32_t value = error;
+  return bytes_to_java(env, &value, sizeof value);
 }
 
 static jbyteArray out_of_memory(JNIEnv *env, buffer *out) {
@@ -197,22 +208,13 @@ EXPORT JNIEXPORT jbyteArray JNICALL Java_pixelssql_NativeFolders_read(JNIEnv *en
   int fd = open(folder, O_RDONLY | O_DIRECTORY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
   free(folder);
   if (fd < 0) {
-    int error = errno;
-    if (!reserve(&out, 4)) {
-      return out_of_memory(env, &out);
-    }
-    put_int32(&out, error);
-    return to_java(env, &out);
+    return folder_error(env, errno);
   }
   DIR *dir = fdopendir(fd);
   if (dir == NULL) {
     int error = errno;
     close(fd);
-    if (!reserve(&out, 4)) {
-      return out_of_memory(env, &out);
-    }
-    put_int32(&out, error);
-    return to_java(env, &out);
+    return folder_error(env, error);
   }
   int failed = 0;
   for (;;) {
@@ -244,12 +246,15 @@ EXPORT JNIEXPORT jbyteArray JNICALL Java_pixelssql_NativeFolders_read(JNIEnv *en
     put(&entries, &e, sizeof e);
   }
   closedir(dir);
-  size_t count = entries.length / sizeof(entry);
-  entry *list = (entry *)entries.data;
   if (failed != 0) {
     /* The folder failed part way: only its errno, as Java's stream fails it whole. */
-    count = 0;
-  } else if (count > 1) {
+    free(names.data);
+    free(entries.data);
+    return folder_error(env, failed);
+  }
+  size_t count = entries.length / sizeof(entry);
+  entry *list = (entry *)entries.data;
+  if (count > 1) {
     qsort_r(list, count, sizeof(entry), path_order, names.data);
   }
   size_t total = 4;
@@ -261,7 +266,7 @@ EXPORT JNIEXPORT jbyteArray JNICALL Java_pixelssql_NativeFolders_read(JNIEnv *en
     free(entries.data);
     return out_of_memory(env, &out);
   }
-  put_int32(&out, failed);
+  put_int32(&out, 0);
   for (size_t i = 0; i < count; i++) {
     uint16_t length16 = (uint16_t)list[i].length;
     put(&out, &length16, sizeof length16);
@@ -277,19 +282,13 @@ EXPORT JNIEXPORT jbyteArray JNICALL Java_pixelssql_NativeFolders_stat(JNIEnv *en
                                                                     jbyteArray path,
                                                                     jboolean follow) {
   (void)cls;
-  buffer out = {NULL, 0, 0};
   char *file = c_path(env, path);
   if (file == NULL) {
     return NULL;
   }
-  if (!reserve(&out, STAT_BYTES)) {
-    free(file);
-    return out_of_memory(env, &out);
-  }
   stat_answer answer = stat_of(AT_FDCWD, file, follow ? 0 : AT_SYMLINK_NOFOLLOW);
   free(file);
-  put(&out, &answer, sizeof answer);
-  return to_java(env, &out);
+  return bytes_to_java(env, &answer, sizeof answer);
 }
 
 EXPORT JNIEXPORT jstring JNICALL Java_pixelssql_NativeFolders_describe(JNIEnv *env, jclass cls,

@@ -101,7 +101,7 @@ public final class FileListing {
               glob,
               recursive,
               LocalWalk.Naming.LIST_FILES,
-              Boolean.parseBoolean(System.getProperty(NativeFolders.CONF, "true").trim()));
+              NativeFolders.wanted(System.getProperty(NativeFolders.CONF, "true")));
       new LocalWalk.Walker(scope, List.of(LocalWalk.Unit.root(root, file)))
           .forEachRemaining(entries::add);
       return entries;

@@ -105,6 +105,11 @@ final class LocalWalk {
           root.toString(), root.toRealPath().toString(), glob, recursive, naming, nativeFolders);
     }
 
+    /** Whether this JVM reads the folders by {@link NativeFolders}: wanted, and loaded here. */
+    boolean readsNatively() {
+      return nativeFolders && NativeFolders.available();
+    }
+
     /** Whether every name matches (no glob to apply). */
     boolean matchesAll() {
       return glob == null || glob.equals("*");
@@ -179,11 +184,12 @@ final class LocalWalk {
     final IOException error;
     final boolean folderEntry; // a real folder (not through a symlink of its own)
     final String key; // sort key: a folder's entries follow it as "name/..." in path order
-    private Path path;
+    private Path path; // made when first needed, unless given
 
-    Child(Path folder, String name, BasicFileAttributes attributes, IOException error) {
+    Child(Path folder, String name, Path path, BasicFileAttributes attributes, IOException error) {
       this.folder = folder;
       this.name = name;
+      this.path = path;
       this.attributes = attributes;
       this.error = error;
       this.folderEntry = attributes != null && attributes.isDirectory();
@@ -241,7 +247,7 @@ final class LocalWalk {
       if (naming.skips(entry.name) || entry.error instanceof NoSuchFileException) {
         continue; // a skipped name, or an entry deleted since the folder was read
       }
-      children.add(new Child(folder, entry.name, entry.attributes, entry.error));
+      children.add(new Child(folder, entry.name, null, entry.attributes, entry.error));
     }
     return children;
   }
@@ -277,36 +283,35 @@ final class LocalWalk {
       try {
         NativeFolders.Attributes attributes = NativeFolders.stat(path, false);
         if (attributes != null) {
-          return new Child(folder, name, attributes, null);
+          return new Child(folder, name, path, attributes, null);
         }
       } catch (NoSuchFileException e) {
         return null;
       } catch (IOException e) {
-        return new Child(folder, name, null, e);
+        return new Child(folder, name, path, null, e);
       }
     }
-    Path fileName = path.getFileName();
-    return stat(null, folder, path, fileName, fileName == null ? path.toString() : name);
+    return stat(null, folder, path, null, name);
   }
 
+  /**
+   * The lstat of {@code path}, the entry {@code name} of {@code folder}: relative to the open
+   * folder where there is one (by {@code fileName}), else by the whole path.
+   */
   private static Child stat(
-      SecureDirectoryStream<Path> open, Path folder, Path path, Path name, String text) {
+      SecureDirectoryStream<Path> open, Path folder, Path path, Path fileName, String name) {
     try {
       BasicFileAttributes attributes =
           open == null
               ? Files.readAttributes(path, BasicFileAttributes.class, LinkOption.NOFOLLOW_LINKS)
               : open.getFileAttributeView(
-                      name, BasicFileAttributeView.class, LinkOption.NOFOLLOW_LINKS)
+                      fileName, BasicFileAttributeView.class, LinkOption.NOFOLLOW_LINKS)
                   .readAttributes();
-      Child child = new Child(folder, text, attributes, null);
-      child.path = path;
-      return child;
+      return new Child(folder, name, path, attributes, null);
     } catch (NoSuchFileException e) {
       return null;
     } catch (IOException e) {
-      Child child = new Child(folder, text, null, e);
-      child.path = path;
-      return child;
+      return new Child(folder, name, path, null, e);
     }
   }
 
@@ -340,11 +345,7 @@ final class LocalWalk {
         }
         List<Child> children;
         try {
-          children =
-              read(
-                  Paths.get(unit.folder),
-                  scope.naming,
-                  scope.nativeFolders && NativeFolders.available());
+          children = read(Paths.get(unit.folder), scope.naming, scope.readsNatively());
         } catch (IOException e) {
           whole.add(unit.folder);
           next.add(unit);
@@ -442,7 +443,7 @@ final class LocalWalk {
     Walker(Scope scope, List<Unit> units) {
       this.scope = scope;
       this.units = units.iterator();
-      this.nativeFolders = scope.nativeFolders && NativeFolders.available();
+      this.nativeFolders = scope.readsNatively();
     }
 
     /** A folder being walked: its entries in path order and the next one to give. */
@@ -547,7 +548,7 @@ final class LocalWalk {
           }
         }
       } else if (scope.matchesAll() || scope.matches(child.path())) {
-        file(child.uri(folderUri), child, attributes);
+        file(child.uri(folderUri), null, child, attributes);
       }
     }
 
@@ -593,16 +594,12 @@ final class LocalWalk {
       file(uri(file), file, null, attributes);
     }
 
-    /** An entry that is neither folder nor symlink: {@code uri} its path (its Path if needed). */
-    private void file(String uri, Child child, BasicFileAttributes attributes) {
-      file(uri, null, child, attributes);
-    }
-
+    /**
+     * An entry that is neither folder nor symlink, {@code uri} its path: {@code file}, or the
+     * path of {@code child}, made only if a message needs it.
+     */
     private void file(String uri, Path file, Child child, BasicFileAttributes attributes) {
-      long millis =
-          attributes instanceof NativeFolders.Attributes
-              ? ((NativeFolders.Attributes) attributes).modifiedMillis()
-              : attributes.lastModifiedTime().toMillis();
+      long millis = attributes.lastModifiedTime().toMillis();
       if (attributes.isRegularFile()) {
         // Spark's file scans leave out empty files.
         if (scope.naming == Naming.LIST_FILES || attributes.size() > 0) {

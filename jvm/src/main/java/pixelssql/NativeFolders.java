@@ -42,7 +42,12 @@ public final class NativeFolders {
 
   /** Whether the session wants folders read by the library (where it loads). */
   static boolean wanted(org.apache.spark.sql.SparkSession session) {
-    return Boolean.parseBoolean(session.conf().get(CONF, "true").trim());
+    return wanted(session.conf().get(CONF, "true"));
+  }
+
+  /** Whether a value of {@link #CONF} (a session setting, or a JVM property) wants it. */
+  static boolean wanted(String setting) {
+    return Boolean.parseBoolean(setting.trim());
   }
 
   // Linux's errno values (the same on every architecture; the library is built for Linux only).
@@ -57,6 +62,8 @@ public final class NativeFolders {
   private static final long S_IFREG = 0100000;
   private static final long S_IFDIR = 0040000;
   private static final long S_IFLNK = 0120000;
+
+  private static final boolean LINUX = System.getProperty("os.name", "").equals("Linux");
 
   /** How the JDK spells paths as bytes (sun.jnu.encoding): names are decoded the same way. */
   private static final Charset PATH_CHARSET = pathCharset();
@@ -96,10 +103,11 @@ public final class NativeFolders {
   /**
    * The entries of {@code folder} ("." and ".." left out; in path order, a folder's name
    * counting as "name/", for valid UTF-8 names), each with its lstat; an entry deleted
-   * between the read and its lstat has a {@link NoSuchFileException}. Throws what {@code Files.newDirectoryStream} would when the folder
-   * cannot be read. Null when the folder's path or a name in it is not one a Java string spells
-   * back to the same bytes (a name in another encoding than the JDK's): java.nio keeps such
-   * names as bytes, so the caller reads that folder through it.
+   * between the read and its lstat has a {@link NoSuchFileException}. Throws what {@code
+   * Files.newDirectoryStream} would when the folder cannot be read. Null when the folder's
+   * path or a name in it is not one a Java string spells back to the same bytes (a name in
+   * another encoding than the JDK's): java.nio keeps such names as bytes, so the caller reads
+   * that folder through it.
    */
   static List<Entry> list(Path folder) throws IOException {
     byte[] path = bytes(folder);
@@ -242,23 +250,6 @@ public final class NativeFolders {
       this.inode = inode;
     }
 
-    /**
-     * {@code lastModifiedTime().toMillis()} without making the FileTime (one object fewer per
-     * listed file): the same units and the same rounding (toward zero) as {@link #time}.
-     */
-    long modifiedMillis() {
-      if (modifiedNanos == 0) {
-        return TimeUnit.SECONDS.toMillis(modifiedSeconds);
-      }
-      try {
-        return TimeUnit.NANOSECONDS.toMillis(
-            Math.addExact(modifiedNanos, Math.multiplyExact(modifiedSeconds, 1_000_000_000L)));
-      } catch (ArithmeticException e) {
-        return TimeUnit.MICROSECONDS.toMillis(
-            modifiedSeconds * 1_000_000L + modifiedNanos / 1_000);
-      }
-    }
-
     @Override
     public FileTime lastModifiedTime() {
       return time(modifiedSeconds, modifiedNanos);
@@ -363,7 +354,7 @@ public final class NativeFolders {
     if (reason != null) {
       org.slf4j.Logger log = org.slf4j.LoggerFactory.getLogger(NativeFolders.class);
       String text = "pixels-sql lists local folders through java.nio (~25% slower walk): {}";
-      if (System.getProperty("os.name", "").equals("Linux")) {
+      if (LINUX) {
         log.warn(text, reason);
       } else {
         log.info(text, reason);
@@ -378,7 +369,7 @@ public final class NativeFolders {
    * load, or null.
    */
   private static String load() {
-    if (!System.getProperty("os.name", "").equals("Linux")) {
+    if (!LINUX) {
       return "built for Linux only";
     }
     String resource =
