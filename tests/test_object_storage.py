@@ -88,8 +88,15 @@ def pixels_sql(
         cwd=ROOT,
         env={**os.environ, **s3.env, "PYTHONWARNINGS": "ignore", **(env or {})},
     )
-    assert completed.returncode == 0, completed.stderr[-4000:]
+    assert completed.returncode == 0, failure_text(completed.stderr)
     return completed
+
+
+def failure_text(stderr: str) -> str:
+    """A failed run's stderr for an assertion: a JVM failure's tail is stack frames, so its
+    message lines (the causes) come first, then the tail."""
+    causes = [line for line in stderr.splitlines() if not line.strip().startswith("at ")]
+    return "\n".join(causes[-40:]) + "\n...\n" + stderr[-2000:]
 
 
 def run_table(spark, home: Path, name: str) -> object:
@@ -153,7 +160,7 @@ def s3_run(s3: S3Server, corpus: Path, tmp_path_factory: pytest.TempPathFactory)
         cwd=work,
         env={**env, "PYTHONWARNINGS": "ignore", "PIXELS_SQL_HOME": str(work / "home")},
     )
-    assert completed.returncode == 0, completed.stderr[-4000:]
+    assert completed.returncode == 0, failure_text(completed.stderr)
     assert "ingest: 14 new, 0 changed, 0 deleted" in completed.stdout, completed.stdout
     return work / "home"
 
