@@ -78,6 +78,8 @@ FROM (
       WHEN meta IS NULL THEN concat(
         'DICOM JSON of ', length(result.meta), ' characters does not fit a VARIANT value'
       )
+      -- A header read with a warning ('trailing_bytes: ...'): the reason stays NULL.
+      ELSE result.message
     END AS meta_error_message
   FROM (
     SELECT *, try_parse_json(result.meta) AS meta

@@ -123,6 +123,24 @@ MUTATIONS: dict[str, Callable[[bytearray, random.Random], None]] = {
 }
 
 
+# Bytes after the last element of a whole file: what a faulty transfer or writer appends.
+TRAILING_KINDS = ("zeros", "random", "copy", "short")
+
+
+def with_trailing_bytes(source: bytes, kind: str, seed: int) -> bytes:
+    """``source`` with bytes appended after its last element: 1-299 zero bytes (padding), 1-299
+    random bytes, a second copy of the whole file, or 1-7 random bytes (shorter than an element
+    header). The same (kind, seed) always gives the same bytes."""
+    rng = random.Random(f"trailing:{kind}:{seed}")
+    appended = {
+        "zeros": lambda: bytes(rng.randrange(1, 300)),
+        "random": lambda: rng.randbytes(rng.randrange(1, 300)),
+        "copy": lambda: source,
+        "short": lambda: rng.randbytes(rng.randrange(1, 8)),
+    }[kind]()
+    return source + appended
+
+
 def mutant(source: bytes, kind: str, seed: int) -> bytes:
     """One damaged copy of ``source``; the same (kind, seed) always gives the same bytes."""
     data = bytearray(source)

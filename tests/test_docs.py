@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from pixels_sql.cli import build_parser
-from pixels_sql.dicom.errors import REASONS
+from pixels_sql.dicom.errors import REASONS, WARNINGS
 from pixels_sql.functions import DICTIONARY_VIEW, FUNCTIONS
 
 DOCS = Path(__file__).parent.parent / "docs"
@@ -26,6 +26,8 @@ def test_every_sql_function_has_a_section_and_a_readme_row() -> None:
 def test_every_reason_code_is_documented() -> None:
     for reason in REASONS:
         assert f"`{reason}`" in SQL_DOC, reason
+    for warning in WARNINGS:
+        assert f"| `{warning}` |" in SQL_DOC, warning
 
 
 def test_every_command_and_option_is_documented() -> None:

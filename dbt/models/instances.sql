@@ -64,6 +64,8 @@ outcome AS (
       WHEN meta IS NULL THEN concat(
         'DICOM JSON of ', length(result.meta), ' characters does not fit a VARIANT value'
       )
+      -- A header read with a warning ('trailing_bytes: ...'): the reason stays NULL.
+      ELSE result.message
     END AS meta_error_message
   FROM parsed
 )

@@ -1785,8 +1785,14 @@ static int json_pixels_and_after(JsonFile *file, long long position, Members *me
 {
     Reader *reader = &file->reader;
     long long size = reader->size;
-    if (position + 4 > size) {
+    if (position == size) {
         return 0; /* locate_pixel_data: no element there */
+    }
+    /* Bytes that are neither an element nor the pixel data (fewer than an element header):
+     * trailing bytes, which the object path reports with a warning (trailing.py). */
+    if (position + 4 > size) {
+        raise_unsupported("bytes after the last element");
+        return -1;
     }
     const unsigned char *p = window(reader, position, position + 12 <= size ? 12 : 4);
     if (p == NULL) {
@@ -1794,7 +1800,8 @@ static int json_pixels_and_after(JsonFile *file, long long position, Members *me
     }
     uint32_t tag = (uint32_t)(p[0] | p[1] << 8) << 16 | (uint32_t)(p[2] | p[3] << 8);
     if (tag != 0x7FE00008u && tag != 0x7FE00009u && tag != 0x7FE00010u) {
-        return 0;
+        raise_unsupported("bytes after the last element");
+        return -1;
     }
     const VRInfo *info = position + 12 <= size ? vr_info(p[4], p[5]) : NULL;
     if (info == NULL || info->is_short) {

@@ -13,6 +13,32 @@ UNDEFINED_LENGTH = 0xFFFFFFFF
 LONG_LENGTH_VRS = frozenset(
     {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 )
+# PS3.5 7.1.2: explicit VRs with a 2-byte length (all text or numbers).
+SHORT_LENGTH_VRS = frozenset(
+    {
+        b"AE",
+        b"AS",
+        b"AT",
+        b"CS",
+        b"DA",
+        b"DS",
+        b"DT",
+        b"FL",
+        b"FD",
+        b"IS",
+        b"LO",
+        b"LT",
+        b"PN",
+        b"SH",
+        b"SL",
+        b"SS",
+        b"ST",
+        b"TM",
+        b"UI",
+        b"UL",
+        b"US",
+    }
+)
 # Binary VRs whose value is bytes, described by byte range when long (UN excluded: pydicom
 # re-types UN values it knows, PS3.5 6.2.2).
 BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW"})

@@ -32,6 +32,22 @@ REASONS: dict[str, str] = {
     "zip_bomb": "a zip member that inflates beyond the ratio cap or overlaps another member",
 }
 
+# Warnings: the file was read (its header is returned) but something about it is off. A
+# warning is not a reason: dicom_meta_result gives it as the message of a result whose reason
+# is NULL, written "<code>: <detail>" (and the catalog as meta_error_message with
+# meta_error_reason NULL). Stable like the reasons; documented in docs/sql-functions.md.
+WARNINGS: dict[str, str] = {
+    "trailing_bytes": "bytes after the last complete data element (padding, garbage, a second"
+    " data set) are not read; the header before them is",
+}
+
+
+def warning_message(code: str, detail: str) -> str:
+    """The message of a warning: its code, then what it is about."""
+    if code not in WARNINGS:
+        raise ValueError(f"unknown warning code {code!r}")
+    return f"{code}: {detail}"
+
 
 class DicomReadError(Exception):
     """A file that is not a readable DICOM file; ``reason`` is one of :data:`REASONS`."""

@@ -33,6 +33,7 @@ from pixels_sql.dicom.encoding import (
     MAX_SEQUENCE_DEPTH,
     PIXEL_DATA_TAGS,
     SEQUENCE_DELIMITER_TAG,
+    SHORT_LENGTH_VRS,
     UNDEFINED_LENGTH,
 )
 from pixels_sql.dicom.errors import DicomReadError
@@ -46,32 +47,7 @@ _UNPACK_ELEMENT = struct.Struct("<HH2sH").unpack_from  # tag, VR, 2-byte length 
 _UNPACK_I = struct.Struct("<I").unpack_from
 _UNPACK_HHI = struct.Struct("<HHI").unpack_from
 
-# PS3.5 Table 6.2-1: the VRs with a 2-byte length (all text or numbers).
-_SHORT_VRS = frozenset(
-    {
-        b"AE",
-        b"AS",
-        b"AT",
-        b"CS",
-        b"DA",
-        b"DS",
-        b"DT",
-        b"FL",
-        b"FD",
-        b"IS",
-        b"LO",
-        b"LT",
-        b"PN",
-        b"SH",
-        b"SL",
-        b"SS",
-        b"ST",
-        b"TM",
-        b"UI",
-        b"UL",
-        b"US",
-    }
-)
+_SHORT_VRS = SHORT_LENGTH_VRS
 
 
 class _VRNames(dict):

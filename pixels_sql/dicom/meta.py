@@ -16,7 +16,7 @@ import os
 import struct
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, BinaryIO, NamedTuple
 
 import orjson
@@ -53,6 +53,8 @@ from pixels_sql.dicom.fastmeta import (
 )
 from pixels_sql.dicom.paths import to_local_path
 from pixels_sql.dicom.sources import Source, display_name, open_source
+from pixels_sql.dicom.trailing import Prefix
+from pixels_sql.dicom.trailing import find as find_trailing
 
 # Use the fast reader (fastmeta.py) where it applies; the general reader otherwise. Module-level
 # so tests and benchmarks can compare both.
@@ -82,7 +84,14 @@ def read_meta(path: str) -> dict[str, Any]:
     0002, and they describe the encoding, not the data).
 
     Raises :class:`DicomReadError` with a reason code when the file is not readable DICOM.
+    Bytes after the last complete element (trailing.py) are not read: :func:`read_meta_row`
+    gives the warning about them.
     """
+    return _read_meta_warned(path)[0]
+
+
+def _read_meta_warned(path: str) -> tuple[dict[str, Any], str | None]:
+    """:func:`read_meta` and the warning about the file (errors.WARNINGS), or None."""
     try:
         with warnings.catch_warnings():
             # pydicom warns about recoverable oddities (wrong VR, bad charset); the value is kept.
@@ -103,6 +112,11 @@ def read_meta_json(path: str) -> str:
 def read_meta_utf8(path: str) -> bytes:
     """:func:`read_meta_json` as UTF-8 bytes: what Arrow stores for a STRING value, so the SQL
     functions hand it over without decoding and encoding 5-10 KB of text per file again."""
+    return _read_utf8_warned(path)[0]
+
+
+def _read_utf8_warned(path: str) -> tuple[bytes, str | None]:
+    """:func:`read_meta_utf8` and the warning about the file, or None."""
     if FAST_READER:
         # The compiled loop writes a local file's text in one call (a zip member or an object
         # in storage is not a path it opens; it returns None for those, and for any file off
@@ -114,8 +128,11 @@ def read_meta_utf8(path: str) -> bytes:
             local = os.path.join(os.getcwd(), local)
         text = read_json(local)
         if text is not None:
-            return text
-    return dumps(read_meta(path))
+            # The compiled writer reads only files whose elements run cleanly to the end:
+            # nothing to warn about.
+            return text, None
+    meta, warning = _read_meta_warned(path)
+    return dumps(meta), warning
 
 
 def read_meta_result(path: str) -> MetaResult:
@@ -134,13 +151,15 @@ class MetaRow(NamedTuple):
 
 
 def read_meta_row(path: str) -> MetaRow:
-    """:func:`read_meta_utf8`, with failures as data instead of raising.
+    """:func:`read_meta_utf8`, with failures as data instead of raising; a file read with a
+    warning (errors.WARNINGS) has its JSON, no reason and the warning as its message.
 
     Any exception — the reader's, the serialiser's (a RecursionError on absurd nesting, a
     MemoryError) or a bug of ours — becomes a reason: one file never fails a batch.
     """
     try:
-        return MetaRow(read_meta_utf8(path))
+        text, warning = _read_utf8_warned(path)
+        return MetaRow(text, None, warning)
     except Exception as exc:
         error = classify(display_name(path), exc)
         return MetaRow(None, error.reason, error.message)
@@ -167,18 +186,64 @@ def _replace_non_finite(value: Any) -> Any:
     return value
 
 
-def _read_meta(source: Source) -> dict[str, Any]:
+def _read_meta(source: Source) -> tuple[dict[str, Any], str | None]:
+    """The header, and the warning about bytes after its last complete element (or None).
+
+    A read that did not end cleanly at the end of the file (it failed, or the general reader
+    ran, which takes whatever it can parse for elements) has the file walked for trailing
+    bytes (trailing.py); when there are, the header is what the same reader reads of the bytes
+    before them."""
+    try:
+        result, clean = _read_once(source)
+    except Exception as exc:
+        if not _may_be_trailing_bytes(exc):
+            raise
+        trailing = find_trailing(source.fp, source.size)
+        if trailing is None:
+            raise
+        return _read_once(_before(source, trailing.offset))[0], trailing.message
+    if not clean:
+        trailing = find_trailing(source.fp, source.size)
+        if trailing is not None:
+            return _read_once(_before(source, trailing.offset))[0], trailing.message
+    return result, None
+
+
+# Failures that bytes after the data set can cause (the readers take them for an element);
+# not those of the file system, of an archive, or of a budget.
+_PARSE_REASONS = frozenset({"truncated", "corrupt", "not_dicom"})
+
+
+def _may_be_trailing_bytes(exc: Exception) -> bool:
+    if isinstance(exc, DicomReadError):
+        return exc.reason in _PARSE_REASONS
+    if isinstance(exc, OSError):
+        return exc.errno is None  # pydicom's "no tag to read" (errors.classify)
+    return not isinstance(exc, (MemoryError, RecursionError))
+
+
+def _before(source: Source, offset: int) -> Source:
+    """``source`` ending at ``offset`` (the compiled loop reads no further than the size it is
+    given, from a descriptor or from longer bytes)."""
+    return replace(source, size=offset, fp=Prefix(source.fp, offset))
+
+
+def _read_once(source: Source) -> tuple[dict[str, Any], bool]:
+    """The header, and whether the read took every byte to the end of the file as elements."""
     local, fp, size, uri = source.name, source.fp, source.size, source.uri
-    result = _read_fast(source) if FAST_READER else None
-    if result is None:
-        result = _read_general(local, fp, size, uri)
+    fast = _read_fast(source) if FAST_READER else None
+    if fast is None:
+        result, clean = _read_general(local, fp, size, uri), False
+    else:
+        result, clean = fast
     if not result:
         raise DicomReadError(local, "not_dicom", "no data elements found")
-    return dict(sorted(result.items()))
+    return dict(sorted(result.items())), clean
 
 
-def _read_fast(source: Source) -> dict[str, Any] | None:
-    """The fast reader (fastmeta.py) for the header, then the pixel data and what follows."""
+def _read_fast(source: Source) -> tuple[dict[str, Any], bool] | None:
+    """The fast reader (fastmeta.py) for the header, then the pixel data and what follows;
+    and whether it read to the end of the file."""
     local, fp, size = source.name, source.fp, source.size
     bulk_uri = bulk_uri_factory(source.uri, False)
     fast = read_fast(local, fp, size, bulk_uri, source.native)
@@ -187,19 +252,18 @@ def _read_fast(source: Source) -> dict[str, Any] | None:
     result, position = fast
     fp.seek(position)
     bits_allocated = result.get("00280100", {}).get("Value", [None])[0]
-    result.update(
-        _pixels_and_after(
-            local,
-            fp,
-            size,
-            (False, True),
-            bits_allocated,
-            bulk_uri,
-            codec_of(result),
-            source.native,
-        )
+    after, clean = _pixels_and_after(
+        local,
+        fp,
+        size,
+        (False, True),
+        bits_allocated,
+        bulk_uri,
+        codec_of(result),
+        source.native,
     )
-    return result
+    result.update(after)
+    return result, clean
 
 
 def _read_general(local: str, fp: BinaryIO, size: int, uri: str) -> dict[str, Any]:
@@ -226,7 +290,7 @@ def _read_general(local: str, fp: BinaryIO, size: int, uri: str) -> dict[str, An
         fp.seek(after_header)
         encoding = dataset.original_encoding
         bits_allocated = dataset.get("BitsAllocated")
-        result.update(_pixels_and_after(local, fp, size, encoding, bits_allocated, bulk_uri))
+        result.update(_pixels_and_after(local, fp, size, encoding, bits_allocated, bulk_uri)[0])
     return result
 
 
@@ -239,15 +303,18 @@ def _pixels_and_after(
     bulk_uri: Callable[[int | None, int], str],
     fast_codec: str | None = None,
     native: int | bytes | None = None,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], bool]:
     """JSON of the pixel data element at the current position (if any), described by its byte
-    range, and of the elements after it (e.g. Data Set Trailing Padding, PS3.10 7.2).
+    range, and of the elements after it (e.g. Data Set Trailing Padding, PS3.10 7.2); and
+    whether the fast reader read them to the end of the file (else the general reader did, or
+    bytes that are no pixel data element remain: trailing.py judges those).
 
     ``fast_codec``: the text codec when the header came from the fast reader, which then also
     reads the trailing elements if it can (from ``native``, what the compiled loop reads)."""
+    start = fp.tell()
     location = locate_pixel_data(local, fp, size, encoding, bits_allocated)
     if location is None:
-        return {}
+        return {}, start >= size
     result = _pixel_data_json(local, fp, location, bulk_uri)
     after_pixels = fp.tell()
     if after_pixels < size:  # elements after the pixel data: parse them if present
@@ -256,14 +323,15 @@ def _pixels_and_after(
             fast = read_trailing(local, fp, size, after_pixels, fast_codec, bulk_uri, native)
         if fast is not None:
             result.update(fast)
-            return result
+            return result, True
         fp.seek(after_pixels)
         is_implicit, is_little_endian = encoding
         trailing = read_dataset(
             fp, is_implicit, is_little_endian, defer_size=INLINE_BINARY_MAX_BYTES
         )
         result.update(_trailing_json(local, trailing, size, bulk_uri))
-    return result
+        return result, False
+    return result, True
 
 
 def read_header(local: str, fp: BinaryIO, size: int) -> Dataset:

@@ -116,6 +116,8 @@ class DicomMetaExtractor(Transformer):
                     F.lit(" characters does not fit a VARIANT value"),
                 ),
             )
+            # A header read with a warning ("trailing_bytes: ..."): the reason stays NULL.
+            .otherwise(F.col(f"{scratch}.message"))
         )
         meta = parsed if self.useVariant else F.when(parsed.isNotNull(), F.col(f"{scratch}.meta"))
         return (
