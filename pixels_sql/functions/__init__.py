@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from pixels_sql.dicom.tags import dictionary_entries
 from pixels_sql.functions import archives, files, listing, meta, tags, thumbnails
-from pixels_sql.functions.registry import SqlFunction
+from pixels_sql.functions.registry import READ_PATH, WRITE_PATH, SqlFunction
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -64,8 +64,14 @@ def register(spark: SparkSession) -> SparkSession:
         return spark
     jvm = spark._jvm
     registry = jvm.pixelssql.PythonFunctions
+    guard = jvm.pixelssql.ClientGuard
     for function in FUNCTIONS.values():
         registry.register(function.name, function.build()._unwrapped._judf)
+        guard.pathArguments(
+            function.name,
+            ",".join(map(str, function.argument_positions(READ_PATH))),
+            ",".join(map(str, function.argument_positions(WRITE_PATH))),
+        )
     # Handed over as JSON text and built in the JVM: a DataFrame of Python rows would start
     # Python workers to be collected (about 5 s of every session's start).
     rows = json.dumps([list(entry) for entry in dictionary_entries()])

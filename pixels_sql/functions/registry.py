@@ -11,6 +11,11 @@ import pandas as pd
 from pixels_sql.dicom.errors import DicomReadError
 from pixels_sql.dicom.isolation import run_isolated
 
+# Argument names that mean a file: one the function reads, a folder it writes into. A server
+# checks them for its clients (ClientGuard.java); the signatures are the one place they are said.
+READ_PATH = "path"
+WRITE_PATH = "destination"
+
 
 @dataclass(frozen=True)
 class SqlFunction:
@@ -28,6 +33,18 @@ class SqlFunction:
     @property
     def doc(self) -> str:
         return (self.build.__doc__ or "").strip()
+
+    @property
+    def arguments(self) -> list[str]:
+        """The argument names of the signature, optional ones included, in order."""
+        inner = self.signature[self.signature.index("(") + 1 : self.signature.rindex(")")]
+        pieces = inner.replace("[", "").replace("]", "").split(",")
+        return [piece.split()[0] for piece in pieces if piece.strip()]
+
+    def argument_positions(self, name: str) -> list[int]:
+        """Where the arguments called ``name`` are: a server checks the paths clients pass
+        (:data:`READ_PATH`, :data:`WRITE_PATH`) against its allowed roots."""
+        return [index for index, argument in enumerate(self.arguments) if argument == name]
 
 
 def sql_function(signature: str, returns: str) -> Callable[[Callable[[], Any]], SqlFunction]:

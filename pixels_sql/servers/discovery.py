@@ -109,16 +109,32 @@ def is_listening(host: str, port: int, timeout: float = 2.0) -> bool:
 
 def connect(home: str | os.PathLike[str] | None = None) -> SparkSession:
     """A Spark Connect session on the ``serve`` that owns ``home`` (its own temp views and
-    settings; the server's tables and functions). Raises LookupError when none runs."""
+    settings; the server's tables and functions), with the home's pipeline secret: whoever
+    reads the home is its owner. Raises LookupError when none runs."""
     info = running_server(home)
     if info is None:
         raise LookupError(f"no pixels-sql serve is running on {home_dir(home)}")
-    return connect_to(info.connect_url)
+    return connect_server(info)
 
 
-def connect_to(url: str) -> SparkSession:
-    """A new Spark Connect session on ``url`` (``sc://host:port``)."""
+def connect_server(info: ServerInfo) -> SparkSession:
+    """A new Spark Connect session on the server ``info`` describes, as the home's owner."""
+    from pixels_sql.servers.secrets import read_secrets
+
+    found = read_secrets(Path(info.home))
+    return connect_to(info.connect_url, None if found is None else found.pipeline)
+
+
+def connect_to(url: str, token: str | None = None) -> SparkSession:
+    """A new Spark Connect session on ``url`` (``sc://host:port``), with a secret of the
+    server's (``pixels-sql token``) unless it runs with ``--no-auth``."""
     from pyspark.sql import SparkSession
 
+    target = f"{url}/;session_id={uuid.uuid4()}"
+    if token is not None:
+        # PySpark sends a token only over TLS, or over gRPC's local credentials, which it uses
+        # for the host name "localhost" alone: a loopback server is reached by that name.
+        target = target.replace("sc://127.0.0.1:", "sc://localhost:", 1)
+        target += f";token={token}"
     # A fresh Builder and session id: the shared builder would hand back an earlier session.
-    return SparkSession.Builder().remote(f"{url}/;session_id={uuid.uuid4()}").create()
+    return SparkSession.Builder().remote(target).create()

@@ -66,6 +66,8 @@ public final class PixelsSqlExtensions extends AbstractFunction1<SparkSessionExt
         ListFiles.EXAMPLES,
         new ListFiles());
     PythonFunctions.inject(extensions);
+    // What clients of pixels-sql serve may do; nothing is checked until the server enables it.
+    extensions.injectCheckRule(new ClientGuard.RuleFactory());
     return BoxedUnit.UNIT;
   }
 
@@ -155,6 +157,7 @@ public final class PixelsSqlExtensions extends AbstractFunction1<SparkSessionExt
             FUNCTION_NAME + " needs a path: read_files('/data/dicom', format => 'binaryFile')");
       }
 
+      ClientGuard.checkListing(FUNCTION_NAME, path);
       SparkSession session = SparkSession.active();
       org.apache.spark.sql.classic.SparkSession classic =
           (org.apache.spark.sql.classic.SparkSession) session;

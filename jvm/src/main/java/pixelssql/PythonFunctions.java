@@ -122,6 +122,35 @@ public final class PythonFunctions {
     return TABLE_FUNCTIONS.get(key(name));
   }
 
+  /**
+   * Whether {@code expression} calls one of the functions the driver registered here (as opposed
+   * to a Python UDF a client sent): the same Python function object.
+   */
+  static boolean isOwn(Expression expression) {
+    Object function = null;
+    if (expression instanceof org.apache.spark.sql.catalyst.expressions.PythonUDF) {
+      function = ((org.apache.spark.sql.catalyst.expressions.PythonUDF) expression).func();
+    } else if (expression instanceof org.apache.spark.sql.catalyst.expressions.PythonUDTF) {
+      function = ((org.apache.spark.sql.catalyst.expressions.PythonUDTF) expression).func();
+    } else if (expression instanceof org.apache.spark.sql.catalyst.expressions.PythonUDAF) {
+      function = ((org.apache.spark.sql.catalyst.expressions.PythonUDAF) expression).func();
+    }
+    if (function == null) {
+      return false;
+    }
+    for (UserDefinedPythonFunction own : FUNCTIONS.values()) {
+      if (own.func() == function) {
+        return true;
+      }
+    }
+    for (UserDefinedPythonTableFunction own : TABLE_FUNCTIONS.values()) {
+      if (own.func() == function) {
+        return true;
+      }
+    }
+    return false;
+  }
+
   /** Whether {@code name} has a registered Python UDF in this JVM. */
   public static boolean isRegistered(String name) {
     return FUNCTIONS.containsKey(key(name));
@@ -194,7 +223,8 @@ public final class PythonFunctions {
                 + NAMES_CONF
                 + " unset so that sessions can register temporary functions");
       }
-      return function.builder(arguments);
+      // A client's call reads (or writes) its paths only inside the server's allowed roots.
+      return function.builder(ClientGuard.guardArguments(name, arguments));
     }
   }
 
