@@ -8,9 +8,11 @@ The archives come from tests/hostile_archives.py, one builder per kind of attack
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import stat
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,7 @@ from pixels_sql.dicom.meta import read_meta_result
 from pixels_sql.dicom.paths import to_file_uri
 from pixels_sql.dicom.sources import read_range
 from pixels_sql.dicom.thumbnail import read_thumbnail_result
-from tests.corpus import with_peak_memory
+from tests.corpus import PYDICOM_TEST_FILES, with_peak_memory
 from tests.hostile_archives import (
     BOMB_BYTES,
     BUILDERS,
@@ -483,3 +485,177 @@ def test_extract_replaces_a_link_instead_of_writing_through_it(
         target.unlink()
         target.symlink_to(victim)
     assert os.listdir(destination) == ["good.dcm"]
+
+
+@pytest.mark.parametrize("kind", kinds("extract rows"))
+def test_extract_writes_nothing_for_a_listed_row_with_a_reason(
+    kind: str,
+    built: Callable[[str], Hostile],
+    hostile_environment: Callable[[Hostile], None],
+    tmp_path: Path,
+) -> None:
+    """Whatever row the listing gives a reason (a member, or a nested archive too deep,
+    unreadable or with too many members to list), extracting it is refused with that reason
+    and writes nothing: --extract-zip runs zip_extract for every row of the listing."""
+    hostile = built(kind)
+    hostile_environment(hostile)
+    destination = tmp_path / "destination"
+    destination.mkdir()
+    refused = {m.path: m.reason for m in list_members(hostile.uri) if m.reason is not None}
+    for path, reason in refused.items():
+        if not archives.is_member_path(path):
+            continue  # the archive itself: no member to extract
+
+        def extract(path: str = path) -> None:
+            extract_member(path, str(destination), member_chain(path) or "x")
+
+        if path.count(archives.SEPARATOR) > archives.depth(path):
+            # A name holding "::" (unsafe_member) does not split back out of its member path:
+            # the path names no archive that exists.
+            with pytest.raises(FileNotFoundError):
+                extract()
+        else:
+            assert refusal(extract) == reason, path
+    assert list(destination.rglob("*")) == []
+
+
+def test_a_nested_archive_with_too_many_members_is_not_extracted(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    inner = io.BytesIO()
+    with zipfile.ZipFile(inner, "w") as out:
+        for index in range(3):
+            out.writestr(f"{index}.dcm", b"x")
+    outer = tmp_path / "outer.zip"
+    with zipfile.ZipFile(outer, "w") as out:
+        out.writestr("in.zip", inner.getvalue())
+    path = member_path("in.zip", to_file_uri(str(outer)))
+    monkeypatch.setenv("PIXELS_SQL_ZIP_MAX_MEMBERS", "2")  # the outer has 1, the inner 3
+    assert [(m.path, m.reason) for m in list_members(to_file_uri(str(outer)))] == [
+        (path, "too_large")
+    ]
+    destination = tmp_path / "destination"
+    assert refusal(lambda: extract_member(path, str(destination), "in.zip")) == "too_large"
+    assert not destination.exists()
+
+
+# --- one parse of the central directory per archive ---------------------------------------------
+
+MANY_MEMBERS = 10_000
+SMALL_SOURCE = PYDICOM_TEST_FILES / "SC_rgb_small_odd.dcm"  # explicit VR: the fast reader
+
+
+@pytest.fixture(scope="module")
+def many(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An archive of 10,000 small DICOM members (and a zip of 3 inside it)."""
+    archive = tmp_path_factory.mktemp("many") / "many.zip"
+    data = SMALL_SOURCE.read_bytes()
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as out:
+        for index in range(MANY_MEMBERS):
+            out.writestr(f"series{index // 100:03d}/{index:05d}.dcm", data)
+        inner = io.BytesIO()
+        with zipfile.ZipFile(inner, "w") as nested:
+            for index in range(3):
+                nested.writestr(f"{index}.dcm", data)
+        out.writestr("inner.zip", inner.getvalue())
+    return archive
+
+
+@pytest.fixture
+def parses(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Every parse of a central directory (zipfile's reading of it) from now on, by archive;
+    the process's parsed archives dropped first."""
+    archives.forget_archives()
+    seen: list[str] = []
+    real = zipfile.ZipFile._RealGetContents
+
+    def counted(self: zipfile.ZipFile) -> None:
+        seen.append(str(self.filename or "<nested>"))
+        real(self)
+
+    monkeypatch.setattr(zipfile.ZipFile, "_RealGetContents", counted)
+    yield seen
+    archives.forget_archives()
+
+
+def test_listing_and_reading_every_member_parse_the_directory_once(
+    many: Path, parses: list[str], tmp_path: Path
+) -> None:
+    """A batch lists the archive and reads each of its 10,000 members (and the members of the
+    zip inside it), then extracts some: the outer directory is parsed once, the inner once."""
+    rows = list_members(to_file_uri(str(many)))
+    assert len(rows) == MANY_MEMBERS + 3 and not any(row.reason for row in rows)
+    results = [read_meta_result(row.path) for row in rows]
+    assert [r.reason for r in results] == [None] * len(rows)
+    expected = read_meta_result(str(SMALL_SOURCE)).meta
+    assert results[0].meta == rebased(expected, SMALL_SOURCE, rows[0].path)
+    for row in rows[:: MANY_MEMBERS // 10]:
+        written = extract_member(row.path, str(tmp_path), member_chain(row.path) or "")
+        assert Path(written).read_bytes() == SMALL_SOURCE.read_bytes()
+    assert sorted(parses) == sorted([str(many), "<nested>"])
+
+
+def test_archives_read_in_turns_are_each_parsed_once_per_run_of_reads(
+    many: Path, parses: list[str], tmp_path: Path
+) -> None:
+    """More archives than the process keeps (CACHED_ARCHIVES): each run of reads of one
+    archive parses it once; going back to one pushed out parses it again, never per member."""
+    copies = []
+    for index in range(archives.CACHED_ARCHIVES + 2):
+        copy = tmp_path / f"copy{index}.zip"
+        os.link(many, copy)  # same inode: the path is part of what keys an archive
+        copies.append(copy)
+    rounds = 2
+    for _ in range(rounds):
+        for copy in copies:
+            for index in range(0, MANY_MEMBERS, 500):
+                name = f"series{index // 100:03d}/{index:05d}.dcm"
+                path = member_path(name, to_file_uri(str(copy)))
+                with open_member(path) as (_fp, size, _data):
+                    assert size == SMALL_SOURCE.stat().st_size
+    assert len(parses) == rounds * len(copies)
+
+
+def test_a_rewritten_archive_is_parsed_again(tmp_path: Path, parses: list[str]) -> None:
+    """The archive's identity (inode, size, modification time) is checked at every read: a
+    rewrite in place (even to the same size) or a replacement is read, never the old index."""
+    archive = tmp_path / "changing.zip"
+
+    def write(target: Path, content: bytes, mtime_ns: int) -> None:
+        with zipfile.ZipFile(target, "w") as out:
+            out.writestr("x.dcm", content)
+        os.utime(target, ns=(mtime_ns, mtime_ns))
+
+    path = member_path("x.dcm", to_file_uri(str(archive)))
+    write(archive, b"a" * 100, 10**18)
+    with open_member(path) as (_fp, _size, data):
+        assert data == b"a" * 100
+    write(archive, b"b" * 100, 10**18 + 1000)  # same size, rewritten in place
+    with open_member(path) as (_fp, _size, data):
+        assert data == b"b" * 100
+    replacement = tmp_path / "new.zip"
+    write(replacement, b"c" * 50, 10**18 + 1000)
+    os.replace(replacement, archive)  # another inode
+    with open_member(path) as (_fp, _size, data):
+        assert data == b"c" * 50
+    assert len(parses) == 3
+
+
+def test_a_forked_child_starts_without_the_parents_archives(many: Path) -> None:
+    """The helper process is forked from the Python worker: it must not share the parent's
+    open descriptors (and so their file offsets) through the parsed archives."""
+    uri = to_file_uri(str(many))
+    list_members(uri)
+    assert archives._INDEXES
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:
+        try:
+            os.write(writer, str(len(archives._INDEXES)).encode())
+        finally:
+            os._exit(0)
+    os.close(writer)
+    assert os.read(reader, 16) == b"0"
+    os.close(reader)
+    os.waitpid(child, 0)
+    assert archives._INDEXES  # the parent keeps its own

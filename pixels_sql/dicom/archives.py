@@ -19,6 +19,14 @@ when it is listed and again when it is opened:
 - an archive zipfile cannot read (damaged directory, bad CRC, unknown compression):
   ``corrupt_archive``.
 
+An archive's central directory is parsed once, not once per member read: a process keeps the
+last :data:`CACHED_ARCHIVES` archives it opened, parsed and judged (:class:`ArchiveIndex`),
+keyed by the archive's path and identity (device, inode, size and modification time of the
+file; size and time of an object in storage; for a nested archive, its outermost file's), so a
+rewritten archive is parsed again. Listing an archive and reading its 100,000 members costs one
+parse (APPNOTE 4.3.12: the directory of N entries is N records; parsing it for each member
+read was O(N²)).
+
 Limits come from the environment (so they reach Spark's Python workers; on a cluster set them
 with ``spark.executorEnv.<NAME>``): ``PIXELS_SQL_ZIP_MAX_RATIO`` (default 100),
 ``PIXELS_SQL_ZIP_MAX_MEMBER_MB`` (4096), ``PIXELS_SQL_ZIP_MAX_TOTAL_MB`` (65536),
@@ -34,10 +42,12 @@ import os
 import re
 import shutil
 import stat
+import threading
 import zipfile
 import zlib
+from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from pixels_sql.dicom import storage
@@ -54,6 +64,11 @@ IN_MEMORY_MAX_BYTES = 64 * 1024 * 1024
 RATIO_FLOOR_BYTES = 1024 * 1024
 _MB = 1024 * 1024
 _DRIVE = re.compile(r"^[A-Za-z]:")
+# Archives kept open and parsed per process. The members of an archive come one after the
+# other in a listing (zip_members explodes one archive into consecutive rows), so a handful
+# covers a batch that moves from archive to archive, and a nested archive with its outer one.
+# Each holds a file descriptor, and a nested archive held in memory up to IN_MEMORY_MAX_BYTES.
+CACHED_ARCHIVES = 4
 
 
 @dataclass(frozen=True)
@@ -266,72 +281,201 @@ def list_members(archive: str, limits: ArchiveLimits | None = None) -> list[Memb
     return rows
 
 
-def _list_into(archive: str, limits: ArchiveLimits, rows: list[Member]) -> None:
+def archive_refusal(archive: str, limits: ArchiveLimits) -> tuple[str, str] | None:
+    """``(reason, message)`` when the archive at ``archive`` is not listed (the listing gives
+    it one row, and extraction does not write it): nested too deep, unreadable, or more
+    members than :attr:`ArchiveLimits.max_members`. None when it is listed."""
     if depth(archive) >= limits.max_depth:
-        rows.append(
-            Member(
-                archive,
-                None,
-                "too_deep",
-                f"an archive nested {depth(archive) + 1} deep, over the limit of"
-                f" {limits.max_depth} (PIXELS_SQL_ZIP_MAX_DEPTH)",
-            )
+        return (
+            "too_deep",
+            f"an archive nested {depth(archive) + 1} deep, over the limit of"
+            f" {limits.max_depth} (PIXELS_SQL_ZIP_MAX_DEPTH)",
         )
-        return
     try:
-        with open_archive(archive) as opened:
-            infos = [info for info in opened.infolist() if not info.is_dir()]
-            if len(infos) > limits.max_members:
-                rows.append(
-                    Member(
-                        archive,
-                        None,
-                        "too_large",
-                        f"the archive lists {len(infos)} members, over the cap of"
-                        f" {limits.max_members} (PIXELS_SQL_ZIP_MAX_MEMBERS)",
-                    )
-                )
-                return
-            latest, problems = judge(infos, limits)
-            nested = []
-            for info in latest.values():
-                path = member_path(info.filename, archive)
-                problem = problems.get(info.filename)
-                if problem is None and is_archive_path(info.filename):
-                    nested.append(path)
-                elif problem is None:
-                    rows.append(Member(path, info.file_size))
-                else:
-                    rows.append(Member(path, info.file_size, *problem))
+        with open_archive(archive) as index:
+            count = index.file_count
     except DicomReadError as exc:
-        rows.append(Member(archive, None, exc.reason, exc.message))
+        return exc.reason, exc.message
+    if count > limits.max_members:
+        return (
+            "too_large",
+            f"the archive lists {count} members, over the cap of"
+            f" {limits.max_members} (PIXELS_SQL_ZIP_MAX_MEMBERS)",
+        )
+    return None
+
+
+def _list_into(archive: str, limits: ArchiveLimits, rows: list[Member]) -> None:
+    refusal = archive_refusal(archive, limits)
+    if refusal is not None:
+        rows.append(Member(archive, None, *refusal))
         return
+    with open_archive(archive) as index:
+        latest, problems = index.judged(limits)
+        nested = []
+        for info in latest.values():
+            path = member_path(info.filename, archive)
+            problem = problems.get(info.filename)
+            if problem is None and is_archive_path(info.filename):
+                nested.append(path)
+            elif problem is None:
+                rows.append(Member(path, info.file_size))
+            else:
+                rows.append(Member(path, info.file_size, *problem))
     for path in nested:
         _list_into(path, limits, rows)
 
 
-@contextlib.contextmanager
-def open_archive(archive: str) -> Iterator[zipfile.ZipFile]:
-    """The archive at ``archive`` (a local path or URI, or a member path for a nested one)."""
-    with contextlib.ExitStack() as stack:
-        try:
-            if is_member_path(archive):
-                fp, _size, _data = stack.enter_context(open_member(archive))
-            elif storage.is_remote(archive):
-                # Read in place by byte ranges: the central directory, then each member.
-                fp = stack.enter_context(storage.open_object(archive))
-            else:
-                from pixels_sql.dicom.paths import to_local_path
+@dataclass(eq=False)
+class ArchiveIndex:
+    """An open archive with its central directory parsed (``zip``), judged once per set of
+    limits; shared by every reader of the process until :data:`CACHED_ARCHIVES` newer archives
+    push it out (it is closed once the last reader using it is done)."""
 
-                fp = stack.enter_context(open(to_local_path(archive), "rb"))
-            opened = stack.enter_context(zipfile.ZipFile(fp))
-        except DicomReadError:
-            raise
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError) as exc:
+    zip: zipfile.ZipFile
+    stack: contextlib.ExitStack
+    users: int = 0
+    evicted: bool = False
+    _judged: dict[ArchiveLimits, tuple[dict[str, zipfile.ZipInfo], dict[str, tuple[str, str]]]] = (
+        field(default_factory=dict)
+    )
+
+    @property
+    def file_count(self) -> int:
+        """File members in the directory (folders left out; a name stored twice counts twice,
+        as the directory's records do)."""
+        return sum(not info.is_dir() for info in self.zip.infolist())
+
+    def judged(
+        self, limits: ArchiveLimits
+    ) -> tuple[dict[str, zipfile.ZipInfo], dict[str, tuple[str, str]]]:
+        """:func:`judge` of the archive's members under ``limits``, computed once."""
+        found = self._judged.get(limits)
+        if found is None:
+            found = self._judged[limits] = judge(self.zip.infolist(), limits)
+        return found
+
+
+_INDEXES: OrderedDict[tuple[object, ...], ArchiveIndex] = OrderedDict()
+_INDEXES_LOCK = threading.Lock()
+
+
+def _identity(archive: str) -> tuple[object, ...]:
+    """What says that the archive at ``archive`` is still the one parsed: its path, and the
+    size and modification time (device and inode for a local file) of the file it is in."""
+    if is_member_path(archive):
+        return ("member", archive, _identity(outermost(archive)))
+    if storage.is_remote(archive):
+        return ("object", archive, *storage.info(archive))
+    from pixels_sql.dicom.paths import to_local_path
+
+    return ("file", archive, *_file_identity(os.stat(to_local_path(archive))))
+
+
+def _file_identity(status: os.stat_result) -> tuple[int, ...]:
+    return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns
+
+
+def _open_index(archive: str, key: tuple[object, ...]) -> tuple[ArchiveIndex, tuple[object, ...]]:
+    """The archive opened and its directory parsed, and its key (for a local file, from the
+    descriptor opened: a file replaced since ``key`` was taken is keyed as what was read)."""
+    stack = contextlib.ExitStack()
+    try:
+        if is_member_path(archive):
+            fp, _size, _data = stack.enter_context(open_member(archive))
+        elif storage.is_remote(archive):
+            # Read in place by byte ranges: the central directory, then each member.
+            fp = stack.enter_context(storage.open_object(archive))
+        else:
+            from pixels_sql.dicom.paths import to_local_path
+
+            # Closed with the stack, when the index leaves the cache (not at a block's end).
+            fp = stack.enter_context(open(to_local_path(archive), "rb"))  # noqa: SIM115
+            key = ("file", archive, *_file_identity(os.fstat(fp.fileno())))
+        opened = stack.enter_context(zipfile.ZipFile(fp))
+    except BaseException as exc:
+        stack.close()
+        if isinstance(exc, (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError)):
             raise DicomReadError(
                 archive, "corrupt_archive", f"not a readable zip archive: {exc}"
             ) from exc
-        yield opened
+        raise
+    return ArchiveIndex(opened, stack), key
+
+
+def _acquire(archive: str) -> ArchiveIndex:
+    key = _identity(archive)
+    with _INDEXES_LOCK:
+        index = _INDEXES.get(key)
+        if index is not None:
+            _INDEXES.move_to_end(key)
+            index.users += 1
+            return index
+    index, key = _open_index(archive, key)  # parsing: outside the lock
+    retired = []
+    with _INDEXES_LOCK:
+        existing = _INDEXES.get(key)
+        if existing is not None:  # another thread parsed it meanwhile: keep one
+            existing.users += 1
+            retired.append(index)
+            index = existing
+        else:
+            index.users = 1
+            _INDEXES[key] = index
+            while len(_INDEXES) > CACHED_ARCHIVES:
+                _key, old = _INDEXES.popitem(last=False)
+                old.evicted = True
+                if old.users == 0:
+                    retired.append(old)
+    for old in retired:
+        old.stack.close()
+    return index
+
+
+def _release(index: ArchiveIndex) -> None:
+    with _INDEXES_LOCK:
+        index.users -= 1
+        done = index.evicted and index.users == 0
+    if done:
+        index.stack.close()
+
+
+def forget_archives() -> None:
+    """Close every archive kept open by this process (each is parsed again on its next use)."""
+    with _INDEXES_LOCK:
+        indexes = list(_INDEXES.values())
+        _INDEXES.clear()
+        for index in indexes:
+            index.evicted = True
+    for index in indexes:
+        if index.users == 0:
+            index.stack.close()
+
+
+def _after_fork() -> None:
+    # A forked child (the helper process of isolation.py) must not share the parent's open
+    # descriptors: their file offsets are shared between the processes, and zipfile seeks.
+    global _INDEXES_LOCK
+    _INDEXES_LOCK = threading.Lock()
+    indexes = list(_INDEXES.values())
+    _INDEXES.clear()
+    for index in indexes:
+        with contextlib.suppress(Exception):
+            index.stack.close()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
+@contextlib.contextmanager
+def open_archive(archive: str) -> Iterator[ArchiveIndex]:
+    """The archive at ``archive`` (a local path or URI, or a member path for a nested one),
+    opened and parsed once per process while it is unchanged (the module docstring)."""
+    index = _acquire(archive)
+    try:
+        yield index
+    finally:
+        _release(index)
 
 
 @contextlib.contextmanager
@@ -347,12 +491,13 @@ def open_member(
         raise DicomReadError(
             path, "too_deep", f"nested deeper than the limit of {limits.max_depth} archives"
         )
-    with open_archive(archive) as opened:
+    with open_archive(archive) as index:
+        opened = index.zip
         try:
             info = opened.getinfo(name)
         except KeyError:
             raise DicomReadError(path, "not_found", f"the archive has no member {name!r}") from None
-        problem = judge(opened.infolist(), limits)[1].get(name)
+        problem = index.judged(limits)[1].get(name)
         if problem is not None:
             raise DicomReadError(path, *problem)
         if info.file_size <= IN_MEMORY_MAX_BYTES:
@@ -399,6 +544,12 @@ def extract_member(
     """
     if not relative or any(unsafe_name(part) for part in relative.split("/")):
         raise DicomReadError(path, "unsafe_member", f"{relative!r} would leave the destination")
+    if is_archive_path(split_member_path(path)[0]):
+        # An archive the listing gives one row with a reason (too deep, unreadable, too many
+        # members) is not written either: a member that gets a reason writes nothing.
+        refusal = archive_refusal(path, ArchiveLimits.from_environment())
+        if refusal is not None:
+            raise DicomReadError(path, *refusal)
     if any(part in ("", ".", "..") for part in relative.split("/")):
         raise DicomReadError(path, "unsafe_member", f"{relative!r} is not a plain relative path")
     # The destination is the caller's (a link there is followed, as unzip -d does); below it,
@@ -419,9 +570,9 @@ def extract_member(
     target = os.path.join(folder, parts[-1])
     name, archive = split_member_path(path)
     if modified is not None and os.path.isfile(target) and not os.path.islink(target):
-        with open_archive(archive) as opened:
+        with open_archive(archive) as index:
             try:
-                declared: int | None = opened.getinfo(name).file_size
+                declared: int | None = index.zip.getinfo(name).file_size
             except KeyError:
                 declared = None
         status = os.stat(target)

@@ -654,14 +654,16 @@ def _extracted(entries: DataFrame, settings: CatalogSettings) -> DataFrame:
     archive_relative = F.when(
         disk.startswith(prefix), F.substring(disk, len(prefix) + 1, 1 << 30)
     ).otherwise(F.regexp_extract(archive, r"[^/]+$", 0))
+    is_member = F.col("member").isNotNull() & F.col("reason").isNull()
+    # Spark runs a Python function for every row of its input, whatever branch of a CASE it is
+    # in: a row with a reason gets a NULL path, so that nothing is written for it.
     written = F.call_function(
         "zip_extract",
-        F.col("path"),
+        F.when(is_member, F.col("path")),
         F.lit(settings.extract_zip),
         F.concat(archive_relative, F.lit("/"), F.col("member")),
         F.unix_seconds("modificationTime"),
     )
-    is_member = F.col("member").isNotNull() & F.col("reason").isNull()
     scratch = "__pixels_sql_extracted"
     return (
         entries.withColumn(scratch, F.when(is_member, written))
