@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: setup jar browser dcmtk viewer demo test lint format clean bench bench-thumbnails bench-meta bench-server \
-	bench-ingest bench-dicomweb bench-object-storage bench-scale fuzz dbt
+	bench-ingest bench-dicomweb bench-object-storage bench-scale fuzz stress-writers dbt
 
 # pip also builds the compiled header reader (setup.py): a change to its C source reinstalls.
 $(STAMP): pyproject.toml setup.py pixels_sql/dicom/_fastmeta.c scripts/check-java scripts/check-cc
@@ -97,6 +97,11 @@ bench-dicomweb: jar
 # The hostile-input run of tests/test_hardening.py with 5,000 seeded mutants (CI runs 80).
 fuzz: jar
 	PIXELS_SQL_FUZZ_MUTANTS=5000 $(PY) -m pytest tests/test_hardening.py -k "not kill"
+
+# Issue 26's acceptance run of tests/test_writers.py: 10 rounds of a CLI ingest through a server
+# while STOW-RS stores arrive (CI runs 3).
+stress-writers: jar
+	PIXELS_SQL_WRITER_ROUNDS=10 $(PY) -m pytest tests/test_writers.py -k stows_arrive
 
 format: setup
 	$(PY) -m ruff format pixels_sql tests bench

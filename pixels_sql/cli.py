@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import logging
 import os
+import re
 import shutil
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Iterator, Sequence
@@ -15,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from pixels_sql.functions import is_remote
-from pixels_sql.home import HomeInUseError, HomeLock
+from pixels_sql.home import HomeInUseError, HomeLock, set_process_holder
 from pixels_sql.output import FORMATS, render
 from pixels_sql.pipeline import DEFAULT_DATABASE, PIPELINE_DIR, summary
 from pixels_sql.scripts import (
@@ -38,9 +41,10 @@ if TYPE_CHECKING:
     from pixels_sql.progress import Progress
 
 DEFAULT_MASTER = "local[*]"
+# How often a client of a server checks that the server's process still runs.
+SERVER_WATCH_SECONDS = 1.0
 # A query whose first column is one of these says how many files the next statement reads.
 EXPECTED_COLUMNS = (["files_to_read"], ["images_to_render"])
-PIPELINE_LOCK = ".pixels-sql.pipeline.lock"
 RESULT_KEYWORDS = (
     "SELECT",
     "WITH",
@@ -90,14 +94,15 @@ def _spark(args: argparse.Namespace) -> SparkSession:
 
 
 @contextlib.contextmanager
-def _home_session(args: argparse.Namespace, *, pipeline: bool = False) -> Iterator[SparkSession]:
+def _home_session(args: argparse.Namespace) -> Iterator[SparkSession]:
     """The session a command runs in: a Spark Connect client of the ``serve`` that owns the
     home, else the embedded session (holding the home for the command's lifetime).
 
-    ``pipeline``: the command rewrites the pipeline's tables, which two clients of one server
-    must not do at the same time.
+    Runs that write the pipeline's tables take the home's writer lock themselves
+    (``tables.exact_tables``), whichever process they run in: a client of the server waits
+    for the server's STOW-RS landing ingest, and the other way round.
     """
-    from pixels_sql.servers.discovery import connect_to, running_server
+    from pixels_sql.servers.discovery import connect_server, running_server
 
     home = home_dir(args.home)
     server = running_server(home)
@@ -111,21 +116,66 @@ def _home_session(args: argparse.Namespace, *, pipeline: bool = False) -> Iterat
             " the queries",
             file=sys.stderr,
         )
-    lock = HomeLock(
-        home,
-        holder="pixels-sql pipeline run",
-        name=PIPELINE_LOCK,
-        why="the pipeline's tables take one run at a time",
-    )
-    with lock if pipeline else contextlib.nullcontext():
+    with _exit_if_server_stops(server.pid, home):
         try:
-            spark = connect_to(server.connect_url)
+            spark = connect_server(server)
         except Exception as exc:
             raise CliError(f"cannot reach the server of {home}: {_error_text(exc)}") from exc
         try:
             yield spark
+        except Exception:
+            # The server's JVM may answer a last error as it stops ("Cannot call methods on a
+            # stopped SparkContext"): what the user needs to know is that the server is gone.
+            if _process_gone(server.pid):
+                raise CliError(_server_stopped(server.pid, home)) from None
+            raise
         finally:
             spark.stop()
+
+
+def _server_stopped(pid: int, home: Path) -> str:
+    return (
+        f"the server of {home} (pid {pid}) stopped during the command; run it again (once a"
+        " server runs, or none: the command then runs embedded)"
+    )
+
+
+@contextlib.contextmanager
+def _exit_if_server_stops(pid: int, home: Path) -> Iterator[None]:
+    """End this process with one line as soon as the server (``pid``) is gone. A Spark
+    Connect client retries a lost server for minutes (RETRIES_EXCEEDED), and its release calls
+    at the end retry again: after a kill -9 of the server it never exited. A run cut short
+    leaves nothing its next run does not clean up (tables.prepare), so the line says to run it
+    again."""
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(SERVER_WATCH_SECONDS):
+            if _process_gone(pid):
+                print(f"pixels-sql: {_server_stopped(pid, home)}", file=sys.stderr, flush=True)
+                os._exit(1)
+
+    watcher = threading.Thread(target=watch, name="pixels-sql-server-watch", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+
+
+def _process_gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended (a zombie, not yet reaped by its parent, has)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state in ("Z", "X")
 
 
 def _returns_rows(sql: str) -> bool:
@@ -134,7 +184,59 @@ def _returns_rows(sql: str) -> bool:
     return bool(first) and first[0].upper() in RESULT_KEYWORDS
 
 
+# OS errors that end an I/O failure, by the C library's text, which Java's messages carry too
+# ("java.io.IOException: No space left on device"): the message leads with it, not with
+# Spark's wrappers ("An error occurred while calling o74.sql", "Task failed while writing").
+_OS_ERRORS = tuple(
+    os.strerror(number)
+    for number in (
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EROFS,
+        errno.EIO,
+        errno.EFBIG,
+        errno.EMFILE,
+        errno.ENFILE,
+        errno.EACCES,
+        errno.ENAMETOOLONG,
+        errno.ESTALE,
+    )
+)
+
+
+# "org.apache.spark.SparkException: " before a message that names its error class itself.
+_JAVA_CLASS_PREFIX = re.compile(r"^(?:[\w$]+\.)+[\w$]+(?:Exception|Error): ")
+
+
+def _os_error(text: str) -> str | None:
+    """The OS error in an exception's text and its Java stack (the deepest cause's line):
+    ``No space left on device: java.io.IOException``, or None."""
+    for line in reversed(text.splitlines()):
+        for message in _OS_ERRORS:
+            if message in line:
+                detail = line.strip().removeprefix("Caused by: ")
+                rest = detail.replace(f"({message})", "").replace(message, "").strip(" :();")
+                return f"{message}: {rest}" if rest else message
+    return None
+
+
+def _failed_statement(exc: BaseException) -> str | None:
+    """The location of the pipeline statement that raised ``exc`` (ingest.batch notes it)."""
+    from pixels_sql.ingest.batch import STATEMENT_NOTE
+
+    for note in getattr(exc, "__notes__", ()):
+        if note.startswith(STATEMENT_NOTE):
+            return note.removeprefix(STATEMENT_NOTE)
+    return None
+
+
 def _error_text(exc: BaseException) -> str:
+    location = _failed_statement(exc)
+    text = _error_message(exc)
+    return f"{location}: {text}" if location else text
+
+
+def _error_message(exc: BaseException) -> str:
     if _jvm_gone(exc):
         # Spark's JVM exits on an uncaught error (OutOfMemoryError first of all) after logging
         # it; what reaches Python is only a refused connection.
@@ -143,9 +245,19 @@ def _error_text(exc: BaseException) -> str:
             " OutOfMemoryError) is in the log above; SPARK_DRIVER_MEMORY sets the embedded"
             " session's heap"
         )
+    whole = str(exc)
     # A Spark Connect error may append the server's Java stack trace: the message is enough.
-    text = str(exc).split("JVM stacktrace:", 1)[0].strip()
+    text = whole.split("JVM stacktrace:", 1)[0].strip()
     lines = text.splitlines()
+    os_error = _os_error(whole)
+    if os_error is not None:
+        # An I/O failure: the OS error first, then the first line of Spark's own message
+        # (py4j's "An error occurred while calling ..." is no message).
+        said = [line for line in lines if line.strip() and "An error occurred while" not in line]
+        if not said:
+            return os_error
+        spark_said = _JAVA_CLASS_PREFIX.sub("", said[0].strip(": "))
+        return f"{os_error} ({spark_said})"
     # Python worker failures carry a traceback: its last line names the file and the reason.
     if "Traceback (most recent call last)" in text:
         tail = [line for line in lines if line.strip() and not line.startswith((" ", "\t"))]
@@ -231,7 +343,7 @@ def _run_statements(args: argparse.Namespace, statements: list[Statement], datab
     from pixels_sql.progress import Progress
     from pixels_sql.tables import TableLayoutError, exact_tables
 
-    with _home_session(args, pipeline=True) as spark:
+    with _home_session(args) as spark:
         context = None if is_remote(spark) else spark.sparkContext
         try:
             with exact_tables(spark, database), Progress(context) as progress:
@@ -254,7 +366,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         return _ingest_stream(args, path, database)
     if args.checkpoint or args.trigger or args.max_files_per_trigger:
         raise CliError("--checkpoint, --trigger and --max-files-per-trigger go with --stream")
-    with _home_session(args, pipeline=True) as spark:
+    with _home_session(args) as spark:
         context = None if is_remote(spark) else spark.sparkContext
         try:
             with Progress(context) as progress:
@@ -285,7 +397,7 @@ def _ingest_stream(args: argparse.Namespace, path: str, database: str) -> int:
 
     if not args.checkpoint:
         raise CliError("--stream needs --checkpoint DIR (one folder per destination)")
-    with _home_session(args, pipeline=True) as spark:
+    with _home_session(args) as spark:
         try:
             report = run_stream(
                 spark,
@@ -564,6 +676,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_pyspark_logs()
+    set_process_holder(f"pixels-sql {args.command}")
     try:
         return args.handler(args)
     except (CliError, ScriptError, HomeInUseError) as exc:

@@ -1,10 +1,16 @@
-"""One process owns a home folder at a time: Derby's embedded metastore admits a single JVM."""
+"""One process owns a home folder at a time (Derby's embedded metastore admits a single JVM),
+and one run writes its catalog at a time."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import math
 import os
 import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TextIO
 
@@ -63,3 +69,118 @@ class HomeLock:
             self._handle.seek(0)
             self._handle.truncate()
             self._handle.close()
+
+
+# -- one writer of the catalog at a time ---------------------------------------------------------
+
+# The lock every run that writes the pipeline's tables takes, in whatever process it runs: the
+# CLI (embedded, or a client of `pixels-sql serve`), the server's STOW-RS landing ingest, a
+# stream's micro-batches, Catalog.save. flock(2) locks belong to an open file description, so
+# two threads of one process exclude each other as two processes do.
+WRITER_LOCK = ".pixels-sql.pipeline.lock"
+WRITER_WAIT_ENV = "PIXELS_SQL_WRITER_WAIT"
+DEFAULT_WRITER_WAIT = 600.0  # seconds a command waits for another writer before it gives up
+_POLL_SECONDS = 0.25
+_process_holder = "a pixels-sql run"
+_held: dict[Path, tuple[int, int, TextIO]] = {}  # lock file -> (thread id, depth, handle)
+_held_lock = threading.Lock()
+
+
+class WriterBusyError(HomeInUseError):
+    """Another writer held the catalog for longer than this one would wait."""
+
+
+def set_process_holder(text: str) -> None:
+    """How this process names itself to writers waiting for it (e.g. ``pixels-sql ingest``)."""
+    global _process_holder
+    _process_holder = text
+
+
+def writer_wait() -> float:
+    """The wait of a command for another writer: ``$PIXELS_SQL_WRITER_WAIT`` seconds, or 600."""
+    text = os.environ.get(WRITER_WAIT_ENV, "").strip()
+    try:
+        return float(text) if text else DEFAULT_WRITER_WAIT
+    except ValueError:
+        raise HomeInUseError(
+            f"{WRITER_WAIT_ENV} must be a number of seconds, not {text!r}"
+        ) from None
+
+
+def _say_on_stderr(message: str) -> None:
+    print(f"pixels-sql: {message}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def catalog_writer(
+    home: Path,
+    *,
+    holder: str | None = None,
+    wait: float | None = None,
+    say: Callable[[str], None] = _say_on_stderr,
+) -> Iterator[None]:
+    """Hold the home's writer lock for the block: wait for the writer holding it (``say``ing
+    once what it waits for) at most ``wait`` seconds (None: ``writer_wait()``; ``math.inf``:
+    as long as it takes), then raise :class:`WriterBusyError`. Re-entrant in one thread (the
+    CLI's pipeline run takes it around the statements whose upkeep takes it again)."""
+    path = (home / WRITER_LOCK).resolve()
+    me = threading.get_ident()
+    with _held_lock:
+        held = _held.get(path)
+        if held is not None and held[0] == me:
+            _held[path] = (me, held[1] + 1, held[2])
+            reentered = True
+        else:
+            reentered = False
+    if reentered:
+        try:
+            yield
+        finally:
+            with _held_lock:
+                owner, depth, handle = _held[path]
+                _held[path] = (owner, depth - 1, handle)
+        return
+    handle = _acquire(path, holder or _process_holder, writer_wait() if wait is None else wait, say)
+    with _held_lock:
+        _held[path] = (me, 1, handle)
+    try:
+        yield
+    finally:
+        with _held_lock:
+            del _held[path]
+        handle.seek(0)
+        handle.truncate()
+        handle.close()  # releases the lock
+
+
+def _acquire(path: Path, holder: str, wait: float, say: Callable[[str], None]) -> TextIO:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a+")  # noqa: SIM115 - held until the writer's block ends
+    started = time.monotonic()
+    waiting_for = None
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            pass
+        if waiting_for is None:
+            handle.seek(0)
+            waiting_for = handle.read().strip() or "another writer"
+            bound = "" if math.isinf(wait) else f" (at most {wait:.0f} s; {WRITER_WAIT_ENV})"
+            say(
+                f"waiting for {waiting_for} to finish writing the catalog of {path.parent}:"
+                f" one writer at a time{bound}"
+            )
+        if time.monotonic() - started >= wait:
+            handle.close()
+            raise WriterBusyError(
+                f"{path.parent}: gave up after {wait:.0f} s waiting for {waiting_for} to finish"
+                f" writing the catalog (one writer at a time; {WRITER_WAIT_ENV} sets the wait)"
+            )
+        time.sleep(_POLL_SECONDS)
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{holder} (pid {os.getpid()})")
+    handle.flush()
+    return handle

@@ -28,13 +28,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pixels_sql.functions import is_remote
+from pixels_sql.home import catalog_writer
 from pixels_sql.scripts import escape_string
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 PIPELINE_TABLES = ("object_catalog", "object_thumbnails")
-WORKING_TABLES = ("pixels_listing",)
+# The working table of 10_catalog.sql: one per run, named by its session variable
+# pixels_listing_table (pixels_listing before run-private names). Tables left by killed runs
+# are dropped before the next run, which holds the writer lock, so none is another's.
+_WORKING_TABLE = re.compile(r"pixels_listing(_[0-9a-f]{32})?")
 PARTITION_COLUMN = "ingest_run"
 # Folder (inside a table's location) for rewritten partitions.
 REWRITTEN = "rewritten"
@@ -47,10 +51,38 @@ class TableLayoutError(Exception):
 
 @contextlib.contextmanager
 def exact_tables(spark: SparkSession, database: str) -> Iterator[None]:
-    """Around a pipeline run: :func:`prepare` before, :func:`supersede` after it succeeded."""
-    prepare(spark, database)
-    yield
-    supersede(spark, database)
+    """Around a pipeline run: the catalog's writer lock (:func:`writing`) held throughout,
+    :func:`prepare` before, :func:`supersede` after it succeeded."""
+    with writing(spark):
+        prepare(spark, database)
+        yield
+        supersede(spark, database)
+
+
+def catalog_home(spark: SparkSession) -> Path | None:
+    """The home folder of ``spark``'s catalog (its warehouse is ``<home>/warehouse``, as
+    ``pixels_sql.session()`` and ``pixels-sql serve`` set it), or None for a warehouse that
+    is not a local folder (a cluster's: no file lock can span its writers)."""
+    warehouse = spark.conf.get("spark.sql.warehouse.dir") or ""
+    if warehouse.startswith("file:"):
+        warehouse = urllib.parse.urlparse(warehouse).path
+    elif "://" in warehouse or not warehouse.startswith("/"):
+        return None
+    return Path(warehouse).parent
+
+
+@contextlib.contextmanager
+def writing(spark: SparkSession, **lock: Any) -> Iterator[None]:
+    """Hold the writer lock of ``spark``'s home (``home.catalog_writer``; ``lock``: its
+    options) for the block: a run that writes the pipeline's tables waits for the one under
+    way. Everything that writes them comes through here: :func:`exact_tables` and a stream's
+    :func:`prepare`."""
+    home = catalog_home(spark)
+    if home is None:
+        yield
+        return
+    with catalog_writer(home, **lock):
+        yield
 
 
 def prepare(spark: SparkSession, database: str) -> list[str]:
@@ -71,13 +103,26 @@ def prepare(spark: SparkSession, database: str) -> list[str]:
         locations = _partition_locations(spark, database, table)
         referenced = {_normal(location) for location in locations.values()}
         removed += _remove_unreferenced(spark, metadata.location, referenced)
-    for table in WORKING_TABLES:
-        if not spark.catalog.tableExists(f"{database}.{table}"):
-            # A CTAS killed before it registered its table leaves a folder that makes the next
-            # CTAS fail (LOCATION_ALREADY_EXISTS).
-            location = f"{_database_location(spark, database).rstrip('/')}/{table}"
-            if _delete(spark, location):
-                removed.append(location)
+    removed += _remove_working_tables(spark, database)
+    return removed
+
+
+def _remove_working_tables(spark: SparkSession, database: str) -> list[str]:
+    """Drop the listing tables of killed runs, and the folders of those killed before their
+    CTAS registered the table. Only under the writer lock: then no other run is under way."""
+    removed = []
+    tables = spark.sql(f"SHOW TABLES IN `{database}` LIKE 'pixels_listing*'").collect()
+    for row in tables:
+        if not row.isTemporary and _WORKING_TABLE.fullmatch(row.tableName):
+            spark.sql(f"DROP TABLE IF EXISTS `{database}`.`{row.tableName}`")
+            removed.append(f"{database}.{row.tableName}")
+    root = _database_location(spark, database)
+    files = _files(spark)
+    if files.exists(root):
+        for entry, _is_dir in files.list(root):
+            if _WORKING_TABLE.fullmatch(entry.rstrip("/").rsplit("/", 1)[-1]):
+                files.delete(entry)
+                removed.append(_normal(entry))
     return removed
 
 

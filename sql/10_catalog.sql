@@ -75,8 +75,10 @@ SELECT path, modificationTime, length, reason, message
 FROM list_files('${path}', glob => '${glob:-*}');
 
 -- The listing, compared with the catalog, into a working table that 30_deleted.sql drops when
--- done (a view would list the folder again for every statement naming it). change says what
--- this run does with each file:
+-- done (a view would list the folder again for every statement naming it). The table is this
+-- run's own: its name, pixels_listing_<random>, is a session variable (a session's variables
+-- are its own), so a run never reads or drops another's listing; pixels-sql drops the tables of
+-- killed runs before the next one. change says what this run does with each file:
 --   new      never catalogued, or deleted before and back now: read it;
 --   changed  its length or modificationTime differs from its catalogued row: read it again,
 --            the new row replaces the old one;
@@ -86,8 +88,10 @@ FROM list_files('${path}', glob => '${glob:-*}');
 -- archive and member name a member read in place; source_archive, the archive a row comes from
 -- (also for a member extracted with extract_zip, catalogued as the written file).
 -- A member's modificationTime is its archive's: a rewritten archive's members are re-read.
-DROP TABLE IF EXISTS pixels_listing;
-CREATE TABLE pixels_listing AS
+DECLARE OR REPLACE VARIABLE pixels_listing_table STRING
+  DEFAULT concat('pixels_listing_', replace(uuid(), '-', ''));
+
+CREATE TABLE IDENTIFIER(pixels_listing_table) AS
 WITH listed AS (
   SELECT * FROM pixels_listed
 ),
@@ -119,8 +123,10 @@ files AS (
       m.message,
       l.path AS archive,
       m.member,
+      -- Spark runs a Python function for every row of its input, whatever CASE branch it
+      -- is in: a member with a reason gets a NULL path, so that nothing is written for it.
       CASE WHEN m.reason IS NULL AND '${extract_zip:-}' != '' THEN zip_extract(
-        m.path,
+        CASE WHEN m.reason IS NULL THEN m.path END,
         '${extract_zip:-}',
         concat(
           CASE
@@ -163,6 +169,12 @@ SELECT
   END AS change
 FROM files AS f
 LEFT JOIN catalogued AS c ON c.path = f.path;
+
+-- The statements after this one name the table pixels_listing: a temporary view (this
+-- session's own) over this run's table; a view cannot name a variable, so it is built.
+EXECUTE IMMEDIATE concat(
+  'CREATE OR REPLACE TEMPORARY VIEW pixels_listing AS SELECT * FROM ', pixels_listing_table
+);
 
 SELECT
   count(*) AS files_to_read,

@@ -32,8 +32,10 @@ class ServeProcess:
         jdbc_port: int | None = None,
         connect_port: int | None = None,
         http_port: int | None = None,
+        options: tuple[str, ...] = (),
     ):
         self.home = home
+        self.options = options  # more `serve` options, e.g. ("--allow-store",)
         self.jdbc_port = jdbc_port or free_port()
         self.connect_port = connect_port or free_port()
         self.http_port = http_port or free_port()
@@ -65,6 +67,7 @@ class ServeProcess:
             str(self.connect_port),
             "--http-port",
             str(self.http_port),
+            *self.options,
         ]
         self.lines = []
         self._ready.clear()

@@ -57,7 +57,7 @@ SCHEMA = "kind STRING, path STRING, reason STRING, SOPInstanceUID STRING, detail
 # Where the chain of killed runs is killed: (script, start of the statement that runs then,
 # seconds after the statement before it finished).
 KILL_POINTS = [
-    ("10_catalog.sql", "CREATE TABLE pixels_listing", 0.2),  # while listing
+    ("10_catalog.sql", "CREATE TABLE IDENTIFIER(pixels_listing_table)", 0.2),  # while listing
     ("20_meta.sql", "INSERT INTO object_catalog", 1.0),  # while the header rows are written
     ("40_thumbnails.sql", "INSERT INTO object_thumbnails", 0.5),  # while thumbnails are
 ]

@@ -44,6 +44,8 @@ COUNTED = (
 )
 
 
+# How a failed statement's exception names it (an exception note: the exception is unchanged).
+STATEMENT_NOTE = "pixels-sql statement: "
 # The counts that say how many files the next statement reads (for the progress estimate).
 EXPECTED_FILES = ("files_to_read", "images_to_render")
 
@@ -181,13 +183,18 @@ def run_statements(
             if progress is not None:
                 progress.statement(statement.location)
             began = time.monotonic()
-            frame = spark.sql(statement.sql)
-            if not set(frame.columns) & set(COUNTED):
+            try:
+                frame = spark.sql(statement.sql)
+                row = frame.first().asDict() if set(frame.columns) & set(COUNTED) else None
+            except Exception as exc:
+                # Which statement failed, for the one-line message (cli._error_text).
+                exc.add_note(f"{STATEMENT_NOTE}{statement.location}")
+                raise
+            if row is None:
                 if log is not None:
                     elapsed = time.monotonic() - began
                     print(f"{statement.location}: ok ({elapsed:.1f}s)", file=log, flush=True)
                 continue
-            row = frame.first().asDict()
             report.counts.update({key: int(value or 0) for key, value in row.items()})
             for expected in EXPECTED_FILES:
                 if progress is not None and expected in row:

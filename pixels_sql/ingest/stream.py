@@ -30,7 +30,7 @@ from pixels_sql.dicom import storage
 from pixels_sql.ingest.batch import ingest_params, pipeline_scripts, run_statements
 from pixels_sql.pipeline import DEFAULT_DATABASE
 from pixels_sql.scripts import Statement, load_scripts
-from pixels_sql.tables import prepare
+from pixels_sql.tables import prepare, writing
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -175,7 +175,8 @@ def start_stream(
     )
     report = report if report is not None else StreamReport(database)
     spark.sql(f"CREATE DATABASE IF NOT EXISTS `{database}`")
-    prepare(spark, database)  # what a killed batch left behind
+    with writing(spark):  # its removals must not meet another run's files being written
+        prepare(spark, database)  # what a killed batch left behind
 
     def process(batch: DataFrame, batch_id: int) -> None:
         session = batch.sparkSession

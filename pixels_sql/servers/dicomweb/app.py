@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import math
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -35,6 +37,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("pixels_sql.dicomweb")
 
 PREFIX = "/dicomweb"
+# First wait before a failed landing ingest is tried again (doubling, at most a minute).
+LANDING_RETRY_SECONDS = 5.0
 MAX_STORE_BYTES = 2 * 1024**3
 _UID = r"(?P<{}>[^/]+)"
 _STUDY = "/studies/" + _UID.format("study")
@@ -186,21 +190,43 @@ class Service:
                 self._cataloguer.start()
 
     def _catalogue_pending(self) -> None:
+        failures = 0
         while self._landing_pending.is_set():
             self._landing_pending.clear()
             try:
                 self.catalogue_landing()
-            except Exception:  # the files stay in the landing folder for the next run
-                log.exception("ingesting the STOW-RS landing folder failed")
+                failures = 0
+            except Exception:
+                # The files stay in the landing folder: try again, later each time, until a
+                # run takes them (every acknowledged instance must reach the catalog).
+                failures += 1
+                delay = min(LANDING_RETRY_SECONDS * 2 ** (failures - 1), 60.0)
+                log.exception(
+                    "ingesting the STOW-RS landing folder failed (attempt %d); again in %.0f s",
+                    failures,
+                    delay,
+                )
+                self._landing_pending.set()
+                time.sleep(delay)
 
     def catalogue_landing(self) -> None:
-        """Ingest the landing folder (STOW-RS) and bring the index up to date."""
+        """Ingest the landing folder (STOW-RS) and bring the index up to date. Holds the
+        home's writer lock, waiting as long as another run (a CLI ingest) writes."""
         from pixels_sql.ingest import ingest
+        from pixels_sql.tables import writing
 
         assert self.options.landing is not None
-        # Without thumbnails: `pixels-sql ingest` of the landing folder renders them, and the
-        # thumbnail resource renders on request meanwhile.
-        ingest(self.index.spark, str(self.options.landing), self.index.database, thumbnails=False)
+        with writing(
+            self.index.spark,
+            holder="pixels-sql serve (STOW-RS landing ingest)",
+            wait=math.inf,
+            say=log.warning,
+        ):
+            # Without thumbnails: `pixels-sql ingest` of the landing folder renders them, and
+            # the thumbnail resource renders on request meanwhile.
+            ingest(
+                self.index.spark, str(self.options.landing), self.index.database, thumbnails=False
+            )
         self.index.refresh(force=True)
 
     # -- ASGI -------------------------------------------------------------------------------

@@ -61,11 +61,23 @@ class DicomwebServer:
 
     def _refresh_loop(self) -> None:
         assert self._stop is not None
+        failures = 0
         while not self._stop.wait(REFRESH_SECONDS):
             try:
                 self.service.index.refresh()
-            except Exception:  # a catalog being rewritten: try again next time
-                log.warning("DICOMweb index refresh failed", exc_info=True)
+            except Exception:
+                # A catalog being rewritten by a run: the index keeps serving its last copy and
+                # tries again at the next tick (a failed build leaves the partitions it saw
+                # unrecorded, so the next tick rebuilds). The traceback once per failure series.
+                failures += 1
+                if failures == 1:
+                    log.warning("DICOMweb index refresh failed; retrying", exc_info=True)
+                else:
+                    log.warning("DICOMweb index refresh failed again (%d in a row)", failures)
+                continue
+            if failures:
+                log.warning("DICOMweb index refresh recovered after %d failures", failures)
+                failures = 0
 
     def stop(self) -> None:
         if self._stop is not None:
