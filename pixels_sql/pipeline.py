@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pixels_sql.scripts import keep_values_as_written, load_scripts
-from pixels_sql.tables import exact_tables
+from pixels_sql.tables import exact_tables, writing
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -21,6 +21,7 @@ PIPELINE_DIR = (
     else Path(__file__).resolve().parent.parent / "sql"
 )
 DEFAULT_DATABASE = "pixels"
+VIEWS_SCRIPT = "90_views.sql"
 
 
 def run_pipeline(
@@ -40,6 +41,22 @@ def run_pipeline(
         for statement in statements:
             spark.sql(statement.sql)
     return summary(spark, database)
+
+
+def create_views(spark: SparkSession, database: str, **lock: Any) -> None:
+    """Create the pipeline's views in ``database`` (90_views.sql, holding the writer lock;
+    ``lock``: its options), for a catalog written before a view existed: readers such as
+    the DICOMweb index read the views, whose rules live there only."""
+    statements = load_scripts([PIPELINE_DIR / VIEWS_SCRIPT], {})
+    keep_values_as_written(spark)
+    with writing(spark, **lock):
+        current = spark.catalog.currentDatabase()
+        spark.catalog.setCurrentDatabase(database)
+        try:
+            for statement in statements:
+                spark.sql(statement.sql)
+        finally:
+            spark.catalog.setCurrentDatabase(current)
 
 
 def summary(spark: SparkSession, database: str) -> str:

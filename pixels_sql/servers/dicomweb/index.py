@@ -8,13 +8,17 @@ gains a partition (every ingest run that writes adds one); a search reads whiche
 current. Searches bind every value from a request as an SQL parameter; column names come from
 this module's own tables.
 
-An instance whose SOP Instance UID is catalogued at several paths (copies of a file) is served
-from the first path in path order: DICOMweb addresses instances by UID.
+An instance whose SOP Instance UID is catalogued at several paths (copies, or files in
+conflict) is served from the copy the catalog's ``instance_copies`` view marks ``served`` (the
+one catalogued first, then the first path; sql/90_views.sql): DICOMweb addresses instances by
+UID, and the rule lives in that view only.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import math
 import sqlite3
 import threading
 import time
@@ -27,6 +31,8 @@ from pixels_sql.servers.dicomweb.query import Level, Match, MatchKind, Search
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
+
+log = logging.getLogger("pixels_sql.dicomweb")
 
 # The attributes each level's search results carry, from the instance's DICOM JSON (PS3.18
 # Tables 10.6.3-3 to -5); computed ones (counts, ModalitiesInStudy, RetrieveURL, ...) are added
@@ -120,9 +126,13 @@ def _json_object_sql(tags: Iterable[str]) -> str:
     return f"concat('{{', concat_ws(',', {parts}), '}}')"
 
 
+# The pipeline's view of live instances, each with its `served` mark (sql/90_views.sql).
+COPIES_VIEW = "instance_copies"
+
+
 def catalog_query(database: str) -> str:
-    """The Spark query the index is built from: each path's newest row, if live and an
-    instance (a UID at each level)."""
+    """The Spark query the index is built from: the served copy of each live instance
+    (the ``instance_copies`` view), with a UID at each level."""
     return f"""
     SELECT path, length, unix_millis(modificationTime) AS modified_ms,
            StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID, SOPClassUID,
@@ -143,12 +153,9 @@ def catalog_query(database: str) -> str:
                PARTITION BY StudyInstanceUID, SeriesInstanceUID ORDER BY path) = 1
              THEN {_json_object_sql(SERIES_TAGS)} END AS series_json,
            {_json_object_sql(INSTANCE_TAGS)} AS instance_json
-    FROM (
-      SELECT *, row_number() OVER (PARTITION BY path ORDER BY ingest_run DESC) AS newest
-      FROM `{database}`.object_catalog)
-    WHERE newest = 1 AND deleted_at IS NULL AND meta IS NOT NULL
+    FROM `{database}`.`{COPIES_VIEW}`
+    WHERE served AND meta IS NOT NULL
       AND StudyInstanceUID IS NOT NULL AND SeriesInstanceUID IS NOT NULL
-      AND SOPInstanceUID IS NOT NULL
     """
 
 
@@ -180,9 +187,8 @@ def build_database(rows: Iterable[dict[str, Any]]) -> sqlite3.Connection:
     """An SQLite database of the index from the catalog query's rows."""
     connection = sqlite3.connect(":memory:", check_same_thread=False)
     connection.executescript(SCHEMA)
-    instances: dict[str, dict[str, Any]] = {}
-    for row in sorted(rows, key=lambda r: r["path"]):
-        instances.setdefault(row["SOPInstanceUID"], row)  # copies: the first path serves
+    # One row per SOP Instance UID (the served copy); in path order, as the views' first().
+    instances = {row["SOPInstanceUID"]: row for row in sorted(rows, key=lambda r: r["path"])}
     by_series: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for row in instances.values():
         by_series[(row["StudyInstanceUID"], row["SeriesInstanceUID"])].append(row)
@@ -343,6 +349,22 @@ class CatalogIndex:
         started = time.monotonic()
         rows: list[dict[str, Any]] = []
         if partitions:
+            # Runs in other sessions rewrite and drop the catalog's partition folders, and this
+            # session caches its listing of their files: read it afresh, or every rebuild
+            # after a supersede fails on a removed file (FileNotFoundException) until restart.
+            self.spark.catalog.refreshTable(f"`{self.database}`.`object_catalog`")
+            if not self.spark.catalog.tableExists(f"{self.database}.{COPIES_VIEW}"):
+                # A catalog written before the view existed: create the pipeline's views (a
+                # run would), waiting for a run under way.
+                from pixels_sql.pipeline import create_views
+
+                create_views(
+                    self.spark,
+                    self.database,
+                    holder="pixels-sql serve (DICOMweb index: the catalog's views)",
+                    wait=math.inf,
+                    say=log.warning,
+                )
             # Partition by partition: one collected result of 100,000 rows could be lost
             # from the driver's block manager (TaskResultLost) on a small driver.
             frame = self.spark.sql(catalog_query(self.database))
@@ -397,6 +419,15 @@ class CatalogIndex:
             params.append(sop_uid)
         sql += " ORDER BY series_uid, instance_order, sop_uid"
         return [Instance(*row) for row in self._query(sql, params)]
+
+    def instance(self, sop_uid: str) -> Instance | None:
+        """The served copy of an instance by its SOP Instance UID alone (any study)."""
+        rows = self._query(
+            "SELECT study_uid, series_uid, sop_uid, path, length, modified_ms, transfer_syntax"
+            " FROM instances WHERE sop_uid = ?",
+            [sop_uid],
+        )
+        return Instance(*rows[0]) if rows else None
 
     def counts(self) -> dict[str, int]:
         row = self._query(
