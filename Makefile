@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: setup jar browser dcmtk viewer demo test lint format clean bench bench-thumbnails bench-meta bench-server \
-	bench-ingest bench-dicomweb bench-object-storage bench-scale fuzz stress-writers dbt
+	bench-ingest bench-dicomweb bench-dicomweb-attacks bench-object-storage bench-scale bench-zip-scale fuzz stress-writers dbt
 
 # pip also builds the compiled header reader (setup.py): a change to its C source reinstalls.
 $(STAMP): pyproject.toml setup.py pixels_sql/dicom/_fastmeta.c scripts/check-java scripts/check-cc
@@ -61,8 +61,8 @@ test: jar lint browser dcmtk viewer
 	PIXELS_SQL_TEST_CACHE=$(TEST_CACHE) $(PY) -m pytest
 
 # Speed targets live in bench/ (see bench/README.md), never in the tests.
-bench: bench-meta bench-thumbnails bench-server bench-ingest bench-dicomweb bench-object-storage \
-	bench-scale
+bench: bench-meta bench-thumbnails bench-server bench-ingest bench-dicomweb bench-dicomweb-attacks \
+	bench-object-storage bench-scale bench-zip-scale
 
 bench-thumbnails: jar
 	$(PY) -m bench.thumbnails --files 96
@@ -86,6 +86,12 @@ bench-ingest: jar
 bench-scale: jar
 	$(PY) -m bench.scale --files 100000 --files 1000000
 
+# One zip archive of 100,000 small DICOM files (~11 MiB, made once in bench/data/): the cost of a
+# member read with the central directory parsed once against parsed per read, then
+# `pixels-sql ingest` of it end to end (the issue's target: under 60 s).
+bench-zip-scale: jar
+	$(PY) -m bench.zip_scale --members 100000
+
 # Bytes transferred reading the metadata of 1,000 objects of >= 5 MB from an S3 server on loopback.
 bench-object-storage: jar
 	$(PY) -m bench.object_storage --objects 1000 --baseline 100
@@ -93,6 +99,11 @@ bench-object-storage: jar
 # QIDO-RS searches over 10,000 studies / 100,000 instances and WADO-RS frames, over HTTP.
 bench-dicomweb: jar
 	$(PY) -m bench.dicomweb --studies 10000 --instances-per-study 10 --runs 200
+
+# The attacks of issue 26 on the DICOMweb server: frame amplification, a 1 GiB POST, 20,000
+# half-open connections, 8 large renders - each against a baseline of the same run.
+bench-dicomweb-attacks: jar
+	$(PY) -m bench.dicomweb_attacks --studies 1000 --connections 20000 --renders 8
 
 # The hostile-input run of tests/test_hardening.py with 5,000 seeded mutants (CI runs 80).
 fuzz: jar

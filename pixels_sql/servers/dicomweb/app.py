@@ -1,24 +1,29 @@
 """The DICOMweb service of ``pixels-sql serve``: an ASGI application over the catalog.
 
 One module per resource family (qido.py, wado.py, stow.py); this module routes requests to
-them, runs their blocking work off the event loop, and turns every failure into a short
-message with the right status — never a stack trace.
+them, runs their blocking work off the event loop — views on the request threads, response
+bodies on the stream threads, renders in the render pool's processes — and turns every failure
+into a short message with the right status, never a stack trace. A 500 is a fault of ours: its
+traceback goes to the server log under an id that the answer names. Limits: limits.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import logging
 import math
 import os
 import re
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qsl, unquote
 
 from pixels_sql.dicom import archives
 from pixels_sql.dicom.bulk import bulk_range
@@ -27,9 +32,12 @@ from pixels_sql.dicom.meta import read_meta
 from pixels_sql.dicom.paths import to_local_path
 from pixels_sql.servers import viewer
 from pixels_sql.servers.dicomweb import qido, wado
-from pixels_sql.servers.dicomweb.http import HTTPError, Request, Response
+from pixels_sql.servers.dicomweb.connections import ConnectionGuard
+from pixels_sql.servers.dicomweb.http import HTTPError, RenderJob, Request, Response
 from pixels_sql.servers.dicomweb.index import CatalogIndex, Instance
+from pixels_sql.servers.dicomweb.limits import DEFAULT_LIMITS, HttpLimits
 from pixels_sql.servers.dicomweb.query import QueryError, Search
+from pixels_sql.servers.dicomweb.render import RenderPool
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -39,13 +47,13 @@ log = logging.getLogger("pixels_sql.dicomweb")
 PREFIX = "/dicomweb"
 # First wait before a failed landing ingest is tried again (doubling, at most a minute).
 LANDING_RETRY_SECONDS = 5.0
-MAX_STORE_BYTES = 2 * 1024**3
+STORE_OFF = "storing is off: start the server with pixels-sql serve --allow-store"
 _UID = r"(?P<{}>[^/]+)"
 _STUDY = "/studies/" + _UID.format("study")
 _SERIES = _STUDY + "/series/" + _UID.format("series")
 _INSTANCE = _SERIES + "/instances/" + _UID.format("instance")
 
-Handler = Callable[..., Response]
+Handler = Callable[..., Response | RenderJob]
 
 
 def _routes() -> list[tuple[str, re.Pattern[str], Handler]]:
@@ -81,6 +89,7 @@ class ServiceOptions:
     allow_store: bool = False
     landing: Path | None = None  # where STOW-RS writes instances (the home's landing folder)
     viewer: Path | None = None  # the OHIF build served at / (viewer.py), None: not installed
+    limits: HttpLimits = field(default_factory=lambda: DEFAULT_LIMITS)
 
 
 class Service:
@@ -89,7 +98,16 @@ class Service:
     def __init__(self, index: CatalogIndex, options: ServiceOptions) -> None:
         self.index = index
         self.options = options
+        self.limits = options.limits
         self.routes = _routes()
+        self.connections = ConnectionGuard(self.limits)
+        self.renders = RenderPool(self.limits)
+        self._requests = ThreadPoolExecutor(
+            self.limits.request_threads, thread_name_prefix="dicomweb-request"
+        )
+        self._streams = ThreadPoolExecutor(
+            self.limits.stream_threads, thread_name_prefix="dicomweb-stream"
+        )
         self._landing_pending = threading.Event()
         self._cataloguer_lock = threading.Lock()
         self._cataloguer: threading.Thread | None = None
@@ -250,25 +268,156 @@ class Service:
             return
         if scope["type"] != "http":
             return
+        client = scope.get("client")
+        self.connections.request_started(client)
+        try:
+            await self._answer(scope, receive, send)
+        finally:
+            self.connections.request_ended(client)
+
+    async def _run(self, pool: ThreadPoolExecutor, function: Callable, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(pool, function, *args)
+
+    async def _answer(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
         request_path = scope["path"]
         if not request_path.startswith(PREFIX + "/") and request_path != PREFIX:
-            response = await asyncio.to_thread(self.viewer_file, scope["method"], request_path)
-            await _send(send, response)
+            response = await self._run(
+                self._requests, self.viewer_file, scope["method"], request_path
+            )
+            await self._send(send, scope, response)
             return
+        body_read = scope["method"] not in ("POST", "PUT")
         try:
-            request = await _request(scope, receive)
-            handler, params = self.route(request.method, request.path)
-            response = await asyncio.to_thread(handler, self, request, **params)
+            # Route and check before reading a body: a body the request cannot use (no such
+            # resource, a method not allowed, storing off, too large) is never read.
+            handler, params = self.route(scope["method"], request_path[len(PREFIX) :] or "/")
+            body = b""
+            if not body_read:
+                body = await self._body(scope, receive)
+                body_read = True
+            request = _request(scope, body, self.limits)
+            result = await self._run(
+                self._requests, functools.partial(handler, self, request, **params)
+            )
+            if isinstance(result, RenderJob):
+                response = await self.renders.render(result)
+            else:
+                response = result
         except HTTPError as exc:
-            response = _error(exc.status, exc.message)
+            response = _error(exc.status, exc.message, exc.headers)
         except QueryError as exc:
             response = _error(400, str(exc))
-        except Exception:  # a bug of ours: log it, answer without the details
-            log.exception("DICOMweb request failed: %s %s", scope["method"], request_path)
-            response = _error(500, "internal error (see the server log)")
+        except Exception:  # a fault of ours: the details to the log, an id to the client
+            error_id = secrets.token_hex(6)
+            log.exception(
+                "DICOMweb request failed [error %s]: %s %s", error_id, scope["method"], request_path
+            )
+            response = _error(500, f"internal error {error_id}: the server log has its details")
+        if not body_read:
+            # The body stays unread: the connection cannot carry another request.
+            response.headers.append(("connection", "close"))
         if scope["method"] == "HEAD":
             response.body = b""
-        await _send(send, response)
+        await self._send(send, scope, response)
+
+    async def _body(self, scope: dict[str, Any], receive: Callable) -> bytearray:
+        """A request body, checked against max_body_bytes from its Content-Length before any
+        of it is read (and while reading one sent in chunks), each piece awaited at most
+        body_timeout seconds."""
+        if not self.options.allow_store:
+            raise HTTPError(403, STORE_OFF)
+        limit = self.limits.max_body_bytes
+        too_large = f"the request body is larger than {limit} bytes (max_body_bytes)"
+        declared = _header(scope, b"content-length")
+        if declared is not None:
+            if not declared.isdigit():  # h11 refuses a malformed Content-Length first
+                raise HTTPError(400, "Content-Length is not a number")
+            if int(declared) > limit:
+                raise HTTPError(413, too_large)
+        body = bytearray()
+        while True:
+            try:
+                message = await asyncio.wait_for(receive(), self.limits.body_timeout)
+            except TimeoutError:
+                raise HTTPError(
+                    408, f"no part of the request body came in {self.limits.body_timeout:g} s"
+                ) from None
+            if message["type"] == "http.disconnect":
+                raise HTTPError(400, "the client went before sending its whole body")
+            body += message.get("body", b"")
+            if len(body) > limit:
+                raise HTTPError(413, too_large)
+            if not message.get("more_body"):
+                return body
+
+    async def _send(self, send: Callable, scope: dict[str, Any], response: Response) -> None:
+        """Send a response, its body a chunk at a time from the stream threads; a client that
+        leaves a chunk unread for send_timeout seconds loses the connection."""
+        timeout = self.limits.send_timeout
+
+        async def deliver(message: dict[str, Any]) -> None:
+            try:
+                await asyncio.wait_for(send(message), timeout)
+            except TimeoutError:
+                self.connections.abort(scope.get("client"))
+                raise _ClientGone from None
+
+        try:
+            await self._deliver_all(deliver, scope, response)
+        except _ClientGone:
+            # The connection is closed: let asyncio report it lost before this returns, so
+            # that uvicorn sees a disconnected client, not an unfinished answer.
+            await asyncio.sleep(0)
+
+    async def _deliver_all(
+        self, deliver: Callable, scope: dict[str, Any], response: Response
+    ) -> None:
+        await deliver(
+            {
+                "type": "http.response.start",
+                "status": response.status,
+                "headers": [
+                    (k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers
+                ],
+            }
+        )
+        if isinstance(response.body, (bytes, bytearray)):
+            await deliver({"type": "http.response.body", "body": bytes(response.body)})
+            return
+        chunks: Iterator[bytes] = iter(response.body)
+        try:
+            while True:
+                try:
+                    chunk = await self._run(self._streams, next, chunks, None)
+                except Exception:  # the status is sent: all that is left is to cut the body short
+                    log.exception(
+                        "DICOMweb response body failed [error %s]: %s %s",
+                        secrets.token_hex(6),
+                        scope["method"],
+                        scope["path"],
+                    )
+                    self.connections.abort(scope.get("client"))
+                    raise _ClientGone from None
+                if chunk is None:
+                    break
+                await deliver({"type": "http.response.body", "body": chunk, "more_body": True})
+            await deliver({"type": "http.response.body", "body": b""})
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:  # a generator: its files are closed now, not by the GC
+                await self._run(self._streams, close)
+
+    def close(self) -> None:
+        """Stop the pools (the server has stopped taking requests)."""
+        self.connections.stop()
+        self.renders.close()
+        self._requests.shutdown(wait=False, cancel_futures=True)
+        self._streams.shutdown(wait=False, cancel_futures=True)
+
+
+class _ClientGone(Exception):
+    """An answer cut short (the client stopped reading it for send_timeout seconds, or its
+    body failed after the status was sent): the connection is closed."""
 
 
 def _with_public_bulk(header: dict[str, Any], instance_url: str) -> dict[str, Any]:
@@ -290,36 +439,35 @@ def _with_public_bulk(header: dict[str, Any], instance_url: str) -> dict[str, An
     return result
 
 
-def _error(status: int, message: str) -> Response:
+def _error(status: int, message: str, headers: list[tuple[str, str]] | None = None) -> Response:
     return Response(
-        status, [("content-type", "text/plain; charset=utf-8")], (message + "\n").encode()
+        status,
+        [("content-type", "text/plain; charset=utf-8"), *(headers or [])],
+        (message + "\n").encode(),
     )
 
 
-async def _request(scope: dict[str, Any], receive: Callable) -> Request:
+def _header(scope: dict[str, Any], name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _request(scope: dict[str, Any], body: bytes | bytearray, limits: HttpLimits) -> Request:
     headers = {
         name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]
     }
-    body = b""
-    if scope["method"] in ("POST", "PUT"):
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > MAX_STORE_BYTES:
-                raise HTTPError(413, "the request body is too large")
-            chunks.append(chunk)
-            if not message.get("more_body"):
-                break
-        body = b"".join(chunks)
-    query = [
-        (name, value)
-        for name, values in parse_qs(
-            scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True
-        ).items()
-        for value in values
-    ]
+    try:
+        query = parse_qsl(
+            scope.get("query_string", b"").decode("latin-1"),
+            keep_blank_values=True,
+            max_num_fields=limits.max_query_parameters,
+        )
+    except ValueError:  # more fields than max_num_fields
+        raise QueryError(
+            f"more than {limits.max_query_parameters} query parameters (max_query_parameters)"
+        ) from None
     server_host, server_port = scope.get("server") or ("127.0.0.1", 80)
     host = headers.get("host") or f"{server_host}:{server_port}"
     if ":" not in host.rsplit("]", 1)[-1] and server_port not in (80, 443):
@@ -335,30 +483,6 @@ async def _request(scope: dict[str, Any], receive: Callable) -> Request:
         base_url=base_url,
         body=body,
     )
-
-
-async def _send(send: Callable, response: Response) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": response.status,
-            "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers],
-        }
-    )
-    if isinstance(response.body, (bytes, bytearray)):
-        await send({"type": "http.response.body", "body": bytes(response.body)})
-        return
-    chunks: Iterator[bytes] = iter(response.body)
-    while True:
-        try:
-            chunk = await asyncio.to_thread(next, chunks, None)
-        except Exception:  # the status is sent: all that is left is to cut the body short
-            log.exception("DICOMweb response body failed")
-            raise
-        if chunk is None:
-            break
-        await send({"type": "http.response.body", "body": chunk, "more_body": True})
-    await send({"type": "http.response.body", "body": b""})
 
 
 async def _lifespan(receive: Callable, send: Callable) -> None:

@@ -13,10 +13,13 @@ from typing import Any
 class HTTPError(Exception):
     """An error answer: status and a short text (never a stack trace)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(
+        self, status: int, message: str, headers: list[tuple[str, str]] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers or []
 
 
 @dataclass
@@ -26,7 +29,7 @@ class Request:
     query: list[tuple[str, str]]
     headers: dict[str, str]  # lower-case names
     base_url: str  # scheme://host[:port] + the service prefix, for URLs in answers
-    body: bytes = b""
+    body: bytes | bytearray = b""
 
 
 @dataclass
@@ -34,6 +37,17 @@ class Response:
     status: int = 200
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes | Iterable[bytes] = b""
+
+
+@dataclass
+class RenderJob:
+    """What a rendering view answers: the render pool (render.py) renders the candidates'
+    files in order and sends the first image made, so that no request thread waits for it."""
+
+    candidates: list[tuple[str, str]]  # (SOP Instance UID, path)
+    size: int
+    fmt: str  # png or jpeg
+    media_type: str
 
 
 def json_response(value: Any, status: int = 200, warnings: Iterable[str] = ()) -> Response:

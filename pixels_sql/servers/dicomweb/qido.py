@@ -44,7 +44,7 @@ def _study(row: tuple[Any, ...], base: str) -> dict[str, Any]:
 
 
 def search_studies(service: Service, request: Request) -> Response:
-    search = parse_search(Level.STUDY, request.query)
+    search = parse_search(Level.STUDY, request.query, service.limits)
     rows = service.index.search(search)
     results = [_study(row, request.base_url) for row in rows]
     service.include_fields(
@@ -56,7 +56,7 @@ def search_studies(service: Service, request: Request) -> Response:
 def search_series(service: Service, request: Request, study: str | None = None) -> Response:
     if study is not None:
         check_uid(study)
-    search = parse_search(Level.SERIES, request.query)
+    search = parse_search(Level.SERIES, request.query, service.limits)
     rows = service.index.search(search, study_uid=study)
     results = []
     for row in rows:
@@ -81,7 +81,7 @@ def search_instances(
     for uid in (study, series):
         if uid is not None:
             check_uid(uid)
-    search = parse_search(Level.INSTANCE, request.query)
+    search = parse_search(Level.INSTANCE, request.query, service.limits)
     rows = service.index.search(search, study_uid=study, series_uid=series)
     results = []
     for row in rows:

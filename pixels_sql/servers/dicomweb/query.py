@@ -12,8 +12,12 @@ from enum import Enum
 
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
 
-MAX_LIMIT = 10_000
+from pixels_sql.servers.dicomweb.limits import DEFAULT_LIMITS, HttpLimits
+
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+# ASCII digits only: str.isdigit() also takes '²' and other digits int() refuses; at most 12
+# (the bounds below are far lower, and int() of thousands of digits is slow or refused).
+_NUMBER = re.compile(r"[0-9]{1,12}")
 _DATE = re.compile(r"[0-9]{8}")
 _TAG = re.compile(r"[0-9A-Fa-f]{8}")
 
@@ -90,7 +94,7 @@ CONTROL_PARAMETERS = {"limit", "offset", "includefield", "fuzzymatching", "order
 class Search:
     level: Level
     matches: list[Match] = field(default_factory=list)
-    limit: int = MAX_LIMIT
+    limit: int = DEFAULT_LIMITS.max_results
     offset: int = 0
     include_tags: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -104,7 +108,7 @@ def keyword_of(key: str) -> str:
             raise QueryError(f"unknown attribute {key}")
         return keyword
     if tag_for_keyword(key) is None:
-        raise QueryError(f"unknown attribute {key!r}")
+        raise QueryError(f"unknown attribute {key[:64]!r}")
     return key
 
 
@@ -114,13 +118,22 @@ def tag_key(key: str) -> str:
         return key.upper()
     tag = tag_for_keyword(key)
     if tag is None:
-        raise QueryError(f"unknown attribute {key!r}")
+        raise QueryError(f"unknown attribute {key[:64]!r}")
     return f"{tag:08X}"
 
 
-def parse_search(level: Level, params: list[tuple[str, str]]) -> Search:
-    """Check and parse a QIDO-RS query string's (name, value) pairs for a search at ``level``."""
-    search = Search(level)
+def parse_search(
+    level: Level, params: list[tuple[str, str]], limits: HttpLimits = DEFAULT_LIMITS
+) -> Search:
+    """Check and parse a QIDO-RS query string's (name, value) pairs for a search at ``level``.
+
+    Everything a request can make large is bounded here (QueryError, a 400): the number of
+    parameters, each value's length, each list's length, offset; limit is capped."""
+    if len(params) > limits.max_query_parameters:
+        raise QueryError(
+            f"{len(params)} query parameters: at most {limits.max_query_parameters} are accepted"
+        )
+    search = Search(level, limit=limits.max_results)
     allowed = {
         keyword: kind
         for above in LEVELS_ABOVE[level]
@@ -128,13 +141,20 @@ def parse_search(level: Level, params: list[tuple[str, str]]) -> Search:
     }
     for name, value in params:
         if name in ("limit", "offset"):
-            number = _non_negative(name, value)
+            number = non_negative(name, value)
             if name == "limit":
-                search.limit = min(number, MAX_LIMIT)
+                search.limit = min(number, limits.max_results)
+            elif number > limits.max_offset:
+                raise QueryError(f"offset must be at most {limits.max_offset}, got {number}")
             else:
                 search.offset = number
         elif name == "includefield":
-            for item in filter(None, (part.strip() for part in value.split(","))):
+            items = [part.strip() for part in value.split(",")]
+            if len(search.include_tags) + len(items) > limits.max_list_values:
+                raise QueryError(
+                    f"includefield names more than {limits.max_list_values} attributes"
+                )
+            for item in filter(None, items):
                 # `all`: every attribute the index holds for the level, which every result
                 # carries anyway; named ones beyond those are read from a header.
                 if item != "all":
@@ -154,27 +174,51 @@ def parse_search(level: Level, params: list[tuple[str, str]]) -> Search:
                 continue
             if value == "" or (kind in (STRING_MATCH, PN_MATCH) and set(value) == {"*"}):
                 continue  # universal matching (PS3.4 C.2.2.2.3, C.2.2.2.4)
-            search.matches.append(_match(keyword, kind, value))
+            search.matches.append(_match(keyword, kind, value, limits))
     return search
 
 
-def _non_negative(name: str, value: str) -> int:
-    if not value.isdigit():
-        raise QueryError(f"{name} must be a non-negative integer, got {value!r}")
+def non_negative(name: str, value: str) -> int:
+    """A non-negative integer written in ASCII digits (at most 12); QueryError if not."""
+    if not _NUMBER.fullmatch(value):
+        raise QueryError(f"{name} must be a non-negative integer, got {value[:40]!r}")
     return int(value)
 
 
-def _match(keyword: str, kind: str, value: str) -> Match:
+def _values(keyword: str, value: str, limits: HttpLimits) -> tuple[str, ...]:
+    """The values of a list match (PS3.4 C.2.2.2.2: backslash-separated; PS3.18 8.3.4.1 also
+    allows commas), at least one and at most max_list_values."""
+    values = tuple(part for part in re.split(r"[,\\]", value) if part)
+    if not values:
+        raise QueryError(f"{keyword}: the list {value[:40]!r} has no value")
+    if len(values) > limits.max_list_values:
+        raise QueryError(
+            f"{keyword}: {len(values)} values, at most {limits.max_list_values} are accepted"
+        )
+    for item in values:
+        _check_length(keyword, item, limits)
+    return values
+
+
+def _check_length(keyword: str, value: str, limits: HttpLimits) -> None:
+    if len(value) > limits.max_value_chars:
+        raise QueryError(
+            f"{keyword}: a value of {len(value)} characters, at most {limits.max_value_chars}"
+            " are accepted"
+        )
+
+
+def _match(keyword: str, kind: str, value: str, limits: HttpLimits) -> Match:
     if kind == UID_MATCH:
-        uids = tuple(part for part in re.split(r"[,\\]", value) if part)
+        uids = _values(keyword, value, limits)
         for uid in uids:
             check_uid(uid)
         return Match(keyword, MatchKind.UIDS, uids)
     if kind == DATE_MATCH:
         return Match(keyword, MatchKind.RANGE, _date_range(keyword, value))
     if kind == MODALITIES_MATCH:
-        modalities = tuple(part for part in re.split(r"[,\\]", value) if part)
-        return Match(keyword, MatchKind.ANY_OF, modalities)
+        return Match(keyword, MatchKind.ANY_OF, _values(keyword, value, limits))
+    _check_length(keyword, value, limits)
     if kind == PN_MATCH or "*" in value or "?" in value:
         return Match(keyword, MatchKind.WILDCARD, (value,))
     return Match(keyword, MatchKind.EXACT, (value,))
@@ -187,7 +231,7 @@ def _date_range(keyword: str, value: str) -> tuple[str, str]:
         high = low
     for end in (low, high):
         if end and not _DATE.fullmatch(end):
-            raise QueryError(f"{keyword} must be YYYYMMDD or a range of them, got {value!r}")
+            raise QueryError(f"{keyword} must be YYYYMMDD or a range of them, got {value[:40]!r}")
     if not low and not high:
         raise QueryError(f"{keyword}: a range needs at least one end")
     return low, high

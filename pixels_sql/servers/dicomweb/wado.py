@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
-from pixels_sql.dicom.errors import DicomReadError
 from pixels_sql.dicom.frames import (
     NATIVE_MEDIA_TYPE,
     FrameError,
@@ -23,21 +22,22 @@ from pixels_sql.dicom.frames import (
 )
 from pixels_sql.dicom.part10 import file_meta_prefix, is_part10
 from pixels_sql.dicom.sources import open_source
-from pixels_sql.dicom.thumbnail import render_thumbnail
 from pixels_sql.servers.dicomweb.http import (
     HTTPError,
     MediaRange,
+    RenderJob,
     Request,
     Response,
     json_response,
     multipart_response,
     parse_accept,
 )
-from pixels_sql.servers.dicomweb.query import check_uid
+from pixels_sql.servers.dicomweb.query import QueryError, check_uid, non_negative
 
 if TYPE_CHECKING:
     from pixels_sql.servers.dicomweb.app import Service
     from pixels_sql.servers.dicomweb.index import Instance
+    from pixels_sql.servers.dicomweb.limits import HttpLimits
 
 DICOM = "application/dicom"
 CHUNK = 1 << 20
@@ -149,19 +149,34 @@ def bulk(
     offset: str,
     length: str,
 ) -> Response:
-    """A byte range of a catalogued instance (its BulkDataURIs), as application/octet-stream."""
+    """A byte range of a catalogued instance (its BulkDataURIs), as application/octet-stream,
+    read and sent a chunk at a time."""
     _check(study, series, instance)
-    if not (offset.isdigit() and length.isdigit()):
-        raise HTTPError(400, "a bulk data range is /bulk/<offset>/<length> in bytes")
+    try:
+        start, count = non_negative("offset", offset), non_negative("length", length)
+    except QueryError:
+        raise HTTPError(400, "a bulk data range is /bulk/<offset>/<length> in bytes") from None
     (item,) = service.catalogued(study, series, instance)
     service.check_fresh(item)
-    start, count = int(offset), int(length)
     with open_source(item.path) as source:
         if start + count > source.size:
             raise HTTPError(404, "the range lies outside the instance")
-        source.fp.seek(start)
-        data = source.fp.read(count)
-    return multipart_response([(NATIVE_MEDIA_TYPE, [data])], NATIVE_MEDIA_TYPE)
+    chunks = _range_chunks(item.path, [(start, count)])
+    return multipart_response([(NATIVE_MEDIA_TYPE, chunks)], NATIVE_MEDIA_TYPE)
+
+
+def _range_chunks(path: str, ranges: list[tuple[int, int]]) -> Iterator[bytes]:
+    """The bytes of ``ranges`` of a file, at most CHUNK at a time (the file is opened when the
+    body is sent, and closed when it is done or the client goes)."""
+    with open_source(path) as source:
+        for offset, length in ranges:
+            source.fp.seek(offset)
+            while length > 0:
+                chunk = source.fp.read(min(CHUNK, length))
+                if not chunk:
+                    raise OSError(f"{path} ended before its catalogued range")
+                length -= len(chunk)
+                yield chunk
 
 
 def _frame_media(layout: PixelLayout, accept: list[MediaRange]) -> str | None:
@@ -195,11 +210,17 @@ def frames(
     instance: str,
     frame_list: str,
 ) -> Response:
-    """Frames as stored: native frames' bytes, or an encapsulated frame's fragments."""
+    """Frames as stored: native frames' bytes, or an encapsulated frame's fragments, read and
+    sent one chunk at a time (a list may repeat a frame: it is read again, never held)."""
+    limits = service.limits
     _check(study, series, instance)
     if not _FRAME_LIST.fullmatch(frame_list):
         raise HTTPError(400, "frames are a comma-separated list of frame numbers from 1")
     numbers = [int(n) for n in frame_list.split(",")]
+    if len(numbers) > limits.max_frames:
+        raise HTTPError(
+            400, f"{len(numbers)} frames asked for: at most {limits.max_frames} in one request"
+        )
     (item,) = service.catalogued(study, series, instance)
     header = service.header(item)
     try:
@@ -216,16 +237,55 @@ def frames(
         )
     with open_source(item.path) as source:
         pixels = pixel_source(layout, source.fp)
+        if pixels is not source.fp:
+            # Pixel data the header holds inline (pixel_source: e.g. of a deflated data set,
+            # inflated to be read) is already in memory: its frames are cut from it.
+            return _inflated_frames(layout, pixels, numbers, media, instance, limits)
         try:
             ranges = frame_ranges(layout, pixels)
         except FrameError as exc:
             raise HTTPError(404, f"instance {instance}: {exc}") from None
-        for number in numbers:
-            if number > len(ranges):
-                raise HTTPError(404, f"instance {instance} has {len(ranges)} frames")
-        data = [read_ranges(pixels, ranges[number - 1]) for number in numbers]
+    for number in numbers:
+        if number > len(ranges):
+            raise HTTPError(404, f"instance {instance} has {len(ranges)} frames")
+    total = sum(length for number in numbers for _, length in ranges[number - 1])
+    _check_frames_bytes(total, limits)
     part_type = f"{media}; transfer-syntax={layout.transfer_syntax}"
-    return multipart_response([(part_type, [frame]) for frame in data], media)
+    parts = ((part_type, _range_chunks(item.path, ranges[number - 1])) for number in numbers)
+    return multipart_response(parts, media)
+
+
+def _check_frames_bytes(total: int, limits: HttpLimits) -> None:
+    if total > limits.max_frames_bytes:
+        raise HTTPError(
+            400,
+            f"the frames asked for add up to {total} bytes: at most"
+            f" {limits.max_frames_bytes} in one request (ask in several)",
+        )
+
+
+def _inflated_frames(
+    layout: PixelLayout,
+    pixels: BinaryIO,
+    numbers: list[int],
+    media: str,
+    instance: str,
+    limits: HttpLimits,
+) -> Response:
+    try:
+        ranges = frame_ranges(layout, pixels)
+    except FrameError as exc:
+        raise HTTPError(404, f"instance {instance}: {exc}") from None
+    for number in numbers:
+        if number > len(ranges):
+            raise HTTPError(404, f"instance {instance} has {len(ranges)} frames")
+    _check_frames_bytes(sum(n for number in numbers for _, n in ranges[number - 1]), limits)
+    part_type = f"{media}; transfer-syntax={layout.transfer_syntax}"
+
+    def frame(number: int) -> Iterator[bytes]:
+        yield read_ranges(pixels, ranges[number - 1])
+
+    return multipart_response(((part_type, frame(number)) for number in numbers), media)
 
 
 def _image_format(request: Request) -> tuple[str, str]:
@@ -248,28 +308,19 @@ def _viewport(request: Request, default: int) -> int:
     return default
 
 
-def _render(service: Service, request: Request, item: Instance, size: int) -> Response:
-    fmt, media_type = _image_format(request)
-    service.check_fresh(item)
-    try:
-        image = render_thumbnail(item.path, size, fmt)
-    except DicomReadError as exc:
-        raise HTTPError(404, f"instance {item.sop_uid} cannot be rendered: {exc.reason}") from None
-    return Response(200, [("content-type", media_type)], image)
-
-
 def rendered(
     service: Service, request: Request, study: str, series: str, instance: str
-) -> Response:
+) -> RenderJob:
     """The instance rendered as PNG or JPEG (the dicom_thumbnail renderer), at full size or
-    fitted into ``viewport``."""
+    fitted into ``viewport``; the render pool makes it (app.py)."""
     _check(study, series, instance)
+    fmt, media_type = _image_format(request)
     (item,) = service.catalogued(study, series, instance)
     header = service.header(item)
     rows = (header.get("00280010", {}).get("Value") or [512])[0] or 512
     columns = (header.get("00280011", {}).get("Value") or [512])[0] or 512
     size = _viewport(request, min(max(int(rows), int(columns)), RENDERED_MAX))
-    return _render(service, request, item, size)
+    return RenderJob([(item.sop_uid, item.path)], size, fmt, media_type)
 
 
 def thumbnail(
@@ -278,17 +329,21 @@ def thumbnail(
     study: str,
     series: str | None = None,
     instance: str | None = None,
-) -> Response:
-    """A small rendering of the instance, or of the first instance of a series or study."""
+) -> RenderJob:
+    """A small rendering of the instance, or of the first instance of a series or study that
+    renders (a study may start with a SR)."""
     _check(study, series, instance)
-    candidates = service.catalogued(study, series, instance)
+    fmt, media_type = _image_format(request)
     size = _viewport(request, THUMBNAIL_SIZE)
+    candidates = []
     last_error: HTTPError | None = None
-    for item in candidates[:20]:  # the first instance that renders (a study may start with a SR)
+    for item in service.catalogued(study, series, instance)[:20]:
         try:
-            return _render(service, request, item, size)
+            service.check_fresh(item)
         except HTTPError as exc:
-            if exc.status == 406:
-                raise
             last_error = exc
-    raise last_error or HTTPError(404, "nothing to render")
+            continue
+        candidates.append((item.sop_uid, item.path))
+    if not candidates:
+        raise last_error or HTTPError(404, "nothing to render")
+    return RenderJob(candidates, size, fmt, media_type)
