@@ -117,11 +117,11 @@ files AS (
   FROM (
     SELECT
       m.path,
-      l.modificationTime,
+      m.modificationTime,
       m.length,
       m.reason,
       m.message,
-      l.path AS archive,
+      m.archive,
       m.member,
       -- Spark runs a Python function for every row of its input, whatever CASE branch it
       -- is in: a member with a reason gets a NULL path, so that nothing is written for it.
@@ -130,17 +130,25 @@ files AS (
         '${extract_zip:-}',
         concat(
           CASE
-            WHEN startswith(regexp_replace(l.path, '^file:(//)?', ''), '${path}/')
-              THEN substr(regexp_replace(l.path, '^file:(//)?', ''), length('${path}') + 2)
-            ELSE regexp_extract(l.path, '[^/]+$', 0)
+            WHEN startswith(regexp_replace(m.archive, '^file:(//)?', ''), '${path}/')
+              THEN substr(regexp_replace(m.archive, '^file:(//)?', ''), length('${path}') + 2)
+            ELSE regexp_extract(m.archive, '[^/]+$', 0)
           END,
           '/',
           m.member
         ),
-        unix_seconds(l.modificationTime)
+        unix_seconds(m.modificationTime)
       ) END AS extracted
-    FROM listed AS l, LATERAL inline(zip_members(l.path)) AS m
-    WHERE l.reason IS NULL AND endswith(lower(l.path), '.zip')
+    FROM (
+      -- An archive's members all come out of the one task that lists it: spread over the
+      -- cores (by a hash of the path, so a task still gets each archive's members one after
+      -- the other and its reader parses the archive once), for zip_extract here and the
+      -- header reads of 20_meta.sql, which reads this table's files in parallel.
+      SELECT /*+ REPARTITION(path) */
+        m.*, l.path AS archive, l.modificationTime
+      FROM listed AS l, LATERAL inline(zip_members(l.path)) AS m
+      WHERE l.reason IS NULL AND endswith(lower(l.path), '.zip')
+    ) AS m
   )
 ),
 catalogued AS (
