@@ -10,7 +10,7 @@ STOW-RS over plain HTTP:
   changing what QIDO and metadata return;
 - a disk-full run names the statement and the OS error first;
 - kill -9 of the server under a CLI ingest: the CLI exits within 30 s with one line, and the
-  run again (with a new server) is exact.
+  run again (embedded, the server gone) is exact.
 """
 
 from __future__ import annotations
@@ -82,6 +82,13 @@ def qido_instances(base: str, study: str) -> list[dict]:
     return response.json() if response.content else []
 
 
+def study_patient(base: str, study: str) -> str | None:
+    """The PatientName QIDO-RS gives a study."""
+    response = requests.get(f"{base}/studies", params={"StudyInstanceUID": study}, timeout=60)
+    found = response.json() if response.status_code == 200 and response.content else []
+    return found[0]["00100010"]["Value"][0]["Alphabetic"] if found else None
+
+
 def sop_uids(results: list[dict]) -> set[str]:
     return {result["00080018"]["Value"][0] for result in results}
 
@@ -93,6 +100,15 @@ def eventually(check: Callable[[], bool], seconds: float = 180) -> bool:
             return False
         time.sleep(1)
     return True
+
+
+def gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended (a zombie has)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state in ("Z", "X")
 
 
 def cli(home: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -118,7 +134,7 @@ def cli_process(home: Path, *args: str) -> subprocess.Popen[str]:
 
 
 def query(home: Path, sql: str) -> list[dict[str, str]]:
-    """Rows of a query run by the CLI through the server."""
+    """Rows of a query run by the CLI (through the home's server, if one runs)."""
     done = cli(home, "sql", sql, "--format", "csv", "--limit", "1000000", timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return list(csv.DictReader(io.StringIO(done.stdout)))
@@ -211,6 +227,7 @@ def test_cli_ingests_while_stows_arrive(server: ServeProcess, base: str, data: P
     acknowledged: set[str] = set()
     catalogued: set[str] = set()
     stow_study = generate_uid()
+    studies: list[str] = []
     for round_number in range(ROUNDS):
         study = generate_uid()
         folder = data / f"round{round_number}"
@@ -221,12 +238,26 @@ def test_cli_ingests_while_stows_arrive(server: ServeProcess, base: str, data: P
             dataset.save_as(folder / f"{number}.dcm")
             files.add(str(dataset.SOPInstanceUID))
         catalogued |= files
+        changed = None
+        if studies:
+            # A file of the last round rewritten in place: its new row replaces the old one,
+            # whose partition the run then rewrites (the index must read the table afresh).
+            changed = f"CHANGED^ROUND{round_number}"
+            path = data / f"round{round_number - 1}" / "0.dcm"
+            rewritten = pydicom.dcmread(path)
+            rewritten.PatientName = changed
+            rewritten.save_as(path)
+        studies.append(study)
         stderr = ingest_while_storing(server.home, data, base, stow_study, acknowledged)
         # The index follows both runs (the CLI's through the server, the landing ingest's)
         # without a restart.
         assert eventually(
             lambda study=study, files=files: sop_uids(qido_instances(base, study)) == files
         ), stderr
+        if changed is not None:
+            assert eventually(
+                lambda study=studies[-2], changed=changed: study_patient(base, study) == changed
+            ), stderr
         assert eventually(lambda: sop_uids(qido_instances(base, stow_study)) >= acknowledged), (
             f"round {round_number}: acknowledged but not searchable:"
             f" {sorted(acknowledged - sop_uids(qido_instances(base, stow_study)))[:5]}"
@@ -282,7 +313,7 @@ def ingest_while_storing(
 def test_a_conflicting_instance_never_replaces_the_catalogued_one(
     server: ServeProcess, base: str, data: Path, tmp_path: Path
 ) -> None:
-    original_path = sorted(data.rglob("*.dcm"))[0]
+    original_path = sorted(data.rglob("*.dcm"))[-1]  # of the last round: never rewritten
     original = pydicom.dcmread(original_path)
     study, sop = str(original.StudyInstanceUID), str(original.SOPInstanceUID)
     series = str(original.SeriesInstanceUID)
@@ -325,8 +356,7 @@ def test_a_conflicting_instance_never_replaces_the_catalogued_one(
     time.sleep(6)  # one refresh of the index at least (every 5 s)
     found = [r for r in qido_instances(base, study) if r["00080018"]["Value"] == [sop]]
     assert len(found) == 1, found
-    studies = requests.get(f"{base}/studies", params={"StudyInstanceUID": study}, timeout=60)
-    assert studies.json()[0]["00100010"]["Value"][0]["Alphabetic"] == ORIGINAL
+    assert study_patient(base, study) == ORIGINAL
     metadata = requests.get(f"{instance}/metadata", timeout=60).json()
     assert metadata[0]["00100010"]["Value"][0]["Alphabetic"] == ORIGINAL
 
@@ -387,26 +417,25 @@ def test_a_cli_client_exits_when_its_server_is_killed_and_the_rerun_is_exact(
     finally:
         run.kill()
     assert time.monotonic() - killed < 30
-    for pid in pids[1:]:  # its JVM and workers end on their own; make sure before a restart
+    for pid in pids[1:]:  # its JVM and workers end on their own; make sure before the re-run
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+    assert eventually(lambda: all(gone(pid) for pid in pids), 60)
     assert run.returncode == 1
     after = [line for line in rest.splitlines() if line.strip()]
     assert after and after[-1].startswith("pixels-sql: the server of"), rest[-3000:]
     assert [line for line in after if line.startswith("pixels-sql:")] == after[-1:], rest[-3000:]
     assert "Traceback" not in rest, rest[-3000:]
 
-    restarted = ServeProcess(server.home, options=server.options).start()
-    try:
-        again = cli(server.home, "ingest", str(folder), "--no-thumbnails")
-        assert again.returncode == 0, again.stderr[-3000:]
-        rows = query(
-            server.home,
-            f"SELECT path, SOPInstanceUID FROM object_catalog WHERE deleted_at IS NULL"
-            f" AND startswith(path, 'file:{folder}/')",
-        )
-    finally:
-        restarted.terminate()
+    # Run again with no server on the home (the command runs embedded, the metastore and the
+    # writer lock of the killed processes released by the kernel).
+    again = cli(server.home, "ingest", str(folder), "--no-thumbnails")
+    assert again.returncode == 0, again.stderr[-3000:]
+    rows = query(
+        server.home,
+        f"SELECT path, SOPInstanceUID FROM object_catalog WHERE deleted_at IS NULL"
+        f" AND startswith(path, 'file:{folder}/')",
+    )
     assert sorted(row["path"] for row in rows) == sorted(
         f"file:{path}" for path in folder.iterdir()
     )
@@ -428,3 +457,49 @@ def test_an_io_failure_leads_with_the_statement_and_the_os_error() -> None:
         " file:/tmp/enospc/full.db/pixels_listing_b54784fccfb54054bdb02072759b2cc0."
         " SQLSTATE: 58030)"
     )
+
+
+def test_identical_copies_are_not_conflicts_and_the_first_catalogued_is_served(
+    spark, tmp_path: Path
+) -> None:
+    """The views' rule without a server: two folders ingested one after the other, the second
+    sorting first by path, with an identical copy and a conflicting file of the first's
+    instances."""
+    from pixels_sql.ingest import ingest
+
+    database = "writers_identity"
+    spark.sql(f"DROP DATABASE IF EXISTS {database} CASCADE")
+    study = generate_uid()
+    first, second = tmp_path / "z-first", tmp_path / "a-second"
+    first.mkdir()
+    second.mkdir()
+    same, other = make_instance(study), make_instance(study)
+    same.save_as(first / "same.dcm")
+    other.save_as(first / "other.dcm")
+    ingest(spark, str(first), database, thumbnails=False)
+    (second / "same-copy.dcm").write_bytes((first / "same.dcm").read_bytes())
+    make_instance(study, "SPOOFED^BY^FOLDER", sop=str(other.SOPInstanceUID)).save_as(
+        second / "other-conflict.dcm"
+    )
+    ingest(spark, str(second), database, thumbnails=False)
+    served = {
+        row.SOPInstanceUID: row.path
+        for row in spark.sql(
+            f"SELECT SOPInstanceUID, path FROM {database}.instance_copies WHERE served"
+        ).collect()
+    }
+    assert served == {
+        str(same.SOPInstanceUID): f"file:{first / 'same.dcm'}",
+        str(other.SOPInstanceUID): f"file:{first / 'other.dcm'}",
+    }
+    conflicts = spark.sql(
+        f"SELECT SOPInstanceUID, served_path, conflicting_path FROM {database}.instance_conflicts"
+    ).collect()
+    assert [tuple(row) for row in conflicts] == [
+        (
+            str(other.SOPInstanceUID),
+            f"file:{first / 'other.dcm'}",
+            f"file:{second / 'other-conflict.dcm'}",
+        )
+    ]
+    spark.sql(f"DROP DATABASE {database} CASCADE")
