@@ -38,6 +38,7 @@ DATABASE = "dicomweb_limits"
 LIMITS = HttpLimits(
     header_timeout=2.0,
     body_timeout=2.0,
+    send_timeout=2.0,
     max_body_bytes=4 * MIB,
     render_workers=1,
     render_queue=1,
@@ -383,6 +384,26 @@ def test_a_slow_request_head_is_cut_off(servers) -> None:
         silent.close()
         slow.close()
     assert closed_after is not None and closed_after < LIMITS.header_timeout + 3
+
+
+def test_a_client_that_stops_reading_loses_its_connection(servers, big) -> None:
+    """An answer of 270 MB that the client does not read: after send_timeout the server closes
+    the connection, having sent only what the socket buffers held."""
+    address = urlsplit(servers.url)
+    path = f"{address.path}{instance_path(big)}/frames/" + ",".join(["1"] * 100)
+    with socket.create_connection((address.hostname, address.port), timeout=30) as sock:
+        sock.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: x\r\nAccept: multipart/related;"
+            ' type="application/octet-stream"; transfer-syntax=*\r\n\r\n'.encode()
+        )
+        time.sleep(LIMITS.send_timeout + 3)
+        received = 0
+        try:
+            while chunk := sock.recv(1 << 20):
+                received += len(chunk)
+        except ConnectionResetError:
+            pass
+    assert 0 < received < 100 * FRAME_BYTES / 4, received
 
 
 # -- renders: their own pool ------------------------------------------------------------------

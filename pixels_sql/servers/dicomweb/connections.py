@@ -10,6 +10,11 @@ request in progress — so that a flood of half-open connections cannot lock oth
 connection at the cap is busy, the new one is closed. An idle connection is closed after
 ``header_timeout`` seconds.
 
+A connection whose request bytes wait in the kernel, not yet read, is not taken for idle: the
+event loop accepts connections in batches of up to the listen backlog before it reads any of
+them, and in a flood from one address the oldest idle connection is often a well-behaved
+client's, accepted a moment ago with its request already sent.
+
 All of this runs on the server's event loop (protocol callbacks and the ASGI application both
 do), so the bookkeeping needs no lock.
 """
@@ -17,7 +22,10 @@ do), so the bookkeeping needs no lock.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import struct
+import termios
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -29,6 +37,8 @@ log = logging.getLogger("pixels_sql.dicomweb")
 
 Key = tuple[str, int]
 SWEEP_SECONDS = 1.0
+# Idle connections looked at, oldest first, for one that has sent nothing unread.
+EVICTION_CANDIDATES = 64
 
 
 @dataclass(eq=False)
@@ -135,14 +145,17 @@ class ConnectionGuard:
                 del self._idle_per_client[connection.key[0]]
 
     def _evict(self, idle: dict[Key, Connection]) -> bool:
-        """Close the oldest connection of ``idle``; False if there is none."""
-        if not idle:
-            return False
-        oldest = next(iter(idle.values()))
-        oldest.transport.abort()  # type: ignore[attr-defined]
-        self.closed(oldest.key)
-        self.stats.evicted += 1
-        return True
+        """Close the oldest connection of ``idle`` that has no request bytes waiting; False if
+        there is none."""
+        for number, connection in enumerate(idle.values()):
+            if number == EVICTION_CANDIDATES:
+                return False
+            if not _has_unread_bytes(connection.transport):
+                connection.transport.abort()  # type: ignore[attr-defined]
+                self.closed(connection.key)
+                self.stats.evicted += 1
+                return True
+        return False
 
     def _schedule_sweep(self) -> None:
         self._sweeper = asyncio.get_running_loop().call_later(SWEEP_SECONDS, self._sweep)
@@ -161,6 +174,18 @@ class ConnectionGuard:
     def stop(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
+
+
+def _has_unread_bytes(transport: asyncio.BaseTransport) -> bool:
+    """Whether bytes wait in the connection's socket (FIONREAD), not yet read by the loop."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return False
+    try:
+        answer = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+    except OSError:
+        return False
+    return struct.unpack("i", answer)[0] > 0
 
 
 def guarded_protocol(guard: ConnectionGuard) -> type[asyncio.Protocol]:
