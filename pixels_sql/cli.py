@@ -477,7 +477,13 @@ def cmd_viewer_url(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from pixels_sql.servers.dicomweb.limits import DEFAULT_LIMITS
     from pixels_sql.servers.endpoint import ServeError, ServeOptions, serve
+
+    try:  # a wrong limit is told before Spark starts
+        DEFAULT_LIMITS.with_settings(args.http_limit)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
 
     options = ServeOptions(
         host=args.host,
@@ -488,6 +494,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ui=args.ui,
         allow_store=args.allow_store,
         database=args.database,
+        http_limits=tuple(args.http_limit),
     )
     try:
         return serve(args.home, options)
@@ -656,6 +663,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="accept STOW-RS: instances sent by DICOMweb clients are written to the home's"
         " landing folder and catalogued (default: off, read-only)",
+    )
+    serve.add_argument(
+        "--http-limit",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="change a limit of the DICOMweb server (repeatable), e.g. max_body_bytes=2147483648;"
+        " names and defaults: docs/server.md, 'DICOMweb limits'",
     )
     serve.add_argument(
         "--database",

@@ -50,6 +50,7 @@ class ServeOptions:
     ui: bool = False
     allow_store: bool = False  # STOW-RS: clients may send instances into the home
     database: str = "pixels"  # the catalog DICOMweb serves
+    http_limits: tuple[str, ...] = ()  # NAME=VALUE settings of DICOMweb's HttpLimits
 
 
 def server_conf(home: Path, options: ServeOptions) -> dict[str, str]:
@@ -136,12 +137,20 @@ class Endpoints:
 
 def _start_web(spark: SparkSession, home: Path, options: ServeOptions) -> DicomwebServer:
     from pixels_sql.servers.dicomweb.app import ServiceOptions
+    from pixels_sql.servers.dicomweb.limits import DEFAULT_LIMITS
     from pixels_sql.servers.dicomweb.server import start_dicomweb
     from pixels_sql.servers.dicomweb.stow import landing_folder
     from pixels_sql.servers.viewer import viewer_dir
 
+    try:
+        limits = DEFAULT_LIMITS.with_settings(list(options.http_limits))
+    except ValueError as exc:
+        raise ServeError(str(exc)) from None
     service_options = ServiceOptions(
-        allow_store=options.allow_store, landing=landing_folder(home), viewer=viewer_dir()
+        allow_store=options.allow_store,
+        landing=landing_folder(home),
+        viewer=viewer_dir(),
+        limits=limits,
     )
     return start_dicomweb(spark, options.database, options.host, options.http_port, service_options)
 
