@@ -130,8 +130,9 @@ def free_port() -> int:
 class Server:
     """``pixels-sql serve`` as a subprocess: started, waited for, stopped with SIGTERM."""
 
-    def __init__(self, home: Path, log: Path) -> None:
+    def __init__(self, home: Path, log: Path, allow: Path) -> None:
         self.home = home
+        self.allow = allow  # the folder the JDBC client (an admin) reads
         self.jdbc_port = free_port()
         self.connect_port = free_port()
         while self.connect_port == self.jdbc_port:
@@ -155,6 +156,8 @@ class Server:
             str(self.connect_port),
             "--master",
             f"local[{CORES}]",
+            "--allow-path",
+            str(self.allow),
         ]
         started = time.perf_counter()
         with open(self.log, "w") as stderr:
@@ -212,15 +215,24 @@ def run_pipeline_cli(home: Path, folder: Path) -> float:
 def jdbc_phase(meta_folder: Path, catalog_folder: Path, runs: int, work: Path) -> dict[str, Any]:
     from pyhive import hive
 
+    from pixels_sql.servers.secrets import ADMIN_USER, read_secrets
+
     home = work / "serve-home"
-    server = Server(home, work / "serve.stderr.log")
+    server = Server(home, work / "serve.stderr.log", meta_folder)
     load = os.getloadavg()
     report: dict[str, Any] = {"ready_seconds": server.start(), "load_average_start": load}
     try:
         report["pipeline_seconds"] = run_pipeline_cli(home, catalog_folder)
         started = time.perf_counter()
+        secrets = read_secrets(home)
+        assert secrets is not None
         connection = hive.connect(
-            host=HOST, port=server.jdbc_port, username="bench", database="default"
+            host=HOST,
+            port=server.jdbc_port,
+            username=ADMIN_USER,
+            auth="CUSTOM",
+            password=secrets.admin,
+            database="default",
         )
         report["connect_ms"] = (time.perf_counter() - started) * 1000
         cursor = connection.cursor()

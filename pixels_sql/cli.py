@@ -333,9 +333,19 @@ def _with_viewer_url(args: argparse.Namespace, params: dict[str, str]) -> dict[s
     return {**params, "viewer_url": base} if base else params
 
 
+def _allow_root(args: argparse.Namespace, folder: str) -> None:
+    """The home's server lets its admin and read-only clients read the folders the catalog is
+    ingested from (docs/security.md): record one."""
+    from pixels_sql.servers.secrets import add_root
+
+    add_root(home_dir(args.home), folder)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     params = _with_viewer_url(args, _parse_params(args.param))
     statements = load_scripts(args.scripts, params, check=not args.no_parse_check)
+    if "path" in params:
+        _allow_root(args, params["path"])
     return _run_statements(args, statements, params.get("database", DEFAULT_DATABASE))
 
 
@@ -359,6 +369,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from pixels_sql.progress import Progress
     from pixels_sql.servers.viewer import viewer_base
     from pixels_sql.tables import TableLayoutError
+
+    _allow_root(args, _normalise_dir(args.path))
 
     path = _normalise_dir(args.path)
     database = args.database or DEFAULT_DATABASE
@@ -495,11 +507,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
         allow_store=args.allow_store,
         database=args.database,
         http_limits=tuple(args.http_limit),
+        auth=not args.no_auth,
+        allow_paths=tuple(args.allow_path),
+        allow_udfs=args.allow_udfs,
     )
     try:
         return serve(args.home, options)
     except ServeError as exc:
         raise CliError(str(exc)) from None
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from pixels_sql.servers.secrets import ADMIN_USER, READER_USER, read_secrets
+
+    home = home_dir(args.home)
+    found = read_secrets(home)
+    if found is None:
+        raise CliError(
+            f"{home} has no secrets yet: `pixels-sql serve` makes them the first time it starts"
+        )
+    # The secret alone on its line, for $(pixels-sql token); which user goes with it, on stderr.
+    user, secret = (READER_USER, found.reader) if args.reader else (ADMIN_USER, found.admin)
+    print(secret)
+    print(f"pixels-sql: the secret of JDBC user {user}", file=sys.stderr)
+    return 0
 
 
 def sample_data_dirs() -> dict[str, Path]:
@@ -527,6 +558,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     params = {"path": str(samples), "database": args.database or DEFAULT_DATABASE}
     statements = load_scripts([PIPELINE_DIR], params)
     args.home = str(home)
+    _allow_root(args, params["path"])
     return _run_statements(args, statements, params["database"])
 
 
@@ -678,7 +710,39 @@ def build_parser() -> argparse.ArgumentParser:
         help="the catalog database DICOMweb serves and STOW-RS writes to"
         f" (default: {DEFAULT_DATABASE})",
     )
+    serve.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="let JDBC and Spark Connect clients in without a secret, as the admin (a"
+        " single-user laptop only: every user of the machine can then connect)",
+    )
+    serve.add_argument(
+        "--allow-path",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a folder (or object-storage prefix) admin and read-only clients may read, besides"
+        " the folders the catalog was ingested from and the landing folder (repeatable)",
+    )
+    serve.add_argument(
+        "--allow-udfs",
+        action="store_true",
+        help="let Spark Connect clients run their own Python and JVM functions on the server"
+        " (their code runs as the server's user: trust every client holding a secret first)",
+    )
     serve.set_defaults(handler=cmd_serve)
+
+    token = sub.add_parser(
+        "token",
+        parents=[common],
+        help="print the admin secret of the home's server (JDBC user admin, dbt, Spark Connect)",
+    )
+    token.add_argument(
+        "--reader",
+        action="store_true",
+        help="print the read-only secret instead (JDBC user reader: analysts, BI tools)",
+    )
+    token.set_defaults(handler=cmd_token)
 
     demo = sub.add_parser(
         "demo", parents=[common], help="run the pipeline on the bundled sample DICOM files"

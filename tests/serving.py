@@ -11,6 +11,9 @@ import threading
 from pathlib import Path
 
 import pyspark
+from pyhive import hive
+
+from pixels_sql.servers.secrets import ADMIN_USER, Secrets, read_secrets
 
 SPARK_HOME = Path(pyspark.__file__).parent
 READY_PREFIX = "pixels-sql serve: ready"
@@ -50,6 +53,20 @@ class ServeProcess:
     @property
     def connect_url(self) -> str:
         return f"sc://127.0.0.1:{self.connect_port}"
+
+    @property
+    def secrets(self) -> Secrets:
+        """The home's secrets (made by the server's first start)."""
+        found = read_secrets(self.home)
+        assert found is not None, f"no secrets in {self.home}"
+        return found
+
+    def jdbc(self, role: str = ADMIN_USER) -> hive.Connection:
+        """A PyHive connection as ``admin`` or ``reader``, with that role's secret."""
+        secret = self.secrets.admin if role == ADMIN_USER else self.secrets.reader
+        return hive.connect(
+            host="127.0.0.1", port=self.jdbc_port, username=role, auth="CUSTOM", password=secret
+        )
 
     def start(self, timeout: float = 240.0) -> ServeProcess:
         command = [

@@ -47,8 +47,14 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
-    process = ServeProcess(tmp_path_factory.mktemp("serve-home") / "home").start()
+def server(
+    tmp_path_factory: pytest.TempPathFactory, folders: dict[str, Path]
+) -> Iterator[ServeProcess]:
+    # Admin clients read the sample folders (beeline, views) without the pipeline's ingest.
+    data = str(folders["good"].parent)
+    process = ServeProcess(
+        tmp_path_factory.mktemp("serve-home") / "home", options=("--allow-path", data)
+    ).start()
     try:
         yield process
     finally:
@@ -57,7 +63,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
 
 
 def jdbc(server: ServeProcess) -> hive.Connection:
-    return hive.connect(host="127.0.0.1", port=server.jdbc_port, username="pixels", auth="NONE")
+    return server.jdbc()
 
 
 def query(connection: hive.Connection, sql: str) -> list[tuple]:
@@ -87,7 +93,7 @@ def modalities(folder: Path) -> dict[str, int]:
 
 
 def test_readiness_line_names_every_endpoint(server: ServeProcess) -> None:
-    ready = server.lines[0]
+    (ready,) = [line for line in server.lines if line.startswith("pixels-sql serve: ready")]
     assert server.jdbc_url in ready and server.connect_url in ready, ready
     assert f"DICOMweb http://127.0.0.1:{server.http_port}/dicomweb" in ready, ready
     state = json.loads((server.home / "server.json").read_text())
@@ -111,6 +117,10 @@ def test_beeline_calls_the_functions_over_read_files(
             str(SPARK_HOME / "bin" / "beeline"),
             "-u",
             server.jdbc_url,
+            "-n",
+            "admin",
+            "-p",
+            server.secrets.admin,
             "--silent=true",
             "--outputformat=csv2",
             "-e",
@@ -317,16 +327,19 @@ def test_a_failing_query_leaves_the_connection_usable(server: ServeProcess) -> N
 SLOW_CLIENT = """
 import sys
 from pyhive import hive
-connection = hive.connect(host="127.0.0.1", port=int(sys.argv[1]), username="x", auth="NONE")
+connection = hive.connect(
+    host="127.0.0.1", port=int(sys.argv[1]), username="admin", auth="CUSTOM", password=sys.argv[2]
+)
 cursor = connection.cursor()
 print("querying", flush=True)
-cursor.execute("SELECT reflect('java.lang.Thread', 'sleep', CAST(600000 AS BIGINT))")
+# Minutes of work on one core, one task (reflect's Thread.sleep is refused to clients).
+cursor.execute("SELECT max(sha2(CAST(id AS STRING), 512)) FROM range(0, 100000000000, 1, 1)")
 """
 
 
 def test_a_client_killed_mid_query_does_not_hurt_the_server(server: ServeProcess) -> None:
     client = subprocess.Popen(
-        [sys.executable, "-c", SLOW_CLIENT, str(server.jdbc_port)],
+        [sys.executable, "-c", SLOW_CLIENT, str(server.jdbc_port), server.secrets.admin],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -416,13 +429,17 @@ def test_the_python_examples_of_docs_server_md_run(server: ServeProcess) -> None
             text=True,
             timeout=300,
             cwd=server.home.parent,
+            # What the docs ask the reader to export first.
+            env={**os.environ, "PIXELS_SQL_READER": server.secrets.reader},
         )
         assert completed.returncode == 0, (block, completed.stderr[-3000:])
         assert completed.stdout.strip(), block
 
 
 def test_the_shell_examples_of_docs_server_md_run(server: ServeProcess) -> None:
-    serve_block, beeline_block = _docs_blocks("bash")
+    blocks = _docs_blocks("bash")
+    serve_block = blocks[0]
+    (beeline_block,) = [block for block in blocks if "beeline" in block]
     # The first block starts the server as the fixture does (which adds only free ports).
     assert serve_block.splitlines()[0] == "pixels-sql serve --home pixels-home"
     completed = subprocess.run(
@@ -452,7 +469,7 @@ def test_sigterm_cancels_queries_stops_cleanly_and_restarts_with_tables_intact(
     view = query(connection, "SELECT name FROM default.ct_names")
     connection.close()
     slow = subprocess.Popen(
-        [sys.executable, "-c", SLOW_CLIENT, str(server.jdbc_port)],
+        [sys.executable, "-c", SLOW_CLIENT, str(server.jdbc_port), server.secrets.admin],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

@@ -7,8 +7,10 @@ listens on: it is ignored.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import socket
 import uuid
 from dataclasses import asdict, dataclass
@@ -122,7 +124,15 @@ def connect_server(info: ServerInfo) -> SparkSession:
     from pixels_sql.servers.secrets import read_secrets
 
     found = read_secrets(Path(info.home))
-    return connect_to(info.connect_url, None if found is None else found.pipeline)
+    spark = connect_to(info.connect_url, None if found is None else found.pipeline)
+    try:
+        spark.version  # noqa: B018 - one round trip: a refused secret fails here, in one line
+    except Exception as exc:
+        details = re.search(r'details = "([^"]*)"', str(exc))
+        with contextlib.suppress(Exception):
+            spark.stop()
+        raise PermissionError(details.group(1) if details else str(exc).splitlines()[0]) from None
+    return spark
 
 
 def connect_to(url: str, token: str | None = None) -> SparkSession:

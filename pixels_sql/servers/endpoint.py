@@ -51,6 +51,9 @@ class ServeOptions:
     allow_store: bool = False  # STOW-RS: clients may send instances into the home
     database: str = "pixels"  # the catalog DICOMweb serves
     http_limits: tuple[str, ...] = ()  # NAME=VALUE settings of DICOMweb's HttpLimits
+    auth: bool = True  # JDBC and Spark Connect clients need a secret (--no-auth: not)
+    allow_paths: tuple[str, ...] = ()  # more folders clients may read (--allow-path)
+    allow_udfs: bool = False  # Spark Connect clients may run their own Python/JVM code
 
 
 def server_conf(home: Path, options: ServeOptions) -> dict[str, str]:
@@ -80,7 +83,19 @@ def server_conf(home: Path, options: ServeOptions) -> dict[str, str]:
         ),
         "spark.connect.grpc.binding.address": options.host,
         "spark.connect.grpc.binding.port": str(options.connect_port),
+        **(AUTH_CONF if options.auth else {}),
     }
+
+
+# Both endpoints check the home's secrets (servers/secrets.py) with the extension's classes,
+# which hold them in the JVM: no secret is ever a Spark setting (SPARK-58658).
+CUSTOM_AUTH_CLASS = "hive.server2.custom.authentication.class"
+HIVE_AUTH_CLASS = f"spark.hadoop.{CUSTOM_AUTH_CLASS}"
+AUTH_CONF = {
+    "spark.hadoop.hive.server2.authentication": "CUSTOM",
+    HIVE_AUTH_CLASS: "pixelssql.SecretAuthentication",
+    "spark.connect.grpc.interceptor.classes": "pixelssql.ConnectAuthentication",
+}
 
 
 def _check_free(host: str, port: int, flag: str) -> None:
@@ -116,8 +131,13 @@ class Endpoints:
     def start(self) -> None:
         jvm = self.spark._jvm
         deadline = time.monotonic() + READY_TIMEOUT
+        if self.options.auth:
+            # Hive builds its password checker from a new HiveConf, which reads system
+            # properties, not the server's settings.
+            jvm.java.lang.System.setProperty(CUSTOM_AUTH_CLASS, AUTH_CONF[HIVE_AUTH_CLASS])
         thrift = jvm.org.apache.spark.sql.hive.thriftserver.HiveThriftServer2
         self._thrift = thrift.startWithContext(self.spark._jsparkSession.sqlContext())
+        jvm.pixelssql.ClientGuard.thriftServer(self._thrift)
         self._connect = jvm.org.apache.spark.sql.connect.service.SparkConnectService
         self._connect.start(self.spark.sparkContext._jsc.sc())
         _wait_listening(self.options.host, self.options.jdbc_port, "JDBC", deadline)
@@ -132,6 +152,7 @@ class Endpoints:
             self._connect.stop(none, none)
         if self._thrift is not None:
             self._thrift.stop()
+        self.spark._jvm.pixelssql.ClientGuard.disable()
         self.spark.stop()
 
 
@@ -153,6 +174,59 @@ def _start_web(spark: SparkSession, home: Path, options: ServeOptions) -> Dicomw
         limits=limits,
     )
     return start_dicomweb(spark, options.database, options.host, options.http_port, service_options)
+
+
+def _guard_clients(spark: SparkSession, home: Path, options: ServeOptions, out: TextIO) -> None:
+    """Turn on ClientGuard (docs/security.md) before any client can connect: the secrets,
+    the allowed roots, whether clients may send code."""
+    from pixels_sql.servers.dicomweb.stow import landing_folder
+    from pixels_sql.servers.secrets import ROOTS_FILE, SECRETS_FILE, ensure_secrets
+
+    guard = spark._jvm.pixelssql.ClientGuard
+    if options.auth:
+        made, created = ensure_secrets(home)
+        guard.secrets(made.pipeline, made.admin, made.reader)
+        if created:
+            print(
+                f"pixels-sql serve: new secrets in {home / SECRETS_FILE} (mode 0600), shown once"
+                f" (`pixels-sql token` prints them again): admin {made.admin} · read-only"
+                f" {made.reader}",
+                file=out,
+                flush=True,
+            )
+    else:
+        print(
+            "pixels-sql serve: WARNING: --no-auth: every user of this machine can use the JDBC"
+            " and Spark Connect endpoints as the admin, without a secret",
+            file=sys.stderr,
+            flush=True,
+        )
+    roots = [
+        str(landing_folder(home)),
+        *(os.path.abspath(os.path.expanduser(path)) for path in options.allow_paths),
+        *catalog_roots(spark, options.database),
+    ]
+    guard.enable("\n".join(roots), str(home / ROOTS_FILE), options.allow_udfs, options.auth)
+    guard.trust(spark._jsparkSession)
+
+
+def catalog_roots(spark: SparkSession, database: str) -> list[str]:
+    """The local folders the catalog's files were ingested from: a file's path less its
+    relative_path (the pipeline's 10_catalog.sql keeps it relative to the folder ingested)."""
+    if not spark.catalog.tableExists(f"{database}.object_catalog"):
+        return []
+    rows = spark.sql(
+        f"""
+        SELECT DISTINCT left(local, length(local) - length(relative_path) - 1) AS root
+        FROM (
+          SELECT regexp_replace(path, '^file:(//)?', '') AS local, relative_path
+          FROM `{database}`.object_catalog
+          WHERE relative_path IS NOT NULL AND path NOT LIKE 'zip://%'
+        )
+        WHERE endswith(local, concat('/', relative_path))
+        """
+    ).collect()
+    return [row.root for row in rows if row.root]
 
 
 def serve(
@@ -192,8 +266,11 @@ def serve(
             endpoints = Endpoints(spark, options)
             web = None
             try:
+                _guard_clients(spark, folder, options, out)
                 endpoints.start()
                 web = _start_web(spark, folder, options)
+                # The index's session reads and, after STOW-RS, ingests: the server's own.
+                spark._jvm.pixelssql.ClientGuard.trust(web.service.index.spark._jsparkSession)
                 info = ServerInfo(
                     pid=os.getpid(),
                     host=options.host,

@@ -166,7 +166,16 @@ public final class ClientGuard {
           Map.entry("RefreshFunctionCommand", "REFRESH FUNCTION"),
           Map.entry("AlterTableSetLocationCommand", "ALTER TABLE ... SET LOCATION"),
           Map.entry("AlterTableAddPartitionCommand", "ALTER TABLE ... ADD PARTITION"),
-          Map.entry("RepairTableCommand", "MSCK REPAIR TABLE"));
+          Map.entry("RepairTableCommand", "MSCK REPAIR TABLE"),
+          Map.entry("SetNamespaceLocation", "ALTER DATABASE ... SET LOCATION"),
+          Map.entry("CreateTempViewUsing", "a temporary view over a data source (USING)"));
+
+  /**
+   * The formats a client's table may have: files in the warehouse. Others (jdbc, ...) reach
+   * outside the catalog when the table is made or read.
+   */
+  static final Set<String> TABLE_FORMATS =
+      Set.of("parquet", "orc", "json", "csv", "text", "avro", "binaryfile", "delta", "hive");
 
   /** Python or JVM code sent by a client: refused unless the server runs with --allow-udfs. */
   static final Set<String> CLIENT_CODE_NODES =
@@ -476,6 +485,11 @@ public final class ClientGuard {
       }
       String location = null;
       if (field instanceof CatalogTable) {
+        Option<String> provider = ((CatalogTable) field).provider();
+        if (provider.isDefined()
+            && !TABLE_FORMATS.contains(provider.get().toLowerCase(Locale.ROOT))) {
+          throw refusal(role, "a table of format " + provider.get() + " is not allowed");
+        }
         Option<URI> uri = ((CatalogTable) field).storage().locationUri();
         if (uri.isDefined()) {
           location = uri.get().toString();
@@ -491,7 +505,11 @@ public final class ClientGuard {
       } else if (field instanceof scala.collection.Map) {
         @SuppressWarnings("unchecked")
         scala.collection.Map<Object, Object> options = (scala.collection.Map<Object, Object>) field;
+        // A data source's path option; a database's location property (CREATE DATABASE).
         Option<Object> path = options.get("path");
+        if (path.isEmpty()) {
+          path = options.get("location");
+        }
         if (path.isDefined()) {
           location = String.valueOf(path.get());
         }
