@@ -40,7 +40,9 @@ if TYPE_CHECKING:
     from pixels_sql.servers.dicomweb.limits import HttpLimits
 
 DICOM = "application/dicom"
-CHUNK = 1 << 20
+# Response bodies are read and sent this much at a time: a few copies of one chunk are alive at
+# once (the read, h11's framing, the transport's buffer), whatever the size of the answer.
+CHUNK = 256 * 1024
 # Explicit VR Little Endian: what application/octet-stream means without transfer-syntax
 # (PS3.18 8.7.3.5.2); native pixel bytes of implicit and explicit little endian are the same.
 EXPLICIT_LITTLE = "1.2.840.10008.1.2.1"
