@@ -392,6 +392,9 @@ def render(report: dict[str, Any]) -> str:
     lines = [
         f"# DICOMweb attacks ({report['date']}, git {report['git']}, {report['cpus']} CPUs)",
         "",
+        f"Load average (1 min) {report['load_average_start']:.1f} at the start,"
+        f" {report['load_average_end']:.1f} at the end.",
+        "",
         "Default limits (pixels_sql/servers/dicomweb/limits.py); the server a process of its own.",
         "",
         "## 1. Frame amplification (2.7 MB frame)",
@@ -473,6 +476,8 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "git": git_state(),
         "cpus": os.cpu_count(),
+        # Other work on the machine moves the latencies: the 1-minute load at the start and end.
+        "load_average_start": os.getloadavg()[0],
     }
     home = Path(tempfile.mkdtemp(prefix="pixels-bench-attacks-"))
     server = Server([studies, large], home)
@@ -492,6 +497,7 @@ def main() -> None:
         report["renders"] = measure_renders(server, large / f"ct{RENDER_SIDE}.dcm", args.renders)
     finally:
         server.stop()
+    report["load_average_end"] = os.getloadavg()[0]
     (RESULTS / "dicomweb_attacks.json").write_text(json.dumps(report, indent=2) + "\n")
     markdown = render(report)
     (RESULTS / "dicomweb_attacks.md").write_text(markdown + "\n")
