@@ -126,7 +126,16 @@ def test_table_rendering() -> None:
 def test_every_command_has_help() -> None:
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices
-    assert set(commands) == {"ingest", "run", "sql", "demo", "gallery", "serve", "viewer-url"}
+    assert set(commands) == {
+        "ingest",
+        "run",
+        "sql",
+        "demo",
+        "gallery",
+        "serve",
+        "token",
+        "viewer-url",
+    }
     assert all(command.format_help() for command in commands.values())
 
 

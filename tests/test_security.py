@@ -372,9 +372,10 @@ def test_an_admin_builds_tables_from_the_allowed_folder(
     connection = server.jdbc("admin")
     try:
         query(connection, "CREATE DATABASE IF NOT EXISTS admin_work")
+        query(connection, "DROP TABLE IF EXISTS admin_work.modalities")
         query(
             connection,
-            "CREATE OR REPLACE TABLE admin_work.modalities AS"
+            "CREATE TABLE admin_work.modalities AS"
             " SELECT dicom_tag(dicom_meta(path), 'Modality') AS modality, count(*) AS files"
             f" FROM list_files('{places['allowed']}', glob => '*.dcm')"
             " WHERE reason IS NULL AND path NOT LIKE '%escape%' GROUP BY 1",
