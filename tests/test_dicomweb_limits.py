@@ -443,3 +443,19 @@ def test_every_limit_is_documented_with_its_default() -> None:
         if item.name != "render_workers":
             shown = f"{value:g} s" if isinstance(value, float) else str(value)
             assert row.split("|")[2].strip().startswith(shown), (item.name, row)
+
+
+def test_limits_are_changed_by_name_and_checked() -> None:
+    """--http-limit NAME=VALUE: the names of HttpLimits, positive numbers, one message each."""
+    changed = HttpLimits().with_settings(["max_body_bytes=2048", "header-timeout=2.5"])
+    assert changed.max_body_bytes == 2048 and changed.header_timeout == 2.5
+    assert changed.max_connections == HttpLimits().max_connections
+    for setting, message in (
+        ("bogus=1", "NAME one of"),
+        ("max_frames", "expected NAME=VALUE"),
+        ("max_frames=many", "is not a number"),
+        ("max_frames=1.5", "is not a number"),
+        ("max_frames=0", "must be positive"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            HttpLimits().with_settings([setting])

@@ -34,8 +34,10 @@ from pixels_sql.servers.dicomweb.limits import HttpLimits
 
 log = logging.getLogger("pixels_sql.dicomweb")
 
-# Renders get this much less CPU priority than the server's threads (nice(2)).
-WORKER_NICENESS = 10
+# Renders run at the lowest CPU priority (nice 19: Linux's scheduler gives a nice-0 thread about
+# 70 times a nice-19 one's share of a contended core), so that searches, milliseconds of CPU
+# each, are scarcely slowed by them; a render takes what the server leaves.
+WORKER_NICENESS = 19
 READY = "ready"
 Outcome = tuple[bytes | None, str, str]  # (image, '', '') or (None, reason, message)
 
