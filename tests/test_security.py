@@ -525,3 +525,20 @@ def test_no_auth_lets_clients_in_as_admins_still_without_a_shell(
         connection.close()
     outcome, rows = connect_client(open_server, None, "SELECT 1")
     assert (outcome, rows) == ("ok", [[1]])
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT file_content('/etc/shadow')",
+        "SELECT file_content(p) FROM VALUES ('/etc/shadow') AS t(p)",
+        "SELECT * FROM list_files('/')",
+        "SELECT TRANSFORM('x') USING 'id' AS (o STRING)",
+    ],
+    ids=["literal", "column", "listing", "transform"],
+)
+def test_spark_connect_clients_meet_the_same_checks(server: ServeProcess, sql: str) -> None:
+    for token in (server.secrets.reader, server.secrets.admin):
+        outcome, message = connect_client(server, token, sql)
+        assert outcome == "error", message
+        assert "pixels-sql serve: refused for a" in message, message[:2000]

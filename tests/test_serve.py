@@ -312,14 +312,17 @@ def test_persistent_view_calls_the_functions(
         connection.close()
 
 
-def test_a_failing_query_leaves_the_connection_usable(server: ServeProcess) -> None:
+def test_a_failing_query_leaves_the_connection_usable(
+    server: ServeProcess, folders: dict[str, Path]
+) -> None:
+    missing = folders["good"] / "no-such-file.dcm"  # inside the folders clients may read
     connection = jdbc(server)
     try:
         with pytest.raises(Exception, match="not_found"):
-            query(connection, "SELECT dicom_meta('/no/such/file.dcm')")
+            query(connection, f"SELECT dicom_meta('{missing}')")
         with pytest.raises(Exception, match="PARSE_SYNTAX_ERROR"):
             query(connection, "SELEC 1")
-        assert query(connection, "SELECT dicom_meta_error('/no/such/file.dcm')") == [("not_found",)]
+        assert query(connection, f"SELECT dicom_meta_error('{missing}')") == [("not_found",)]
     finally:
         connection.close()
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from pixels_sql.home import HomeLock
 from pixels_sql.servers.discovery import ServerInfo, is_listening, remove_state
-from pixels_sql.session import home_dir
+from pixels_sql.session import home_dir, jar_path
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -84,6 +84,10 @@ def server_conf(home: Path, options: ServeOptions) -> dict[str, str]:
         "spark.connect.grpc.binding.address": options.host,
         "spark.connect.grpc.binding.port": str(options.connect_port),
         **(AUTH_CONF if options.auth else {}),
+        # Hive finds the password checker by name through the Thrift thread's class loader,
+        # which may be a closed session's (ClassNotFoundException after a while): the jar on
+        # the JVM's own class path is found from every loader.
+        "spark.driver.extraClassPath": str(jar_path()),
     }
 
 
