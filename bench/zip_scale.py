@@ -32,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -121,6 +122,60 @@ def per_member(archive: Path, members: int, reads: int, baseline_reads: int) -> 
     }
 
 
+class TreeCpu:
+    """CPU seconds of a process tree: each descendant's user + system time, sampled from /proc
+    every 0.2 s (a process living less than that is missed; Spark's are long-lived)."""
+
+    def __init__(self, root: int) -> None:
+        self.root = root
+        self.ticks: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> TreeCpu:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.ticks.values()) / os.sysconf("SC_CLK_TCK")
+
+    def _run(self) -> None:
+        while True:
+            self._sample()
+            if self._stop.wait(0.2):
+                self._sample()
+                return
+
+    def _sample(self) -> None:
+        parents, used = {}, {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    fields = handle.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            # After the command: state, ppid, ..., utime (14th field of the line), stime (15th).
+            parents[int(entry)], used[int(entry)] = (
+                int(fields[1]),
+                int(fields[11]) + int(fields[12]),
+            )
+        for pid, ticks in used.items():
+            if pid == self.root:
+                continue  # the descendants only
+            ancestor = pid
+            while ancestor not in (0, 1, self.root):
+                ancestor = parents.get(ancestor, 0)
+            if ancestor == self.root:
+                self.ticks[pid] = max(self.ticks.get(pid, 0), ticks)
+
+
 def ingest(tree: Path, cores: int, extract: Path | None) -> dict[str, Any]:
     """``pixels-sql ingest`` as a user runs it, on a fresh home, timed."""
     home = Path(tempfile.mkdtemp(prefix="pixels-bench-zip-"))
@@ -139,7 +194,8 @@ def ingest(tree: Path, cores: int, extract: Path | None) -> dict[str, Any]:
     if extract is not None:
         command += ["--extract-zip", str(extract)]
     try:
-        out, err, elapsed, memory = run_sampled(command)
+        with TreeCpu(os.getpid()) as cpu:
+            out, err, elapsed, memory = run_sampled(command)
         counted = subprocess.run(
             [
                 sys.executable,
@@ -161,7 +217,12 @@ def ingest(tree: Path, cores: int, extract: Path | None) -> dict[str, Any]:
         shutil.rmtree(home, ignore_errors=True)
     return {
         "seconds": elapsed,
+        # CPU seconds of the command's process tree (its JVM, Python workers and helpers,
+        # as they are reaped): what the run costs whatever else the machine is doing.
+        "cpu_seconds": cpu.seconds,
+        "load_average": os.getloadavg(),
         "statements": [(m.group(1), float(m.group(2))) for m in STATEMENT_LINE.finditer(err)],
+        "stderr_tail": err[-3000:],
         "output": out.strip().splitlines()[-12:],
         "catalog": counted.strip().splitlines()[-3:],
         "peak_rss_jvm_mib": memory.peak_jvm / 2**20,
@@ -194,13 +255,22 @@ def render(report: dict[str, Any]) -> str:
         run = report.get(key)
         if run is None:
             continue
-        verdict = "under" if run["seconds"] < TARGET_SECONDS else "CHECK FAILED: over"
+        # The target is the issue's, for the ingest; extracting writes 100,000 files besides.
+        if key == "extract":
+            verdict = "no target (the files are written too)"
+        elif run["seconds"] < TARGET_SECONDS:
+            verdict = f"under the {TARGET_SECONDS:.0f} s target"
+        else:
+            verdict = f"CHECK FAILED: over the {TARGET_SECONDS:.0f} s target"
         lines += [
             "",
             f"## `{title}` end to end",
             "",
             f"{run['seconds']:.1f} s ({members / run['seconds']:,.0f} members/s),"
-            f" {verdict} the {TARGET_SECONDS:.0f} s target; peak RSS: driver JVM"
+            f" {verdict}; {run['cpu_seconds']:.0f} CPU seconds"
+            f" (over {report['cores']} cores:"
+            f" {run['cpu_seconds'] / report['cores']:.0f} s of wall time at least); load average"
+            f" at the end {run['load_average'][0]:.1f}; peak RSS: driver JVM"
             f" {run['peak_rss_jvm_mib']:.0f} MiB, Python workers"
             f" {run['peak_rss_python_workers_total_mib']:.0f} MiB. Catalog:",
             "",
@@ -208,10 +278,15 @@ def render(report: dict[str, Any]) -> str:
             *run["catalog"],
             "```",
             "",
-            "| statement | s |",
-            "|---|---|",
-            *(f"| {name} | {seconds:.1f} |" for name, seconds in run["statements"]),
+            *run["output"][:1],
         ]
+        if run["statements"]:
+            lines += [
+                "",
+                "| statement | s |",
+                "|---|---|",
+                *(f"| {name} | {seconds:.1f} |" for name, seconds in run["statements"]),
+            ]
     return "\n".join(lines)
 
 
