@@ -333,25 +333,35 @@ def test_a_conflicting_instance_never_replaces_the_catalogued_one(
     assert again.json()["00081199"]["Value"][0]["00081155"]["Value"] == [sop]
     assert not list((server.home / "landing").rglob(f"{sop}.dcm"))  # nothing written
 
-    # A second folder with another file of that UID, at a path sorting before the first.
+    # A second folder, at a path sorting before the first: another file of that UID, and an
+    # identical copy of another catalogued file (a copy is no conflict).
     copies = data.parent / "a-copies"
     copies.mkdir()
     make_instance(study, "SPOOFED^BY^FOLDER", sop=sop, series=series).save_as(
         copies / "same-uid.dcm"
     )
+    copied = sorted(data.rglob("*.dcm"))[-2]
+    (copies / "identical.dcm").write_bytes(copied.read_bytes())
     ingested = cli(server.home, "ingest", str(copies), "--no-thumbnails")
     assert ingested.returncode == 0, ingested.stderr[-3000:]
     conflicts = query(
         server.home,
-        f"SELECT served_path, conflicting_path FROM instance_conflicts"
-        f" WHERE SOPInstanceUID = '{sop}'",
+        "SELECT SOPInstanceUID, served_path, conflicting_path FROM instance_conflicts",
     )
     assert conflicts == [
         {
+            "SOPInstanceUID": sop,
             "served_path": f"file:{original_path}",
             "conflicting_path": f"file:{copies / 'same-uid.dcm'}",
         }
     ], conflicts
+    served = query(
+        server.home,
+        "SELECT path FROM instance_copies WHERE served AND copies = 2",
+    )
+    assert sorted(row["path"] for row in served) == sorted(
+        [f"file:{original_path}", f"file:{copied}"]
+    ), served
 
     time.sleep(6)  # one refresh of the index at least (every 5 s)
     found = [r for r in qido_instances(base, study) if r["00080018"]["Value"] == [sop]]
@@ -457,49 +467,3 @@ def test_an_io_failure_leads_with_the_statement_and_the_os_error() -> None:
         " file:/tmp/enospc/full.db/pixels_listing_b54784fccfb54054bdb02072759b2cc0."
         " SQLSTATE: 58030)"
     )
-
-
-def test_identical_copies_are_not_conflicts_and_the_first_catalogued_is_served(
-    spark, tmp_path: Path
-) -> None:
-    """The views' rule without a server: two folders ingested one after the other, the second
-    sorting first by path, with an identical copy and a conflicting file of the first's
-    instances."""
-    from pixels_sql.ingest import ingest
-
-    database = "writers_identity"
-    spark.sql(f"DROP DATABASE IF EXISTS {database} CASCADE")
-    study = generate_uid()
-    first, second = tmp_path / "z-first", tmp_path / "a-second"
-    first.mkdir()
-    second.mkdir()
-    same, other = make_instance(study), make_instance(study)
-    same.save_as(first / "same.dcm")
-    other.save_as(first / "other.dcm")
-    ingest(spark, str(first), database, thumbnails=False)
-    (second / "same-copy.dcm").write_bytes((first / "same.dcm").read_bytes())
-    make_instance(study, "SPOOFED^BY^FOLDER", sop=str(other.SOPInstanceUID)).save_as(
-        second / "other-conflict.dcm"
-    )
-    ingest(spark, str(second), database, thumbnails=False)
-    served = {
-        row.SOPInstanceUID: row.path
-        for row in spark.sql(
-            f"SELECT SOPInstanceUID, path FROM {database}.instance_copies WHERE served"
-        ).collect()
-    }
-    assert served == {
-        str(same.SOPInstanceUID): f"file:{first / 'same.dcm'}",
-        str(other.SOPInstanceUID): f"file:{first / 'other.dcm'}",
-    }
-    conflicts = spark.sql(
-        f"SELECT SOPInstanceUID, served_path, conflicting_path FROM {database}.instance_conflicts"
-    ).collect()
-    assert [tuple(row) for row in conflicts] == [
-        (
-            str(other.SOPInstanceUID),
-            f"file:{first / 'other.dcm'}",
-            f"file:{second / 'other-conflict.dcm'}",
-        )
-    ]
-    spark.sql(f"DROP DATABASE {database} CASCADE")
