@@ -282,15 +282,24 @@ def _post_flood(url: str, headers: str, total: int, chunked: bool = False) -> tu
     return status, sent
 
 
-def test_a_1_gib_post_to_a_read_only_server_is_refused_unread(servers) -> None:
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/dicomweb/studies", 403),  # a store, storing off
+        ("/dicomweb/studies/1.2/metadata", 405),  # no POST there
+        ("/dicomweb/no/such/resource", 404),
+        ("/", 405),  # the viewer's files
+    ],
+)
+def test_a_1_gib_post_to_a_read_only_server_is_refused_unread(servers, path, expected) -> None:
     host = urlsplit(servers.url).netloc
     headers = (
-        "POST /dicomweb/studies HTTP/1.1\r\nHost: " + host + "\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\n"
         'Content-Type: multipart/related; type="application/dicom"; boundary=x\r\n'
         f"Content-Length: {1024**3}\r\n\r\n"
     )
     status, sent = _post_flood(servers.url, headers, 1024**3)
-    assert status == 403
+    assert status == expected
     assert sent < 10 * MIB, sent / MIB
 
 

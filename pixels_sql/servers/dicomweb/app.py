@@ -280,13 +280,17 @@ class Service:
 
     async def _answer(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
         request_path = scope["path"]
+        # A request that may carry a body: until it is read (only a store reads it), the
+        # connection cannot carry another request, and uvicorn would read the rest to discard.
+        body_read = scope["method"] not in ("POST", "PUT", "PATCH", "DELETE")
         if not request_path.startswith(PREFIX + "/") and request_path != PREFIX:
             response = await self._run(
                 self._requests, self.viewer_file, scope["method"], request_path
             )
+            if not body_read:
+                response.headers.append(("connection", "close"))
             await self._send(send, scope, response)
             return
-        body_read = scope["method"] not in ("POST", "PUT")
         try:
             # Route and check before reading a body: a body the request cannot use (no such
             # resource, a method not allowed, storing off, too large) is never read.
@@ -314,7 +318,6 @@ class Service:
             )
             response = _error(500, f"internal error {error_id}: the server log has its details")
         if not body_read:
-            # The body stays unread: the connection cannot carry another request.
             response.headers.append(("connection", "close"))
         if scope["method"] == "HEAD":
             response.body = b""
@@ -330,7 +333,7 @@ class Service:
         too_large = f"the request body is larger than {limit} bytes (max_body_bytes)"
         declared = _header(scope, b"content-length")
         if declared is not None:
-            if not declared.isdigit():  # h11 refuses a malformed Content-Length first
+            if not (declared.isascii() and declared.isdigit()):  # h11 checks it first
                 raise HTTPError(400, "Content-Length is not a number")
             if int(declared) > limit:
                 raise HTTPError(413, too_large)
