@@ -460,6 +460,8 @@ def _after_fork() -> None:
     indexes = list(_INDEXES.values())
     _INDEXES.clear()
     for index in indexes:
+        index.evicted = True
+    for index in indexes:
         with contextlib.suppress(Exception):
             index.stack.close()
 
