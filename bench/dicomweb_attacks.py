@@ -33,6 +33,7 @@ import concurrent.futures
 import json
 import math
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -495,8 +496,12 @@ def main() -> None:
         ]
         print("renders", file=sys.stderr)
         report["renders"] = measure_renders(server, large / f"ct{RENDER_SIDE}.dcm", args.renders)
-    finally:
+    except BaseException:
         server.stop()
+        print(f"the server's home and log are kept in {home}", file=sys.stderr)
+        raise
+    server.stop()
+    shutil.rmtree(home, ignore_errors=True)
     report["load_average_end"] = os.getloadavg()[0]
     (RESULTS / "dicomweb_attacks.json").write_text(json.dumps(report, indent=2) + "\n")
     markdown = render(report)
