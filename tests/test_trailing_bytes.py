@@ -24,6 +24,9 @@ from pixels_sql.dicom import fastmeta, trailing
 from pixels_sql.dicom import meta as meta_module
 from pixels_sql.dicom.meta import MetaRow, read_meta_row
 from pixels_sql.dicom.paths import to_file_uri
+from pixels_sql.ingest import ingest
+from pixels_sql.pixels import Catalog
+from pixels_sql.pixels.dicom import DicomMetaExtractor
 from tests.corpus import EXPECTED_UNREADABLE, PYDICOM_TEST_FILES, corpus_files
 from tests.mutants import TRAILING_KINDS, with_trailing_bytes
 
@@ -223,3 +226,42 @@ def test_spark_dicom_meta_keeps_the_header(spark, mutants: list[tuple[Path, Path
         ):
             failures.append(mutant.name)
     assert failures == []
+
+
+def test_the_catalog_keeps_the_header_and_the_warning(
+    spark, mutants: list[tuple[Path, Path, str]], tmp_path: Path
+) -> None:
+    """Through the pipeline (ingest: 20_meta.sql) and the Catalog API (DicomMetaExtractor): a
+    file with trailing bytes is catalogued with its header, no reason, the warning as its
+    message, and is not an error; a whole file beside it has no message."""
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    for _original, mutant, kind in mutants[:8]:
+        (folder / f"{kind}_{mutant.name}").write_bytes(mutant.read_bytes())
+    (folder / "whole.dcm").write_bytes(CT_SMALL.read_bytes())
+    database = "trailing_bytes_catalog"
+    spark.sql(f"DROP DATABASE IF EXISTS {database} CASCADE")
+    ingest(spark, str(folder), database, thumbnails=False)
+    rows = spark.sql(
+        f"SELECT relative_path, meta IS NOT NULL AS has_meta, meta_error_reason,"
+        f" meta_error_message FROM {database}.object_catalog"
+    ).collect()
+    api = (
+        DicomMetaExtractor(Catalog(spark, table=f"{database}.object_catalog"))
+        .transform(spark.createDataFrame([(str(p),) for p in folder.iterdir()], "path STRING"))
+        .collect()
+    )
+    errors = spark.sql(f"SELECT count(*) FROM {database}.object_errors").first()[0]
+    spark.sql(f"DROP DATABASE IF EXISTS {database} CASCADE")
+    spark.sql("USE default")
+    assert len(rows) == 9 and errors == 0
+    for row in rows:
+        assert row.has_meta and row.meta_error_reason is None, row
+        if row.relative_path == "whole.dcm":
+            assert row.meta_error_message is None
+        else:
+            assert row.meta_error_message.startswith("trailing_bytes: the "), row
+    assert sorted(
+        (Path(r.path).name, r.meta is not None, r.meta_error_reason, r.meta_error_message)
+        for r in api
+    ) == sorted((r.relative_path, True, None, r.meta_error_message) for r in rows)
