@@ -135,6 +135,10 @@ public final class ClientGuard {
           "javax.jdo.",
           "datanucleus.");
 
+  /** Settings under a protected prefix that clients may still SET (dbt's incremental models). */
+  static final Set<String> CLIENT_SETTINGS =
+      Set.of("spark.sql.sources.partitionoverwritemode", "spark.sql.sources.default");
+
   /**
    * Commands a reader may run: queries, listings and descriptions of the catalog, USE, SET of a
    * harmless setting, EXPLAIN. Names, since several live in modules this jar does not compile
@@ -166,7 +170,6 @@ public final class ClientGuard {
           Map.entry("RefreshFunctionCommand", "REFRESH FUNCTION"),
           Map.entry("AlterTableSetLocationCommand", "ALTER TABLE ... SET LOCATION"),
           Map.entry("AlterTableAddPartitionCommand", "ALTER TABLE ... ADD PARTITION"),
-          Map.entry("RepairTableCommand", "MSCK REPAIR TABLE"),
           Map.entry("SetNamespaceLocation", "ALTER DATABASE ... SET LOCATION"),
           Map.entry("CreateTempViewUsing", "a temporary view over a data source (USING)"));
 
@@ -530,6 +533,9 @@ public final class ClientGuard {
     }
     String key = kv._1().trim();
     String lower = key.toLowerCase(Locale.ROOT);
+    if (CLIENT_SETTINGS.contains(lower)) {
+      return;
+    }
     for (String prefix : PROTECTED_SETTINGS) {
       if (lower.startsWith(prefix.toLowerCase(Locale.ROOT))) {
         throw refusal(role, "SET " + key + " is not allowed (a server-wide or security setting)");
