@@ -167,3 +167,23 @@ def _decode_address(hex_address: str, width: int) -> str:
     words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
     family = socket.AF_INET if width == 8 else socket.AF_INET6
     return socket.inet_ntop(family, words)
+
+
+def query(connection: hive.Connection, sql: str) -> list[tuple]:
+    """The rows of ``sql`` on a PyHive connection ([] for a statement without rows)."""
+    cursor = connection.cursor()
+    try:
+        cursor.execute(sql)
+        return cursor.fetchall() if cursor.description else []
+    finally:
+        cursor.close()
+
+
+def cli(server: ServeProcess, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """``pixels-sql ARGS --home <the server's home>`` in a process of its own."""
+    return subprocess.run(
+        [sys.executable, "-m", "pixels_sql.cli", *args, "--home", str(server.home)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -17,7 +17,7 @@ import pytest
 from pyhive import hive
 
 from tests.conftest import SAMPLE_FILES, copy_samples
-from tests.serving import ServeProcess
+from tests.serving import ServeProcess, cli, query
 
 GOOD = {name: source for name, source in SAMPLE_FILES.items() if name.startswith(("ct/", "mr/"))}
 # In the server's environment only: a client that can read it has reflection or a shell.
@@ -57,24 +57,6 @@ def server(
     finally:
         if process.alive():
             process.terminate()
-
-
-def cli(server: ServeProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pixels_sql.cli", *args, "--home", str(server.home)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
-def query(connection: hive.Connection, sql: str) -> list[tuple]:
-    cursor = connection.cursor()
-    try:
-        cursor.execute(sql)
-        return cursor.fetchall() if cursor.description else []
-    finally:
-        cursor.close()
 
 
 def refused(server: ServeProcess, role: str, sql: str) -> str:

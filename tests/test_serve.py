@@ -24,7 +24,7 @@ from pyhive import hive
 
 from pixels_sql.dicom.thumbnail import render_thumbnail
 from tests.conftest import SAMPLE_FILES, copy_samples
-from tests.serving import SPARK_HOME, ServeProcess, free_port, listening_addresses
+from tests.serving import SPARK_HOME, ServeProcess, cli, free_port, listening_addresses, query
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_DOC = ROOT / "docs" / "server.md"
@@ -64,24 +64,6 @@ def server(
 
 def jdbc(server: ServeProcess) -> hive.Connection:
     return server.jdbc()
-
-
-def query(connection: hive.Connection, sql: str) -> list[tuple]:
-    cursor = connection.cursor()
-    try:
-        cursor.execute(sql)
-        return cursor.fetchall() if cursor.description else []
-    finally:
-        cursor.close()
-
-
-def cli(server: ServeProcess, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pixels_sql.cli", *args, "--home", str(server.home)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def modalities(folder: Path) -> dict[str, int]:
