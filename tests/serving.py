@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pyspark
@@ -44,6 +46,7 @@ class ServeProcess:
         self.http_port = http_port or free_port()
         self.process: subprocess.Popen[str] | None = None
         self.lines: list[str] = []
+        self.errors: collections.deque[str] = collections.deque(maxlen=500)  # stderr's tail
         self._ready = threading.Event()
 
     @property
@@ -91,12 +94,26 @@ class ServeProcess:
         self.process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
+        self.errors = collections.deque(maxlen=500)
         threading.Thread(target=self._read, args=(self.process,), daemon=True).start()
-        if not self._ready.wait(timeout):
-            self.process.kill()
-            stderr = self.process.stderr.read() if self.process.stderr else ""
-            raise TimeoutError(f"serve was not ready in {timeout}s: {self.lines} {stderr[-3000:]}")
+        threading.Thread(target=self._drain, args=(self.process,), daemon=True).start()
+        deadline = time.monotonic() + timeout
+        while not self._ready.wait(0.5):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.process.kill()
+                self.process.wait()
+                stderr = "".join(self.errors)[-3000:]
+                raise TimeoutError(
+                    f"serve was not ready in {timeout}s (exit status {self.process.returncode}):"
+                    f" {self.lines} {stderr}"
+                )
         return self
+
+    def _drain(self, process: subprocess.Popen[str]) -> None:
+        # Read all along: a server whose stderr pipe filled up would stop at its next write.
+        assert process.stderr is not None
+        for line in process.stderr:
+            self.errors.append(line)
 
     def _read(self, process: subprocess.Popen[str]) -> None:
         assert process.stdout is not None

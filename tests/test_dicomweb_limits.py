@@ -100,6 +100,9 @@ def servers(
         yield running
     finally:
         running.stop()
+        # ingest made DATABASE the shared session's current one: later modules would find it
+        # dropped (SCHEMA_NOT_FOUND in spark.catalog.listFunctions()).
+        spark.sql("USE default")
         spark.sql(f"DROP DATABASE IF EXISTS {DATABASE} CASCADE")
 
 

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import pickle
+import threading
+import time
+
 import pytest
 
 from pixels_sql.dicom import isolation
@@ -67,3 +72,32 @@ def test_in_process_mode_gives_the_same_results_for_exceptions(
 ) -> None:
     monkeypatch.setattr(isolation, "ISOLATION", "none")
     assert run_isolated(abort_on, [("a",), ("raise",)], failure) == [("a", None), (None, "corrupt")]
+
+
+def test_a_message_arriving_across_a_deadline_is_read_whole() -> None:
+    """A reply whose first part came before the wait's deadline and the rest after it is one
+    message: cut at the deadline, its rest was read next as a length (MemoryError)."""
+    reader, writer = os.pipe()
+    message = pickle.dumps(["result"] * 1000)
+    frame = isolation._FRAME.pack(len(message)) + message
+    os.write(writer, frame[:100])
+
+    def finish() -> None:
+        time.sleep(0.6)
+        os.write(writer, frame[100:])
+
+    late = threading.Thread(target=finish)
+    late.start()
+    with os.fdopen(reader, "rb", buffering=0) as stream:
+        assert isolation._receive(stream, 0.2) == ["result"] * 1000
+        late.join()
+        os.close(writer)
+        # Then the child's end: a failure that is not a time-out.
+        assert isolation._receive(stream, 0.2).timed_out is False
+
+
+def test_no_message_yet_is_a_time_out() -> None:
+    reader, writer = os.pipe()
+    with os.fdopen(reader, "rb", buffering=0) as stream:
+        assert isolation._receive(stream, 0.1).timed_out is True
+    os.close(writer)

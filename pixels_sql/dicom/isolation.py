@@ -296,15 +296,23 @@ def _send(stream: BinaryIO, message: object) -> None:
 
 
 def _receive(stream: BinaryIO, timeout: float) -> Any:
-    """The next message, or a :class:`_Failed` when the child died or fell silent."""
-    deadline = time.monotonic() + timeout
+    """The next message, or a :class:`_Failed` when the child died or fell silent.
+
+    Only the wait for a message's first byte times out: a message cut at a deadline would
+    leave the stream out of step with its framing (its remaining bytes read next as a length,
+    e.g. a MemoryError for a bytearray of exabytes), so once a message has begun it is read
+    whole, and one that stops half-way counts as a dead child, which is then replaced.
+    """
+    if not select.select([stream.fileno()], [], [], max(0.0, timeout))[0]:
+        return _Failed(True)
+    deadline = time.monotonic() + FILE_TIMEOUT_SECONDS
     header = _read_exactly(stream, _FRAME.size, deadline)
     if header is None:
-        return _Failed(time.monotonic() >= deadline)
+        return _Failed(False)
     (length,) = _FRAME.unpack(header)
     body = _read_exactly(stream, length, deadline)
     if body is None:
-        return _Failed(time.monotonic() >= deadline)
+        return _Failed(False)
     return pickle.loads(body)
 
 
