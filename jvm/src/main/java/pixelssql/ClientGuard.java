@@ -231,10 +231,6 @@ public final class ClientGuard {
     thriftServer = null;
   }
 
-  public static boolean isEnabled() {
-    return enabled;
-  }
-
   /** The three secrets; an empty string leaves that role without one. */
   public static synchronized void secrets(String pipeline, String admin, String reader) {
     Map<Role, byte[]> found = new java.util.EnumMap<>(Role.class);
@@ -647,7 +643,7 @@ public final class ClientGuard {
   }
 
   /** list_files and read_files: their path, when the analysing session is a client's. */
-  static void checkListing(String function, String path) {
+  static void checkListing(String path) {
     if (!enabled) {
       return;
     }

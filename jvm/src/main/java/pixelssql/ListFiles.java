@@ -98,7 +98,7 @@ public final class ListFiles extends AbstractFunction1<Seq<Expression>, LogicalP
           FUNCTION_NAME + " needs a path: list_files('/data/dicom')");
     }
 
-    ClientGuard.checkListing(FUNCTION_NAME, path);
+    ClientGuard.checkListing(path);
     org.apache.spark.sql.classic.SparkSession session =
         (org.apache.spark.sql.classic.SparkSession) SparkSession.active();
     Configuration hadoopConf = session.sessionState().newHadoopConf();

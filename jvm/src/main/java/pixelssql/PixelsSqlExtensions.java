@@ -157,7 +157,7 @@ public final class PixelsSqlExtensions extends AbstractFunction1<SparkSessionExt
             FUNCTION_NAME + " needs a path: read_files('/data/dicom', format => 'binaryFile')");
       }
 
-      ClientGuard.checkListing(FUNCTION_NAME, path);
+      ClientGuard.checkListing(path);
       SparkSession session = SparkSession.active();
       org.apache.spark.sql.classic.SparkSession classic =
           (org.apache.spark.sql.classic.SparkSession) session;
