@@ -45,7 +45,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from pixels_sql.dicom import fastmeta
 from pixels_sql.dicom.meta import read_meta_json
-from pixels_sql.dicom.paths import to_local_path
+from pixels_sql.io.paths import to_local_path
 
 ROOT = Path(__file__).resolve().parent
 DATA = ROOT / "data"

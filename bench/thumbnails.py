@@ -109,7 +109,7 @@ def spark_rates(sets: dict[str, list[Path]], cores: int) -> dict[str, dict[str, 
 
     @pandas_udf("binary")
     def pixels_baseline(paths: pd.Series) -> pd.Series:
-        from pixels_sql.dicom.paths import to_local_path
+        from pixels_sql.io.paths import to_local_path
 
         return pd.Series([baseline_thumbnail(to_local_path(p)) for p in paths], dtype=object)
 

@@ -79,8 +79,8 @@ def generate(members: int) -> Path:
 
 def per_member(archive: Path, members: int, reads: int, baseline_reads: int) -> dict[str, Any]:
     """Mean seconds per member read, the index kept (now) and parsed for every read (before)."""
-    from pixels_sql.dicom import archives
     from pixels_sql.dicom.meta import read_meta_row
+    from pixels_sql.io import archives
 
     uri = f"file:{archive}"
 

@@ -142,8 +142,8 @@ def session(
     """
     from pyspark.sql import SparkSession
 
-    from pixels_sql.dicom.storage import s3a_environment
     from pixels_sql.home import HomeInUseError
+    from pixels_sql.io.storage import s3a_environment
     from pixels_sql.servers.discovery import running_server
 
     folder = home_dir(home)

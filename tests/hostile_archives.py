@@ -2,7 +2,7 @@
 write the case), each beside good DICOM members that must still read like the plain files.
 
 One builder per kind of attack or damage. A builder writes its archive into a folder and returns
-a :class:`Hostile`: the listing :func:`pixels_sql.dicom.archives.list_members` must give, the
+a :class:`Hostile`: the listing :func:`pixels_sql.io.archives.list_members` must give, the
 reason reading each bad member must give, and for every readable member the plain file with
 the same bytes (its twin), which it must read exactly like. Nothing is shelled out to zip/unzip
 (not on every machine) and nothing is committed but this code; the largest archive is ~200 KB.
@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pixels_sql.dicom.archives import ArchiveLimits, member_path
+from pixels_sql.io.archives import ArchiveLimits, member_path
 from tests.corpus import PYDICOM_TEST_FILES, corpus_files
 
 GOOD_SOURCE = PYDICOM_TEST_FILES / "CT_small.dcm"

@@ -1,4 +1,4 @@
-"""Zip archives read in place (pixels_sql.dicom.archives), against hostile archives: every bad
+"""Zip archives read in place (pixels_sql.io.archives), against hostile archives: every bad
 member gives its reason when listed, read or extracted, good members beside it read exactly like
 the plain files, and extraction never writes outside its destination. Pure Python: no Spark.
 
@@ -19,8 +19,11 @@ from typing import Any
 
 import pytest
 
-from pixels_sql.dicom import archives
-from pixels_sql.dicom.archives import (
+from pixels_sql.dicom.meta import read_meta_result
+from pixels_sql.dicom.thumbnail import read_thumbnail_result
+from pixels_sql.errors import DicomReadError
+from pixels_sql.io import archives
+from pixels_sql.io.archives import (
     ArchiveLimits,
     extract_member,
     list_members,
@@ -28,11 +31,8 @@ from pixels_sql.dicom.archives import (
     member_path,
     open_member,
 )
-from pixels_sql.dicom.errors import DicomReadError
-from pixels_sql.dicom.meta import read_meta_result
-from pixels_sql.dicom.paths import to_file_uri
-from pixels_sql.dicom.sources import read_range
-from pixels_sql.dicom.thumbnail import read_thumbnail_result
+from pixels_sql.io.paths import to_file_uri
+from pixels_sql.io.sources import read_range
 from tests.corpus import PYDICOM_TEST_FILES, with_peak_memory
 from tests.hostile_archives import (
     BOMB_BYTES,

@@ -16,9 +16,9 @@ import pytest
 
 from pixels_sql.dicom import fastmeta, meta
 from pixels_sql.dicom.bulk import bulk_uri_factory
-from pixels_sql.dicom.errors import DicomReadError
 from pixels_sql.dicom.meta import MetaResult, read_meta_result
-from pixels_sql.dicom.paths import to_file_uri
+from pixels_sql.errors import DicomReadError
+from pixels_sql.io.paths import to_file_uri
 from tests.corpus import EXPECTED_UNREADABLE, corpus_files
 
 MUTANTS_PER_FILE = 12

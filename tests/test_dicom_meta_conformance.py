@@ -16,9 +16,9 @@ import pytest
 from pixels_sql.dicom import fastmeta
 from pixels_sql.dicom import meta as meta_module
 from pixels_sql.dicom.bulk import bulk_uri_factory
-from pixels_sql.dicom.errors import DicomReadError
 from pixels_sql.dicom.fastmeta import read_fast
 from pixels_sql.dicom.meta import INLINE_BINARY_MAX_BYTES, read_meta
+from pixels_sql.errors import DicomReadError
 from tests.corpus import EXPECTED_UNREADABLE, corpus_files
 
 CORPUS = corpus_files()

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from pixels_sql.cli import build_parser
-from pixels_sql.dicom.errors import REASONS, WARNINGS
+from pixels_sql.errors import REASONS, WARNINGS
 from pixels_sql.functions import DICTIONARY_VIEW, FUNCTIONS
 
 DOCS = Path(__file__).parent.parent / "docs"

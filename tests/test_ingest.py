@@ -17,9 +17,9 @@ import pydicom
 import pytest
 from chispa import assert_df_equality
 
-from pixels_sql.dicom.paths import path_tags
 from pixels_sql.dicom.thumbnail import render_thumbnail
 from pixels_sql.ingest import ingest
+from pixels_sql.io.paths import path_tags
 from tests.conftest import copy_samples
 from tests.corpus import PYDICOM_TEST_FILES
 

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from pixels_sql.dicom import isolation
-from pixels_sql.dicom.isolation import run_isolated
+from pixels_sql.io import isolation
+from pixels_sql.io.isolation import run_isolated
 from tests.isolation_targets import abort_on, echo, failure
 
 

@@ -17,8 +17,8 @@ import pydicom
 import pytest
 from chispa import assert_df_equality
 
-from pixels_sql.dicom import storage
 from pixels_sql.dicom.meta import read_meta_result
+from pixels_sql.io import storage
 from pixels_sql.pipeline import run_pipeline
 from tests.conftest import copy_samples
 from tests.corpus import PYDICOM_TEST_FILES

@@ -23,8 +23,8 @@ import pytest
 from pixels_sql.dicom import fastmeta, trailing
 from pixels_sql.dicom import meta as meta_module
 from pixels_sql.dicom.meta import MetaRow, read_meta_row
-from pixels_sql.dicom.paths import to_file_uri
 from pixels_sql.ingest import ingest
+from pixels_sql.io.paths import to_file_uri
 from pixels_sql.pixels import Catalog
 from pixels_sql.pixels.dicom import DicomMetaExtractor
 from tests.corpus import EXPECTED_UNREADABLE, PYDICOM_TEST_FILES, corpus_files

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pixels_sql.dicom.archives import is_member_path, list_members, member_chain
 from pixels_sql.ingest import ingest
+from pixels_sql.io.archives import is_member_path, list_members, member_chain
 from pixels_sql.pixels import Catalog
 from tests.hostile_archives import Hostile, build
 

@@ -36,7 +36,7 @@ from pixels_sql.dicom.encoding import (
     SHORT_LENGTH_VRS,
     UNDEFINED_LENGTH,
 )
-from pixels_sql.dicom.errors import DicomReadError
+from pixels_sql.errors import DicomReadError
 
 try:
     from pixels_sql.dicom import _fastmeta

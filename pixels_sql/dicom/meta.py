@@ -42,7 +42,6 @@ from pixels_sql.dicom.encoding import (
     SEQUENCE_DELIMITER_TAG,
     UNDEFINED_LENGTH,
 )
-from pixels_sql.dicom.errors import DicomReadError, classify
 from pixels_sql.dicom.fastmeta import (
     codec_of,
     fastmeta_converter,
@@ -51,10 +50,11 @@ from pixels_sql.dicom.fastmeta import (
     read_json,
     read_trailing,
 )
-from pixels_sql.dicom.paths import to_local_path
-from pixels_sql.dicom.sources import Source, display_name, open_source
 from pixels_sql.dicom.trailing import Prefix
 from pixels_sql.dicom.trailing import find as find_trailing
+from pixels_sql.errors import DicomReadError, classify
+from pixels_sql.io.paths import to_local_path
+from pixels_sql.io.sources import Source, display_name, open_source
 
 # Use the fast reader (fastmeta.py) where it applies; the general reader otherwise. Module-level
 # so tests and benchmarks can compare both.

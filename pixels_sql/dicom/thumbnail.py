@@ -22,10 +22,10 @@ from pydicom.uid import (
 )
 
 from pixels_sql.dicom.encoding import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, PIXEL_DATA_TAGS
-from pixels_sql.dicom.errors import DicomReadError, classify
 from pixels_sql.dicom.meta import locate_pixel_data, read_header, transfer_syntax
 from pixels_sql.dicom.reduced import reduced_frame
-from pixels_sql.dicom.sources import Source, display_name, open_source
+from pixels_sql.errors import DicomReadError, classify
+from pixels_sql.io.sources import Source, display_name, open_source
 
 DEFAULT_MAX_SIZE = 256
 FORMATS = {"png": "PNG", "jpeg": "JPEG"}

@@ -52,7 +52,7 @@ from pixels_sql.dicom.encoding import (
     SHORT_LENGTH_VRS,
     UNDEFINED_LENGTH,
 )
-from pixels_sql.dicom.errors import warning_message
+from pixels_sql.errors import warning_message
 
 WARNING = "trailing_bytes"
 _IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"

@@ -8,9 +8,9 @@ from functools import partial
 
 import pandas as pd
 
-from pixels_sql.dicom.archives import Member, extract_member, list_members
-from pixels_sql.dicom.errors import classify
+from pixels_sql.errors import classify
 from pixels_sql.functions.registry import SqlFunction, read_rows, results_frame, sql_function
+from pixels_sql.io.archives import Member, extract_member, list_members
 
 MEMBER_FIELDS = "path STRING, member STRING, length BIGINT, reason STRING, message STRING"
 RESULT_TYPE = f"ARRAY<STRUCT<{MEMBER_FIELDS}>>"

@@ -3,7 +3,7 @@
 Spark starts one daemon per executor (``python -m <spark.python.daemon.module>``) and forks a
 worker from it for each Python task slot. Spark's own daemon imports almost nothing, so each
 worker imported pydicom, numpy, Pillow and pandas before its first row. Imported here once,
-they reach every worker, and every worker's file-reading helper (dicom/isolation.py forks it),
+they reach every worker, and every worker's file-reading helper (io/isolation.py forks it),
 through fork. ``pixels_sql.session()`` sets ``spark.python.daemon.module`` to this module.
 """
 

@@ -9,9 +9,9 @@ from functools import partial
 
 import pandas as pd
 
-from pixels_sql.dicom.errors import classify
-from pixels_sql.dicom.sources import display_name, read_content
+from pixels_sql.errors import classify
 from pixels_sql.functions.registry import SqlFunction, read_rows, sql_function, value_or_raise
+from pixels_sql.io.sources import display_name, read_content
 
 
 @dataclass(frozen=True)

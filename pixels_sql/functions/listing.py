@@ -4,7 +4,7 @@
 Hadoop file systems itself, when the query is analysed. Object storage that no Hadoop file system
 of the application reads (s3://, gs://, abfs:// on the pyspark wheel, which has no hadoop-aws)
 goes to this Python table function instead, registered once per application by
-:func:`register_lister`; it lists through fsspec (dicom/storage.py) when the query runs, with the
+:func:`register_lister`; it lists through fsspec (io/storage.py) when the query runs, with the
 same columns and the same rules (hidden names, glob, zero-byte objects listed).
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from pixels_sql.dicom import storage
+from pixels_sql.io import storage
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -30,7 +30,7 @@ Row = tuple[str, datetime | None, int | None, str | None, str | None]
 
 def listing_rows(path: str, glob: str, recursive: bool) -> Iterator[Row]:
     """The rows of ``list_files(path, glob => glob, recursive => recursive)`` for an object-store
-    path (see :func:`pixels_sql.dicom.storage.list_objects`)."""
+    path (see :func:`pixels_sql.io.storage.list_objects`)."""
     if not storage.is_remote(path):
         raise ValueError(
             f"list_files: no file system reads {path!r}: object storage takes"

@@ -8,8 +8,8 @@ from typing import Any
 
 import pandas as pd
 
-from pixels_sql.dicom.errors import DicomReadError
-from pixels_sql.dicom.isolation import run_isolated
+from pixels_sql.errors import DicomReadError
+from pixels_sql.io.isolation import run_isolated
 
 # Argument names that mean a file: one the function reads, a folder it writes into. A server
 # checks them for its clients (ClientGuard.java); the signatures are the one place they are said.
@@ -72,7 +72,7 @@ def read_rows(
     rows: Sequence[tuple[Any, ...]],
     failure: Callable[[str, str], Any],
 ) -> list[Any | None]:
-    """``function(*row)`` per row, computed in the helper process (dicom/isolation.py), so a file
+    """``function(*row)`` per row, computed in the helper process (io/isolation.py), so a file
     that crashes its reader costs only its own row; None for a row whose path (first value) is
     NULL."""
     present = [row for row in rows if row[0] is not None]

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from pixels_sql.dicom import storage
 from pixels_sql.ingest.batch import ingest_params, pipeline_scripts, run_statements
+from pixels_sql.io import storage
 from pixels_sql.pipeline import DEFAULT_DATABASE
 from pixels_sql.scripts import Statement, load_scripts
 from pixels_sql.tables import prepare, writing

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import functions as F
 
-from pixels_sql.dicom.paths import to_local_path
 from pixels_sql.ingest.batch import IngestReport, run_statements
 from pixels_sql.ingest.stream import (
     BINARY_FILE_SCHEMA,
@@ -28,6 +27,7 @@ from pixels_sql.ingest.stream import (
     batch_statements,
     start_stream,
 )
+from pixels_sql.io.paths import to_local_path
 from pixels_sql.pipeline import DEFAULT_DATABASE
 from pixels_sql.pixels.dicom.extractors import LISTING_MESSAGE, LISTING_REASON, PNG_ANNOTATION
 from pixels_sql.pixels.transformers import (

@@ -15,7 +15,7 @@ if os.environ.get("PIXELS_SQL_TEST_INJECT") == "1":
 
     def _injected(original, prefix):  # type: ignore[no-untyped-def]
         def run(source, *args):  # type: ignore[no-untyped-def]
-            # The readers take an opened source (dicom/sources.py), whose name is the path, or
+            # The readers take an opened source (io/sources.py), whose name is the path, or
             # (meta.read_json, the compiled one-call path) the local path itself.
             name = os.path.basename(source if isinstance(source, str) else source.name)
             if name.startswith(f"inject-{prefix}-abort"):

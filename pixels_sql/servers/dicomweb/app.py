@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote
 
-from pixels_sql.dicom import archives
 from pixels_sql.dicom.bulk import bulk_range
-from pixels_sql.dicom.errors import DicomReadError
 from pixels_sql.dicom.meta import read_meta
-from pixels_sql.dicom.paths import to_local_path
+from pixels_sql.errors import DicomReadError
+from pixels_sql.io import archives
+from pixels_sql.io.paths import to_local_path
 from pixels_sql.servers import viewer
 from pixels_sql.servers.dicomweb import qido, wado
 from pixels_sql.servers.dicomweb.connections import ConnectionGuard

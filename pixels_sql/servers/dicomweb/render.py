@@ -45,8 +45,8 @@ Outcome = tuple[bytes | None, str, str]  # (image, '', '') or (None, reason, mes
 def render_in_worker(path: str, size: int, fmt: str) -> Outcome:
     """A DicomReadError is answered as data: its constructor takes three arguments, which
     pickling an exception does not replay."""
-    from pixels_sql.dicom.errors import DicomReadError
     from pixels_sql.dicom.thumbnail import render_thumbnail
+    from pixels_sql.errors import DicomReadError
 
     try:
         return render_thumbnail(path, size, fmt), "", ""

@@ -22,10 +22,10 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pixels_sql.dicom.errors import DicomReadError
 from pixels_sql.dicom.meta import read_meta
-from pixels_sql.dicom.paths import to_local_path
-from pixels_sql.dicom.sources import open_source
+from pixels_sql.errors import DicomReadError
+from pixels_sql.io.paths import to_local_path
+from pixels_sql.io.sources import open_source
 from pixels_sql.servers.dicomweb.http import (
     HTTPError,
     Request,

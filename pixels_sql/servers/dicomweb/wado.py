@@ -21,7 +21,7 @@ from pixels_sql.dicom.frames import (
     read_ranges,
 )
 from pixels_sql.dicom.part10 import file_meta_prefix, is_part10
-from pixels_sql.dicom.sources import open_source
+from pixels_sql.io.sources import open_source
 from pixels_sql.servers.dicomweb.http import (
     HTTPError,
     MediaRange,

@@ -699,7 +699,7 @@ public final class ClientGuard {
    * A path's canonical text: for a local file, its real path (links resolved, as far as it
    * exists; the rest may not climb with ".."); for an object-storage URI, the URI if it has no
    * "." or ".." segment. Null when it cannot be placed. The same local spellings as the Python
-   * readers' (pixels_sql.dicom.paths.to_local_path): file://, file:, dbfs:/.
+   * readers' (pixels_sql.io.paths.to_local_path): file://, file:, dbfs:/.
    */
   static String canonical(String path) {
     String local = path;

@@ -18,9 +18,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from pixels_sql.dicom import archives, storage
-from pixels_sql.dicom.errors import DicomReadError
-from pixels_sql.dicom.paths import to_file_uri, to_local_path
+from pixels_sql.errors import DicomReadError
+from pixels_sql.io import archives, storage
+from pixels_sql.io.paths import to_file_uri, to_local_path
 
 
 @dataclass(frozen=True)

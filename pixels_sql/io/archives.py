@@ -50,8 +50,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from pixels_sql.dicom import storage
-from pixels_sql.dicom.errors import DicomReadError
+from pixels_sql.errors import DicomReadError
+from pixels_sql.io import storage
 
 PROTOCOL = "zip://"
 SEPARATOR = "::"
@@ -367,7 +367,7 @@ def _identity(archive: str) -> tuple[object, ...]:
         return ("member", archive, _identity(outermost(archive)))
     if storage.is_remote(archive):
         return ("object", archive, *storage.info(archive))
-    from pixels_sql.dicom.paths import to_local_path
+    from pixels_sql.io.paths import to_local_path
 
     return ("file", archive, *_file_identity(os.stat(to_local_path(archive))))
 
@@ -387,7 +387,7 @@ def _open_index(archive: str, key: tuple[object, ...]) -> tuple[ArchiveIndex, tu
             # Read in place by byte ranges: the central directory, then each member.
             fp = stack.enter_context(storage.open_object(archive))
         else:
-            from pixels_sql.dicom.paths import to_local_path
+            from pixels_sql.io.paths import to_local_path
 
             # Closed with the stack, when the index leaves the cache (not at a block's end).
             fp = stack.enter_context(open(to_local_path(archive), "rb"))  # noqa: SIM115

@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, BinaryIO, TypeVar
 
-from pixels_sql.dicom.errors import classify
+from pixels_sql.errors import classify
 
 R = TypeVar("R")
 
@@ -335,7 +335,7 @@ def _read_exactly(stream: BinaryIO, count: int, deadline: float) -> bytearray | 
 _HELPER = _Helper()
 # The child imports this module (not `-m`, which would run a second copy as __main__ whose
 # classes pickle under the wrong name).
-_CHILD = "import sys; from pixels_sql.dicom.isolation import _serve; _serve(int(sys.argv[1]))"
+_CHILD = "import sys; from pixels_sql.io.isolation import _serve; _serve(int(sys.argv[1]))"
 
 
 def _serve(memory_limit: int, progress: mmap.mmap | None = None) -> None:
