@@ -165,21 +165,30 @@ class CatalogColumn:
 @dataclass(frozen=True)
 class Qido:
     """An attribute's part in QIDO-RS (PS3.18 10.6): the ``level`` whose results carry it
-    (Tables 10.6.3-3 to -5), ``match``: how it is matched (one of MATCH_KINDS; None: returned,
-    not matched), ``index_column``: the DICOMweb index's column for it at that level (None:
-    kept only in the level's DICOM JSON), ``computed``: computed by the service (counts,
-    ModalitiesInStudy, RetrieveURL), not read from a header."""
+    (Tables 10.6.3-3 to -5; a study's results carry the patient's attributes too), ``match``:
+    how it is matched as a key (one of MATCH_KINDS; None: returned, not matched),
+    ``computed``: made by the service (counts, ModalitiesInStudy, RetrieveURL), not read from
+    a header."""
 
     level: QidoLevel
     match: str | None = None
-    index_column: str | None = None
     computed: bool = False
+
+
+@dataclass(frozen=True)
+class IndexColumn:
+    """A column of the DICOMweb index (servers/dicomweb/index.py): its ``level``'s table
+    (studies, series, instances) and the column's name there."""
+
+    level: QidoLevel
+    name: str
 
 
 @dataclass(frozen=True)
 class Attribute:
     """A DICOM attribute pixels-sql names. ``column`` is its promoted ``object_catalog`` column
-    (None: read it from ``meta``), ``qido`` its part in QIDO-RS (None: none)."""
+    (None: read it from ``meta``), ``qido`` its part in QIDO-RS, ``index`` its DICOMweb index
+    column (None: none)."""
 
     keyword: str
     tag: int
@@ -188,6 +197,7 @@ class Attribute:
     level: Level
     column: CatalogColumn | None = None
     qido: Qido | None = None
+    index: IndexColumn | None = None
 
     @property
     def hex(self) -> str:
@@ -333,53 +343,72 @@ _STATUS_COLUMNS = (
     ),
 )
 
-# QIDO-RS: keyword -> (result level, matching kind or None, index column or None, computed).
-# The matching keys are those PS3.18 Table 10.6.1-5 requires of a service plus a few people
-# filter on; the results carry the attributes of Tables 10.6.3-3 to -5 (study results also
-# the patient's). servers/dicomweb/query.py and index.py read this.
+# QIDO-RS: keyword -> its part. The matching keys are those PS3.18 Table 10.6.1-5 requires of a
+# service plus a few people filter on; the results carry the attributes of Tables 10.6.3-3 to
+# -5. servers/dicomweb/query.py and index.py read this.
 _QIDO: dict[str, Qido] = {
-    # study level
     "SpecificCharacterSet": Qido("study"),
-    "StudyDate": Qido("study", DATE_MATCH, "study_date"),
-    "StudyTime": Qido("study", None, "study_time"),
-    "AccessionNumber": Qido("study", STRING_MATCH, "accession"),
-    "ModalitiesInStudy": Qido("study", MODALITIES_MATCH, "modalities", computed=True),
-    "ReferringPhysicianName": Qido("study", PN_MATCH, "referring_physician"),
+    "StudyDate": Qido("study", DATE_MATCH),
+    "StudyTime": Qido("study"),
+    "AccessionNumber": Qido("study", STRING_MATCH),
+    "ModalitiesInStudy": Qido("study", MODALITIES_MATCH, computed=True),
+    "ReferringPhysicianName": Qido("study", PN_MATCH),
     "TimezoneOffsetFromUTC": Qido("study"),
-    "StudyDescription": Qido("study", STRING_MATCH, "study_description"),
-    "PatientName": Qido("study", PN_MATCH, "patient_name"),
-    "PatientID": Qido("study", STRING_MATCH, "patient_id"),
+    "StudyDescription": Qido("study", STRING_MATCH),
+    "PatientName": Qido("study", PN_MATCH),
+    "PatientID": Qido("study", STRING_MATCH),
     "PatientBirthDate": Qido("study"),
     "PatientSex": Qido("study"),
-    "StudyInstanceUID": Qido("study", UID_MATCH, "study_uid"),
-    "StudyID": Qido("study", STRING_MATCH, "study_id"),
+    "StudyInstanceUID": Qido("study", UID_MATCH),
+    "StudyID": Qido("study", STRING_MATCH),
     "NumberOfStudyRelatedSeries": Qido("study", computed=True),
     "NumberOfStudyRelatedInstances": Qido("study", computed=True),
-    # series level
     "SeriesDate": Qido("series"),
     "SeriesTime": Qido("series"),
-    "Modality": Qido("series", STRING_MATCH, "modality"),
-    "SeriesDescription": Qido("series", STRING_MATCH, "series_description"),
-    "BodyPartExamined": Qido("series", STRING_MATCH, "body_part"),
-    "SeriesInstanceUID": Qido("series", UID_MATCH, "series_uid"),
-    "SeriesNumber": Qido("series", STRING_MATCH, "series_number"),
+    "Modality": Qido("series", STRING_MATCH),
+    "SeriesDescription": Qido("series", STRING_MATCH),
+    "BodyPartExamined": Qido("series", STRING_MATCH),
+    "SeriesInstanceUID": Qido("series", UID_MATCH),
+    "SeriesNumber": Qido("series", STRING_MATCH),
     "NumberOfSeriesRelatedInstances": Qido("series", computed=True),
     "PerformedProcedureStepStartDate": Qido("series"),
     "PerformedProcedureStepStartTime": Qido("series"),
-    # instance level
-    "TransferSyntaxUID": Qido("instance", None, "transfer_syntax"),
-    "SOPClassUID": Qido("instance", UID_MATCH, "sop_class_uid"),
-    "SOPInstanceUID": Qido("instance", UID_MATCH, "sop_uid"),
+    "SOPClassUID": Qido("instance", UID_MATCH),
+    "SOPInstanceUID": Qido("instance", UID_MATCH),
     "InstanceAvailability": Qido("instance", computed=True),
     "RetrieveURL": Qido("instance", computed=True),
     "AvailableTransferSyntaxUID": Qido("instance", computed=True),
-    "InstanceNumber": Qido("instance", STRING_MATCH, "instance_number"),
+    "InstanceNumber": Qido("instance", STRING_MATCH),
     "SamplesPerPixel": Qido("instance"),
     "PhotometricInterpretation": Qido("instance"),
     "NumberOfFrames": Qido("instance"),
     "Rows": Qido("instance"),
     "Columns": Qido("instance"),
     "BitsAllocated": Qido("instance"),
+}
+# The DICOMweb index's columns (its tables studies, series, instances), in table order: the
+# matching keys, what its results are ordered by (StudyTime) and what WADO-RS needs of an
+# instance (TransferSyntaxUID). ModalitiesInStudy is computed from the study's series.
+_INDEX: dict[str, IndexColumn] = {
+    "StudyInstanceUID": IndexColumn("study", "study_uid"),
+    "PatientName": IndexColumn("study", "patient_name"),
+    "PatientID": IndexColumn("study", "patient_id"),
+    "AccessionNumber": IndexColumn("study", "accession"),
+    "StudyDate": IndexColumn("study", "study_date"),
+    "StudyTime": IndexColumn("study", "study_time"),
+    "StudyDescription": IndexColumn("study", "study_description"),
+    "ReferringPhysicianName": IndexColumn("study", "referring_physician"),
+    "StudyID": IndexColumn("study", "study_id"),
+    "ModalitiesInStudy": IndexColumn("study", "modalities"),
+    "SeriesInstanceUID": IndexColumn("series", "series_uid"),
+    "Modality": IndexColumn("series", "modality"),
+    "SeriesNumber": IndexColumn("series", "series_number"),
+    "SeriesDescription": IndexColumn("series", "series_description"),
+    "BodyPartExamined": IndexColumn("series", "body_part"),
+    "SOPInstanceUID": IndexColumn("instance", "sop_uid"),
+    "SOPClassUID": IndexColumn("instance", "sop_class_uid"),
+    "InstanceNumber": IndexColumn("instance", "instance_number"),
+    "TransferSyntaxUID": IndexColumn("instance", "transfer_syntax"),
 }
 
 
@@ -392,11 +421,18 @@ def _build() -> tuple[tuple[CatalogColumn, ...], dict[str, Attribute]]:
     by_column = {column.attribute: column for column in promoted}
     attributes = {
         keyword: Attribute(
-            keyword, tag, vr, vm, level, column=by_column.get(keyword), qido=_QIDO.get(keyword)
+            keyword,
+            tag,
+            vr,
+            vm,
+            level,
+            column=by_column.get(keyword),
+            qido=_QIDO.get(keyword),
+            index=_INDEX.get(keyword),
         )
         for keyword, tag, vr, vm, level in _ATTRIBUTES
     }
-    unknown = (set(by_column) | set(_QIDO)) - set(attributes)
+    unknown = (set(by_column) | set(_QIDO) | set(_INDEX)) - set(attributes)
     if unknown:
         raise AssertionError(f"roles given to attributes not in the registry: {sorted(unknown)}")
     return columns, attributes
@@ -467,3 +503,55 @@ def quoted(name: str) -> str:
     ('`Rows`', 'Modality')
     """
     return f"`{name}`" if name.upper() in _SQL_WORDS else name
+
+
+# The DICOMweb index's columns of each level, in its tables' column order.
+INDEX_COLUMNS: dict[QidoLevel, tuple[Attribute, ...]] = {
+    level: tuple(ATTRIBUTES[k] for k, column in _INDEX.items() if column.level == level)
+    for level in QIDO_LEVELS
+}
+
+
+def first_value_sql(attribute: Attribute, kind: str = "string", meta: str = "meta") -> str:
+    """Spark SQL for the first value of ``attribute`` in the DICOM JSON VARIANT ``meta``, as
+    ``kind`` (a variant_get type); a person name's Alphabetic group (PS3.18 F.2.2).
+
+    >>> first_value_sql(ATTRIBUTES["PatientName"])
+    "try_variant_get(meta, '$.00100010.Value[0].Alphabetic', 'string')"
+    """
+    suffix = ".Alphabetic" if _base_vr(attribute.vr) == "PN" else ""
+    return f"try_variant_get({meta}, '$.{attribute.hex}.Value[0]{suffix}', '{kind}')"
+
+
+def column_sql(attribute: Attribute, meta: str = "meta") -> str:
+    """Spark SQL computing ``attribute``'s promoted column from ``meta`` (sql/20_meta.sql): a
+    DATE from ``YYYYMMDD`` text (NULL when malformed, PS3.5 6.2 DA), else the first value as
+    the column's type.
+
+    >>> column_sql(ATTRIBUTES["SeriesNumber"])
+    "try_variant_get(meta, '$.00200011.Value[0]', 'int')"
+    """
+    if attribute.column is None:
+        raise ValueError(f"{attribute.keyword} is not a column of object_catalog")
+    kind = attribute.column.sql_type
+    if kind == "DATE":
+        return f"try_to_date({first_value_sql(attribute, 'string', meta)}, 'yyyyMMdd')"
+    return first_value_sql(attribute, kind.lower(), meta)
+
+
+def column_text_sql(attribute: Attribute, meta: str = "meta") -> str:
+    """Spark SQL for ``attribute``'s first value as DICOM text: its catalog column turned back
+    into the value's text (a DATE as ``YYYYMMDD``), else read from ``meta``.
+
+    >>> column_text_sql(ATTRIBUTES["StudyDate"]), column_text_sql(ATTRIBUTES["StudyID"])
+    ("date_format(StudyDate, 'yyyyMMdd')", "try_variant_get(meta, '$.00200010.Value[0]', 'string')")
+    """
+    column = attribute.column
+    if column is None:
+        return first_value_sql(attribute, "string", meta)
+    name = quoted(column.name)
+    if column.sql_type == "DATE":
+        return f"date_format({name}, 'yyyyMMdd')"
+    if column.sql_type != "STRING":
+        return f"CAST({name} AS STRING)"
+    return name
