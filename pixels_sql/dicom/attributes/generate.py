@@ -23,12 +23,12 @@ from pathlib import Path
 from pixels_sql.dicom.attributes import (
     ATTRIBUTES,
     CATALOG_COLUMNS,
+    DATE_MATCH,
     MODALITIES_MATCH,
     PROMOTED,
     QIDO_LEVELS,
     SQL_TYPES_BY_VR,
     UID_MATCH,
-    DATE_MATCH,
     column_sql,
     matching_keys,
     quoted,
