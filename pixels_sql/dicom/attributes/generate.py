@@ -93,21 +93,6 @@ def copied_columns_sql() -> list[str]:
     return _wrap((f"c.{quoted(name)}" for name in names[: names.index("deleted_at")]), "  ")
 
 
-def dbt_promoted_columns() -> list[str]:
-    """The promoted columns of dbt's ``instances`` model, through its macros (dbt/macros)."""
-    lines = []
-    for a in PROMOTED:
-        kind = a.column.sql_type
-        if kind == "DATE":
-            call = f"dicom_date('meta', '{a.keyword}')"
-        elif kind == "STRING":
-            call = f"dicom_tag('meta', '{a.keyword}')"
-        else:
-            call = f"dicom_tag('meta', '{a.keyword}', '{kind.lower()}')"
-        lines.append(f"  {{{{ {call} }}}} AS {quoted(a.keyword)},")
-    return lines
-
-
 def dbt_known_attributes() -> list[str]:
     """The attributes dbt's ``dicom_tag`` macro reads natively, with tag and VR: those of the
     registry found in headers (not the ones QIDO-RS computes); a VR must be known when the
@@ -151,9 +136,10 @@ def qido_keys_markdown() -> list[str]:
 
 REGIONS: tuple[Region, ...] = (
     Region("sql/10_catalog.sql", "object_catalog columns", SQL, catalog_table_sql),
+    # dbt's instances model runs these statements too (dbt/macros/pipeline.sql, generated from
+    # sql/ by pixels_sql.dbt_sql).
     Region("sql/20_meta.sql", "promoted columns", SQL, promoted_columns_sql),
     Region("sql/30_deleted.sql", "copied columns", SQL, copied_columns_sql),
-    Region("dbt/models/instances.sql", "promoted columns", SQL, dbt_promoted_columns),
     Region("dbt/macros/dicom_tag.sql", "known attributes", JINJA, dbt_known_attributes),
     Region("docs/tables.md", "object_catalog columns", MARKDOWN, catalog_table_markdown),
     Region("docs/viewer.md", "QIDO-RS matching keys", MARKDOWN, qido_keys_markdown),
