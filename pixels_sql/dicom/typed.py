@@ -1,0 +1,649 @@
+"""Typed header values: a header's DICOM JSON model (PS3.18 F.2) turned into one value per
+attribute, typed by its VR as BigQuery's DICOM export types them, and the *shape* of those
+values (keyword -> SQL type), from which the ``object_header`` table's columns come.
+
+The value rules live here once, with no Spark: the SQL functions of
+``pixels_sql/functions/header.py`` call :func:`header_shape`, :func:`plan` and
+:func:`typed_json` on the JSON the catalog already holds (``object_catalog.meta``), so no file
+is read twice and zip members and objects work as any file does.
+
+- A standard attribute (in the PS3.6 dictionary, repeating groups excepted) gets a column named
+  by its keyword, typed by its dictionary VR and VM (the registry's ``attributes.sql_type``,
+  ``pixels_sql/dicom/attributes``): VM 1 a scalar, any other
+  VM an ARRAY; SQ an ARRAY of STRUCTs of its items' attributes, recursively; DS and IS keep
+  their text and get a numeric twin ``<Keyword>_number``.
+- A binary attribute (OB, OD, OF, OL, OV, OW, UN) holds its BulkDataURI, or its inline base64
+  text (the registry types them STRING).
+- Private attributes, unknown tags and repeating-group elements (50xx, 60xx: one keyword for
+  many tags) go to ``OtherElements``, one entry each (:data:`OTHER_ELEMENT_TYPE`), their bulk
+  data as a URI.
+- A value that does not fit its column (a malformed DA/DT/TM, a DS/IS that is no number, a VR
+  other than the dictionary's, several values of a VM 1 attribute, a sequence item attribute
+  the table's column has no field for) leaves the column NULL and goes to ``OtherElements`` as
+  text with ``issue`` set: one bad element never costs its row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable, Mapping
+from functools import cache, lru_cache
+from typing import Any
+
+import orjson
+from pydicom.datadict import DicomDictionary
+
+from pixels_sql.dicom import attributes
+
+# Shape: keyword -> Spark type in catalog form ("string", "array<double>", ...) for a leaf,
+# or a nested Shape for a sequence (ARRAY<STRUCT<...>> of its items).
+Shape = dict[str, "str | Shape"]
+
+OTHER_ELEMENTS = "OtherElements"
+NUMBER_SUFFIX = "_number"
+# One entry of OtherElements. tag: the element's tag, nested ones as a path through their
+# sequences and item indexes (``00081140[0].00091001``); values: each value as text (a sequence
+# item as its DICOM JSON); issue: NULL for an element that is simply not a column, else why its
+# value left its column.
+OTHER_ELEMENT_TYPE = (
+    "struct<tag:string,keyword:string,private_creator:string,vr:string,"
+    "values:array<string>,bulk_data_uri:string,issue:string>"
+)
+_PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
+
+# Why a value left its column (OtherElements.issue, the header_issues view).
+MALFORMED = "malformed"  # not a valid value of its VR (DA, DT, TM, DS, IS, AT, ...)
+VR_MISMATCH = "vr_mismatch"  # a VR the dictionary does not give this attribute
+MULTIPLE_VALUES = "multiple_values"  # several values where the dictionary says VM 1
+NOT_IN_COLUMN = "not_in_column"  # a sequence item attribute its column has no field for
+TYPE_MISMATCH = "type_mismatch"  # the table's column has another type than this VR gives
+
+# Binary VRs: their values are bytes (PS3.5 6.2), kept as inline text or a bulk data URI.
+BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+
+
+def _catalog_form(ddl: str) -> str:
+    """A type as the registry writes it (``ARRAY<STRUCT<Alphabetic: STRING, ...>>``) in the
+    catalog form SQL's ``typeof`` gives (``array<struct<Alphabetic:string,...>>``), so that a
+    table's columns and a header's shape compare as text."""
+    text = re.sub(r"\b([A-Z]+)\b(?!:)", lambda match: match.group(1).lower(), ddl)
+    return text.replace(": ", ":").replace(", ", ",")
+
+
+PERSON_NAME_TYPE = _catalog_form(attributes.PERSON_NAME_TYPE)
+
+
+class _Attribute:
+    """What the registry says of one standard tag, resolved once per process."""
+
+    __slots__ = ("column", "keyword", "multiple", "twin", "vr", "vrs")
+
+    def __init__(self, keyword: str, vr: str, vm: str) -> None:
+        self.keyword = keyword
+        # PS3.6 gives a few attributes alternative VRs ("US or SS", "US or OW"): a value of any
+        # of them belongs to the attribute.
+        self.vrs = tuple(part.strip() for part in vr.split(" or "))
+        self.vr = self.vrs[0]
+        self.multiple = attributes.is_multiple(vm)
+        self.column: str | None = None
+        self.twin: str | None = None
+        if self.vr != attributes.SEQUENCE_VR:
+            self.column = _catalog_form(attributes.sql_type(vr, self.multiple))
+            number = attributes.NUMERIC_TWIN_TYPES_BY_VR.get(self.vr)
+            if number is not None:
+                self.twin = _catalog_form(f"ARRAY<{number}>" if self.multiple else number)
+
+
+@cache
+def _attributes() -> dict[str, _Attribute]:
+    """Standard attributes by their 8-hex-digit tag, as the DICOM JSON model spells tags: the
+    registry's (``attributes.by_tag``) for every tag of the PS3.6 dictionary. Repeating-group
+    tags (50xx, 60xx: one keyword for many groups) are not among them."""
+    table = {}
+    for tag in DicomDictionary:
+        found = attributes.by_tag(tag)
+        if found is None or found.vr in ("NONE", ""):
+            continue  # item and delimitation tags
+        try:
+            table[f"{tag:08X}"] = _Attribute(found.keyword, found.vr, found.vm)
+        except attributes.UnknownVRError:
+            continue
+    return table
+
+
+def attribute(tag: str) -> _Attribute | None:
+    """The dictionary's attribute of an 8-hex-digit tag (upper case), None if not standard."""
+    return _attributes().get(tag)
+
+
+# --- shapes ------------------------------------------------------------------------------------
+
+
+def header_shape(meta: Mapping[str, Any]) -> Shape:
+    """The columns one header needs: keyword -> type (a nested shape for a sequence)."""
+    shape: Shape = {}
+    _shape_into(meta, shape)
+    return shape
+
+
+def _shape_into(dataset: Mapping[str, Any], shape: Shape) -> None:
+    table = _attributes()
+    for tag, element in dataset.items():
+        info = table.get(tag)
+        if info is None:
+            continue
+        if info.vr == "SQ":
+            item_shape = shape.get(info.keyword)
+            if not isinstance(item_shape, dict):
+                item_shape = shape[info.keyword] = {}
+            if isinstance(element, dict) and element.get("vr") == "SQ":
+                for item in element.get("Value") or ():
+                    if isinstance(item, dict):
+                        _shape_into(item, item_shape)
+            continue
+        shape[info.keyword] = info.column  # type: ignore[assignment]
+        if info.twin is not None:
+            shape[info.keyword + NUMBER_SUFFIX] = info.twin
+
+
+def merge_shapes(into: Shape, other: Mapping[str, Any]) -> Shape:
+    """Add ``other``'s columns (and sequence item fields) missing from ``into``; an existing
+    column keeps its type. Returns ``into``."""
+    for name, kind in other.items():
+        present = into.get(name)
+        if present is None:
+            into[name] = _copy(kind)
+        elif isinstance(present, dict) and isinstance(kind, dict):
+            merge_shapes(present, kind)
+    return into
+
+
+def _copy(kind: str | Mapping[str, Any]) -> str | Shape:
+    return kind if isinstance(kind, str) else {name: _copy(sub) for name, sub in kind.items()}
+
+
+def type_of(kind: str | Mapping[str, Any]) -> str:
+    """The Spark type (catalog form) of a shape entry."""
+    if isinstance(kind, str):
+        return kind
+    if not kind:
+        # A sequence whose items were all empty so far: a struct needs a field.
+        return f"array<struct<{OTHER_ELEMENTS}:array<{OTHER_ELEMENT_TYPE}>>>"
+    fields = ",".join(f"{_quote(name)}:{type_of(sub)}" for name, sub in kind.items())
+    return f"array<struct<{fields}>>"
+
+
+def _quote(name: str) -> str:
+    return name if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) else f"`{name}`"
+
+
+def shape_ddl(shape: Mapping[str, Any]) -> str:
+    """``name type, ...`` for a CREATE/ALTER TABLE or from_json schema."""
+    return ", ".join(f"`{name}` {type_of(kind)}" for name, kind in shape.items())
+
+
+def parse_type(text: str) -> str | Shape:
+    """A Spark type in catalog form (what SQL's ``typeof`` returns) as a shape entry: a
+    ``struct<...>`` whose fields are columns becomes a shape, ``array<struct<...>>`` of a
+    sequence a nested shape, anything else stays its text."""
+    parser = _TypeParser(text)
+    kind = parser.parse()
+    if parser.position != len(text):
+        raise ValueError(f"unexpected text after a type at {parser.position}: {text!r}")
+    return kind
+
+
+class _TypeParser:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.position = 0
+
+    def parse(self) -> str | Shape:
+        text = self.text
+        start = self.position
+        if text.startswith("struct<", start):
+            self.position += len("struct<")
+            fields: Shape = {}
+            while text[self.position] != ">":
+                name = self._name()
+                self._expect(":")
+                fields[name] = self.parse()
+                if text[self.position] == ",":
+                    self.position += 1
+            self.position += 1
+            if list(fields) == list(_PN_GROUPS):
+                return PERSON_NAME_TYPE
+            return fields
+        if text.startswith("array<", start):
+            self.position += len("array<")
+            element = self.parse()
+            self._expect(">")
+            if isinstance(element, dict):
+                # A sequence's items: the struct's fields (OtherElements of an empty one aside).
+                if list(element) == [OTHER_ELEMENTS]:
+                    return {}
+                return element
+            return f"array<{element}>"
+        match = re.compile(r"[a-z_0-9]+(\([0-9, ]+\))?").match(text, start)
+        if match is None:
+            raise ValueError(f"not a type at {start}: {text!r}")
+        self.position = match.end()
+        return match.group(0)
+
+    def _name(self) -> str:
+        text = self.text
+        if text[self.position] == "`":
+            end = self.position + 1
+            name = []
+            while True:
+                if text[end] == "`":
+                    if text.startswith("``", end):
+                        name.append("`")
+                        end += 2
+                        continue
+                    break
+                name.append(text[end])
+                end += 1
+            self.position = end + 1
+            return "".join(name)
+        end = text.index(":", self.position)
+        name = text[self.position : end]
+        self.position = end
+        return name
+
+    def _expect(self, char: str) -> None:
+        if self.text[self.position] != char:
+            raise ValueError(f"expected {char!r} at {self.position}: {self.text!r}")
+        self.position += 1
+
+
+# --- values ------------------------------------------------------------------------------------
+
+
+class Malformed(ValueError):
+    """A value that is not what its VR allows."""
+
+
+_DA = re.compile(r"(\d{4})(\d{2})(\d{2})")
+# ACR-NEMA's dotted date, which pydicom still reads (PS3.5 6.2, retired form).
+_DA_DOTTED = re.compile(r"(\d{4})\.(\d{2})\.(\d{2})")
+_TM = re.compile(r"(\d{2})(?::?(\d{2})(?::?(\d{2})(?:\.(\d{1,6}))?)?)?")
+_DT = re.compile(
+    r"(\d{4})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:\.(\d{1,6}))?)?)?)?)?)?"
+    r"([+-]\d{4})?"
+)
+
+
+def date_value(text: str) -> str:
+    """DA (PS3.5 6.2) as ISO ``YYYY-MM-DD``."""
+    match = _DA.fullmatch(text) or _DA_DOTTED.fullmatch(text)
+    if match is None:
+        raise Malformed(f"DA {text!r} is not YYYYMMDD")
+    try:
+        return dt.date(*(int(part) for part in match.groups())).isoformat()
+    except ValueError as exc:
+        raise Malformed(f"DA {text!r}: {exc}") from None
+
+
+def _fraction(text: str | None) -> int:
+    return int(text.ljust(6, "0")) if text else 0
+
+
+def time_value(text: str) -> str:
+    """TM (PS3.5 6.2: HH, HHMM, HHMMSS, HHMMSS.F{1,6}; colons of the retired form allowed) as
+    ISO ``HH:MM:SS[.ffffff]``. A second of 60 (a leap second) is read as 59, as pydicom does."""
+    match = _TM.fullmatch(text)
+    if match is None:
+        raise Malformed(f"TM {text!r} is not HHMMSS.FFFFFF")
+    hour, minute, second, fraction = match.groups()
+    seconds = int(second or 0)
+    try:
+        value = dt.time(int(hour), int(minute or 0), 59 if seconds == 60 else seconds)
+    except ValueError as exc:
+        raise Malformed(f"TM {text!r}: {exc}") from None
+    return value.replace(microsecond=_fraction(fraction)).isoformat()
+
+
+def datetime_value(text: str) -> str:
+    """DT (PS3.5 6.2: YYYY[MM[DD[HH[MM[SS[.F{1,6}]]]]]][&ZZXX]) as ISO 8601; missing
+    components are their first value (month 1, day 1, hour 0), as pydicom reads them. Without
+    an offset the value is read in the session's time zone."""
+    match = _DT.fullmatch(text)
+    if match is None:
+        raise Malformed(f"DT {text!r} is not YYYYMMDDHHMMSS.FFFFFF&ZZXX")
+    year, month, day, hour, minute, second, fraction, offset = match.groups()
+    seconds = int(second or 0)
+    try:
+        value = dt.datetime(
+            int(year),
+            int(month or 1),
+            int(day or 1),
+            int(hour or 0),
+            int(minute or 0),
+            59 if seconds == 60 else seconds,
+            _fraction(fraction),
+        )
+        if offset:
+            minutes = int(offset[1:3]) * 60 + int(offset[3:5])
+            value = value.replace(
+                tzinfo=dt.timezone(dt.timedelta(minutes=minutes if offset[0] == "+" else -minutes))
+            )
+    except ValueError as exc:
+        raise Malformed(f"DT {text!r}: {exc}") from None
+    return value.isoformat()
+
+
+_NON_FINITE = {"NaN": "NaN", "Infinity": "Infinity", "-Infinity": "-Infinity"}
+
+
+def _decimal_number(value: Any) -> float | str:
+    # The DICOM JSON model writes DS as numbers; NaN and infinities as strings (meta.py).
+    if isinstance(value, bool):
+        raise Malformed(f"DS {value!r} is not a number")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        if value in _NON_FINITE:
+            return value
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    raise Malformed(f"DS {value!r} is not a decimal number")
+
+
+def _integer_number(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    raise Malformed(f"IS {value!r} is not an integer")
+
+
+def _text(value: Any) -> str:
+    """A value as text: numbers as Python writes them (what pydicom's str of a DS/IS gives for
+    a number of the JSON model), a person name's groups joined by ``=`` (PS3.5 6.2)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float):
+        return repr(int(value)) if value.is_integer() and abs(value) < 1e16 else repr(value)
+    if isinstance(value, dict):
+        if any(group in value for group in _PN_GROUPS):
+            groups = [value.get(group) or "" for group in _PN_GROUPS]
+            while groups and not groups[-1]:
+                groups.pop()
+            return "=".join(groups)
+        return orjson.dumps(value).decode()
+    return str(value)
+
+
+def _string(value: Any) -> str:
+    if not isinstance(value, str):
+        raise Malformed(f"{value!r} is not text")
+    return value
+
+
+def _number(value: Any) -> float | str:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value in _NON_FINITE:
+        return value
+    raise Malformed(f"{value!r} is not a number")
+
+
+def _integer(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise Malformed(f"{value!r} is not an integer")
+
+
+def _attribute_tag(value: Any) -> int:
+    if isinstance(value, str) and re.fullmatch(r"[0-9A-Fa-f]{8}", value):
+        return int(value, 16)
+    raise Malformed(f"AT {value!r} is not a tag")
+
+
+def _person_name(value: Any) -> dict[str, str | None]:
+    if not isinstance(value, dict):
+        raise Malformed(f"PN {value!r} is not a person name")
+    return {group: value.get(group) for group in _PN_GROUPS}
+
+
+def _date(value: Any) -> str:
+    return date_value(_string(value))
+
+
+def _time(value: Any) -> str:
+    return time_value(_string(value))
+
+
+def _datetime(value: Any) -> str:
+    return datetime_value(_string(value))
+
+
+def _decimal_text(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise Malformed(f"DS {value!r} is not text")
+    return _text(value)
+
+
+_CONVERTERS = {
+    **dict.fromkeys(("AE", "AS", "CS", "LO", "LT", "SH", "ST", "UC", "UI", "UR", "UT"), _string),
+    "DS": _decimal_text,
+    "IS": _decimal_text,
+    "DA": _date,
+    "TM": _time,
+    "DT": _datetime,
+    "FL": _number,
+    "FD": _number,
+    **dict.fromkeys(("SS", "US", "SL", "UL", "SV", "UV"), _integer),
+    "AT": _attribute_tag,
+    "PN": _person_name,
+}
+_TWINS = {"DS": _decimal_number, "IS": _integer_number}
+
+
+def _convert_all(convert: Any, values: list[Any]) -> list[Any]:
+    # PS3.18 F.2.5: an empty value among several is null, and stays NULL in the array.
+    return [None if value is None else convert(value) for value in values]
+
+
+def typed_header(meta: Mapping[str, Any], shape: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """One row of ``object_header``: keyword -> typed value (JSON-ready: DATE and TIMESTAMP as
+    ISO text, the way ``from_json`` reads them) plus ``OtherElements``. ``shape``: the table's
+    columns (:func:`plan`); a sequence item attribute it has no field for goes to
+    OtherElements. Without it, every attribute of the header fits."""
+    other: list[dict[str, Any]] = []
+    row = _typed_dataset(meta, shape, "", other)
+    row[OTHER_ELEMENTS] = other
+    return row
+
+
+def _typed_dataset(
+    dataset: Mapping[str, Any],
+    shape: Mapping[str, Any] | None,
+    prefix: str,
+    other: list[dict[str, Any]],
+) -> dict[str, Any]:
+    table = _attributes()
+    row: dict[str, Any] = {}
+    creators: dict[tuple[str, str], str] | None = None
+    for tag, element in dataset.items():
+        if not isinstance(element, dict):
+            other.append(_other(prefix + tag, None, None, element, MALFORMED))
+            continue
+        vr = element.get("vr")
+        info = table.get(tag)
+        binary = vr in BINARY_VRS
+        if info is None or (binary and vr in info.vrs and info.column != "string"):
+            # Private, unknown, or a binary value of an attribute whose column holds numbers
+            # (LUT Data, "US or OW"): kept whole, not an issue.
+            creator = None
+            if info is None and len(tag) == 8 and int(tag[3], 16) % 2:
+                if creators is None:
+                    creators = _private_creators(dataset)
+                creator = creators.get((tag[:4], tag[4:6]))
+            keyword = info.keyword if info is not None else None
+            other.append(_other(prefix + tag, keyword, creator, element, None))
+            continue
+        keyword = info.keyword
+        if shape is not None and keyword not in shape:
+            other.append(_other(prefix + tag, keyword, None, element, NOT_IN_COLUMN))
+            continue
+        issue = None
+        if vr not in info.vrs:
+            issue = VR_MISMATCH
+        elif info.vr == "SQ":
+            item_shape = shape.get(keyword) if shape is not None else None
+            if shape is not None and not isinstance(item_shape, dict):
+                issue = TYPE_MISMATCH
+            else:
+                items = []
+                for index, item in enumerate(element.get("Value") or ()):
+                    if isinstance(item, dict):
+                        path = f"{prefix}{tag}[{index}]."
+                        items.append(_typed_dataset(item, item_shape, path, other))
+                    else:
+                        items.append(None)
+                row[keyword] = items
+                continue
+        elif shape is not None and shape.get(keyword) != info.column:
+            issue = TYPE_MISMATCH
+        if issue is None and binary:
+            # A binary attribute's column holds its bulk data URI, or its inline base64 text.
+            text = element.get("BulkDataURI") or element.get("InlineBinary")
+            if text is not None:
+                row[keyword] = text
+            continue
+        values = element.get("Value")
+        if issue is None and values:
+            if not info.multiple and len(values) > 1:
+                issue = MULTIPLE_VALUES
+            else:
+                try:
+                    converted = _convert_all(_CONVERTERS[vr], values)
+                    twin = _TWINS.get(vr)
+                    numbers = _convert_all(twin, values) if twin is not None else None
+                except Malformed:
+                    if vr in _TWINS:
+                        # The text still fits its STRING column: only the twin is NULL.
+                        texts = [None if value is None else _text(value) for value in values]
+                        row[keyword] = texts if info.multiple else texts[0]
+                    issue = MALFORMED
+                else:
+                    row[keyword] = converted if info.multiple else converted[0]
+                    if numbers is not None:
+                        row[keyword + NUMBER_SUFFIX] = numbers if info.multiple else numbers[0]
+        if issue is not None:
+            other.append(_other(prefix + tag, keyword, None, element, issue))
+    return row
+
+
+def _private_creators(dataset: Mapping[str, Any]) -> dict[tuple[str, str], str]:
+    """(group, block) -> private creator, from the (gggg,0010-00FF) elements (PS3.5 7.8.1)."""
+    creators = {}
+    for tag, element in dataset.items():
+        if (
+            len(tag) == 8
+            and int(tag[3], 16) % 2
+            and tag[4:6] == "00"
+            and "10" <= tag[6:8].upper() <= "FF"
+            and isinstance(element, dict)
+        ):
+            values = element.get("Value") or ()
+            if values and isinstance(values[0], str):
+                creators[(tag[:4], tag[6:8].upper())] = values[0]
+    return creators
+
+
+def _other(
+    tag: str, keyword: str | None, creator: str | None, element: Any, issue: str | None
+) -> dict[str, Any]:
+    if not isinstance(element, dict):
+        return {"tag": tag, "values": [_text(element)], "issue": issue}
+    entry: dict[str, Any] = {"tag": tag, "keyword": keyword, "vr": element.get("vr")}
+    if creator is not None:
+        entry["private_creator"] = creator
+    if "Value" in element:
+        values = element["Value"]
+        entry["values"] = [None if value is None else _text(value) for value in values]
+    elif "InlineBinary" in element:
+        entry["values"] = [element["InlineBinary"]]
+    if "BulkDataURI" in element:
+        entry["bulk_data_uri"] = element["BulkDataURI"]
+    if issue is not None:
+        entry["issue"] = issue
+    return entry
+
+
+# --- the steps the SQL functions run -------------------------------------------------------------
+
+
+def shape_json(meta_json: str | bytes | None) -> str | None:
+    """:func:`header_shape` of a header given as JSON text, as JSON text."""
+    if meta_json is None:
+        return None
+    return orjson.dumps(header_shape(orjson.loads(meta_json))).decode()
+
+
+def plan(table_type: str, shapes: Iterable[str | None]) -> tuple[str | None, str, str]:
+    """For a table of type ``table_type`` (its row struct in catalog form, ``typeof``) and the
+    shapes of the headers to write: the columns to add (DDL, None for none), the from_json
+    schema of the typed values after adding them, and the table's shape after adding them
+    (JSON, for :func:`typed_json`). Existing columns keep their place and type; new ones come
+    in name order. Nested fields of an existing sequence column cannot be added (a parquet
+    table of the Hive metastore refuses to change a column's type): their values go to
+    OtherElements (``not_in_column``)."""
+    table = parse_type(table_type)
+    if not isinstance(table, dict):
+        raise ValueError(f"not a row type: {table_type!r}")
+    header_columns: Shape = {name: kind for name, kind in table.items() if attribute_column(name)}
+    merged: Shape = {}
+    for text in shapes:
+        if text:
+            merge_shapes(merged, orjson.loads(text))
+    added = {name: merged[name] for name in sorted(merged) if name not in header_columns}
+    header_columns.update(added)
+    schema = shape_ddl(header_columns)
+    schema = f"{schema}, " if schema else ""
+    schema += f"`{OTHER_ELEMENTS}` array<{OTHER_ELEMENT_TYPE}>"
+    return (shape_ddl(added) or None, schema, orjson.dumps(header_columns).decode())
+
+
+def attribute_column(name: str) -> bool:
+    """Whether a column of object_header holds an attribute (a keyword or its number twin)."""
+    keyword = name[: -len(NUMBER_SUFFIX)] if name.endswith(NUMBER_SUFFIX) else name
+    return keyword in _keywords()
+
+
+@cache
+def _keywords() -> frozenset[str]:
+    return frozenset(info.keyword for info in _attributes().values())
+
+
+@lru_cache(maxsize=16)
+def _shape(text: str) -> Shape:
+    return orjson.loads(text)
+
+
+def typed_json(meta_json: str | bytes | None, shape: str | None) -> str | None:
+    """:func:`typed_header` as JSON text for ``from_json``; ``shape``: :func:`plan`'s JSON.
+    A header that cannot be walked (not a JSON object) gives a row whose OtherElements says
+    why: the file keeps its row."""
+    if meta_json is None:
+        return None
+    table = _shape(shape) if shape else None
+    try:
+        meta = orjson.loads(meta_json)
+        if not isinstance(meta, dict):
+            raise Malformed(f"a header is a JSON object, not {type(meta).__name__}")
+        row = typed_header(meta, table)
+    except (orjson.JSONDecodeError, Malformed, RecursionError) as exc:
+        row = {OTHER_ELEMENTS: [{"tag": "", "values": [str(exc)], "issue": MALFORMED}]}
+    return orjson.dumps(row).decode()
