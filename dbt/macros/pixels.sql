@@ -28,3 +28,85 @@
   {%- endif -%}
   {{ return(path.rstrip('/') or '/') }}
 {%- endmacro %}
+
+
+{#
+  The pipeline's parameters as the dbt project sets them (`--vars`), for the generated macros
+  of pipeline.sql: path (pixels_path()), glob, thumbnail_size, viewer_url. The others keep the
+  default the SQL gives them: extract_zip empty (zip members are read in place, as
+  `pixels-sql run` does without --extract-zip) and deletions true.
+#}
+{% macro pixels_params() -%}
+  {{ return({
+    'path': pixels_path(),
+    'glob': var('glob'),
+    'thumbnail_size': var('thumbnail_size') | int,
+    'viewer_url': var('viewer_url'),
+  }) }}
+{%- endmacro %}
+
+
+{#
+  The text standing for the pipeline's ${name} / ${name:-default} in a generated macro, as
+  pixels_sql.scripts.substitute() writes it: inside a string literal, the value escaped (so no
+  value adds SQL); as code (`code=true`), only a number or true/false. A parameter neither set
+  nor defaulted is an error, never an empty value.
+#}
+{% macro pixels_param(params, name, default=none, code=false) -%}
+  {%- set value = params.get(name, default) -%}
+  {%- if value is none -%}
+    {{ exceptions.raise_compiler_error("the pipeline's SQL takes ${" ~ name ~ "}: not set") }}
+  {%- endif -%}
+  {%- set value = value | string -%}
+  {%- if code -%}
+    {%- if not modules.re.fullmatch('[+-]?[0-9]+(\\.[0-9]*)?|true|false', value | lower) -%}
+      {{ exceptions.raise_compiler_error(
+        "${" ~ name ~ "} stands for a number or true/false, not " ~ value) }}
+    {%- endif -%}
+    {{ value }}
+  {%- else -%}
+    {{ value | replace("\\", "\\\\") | replace("'", "\\'") | replace('"', '\\"') }}
+  {%- endif -%}
+{%- endmacro %}
+
+
+{#
+  After a run of an incremental model that appends whole partitions (ingest_run), as the
+  pipeline's tables are kept: drop every row of a path that has a newer row (a re-read file's
+  old row, a deleted file's live row). The rule and its steps are pixels_sql.tables.supersede's:
+  a partition holding only such rows is dropped, one holding some is rewritten without them
+  (dynamic partition overwrite: only the partitions written are replaced). Run as a post-hook,
+  so a table that a failed hook left with older rows is cleaned by the next run's.
+#}
+{% macro pixels_supersede(relation) -%}
+  {%- if execute -%}
+    {%- set stale = run_query(
+      "SELECT ingest_run AS run, count_if(ingest_run < newest) AS stale, count(*) AS total"
+      ~ " FROM (SELECT path, ingest_run, max(ingest_run) OVER (PARTITION BY path) AS newest"
+      ~ " FROM " ~ relation ~ ") GROUP BY 1 HAVING stale > 0"
+    ) -%}
+    {%- set partial = [] -%}
+    {%- for row in stale.rows -%}
+      {%- if row['stale'] == row['total'] -%}
+        {%- do run_query(
+          "ALTER TABLE " ~ relation ~ " DROP IF EXISTS PARTITION (ingest_run = "
+          ~ pixels_string(row['run']) ~ ")"
+        ) -%}
+      {%- else -%}
+        {%- do partial.append(pixels_string(row['run'])) -%}
+      {%- endif -%}
+    {%- endfor -%}
+    {%- if partial -%}
+      {%- set columns = adapter.get_columns_in_relation(relation) | map(attribute='quoted')
+        | join(', ') -%}
+      {%- do run_query("SET spark.sql.sources.partitionOverwriteMode = DYNAMIC") -%}
+      {%- do run_query(
+        "INSERT OVERWRITE TABLE " ~ relation ~ " PARTITION (ingest_run)"
+        ~ " SELECT " ~ columns ~ " FROM " ~ relation ~ " AS t"
+        ~ " WHERE ingest_run IN (" ~ partial | join(', ') ~ ")"
+        ~ " AND NOT EXISTS (SELECT 1 FROM " ~ relation ~ " AS n"
+        ~ " WHERE n.path = t.path AND n.ingest_run > t.ingest_run)"
+      ) -%}
+    {%- endif -%}
+  {%- endif -%}
+{%- endmacro %}

@@ -1,6 +1,8 @@
--- A thumbnail per catalogued image, rendered once, as sql/40_thumbnails.sql: incremental like
--- instances (only instances without a thumbnail row are rendered). Files without pixel data
--- (reports, RT plans) get a row with reason no_pixel_data, so they are not tried again.
+-- A thumbnail per catalogued image, as sql/40_thumbnails.sql (macros/pipeline.sql): rendered
+-- once, and again when its file was read again; files without pixel data (reports, RT plans)
+-- get a row with reason no_pixel_data, so they are not tried again. A thumbnail whose file is
+-- deleted (or no longer reads) gets its row again with deleted_at set. Incremental like
+-- instances: new partitions, then the older rows of each path dropped (pixels_supersede).
 {{
   config(
     materialized='incremental',
@@ -8,26 +10,33 @@
     file_format='parquet',
     partition_by=['ingest_run'],
     on_schema_change='fail',
+    post_hook="{{ pixels_supersede(this) }}",
   )
 }}
 
-{%- set size = var('thumbnail_size') | int %}
+{%- set p = pixels_params() %}
+{%- set thumbnails = this if is_incremental() else '(' ~ pipeline_empty_thumbnails() ~ ')' %}
 
-SELECT
-  path,
-  result.thumbnail AS thumbnail,
-  {{ size }} AS thumbnail_size,
-  result.reason AS thumbnail_error_reason,
-  result.message AS thumbnail_error_message,
-  current_timestamp() AS created_at,
-  '{{ invocation_id }}' AS ingest_run
-FROM (
-  SELECT c.path, dicom_thumbnail_result(c.path, {{ size }}) AS result
-  FROM {{ ref('instances') }} AS c
-  {%- if is_incremental() %}
-  LEFT ANTI JOIN {{ this }} AS t
-    ON t.path = c.path
-  {%- endif %}
-  -- has a header (meta is NULL exactly when a reason is set): the small column is read
-  WHERE c.meta_error_reason IS NULL
+WITH pixels_current_files AS (
+  {{ pipeline_current_files(p, catalog=ref('instances')) }}
+),
+
+pixels_current_thumbnails AS (
+  {{ pipeline_current_thumbnails(p, thumbnails=thumbnails) }}
+),
+
+pixels_new_images AS (
+  {{ pipeline_new_images(p) }}
+),
+
+pixels_deleted_thumbnails AS (
+  {{ pipeline_deleted_thumbnails(p) }}
+)
+
+SELECT * FROM (
+  {{ pipeline_thumbnail_tombstones(p) }}
+)
+UNION ALL
+SELECT * FROM (
+  {{ pipeline_thumbnails(p) }}
 )

@@ -1,0 +1,374 @@
+"""The dbt project's SQL, generated from the pipeline's: one statement text for both.
+
+The dbt models (dbt/models) build the tables and views of the ``sql/`` pipeline through a
+``pixels-sql serve``. So that the two cannot drift, the models do not restate the pipeline's
+queries: they call macros of ``dbt/macros/pipeline.sql``, which this module writes from the
+statements of ``sql/*.sql`` (the listing and its change column, the header read, the deleted
+files, the thumbnails, the views). What differs is only what dbt names differently:
+
+- ``${param}`` becomes ``{{ pixels_param(p, "param", "default") }}`` (dbt/macros/pixels.sql),
+  which escapes the value as scripts.substitute() does; in a comment it becomes ``<param>``;
+- the pipeline's tables ``object_catalog`` / ``object_thumbnails`` become the relations the
+  model passes (``{{ this }}``, a ``ref``, or an empty relation of the same columns on a
+  model's first run), and the temporary views a script creates become CTEs of the same name;
+- the session variable ``pixels_meta_json_version`` becomes the number it is declared with.
+
+The ``accepted_values`` lists of dbt/models/schema.yml are generated here too: the Modality
+Defined Terms (``dicom.defined_terms``) and the reason codes (``errors.REASONS``).
+
+``python -m pixels_sql.dbt_sql --write`` rewrites the generated files; ``--check`` (and
+tests/test_dbt_sql.py) fails when one differs from what the sources give.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pixels_sql.dicom.defined_terms import modality_values
+from pixels_sql.errors import REASONS
+from pixels_sql.scripts import (
+    CODE,
+    COMMENT,
+    IDENTIFIER,
+    STRING,
+    Statement,
+    contexts,
+    split_statements,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+SQL_DIR = ROOT / "sql"
+DBT_DIR = ROOT / "dbt"
+MACROS_FILE = DBT_DIR / "macros" / "pipeline.sql"
+SCHEMA_FILE = DBT_DIR / "models" / "schema.yml"
+
+# ${name} or ${name:-default}, as scripts._PARAM.
+_PARAM = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# The pipeline's tables, as the macros' arguments that stand for them.
+TABLES = {"object_catalog": "catalog", "object_thumbnails": "thumbnails"}
+VERSION_VARIABLE = "pixels_meta_json_version"
+
+
+class GenerationError(Exception):
+    """The pipeline's scripts do not have the statement shapes the dbt macros are made of."""
+
+
+@dataclass(frozen=True)
+class Part:
+    """One macro: the query of one statement of ``script``, found by ``pattern`` (matched
+    against the statement without its leading comments; group ``query`` is the macro body)."""
+
+    macro: str
+    script: str
+    pattern: str
+    what: str
+
+
+_VIEW = r"CREATE OR REPLACE (?:TEMPORARY )?VIEW {name} AS\s+(?P<query>.*)"
+PARTS = [
+    Part("pipeline_listed", "10_catalog.sql", _VIEW.format(name="pixels_listed"), "the listing"),
+    Part(
+        "pipeline_listing",
+        "10_catalog.sql",
+        r"CREATE TABLE IDENTIFIER\(pixels_listing_table\) AS\s+(?P<query>.*)",
+        "the listing compared with the catalog (column change)",
+    ),
+    Part(
+        "pipeline_meta",
+        "20_meta.sql",
+        r"INSERT INTO object_catalog\s+(?P<query>SELECT.*)",
+        "the catalog rows of the files to read",
+    ),
+    Part(
+        "pipeline_deleted_paths",
+        "30_deleted.sql",
+        _VIEW.format(name="pixels_deleted_paths"),
+        "catalogued files the listing no longer has",
+    ),
+    Part(
+        "pipeline_deleted_files",
+        "30_deleted.sql",
+        _VIEW.format(name="pixels_deleted_files"),
+        "their rows again, with deleted_at",
+    ),
+    Part(
+        "pipeline_current_files",
+        "40_thumbnails.sql",
+        _VIEW.format(name="pixels_current_files"),
+        "each path's newest catalog row",
+    ),
+    Part(
+        "pipeline_current_thumbnails",
+        "40_thumbnails.sql",
+        _VIEW.format(name="pixels_current_thumbnails"),
+        "each path's live thumbnail",
+    ),
+    Part(
+        "pipeline_new_images",
+        "40_thumbnails.sql",
+        _VIEW.format(name="pixels_new_images"),
+        "images without a current thumbnail",
+    ),
+    Part(
+        "pipeline_deleted_thumbnails",
+        "40_thumbnails.sql",
+        _VIEW.format(name="pixels_deleted_thumbnails"),
+        "live thumbnails whose file is gone or no longer reads",
+    ),
+    Part(
+        "pipeline_thumbnail_tombstones",
+        "40_thumbnails.sql",
+        r"INSERT INTO object_thumbnails\s+(?P<query>SELECT(?:(?!dicom_thumbnail_result).)*)",
+        "their rows again, with deleted_at",
+    ),
+    Part(
+        "pipeline_thumbnails",
+        "40_thumbnails.sql",
+        r"INSERT INTO object_thumbnails\s+(?P<query>SELECT.*dicom_thumbnail_result.*)",
+        "a thumbnail (or its reason) per new image",
+    ),
+    Part("pipeline_object_errors", "90_views.sql", _VIEW.format(name="object_errors"), "view"),
+    Part("pipeline_series_catalog", "90_views.sql", _VIEW.format(name="series_catalog"), "view"),
+    Part("pipeline_study_catalog", "90_views.sql", _VIEW.format(name="study_catalog"), "view"),
+]
+# Empty relations with the columns of the pipeline's tables: what a model reads as its own
+# table on its first run, before dbt created it.
+EMPTY_TABLES = {
+    "pipeline_empty_catalog": "object_catalog",
+    "pipeline_empty_thumbnails": ("object_thumbnails"),
+}
+
+_FOREIGN_MARKER = re.compile(r"^[ \t]*-- (?:BEGIN|END) generated by [^\n]*\n", re.M)
+_LEADING_COMMENTS = re.compile(r"\A(?:\s*--[^\n]*\n)*\s*")
+_CREATE_TABLE = re.compile(
+    r"CREATE TABLE IF NOT EXISTS (?P<name>\w+) \((?P<columns>.*)\)\s*PARTITIONED BY", re.S
+)
+_DECLARE_VERSION = re.compile(
+    rf"DECLARE OR REPLACE VARIABLE {VERSION_VARIABLE} INT DEFAULT (?P<value>\d+)"
+)
+
+
+def _statements(sql_dir: Path) -> dict[str, list[Statement]]:
+    return {
+        path.name: split_statements(path.read_text(encoding="utf-8"), f"sql/{path.name}")
+        for path in sorted(sql_dir.glob("*.sql"))
+    }
+
+
+def _body(statement: Statement) -> tuple[str, int]:
+    """A statement without its leading comments, and the line it starts on."""
+    leading = _LEADING_COMMENTS.match(statement.sql)
+    assert leading is not None  # the pattern matches the empty string
+    return statement.sql[leading.end() :], statement.line
+
+
+def _find(scripts: dict[str, list[Statement]], part: Part) -> tuple[str, int]:
+    found = []
+    for statement in scripts.get(part.script, []):
+        body, line = _body(statement)
+        match = re.fullmatch(part.pattern, body, re.S)
+        if match:
+            start = body[: match.start("query")].count("\n")
+            found.append((match.group("query"), line + start))
+    if len(found) != 1:
+        raise GenerationError(
+            f"sql/{part.script}: {len(found)} statements match {part.pattern!r}"
+            f" ({part.macro}: {part.what}); the dbt macros need exactly one"
+        )
+    return found[0]
+
+
+def _translate(query: str, source: str, version: str) -> str:
+    """The query as the body of a dbt macro (module docstring)."""
+    if any(mark in query for mark in ("{{", "{%", "{#", "}}", "%}", "#}")):
+        raise GenerationError(f"{source}: the statement holds Jinja delimiters")
+    # Region markers of other generators (pixels_sql.dicom.attributes writes the columns inside
+    # them in sql/): here the region is part of a generated file, not theirs to rewrite.
+    query = _FOREIGN_MARKER.sub("", query)
+    pieces = []
+    for start, end, kind in contexts(query, source):
+        text = query[start:end]
+        if kind == COMMENT:
+            pieces.append(_PARAM.sub(lambda m: f"<{m.group(1)}>", text))
+        elif kind == IDENTIFIER:
+            if _PARAM.search(text):
+                raise GenerationError(f"{source}: a ${{param}} inside a quoted identifier")
+            pieces.append(text)
+        elif kind == STRING:
+            pieces.append(_PARAM.sub(_param(code=False), text))
+        else:
+            assert kind == CODE
+            text = _PARAM.sub(_param(code=True), text)
+            for table, argument in TABLES.items():
+                text = re.sub(rf"\b{table}\b", f"{{{{ {argument} }}}}", text)
+            text = re.sub(rf"\b{VERSION_VARIABLE}\b", version, text)
+            pieces.append(text)
+    return "".join(pieces)
+
+
+def _param(*, code: bool) -> Callable[[re.Match[str]], str]:
+    def replace(match: re.Match[str]) -> str:
+        arguments = [json.dumps(match.group(1))]
+        if match.group(2) is not None:
+            arguments.append(json.dumps(match.group(2)))
+        if code:
+            arguments.append("code=true")
+        return "{{ pixels_param(p, " + ", ".join(arguments) + ") }}"
+
+    return replace
+
+
+def _columns(scripts: dict[str, list[Statement]], table: str) -> list[tuple[str, str]]:
+    for statement in scripts.get("10_catalog.sql", []):
+        body = _without_comments(_body(statement)[0], statement.source)
+        match = _CREATE_TABLE.search(body)
+        if match and match.group("name") == table:
+            columns = []
+            for line in match.group("columns").split(","):
+                name, kind = line.strip().split(None, 1)
+                columns.append((name, kind.strip()))
+            return columns
+    raise GenerationError(f"sql/10_catalog.sql: no CREATE TABLE IF NOT EXISTS {table}")
+
+
+def _without_comments(text: str, source: str) -> str:
+    return "".join(
+        text[start:end] for start, end, kind in contexts(text, source) if kind != COMMENT
+    )
+
+
+def _version(scripts: dict[str, list[Statement]]) -> str:
+    for statement in scripts.get("10_catalog.sql", []):
+        match = _DECLARE_VERSION.search(_body(statement)[0])
+        if match:
+            return match.group("value")
+    raise GenerationError(f"sql/10_catalog.sql: no DECLARE of {VERSION_VARIABLE}")
+
+
+MACROS_HEADER = """\
+{#-
+  GENERATED by `python -m pixels_sql.dbt_sql --write` from the pipeline's scripts (sql/*.sql):
+  do not edit here, edit sql/ and generate again (tests/test_dbt_sql.py fails until then).
+  Each macro is the query of one pipeline statement: ${param} is pixels_param(p, ...)
+  (macros/pixels.sql), the tables object_catalog / object_thumbnails are the relations passed
+  as catalog / thumbnails, the temporary views the scripts create are CTEs of the same name in
+  the models, and pixels_meta_json_version is the number sql/10_catalog.sql declares.
+-#}
+"""
+
+
+def render_macros(sql_dir: Path = SQL_DIR) -> str:
+    """The text of dbt/macros/pipeline.sql."""
+    scripts = _statements(sql_dir)
+    version = _version(scripts)
+    blocks = [MACROS_HEADER]
+    for part in PARTS:
+        query, line = _find(scripts, part)
+        source = f"sql/{part.script}:{line}"
+        body = _translate(query.rstrip(), source, version)
+        blocks.append(
+            f"\n{{% macro {part.macro}(p={{}}, catalog=none, thumbnails=none) -%}}\n"
+            f"-- {source}: {part.what}\n"
+            f"{body}\n"
+            "{%- endmacro %}\n"
+        )
+    for macro, table in EMPTY_TABLES.items():
+        columns = ",\n  ".join(
+            f"CAST(NULL AS {kind}) AS {name}" for name, kind in _columns(scripts, table)
+        )
+        blocks.append(
+            f"\n{{% macro {macro}() -%}}\n"
+            f"-- sql/10_catalog.sql: {table}'s columns, no row\n"
+            f"SELECT\n  {columns}\nWHERE false\n"
+            "{%- endmacro %}\n"
+        )
+    return "".join(blocks)
+
+
+# schema.yml: a generated list follows a marker comment naming it, as
+#     # generated by pixels_sql.dbt_sql: modality
+#     values: [...]
+_MARKER = re.compile(
+    r"^(?P<indent>[ ]*)# generated by pixels_sql\.dbt_sql: (?P<name>\w+)\n"
+    r"(?P=indent)values: \[[^\]]*\]\n",
+    re.M,
+)
+
+
+def accepted_values() -> dict[str, list[str]]:
+    """The generated ``accepted_values`` lists of schema.yml, by marker name."""
+    return {"modality": modality_values(), "reasons": list(REASONS)}
+
+
+def render_schema(text: str) -> str:
+    """schema.yml's text with its generated lists rewritten."""
+    lists = accepted_values()
+    seen: set[str] = set()
+
+    def replace(match: re.Match[str]) -> str:
+        name, indent = match.group("name"), match.group("indent")
+        if name not in lists:
+            raise GenerationError(f"schema.yml: unknown generated list {name!r}")
+        seen.add(name)
+        items = textwrap.wrap(
+            ", ".join(lists[name]),
+            width=100,
+            initial_indent=f"{indent}values: [",
+            subsequent_indent=f"{indent}         ",
+            break_on_hyphens=False,
+        )
+        return f"{indent}# generated by pixels_sql.dbt_sql: {name}\n" + "\n".join(items) + "]\n"
+
+    rendered = _MARKER.sub(replace, text)
+    missing = sorted(set(lists) - seen)
+    if missing:
+        raise GenerationError(f"schema.yml: no generated list {', '.join(missing)}")
+    return rendered
+
+
+def generated() -> dict[Path, str]:
+    """Each generated file and the text it should have."""
+    return {
+        MACROS_FILE: render_macros(),
+        SCHEMA_FILE: render_schema(SCHEMA_FILE.read_text(encoding="utf-8")),
+    }
+
+
+def stale() -> list[Path]:
+    """The generated files whose text differs from what the sources give."""
+    return [
+        path
+        for path, text in generated().items()
+        if not path.is_file() or path.read_text(encoding="utf-8") != text
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m pixels_sql.dbt_sql", description=__doc__.splitlines()[0]
+    )
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument("--write", action="store_true", help="rewrite the generated files")
+    action.add_argument("--check", action="store_true", help="fail when one is out of date")
+    args = parser.parse_args(argv)
+    if args.check:
+        outdated = stale()
+        for path in outdated:
+            print(f"{path.relative_to(ROOT)}: out of date (python -m pixels_sql.dbt_sql --write)")
+        return 1 if outdated else 0
+    for path, text in generated().items():
+        if not path.is_file() or path.read_text(encoding="utf-8") != text:
+            path.write_text(text, encoding="utf-8")
+            print(f"wrote {path.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
