@@ -15,4 +15,4 @@ SELECT
   {{ dicom_tag('meta', 'SliceThickness', 'double') }} AS SliceThickness,
   dicom_tags(meta, 'PixelSpacing') AS PixelSpacing
 FROM {{ ref('instances') }}
-WHERE meta IS NOT NULL
+WHERE meta IS NOT NULL AND deleted_at IS NULL
