@@ -456,12 +456,13 @@ PROMOTED: tuple[Attribute, ...] = tuple(
 
 def by_tag(tag: int) -> Attribute | None:
     """The registry's attribute of ``tag``, else one from the PS3.6 dictionary (no roles, level
-    ``instance``); None for a private or unknown tag.
+    ``instance``); None for a private or unknown tag, and for one of a repeating group (50xx,
+    60xx: PS3.5 7.6 gives its 16 groups one keyword, so none is an attribute of its own).
 
     >>> by_tag(0x0020000D).column.name
     'StudyInstanceUID'
-    >>> by_tag(0x00091001) is None  # private
-    True
+    >>> by_tag(0x00091001) is None, by_tag(0xFFFEE000) is None  # private; an Item tag
+    (True, True)
     """
     found = ATTRIBUTES_BY_TAG.get(tag)
     if found is not None:
@@ -469,7 +470,9 @@ def by_tag(tag: int) -> Attribute | None:
     if not dictionary_has_tag(tag):
         return None
     vr, vm, _name, _retired, keyword = get_entry(tag)
-    if not keyword:
+    if not keyword or vr == "NONE":
+        # "NONE": the item and delimitation tags (FFFE,E000/E00D/E0DD), which PS3.5 7.5 gives
+        # no VR: they delimit a sequence's items, they are no attribute.
         return None
     # PS3.6 says nothing of information levels: an attribute the registry does not know is
     # taken as the instance's own, the most specific level.
