@@ -5,7 +5,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: setup jar browser dcmtk viewer demo test lint format clean bench bench-thumbnails bench-meta bench-server \
-	bench-ingest bench-dicomweb bench-dicomweb-attacks bench-object-storage bench-scale bench-zip-scale fuzz stress-writers dbt
+	bench-ingest bench-dicomweb bench-dicomweb-attacks bench-object-storage bench-scale bench-zip-scale fuzz stress-writers dbt \
+	generate check-generated
 
 # pip also builds the compiled header reader (setup.py): a change to its C source reinstalls.
 $(STAMP): pyproject.toml setup.py pixels_sql/dicom/_fastmeta.c scripts/check-java scripts/check-cc
@@ -36,6 +37,18 @@ $(DBT_STAMP): dbt/requirements.txt
 
 dbt: jar $(DBT_STAMP)
 	scripts/dbt-build
+
+# Files with parts generated from the attribute registry (pixels_sql/dicom/attributes: the
+# catalog's columns in sql/ and docs/, dbt's native attributes, the QIDO-RS keys of docs/), then
+# dbt's macros generated from sql/ (pixels_sql/dbt_sql): rewrite them after changing either;
+# tests/test_attributes.py and tests/test_dbt_sql.py fail while one differs.
+generate: setup
+	$(PY) -m pixels_sql.dicom.attributes --write
+	$(PY) -m pixels_sql.dbt_sql --write
+
+check-generated: setup
+	$(PY) -m pixels_sql.dicom.attributes --check
+	$(PY) -m pixels_sql.dbt_sql --check
 
 lint: setup
 	$(PY) -m ruff check pixels_sql tests bench

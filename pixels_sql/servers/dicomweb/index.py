@@ -27,6 +27,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pixels_sql.dicom.attributes import (
+    ATTRIBUTES,
+    INDEX_COLUMNS,
+    QIDO_LEVELS,
+    Attribute,
+    QidoLevel,
+    column_text_sql,
+    qido_attributes,
+    quoted,
+)
 from pixels_sql.servers.dicomweb.query import Level, Match, MatchKind, Search
 
 if TYPE_CHECKING:
@@ -34,80 +44,51 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pixels_sql.dicomweb")
 
-# The attributes each level's search results carry, from the instance's DICOM JSON (PS3.18
-# Tables 10.6.3-3 to -5); computed ones (counts, ModalitiesInStudy, RetrieveURL, ...) are added
-# by the views.
-STUDY_TAGS = (
-    "00080005",  # SpecificCharacterSet
-    "00080020",  # StudyDate
-    "00080030",  # StudyTime
-    "00080050",  # AccessionNumber
-    "00080090",  # ReferringPhysicianName
-    "00080201",  # TimezoneOffsetFromUTC
-    "00081030",  # StudyDescription
-    "00100010",  # PatientName
-    "00100020",  # PatientID
-    "00100030",  # PatientBirthDate
-    "00100040",  # PatientSex
-    "0020000D",  # StudyInstanceUID
-    "00200010",  # StudyID
-)
-SERIES_TAGS = (
-    "00080021",  # SeriesDate
-    "00080031",  # SeriesTime
-    "00080060",  # Modality
-    "0008103E",  # SeriesDescription
-    "00180015",  # BodyPartExamined
-    "0020000E",  # SeriesInstanceUID
-    "00200011",  # SeriesNumber
-    "00400244",  # PerformedProcedureStepStartDate
-    "00400245",  # PerformedProcedureStepStartTime
-)
-INSTANCE_TAGS = (
-    "00080016",  # SOPClassUID
-    "00080018",  # SOPInstanceUID
-    "00200013",  # InstanceNumber
-    "00280002",  # SamplesPerPixel
-    "00280004",  # PhotometricInterpretation
-    "00280008",  # NumberOfFrames
-    "00280010",  # Rows
-    "00280011",  # Columns
-    "00280100",  # BitsAllocated
-)
+# Each level's table alias in searches (studies st, series se, instances i).
+ALIASES: dict[QidoLevel, str] = {"study": "st", "series": "se", "instance": "i"}
 
+
+def _result_tags(level: QidoLevel) -> tuple[str, ...]:
+    """The attributes a level's search results carry from the instance's DICOM JSON (PS3.18
+    Tables 10.6.3-3 to -5, the attribute registry's); computed ones (counts,
+    ModalitiesInStudy, RetrieveURL, ...) are added by the views."""
+    return tuple(a.hex for a in qido_attributes(level) if not a.qido.computed)
+
+
+STUDY_TAGS = _result_tags("study")
+SERIES_TAGS = _result_tags("series")
+INSTANCE_TAGS = _result_tags("instance")
+
+# Each level's index columns read from the catalog (the registry's; a level's computed ones,
+# ModalitiesInStudy, are made here from its members).
+_READ: dict[QidoLevel, tuple[Attribute, ...]] = {
+    level: tuple(a for a in INDEX_COLUMNS[level] if not (a.qido and a.qido.computed))
+    for level in QIDO_LEVELS
+}
 # Matching key -> (table alias, column).
 COLUMNS = {
-    "StudyInstanceUID": ("st", "study_uid"),
-    "PatientName": ("st", "patient_name"),
-    "PatientID": ("st", "patient_id"),
-    "AccessionNumber": ("st", "accession"),
-    "StudyDate": ("st", "study_date"),
-    "StudyDescription": ("st", "study_description"),
-    "ReferringPhysicianName": ("st", "referring_physician"),
-    "StudyID": ("st", "study_id"),
-    "SeriesInstanceUID": ("se", "series_uid"),
-    "Modality": ("se", "modality"),
-    "SeriesNumber": ("se", "series_number"),
-    "SeriesDescription": ("se", "series_description"),
-    "BodyPartExamined": ("se", "body_part"),
-    "SOPInstanceUID": ("i", "sop_uid"),
-    "SOPClassUID": ("i", "sop_class_uid"),
-    "InstanceNumber": ("i", "instance_number"),
+    a.keyword: (ALIASES[level], a.index.name)
+    for level in QIDO_LEVELS
+    for a in INDEX_COLUMNS[level]
+    if a.qido is not None and a.qido.match is not None
 }
 
-SCHEMA = """
+
+def _text_columns(level: QidoLevel) -> str:
+    return ", ".join(f"{a.index.name} TEXT" for a in INDEX_COLUMNS[level])
+
+
+SCHEMA = f"""
 CREATE TABLE studies (
-  study_uid TEXT PRIMARY KEY, patient_name TEXT, patient_id TEXT, accession TEXT,
-  study_date TEXT, study_time TEXT, study_description TEXT, referring_physician TEXT,
-  study_id TEXT, modalities TEXT, n_series INTEGER, n_instances INTEGER, json TEXT);
+  {_text_columns("study")},
+  n_series INTEGER, n_instances INTEGER, json TEXT, PRIMARY KEY (study_uid));
 CREATE TABLE series (
-  study_uid TEXT, series_uid TEXT, modality TEXT, series_number TEXT,
-  series_description TEXT, body_part TEXT, n_instances INTEGER, json TEXT,
-  PRIMARY KEY (study_uid, series_uid));
+  study_uid TEXT, {_text_columns("series")},
+  n_instances INTEGER, json TEXT, PRIMARY KEY (study_uid, series_uid));
 CREATE TABLE instances (
-  study_uid TEXT, series_uid TEXT, sop_uid TEXT PRIMARY KEY, sop_class_uid TEXT,
-  instance_number TEXT, instance_order INTEGER, transfer_syntax TEXT, path TEXT,
-  length INTEGER, modified_ms INTEGER, json TEXT);
+  study_uid TEXT, series_uid TEXT, {_text_columns("instance")},
+  instance_order INTEGER, path TEXT, length INTEGER, modified_ms INTEGER, json TEXT,
+  PRIMARY KEY (sop_uid));
 CREATE INDEX studies_date ON studies (study_date DESC, study_uid);
 CREATE INDEX studies_patient ON studies (patient_id);
 CREATE INDEX series_modality ON series (modality);
@@ -130,21 +111,19 @@ def _json_object_sql(tags: Iterable[str]) -> str:
 COPIES_VIEW = "instance_copies"
 
 
+# The index columns' values from the catalog, as text (DICOM's own: a date as YYYYMMDD):
+# the promoted columns, and the other attributes from meta.
+_INDEX_SOURCES = ",\n           ".join(
+    f"{column_text_sql(a)} AS {quoted(a.keyword)}" for level in QIDO_LEVELS for a in _READ[level]
+)
+
+
 def catalog_query(database: str) -> str:
     """The Spark query the index is built from: the served copy of each live instance
     (the ``instance_copies`` view), with a UID at each level."""
     return f"""
     SELECT path, length, unix_millis(modificationTime) AS modified_ms,
-           StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID, SOPClassUID,
-           TransferSyntaxUID, PatientID, PatientName, AccessionNumber,
-           date_format(StudyDate, 'yyyyMMdd') AS StudyDate,
-           try_variant_get(meta, '$.00080030.Value[0]', 'string') AS StudyTime,
-           StudyDescription,
-           try_variant_get(meta, '$.00080090.Value[0].Alphabetic', 'string')
-             AS ReferringPhysicianName,
-           try_variant_get(meta, '$.00200010.Value[0]', 'string') AS StudyID,
-           Modality, CAST(SeriesNumber AS STRING) AS SeriesNumber, SeriesDescription,
-           BodyPartExamined, CAST(InstanceNumber AS STRING) AS InstanceNumber,
+           {_INDEX_SOURCES},
            -- A study's and a series' attributes from its first path only (what the index
            -- keeps): not repeated on every row of a 100,000-instance result.
            CASE WHEN row_number() OVER (PARTITION BY StudyInstanceUID ORDER BY path) = 1
@@ -183,6 +162,22 @@ def _order(number: str | None) -> int:
         return 2**31
 
 
+def _read_columns(level: QidoLevel, row: dict[str, Any]) -> dict[str, Any]:
+    """A level's index columns read from the catalog, from a catalog query row."""
+    return {a.index.name: row[a.keyword] for a in _READ[level]}
+
+
+def _insert(connection: sqlite3.Connection, table: str, rows: list[dict[str, Any]]) -> None:
+    """Insert ``rows`` (column -> value, the same columns in each) into ``table``."""
+    if not rows:
+        return
+    columns = list(rows[0])
+    connection.executemany(
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+        ([row[column] for column in columns] for row in rows),
+    )
+
+
 def build_database(rows: Iterable[dict[str, Any]]) -> sqlite3.Connection:
     """An SQLite database of the index from the catalog query's rows."""
     connection = sqlite3.connect(":memory:", check_same_thread=False)
@@ -195,66 +190,49 @@ def build_database(rows: Iterable[dict[str, Any]]) -> sqlite3.Connection:
     by_study: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for key in by_series:
         by_study[key[0]].append(key)
-    connection.executemany(
-        "INSERT INTO instances VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            (
-                r["StudyInstanceUID"],
-                r["SeriesInstanceUID"],
-                r["SOPInstanceUID"],
-                r["SOPClassUID"],
-                r["InstanceNumber"],
-                _order(r["InstanceNumber"]),
-                r["TransferSyntaxUID"],
-                r["path"],
-                r["length"],
-                r["modified_ms"],
-                r["instance_json"],
-            )
+    _insert(
+        connection,
+        "instances",
+        [
+            {
+                "study_uid": r["StudyInstanceUID"],
+                "series_uid": r["SeriesInstanceUID"],
+                **_read_columns("instance", r),
+                "instance_order": _order(r["InstanceNumber"]),
+                "path": r["path"],
+                "length": r["length"],
+                "modified_ms": r["modified_ms"],
+                "json": r["instance_json"],
+            }
             for r in instances.values()
-        ),
+        ],
     )
     series_rows = []
-    for (study_uid, series_uid), members in by_series.items():
-        first = members[0]
+    for (study_uid, _series_uid), members in by_series.items():
         series_rows.append(
-            (
-                study_uid,
-                series_uid,
-                first["Modality"],
-                first["SeriesNumber"],
-                first["SeriesDescription"],
-                first["BodyPartExamined"],
-                len(members),
-                _first_json(members, "series_json"),
-            )
+            {
+                "study_uid": study_uid,
+                **_read_columns("series", members[0]),
+                "n_instances": len(members),
+                "json": _first_json(members, "series_json"),
+            }
         )
-    connection.executemany("INSERT INTO series VALUES (?, ?, ?, ?, ?, ?, ?, ?)", series_rows)
+    _insert(connection, "series", series_rows)
     study_rows = []
-    for study_uid, series_keys in by_study.items():
+    for series_keys in by_study.values():
         members = [row for key in series_keys for row in by_series[key]]
-        first = members[0]
         modalities = sorted({m["Modality"] for m in members if m["Modality"]})
         study_rows.append(
-            (
-                study_uid,
-                first["PatientName"],
-                first["PatientID"],
-                first["AccessionNumber"],
-                first["StudyDate"],
-                first["StudyTime"],
-                first["StudyDescription"],
-                first["ReferringPhysicianName"],
-                first["StudyID"],
-                "\\".join(modalities),
-                len(series_keys),
-                len(members),
-                _first_json(members, "study_json"),
-            )
+            {
+                **_read_columns("study", members[0]),
+                # ModalitiesInStudy, backslash-joined as a DICOM multi-value (PS3.5 6.4).
+                "modalities": "\\".join(modalities),
+                "n_series": len(series_keys),
+                "n_instances": len(members),
+                "json": _first_json(members, "study_json"),
+            }
         )
-    connection.executemany(
-        "INSERT INTO studies VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", study_rows
-    )
+    _insert(connection, "studies", study_rows)
     connection.commit()
     return connection
 
@@ -296,7 +274,7 @@ def _condition(match: Match) -> tuple[str, list[Any]]:
             params.append(high)
         return " AND ".join(conditions), params
     (value,) = match.values
-    if match.keyword in ("PatientName", "ReferringPhysicianName"):
+    if ATTRIBUTES[match.keyword].vr == "PN":
         # PS3.4 C.2.2.2.4 lets person names match case-insensitively; SQLite's LIKE is.
         pattern = _escape_like(value).replace("*", "%").replace("?", "_")
         return f"{name} LIKE ? ESCAPE '\\'", [pattern]

@@ -12,6 +12,14 @@ from enum import Enum
 
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
 
+from pixels_sql.dicom.attributes import (
+    DATE_MATCH,
+    MODALITIES_MATCH,
+    PN_MATCH,
+    STRING_MATCH,
+    UID_MATCH,
+    matching_keys,
+)
 from pixels_sql.servers.dicomweb.limits import DEFAULT_LIMITS, HttpLimits
 
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
@@ -47,38 +55,9 @@ class Match:
     values: tuple[str, ...]
 
 
-# Keys each level can match on, with how (the attributes PS3.18 Table 10.6.1-5 requires a
-# service to support, plus a few people filter on). Keyword -> the kinds its values take.
-STRING_MATCH = "string"
-PN_MATCH = "pn"
-DATE_MATCH = "date"
-UID_MATCH = "uid"
-MODALITIES_MATCH = "modalities"
-MATCHING_KEYS: dict[Level, dict[str, str]] = {
-    Level.STUDY: {
-        "StudyInstanceUID": UID_MATCH,
-        "PatientName": PN_MATCH,
-        "PatientID": STRING_MATCH,
-        "AccessionNumber": STRING_MATCH,
-        "StudyDate": DATE_MATCH,
-        "StudyDescription": STRING_MATCH,
-        "ModalitiesInStudy": MODALITIES_MATCH,
-        "ReferringPhysicianName": PN_MATCH,
-        "StudyID": STRING_MATCH,
-    },
-    Level.SERIES: {
-        "SeriesInstanceUID": UID_MATCH,
-        "Modality": STRING_MATCH,
-        "SeriesNumber": STRING_MATCH,
-        "SeriesDescription": STRING_MATCH,
-        "BodyPartExamined": STRING_MATCH,
-    },
-    Level.INSTANCE: {
-        "SOPInstanceUID": UID_MATCH,
-        "SOPClassUID": UID_MATCH,
-        "InstanceNumber": STRING_MATCH,
-    },
-}
+# Keys each level can match on, with how (keyword -> the kind its values take): the attribute
+# registry's QIDO-RS matching keys (PS3.18 Table 10.6.1-5's, plus a few people filter on).
+MATCHING_KEYS: dict[Level, dict[str, str]] = {level: matching_keys(level.value) for level in Level}
 # The levels whose keys a query at each level may use (PS3.18 10.6.1.2: a query for series
 # across all studies may match study attributes too, and so on).
 LEVELS_ABOVE = {
