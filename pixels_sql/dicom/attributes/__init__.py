@@ -278,7 +278,8 @@ _ATTRIBUTES: tuple[tuple[str, int, str, str, Level], ...] = (
 )
 
 # object_catalog's columns in table order (a public contract: names, types and order never
-# change; a new column goes at the end, with tables.ADDED_COLUMNS for older tables). The
+# change; a new column goes last before the partition column ingest_run, and into
+# tables.ADDED_COLUMNS for the tables made before it). The
 # promoted attributes' types are the catalog's own, not sql_type(): StudyDate a DATE, the IS
 # and US numbers INT, PatientName the Alphabetic group as text (PS3.18 F.2.2).
 _FILE_COLUMNS = (
