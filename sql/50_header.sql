@@ -1,0 +1,139 @@
+-- Step 5: the typed header table object_header: one row per live instance (a catalogued file
+-- with a header), one column per attribute found in any header, named by its keyword and typed
+-- by its VR (docs/tables.md); private and unknown elements, and values that do not fit their
+-- column, in OtherElements. Typed from the DICOM JSON that object_catalog.meta already holds:
+-- no file is read here.
+-- Incremental like the catalog: a header row is written for each catalog row that has none
+-- (new, changed, re-read files; every instance on the first run after an upgrade); a file
+-- deleted or no longer readable gets its header row again with deleted_at set; the upkeep
+-- after the run (tables.py) drops each path's older rows. Each statement's rows land as one
+-- new partition: all or nothing.
+-- Schema drift: an attribute no header had before adds its column (ALTER TABLE ... ADD
+-- COLUMNS; older rows NULL); no column is ever dropped or retyped.
+-- The same statements work without pixels-sql's runner (dbt runs them): the skip comments are
+-- then comments, and a run with nothing to do adds nothing.
+CREATE TABLE IF NOT EXISTS object_header (
+  path STRING,
+  ingested_at TIMESTAMP,
+  deleted_at TIMESTAMP,
+  OtherElements ARRAY<STRUCT<
+    tag: STRING, keyword: STRING, private_creator: STRING, vr: STRING, values: ARRAY<STRING>,
+    bulk_data_uri: STRING, issue: STRING
+  >>,
+  ingest_run STRING
+)
+PARTITIONED BY (ingest_run);
+
+-- Each path's newest catalog row, from its narrow columns. live: a header that is there now.
+CREATE OR REPLACE TEMPORARY VIEW pixels_header_catalog AS
+SELECT path, ingest_run, ingested_at, deleted_at IS NULL AND meta_error_reason IS NULL AS live
+FROM (
+  SELECT
+    path, ingest_run, ingested_at, deleted_at, meta_error_reason,
+    row_number() OVER (PARTITION BY path ORDER BY ingest_run DESC) AS newest
+  FROM object_catalog
+)
+WHERE newest = 1;
+
+CREATE OR REPLACE TEMPORARY VIEW pixels_header_current AS
+SELECT path, ingest_run, ingested_at, deleted_at
+FROM (
+  SELECT
+    path, ingest_run, ingested_at, deleted_at,
+    row_number() OVER (PARTITION BY path ORDER BY ingest_run DESC) AS newest
+  FROM object_header
+)
+WHERE newest = 1;
+
+-- Live catalog rows whose header has no typed row yet (ingested_at says which catalog row a
+-- typed row was made from).
+CREATE OR REPLACE TEMPORARY VIEW pixels_header_paths AS
+SELECT c.path, c.ingest_run
+FROM pixels_header_catalog AS c
+LEFT JOIN pixels_header_current AS h ON h.path = c.path
+WHERE c.live AND (h.path IS NULL OR h.deleted_at IS NOT NULL OR h.ingested_at != c.ingested_at);
+
+-- Their headers, joined on the partition column too: only partitions holding them are read.
+CREATE OR REPLACE TEMPORARY VIEW pixels_header_pending AS
+SELECT c.path, c.ingested_at, to_json(c.meta) AS meta_json
+FROM object_catalog AS c
+JOIN pixels_header_paths AS p ON p.path = c.path AND p.ingest_run = c.ingest_run;
+
+-- Typed rows whose file is deleted, no longer readable, or gone from the catalog.
+CREATE OR REPLACE TEMPORARY VIEW pixels_header_gone AS
+SELECT h.path, h.ingest_run
+FROM pixels_header_current AS h
+LEFT JOIN pixels_header_catalog AS c ON c.path = h.path
+WHERE h.deleted_at IS NULL AND (c.path IS NULL OR NOT c.live);
+
+SELECT
+  (SELECT count(*) FROM pixels_header_paths) AS header_rows,
+  (SELECT count(*) FROM pixels_header_gone) AS header_deletions;
+
+-- pixels-sql: skip if header_deletions = 0
+INSERT INTO object_header BY NAME
+SELECT
+  h.* EXCEPT (deleted_at, ingest_run),
+  current_timestamp() AS deleted_at,
+  concat(date_format(current_timestamp(), 'yyyyMMddHHmmssSSS'), '-deleted') AS ingest_run
+FROM object_header AS h
+JOIN pixels_header_gone AS g ON g.path = h.path AND g.ingest_run = h.ingest_run;
+
+-- The plan: the columns this run's headers add (the table's row type, from a row of NULLs when
+-- it is empty, and each header's shape), the from_json schema and the table's shape after.
+-- Computed once into a cached view: a Python function inside a scalar subquery (SET VAR's)
+-- fails in Spark 4 (NullPointerException planning it in a task).
+-- pixels-sql: skip if header_rows = 0
+CACHE TABLE pixels_header_planned AS
+SELECT dicom_header_plan(t.table_type, s.shapes) AS plan
+FROM (
+  SELECT typeof(struct(h.*)) AS table_type
+  FROM (SELECT 1 AS one) AS o
+  LEFT JOIN object_header AS h ON false
+) AS t
+CROSS JOIN (
+  SELECT collect_set(dicom_header_shape(meta_json)) AS shapes FROM pixels_header_pending
+) AS s;
+
+DECLARE OR REPLACE VARIABLE pixels_header_plan STRUCT<
+  add_columns: STRING, schema: STRING, shape: STRING
+>;
+
+-- pixels-sql: skip if header_rows = 0
+SET VAR pixels_header_plan = (SELECT plan FROM pixels_header_planned);
+
+-- pixels-sql: skip if header_rows = 0
+EXECUTE IMMEDIATE coalesce(
+  concat('ALTER TABLE object_header ADD COLUMNS (', pixels_header_plan.add_columns, ')'),
+  'SELECT 0 AS header_columns_added'
+);
+
+-- pixels-sql: skip if header_rows = 0
+EXECUTE IMMEDIATE concat(
+  'INSERT INTO object_header BY NAME ',
+  'SELECT path, ingested_at, CAST(NULL AS TIMESTAMP) AS deleted_at, typed.*, ',
+  'date_format(current_timestamp(), ''yyyyMMddHHmmssSSS'') AS ingest_run ',
+  'FROM (SELECT path, ingested_at, ',
+  'from_json(dicom_header_typed(meta_json, ?), ?) AS typed FROM pixels_header_pending)'
+) USING pixels_header_plan.shape, pixels_header_plan.schema;
+
+-- pixels-sql: skip if header_rows = 0
+UNCACHE TABLE IF EXISTS pixels_header_planned;
+
+-- pixels-sql: skip if header_rows = 0
+DROP VIEW IF EXISTS pixels_header_planned;
+
+-- Values that left their column (a malformed date, a DS that is no number, a VR other than the
+-- dictionary's, ...): one row each, live files only. Their text is in OtherElements.
+CREATE OR REPLACE VIEW header_issues AS
+SELECT
+  h.path,
+  e.tag,
+  e.keyword,
+  e.vr,
+  e.values,
+  e.issue,
+  h.ingested_at
+FROM object_header AS h
+LATERAL VIEW explode(h.OtherElements) AS e
+WHERE h.deleted_at IS NULL AND e.issue IS NOT NULL;
