@@ -44,7 +44,7 @@ import pydicom
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from pixels_sql.dicom import fastmeta
-from pixels_sql.dicom.meta import read_meta_json
+from pixels_sql.dicom.meta import read_json
 from pixels_sql.io.paths import to_local_path
 
 ROOT = Path(__file__).resolve().parent
@@ -72,14 +72,14 @@ def pixels_baseline_meta(path: str) -> str:
 
 
 def ours_meta(path: str) -> str:
-    return read_meta_json(path)
+    return read_json(path).decode()
 
 
 def ours_python_meta(path: str) -> str:
     """dicom_meta as installed without a C compiler: the pure-Python element loop."""
     fastmeta.COMPILED = False
     try:
-        return read_meta_json(path)
+        return read_json(path).decode()
     finally:
         fastmeta.COMPILED = True
 
@@ -440,10 +440,10 @@ def big_file_memory() -> dict[str, float]:
             _write_multiframe(path, frames)
         code = (
             "import resource, sys, tracemalloc\n"
-            "from pixels_sql.dicom.meta import read_meta_json\n"
-            "read_meta_json(sys.argv[1])\n"  # warm: imports and caches
+            "from pixels_sql.dicom.meta import read_json\n"
+            "read_json(sys.argv[1]).decode()\n"  # warm: imports and caches
             "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-            "tracemalloc.start(); text = read_meta_json(sys.argv[1])\n"
+            "tracemalloc.start(); text = read_json(sys.argv[1]).decode()\n"
             "peak = tracemalloc.get_traced_memory()[1]\n"
             "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
             "print(before, after, peak, len(text))\n"

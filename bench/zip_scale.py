@@ -7,7 +7,7 @@
    deflated archive of N files laid out as ``study…/series…/…dcm``, each a 16x16 16-bit image
    made from pydicom's ``MR_small`` (bench/ingest.py's tree template, ~2 KB: its UIDs replaced
    by same-length ones, so every member has its own instance UID).
-2. Per member read, in this process: :func:`pixels_sql.dicom.meta.read_meta_row` of
+2. Per member read, in this process: :func:`pixels_sql.dicom.meta.read_result` of
    ``--reads`` members spread over the archive, the archive's index kept (what a batch of a
    Spark task does now: the central directory parsed once, archives.py), against the same
    reads with the index dropped before each one (``archives.forget_archives``: every read opens
@@ -79,7 +79,7 @@ def generate(members: int) -> Path:
 
 def per_member(archive: Path, members: int, reads: int, baseline_reads: int) -> dict[str, Any]:
     """Mean seconds per member read, the index kept (now) and parsed for every read (before)."""
-    from pixels_sql.dicom.meta import read_meta_row
+    from pixels_sql.dicom.meta import read_result
     from pixels_sql.io import archives
 
     uri = f"file:{archive}"
@@ -94,7 +94,7 @@ def per_member(archive: Path, members: int, reads: int, baseline_reads: int) -> 
         if forget:
             archives.forget_archives()
         started = time.perf_counter()
-        row = read_meta_row(path)
+        row = read_result(path)
         elapsed = time.perf_counter() - started
         if row.reason is not None:
             raise RuntimeError(f"{path}: {row.reason}: {row.message}")

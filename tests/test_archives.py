@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from pixels_sql.dicom.meta import read_meta_result
+from pixels_sql.dicom.meta import read_result
 from pixels_sql.dicom.thumbnail import read_thumbnail_result
 from pixels_sql.errors import DicomReadError
 from pixels_sql.io import archives
@@ -103,7 +103,7 @@ def assert_reads_like(member: str, plain: Path) -> bool:
     """The member reads exactly like the plain file: meta (BulkDataURIs aside) or its reason,
     thumbnail bytes or its reason, and every byte range its meta points at. Returns whether
     it was readable DICOM."""
-    got, want = read_meta_result(member), read_meta_result(str(plain))
+    got, want = read_result(member).decoded(), read_result(str(plain)).decoded()
     assert (got.reason, got.meta) == (want.reason, rebased(want.meta, plain, member)), member
     thumbnail = read_thumbnail_result(member, THUMBNAIL_SIZE)
     plain_thumbnail = read_thumbnail_result(str(plain), THUMBNAIL_SIZE)
@@ -253,7 +253,7 @@ def test_bad_members_read_as_their_reason(
 
         assert refusal(opened) == reason, path
         assert refusal(lambda path=path: read_range(path, 0, 4)) == reason, path
-        meta = read_meta_result(path)
+        meta = read_result(path).decoded()
         assert (meta.meta, meta.reason) == (None, reason), path
         thumbnail = read_thumbnail_result(path, THUMBNAIL_SIZE)
         assert (thumbnail.data, thumbnail.reason) == (None, reason), path
@@ -276,7 +276,7 @@ def test_good_members_read_like_the_plain_files(
 def test_empty_member_reads_as_empty(built: Callable[[str], Hostile]) -> None:
     hostile = built("empty_member")
     empty = member_path("empty.dcm", hostile.uri)
-    assert read_meta_result(empty).reason == "empty"
+    assert read_result(empty).decoded().reason == "empty"
     assert read_thumbnail_result(empty, THUMBNAIL_SIZE).reason == "empty"
 
 
@@ -287,7 +287,7 @@ def test_corpus_sample_is_varied(built: Callable[[str], Hostile]) -> None:
     hostile = built("corpus")
     assert len(hostile.twins) >= 18
     assert all((member_chain(path) or "").startswith("series/") for path in hostile.twins)
-    results = [read_meta_result(path) for path in hostile.twins]
+    results = [read_result(path).decoded() for path in hostile.twins]
     readable = [json.loads(result.meta) for result in results if result.meta is not None]
     assert 10 <= len(readable) < len(results)
     syntaxes = {meta["00020010"]["Value"][0] for meta in readable if "00020010" in meta}
@@ -306,7 +306,7 @@ def test_streamed_members_read_like_in_memory_ones(
         assert_reads_like(path, plain)
     for path, reason in hostile.read.items():
         if not path.startswith("zip://flipped-codes.dcm"):  # see the next test
-            assert read_meta_result(path).reason == reason
+            assert read_result(path).decoded().reason == reason
 
 
 def test_streamed_member_that_does_not_inflate_is_corrupt_archive(
@@ -315,14 +315,14 @@ def test_streamed_member_that_does_not_inflate_is_corrupt_archive(
     hostile = built("flipped")
     monkeypatch.setattr(archives, "IN_MEMORY_MAX_BYTES", 0)
     path = member_path("flipped-codes.dcm", hostile.uri)
-    assert read_meta_result(path).reason == "corrupt_archive"
+    assert read_result(path).decoded().reason == "corrupt_archive"
     assert refusal(lambda: extract_member(path, str(tmp_path), "x.dcm")) == "corrupt_archive"
 
 
 def test_bomb_is_refused_before_inflating(built: Callable[[str], Hostile]) -> None:
     hostile = built("ratio_bomb")
     bomb = member_path("bomb.dcm", hostile.uri)
-    result, peak = with_peak_memory(lambda: read_meta_result(bomb))
+    result, peak = with_peak_memory(lambda: read_result(bomb).decoded())
     assert result.reason == "zip_bomb"
     assert peak < BOMB_BYTES // 16, f"peak {peak} bytes"
 
@@ -334,7 +334,7 @@ def test_member_lying_about_its_size_is_not_inflated_past_it(
     reading must stop at the declared size (and fail on the CRC), costing ~nothing."""
     hostile = built("ratio_bomb")
     liar = member_path("liar.dcm", hostile.uri)
-    result, peak = with_peak_memory(lambda: read_meta_result(liar))
+    result, peak = with_peak_memory(lambda: read_result(liar).decoded())
     assert result.reason == "corrupt_archive"
     assert peak < BOMB_BYTES // 16, f"peak {peak} bytes"
 
@@ -585,9 +585,9 @@ def test_listing_and_reading_every_member_parse_the_directory_once(
     zip inside it), then extracts some: the outer directory is parsed once, the inner once."""
     rows = list_members(to_file_uri(str(many)))
     assert len(rows) == MANY_MEMBERS + 3 and not any(row.reason for row in rows)
-    results = [read_meta_result(row.path) for row in rows]
+    results = [read_result(row.path).decoded() for row in rows]
     assert [r.reason for r in results] == [None] * len(rows)
-    expected = read_meta_result(str(SMALL_SOURCE)).meta
+    expected = read_result(str(SMALL_SOURCE)).decoded().meta
     assert results[0].meta == rebased(expected, SMALL_SOURCE, rows[0].path)
     for row in rows[:: MANY_MEMBERS // 10]:
         written = extract_member(row.path, str(tmp_path), member_chain(row.path) or "")

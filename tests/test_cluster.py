@@ -30,7 +30,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pixels_sql.dicom.meta import read_meta_result
+from pixels_sql.dicom.meta import read_result
 from pixels_sql.dicom.tags import tag_value
 from pixels_sql.session import session_conf
 from tests.conftest import SAMPLE_FILES, copy_samples
@@ -261,7 +261,7 @@ class Expected:
 
     @classmethod
     def of(cls, name: str) -> Expected:
-        result = read_meta_result(str(SAMPLE_FILES[name]))
+        result = read_result(str(SAMPLE_FILES[name])).decoded()
         meta = json.loads(result.meta) if result.meta else None
         if meta is None:
             return cls(None, result.reason, None)

@@ -16,7 +16,7 @@ import pytest
 
 from pixels_sql.dicom import fastmeta, meta
 from pixels_sql.dicom.bulk import bulk_uri_factory
-from pixels_sql.dicom.meta import MetaResult, read_meta_result
+from pixels_sql.dicom.meta import MetaResult, read_result
 from pixels_sql.errors import DicomReadError
 from pixels_sql.io.paths import to_file_uri
 from tests.corpus import EXPECTED_UNREADABLE, corpus_files
@@ -47,9 +47,9 @@ FAST_CORPUS = fast_corpus()
 
 def both_readers(path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[MetaResult, MetaResult]:
     monkeypatch.setattr(fastmeta, "COMPILED", True)
-    compiled = read_meta_result(str(path))
+    compiled = read_result(str(path)).decoded()
     monkeypatch.setattr(fastmeta, "COMPILED", False)
-    python = read_meta_result(str(path))
+    python = read_result(str(path)).decoded()
     return compiled, python
 
 
@@ -165,7 +165,7 @@ def object_path_text(path: Path) -> bytes | None:
     """What the object path (elements as dicts, then orjson) writes of ``path``; None when it
     reports the file unreadable."""
     try:
-        return meta.dumps(meta.read_meta(str(path)))
+        return meta.dumps(meta.read_model(str(path)))
     except DicomReadError:
         return None
 
@@ -216,10 +216,10 @@ def test_paths_that_need_normalising_take_the_object_path(tmp_path: Path) -> Non
     (tmp_path / "sub" / "image.dcm").write_bytes(source.read_bytes())
     for odd in (f"{tmp_path}/sub/./image.dcm", f"{tmp_path}//sub/image.dcm", "relative.dcm"):
         assert fastmeta.read_json(odd) is None
-    # read_meta_json reaches the same text either way.
+    # read_json reaches the same text either way.
     expected = object_path_text(tmp_path / "sub" / "image.dcm")
-    assert meta.read_meta_utf8(f"{tmp_path}/sub/./image.dcm") == expected
-    assert meta.read_meta_utf8(f"file://{tmp_path}/sub/image.dcm") == expected
+    assert meta.read_json(f"{tmp_path}/sub/./image.dcm") == expected
+    assert meta.read_json(f"file://{tmp_path}/sub/image.dcm") == expected
 
 
 def test_numbers_are_spelled_as_orjson_spells_them(tmp_path: Path) -> None:
@@ -303,12 +303,12 @@ def test_a_character_set_with_another_vr_takes_the_object_path(tmp_path: Path, v
         + short_element(0x0010, 0x0010, b"PN", b"A^B"),
     )
     assert fastmeta.read_json(str(path)) is None
-    assert read_meta_result(str(path)) == read_meta_result_of_object_path(path)
+    assert read_result(str(path)).decoded() == read_meta_result_of_object_path(path)
 
 
 def read_meta_result_of_object_path(path: Path) -> MetaResult:
     try:
-        return MetaResult(meta.dumps(meta.read_meta(str(path))).decode())
+        return MetaResult(meta.dumps(meta.read_model(str(path))).decode())
     except DicomReadError as error:
         return MetaResult(None, error.reason, error.message)
 
@@ -324,4 +324,4 @@ def test_a_relative_path_through_a_symlink_reads_what_the_kernel_resolves(
     raw_file(tmp_path / "x.dcm", short_element(0x0010, 0x0010, b"PN", b"DECOY"))
     (tmp_path / "link").symlink_to(real / "sub")
     monkeypatch.chdir(tmp_path)
-    assert b"REAL" in meta.read_meta_utf8("link/../x.dcm")
+    assert b"REAL" in meta.read_json("link/../x.dcm")

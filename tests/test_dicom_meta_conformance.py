@@ -17,7 +17,7 @@ from pixels_sql.dicom import fastmeta
 from pixels_sql.dicom import meta as meta_module
 from pixels_sql.dicom.bulk import bulk_uri_factory
 from pixels_sql.dicom.fastmeta import read_fast
-from pixels_sql.dicom.meta import INLINE_BINARY_MAX_BYTES, read_meta
+from pixels_sql.dicom.meta import INLINE_BINARY_MAX_BYTES, read_model
 from pixels_sql.errors import DicomReadError
 from tests.corpus import EXPECTED_UNREADABLE, corpus_files
 
@@ -126,10 +126,10 @@ def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
 
 def read_for(reader: str, path: Path) -> dict:
     """The file's DICOM JSON as the reader under test gives it (the one-call writer only runs
-    through read_meta_json; read_meta builds objects)."""
+    through read_json; read_model builds objects)."""
     if reader == "one-call":
-        return json.loads(meta_module.read_meta_json(str(path)))
-    return json.loads(json.dumps(read_meta(str(path))))
+        return json.loads(meta_module.read_json(str(path)).decode())
+    return json.loads(json.dumps(read_model(str(path))))
 
 
 @pytest.mark.parametrize("path", CORPUS, ids=[p.name for p in CORPUS])
@@ -153,7 +153,7 @@ def test_bulk_data_uris_address_the_element_bytes() -> None:
     for path in CORPUS:
         if path.name in EXPECTED_UNREADABLE:
             continue
-        meta = read_meta(str(path))
+        meta = read_model(str(path))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             dataset = pydicom.dcmread(path, force=True)

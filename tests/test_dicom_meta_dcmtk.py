@@ -35,7 +35,7 @@ import pytest
 
 from pixels_sql.dicom import fastmeta
 from pixels_sql.dicom import meta as meta_module
-from pixels_sql.dicom.meta import read_meta
+from pixels_sql.dicom.meta import read_model
 from tests.corpus import EXPECTED_UNREADABLE, corpus_files
 
 DCM2JSON = shutil.which("dcm2json")
@@ -167,7 +167,7 @@ def test_meta_matches_dcm2json(path: Path, reader: str, scratch: Path) -> None:
         assert theirs is None, f"DCMTK now reads {path.name}: take it off DCMTK_FAILS"
         return
     assert theirs is not None, f"dcm2json failed on {path.name}: {stderr}"
-    ours = json.loads(meta_module.dumps(read_meta(str(path))))
+    ours = json.loads(meta_module.dumps(read_model(str(path))))
     if cut:
         ours = {key: value for key, value in ours.items() if key < PIXEL_DATA_KEY}
     assert differences(ours, theirs) == []
@@ -197,7 +197,7 @@ def test_empty_values_follow_f25(tmp_path: Path, reader: str) -> None:
     path = tmp_path / "f25.dcm"
     dataset.save_as(path, enforce_file_format=True)
 
-    ours = json.loads(meta_module.dumps(read_meta(str(path))))
+    ours = json.loads(meta_module.dumps(read_model(str(path))))
     assert ours["00080008"]["Value"] == ["ORIGINAL", None, "PRIMARY"]
     assert ours["00100010"]["Value"] == [
         {"Alphabetic": "Doe^John"},

@@ -16,7 +16,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from pixels_sql.dicom.encoding import MAX_SEQUENCE_DEPTH
-from pixels_sql.dicom.meta import read_meta, read_meta_result
+from pixels_sql.dicom.meta import read_model, read_result
 from tests.corpus import PYDICOM_TEST_FILES, new_dataset, with_peak_memory
 from tests.mutants import write_nested
 
@@ -47,7 +47,7 @@ def test_huge_header_value_is_described_not_read(tmp_path: Path, syntax: str) ->
     dataset.add_new(0x00091011, "OB", blob)
     dataset.add_new(0x60003000, "OW", blob[:4096])  # Overlay Data, public binary VR
     dataset.save_as(path, enforce_file_format=True)
-    meta, peak = with_peak_memory(lambda: read_meta(str(path)))
+    meta, peak = with_peak_memory(lambda: read_model(str(path)))
     assert peak < 8 * 1024 * 1024, f"peak {peak} bytes"
     overlay = meta["60003000"]
     offset, length = byte_range(overlay["BulkDataURI"])
@@ -63,7 +63,7 @@ def test_huge_header_value_is_described_not_read(tmp_path: Path, syntax: str) ->
 def test_huge_text_value_is_referenced(tmp_path: Path) -> None:
     path = tmp_path / "text.dcm"
     write_dataset(path, ExplicitVRLittleEndian, TextValue="x" * (5 * 1024 * 1024))
-    element = read_meta(str(path))["0040A160"]
+    element = read_model(str(path))["0040A160"]
     assert element["vr"] == "UT" and byte_range(element["BulkDataURI"])[1] == 5 * 1024 * 1024
 
 
@@ -72,7 +72,7 @@ def test_value_running_past_the_end_is_truncated(tmp_path: Path) -> None:
     write_dataset(path, ExplicitVRLittleEndian, StudyComments="x" * 2000)
     data = path.read_bytes()
     path.write_bytes(data[:-500])
-    result = read_meta_result(str(path))
+    result = read_result(str(path)).decoded()
     assert result.reason == "truncated"
     assert "(0032,4000)" in result.message
 
@@ -84,7 +84,7 @@ def test_bogus_fragment_item_is_corrupt(tmp_path: Path) -> None:
     element = struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OB", 0, 0xFFFFFFFF)
     items = struct.pack("<HHI", 0xFFFE, 0xE000, 0) + struct.pack("<HHI", 0x1234, 0x5678, 4)
     path.write_bytes(path.read_bytes() + element + items + b"\0" * 4)
-    result = read_meta_result(str(path))
+    result = read_result(str(path)).decoded()
     assert result.reason == "corrupt"
     assert "fragment item" in result.message
 
@@ -104,7 +104,7 @@ def test_bogus_fragment_item_is_corrupt(tmp_path: Path) -> None:
 def test_broken_files_give_reasons(tmp_path: Path, make, reason: str | None) -> None:
     path = tmp_path / "file.dcm"
     make(path)
-    result = read_meta_result(str(path))
+    result = read_result(str(path)).decoded()
     assert result.meta is None
     if reason is None:  # garbage after a valid preamble: any reason, as long as there is one
         assert result.reason in {"corrupt", "truncated", "not_dicom"}
@@ -129,7 +129,7 @@ def _read_bytes(data: bytes):
     with tempfile.NamedTemporaryFile(suffix=".dcm") as handle:
         handle.write(data)
         handle.flush()
-        return read_meta_result(handle.name)
+        return read_result(handle.name).decoded()
 
 
 def test_pydicom_reads_the_generated_files(tmp_path: Path) -> None:
@@ -137,7 +137,7 @@ def test_pydicom_reads_the_generated_files(tmp_path: Path) -> None:
     path = tmp_path / "ok.dcm"
     write_dataset(path, ExplicitVRLittleEndian, StudyDescription="fine")
     assert pydicom.dcmread(path).StudyDescription == "fine"
-    assert read_meta(str(path))["00081030"]["Value"] == ["fine"]
+    assert read_model(str(path))["00081030"]["Value"] == ["fine"]
 
 
 def _readers(monkeypatch: pytest.MonkeyPatch) -> dict[str, Callable[[], None]]:
@@ -171,14 +171,14 @@ def test_nesting_limit_is_the_same_in_every_reader(
     texts = set()
     for select in _readers(monkeypatch).values():
         select()
-        result = read_meta_result(str(at_limit))
+        result = read_result(str(at_limit)).decoded()
         assert result.reason is None, result.message
         texts.add(result.meta)
         for depth in (MAX_SEQUENCE_DEPTH + 1, 450, 5000):
             deep = write_nested(
                 tmp_path / f"d{depth}.dcm", depth, undefined=undefined, implicit=implicit
             )
-            assert read_meta_result(str(deep)).reason == "too_deep", depth
+            assert read_result(str(deep)).decoded().reason == "too_deep", depth
     assert len(texts) == 1
     meta = json.loads(texts.pop())
     levels = 0
@@ -210,14 +210,14 @@ def test_any_exception_becomes_a_reason(
         raise raised
 
     monkeypatch.setattr(meta, "_read_meta", fail)
-    monkeypatch.setattr(meta, "read_json", lambda local: None)  # the object path's guard
-    result = read_meta_result(str(CT))
+    monkeypatch.setattr(meta, "read_json_compiled", lambda local: None)  # the object path's guard
+    result = read_result(str(CT)).decoded()
     assert (result.meta, result.reason) == (None, reason)
     assert type(raised).__name__ in result.message
 
     # The compiled one-call path is inside the same guard.
-    monkeypatch.setattr(meta, "read_json", fail)
-    result = read_meta_result(str(CT))
+    monkeypatch.setattr(meta, "read_json_compiled", fail)
+    result = read_result(str(CT)).decoded()
     assert (result.meta, result.reason) == (None, reason)
     assert type(raised).__name__ in result.message
 
@@ -230,13 +230,13 @@ def test_serialiser_failure_becomes_a_reason(monkeypatch: pytest.MonkeyPatch) ->
         raise RecursionError("maximum recursion depth exceeded while encoding a JSON object")
 
     monkeypatch.setattr(meta, "dumps", deep_dumps)
-    monkeypatch.setattr(meta, "read_json", lambda local: None)  # the path that calls dumps
-    assert read_meta_result(str(CT)).reason == "too_deep"
+    monkeypatch.setattr(meta, "read_json_compiled", lambda local: None)  # the path that calls dumps
+    assert read_result(str(CT)).decoded().reason == "too_deep"
 
 
 def test_a_named_pipe_is_not_opened(tmp_path: Path) -> None:
     """Opening a FIFO would block the reader until a writer comes: it is refused unopened."""
     pipe = tmp_path / "pipe.dcm"
     os.mkfifo(pipe)
-    result = read_meta_result(str(pipe))
+    result = read_result(str(pipe)).decoded()
     assert (result.meta, result.reason) == (None, "not_regular")

@@ -12,7 +12,7 @@ from chispa import assert_df_equality
 from PIL import Image
 
 import pixels_sql
-from pixels_sql.dicom.meta import read_meta_json
+from pixels_sql.dicom.meta import read_json
 from pixels_sql.dicom.thumbnail import render_thumbnail
 from pixels_sql.functions import FUNCTIONS
 from tests.corpus import PYDICOM_TEST_FILES
@@ -37,7 +37,7 @@ def test_dicom_meta_equals_the_pure_reader(spark, sample_dir: Path) -> None:
     frame.createOrReplaceTempView("good_files")
     result = spark.sql("SELECT path, dicom_meta(path) AS meta FROM good_files")
     expected = spark.createDataFrame(
-        [(str(p), read_meta_json(str(p))) for p in good], "path STRING, meta STRING"
+        [(str(p), read_json(str(p)).decode()) for p in good], "path STRING, meta STRING"
     )
     assert_df_equality(result, expected, ignore_row_order=True, ignore_nullable=True)
 

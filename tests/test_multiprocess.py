@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pixels_sql.dicom.meta import read_meta_result
+from pixels_sql.dicom.meta import read_result
 from pixels_sql.dicom.tags import tag_value
 from tests.corpus import PYDICOM_TEST_FILES
 
@@ -34,7 +34,7 @@ def test_functions_run_on_two_executor_jvms(tmp_path: Path) -> None:
     assert len(pids) == 2 and driver not in pids
 
     files = [p for p in PYDICOM_TEST_FILES.rglob("*") if p.is_file()]
-    metas = [read_meta_result(str(p)).meta for p in files]
+    metas = [read_result(str(p)).decoded().meta for p in files]
     readable = [json.loads(meta) for meta in metas if meta is not None]
     with_uid = sum(1 for meta in readable if tag_value(meta, "SOPInstanceUID") is not None)
     assert sum(e[1] for e in executors) == len(files)

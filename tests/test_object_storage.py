@@ -17,7 +17,7 @@ import pydicom
 import pytest
 from chispa import assert_df_equality
 
-from pixels_sql.dicom.meta import read_meta_result
+from pixels_sql.dicom.meta import read_result
 from pixels_sql.io import storage
 from pixels_sql.pipeline import run_pipeline
 from tests.conftest import copy_samples
@@ -211,7 +211,7 @@ def test_a_missing_file_system_package_is_named(monkeypatch: pytest.MonkeyPatch)
     storage._FILESYSTEMS.pop((os.getpid(), "gcs"), None)
     with pytest.raises(storage.StorageUnavailable, match=r"pip install 'pixels-sql\[gcs\]'"):
         storage.filesystem("gs://bucket/a.dcm")
-    result = read_meta_result("gs://bucket/a.dcm")
+    result = read_result("gs://bucket/a.dcm").decoded()
     # Recorded as unreadable: the next ingest, with the package installed, reads it again.
     assert result.reason == "unreadable" and "pixels-sql[gcs]" in (result.message or "")
 
@@ -302,7 +302,7 @@ def big_objects(s3: S3Server) -> list[str]:
 
 def test_header_reads_fetch_a_bounded_range(s3: S3Server, big_objects: list[str]) -> None:
     s3.reset()
-    results = [read_meta_result(path) for path in big_objects]
+    results = [read_result(path).decoded() for path in big_objects]
     assert all(result.meta and result.reason is None for result in results)
     meta = json.loads(results[0].meta or "{}")
     assert meta["7FE00010"]["BulkDataURI"].startswith(big_objects[0] + "?offset=")
@@ -423,7 +423,7 @@ def test_read_files_and_dbx_pixels_api_on_a_bucket_with_spark_settings(
     assert completed.returncode == 0, completed.stderr[-3000:]
     result = json.loads(completed.stdout.strip().splitlines()[-1])
     files = [path for path in corpus.rglob("*") if path.is_file()]
-    readable = [path for path in files if read_meta_result(str(path)).meta is not None]
+    readable = [path for path in files if read_result(str(path)).decoded().meta is not None]
     assert result["files"] == len(files) == 13
     assert result["bytes"] == sum(path.stat().st_size for path in files)
     assert result["dicom"] == len(readable)

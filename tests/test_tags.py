@@ -7,7 +7,7 @@ import json
 import pydicom
 import pytest
 
-from pixels_sql.dicom.meta import read_meta
+from pixels_sql.dicom.meta import read_model
 from pixels_sql.dicom.tags import (
     UnknownKeyError,
     dictionary_entries,
@@ -33,7 +33,7 @@ def test_unknown_keyword_is_a_clear_error() -> None:
 
 
 def test_values_match_pydicom() -> None:
-    meta = read_meta(str(CT))
+    meta = read_model(str(CT))
     dataset = pydicom.dcmread(CT)
     assert tag_value(meta, "PatientName") == str(dataset.PatientName)
     assert tag_value(meta, "(0008,0060)") == dataset.Modality
@@ -44,7 +44,7 @@ def test_values_match_pydicom() -> None:
 
 
 def test_absent_attribute_is_none_and_sequences_are_items() -> None:
-    meta = read_meta(str(PYDICOM_TEST_FILES / "rtplan.dcm"))
+    meta = read_model(str(PYDICOM_TEST_FILES / "rtplan.dcm"))
     dataset = pydicom.dcmread(PYDICOM_TEST_FILES / "rtplan.dcm")
     assert tag_value(meta, "RTPlanLabel") == dataset.RTPlanLabel
     assert tag_value(meta, "WindowCenter") is None

@@ -532,7 +532,7 @@ def test_over_budget_native_frames_are_read_subsampled(
 @pytest.mark.parametrize("planar", [0, 1])
 def test_subsampled_values_equal_pydicom_at_the_same_positions(tmp_path: Path, planar: int) -> None:
     """RGB, both planar configurations (PS3.3 C.7.6.3.1.3), middle frame of two."""
-    from pixels_sql.dicom.meta import locate_pixel_data, read_header
+    from pixels_sql.dicom.meta import locate_pixel_data, read_pydicom_header
     from pixels_sql.dicom.reduced import subsampled_native
 
     rng = np.random.default_rng(5)
@@ -549,7 +549,7 @@ def test_subsampled_values_equal_pydicom_at_the_same_positions(tmp_path: Path, p
     dataset.save_as(path, enforce_file_format=True)
     size = path.stat().st_size
     with open(path, "rb") as fp:
-        header = read_header(str(path), fp, size)
+        header = read_pydicom_header(str(path), fp, size)
         location = locate_pixel_data(str(path), fp, size, header.original_encoding, 8)
         reduced = subsampled_native(fp, location, header, ExplicitVRLittleEndian, 1, 10_000)
     assert reduced is not None

@@ -22,7 +22,7 @@ import pytest
 
 from pixels_sql.dicom import fastmeta, trailing
 from pixels_sql.dicom import meta as meta_module
-from pixels_sql.dicom.meta import MetaRow, read_meta_row
+from pixels_sql.dicom.meta import MetaRow, read_result
 from pixels_sql.ingest import ingest
 from pixels_sql.io.paths import to_file_uri
 from pixels_sql.pixels import Catalog
@@ -48,7 +48,7 @@ def mutants(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Path, Path, 
     folder = tmp_path_factory.mktemp("trailing")
     made = []
     for index, path in enumerate(SAMPLE):
-        original = read_meta_row(str(path))
+        original = read_result(str(path))
         if original.reason is not None or original.message is not None:
             continue
         data = path.read_bytes()
@@ -67,7 +67,7 @@ def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> I
     monkeypatch.setattr(meta_module, "FAST_READER", request.param != "general")
     monkeypatch.setattr(fastmeta, "COMPILED", request.param in ("one-call", "compiled"))
     if request.param != "one-call":
-        # The object path: read_json's None is what makes read_meta_row take it.
+        # The object path: read_json's None is what makes read_result take it.
         monkeypatch.setattr(meta_module, "read_json", lambda local: None)
     yield request.param
 
@@ -91,8 +91,8 @@ def as_if_at(row: MetaRow, original: Path, mutant: Path) -> bytes:
 def test_every_mutant_keeps_its_header(mutants: list[tuple[Path, Path, str]], reader: str) -> None:
     failures = []
     for original, mutant, kind in mutants:
-        expected = read_meta_row(str(original))
-        got = read_meta_row(str(mutant))
+        expected = read_result(str(original))
+        got = read_result(str(mutant))
         size = original.stat().st_size
         problem = None
         if got.reason is not None:
@@ -140,7 +140,7 @@ def end_of(path: Path, keyword: str) -> int:
 def read_bytes_as(tmp_path: Path, name: str, data: bytes) -> MetaRow:
     path = tmp_path / name
     path.write_bytes(data)
-    return read_meta_row(str(path))
+    return read_result(str(path))
 
 
 def test_a_value_cut_short_is_still_truncated(tmp_path: Path, reader: str) -> None:
@@ -216,7 +216,7 @@ def test_spark_dicom_meta_keeps_the_header(spark, mutants: list[tuple[Path, Path
     failures = []
     for original, mutant, _kind in mutants:
         row = by_path[str(mutant)]
-        expected = as_if_at(read_meta_row(str(original)), original, mutant).decode()
+        expected = as_if_at(read_result(str(original)), original, mutant).decode()
         if (
             row.meta != expected
             or row.result.meta != expected

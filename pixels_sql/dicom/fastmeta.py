@@ -1,27 +1,62 @@
-"""A fast header reader: DICOM JSON straight from the element stream, without pydicom objects.
+"""The header walker: DICOM elements as events, into sinks.
 
-It covers what most files are — a Part 10 file in explicit VR little endian (every compressed
-transfer syntax is), with the default, Latin-1 or UTF-8 character set — and converts each value
-exactly as pydicom's ``Dataset.to_json_dict`` does (the conformance test holds both to it).
-Anything else returns None and the caller uses the pydicom-based reader: implicit VR or big
-endian files, deflated data sets, UN values (pydicom re-types them from its dictionary),
-ISO 2022 or other character sets, undefined-length non-sequence values, values it cannot
-parse the way pydicom would.
+One element walk reads a header and holds every value rule once — VR conversion (multi-value
+splitting, DS/IS to numbers, PN component groups, AT, binary numbers), the character set, the
+padding of each value (PS3.5 6.2), PS3.18 F.2.5 (no Value for an empty value, null for an
+empty value among several), inline binary against a ``BulkDataURI`` byte range, group lengths
+(PS3.5 7.2), the nesting limit, truncation, and what it leaves to the general reader — and
+tells a **sink** what it found. Backends that emit the events:
 
-The element loop also exists compiled (``_fastmeta.c``, built at install time when a C compiler
-is present): same steps, same objects, ~2.8x faster per file. :func:`is_available` says
-whether it was built; :data:`COMPILED` chooses it. The compiled module also writes a whole
-local file's JSON text in one call (:func:`read_json`): the same conversions written as text
-instead of built as objects, for files on the common road.
+- the compiled walk (``_fastmeta.c``, built at install time when a C compiler is present;
+  :func:`is_available`, :data:`COMPILED`) with two sinks written in C: the DICOM JSON text
+  (:func:`read_json`, the bytes of ``dicom_meta``) and the Python-object model
+  (:func:`read_fast`, :func:`read_trailing`);
+- its pure-Python twin below (:func:`walk`), the same steps where no compiler was present,
+  into any sink: :class:`ObjectSink`, :class:`TextSink`, or yours;
+- the general reader (``meta.py``): pydicom parses what the walk refuses (implicit VR, big
+  endian, deflated data sets, UN values, other character sets, undefined-length values) and
+  its elements are emitted as the same events (``meta.emit_dataset``).
+
+They cover what most files are — a Part 10 file in explicit VR little endian (every compressed
+transfer syntax is) with the default, Latin-1 or UTF-8 character set — and convert each value as
+pydicom's ``Dataset.to_json_dict`` does, with F.2.5 applied (the conformance tests hold the
+readers to pydicom and to DCMTK's ``dcm2json``).
+
+**The sink protocol.** A sink is any object with these methods; an element is
+``element(tag, vr)``, then at most one of ``values``, ``inline_binary``, ``bulk``, or its
+sequence items, then ``element_end()``:
+
+- ``element(tag: int, vr: str)`` — an element begins (tag as ``0xGGGGEEEE``);
+- ``values(values: list)`` — its values, never empty (an empty element has no ``values``
+  call): ``str``, ``int``, ``float``, ``None`` (an empty value among several), the strings
+  ``"NaN"``/``"Infinity"``/``"-Infinity"`` for non-finite numbers, a person name as
+  ``{"Alphabetic": …, "Ideographic": …, "Phonetic": …}`` (only the groups present);
+- ``inline_binary(data: bytes)`` — a binary value short enough to inline;
+- ``bulk(uri: str)`` — a value described by its byte range (``?offset=&length=``);
+- ``item_begin()`` / ``item_end()`` — around each item of a sequence (``vr == "SQ"``), the
+  item's elements in between;
+- ``element_end()`` — the element ends.
+
+Top-level elements come in file order (the file meta group, the data set, the pixel data
+element, the elements after it); :class:`ObjectSink` sorts the top level as the DICOM JSON
+model wants. The C sinks receive the same events with typed values (text as raw bytes in the
+data set's character set, binary numbers as C numbers, a name's groups as byte ranges: see the
+comment above ``walk()`` in ``_fastmeta.c``); a Python sink receives each element's values
+collected in one ``values`` call. A **filter** is a sink that passes events on to another
+sink, changed or not (a tag selection, de-identification): it can sit in front of any sink,
+because every sink speaks the same events (:func:`meta.read_events`).
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import math
 import struct
 from collections.abc import Callable
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
+
+import orjson
 
 from pixels_sql.dicom.bulk import HUGE_VALUE_BYTES, INLINE_BINARY_MAX_BYTES, BulkUri
 from pixels_sql.dicom.encoding import (
@@ -97,13 +132,133 @@ class Unsupported(Exception):
 _GENERAL_READER_CASES = (EOFError, Unsupported, ValueError, UnicodeDecodeError, struct.error)
 
 
+class Sink(Protocol):
+    """The events a backend emits (see the module docstring)."""
+
+    def element(self, tag: int, vr: str) -> None: ...
+    def values(self, values: list[Any]) -> None: ...
+    def inline_binary(self, data: bytes) -> None: ...
+    def bulk(self, uri: str) -> None: ...
+    def item_begin(self) -> None: ...
+    def item_end(self) -> None: ...
+    def element_end(self) -> None: ...
+
+
+def key_of(tag: int) -> str:
+    """The DICOM JSON key of a tag: 8 upper-case hex digits (PS3.18 F.2.1)."""
+    key = _KEYS.get(tag)
+    if key is None:
+        key = _KEYS[tag] = f"{tag:08X}"
+    return key
+
+
+class ObjectSink:
+    """The DICOM JSON model as Python objects: ``{"GGGGEEEE": {"vr": …, "Value" | "InlineBinary"
+    | "BulkDataURI": …}}`` (PS3.18 F.2), what the compiled walk's object sink builds too.
+
+    ``model`` is filled in event order; :meth:`result` gives it sorted by tag at the top level
+    (a repeated tag keeps its first position and its last value)."""
+
+    __slots__ = ("_element", "_key", "_out", "_stack", "model")
+
+    def __init__(self) -> None:
+        self.model: dict[str, Any] = {}
+        self._out = self.model
+        self._stack: list[tuple[dict[str, Any], str, dict[str, Any]]] = []
+        self._key = ""
+        self._element: dict[str, Any] = {}
+
+    def element(self, tag: int, vr: str) -> None:
+        self._key = key_of(tag)
+        self._element = {"vr": vr}
+
+    def values(self, values: list[Any]) -> None:
+        self._element["Value"] = values
+
+    def inline_binary(self, data: bytes) -> None:
+        self._element["InlineBinary"] = base64.b64encode(data).decode("ascii")
+
+    def bulk(self, uri: str) -> None:
+        self._element["BulkDataURI"] = uri
+
+    def item_begin(self) -> None:
+        item: dict[str, Any] = {}
+        self._element.setdefault("Value", []).append(item)
+        self._stack.append((self._out, self._key, self._element))
+        self._out = item
+
+    def item_end(self) -> None:
+        self._out, self._key, self._element = self._stack.pop()
+
+    def element_end(self) -> None:
+        self._out[self._key] = self._element
+
+    def update(self, model: dict[str, Any]) -> None:
+        """Top-level elements already in model form (what the compiled object sink built)."""
+        self.model.update(model)
+
+    def result(self) -> dict[str, Any]:
+        return dict(sorted(self.model.items()))
+
+
+class TextSink(ObjectSink):
+    """The DICOM JSON text (UTF-8) of the events: byte for byte what the compiled walk's text
+    sink writes, which is orjson's text of the object model (:func:`dumps`)."""
+
+    __slots__ = ()
+
+    def text(self) -> bytes:
+        return dumps(self.result())
+
+
+def emit_model(model: dict[str, Any], sink: Sink) -> None:
+    """A model's elements as events into ``sink`` (for a sink fed from a model the compiled
+    object sink built, or from a reader that ran twice: ``meta.read_events``)."""
+    for key, element in model.items():
+        sink.element(int(key, 16), element["vr"])
+        if "InlineBinary" in element:
+            sink.inline_binary(base64.b64decode(element["InlineBinary"]))
+        elif "BulkDataURI" in element:
+            sink.bulk(element["BulkDataURI"])
+        elif "Value" in element:
+            if element["vr"] == "SQ":
+                for item in element["Value"]:
+                    sink.item_begin()
+                    emit_model(item, sink)
+                    sink.item_end()
+            else:
+                sink.values(element["Value"])
+        sink.element_end()
+
+
+def dumps(model: dict[str, Any]) -> bytes:
+    """Serialise a DICOM JSON model as UTF-8 JSON. The walks already spell NaN and infinities
+    (legal in FL/FD/DS) as JSON strings (:func:`finite_or_text`)."""
+    try:
+        return orjson.dumps(model)
+    except (TypeError, orjson.JSONEncodeError):
+        # e.g. an integer beyond 64 bits: the standard library writes it
+        text = json.dumps(_replace_non_finite(model), separators=(",", ":"), ensure_ascii=False)
+        return text.encode("utf-8")
+
+
+def _replace_non_finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return finite_or_text(value)
+    if isinstance(value, dict):
+        return {key: _replace_non_finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_replace_non_finite(item) for item in value]
+    return value
+
+
 class _Reader:
     """Elements from a file, through a window of bytes that slides forward on demand."""
 
-    __slots__ = ("base", "buffer", "chunk", "fp", "local", "size")
+    __slots__ = ("base", "buffer", "bulk_uri", "chunk", "fp", "local", "size")
 
-    def __init__(self, local: str, fp: BinaryIO, size: int) -> None:
-        self.local, self.fp, self.size = local, fp, size
+    def __init__(self, local: str, fp: BinaryIO, size: int, bulk_uri: BulkUri) -> None:
+        self.local, self.fp, self.size, self.bulk_uri = local, fp, size, bulk_uri
         self.base = 0
         self.buffer = b""
         # A file read by range requests (storage.RangedFile) fetches its own windows: asking
@@ -126,8 +281,8 @@ class _Reader:
 def read_fast(
     local: str, fp: BinaryIO, size: int, bulk_uri: BulkUri, native: int | bytes | None = None
 ) -> tuple[dict[str, Any], int] | None:
-    """(DICOM JSON of the file meta and data set up to the pixel data, position after them),
-    or None when the file needs the general reader.
+    """(DICOM JSON model of the file meta and data set up to the pixel data, in file order;
+    position after them), or None when the file needs the general reader.
 
     ``native``: what the compiled loop reads — the file's descriptor or its bytes in memory;
     without it (a member streamed from an archive) the Python loop reads ``fp``."""
@@ -139,22 +294,38 @@ def read_fast(
     try:
         if COMPILED and _fastmeta is not None and native is not None:
             return _fastmeta.read_elements(local, native, size, bulk_uri)
-        reader = _Reader(local, fp, size)
-        result: dict[str, Any] = {}
-        position = _parse(reader, 132, None, result, "latin_1", bulk_uri, top=True, meta=True)
-        syntax = result.get("00020010", {}).get("Value", [""])[0]
-        if not syntax or syntax in _IMPLICIT_OR_BIG_OR_DEFLATED:
-            return None
-        position = _parse(reader, position, None, result, "latin_1", bulk_uri, top=True)
+        sink = ObjectSink()
+        position = walk(local, fp, size, bulk_uri, sink)
     except _GENERAL_READER_CASES:
         return None
-    return result, position
+    return None if position is None else (sink.model, position)
+
+
+def walk(local: str, fp: BinaryIO, size: int, bulk_uri: BulkUri, sink: Sink) -> int | None:
+    """The pure-Python walk of a Part 10 file's meta group and data set up to the pixel data
+    into ``sink``; the position after them, or None when the transfer syntax is the general
+    reader's. Raises what makes the file the general reader's (``Unsupported``, EOFError, ...)
+    or :class:`DicomReadError` (truncated); ``sink`` may then hold part of the file."""
+    reader = _Reader(local, fp, size, bulk_uri)
+    # The file meta group first into a model of its own: the transfer syntax is read from it
+    # as from the compiled walk's (``00020010``'s first value; a repeated element's last).
+    meta = ObjectSink()
+    position = _parse(reader, 132, None, meta, "latin_1", top=True, meta=True)
+    syntax = meta.model.get("00020010", {}).get("Value", [""])[0]
+    if not syntax or syntax in _IMPLICIT_OR_BIG_OR_DEFLATED:
+        return None
+    if isinstance(sink, ObjectSink):
+        sink.update(meta.model)
+    else:
+        emit_model(meta.model, sink)
+    return _parse(reader, position, None, sink, "latin_1", top=True)
 
 
 def read_json(local: str) -> bytes | None:
-    """The DICOM JSON (UTF-8) of the local file ``local`` — what ``meta.dumps`` writes of the
-    object path's result, byte for byte — read in one compiled call; None when the compiled
-    loop is not in use or the file leaves its common road (then the object path runs)."""
+    """The DICOM JSON (UTF-8) of the local file ``local`` — what :class:`TextSink` writes of
+    the object path's events, byte for byte — read in one compiled call into the C text sink;
+    None when the compiled loop is not in use or the file leaves its common road (then the
+    object path runs)."""
     if not COMPILED or _fastmeta is None:
         return None
     return _fastmeta.read_json(local)
@@ -169,18 +340,19 @@ def read_trailing(
     bulk_uri: BulkUri,
     native: int | bytes | None = None,
 ) -> dict[str, Any] | None:
-    """DICOM JSON of the elements from ``position`` (after the pixel data) to the end of the
-    file, or None when they need the general reader (another pixel data element, a value it
-    cannot convert, a truncated value: the general reader describes those)."""
-    result: dict[str, Any] = {}
+    """DICOM JSON model of the elements from ``position`` (after the pixel data) to the end of
+    the file, or None when they need the general reader (another pixel data element, a value
+    it cannot convert, a truncated value: the general reader describes those)."""
     try:
         if COMPILED and _fastmeta is not None and native is not None:
             result, stop = _fastmeta.read_trailing_elements(
                 local, native, size, position, codec, bulk_uri
             )
         else:
-            reader = _Reader(local, fp, size)
-            stop = _parse(reader, position, None, result, codec, bulk_uri, top=True)
+            sink = ObjectSink()
+            reader = _Reader(local, fp, size, bulk_uri)
+            stop = _parse(reader, position, None, sink, codec, top=True)
+            result = sink.model
     except (*_GENERAL_READER_CASES, DicomReadError):
         return None
     return result if stop == size else None
@@ -199,23 +371,23 @@ def _parse(
     reader: _Reader,
     position: int,
     end: int | None,
-    out: dict[str, Any],
+    sink: Sink,
     encoding: str,
-    bulk_uri: BulkUri,
     *,
     top: bool = False,
     meta: bool = False,
     depth: int = 0,
 ) -> int:
-    """Parse elements from ``position`` until ``end`` (or an item delimiter, or the pixel data
-    at the top level, or the end of group 0002 when ``meta``); return the stop position."""
+    """Walk elements from ``position`` until ``end`` (or an item delimiter, or the pixel data
+    at the top level, or the end of group 0002 when ``meta``) into ``sink``; return the stop
+    position."""
     size, local = reader.size, reader.local
-    keys = _KEYS
     converters = _CONVERTERS
     short_vrs = _SHORT_VR_CONVERTERS
     limit = size if end is None else min(end, size)
     buffer, base = reader.buffer, reader.base
     available = len(buffer)
+    element_event, values_event, end_event = sink.element, sink.values, sink.element_end
     while position < limit:
         at = position - base
         if at < 0 or at + 12 > available:
@@ -240,11 +412,9 @@ def _parse(
                 raise truncated_error(local, size, group, element, length, value_at)
             if element == 0:  # group length (PS3.5 7.2)
                 continue
-            key = keys.get(tag)
-            if key is None:
-                key = keys[tag] = f"{tag:08X}"
             if length == 0:
-                out[key] = {"vr": vr}
+                element_event(tag, vr)
+                end_event()
                 continue
             # (Inlined twin of the general path below: this loop runs once per element.)
             start = value_at - base
@@ -255,7 +425,11 @@ def _parse(
             raw = buffer[start : start + length]
             if tag == 0x00080005:
                 encoding = _charset(raw, top)
-            out[key] = converter(vr, raw, encoding)
+            values = converter(vr, raw, encoding)
+            element_event(tag, vr)
+            if values:
+                values_event(values)
+            end_event()
             continue
         if tag == ITEM_DELIMITER_TAG:
             return position + 8
@@ -268,18 +442,15 @@ def _parse(
             value_at = position + 12
         else:
             raise Unsupported(f"VR {vr_bytes!r}: implicit VR element, or a VR not handled here")
-        key = keys.get(tag)
-        if key is None:
-            key = keys[tag] = f"{tag:08X}"
         vr = _VR_NAMES[vr_bytes]
         if vr == "SQ":
-            items: list[dict[str, Any]] = []
-            position = _sequence(reader, value_at, length, items, encoding, bulk_uri, depth + 1)
+            # A sequence coded as a group length is walked but is no attribute (PS3.5 7.2).
+            target = sink if element else _DISCARD
+            target.element(tag, vr)
+            position = _sequence(reader, value_at, length, target, encoding, depth + 1)
+            target.element_end()
             buffer, base = reader.buffer, reader.base
             available = len(buffer)
-            if element:
-                # An empty sequence is an empty attribute: no Value (PS3.18 F.2.5).
-                out[key] = {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
             continue
         if length == UNDEFINED_LENGTH or vr == "UN":
             raise Unsupported(f"{vr} value of undefined length or unknown type")
@@ -289,19 +460,20 @@ def _parse(
         if element == 0:  # group length (PS3.5 7.2)
             continue
         if vr in BINARY_VRS:
-            if length == 0:
-                out[key] = {"vr": vr}
-            elif length > INLINE_BINARY_MAX_BYTES:
-                out[key] = {"vr": vr, "BulkDataURI": bulk_uri(value_at, length)}
-            else:
+            element_event(tag, vr)
+            if length > INLINE_BINARY_MAX_BYTES:
+                sink.bulk(reader.bulk_uri(value_at, length))
+            elif length:
                 start = _slice_start(reader, value_at, length)
                 buffer, base = reader.buffer, reader.base
                 available = len(buffer)
-                data = buffer[start : start + length]
-                out[key] = {"vr": vr, "InlineBinary": base64.b64encode(data).decode()}
+                sink.inline_binary(buffer[start : start + length])
+            end_event()
             continue
         if length > HUGE_VALUE_BYTES:
-            out[key] = {"vr": vr, "BulkDataURI": bulk_uri(value_at, length)}
+            element_event(tag, vr)
+            sink.bulk(reader.bulk_uri(value_at, length))
+            end_event()
             continue
         start = value_at - base
         if start + length > available:
@@ -311,15 +483,46 @@ def _parse(
         raw = buffer[start : start + length]
         if tag == 0x00080005:
             encoding = _charset(raw, top)
-        if length == 0:
-            out[key] = {"vr": vr}
-        else:
-            out[key] = converters[vr](vr, raw, encoding)
+        values = converters[vr](vr, raw, encoding) if length else []
+        element_event(tag, vr)
+        if values:
+            values_event(values)
+        end_event()
     if end is None and top:
         return position
     if position > size:
         raise EOFError
     return position
+
+
+class _Discard:
+    """A sink that keeps nothing."""
+
+    __slots__ = ()
+
+    def element(self, tag: int, vr: str) -> None:
+        pass
+
+    def values(self, values: list[Any]) -> None:
+        pass
+
+    def inline_binary(self, data: bytes) -> None:
+        pass
+
+    def bulk(self, uri: str) -> None:
+        pass
+
+    def item_begin(self) -> None:
+        pass
+
+    def item_end(self) -> None:
+        pass
+
+    def element_end(self) -> None:
+        pass
+
+
+_DISCARD = _Discard()
 
 
 def truncated_error(
@@ -354,9 +557,8 @@ def _sequence(
     reader: _Reader,
     position: int,
     length: int,
-    items: list[dict[str, Any]],
+    sink: Sink,
     encoding: str,
-    bulk_uri: BulkUri,
     depth: int,
 ) -> int:
     if depth > MAX_SEQUENCE_DEPTH:
@@ -371,49 +573,52 @@ def _sequence(
             return position
         if tag != ITEM_TAG:
             raise Unsupported(f"({group:04X},{element:04X}) where a sequence item should be")
-        item: dict[str, Any] = {}
+        sink.item_begin()
         item_end = None if item_length == UNDEFINED_LENGTH else position + item_length
-        position = _parse(reader, position, item_end, item, encoding, bulk_uri, depth=depth)
-        items.append(item)
+        position = _parse(reader, position, item_end, sink, encoding, depth=depth)
+        sink.item_end()
     return position
 
 
-def _values(vr: str, parts: list[Any]) -> dict[str, Any]:
-    """An element from its split values: no Value when empty; among several values, an empty
-    one is null (PS3.18 F.2.5)."""
+# The value rules. A converter turns a value's bytes into its list of values (empty: no Value).
+
+
+def _values(parts: list[str]) -> list[str | None]:
+    """Split values: none when there is one empty part; among several values, an empty one is
+    null (PS3.18 F.2.5)."""
     if len(parts) == 1:
-        return {"vr": vr, "Value": parts} if parts[0] else {"vr": vr}
-    return {"vr": vr, "Value": [part or None for part in parts]}
+        return parts if parts[0] else []
+    return [part or None for part in parts]
 
 
-def _plain(vr: str, raw: bytes, encoding: str) -> dict[str, Any]:
+def _plain(vr: str, raw: bytes, encoding: str) -> list[str | None]:
     # AS, CS, DA, DT, TM, UI: ASCII; each value loses its trailing padding (PS3.5 6.2: not
     # significant), not only the last one as pydicom's multi_string does.
-    return _values(vr, [part.rstrip(" \x00") for part in raw.decode("latin_1").split("\\")])
+    return _values([part.rstrip(" \x00") for part in raw.decode("latin_1").split("\\")])
 
 
-def _text(vr: str, raw: bytes, encoding: str) -> dict[str, Any]:
+def _text(vr: str, raw: bytes, encoding: str) -> list[str | None]:
     # SH, LO, UC: each value loses its trailing padding (pydicom's convert_text).
-    return _values(vr, [part.rstrip("\x00 ") for part in raw.decode(encoding).split("\\")])
+    return _values([part.rstrip("\x00 ") for part in raw.decode(encoding).split("\\")])
 
 
-def _single_text(vr: str, raw: bytes, encoding: str) -> dict[str, Any]:
+def _single_text(vr: str, raw: bytes, encoding: str) -> list[str | None]:
     # ST, LT, UT: one value, backslashes included.
-    return _values(vr, [raw.decode(encoding).rstrip("\x00 ")])
+    return _values([raw.decode(encoding).rstrip("\x00 ")])
 
 
-def _application_entity(vr: str, raw: bytes, encoding: str) -> dict[str, Any]:
-    return _values(vr, [part.strip() for part in raw.decode("latin_1").split("\\")])
+def _application_entity(vr: str, raw: bytes, encoding: str) -> list[str | None]:
+    return _values([part.strip() for part in raw.decode("latin_1").split("\\")])
 
 
-def _uri(vr: str, raw: bytes, encoding: str) -> dict[str, Any]:
-    return _values(vr, [raw.decode("latin_1").rstrip()])
+def _uri(vr: str, raw: bytes, encoding: str) -> list[str | None]:
+    return _values([raw.decode("latin_1").rstrip()])
 
 
-def _person_name(vr: str, raw: bytes, encoding: str) -> dict[str, Any]:
+def _person_name(vr: str, raw: bytes, encoding: str) -> list[dict[str, str] | None]:
     text = raw.rstrip(b"\x00 ").decode(encoding)
     if not text:
-        return {"vr": vr}
+        return []
     names: list[dict[str, str] | None] = []
     for name in text.split("\\"):
         if not name:
@@ -426,40 +631,37 @@ def _person_name(vr: str, raw: bytes, encoding: str) -> dict[str, Any]:
         if len(components) > 2:
             entry["Phonetic"] = components[2]
         names.append(entry)
-    return {"vr": vr, "Value": names}
+    return names
 
 
-def _decimal(vr: str, raw: bytes, encoding: str) -> dict[str, Any]:
+def _decimal(vr: str, raw: bytes, encoding: str) -> list[float | str | None]:
     parts = raw.decode("latin_1").strip().rstrip(" \x00").split("\\")
     if len(parts) == 1 and not parts[0]:
-        return {"vr": vr}
-    return {"vr": vr, "Value": [_decimal_value(part) for part in parts]}
+        return []
+    return [_decimal_value(part) for part in parts]
 
 
-def _integer_string(vr: str, raw: bytes, encoding: str) -> dict[str, Any]:
+def _integer_string(vr: str, raw: bytes, encoding: str) -> list[int | None]:
     parts = raw.decode("latin_1").strip().rstrip(" \x00").split("\\")
     if len(parts) == 1 and not parts[0]:
-        return {"vr": vr}
+        return []
     # PS3.18 F.2.5: an empty value among several is null.
-    return {"vr": vr, "Value": [_integer(part) if part.strip() else None for part in parts]}
+    return [_integer(part) if part.strip() else None for part in parts]
 
 
-def _attribute_tags(vr: str, raw: bytes, encoding: str) -> dict[str, Any]:
+def _attribute_tags(vr: str, raw: bytes, encoding: str) -> list[str]:
     if len(raw) % 4:
         raise Unsupported("AT value length")
     pairs = struct.unpack(f"<{len(raw) // 2}H", raw)
-    return {
-        "vr": vr,
-        "Value": [f"{pairs[i]:04X}{pairs[i + 1]:04X}" for i in range(0, len(pairs), 2)],
-    }
+    return [f"{pairs[i]:04X}{pairs[i + 1]:04X}" for i in range(0, len(pairs), 2)]
 
 
-def _number_converter(code: str) -> Callable[[str, bytes, str], dict[str, Any]]:
+def _number_converter(code: str) -> Callable[[str, bytes, str], list[Any]]:
     single = struct.Struct("<" + code)  # standard sizes, not the platform's
     size = single.size
     floats = code in "fd"
 
-    def convert(vr: str, raw: bytes, encoding: str) -> dict[str, Any]:
+    def convert(vr: str, raw: bytes, encoding: str) -> list[Any]:
         if len(raw) == size:  # the usual single value
             values: list[Any] = list(single.unpack(raw))
         elif len(raw) % size:
@@ -468,12 +670,12 @@ def _number_converter(code: str) -> Callable[[str, bytes, str], dict[str, Any]]:
             values = list(struct.unpack(f"<{len(raw) // size}{code}", raw))
         if floats:
             values = [finite_or_text(float(v)) for v in values]
-        return {"vr": vr, "Value": values}
+        return values
 
     return convert
 
 
-_CONVERTERS: dict[str, Callable[[str, bytes, str], dict[str, Any]]] = {
+_CONVERTERS: dict[str, Callable[[str, bytes, str], list[Any]]] = {
     **{vr: _plain for vr in ("AS", "CS", "DA", "DT", "TM", "UI")},
     **{vr: _text for vr in ("SH", "LO", "UC")},
     **{vr: _single_text for vr in ("ST", "LT", "UT")},
@@ -502,8 +704,36 @@ def finite_or_text(value: float) -> float | str:
     return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
 
 
-def fastmeta_converter(vr: str) -> Callable[[str, bytes, str], dict[str, Any]] | None:
-    """The converter of a text or number VR (``converter(vr, raw_bytes, codec)``), or None."""
+# VRs whose values pydicom's multi_string leaves with their padding but the last one's.
+_PADDED_VRS = frozenset({"AS", "CS", "DA", "DT", "TM", "UI"})
+
+
+def decoded_values(vr: str, values: list[Any]) -> list[Any]:
+    """The value rules for values another decoder made (the general reader's, pydicom's): each
+    value of a padded VR without its trailing padding (PS3.5 6.2), an empty value among several
+    null (PS3.18 F.2.5: ``""`` or a person name with no group), non-finite numbers spelled as
+    JSON strings — what the walk's converters do to the bytes."""
+    if len(values) > 1:
+        padded = vr in _PADDED_VRS
+        fixed: list[Any] = []
+        for value in values:
+            if isinstance(value, str):
+                if padded:
+                    value = value.rstrip(" \x00")
+                fixed.append(value or None)
+            elif isinstance(value, dict) and not any(value.values()):
+                fixed.append(None)
+            else:
+                fixed.append(value)
+        values = fixed
+    if vr in ("FL", "FD", "DS"):
+        values = [finite_or_text(value) if isinstance(value, float) else value for value in values]
+    return values
+
+
+def converter_of(vr: str) -> Callable[[str, bytes, str], list[Any]] | None:
+    """The converter of a text or number VR (``converter(vr, raw_bytes, codec)`` -> values),
+    or None."""
     return _CONVERTERS.get(vr)
 
 

@@ -5,13 +5,26 @@ records where the value lies and how long it is, and walks encapsulated fragment
 headers only. Binary values longer than :data:`INLINE_BINARY_MAX_BYTES` become a ``BulkDataURI``
 naming the file and the byte range of the value (``?offset=&length=``), so a 1 GB multi-frame file
 costs as little as a 1 MB one.
+
+The reader API:
+
+- :func:`read_json` — the DICOM JSON text as UTF-8 bytes (``dicom_meta``); raises
+  :class:`DicomReadError`;
+- :func:`read_model` — the same as Python objects (WADO-RS metadata, the dbx.pixels API,
+  typed columns); raises likewise;
+- :func:`read_result` — never raises: a :class:`MetaRow` of the JSON or the reason the file
+  could not be read, and the warning about it (what the SQL functions return per file);
+- :func:`read_events` — the header as events into a sink of fastmeta's protocol (a filter in
+  front of a sink).
+
+Each is one walk of the elements (fastmeta.py, compiled or not) into a sink; files the walk
+refuses go to the general backend (:func:`emit_dataset`: pydicom parses, the same events come
+out).
 """
 
 from __future__ import annotations
 
 import base64
-import json
-import math
 import os
 import struct
 import warnings
@@ -19,7 +32,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, BinaryIO, NamedTuple
 
-import orjson
 import pydicom
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
@@ -43,13 +55,17 @@ from pixels_sql.dicom.encoding import (
     UNDEFINED_LENGTH,
 )
 from pixels_sql.dicom.fastmeta import (
+    ObjectSink,
+    Sink,
     codec_of,
-    fastmeta_converter,
-    finite_or_text,
+    converter_of,
+    decoded_values,
+    dumps,
+    emit_model,
     read_fast,
-    read_json,
     read_trailing,
 )
+from pixels_sql.dicom.fastmeta import read_json as read_json_compiled
 from pixels_sql.dicom.trailing import Prefix
 from pixels_sql.dicom.trailing import find as find_trailing
 from pixels_sql.errors import DicomReadError, classify
@@ -69,29 +85,80 @@ _RAW_DATASET_FIRST_GROUPS = frozenset({0x0002, 0x0008})
 
 @dataclass(frozen=True)
 class MetaResult:
-    """Outcome of reading one file: the JSON text, or the reason it could not be read."""
+    """:class:`MetaRow` with the JSON as text (:meth:`MetaRow.decoded`)."""
 
     meta: str | None
     reason: str | None = None
     message: str | None = None
 
 
-def read_meta(path: str) -> dict[str, Any]:
-    """Return the DICOM JSON model of the file at ``path`` (a local path or ``file:`` URI).
+class MetaRow(NamedTuple):
+    """One file's outcome (:func:`read_result`): the DICOM JSON as UTF-8 bytes, or the reason it
+    could not be read; a file read with a warning (errors.WARNINGS) has its JSON, no reason and
+    the warning as its message. (A tuple: the SQL functions carry it through the helper
+    process's pipe for every file, and Arrow stores the bytes of a STRING value as they are.)"""
+
+    meta: bytes | None
+    reason: str | None = None
+    message: str | None = None
+
+    def decoded(self) -> MetaResult:
+        """The same outcome with the JSON as ``str``."""
+        return MetaResult(None if self.meta is None else self.meta.decode("utf-8"), *self[1:])
+
+
+def read_model(path: str) -> dict[str, Any]:
+    """The DICOM JSON model (PS3.18 F.2) of the file at ``path`` (a local path, a ``file:`` URI,
+    an archive member or an object in storage: io.sources) as Python objects — what WADO-RS
+    metadata and the dbx.pixels API serve.
 
     Keys are 8-digit upper-case hex tags in tag order, the File Meta Information (group 0002)
     included, group-length elements (gggg,0000) excluded (PS3.5 7.2 retires them outside group
     0002, and they describe the encoding, not the data).
 
     Raises :class:`DicomReadError` with a reason code when the file is not readable DICOM.
-    Bytes after the last complete element (trailing.py) are not read: :func:`read_meta_row`
+    Bytes after the last complete element (trailing.py) are not read: :func:`read_result`
     gives the warning about them.
     """
-    return _read_meta_warned(path)[0]
+    return _read_warned(path)[0]
 
 
-def _read_meta_warned(path: str) -> tuple[dict[str, Any], str | None]:
-    """:func:`read_meta` and the warning about the file (errors.WARNINGS), or None."""
+def read_json(path: str) -> bytes:
+    """:func:`read_model` as compact DICOM JSON text in UTF-8 — the bytes of ``dicom_meta``
+    (Arrow stores a STRING value's bytes as they are: no decoding and encoding of 5-10 KB per
+    file). Raises as :func:`read_model`."""
+    return _read_json_warned(path)[0]
+
+
+def read_result(path: str) -> MetaRow:
+    """:func:`read_json` that never raises: the JSON, or the reason the file could not be read;
+    with the warning about the file (errors.WARNINGS) as its message.
+
+    Any exception — the reader's, the serialiser's (a RecursionError on absurd nesting, a
+    MemoryError) or a bug of ours — becomes a reason: one file never fails a batch.
+    """
+    try:
+        text, warning = _read_json_warned(path)
+        return MetaRow(text, None, warning)
+    except Exception as exc:
+        error = classify(display_name(path), exc)
+        return MetaRow(None, error.reason, error.message)
+
+
+def read_events(path: str, sink: Sink) -> str | None:
+    """The header of the file at ``path`` as events into ``sink`` (fastmeta's sink protocol:
+    a filter in front of a sink, a sink of your own), in tag order at the top level; returns
+    the warning about the file, or None. Raises as :func:`read_model`.
+
+    The model is read first (the compiled walk fills its own object sink, and a file with bytes
+    after its data set is read twice: a sink sees only the read that counts), then replayed."""
+    model, warning = _read_warned(path)
+    emit_model(model, sink)
+    return warning
+
+
+def _read_warned(path: str) -> tuple[dict[str, Any], str | None]:
+    """:func:`read_model` and the warning about the file (errors.WARNINGS), or None."""
     try:
         with warnings.catch_warnings():
             # pydicom warns about recoverable oddities (wrong VR, bad charset); the value is kept.
@@ -104,86 +171,24 @@ def _read_meta_warned(path: str) -> tuple[dict[str, Any], str | None]:
         raise classify(display_name(path), exc) from exc
 
 
-def read_meta_json(path: str) -> str:
-    """Return :func:`read_meta` serialised as compact JSON text."""
-    return read_meta_utf8(path).decode("utf-8")
-
-
-def read_meta_utf8(path: str) -> bytes:
-    """:func:`read_meta_json` as UTF-8 bytes: what Arrow stores for a STRING value, so the SQL
-    functions hand it over without decoding and encoding 5-10 KB of text per file again."""
-    return _read_utf8_warned(path)[0]
-
-
-def _read_utf8_warned(path: str) -> tuple[bytes, str | None]:
-    """:func:`read_meta_utf8` and the warning about the file, or None."""
+def _read_json_warned(path: str) -> tuple[bytes, str | None]:
+    """:func:`read_json` and the warning about the file, or None."""
     if FAST_READER:
-        # The compiled loop writes a local file's text in one call (a zip member or an object
-        # in storage is not a path it opens; it returns None for those, and for any file off
-        # its common road).
+        # The compiled walk writes a local file's text in one call into its text sink (a zip
+        # member or an object in storage is not a path it opens; it returns None for those,
+        # and for any file off its common road).
         local = to_local_path(path)
         if not local.startswith("/") and "://" not in local:
             # Joined, not normalised: "link/../x" is for the kernel to resolve (through the
             # link), so a path with "." or ".." segments is left to the object path.
             local = os.path.join(os.getcwd(), local)
-        text = read_json(local)
+        text = read_json_compiled(local)
         if text is not None:
             # The compiled writer reads only files whose elements run cleanly to the end:
             # nothing to warn about.
             return text, None
-    meta, warning = _read_meta_warned(path)
-    return dumps(meta), warning
-
-
-def read_meta_result(path: str) -> MetaResult:
-    """Like :func:`read_meta_json` but returns failures as data instead of raising."""
-    row = read_meta_row(path)
-    return MetaResult(None if row.meta is None else row.meta.decode("utf-8"), *row[1:])
-
-
-class MetaRow(NamedTuple):
-    """One file's outcome as the SQL functions carry it: the JSON as UTF-8 bytes, or the reason
-    it could not be read. (A tuple: it crosses the helper process's pipe for every file.)"""
-
-    meta: bytes | None
-    reason: str | None = None
-    message: str | None = None
-
-
-def read_meta_row(path: str) -> MetaRow:
-    """:func:`read_meta_utf8`, with failures as data instead of raising; a file read with a
-    warning (errors.WARNINGS) has its JSON, no reason and the warning as its message.
-
-    Any exception — the reader's, the serialiser's (a RecursionError on absurd nesting, a
-    MemoryError) or a bug of ours — becomes a reason: one file never fails a batch.
-    """
-    try:
-        text, warning = _read_utf8_warned(path)
-        return MetaRow(text, None, warning)
-    except Exception as exc:
-        error = classify(display_name(path), exc)
-        return MetaRow(None, error.reason, error.message)
-
-
-def dumps(meta: dict[str, Any]) -> bytes:
-    """Serialise a DICOM JSON dict as UTF-8 JSON. The readers already spell NaN and infinities
-    (legal in FL/FD/DS) as JSON strings (:func:`~pixels_sql.dicom.fastmeta.finite_or_text`)."""
-    try:
-        return orjson.dumps(meta)
-    except (TypeError, orjson.JSONEncodeError):
-        # e.g. an integer beyond 64 bits: the standard library writes it
-        text = json.dumps(_replace_non_finite(meta), separators=(",", ":"), ensure_ascii=False)
-        return text.encode("utf-8")
-
-
-def _replace_non_finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, dict):
-        return {key: _replace_non_finite(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_replace_non_finite(item) for item in value]
-    return value
+    model, warning = _read_warned(path)
+    return dumps(model), warning
 
 
 def _read_meta(source: Source) -> tuple[dict[str, Any], str | None]:
@@ -230,46 +235,46 @@ def _before(source: Source, offset: int) -> Source:
 
 def _read_once(source: Source) -> tuple[dict[str, Any], bool]:
     """The header, and whether the read took every byte to the end of the file as elements."""
-    local, fp, size, uri = source.name, source.fp, source.size, source.uri
-    fast = _read_fast(source) if FAST_READER else None
-    if fast is None:
-        result, clean = _read_general(local, fp, size, uri), False
-    else:
-        result, clean = fast
-    if not result:
-        raise DicomReadError(local, "not_dicom", "no data elements found")
-    return dict(sorted(result.items())), clean
+    sink = ObjectSink()
+    clean = _read_fast(source, sink) if FAST_READER else None
+    if clean is None:
+        _read_general(source.name, source.fp, source.size, source.uri, sink)
+        clean = False
+    if not sink.model:
+        raise DicomReadError(source.name, "not_dicom", "no data elements found")
+    return sink.result(), clean
 
 
-def _read_fast(source: Source) -> tuple[dict[str, Any], bool] | None:
-    """The fast reader (fastmeta.py) for the header, then the pixel data and what follows;
-    and whether it read to the end of the file."""
+def _read_fast(source: Source, sink: ObjectSink) -> bool | None:
+    """The fast walk (compiled or pure, fastmeta.py) into ``sink``: the header, then the pixel
+    data and what follows; whether it read to the end of the file, or None (``sink`` untouched)
+    when the file is the general reader's."""
     local, fp, size = source.name, source.fp, source.size
     bulk_uri = bulk_uri_factory(source.uri, False)
     fast = read_fast(local, fp, size, bulk_uri, source.native)
     if fast is None:
         return None
-    result, position = fast
+    model, position = fast
+    sink.update(model)
     fp.seek(position)
-    bits_allocated = result.get("00280100", {}).get("Value", [None])[0]
-    after, clean = _pixels_and_after(
+    bits_allocated = model.get("00280100", {}).get("Value", [None])[0]
+    return _pixels_and_after(
         local,
         fp,
         size,
         (False, True),
         bits_allocated,
         bulk_uri,
-        codec_of(result),
+        sink,
+        codec_of(model),
         source.native,
     )
-    result.update(after)
-    return result, clean
 
 
-def _read_general(local: str, fp: BinaryIO, size: int, uri: str) -> dict[str, Any]:
-    """pydicom parses the header; values are converted element by element."""
+def _read_general(local: str, fp: BinaryIO, size: int, uri: str, sink: ObjectSink) -> None:
+    """The general backend: pydicom parses the header, its elements are emitted as events."""
     fp.seek(0)
-    dataset = read_header(local, fp, size)
+    dataset = read_pydicom_header(local, fp, size)
     after_header = fp.tell()  # converting deferred values below moves the file position
     deflated = transfer_syntax(dataset) == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
     if deflated:
@@ -279,19 +284,17 @@ def _read_general(local: str, fp: BinaryIO, size: int, uri: str) -> dict[str, An
         dataset = pydicom.dcmread(fp)
     bulk_uri = bulk_uri_factory(uri, deflated)
 
-    result: dict[str, Any] = {}
-    for source in (dataset.file_meta, dataset):
-        if source is None:
+    for part in (dataset.file_meta, dataset):
+        if part is None:
             continue
-        _check_lengths(local, source, size, deflated)
-        result.update(_dataset_json(source, 0, bulk_uri))
+        _check_lengths(local, part, size, deflated)
+        emit_dataset(part, 0, bulk_uri, sink)
 
     if not deflated:
         fp.seek(after_header)
         encoding = dataset.original_encoding
         bits_allocated = dataset.get("BitsAllocated")
-        result.update(_pixels_and_after(local, fp, size, encoding, bits_allocated, bulk_uri)[0])
-    return result
+        _pixels_and_after(local, fp, size, encoding, bits_allocated, bulk_uri, sink)
 
 
 def _pixels_and_after(
@@ -301,11 +304,12 @@ def _pixels_and_after(
     encoding: tuple[bool, bool],
     bits_allocated: Any,
     bulk_uri: Callable[[int | None, int], str],
+    sink: ObjectSink,
     fast_codec: str | None = None,
     native: int | bytes | None = None,
-) -> tuple[dict[str, Any], bool]:
-    """JSON of the pixel data element at the current position (if any), described by its byte
-    range, and of the elements after it (e.g. Data Set Trailing Padding, PS3.10 7.2); and
+) -> bool:
+    """The pixel data element at the current position (if any) as events, described by its
+    byte range, then the elements after it (e.g. Data Set Trailing Padding, PS3.10 7.2);
     whether the fast reader read them to the end of the file (else the general reader did, or
     bytes that are no pixel data element remain: trailing.py judges those).
 
@@ -314,27 +318,29 @@ def _pixels_and_after(
     start = fp.tell()
     location = locate_pixel_data(local, fp, size, encoding, bits_allocated)
     if location is None:
-        return {}, start >= size
-    result = _pixel_data_json(local, fp, location, bulk_uri)
+        return start >= size
+    _pixel_data_events(fp, location, bulk_uri, sink)
     after_pixels = fp.tell()
     if after_pixels < size:  # elements after the pixel data: parse them if present
         fast = None
         if fast_codec is not None:
             fast = read_trailing(local, fp, size, after_pixels, fast_codec, bulk_uri, native)
         if fast is not None:
-            result.update(fast)
-            return result, True
+            sink.update(fast)
+            return True
         fp.seek(after_pixels)
         is_implicit, is_little_endian = encoding
         trailing = read_dataset(
             fp, is_implicit, is_little_endian, defer_size=INLINE_BINARY_MAX_BYTES
         )
-        result.update(_trailing_json(local, trailing, size, bulk_uri))
-        return result, False
-    return result, True
+        _check_lengths(local, trailing, size, False)
+        emit_dataset(trailing, 0, bulk_uri, sink)
+        return False
+    return True
 
 
-def read_header(local: str, fp: BinaryIO, size: int) -> Dataset:
+def read_pydicom_header(local: str, fp: BinaryIO, size: int) -> Dataset:
+    """pydicom's Dataset of the header (up to the pixel data) of the file open as ``fp``."""
     # Values longer than the inline limit are deferred (not read); binary ones are then described
     # by offset and length only, so a huge private blob in the header costs no memory.
     try:
@@ -401,10 +407,16 @@ def _check_lengths(local: str, dataset: Dataset, size: int, deflated: bool) -> N
             )
 
 
-def _dataset_json(
-    dataset: Dataset, base: int, bulk_uri: Callable[[int | None, int], str], depth: int = 0
-) -> dict[str, Any]:
-    """DICOM JSON of a data set whose element offsets are relative to ``base`` in the file.
+def emit_dataset(
+    dataset: Dataset,
+    base: int,
+    bulk_uri: Callable[[int | None, int], str],
+    sink: Sink,
+    depth: int = 0,
+) -> None:
+    """The general backend: the elements of a pydicom data set as the walk's events, with the
+    walk's value rules (fastmeta.decoded_values) applied to pydicom's values, into ``sink``.
+    Element offsets are relative to ``base`` in the file.
 
     pydicom parses a defined-length sequence from a copy of its value bytes, so the offsets of
     the elements inside are relative to that value's start; an undefined-length sequence is
@@ -414,7 +426,6 @@ def _dataset_json(
     def handler(bulk: DataElement) -> str:
         return bulk_uri(base + bulk.file_tell, len(bulk.value))
 
-    result: dict[str, Any] = {}
     # Iterating a pydicom Dataset yields elements (converting them); keys() yields tags.
     for tag in dataset.keys():  # noqa: SIM118
         if tag & 0xFFFF == 0:  # group length (PS3.5 7.2): describes the encoding, not the data
@@ -423,10 +434,9 @@ def _dataset_json(
         if isinstance(raw, RawDataElement) and raw.value is None and raw.length:
             vr = _deferred_binary_vr(raw)
             if vr is not None:
-                result[f"{tag:08X}"] = {
-                    "vr": vr,
-                    "BulkDataURI": bulk_uri(base + raw.value_tell, raw.length),
-                }
+                sink.element(int(tag), vr)
+                sink.bulk(bulk_uri(base + raw.value_tell, raw.length))
+                sink.element_end()
                 continue
         element = dataset[tag]
         if element.VR == "SQ":
@@ -434,63 +444,42 @@ def _dataset_json(
                 # classify() reports it as too_deep, like an interpreter RecursionError.
                 raise RecursionError(f"sequences nested deeper than {MAX_SEQUENCE_DEPTH} levels")
             item_base = base if element.is_undefined_length else base + element.file_tell
-            items = [_dataset_json(item, item_base, bulk_uri, depth + 1) for item in element.value]
-            # An empty sequence is an empty attribute: no Value (PS3.18 F.2.5).
-            result[f"{tag:08X}"] = {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
-        else:
-            try:
-                converted = element.to_json_dict(
-                    bulk_data_element_handler=handler, bulk_data_threshold=_PYDICOM_THRESHOLD
-                )
-            except (ValueError, IndexError) as exc:
-                # pydicom cannot convert an empty value among several DS/IS/PN values
-                # ("1\\\\2"); the fast reader's converters can (PS3.18 F.2.5: null).
-                converted = _converted_by_fast_reader(raw, dataset, exc)
-            result[f"{tag:08X}"] = conform(converted)
-    return result
+            sink.element(int(tag), "SQ")
+            for item in element.value:
+                sink.item_begin()
+                emit_dataset(item, item_base, bulk_uri, sink, depth + 1)
+                sink.item_end()
+            sink.element_end()
+            continue
+        try:
+            converted = element.to_json_dict(
+                bulk_data_element_handler=handler, bulk_data_threshold=_PYDICOM_THRESHOLD
+            )
+            vr, values = converted["vr"], converted.get("Value")
+        except (ValueError, IndexError) as exc:
+            # pydicom cannot convert an empty value among several DS/IS/PN values
+            # ("1\\\\2"); the walk's converters can (PS3.18 F.2.5: null).
+            converted = {}
+            vr, values = _converted_by_walk(raw, dataset, exc)
+        sink.element(int(tag), vr)
+        if values:
+            sink.values(decoded_values(vr, values))
+        elif "InlineBinary" in converted:
+            sink.inline_binary(base64.b64decode(converted["InlineBinary"]))
+        elif "BulkDataURI" in converted:
+            sink.bulk(converted["BulkDataURI"])
+        sink.element_end()
 
 
-def _converted_by_fast_reader(raw: Any, dataset: Dataset, error: Exception) -> dict[str, Any]:
+def _converted_by_walk(raw: Any, dataset: Dataset, error: Exception) -> tuple[str, list[Any]]:
     if not isinstance(raw, RawDataElement) or not isinstance(raw.value, bytes):
         raise error
     vr = raw.VR or pydicom.datadict.dictionary_VR(int(raw.tag))
-    converter = fastmeta_converter(vr)
+    converter = converter_of(vr)
     if converter is None:
         raise error
     codecs = getattr(dataset, "_character_set", None) or ["latin_1"]
-    return converter(vr, raw.value, codecs[0] if len(codecs) == 1 else "latin_1")
-
-
-# VRs whose values pydicom's multi_string leaves with their padding, but the last one's.
-_PADDED_VRS = frozenset({"AS", "CS", "DA", "DT", "TM", "UI"})
-
-
-def conform(element: dict[str, Any]) -> dict[str, Any]:
-    """pydicom's ``to_json_dict`` of one element made to agree with PS3.18 F.2 (and so with
-    the fast readers): among several values an empty one is null (F.2.5), not ``""`` or
-    ``{"Alphabetic": ""}``; each value of a padded VR loses its trailing padding (PS3.5 6.2);
-    NaN and infinities are spelled as JSON strings."""
-    values = element.get("Value")
-    if not values:
-        return element
-    if len(values) > 1:
-        padded = element.get("vr") in _PADDED_VRS
-        fixed: list[Any] = []
-        for value in values:
-            if isinstance(value, str):
-                if padded:
-                    value = value.rstrip(" \x00")
-                fixed.append(value or None)
-            elif isinstance(value, dict) and not any(value.values()):
-                fixed.append(None)
-            else:
-                fixed.append(value)
-        values = element["Value"] = fixed
-    if element.get("vr") in ("FL", "FD", "DS"):
-        element["Value"] = [
-            finite_or_text(value) if isinstance(value, float) else value for value in values
-        ]
-    return element
+    return vr, converter(vr, raw.value, codecs[0] if len(codecs) == 1 else "latin_1")
 
 
 def _unpack_tag(header: bytes, is_little_endian: bool) -> int:
@@ -512,7 +501,7 @@ class PixelDataLocation:
 def locate_pixel_data(
     local: str, fp: BinaryIO, size: int, encoding: tuple[bool, bool], bits_allocated: Any
 ) -> PixelDataLocation | None:
-    """Read the pixel data element header at the current position (where ``read_header``
+    """Read the pixel data element header at the current position (where ``read_pydicom_header``
     stopped) and find its value's extent without reading the value; None if there is none.
 
     Leaves ``fp`` just after the value. Raises ``truncated`` when the value runs past the end.
@@ -552,24 +541,24 @@ def locate_pixel_data(
     return PixelDataLocation(tag, vr, offset, length, undefined)
 
 
-def _pixel_data_json(
-    local: str,
+def _pixel_data_events(
     fp: BinaryIO,
     location: PixelDataLocation,
     bulk_uri: Callable[[int | None, int], str],
-) -> dict[str, Any]:
-    """Describe the pixel data element by offset and length only (inline when short)."""
-    element: dict[str, Any] = {"vr": location.vr}
+    sink: Sink,
+) -> None:
+    """The pixel data element described by offset and length only (inline when short)."""
+    sink.element(location.tag, location.vr)
     if location.length == 0:
         pass
     elif location.length <= INLINE_BINARY_MAX_BYTES:
         resume = fp.tell()
         fp.seek(location.offset)
-        element["InlineBinary"] = base64.b64encode(fp.read(location.length)).decode("ascii")
+        sink.inline_binary(fp.read(location.length))
         fp.seek(resume)
     else:
-        element["BulkDataURI"] = bulk_uri(location.offset, location.length)
-    return {f"{location.tag:08X}": element}
+        sink.bulk(bulk_uri(location.offset, location.length))
+    sink.element_end()
 
 
 def _pixel_data_vr(
@@ -609,14 +598,6 @@ def _encapsulated_length(local: str, fp: BinaryIO, offset: int, size: int) -> in
                 f" ({group:04X},{element:04X})",
             )
         position += 8 + item_length
-
-
-def _trailing_json(
-    local: str, trailing: Dataset, size: int, bulk_uri: Callable[[int | None, int], str]
-) -> dict[str, Any]:
-    """Elements after the pixel data (e.g. Data Set Trailing Padding, PS3.10 7.2)."""
-    _check_lengths(local, trailing, size, False)
-    return _dataset_json(trailing, 0, bulk_uri)
 
 
 def _deferred_binary_vr(raw: RawDataElement) -> str | None:

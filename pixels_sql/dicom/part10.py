@@ -15,7 +15,7 @@ from typing import BinaryIO
 from pydicom.dataset import FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
 
-from pixels_sql.dicom.meta import read_header, transfer_syntax
+from pixels_sql.dicom.meta import read_pydicom_header, transfer_syntax
 
 PREAMBLE_BYTES = 128
 PREFIX = b"DICM"
@@ -38,7 +38,7 @@ def file_meta_prefix(name: str, fp: BinaryIO, size: int) -> tuple[bytes, str]:
     syntax UID."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        dataset = read_header(name, fp, size)
+        dataset = read_pydicom_header(name, fp, size)
     fp.seek(0)
     syntax = str(transfer_syntax(dataset))
     meta = FileMetaDataset()

@@ -22,7 +22,7 @@ from pydicom.uid import (
 )
 
 from pixels_sql.dicom.encoding import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, PIXEL_DATA_TAGS
-from pixels_sql.dicom.meta import locate_pixel_data, read_header, transfer_syntax
+from pixels_sql.dicom.meta import locate_pixel_data, read_pydicom_header, transfer_syntax
 from pixels_sql.dicom.reduced import reduced_frame
 from pixels_sql.errors import DicomReadError, classify
 from pixels_sql.io.sources import Source, display_name, open_source
@@ -126,7 +126,7 @@ def encode(image: Image.Image, fmt: str) -> bytes:
 
 def _render(source: Source, max_size: int) -> Image.Image:
     local, fp, size = source.name, source.fp, source.size
-    header = read_header(local, fp, size)
+    header = read_pydicom_header(local, fp, size)
     syntax = transfer_syntax(header)
     location = None
     if syntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:

@@ -171,7 +171,7 @@ def _meta_group(data: _Bytes, position: int) -> tuple[int, str] | None:
 
 def _raw_encoding(head: bytes) -> tuple[bool, str] | None:
     """(implicit VR, struct endian) of a data set without the Part 10 header, as the readers
-    accept one (meta.read_header: a file meta or identifying group first)."""
+    accept one (meta.read_pydicom_header: a file meta or identifying group first)."""
     if len(head) < 8:
         return None
     for endian in ("<", ">"):

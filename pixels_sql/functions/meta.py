@@ -6,7 +6,7 @@ from functools import partial
 
 import pandas as pd
 
-from pixels_sql.dicom.meta import MetaRow, read_meta_row
+from pixels_sql.dicom.meta import MetaRow, read_result
 from pixels_sql.functions.registry import (
     SqlFunction,
     read_rows,
@@ -21,7 +21,7 @@ RESULT_TYPE = "struct<meta:string,reason:string,message:string>"
 def read_batch(paths: pd.Series) -> list[MetaRow | None]:
     """One result per path (None for a NULL path), read in the helper process. The JSON comes
     as UTF-8 bytes, which Arrow takes for a STRING column as they are."""
-    return read_rows(read_meta_row, [(path,) for path in paths], partial(MetaRow, None))
+    return read_rows(read_result, [(path,) for path in paths], partial(MetaRow, None))
 
 
 def meta_results(paths: pd.Series) -> pd.DataFrame:
