@@ -353,14 +353,24 @@ def _decimal_number(value: Any) -> float | str:
     raise Malformed(f"DS {value!r} is not a decimal number")
 
 
+# BIGINT's range: a UV (or an IS) beyond it does not fit its column.
+_BIGINT = range(-(2**63), 2**63)
+
+
+def _bigint(value: int) -> int:
+    if value not in _BIGINT:
+        raise Malformed(f"{value} is beyond BIGINT")
+    return value
+
+
 def _integer_number(value: Any) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
-        return value
+        return _bigint(value)
     if isinstance(value, float) and value.is_integer():
-        return int(value)
+        return _bigint(int(value))
     if isinstance(value, str):
         try:
-            return int(value.strip())
+            return _bigint(int(value.strip()))
         except ValueError:
             pass
     raise Malformed(f"IS {value!r} is not an integer")
@@ -399,7 +409,7 @@ def _number(value: Any) -> float | str:
 
 def _integer(value: Any) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
-        return value
+        return _bigint(value)
     raise Malformed(f"{value!r} is not an integer")
 
 
