@@ -306,8 +306,8 @@ def main() -> None:
 
     import pixels_sql
     from pixels_sql.ingest import ingest
-    from pixels_sql.servers.dicomweb.app import ServiceOptions
     from pixels_sql.servers.dicomweb.server import start_dicomweb
+    from pixels_sql.servers.dicomweb.service import ServiceOptions
 
     report: dict[str, Any] = {
         "cores": args.cores,
@@ -326,8 +326,8 @@ def main() -> None:
         report["ingest_seconds"] = time.perf_counter() - started
         port = free_port()
         server = start_dicomweb(spark, DATABASE, "127.0.0.1", port, ServiceOptions())
-        report["index_seconds"] = server.service.index.build_seconds
-        report["index_counts"] = server.service.index.counts()
+        report["index_seconds"] = server.app.index.build_seconds
+        report["index_counts"] = server.app.index.counts()
         base = f"http://127.0.0.1:{port}/dicomweb"
         study_uid = _uid("study", args.studies // 2).decode()
         report["qido"] = measure_qido(spark, base, args.runs, study_uid, args.studies + 1)

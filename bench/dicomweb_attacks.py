@@ -67,8 +67,8 @@ MIB = 1024**2
 def serve(folders: list[str], home: str, port: int) -> None:
     import pixels_sql
     from pixels_sql.ingest import ingest
-    from pixels_sql.servers.dicomweb.app import ServiceOptions
     from pixels_sql.servers.dicomweb.server import start_dicomweb
+    from pixels_sql.servers.dicomweb.service import ServiceOptions
 
     spark = pixels_sql.session(Path(home), master="local[2]")
     for folder in folders:

@@ -11,29 +11,26 @@ import re
 import shutil
 import sys
 import threading
-import time
 import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from pixels_sql.functions import is_remote
-from pixels_sql.home import HomeInUseError, HomeLock, set_process_holder
+from pixels_sql.functions import is_connect_client
+from pixels_sql.home import HomeInUseError, HomeLock, home_dir, set_process_holder
 from pixels_sql.output import FORMATS, render
 from pixels_sql.pipeline import DEFAULT_DATABASE, PIPELINE_DIR, summary
+from pixels_sql.runner import failed_statement, run_statements
 from pixels_sql.scripts import (
     ScriptError,
     Statement,
     iter_sql,
-    keep_values_as_written,
     load_scripts,
     parameter_names,
     parse_check,
     script_files,
-    skip_reason,
 )
 from pixels_sql.servers import endpoint as endpoint_defaults
-from pixels_sql.session import home_dir
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -43,19 +40,6 @@ if TYPE_CHECKING:
 DEFAULT_MASTER = "local[*]"
 # How often a client of a server checks that the server's process still runs.
 SERVER_WATCH_SECONDS = 1.0
-# A query whose first column is one of these says how many files the next statement reads.
-EXPECTED_COLUMNS = (["files_to_read"], ["images_to_render"])
-RESULT_KEYWORDS = (
-    "SELECT",
-    "WITH",
-    "SHOW",
-    "DESCRIBE",
-    "DESC",
-    "EXPLAIN",
-    "VALUES",
-    "TABLE",
-    "FROM",
-)
 
 
 class CliError(Exception):
@@ -178,12 +162,6 @@ def _process_gone(pid: int) -> bool:
     return state in ("Z", "X")
 
 
-def _returns_rows(sql: str) -> bool:
-    code = [line for line in sql.splitlines() if not line.strip().startswith("--")]
-    first = " ".join(code).lstrip("( ").split(None, 1)
-    return bool(first) and first[0].upper() in RESULT_KEYWORDS
-
-
 # OS errors that end an I/O failure, by the C library's text, which Java's messages carry too
 # ("java.io.IOException: No space left on device"): the message leads with it, not with
 # Spark's wrappers ("An error occurred while calling o74.sql", "Task failed while writing").
@@ -220,18 +198,8 @@ def _os_error(text: str) -> str | None:
     return None
 
 
-def _failed_statement(exc: BaseException) -> str | None:
-    """The location of the pipeline statement that raised ``exc`` (ingest.batch notes it)."""
-    from pixels_sql.ingest.batch import STATEMENT_NOTE
-
-    for note in getattr(exc, "__notes__", ()):
-        if note.startswith(STATEMENT_NOTE):
-            return note.removeprefix(STATEMENT_NOTE)
-    return None
-
-
 def _error_text(exc: BaseException) -> str:
-    location = _failed_statement(exc)
+    location = failed_statement(exc)
     text = _error_message(exc)
     return f"{location}: {text}" if location else text
 
@@ -289,34 +257,19 @@ def execute(
     progress: Progress | None = None,
 ) -> None:
     """Run statements in order, printing the rows of queries; stop at the first failure."""
-    keep_values_as_written(spark)
-    counts: dict[str, object] = {}  # the first row of each query so far, for skip_reason
-    for statement in statements:
-        started = time.monotonic()
-        skipped = skip_reason(statement, counts)
-        if skipped is not None:
-            if progress is not None:
-                print(f"{statement.location}: skipped ({skipped})", file=sys.stderr)
-            continue
-        if progress is not None:
-            progress.statement(statement.location)
-        try:
-            frame = spark.sql(statement.sql)
-            if _returns_rows(statement.sql):
-                rows = frame.take(limit + 1)
-                columns = frame.columns
-                if rows:
-                    counts.update(zip(columns, rows[0], strict=True))
-                if progress is not None and columns[:1] in EXPECTED_COLUMNS and rows:
-                    progress.expected_files = int(rows[0][0])
-                out.write(render(columns, [tuple(r) for r in rows[:limit]], fmt, width) + "\n")
-                if len(rows) > limit:
-                    out.write(f"(first {limit} rows; use --limit for more)\n")
-        except Exception as exc:
-            raise CliError(f"{statement.location}: {_error_text(exc)}") from exc
-        if progress is not None:
-            elapsed = time.monotonic() - started
-            print(f"{statement.location}: ok ({elapsed:.1f}s)", file=sys.stderr)
+
+    def print_rows(_statement: Statement, columns: list[str], rows: list) -> None:
+        out.write(render(columns, [tuple(r) for r in rows[:limit]], fmt, width) + "\n")
+        if len(rows) > limit:
+            out.write(f"(first {limit} rows; use --limit for more)\n")
+
+    log = sys.stderr if progress is not None else None
+    try:
+        run_statements(
+            spark, statements, rows=limit, on_rows=print_rows, progress=progress, log=log
+        )
+    except Exception as exc:
+        raise CliError(_error_text(exc)) from exc
 
 
 def _with_viewer_url(args: argparse.Namespace, params: dict[str, str]) -> dict[str, str]:
@@ -354,7 +307,7 @@ def _run_statements(args: argparse.Namespace, statements: list[Statement], datab
     from pixels_sql.tables import TableLayoutError, exact_tables
 
     with _home_session(args) as spark:
-        context = None if is_remote(spark) else spark.sparkContext
+        context = None if is_connect_client(spark) else spark.sparkContext
         try:
             with exact_tables(spark, database), Progress(context) as progress:
                 execute(spark, statements, progress=progress, limit=args.limit)
@@ -379,7 +332,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     if args.checkpoint or args.trigger or args.max_files_per_trigger:
         raise CliError("--checkpoint, --trigger and --max-files-per-trigger go with --stream")
     with _home_session(args) as spark:
-        context = None if is_remote(spark) else spark.sparkContext
+        context = None if is_connect_client(spark) else spark.sparkContext
         try:
             with Progress(context) as progress:
                 report = ingest(

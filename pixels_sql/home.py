@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TextIO
 
+from pixels_sql.config import SETTINGS, SettingError, settings
+
 
 class HomeInUseError(Exception):
     """Another live process holds the home folder."""
@@ -78,8 +80,7 @@ class HomeLock:
 # stream's micro-batches, Catalog.save. flock(2) locks belong to an open file description, so
 # two threads of one process exclude each other as two processes do.
 WRITER_LOCK = ".pixels-sql.pipeline.lock"
-WRITER_WAIT_ENV = "PIXELS_SQL_WRITER_WAIT"
-DEFAULT_WRITER_WAIT = 600.0  # seconds a command waits for another writer before it gives up
+WRITER_WAIT_ENV = SETTINGS["writer_wait"].variable
 _POLL_SECONDS = 0.25
 _process_holder = "a pixels-sql run"
 _held: dict[Path, tuple[int, int, TextIO]] = {}  # lock file -> (thread id, depth, handle)
@@ -96,15 +97,18 @@ def set_process_holder(text: str) -> None:
     _process_holder = text
 
 
+def home_dir(home: str | os.PathLike[str] | None = None) -> Path:
+    """Folder holding the metastore, the warehouse and Spark's scratch space."""
+    chosen = home or settings.home
+    return Path(chosen).expanduser().resolve()
+
+
 def writer_wait() -> float:
     """The wait of a command for another writer: ``$PIXELS_SQL_WRITER_WAIT`` seconds, or 600."""
-    text = os.environ.get(WRITER_WAIT_ENV, "").strip()
     try:
-        return float(text) if text else DEFAULT_WRITER_WAIT
-    except ValueError:
-        raise HomeInUseError(
-            f"{WRITER_WAIT_ENV} must be a number of seconds, not {text!r}"
-        ) from None
+        return settings.writer_wait
+    except SettingError as exc:
+        raise HomeInUseError(str(exc)) from None
 
 
 def _say_on_stderr(message: str) -> None:

@@ -7,7 +7,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pixels_sql.scripts import keep_values_as_written, load_scripts
+from pixels_sql.runner import run_statements
+from pixels_sql.scripts import load_scripts
 from pixels_sql.tables import exact_tables, writing
 
 if TYPE_CHECKING:
@@ -36,10 +37,8 @@ def run_pipeline(
     """
     statements = load_scripts(scripts, params)
     database = params.get("database", DEFAULT_DATABASE)
-    keep_values_as_written(spark)
     with exact_tables(spark, database):
-        for statement in statements:
-            spark.sql(statement.sql)
+        run_statements(spark, statements)
     return summary(spark, database)
 
 
@@ -48,13 +47,11 @@ def create_views(spark: SparkSession, database: str, **lock: Any) -> None:
     ``lock``: its options), for a catalog written before a view existed: readers such as
     the DICOMweb index read the views, whose rules live there only."""
     statements = load_scripts([PIPELINE_DIR / VIEWS_SCRIPT], {})
-    keep_values_as_written(spark)
     with writing(spark, **lock):
         current = spark.catalog.currentDatabase()
         spark.catalog.setCurrentDatabase(database)
         try:
-            for statement in statements:
-                spark.sql(statement.sql)
+            run_statements(spark, statements)
         finally:
             spark.catalog.setCurrentDatabase(current)
 

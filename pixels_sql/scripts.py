@@ -284,6 +284,19 @@ def skip_reason(statement: Statement, counts: Mapping[str, object]) -> str | Non
     return None
 
 
+# The first keywords of statements that return rows (a query), as opposed to commands.
+RESULT_KEYWORDS = frozenset(
+    {"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "VALUES", "TABLE", "FROM"}
+)
+
+
+def returns_rows(sql: str) -> bool:
+    """Whether ``sql`` is a query (its rows are fetched) rather than a command."""
+    code = [line for line in sql.splitlines() if not line.strip().startswith("--")]
+    first = " ".join(code).lstrip("( ").split(None, 1)
+    return bool(first) and first[0].upper() in RESULT_KEYWORDS
+
+
 def keep_values_as_written(spark: SparkSession) -> None:
     """Turn off Spark's own ``${...}`` substitution in ``spark``: the values substituted here
     are final (escaped), and Spark would rewrite a ``${x}`` inside them."""

@@ -7,21 +7,21 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pixels_sql.config import settings
+from pixels_sql.home import home_dir
+
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 JAR_NAME = "pixels-sql-extensions.jar"
-HOME_ENV = "PIXELS_SQL_HOME"
-JAR_ENV = "PIXELS_SQL_JAR"
-DEFAULT_HOME = "pixels-home"
 LOG_CONFIG = Path(__file__).resolve().parent / "log4j2.properties"
 
 
 def jar_path() -> Path:
     """The extension jar: ``$PIXELS_SQL_JAR``, else ``jars/`` of the source checkout, else the
     copy an installed wheel carries."""
-    override = os.environ.get(JAR_ENV)
-    candidates = [Path(override)] if override else []
+    override = settings.jar
+    candidates = [override] if override else []
     package = Path(__file__).resolve().parent
     candidates += [package.parent / "jars" / JAR_NAME, package / "jars" / JAR_NAME]
     for candidate in candidates:
@@ -29,14 +29,8 @@ def jar_path() -> Path:
             return candidate
     raise FileNotFoundError(
         f"pixels-sql extension jar not found (looked at {', '.join(map(str, candidates))});"
-        f" build it with `make jar` or point {JAR_ENV} at it"
+        f" build it with `make jar` or point {settings.variable('jar')} at it"
     )
-
-
-def home_dir(home: str | os.PathLike[str] | None = None) -> Path:
-    """Folder holding the metastore, the warehouse and Spark's scratch space."""
-    chosen = home or os.environ.get(HOME_ENV) or DEFAULT_HOME
-    return Path(chosen).expanduser().resolve()
 
 
 def _cores(master: str) -> int:
@@ -85,11 +79,7 @@ def session_conf(
         # buffer up to a 128 MB row group each), reading their VARIANT column in 4,096-row
         # batches failed with OutOfMemoryError. 2 GiB unless SPARK_DRIVER_MEMORY (Spark's own
         # variable) says otherwise; a cluster's driver is sized by its owner.
-        **(
-            {"spark.driver.memory": os.environ.get("SPARK_DRIVER_MEMORY") or "2g"}
-            if master.startswith("local")
-            else {}
-        ),
+        **({"spark.driver.memory": settings.driver_memory} if master.startswith("local") else {}),
         # File sources split by bytes, but dicom_meta reads only headers: the cost is per file
         # and per task (a Python UDF task costs 40-90 ms to set up). A few large splits per core
         # instead of one per 128 MB, counting a file's opening as 64 KiB (a header read) rather

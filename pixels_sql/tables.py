@@ -27,14 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pixels_sql.functions import is_remote
+from pixels_sql.functions import is_connect_client
 from pixels_sql.home import catalog_writer
 from pixels_sql.scripts import escape_string
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-PIPELINE_TABLES = ("object_catalog", "object_thumbnails")
+PIPELINE_TABLES = ("object_catalog", "object_thumbnails", "object_header")
 # The working table of 10_catalog.sql: one per run, named by its session variable
 # pixels_listing_table (pixels_listing before run-private names). Tables left by killed runs
 # are dropped before the next run, which holds the writer lock, so none is another's.
@@ -131,6 +131,8 @@ def _remove_working_tables(spark: SparkSession, database: str) -> list[str]:
 ADDED_COLUMNS = {
     "object_catalog": {"deleted_at": "TIMESTAMP", "meta_json_version": "INT"},
     "object_thumbnails": {"deleted_at": "TIMESTAMP"},
+    # Its attribute columns come and go with the headers (sql/50_header.sql adds them).
+    "object_header": {},
 }
 
 
@@ -225,7 +227,7 @@ def _table_info(spark: SparkSession, database: str, table: str) -> TableInfo:
 
 def _partition_locations(spark: SparkSession, database: str, table: str) -> dict[str, str]:
     """``{ingest_run: location}`` of the table's registered partitions."""
-    if is_remote(spark):
+    if is_connect_client(spark):
         return _partition_locations_sql(spark, database, table)
     external = spark._jsparkSession.sharedState().externalCatalog()
     partitions = external.listPartitions(database, table, spark._jvm.scala.Option.empty())
@@ -343,4 +345,4 @@ class _LocalFiles:
 
 
 def _files(spark: SparkSession) -> _HadoopFiles | _LocalFiles:
-    return _LocalFiles() if is_remote(spark) else _HadoopFiles(spark)
+    return _LocalFiles() if is_connect_client(spark) else _HadoopFiles(spark)

@@ -15,8 +15,8 @@ import pydicom
 from pydicom.uid import generate_uid
 
 from pixels_sql.ingest import ingest
-from pixels_sql.servers.dicomweb.app import ServiceOptions
 from pixels_sql.servers.dicomweb.server import start_dicomweb
+from pixels_sql.servers.dicomweb.service import ServiceOptions
 from pixels_sql.servers.viewer import viewer_dir
 from tests.conftest import SAMPLE_FILES, copy_samples
 from tests.corpus import PYDICOM_TEST_FILES, pydicom_data_dir

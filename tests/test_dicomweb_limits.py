@@ -27,9 +27,10 @@ import requests
 
 from pixels_sql.dicom.synthetic import monochrome_image
 from pixels_sql.ingest import ingest
-from pixels_sql.servers.dicomweb.app import Service, ServiceOptions
+from pixels_sql.servers.dicomweb.app import Application
 from pixels_sql.servers.dicomweb.limits import MIB, HttpLimits
 from pixels_sql.servers.dicomweb.server import DicomwebServer, start_dicomweb
+from pixels_sql.servers.dicomweb.service import ServiceOptions
 from tests.conftest import copy_samples
 from tests.corpus import PYDICOM_TEST_FILES
 from tests.dicomweb_service import free_port, read
@@ -77,7 +78,7 @@ class Servers:
         self.read_only = start_dicomweb(spark, DATABASE, "127.0.0.1", free_port(), options)
         store = ServiceOptions(allow_store=True, landing=landing, limits=LIMITS)
         self.storing = DicomwebServer(
-            Service(self.read_only.service.index, store), "127.0.0.1", free_port()
+            Application(self.read_only.app.index, store), "127.0.0.1", free_port()
         )
         self.storing.start(log_dir=log_dir)
         self.url = f"http://127.0.0.1:{self.read_only.port}/dicomweb"
@@ -182,7 +183,7 @@ def test_a_list_of_a_thousand_values_is_matched(servers, folder, big) -> None:
 def test_a_fault_of_ours_is_a_500_with_an_id_in_server_log(servers) -> None:
     """A real fault (the index's database closed under a search): the answer names an id, the
     traceback is in the home's server.log under that id, not on stderr only."""
-    index = servers.read_only.service.index
+    index = servers.read_only.app.index
     index._connection.close()
     try:
         response = requests.get(f"{servers.url}/studies", timeout=60)
@@ -360,7 +361,7 @@ def test_half_open_connections_leave_room_for_a_search(servers) -> None:
     """2,000 connections that send nothing, from another address and then from the client's own:
     a search on a new connection still answers within 1 s; the server holds at most the caps."""
     address = urlsplit(servers.url)
-    guard = servers.read_only.service.connections
+    guard = servers.read_only.app.connections
     for source in (FLOOD_ADDRESS, "127.0.0.1"):
         flood = _open_idle(address.hostname, address.port, 2000, source)
         try:

@@ -20,9 +20,9 @@ def test_results_come_back_in_order() -> None:
 
 
 def test_each_crash_costs_exactly_its_own_file(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(isolation, "FILE_TIMEOUT_SECONDS", 2.0)
+    monkeypatch.setenv("PIXELS_SQL_FILE_TIMEOUT", "2")
     # Helpers started from here on run under a 2 GiB address-space limit.
-    monkeypatch.setattr(isolation, "FILE_MEMORY_BYTES", 2 << 30)
+    monkeypatch.setenv("PIXELS_SQL_FILE_MEMORY", str(2 << 10))
     items = [
         *("a", "abort1", "b", "segv", "c", "exit", "raise", "panic", "hang", "d", "abort2"),
         "allocate",
@@ -54,7 +54,7 @@ def test_replies_in_groups_still_charge_a_crash_to_its_file(
 ) -> None:
     """The helper replies every REPLY_GROUP files: the files it read after its last reply are
     read again by the next helper, and the crash is charged to the file its counter names."""
-    monkeypatch.setattr(isolation, "FILE_TIMEOUT_SECONDS", 1.0)
+    monkeypatch.setenv("PIXELS_SQL_FILE_TIMEOUT", "1")
     items = [f"file{i}" for i in range(3 * isolation.REPLY_GROUP)]
     items[isolation.REPLY_GROUP + 10] = "segv"
     items[-1] = "abort"
@@ -70,7 +70,7 @@ def test_replies_in_groups_still_charge_a_crash_to_its_file(
 def test_in_process_mode_gives_the_same_results_for_exceptions(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(isolation, "ISOLATION", "none")
+    monkeypatch.setenv("PIXELS_SQL_ISOLATION", "none")
     assert run_isolated(abort_on, [("a",), ("raise",)], failure) == [("a", None), (None, "corrupt")]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
@@ -9,11 +10,13 @@ import pytest
 import sqlglot
 
 from pixels_sql.cli import PIPELINE_DIR
+from pixels_sql.runner import failed_statement, run_statements
 from pixels_sql.scripts import (
     ScriptError,
     escape_string,
     iter_sql,
     load_scripts,
+    returns_rows,
     script_files,
     skip_reason,
     split_statements,
@@ -156,3 +159,38 @@ def test_pipeline_skips_only_on_counts_it_selected_before() -> None:
         if statement.sql.lstrip().startswith("SELECT"):
             selected |= set(re.findall(r"\bAS (\w+)", statement.sql))
     assert skipping == 4
+
+
+def test_queries_return_rows_and_commands_do_not() -> None:
+    assert returns_rows("-- counts\n(SELECT 1)")
+    assert returns_rows("WITH a AS (SELECT 1) SELECT * FROM a")
+    assert not returns_rows("INSERT INTO t SELECT 1")
+    assert not returns_rows("-- SELECT in a comment\nCREATE TABLE t (a INT)")
+
+
+def test_the_runner_skips_counts_logs_and_names_a_failed_statement(spark) -> None:
+    statements = list(
+        iter_sql(
+            "SELECT 0 AS files_to_read;\n"
+            "-- pixels-sql: skip if files_to_read = 0\nSELECT 1 AS never;\n"
+            "SELECT 3 AS images_to_render, 'x' AS label;\n"
+            "SELECT * FROM no_such_table_of_the_runner_test",
+            {},
+            "runner.sql",
+        )
+    )
+    log = io.StringIO()
+    seen = []
+    with pytest.raises(Exception, match="no_such_table") as raised:
+        run_statements(
+            spark,
+            statements,
+            on_rows=lambda statement, columns, rows: seen.append((columns, rows)) or None,
+            log=log,
+        )
+    assert failed_statement(raised.value) == statements[-1].location
+    lines = log.getvalue().splitlines()
+    assert lines[1] == f"{statements[1].location}: skipped (files_to_read = 0)"
+    assert [columns for columns, _ in seen] == [["files_to_read"], ["images_to_render", "label"]]
+    assert [tuple(rows[0]) for _, rows in seen] == [(0,), (3, "x")]
+    assert len(lines) == 3 and lines[2].startswith(f"{statements[2].location}: ok (")

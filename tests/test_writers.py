@@ -457,7 +457,7 @@ def test_an_io_failure_leads_with_the_statement_and_the_os_error() -> None:
     included), captured once into tests/golden: the message names the statement and the
     OS error first, then Spark's own line."""
     from pixels_sql.cli import _error_text
-    from pixels_sql.ingest.batch import STATEMENT_NOTE
+    from pixels_sql.runner import STATEMENT_NOTE
 
     failure = RuntimeError((ROOT / "tests" / "golden" / "enospc_py4j.txt").read_text())
     failure.add_note(f"{STATEMENT_NOTE}sql/20_meta.sql:13")

@@ -6,13 +6,13 @@ import json
 from typing import TYPE_CHECKING
 
 from pixels_sql.dicom.tags import dictionary_entries
-from pixels_sql.functions import archives, files, listing, meta, tags, thumbnails
+from pixels_sql.functions import archives, files, header, listing, meta, tags, thumbnails
 from pixels_sql.functions.registry import READ_PATH, WRITE_PATH, SqlFunction
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-FAMILIES = (meta, tags, thumbnails, archives, files)
+FAMILIES = (meta, tags, thumbnails, archives, files, header)
 
 FUNCTIONS: dict[str, SqlFunction] = {
     name: function for family in FAMILIES for name, function in family.FUNCTIONS.items()
@@ -38,7 +38,7 @@ def injection_conf() -> dict[str, str]:
     return {NAMES_CONF: ",".join(FUNCTIONS), RELATIONS_CONF: DICTIONARY_VIEW}
 
 
-def is_remote(spark: SparkSession) -> bool:
+def is_connect_client(spark: SparkSession) -> bool:
     """Whether ``spark`` is a Spark Connect client session (no JVM in this process)."""
     return type(spark).__module__.startswith("pyspark.sql.connect")
 
@@ -53,7 +53,7 @@ def register(spark: SparkSession) -> SparkSession:
     temporary view of ``spark``'s session. On a Spark Connect client whose server already
     provides them, nothing is done. Safe to call again: functions are replaced, not duplicated.
     """
-    if is_remote(spark):
+    if is_connect_client(spark):
         if not _provided_by_server(spark):
             _register_temporary(spark)
         return spark

@@ -15,13 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from pixels_sql.pipeline import DEFAULT_DATABASE, PIPELINE_DIR, summary
-from pixels_sql.scripts import (
-    Statement,
-    keep_values_as_written,
-    load_scripts,
-    script_files,
-    skip_reason,
-)
+from pixels_sql.runner import run_statements
+from pixels_sql.scripts import Statement, load_scripts, script_files
 from pixels_sql.tables import exact_tables
 
 if TYPE_CHECKING:
@@ -42,12 +37,6 @@ COUNTED = (
     "deleted_files",
     "deleted_thumbnails",
 )
-
-
-# How a failed statement's exception names it (an exception note: the exception is unchanged).
-STATEMENT_NOTE = "pixels-sql statement: "
-# The counts that say how many files the next statement reads (for the progress estimate).
-EXPECTED_FILES = ("files_to_read", "images_to_render")
 
 
 @dataclass
@@ -154,10 +143,10 @@ def ingest(
     if not thumbnails:
         params.pop("thumbnail_size")
     statements = load_scripts(pipeline_scripts(thumbnails), params)
-    return run_statements(spark, statements, database, progress=progress, log=log)
+    return run_and_report(spark, statements, database, progress=progress, log=log)
 
 
-def run_statements(
+def run_and_report(
     spark: SparkSession,
     statements: list[Statement],
     database: str,
@@ -171,39 +160,19 @@ def run_statements(
     catalog's summary after them, unless ``summarise`` is off)."""
     report = IngestReport(database)
     started = time.monotonic()
-    keep_values_as_written(spark)
+
+    def count(statement: Statement, columns: list[str], rows: list) -> str | None:
+        if not rows or not set(columns) & set(COUNTED):
+            return None
+        row = dict(zip(columns, rows[0], strict=True))
+        report.counts.update({key: int(value or 0) for key, value in row.items()})
+        if on_row is not None:
+            on_row(statement, row)
+        return ", ".join(f"{key} {value}" for key, value in row.items())
+
     since = spark.sql("SELECT current_timestamp() AS now").first()[0]
     with exact_tables(spark, database):
-        for statement in statements:
-            skipped = skip_reason(statement, report.counts)
-            if skipped is not None:
-                if log is not None:
-                    print(f"{statement.location}: skipped ({skipped})", file=log, flush=True)
-                continue
-            if progress is not None:
-                progress.statement(statement.location)
-            began = time.monotonic()
-            try:
-                frame = spark.sql(statement.sql)
-                row = frame.first().asDict() if set(frame.columns) & set(COUNTED) else None
-            except Exception as exc:
-                # Which statement failed, for the one-line message (cli._error_text).
-                exc.add_note(f"{STATEMENT_NOTE}{statement.location}")
-                raise
-            if row is None:
-                if log is not None:
-                    elapsed = time.monotonic() - began
-                    print(f"{statement.location}: ok ({elapsed:.1f}s)", file=log, flush=True)
-                continue
-            report.counts.update({key: int(value or 0) for key, value in row.items()})
-            for expected in EXPECTED_FILES:
-                if progress is not None and expected in row:
-                    progress.expected_files = int(row[expected] or 0)
-            if log is not None:
-                counted = ", ".join(f"{key} {value}" for key, value in row.items())
-                print(f"{statement.location}: {counted}", file=log, flush=True)
-            if on_row is not None:
-                on_row(statement, row)
+        run_statements(spark, statements, on_rows=count, progress=progress, log=log)
     catalog = f"`{database}`.object_catalog"
     # No file read (the listing counted none): no row of this run can have failed.
     if report.counts.get("files_to_read") != 0:

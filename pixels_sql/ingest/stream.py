@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from pixels_sql.ingest.batch import ingest_params, pipeline_scripts, run_statements
+from pixels_sql.ingest.batch import ingest_params, pipeline_scripts, run_and_report
 from pixels_sql.io import storage
 from pixels_sql.pipeline import DEFAULT_DATABASE
 from pixels_sql.scripts import Statement, load_scripts
@@ -131,9 +131,9 @@ def check_streamable(spark: SparkSession, path: str) -> None:
     """Spark's file stream source lists through Hadoop: object storage that no Hadoop file
     system of the application reads (s3:// on the pyspark wheel, which has no hadoop-aws)
     cannot be streamed; say what works instead."""
-    from pixels_sql.functions import is_remote
+    from pixels_sql.functions import is_connect_client
 
-    if not storage.is_remote(path) or is_remote(spark):
+    if not storage.is_remote(path) or is_connect_client(spark):
         return  # a Spark Connect client cannot ask; the server's stream fails on its own
     jvm = spark._jvm
     conf = spark._jsparkSession.sessionState().newHadoopConf()
@@ -183,7 +183,7 @@ def start_stream(
         batch.select("path", "modificationTime", "length").selectExpr(
             "*", "CAST(NULL AS STRING) AS reason", "CAST(NULL AS STRING) AS message"
         ).createOrReplaceTempView(LISTED_VIEW)
-        outcome = run_statements(session, statements, database, summarise=False)
+        outcome = run_and_report(session, statements, database, summarise=False)
         report.add(outcome.counts, outcome.failed)
         if log is not None:
             print(

@@ -27,10 +27,9 @@ rewritten archive is parsed again. Listing an archive and reading its 100,000 me
 parse (APPNOTE 4.3.12: the directory of N entries is N records; parsing it for each member
 read was O(N²)).
 
-Limits come from the environment (so they reach Spark's Python workers; on a cluster set them
-with ``spark.executorEnv.<NAME>``): ``PIXELS_SQL_ZIP_MAX_RATIO`` (default 100),
-``PIXELS_SQL_ZIP_MAX_MEMBER_MB`` (4096), ``PIXELS_SQL_ZIP_MAX_TOTAL_MB`` (65536),
-``PIXELS_SQL_ZIP_MAX_DEPTH`` (2: a zip inside a zip), ``PIXELS_SQL_ZIP_MAX_MEMBERS`` (100000).
+Limits are settings (pixels_sql.config: ``PIXELS_SQL_ZIP_MAX_RATIO``,
+``PIXELS_SQL_ZIP_MAX_MEMBER_MB``, ``PIXELS_SQL_ZIP_MAX_TOTAL_MB``, ``PIXELS_SQL_ZIP_MAX_DEPTH``,
+``PIXELS_SQL_ZIP_MAX_MEMBERS``; their defaults and meanings are documented there).
 """
 
 from __future__ import annotations
@@ -50,6 +49,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from pixels_sql.config import SETTINGS, settings
 from pixels_sql.errors import DicomReadError
 from pixels_sql.io import storage
 
@@ -75,21 +75,20 @@ CACHED_ARCHIVES = 4
 class ArchiveLimits:
     """The caps applied to every archive (defaults documented in the module docstring)."""
 
-    max_ratio: float = 100.0
-    max_member_bytes: int = 4096 * _MB
-    max_total_bytes: int = 65536 * _MB
-    max_depth: int = 2
-    max_members: int = 100_000
+    max_ratio: float = SETTINGS["zip_max_ratio"].default
+    max_member_bytes: int = SETTINGS["zip_max_member_bytes"].default
+    max_total_bytes: int = SETTINGS["zip_max_total_bytes"].default
+    max_depth: int = SETTINGS["zip_max_depth"].default
+    max_members: int = SETTINGS["zip_max_members"].default
 
     @classmethod
     def from_environment(cls) -> ArchiveLimits:
-        environ = os.environ
         return cls(
-            max_ratio=float(environ.get("PIXELS_SQL_ZIP_MAX_RATIO", cls.max_ratio)),
-            max_member_bytes=int(environ.get("PIXELS_SQL_ZIP_MAX_MEMBER_MB", 4096)) * _MB,
-            max_total_bytes=int(environ.get("PIXELS_SQL_ZIP_MAX_TOTAL_MB", 65536)) * _MB,
-            max_depth=int(environ.get("PIXELS_SQL_ZIP_MAX_DEPTH", cls.max_depth)),
-            max_members=int(environ.get("PIXELS_SQL_ZIP_MAX_MEMBERS", cls.max_members)),
+            max_ratio=settings.zip_max_ratio,
+            max_member_bytes=settings.zip_max_member_bytes,
+            max_total_bytes=settings.zip_max_total_bytes,
+            max_depth=settings.zip_max_depth,
+            max_members=settings.zip_max_members,
         )
 
 

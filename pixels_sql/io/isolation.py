@@ -7,19 +7,16 @@ dies fails its task and with it every file of the batch, and a re-run fails agai
 file. So the SQL functions hand each batch to a long-lived child process (one per Python
 worker, started on first use) that works through the files in order and streams one result per
 file back. When the child dies, the file it was reading gets the reason ``decoder_crash`` (or
-``timeout`` when it ran past :data:`FILE_TIMEOUT_SECONDS`), a new child starts, and the batch
+``timeout`` when it ran past ``settings.file_timeout``), a new child starts, and the batch
 continues with the next file. With an address-space limit set
-(:data:`FILE_MEMORY_BYTES`), a file that would need more memory fails alone (``too_large``)
+(``settings.file_memory``), a file that would need more memory fails alone (``too_large``)
 instead of exhausting the machine.
 
-Settings come from the environment, so that they reach Spark's Python workers (on a cluster set
-them with ``spark.executorEnv.<NAME>``):
-
-- ``PIXELS_SQL_ISOLATION``: ``process`` (default) or ``none`` (work in the worker itself).
-- ``PIXELS_SQL_FILE_TIMEOUT``: seconds one file may take (default 300).
-- ``PIXELS_SQL_FILE_MEMORY``: the child's address-space limit in MiB (default 0: none). Off by
-  default: CPython allocates a read of a declared length up front, so a limit turns a small
-  file declaring a 4 GB value into ``too_large`` instead of ``corrupt``.
+Settings (pixels_sql.config): ``PIXELS_SQL_ISOLATION`` (``process``, or ``none``: work in
+the worker itself), ``PIXELS_SQL_FILE_TIMEOUT`` (seconds one file may take) and
+``PIXELS_SQL_FILE_MEMORY`` (the child's address-space limit in MiB; off by default: CPython
+allocates a read of a declared length up front, so a limit turns a small file declaring a 4 GB
+value into ``too_large`` instead of ``corrupt``).
 """
 
 from __future__ import annotations
@@ -39,14 +36,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, BinaryIO, TypeVar
 
+from pixels_sql.config import settings
 from pixels_sql.errors import classify
 
 R = TypeVar("R")
 
-ISOLATION = os.environ.get("PIXELS_SQL_ISOLATION", "process")
-FILE_TIMEOUT_SECONDS = float(os.environ.get("PIXELS_SQL_FILE_TIMEOUT", "300"))
-FILE_MEMORY_BYTES = int(os.environ.get("PIXELS_SQL_FILE_MEMORY", "0")) * 1024 * 1024
-MODES = ("process", "none")
 STARTUP_TIMEOUT_SECONDS = 120.0
 
 _FRAME = struct.Struct("<Q")  # every message: 8-byte length, then a pickle
@@ -69,10 +63,8 @@ def run_isolated(
     as data; ``failure(reason, message)`` builds the result of a file whose reading killed the
     helper or ran out of time.
     """
-    if ISOLATION == "none" or not items:
+    if settings.isolation == "none" or not items:
         return [_outcome(_call(function, item), failure) for item in items]
-    if ISOLATION != "process":
-        raise ValueError(f"PIXELS_SQL_ISOLATION must be one of {', '.join(MODES)}: {ISOLATION!r}")
     return _HELPER.run(function, items, failure)
 
 
@@ -128,20 +120,20 @@ class _Helper:
 
     def _receive_results(self, stdout: BinaryIO) -> Any:
         """The child's next group of results; a :class:`_Failed` when it died, or when one file
-        took longer than :data:`FILE_TIMEOUT_SECONDS` (the child's counter says which file it
+        took longer than ``settings.file_timeout`` (the child's counter says which file it
         is on, and since when)."""
         progress = getattr(self._process, "progress", None)
         if progress is None:
-            return _receive(stdout, FILE_TIMEOUT_SECONDS)
+            return _receive(stdout, settings.file_timeout)
         current = _COUNTER.unpack_from(progress)[0]
-        deadline = time.monotonic() + FILE_TIMEOUT_SECONDS
+        deadline = time.monotonic() + settings.file_timeout
         while True:
             outcome = _receive(stdout, min(1.0, max(0.0, deadline - time.monotonic())))
             if not isinstance(outcome, _Failed) or not outcome.timed_out:
                 return outcome
             started = _COUNTER.unpack_from(progress)[0]
             if started != current:  # the child moved on to another file: its own time
-                current, deadline = started, time.monotonic() + FILE_TIMEOUT_SECONDS
+                current, deadline = started, time.monotonic() + settings.file_timeout
             elif time.monotonic() >= deadline:
                 return outcome
 
@@ -149,10 +141,10 @@ class _Helper:
         """Send a batch to the child (started if needed); the stream its results come on."""
         if self._process is None or self._process.poll() is not None:
             if hasattr(os, "fork"):
-                self._process = _ForkedChild(FILE_MEMORY_BYTES)
+                self._process = _ForkedChild(settings.file_memory)
             else:
                 self._process = subprocess.Popen(
-                    [sys.executable, "-c", _CHILD, str(FILE_MEMORY_BYTES)],
+                    [sys.executable, "-c", _CHILD, str(settings.file_memory)],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     close_fds=True,
@@ -182,7 +174,7 @@ class _Helper:
                 with contextlib.suppress(OSError):  # the pipe's far end is gone
                     stream.close()
         if failed.timed_out:
-            return "timeout", f"reading took more than {FILE_TIMEOUT_SECONDS:g} s; stopped"
+            return "timeout", f"reading took more than {settings.file_timeout:g} s; stopped"
         if code < 0:
             name = signal.Signals(-code).name
             return "decoder_crash", f"the reading process was killed by {name} on this file"
@@ -305,7 +297,7 @@ def _receive(stream: BinaryIO, timeout: float) -> Any:
     """
     if not select.select([stream.fileno()], [], [], max(0.0, timeout))[0]:
         return _Failed(True)
-    deadline = time.monotonic() + FILE_TIMEOUT_SECONDS
+    deadline = time.monotonic() + settings.file_timeout
     header = _read_exactly(stream, _FRAME.size, deadline)
     if header is None:
         return _Failed(False)

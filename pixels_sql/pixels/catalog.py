@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import functions as F
 
-from pixels_sql.ingest.batch import IngestReport, run_statements
+from pixels_sql.ingest.batch import IngestReport, run_and_report
 from pixels_sql.ingest.stream import (
     BINARY_FILE_SCHEMA,
     LISTED_VIEW,
@@ -512,7 +512,7 @@ class Catalog:
         )
         current = self._spark.catalog.currentDatabase()
         try:
-            return run_statements(self._spark, statements, database, summarise=False)
+            return run_and_report(self._spark, statements, database, summarise=False)
         finally:
             # The pipeline's first script switches to its database (USE): not the caller's.
             self._spark.catalog.setCurrentDatabase(current)

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pixels_sql.session import home_dir
+from pixels_sql.home import home_dir
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

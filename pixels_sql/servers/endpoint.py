@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from pixels_sql.home import HomeLock
+from pixels_sql.home import HomeLock, home_dir
 from pixels_sql.servers.discovery import ServerInfo, is_listening, remove_state
-from pixels_sql.session import home_dir, jar_path
+from pixels_sql.session import jar_path
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -161,9 +161,9 @@ class Endpoints:
 
 
 def _start_web(spark: SparkSession, home: Path, options: ServeOptions) -> DicomwebServer:
-    from pixels_sql.servers.dicomweb.app import ServiceOptions
     from pixels_sql.servers.dicomweb.limits import DEFAULT_LIMITS
     from pixels_sql.servers.dicomweb.server import start_dicomweb
+    from pixels_sql.servers.dicomweb.service import ServiceOptions
     from pixels_sql.servers.dicomweb.stow import landing_folder
     from pixels_sql.servers.viewer import viewer_dir
 
@@ -274,7 +274,7 @@ def serve(
                 endpoints.start()
                 web = _start_web(spark, folder, options)
                 # The index's session reads and, after STOW-RS, ingests: the server's own.
-                spark._jvm.pixelssql.ClientGuard.trust(web.service.index.spark._jsparkSession)
+                spark._jvm.pixelssql.ClientGuard.trust(web.app.index.spark._jsparkSession)
                 info = ServerInfo(
                     pid=os.getpid(),
                     host=options.host,

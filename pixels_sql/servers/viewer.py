@@ -12,6 +12,8 @@ import mimetypes
 import os
 from pathlib import Path
 
+from pixels_sql.config import settings
+
 OHIF_VERSION = "3.13.2"
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_FILE = "app-config.js"
@@ -76,8 +78,7 @@ window.config = {
 def viewer_dir() -> Path | None:
     """The installed viewer's folder (``PIXELS_SQL_VIEWER_DIR``, else the repository's
     ``build/viewer/ohif-<version>``), or None when it is not installed."""
-    configured = os.environ.get("PIXELS_SQL_VIEWER_DIR")
-    folder = Path(configured) if configured else default_viewer_dir()
+    folder = settings.viewer_dir or default_viewer_dir()
     return folder if (folder / "index.html").is_file() else None
 
 
@@ -114,9 +115,9 @@ def viewer_base(home: str | os.PathLike[str] | None) -> str | None:
     the ``pixels-sql serve`` running on the home, else None."""
     from pixels_sql.servers.discovery import running_server
 
-    configured = os.environ.get("PIXELS_SQL_VIEWER_URL")
+    configured = settings.viewer_url
     if configured:
-        return configured.rstrip("/")
+        return configured
     server = running_server(home)
     return None if server is None else server.http_url
 

@@ -13,7 +13,7 @@ from pixels_sql.servers.dicomweb.index import element_json
 from pixels_sql.servers.dicomweb.query import Level, check_uid, parse_search
 
 if TYPE_CHECKING:
-    from pixels_sql.servers.dicomweb.app import Service
+    from pixels_sql.servers.dicomweb.service import Service
 
 
 def _uids(vr_value: str) -> dict[str, Any]:

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pixels_sql.servers.dicomweb.app import Service, ServiceOptions
+from pixels_sql.servers.dicomweb.app import Application
 from pixels_sql.servers.dicomweb.connections import guarded_protocol
 from pixels_sql.servers.dicomweb.index import CatalogIndex
+from pixels_sql.servers.dicomweb.service import ServiceOptions
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -102,7 +103,7 @@ def spark_log_dir(spark: SparkSession) -> Path | None:
 class DicomwebServer:
     """The running service; :meth:`stop` ends both threads."""
 
-    service: Service
+    app: Application
     host: str
     port: int
     _http: object = None
@@ -115,7 +116,7 @@ class DicomwebServer:
 
         if log_dir is not None:
             self._log_file = log_to_file(log_dir)
-        limits = self.service.limits
+        limits = self.app.limits
         descriptors = raise_open_files_limit()
         if limits.max_connections > descriptors - RESERVED_DESCRIPTORS:
             log.warning(
@@ -126,12 +127,12 @@ class DicomwebServer:
                 descriptors - RESERVED_DESCRIPTORS,
             )
         config = uvicorn.Config(
-            self.service,
+            self.app,
             host=self.host,
             port=self.port,
             # uvicorn's h11 protocol, with the connection caps and the request-head timeout
             # (connections.py).
-            http=guarded_protocol(self.service.connections),
+            http=guarded_protocol(self.app.connections),
             h11_max_incomplete_event_size=limits.max_head_bytes,
             log_level="warning",
             log_config=None,  # keep the handlers set here (server.log), not uvicorn's
@@ -158,7 +159,7 @@ class DicomwebServer:
         failures = 0
         while not self._stop.wait(REFRESH_SECONDS):
             try:
-                self.service.index.refresh()
+                self.app.index.refresh()
             except Exception:
                 # A catalog being rewritten by a run: the index keeps serving its last copy and
                 # tries again at the next tick (a failed build leaves the partitions it saw
@@ -180,7 +181,7 @@ class DicomwebServer:
             self._http.should_exit = True  # type: ignore[attr-defined]
         for thread in self._threads:
             thread.join(timeout=10)
-        self.service.close()
+        self.app.close()
         if self._log_file is not None:
             stop_logging_to_file(self._log_file)
             self._log_file = None
@@ -192,6 +193,6 @@ def start_dicomweb(
     """Build the index from ``database`` and serve it on ``host:port`` under /dicomweb."""
     index = CatalogIndex(spark.newSession(), database)
     index.refresh(force=True)
-    server = DicomwebServer(Service(index, options), host, port)
+    server = DicomwebServer(Application(index, options), host, port)
     server.start(log_dir=spark_log_dir(spark))
     return server

@@ -22,7 +22,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pixels_sql.dicom.meta import read_meta
+from pixels_sql.dicom.meta import read_model
 from pixels_sql.errors import DicomReadError
 from pixels_sql.io.paths import to_local_path
 from pixels_sql.io.sources import open_source
@@ -36,7 +36,7 @@ from pixels_sql.servers.dicomweb.http import (
 from pixels_sql.servers.dicomweb.query import QueryError, check_uid
 
 if TYPE_CHECKING:
-    from pixels_sql.servers.dicomweb.app import Service
+    from pixels_sql.servers.dicomweb.service import Service
 
 DICOM = "application/dicom"
 # PS3.18 Table 10.5.3-2 / PS3.4 Annex GG: failure reasons (US values).
@@ -96,7 +96,7 @@ def store(service: Service, request: Request, study: str | None = None) -> Respo
             with os.fdopen(handle, "wb") as out:
                 out.write(content)
             try:
-                meta = read_meta(temporary)
+                meta = read_model(temporary)
             except DicomReadError:
                 meta = None
             uids = {

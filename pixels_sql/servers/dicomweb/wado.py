@@ -35,9 +35,9 @@ from pixels_sql.servers.dicomweb.http import (
 from pixels_sql.servers.dicomweb.query import QueryError, check_uid, non_negative
 
 if TYPE_CHECKING:
-    from pixels_sql.servers.dicomweb.app import Service
     from pixels_sql.servers.dicomweb.index import Instance
     from pixels_sql.servers.dicomweb.limits import HttpLimits
+    from pixels_sql.servers.dicomweb.service import Service
 
 DICOM = "application/dicom"
 # Response bodies are read and sent this much at a time: a few copies of one chunk are alive at

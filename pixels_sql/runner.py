@@ -1,0 +1,87 @@
+"""The one statement runner: every command, the ingest, the stream, the dbx.pixels API and
+:func:`pixels_sql.run_pipeline` run their statements through :func:`run_statements`.
+
+It runs statements in order on a session, skips a statement whose ``-- pixels-sql: skip if``
+condition holds on the counts selected so far (scripts.py), tells the progress display which
+statement runs and how many files the next one reads, writes one line a statement to ``log``
+(``10_catalog.sql:3: ok (0.4s)``, ``... : skipped (files_to_read = 0)``, or the line a caller
+makes of the statement's rows), and names a failed statement in a note on its exception (the
+exception itself is unchanged; :func:`failed_statement` reads the note back).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, TextIO
+
+from pixels_sql.scripts import Statement, keep_values_as_written, returns_rows, skip_reason
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from pixels_sql.progress import Progress
+
+# How a failed statement's exception names it (an exception note: the exception is unchanged).
+STATEMENT_NOTE = "pixels-sql statement: "
+# The counts that say how many files the next statement reads (for the progress estimate).
+EXPECTED_FILES = ("files_to_read", "images_to_render")
+
+# Called with a query's statement, columns and rows (at most ``rows + 1`` of them); returns the
+# statement's log line, or None for the usual "ok (<seconds>s)".
+RowsHandler = Callable[[Statement, list[str], list[Any]], "str | None"]
+
+
+def run_statements(
+    spark: SparkSession,
+    statements: Iterable[Statement],
+    *,
+    rows: int = 1,
+    on_rows: RowsHandler | None = None,
+    progress: Progress | None = None,
+    log: TextIO | None = None,
+) -> dict[str, Any]:
+    """Run ``statements`` in order, stopping at the first failure; return the counts: the
+    first row of every query, by column name (later queries' columns win)."""
+    keep_values_as_written(spark)
+    counts: dict[str, Any] = {}
+    for statement in statements:
+        skipped = skip_reason(statement, counts)
+        if skipped is not None:
+            _say(log, f"{statement.location}: skipped ({skipped})")
+            continue
+        if progress is not None:
+            progress.statement(statement.location)
+        began = time.monotonic()
+        try:
+            frame = spark.sql(statement.sql)
+            fetched = frame.take(rows + 1) if returns_rows(statement.sql) else None
+            columns = frame.columns if fetched is not None else []
+        except Exception as exc:
+            exc.add_note(f"{STATEMENT_NOTE}{statement.location}")
+            raise
+        line = None
+        if fetched is not None:
+            if fetched:
+                first = dict(zip(columns, fetched[0], strict=True))
+                counts.update(first)
+                for expected in EXPECTED_FILES:
+                    if progress is not None and expected in first:
+                        progress.expected_files = int(first[expected] or 0)
+            if on_rows is not None:
+                line = on_rows(statement, columns, fetched)
+        _say(log, f"{statement.location}: {line or f'ok ({time.monotonic() - began:.1f}s)'}")
+    return counts
+
+
+def failed_statement(exc: BaseException) -> str | None:
+    """Where the statement that raised ``exc`` is (``file.sql:line``), if a runner ran it."""
+    for note in getattr(exc, "__notes__", ()):
+        if note.startswith(STATEMENT_NOTE):
+            return note.removeprefix(STATEMENT_NOTE)
+    return None
+
+
+def _say(log: TextIO | None, line: str) -> None:
+    if log is not None:
+        print(line, file=log, flush=True)

@@ -1,0 +1,192 @@
+"""What the DICOMweb views share: the catalog index, the options, and the checks every read
+of a catalogued file goes through (views: qido.py, wado.py, stow.py; the ASGI application that
+routes to them: app.py)."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pixels_sql.dicom.bulk import bulk_range
+from pixels_sql.dicom.meta import read_model
+from pixels_sql.errors import DicomReadError
+from pixels_sql.io import archives
+from pixels_sql.io.paths import to_local_path
+from pixels_sql.servers.dicomweb.http import HTTPError
+from pixels_sql.servers.dicomweb.index import CatalogIndex, Instance
+from pixels_sql.servers.dicomweb.limits import DEFAULT_LIMITS, HttpLimits
+from pixels_sql.servers.dicomweb.query import Search
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+log = logging.getLogger("pixels_sql.dicomweb")
+
+# First wait before a failed landing ingest is tried again (doubling, at most a minute).
+LANDING_RETRY_SECONDS = 5.0
+
+
+@dataclass
+class ServiceOptions:
+    allow_store: bool = False
+    landing: Path | None = None  # where STOW-RS writes instances (the home's landing folder)
+    viewer: Path | None = None  # the OHIF build served at / (viewer.py), None: not installed
+    limits: HttpLimits = field(default_factory=lambda: DEFAULT_LIMITS)
+
+
+class Service:
+    """What the views share: the index, the options, and the checks every read goes through."""
+
+    def __init__(self, index: CatalogIndex, options: ServiceOptions) -> None:
+        self.index = index
+        self.options = options
+        self.limits = options.limits
+        self._landing_pending = threading.Event()
+        self._cataloguer_lock = threading.Lock()
+        self._cataloguer: threading.Thread | None = None
+
+    # -- the catalogued files ---------------------------------------------------------------
+
+    def catalogued(
+        self, study: str, series: str | None = None, instance: str | None = None
+    ) -> list[Instance]:
+        found = self.index.instances(study, series, instance)
+        if not found:
+            what = "instance" if instance else "series" if series else "study"
+            raise HTTPError(404, f"no such {what} in the catalog")
+        return found
+
+    def check_fresh(self, item: Instance) -> None:
+        """Refuse a file that changed (or went) since it was catalogued: serve only what the
+        catalog describes."""
+        disk = to_local_path(archives.outermost(item.path))
+        try:
+            status = os.stat(disk)
+        except OSError:
+            raise HTTPError(404, f"the file of instance {item.sop_uid} is gone") from None
+        changed = abs(status.st_mtime_ns // 1_000_000 - item.modified_ms) > 1000
+        if not archives.is_member_path(item.path):
+            changed = changed or status.st_size != item.length
+        if changed:
+            raise HTTPError(
+                404,
+                f"the file of instance {item.sop_uid} changed since it was catalogued:"
+                " ingest again",
+            )
+
+    def header(self, item: Instance) -> dict[str, Any]:
+        self.check_fresh(item)
+        try:
+            return read_model(item.path)
+        except DicomReadError as exc:
+            raise HTTPError(404, f"instance {item.sop_uid}: {exc.reason}") from None
+
+    def public_header(self, item: Instance, base: str) -> dict[str, Any]:
+        """The header with its BulkDataURIs made URLs of this service."""
+        instance_url = (
+            f"{base}/studies/{item.study_uid}/series/{item.series_uid}/instances/{item.sop_uid}"
+        )
+        return _with_public_bulk(self.header(item), instance_url)
+
+    def include_fields(
+        self,
+        search: Search,
+        results: list[dict[str, Any]],
+        keys: list[tuple[str, str | None, str | None]],
+        base: str,
+    ) -> None:
+        """Add the ``includefield`` attributes the index does not hold, from the header of
+        each result's first instance."""
+        if not search.include_tags:
+            return
+        for result, (study, series, instance) in zip(results, keys, strict=True):
+            missing = [tag for tag in search.include_tags if tag not in result]
+            if not missing:
+                continue
+            first = self.index.instances(study, series, instance)[:1]
+            if not first:
+                continue
+            try:
+                header = self.public_header(first[0], base)
+            except HTTPError:
+                continue
+            for tag in missing:
+                if tag in header:
+                    result[tag] = header[tag]
+
+    def schedule_cataloguing(self) -> None:
+        """Have the landing folder (STOW-RS) ingested in the background, soon: a store answers
+        once its files are written (an ingest run takes longer than clients wait, 20 s for
+        dicomweb-client); stores that arrive during a run are taken by the next one."""
+        self._landing_pending.set()
+        with self._cataloguer_lock:
+            if self._cataloguer is None or not self._cataloguer.is_alive():
+                self._cataloguer = threading.Thread(
+                    target=self._catalogue_pending, name="dicomweb-stow-ingest", daemon=True
+                )
+                self._cataloguer.start()
+
+    def _catalogue_pending(self) -> None:
+        failures = 0
+        while self._landing_pending.is_set():
+            self._landing_pending.clear()
+            try:
+                self.catalogue_landing()
+                failures = 0
+            except Exception:
+                # The files stay in the landing folder: try again, later each time, until a
+                # run takes them (every acknowledged instance must reach the catalog).
+                failures += 1
+                delay = min(LANDING_RETRY_SECONDS * 2 ** (failures - 1), 60.0)
+                log.exception(
+                    "ingesting the STOW-RS landing folder failed (attempt %d); again in %.0f s",
+                    failures,
+                    delay,
+                )
+                self._landing_pending.set()
+                time.sleep(delay)
+
+    def catalogue_landing(self) -> None:
+        """Ingest the landing folder (STOW-RS) and bring the index up to date. Holds the
+        home's writer lock, waiting as long as another run (a CLI ingest) writes."""
+        from pixels_sql.ingest import ingest
+        from pixels_sql.tables import writing
+
+        assert self.options.landing is not None
+        with writing(
+            self.index.spark,
+            holder="pixels-sql serve (STOW-RS landing ingest)",
+            wait=math.inf,
+            say=log.warning,
+        ):
+            # Without thumbnails: `pixels-sql ingest` of the landing folder renders them, and
+            # the thumbnail resource renders on request meanwhile.
+            ingest(
+                self.index.spark, str(self.options.landing), self.index.database, thumbnails=False
+            )
+        self.index.refresh(force=True)
+
+
+def _with_public_bulk(header: dict[str, Any], instance_url: str) -> dict[str, Any]:
+    result = copy.deepcopy(header)
+
+    def rewrite(elements: dict[str, Any]) -> None:
+        for element in elements.values():
+            uri = element.get("BulkDataURI")
+            if uri is not None:
+                byte_range = bulk_range(uri)
+                if byte_range is not None:
+                    element["BulkDataURI"] = f"{instance_url}/bulk/{byte_range[0]}/{byte_range[1]}"
+                else:  # a deflated file: the value has no byte range
+                    element["BulkDataURI"] = instance_url
+            for item in element.get("Value", []) if element.get("vr") == "SQ" else []:
+                rewrite(item)
+
+    rewrite(result)
+    return result
