@@ -26,6 +26,7 @@ is read twice and zip members and objects work as any file does.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from collections.abc import Iterable, Mapping
 from functools import cache, lru_cache
@@ -268,7 +269,7 @@ class Malformed(ValueError):
 _DA = re.compile(r"(\d{4})(\d{2})(\d{2})")
 # ACR-NEMA's dotted date, which pydicom still reads (PS3.5 6.2, retired form).
 _DA_DOTTED = re.compile(r"(\d{4})\.(\d{2})\.(\d{2})")
-_TM = re.compile(r"(\d{2})(?::?(\d{2})(?::?(\d{2})(?:\.(\d{1,6}))?)?)?")
+_TM = re.compile(r"(\d{2})(?:(\d{2})(?:(\d{2})(?:\.(\d{1,6}))?)?)?")
 _DT = re.compile(
     r"(\d{4})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:\.(\d{1,6}))?)?)?)?)?)?"
     r"([+-]\d{4})?"
@@ -291,8 +292,9 @@ def _fraction(text: str | None) -> int:
 
 
 def time_value(text: str) -> str:
-    """TM (PS3.5 6.2: HH, HHMM, HHMMSS, HHMMSS.F{1,6}; colons of the retired form allowed) as
-    ISO ``HH:MM:SS[.ffffff]``. A second of 60 (a leap second) is read as 59, as pydicom does."""
+    """TM (PS3.5 6.2: HH, HHMM, HHMMSS, HHMMSS.F{1,6}) as ISO ``HH:MM:SS[.ffffff]``. A second
+    of 60 (a leap second) is read as 59, as pydicom does; the retired ``HH:MM:SS`` form is
+    malformed, as pydicom has it."""
     match = _TM.fullmatch(text)
     if match is None:
         raise Malformed(f"TM {text!r} is not HHMMSS.FFFFFF")
@@ -599,7 +601,7 @@ def shape_json(meta_json: str | bytes | None) -> str | None:
     """:func:`header_shape` of a header given as JSON text, as JSON text."""
     if meta_json is None:
         return None
-    return orjson.dumps(header_shape(orjson.loads(meta_json))).decode()
+    return _dumps(header_shape(orjson.loads(meta_json)))
 
 
 def plan(table_type: str, shapes: Iterable[str | None]) -> tuple[str | None, str, str]:
@@ -656,4 +658,14 @@ def typed_json(meta_json: str | bytes | None, shape: str | None) -> str | None:
         row = typed_header(meta, table)
     except (orjson.JSONDecodeError, Malformed, RecursionError) as exc:
         row = {OTHER_ELEMENTS: [{"tag": "", "values": [str(exc)], "issue": MALFORMED}]}
-    return orjson.dumps(row).decode()
+    return _dumps(row)
+
+
+def _dumps(value: Any) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        # orjson stops at 254 JSON levels: a sequence nests two (its array, its item), so a
+        # header at the readers' limit of 128 sequence levels (encoding.MAX_SEQUENCE_DEPTH)
+        # needs the standard library's writer.
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
