@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pixels_sql.dicom.attributes import CATALOG_COLUMNS
 from pixels_sql.functions import is_connect_client
 from pixels_sql.home import catalog_writer
 from pixels_sql.scripts import escape_string
@@ -129,7 +130,11 @@ def _remove_working_tables(spark: SparkSession, database: str) -> list[str]:
 # Columns added to the pipeline's tables after their first release: a table made before gets
 # them (NULL in its older rows) when a run starts.
 ADDED_COLUMNS = {
-    "object_catalog": {"deleted_at": "TIMESTAMP", "meta_json_version": "INT"},
+    "object_catalog": {
+        column.name: column.sql_type
+        for column in CATALOG_COLUMNS
+        if column.name in ("deleted_at", "meta_json_version")
+    },
     "object_thumbnails": {"deleted_at": "TIMESTAMP"},
     # Its attribute columns come and go with the headers (sql/50_header.sql adds them).
     "object_header": {},

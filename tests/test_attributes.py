@@ -195,6 +195,7 @@ def test_text_outside_the_markers_is_kept_and_markers_are_required(tmp_path: Pat
     root = _copy(tmp_path)
     (root / region.path).write_text("SELECT 1\n")
     assert command.main(["--check", "--root", str(root)]) == 2
+    assert command.main(["--check", "--root", str(tmp_path / "nowhere")]) == 2
 
 
 def test_the_catalog_script_creates_the_registry_columns() -> None:

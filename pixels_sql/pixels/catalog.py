@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import functions as F
 
+from pixels_sql.dicom.attributes import CATALOG_COLUMN_NAMES
 from pixels_sql.ingest.batch import IngestReport, run_and_report
 from pixels_sql.ingest.stream import (
     BINARY_FILE_SCHEMA,
@@ -49,24 +50,15 @@ DBX_DEFAULT_VOLUME = "main.pixels_solacc.pixels_volume"
 TABLE = "object_catalog"
 SESSION_CATALOG = "spark_catalog"
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-# Columns a DataFrame may carry into save(): the seed's, ours, and dbx.pixels' own extras.
+# Columns a DataFrame may carry into save(): object_catalog's (the attribute registry's), the
+# transformers' and the listing's, and dbx.pixels' own extras.
 KNOWN_COLUMNS = frozenset(
     {
-        "rowId",
-        "path",
-        "modificationTime",
-        "length",
-        "relative_path",
-        "local_path",
-        "extension",
-        "path_tags",
-        "meta",
+        *CATALOG_COLUMN_NAMES,
         "thumbnail",
         "original_path",
         LISTING_REASON,
         LISTING_MESSAGE,
-        "meta_error_reason",
-        "meta_error_message",
         "thumbnail_error_reason",
         "thumbnail_error_message",
         # dbx.pixels adds these; pixels-sql has no use for them.

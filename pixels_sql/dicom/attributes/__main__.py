@@ -23,6 +23,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--root", type=Path, default=ROOT, help="the checkout (default: this one)")
     args = parser.parse_args(argv)
+    if not (args.root / "sql").is_dir():
+        # An installed package has no checked-in files to generate.
+        print(
+            f"pixels_sql.dicom.attributes: {args.root} is not a pixels-sql checkout (no sql/);"
+            " pass --root",
+            file=sys.stderr,
+        )
+        return 2
     try:
         if args.write:
             for path in write(args.root):
