@@ -112,6 +112,15 @@ def test_catalog_columns() -> None:
         column_sql(ATTRIBUTES["KVP"])
 
 
+def test_dbt_attribute_view_columns() -> None:
+    """dbt's instance_attributes view: an ARRAY for an attribute of several values, a scalar
+    (its first value) for one of one value; none is a catalog column already."""
+    assert attributes.VIEW_ATTRIBUTES
+    for attribute in attributes.VIEW_ATTRIBUTES:
+        assert attribute.column is None, attribute.keyword
+        assert attribute.view_type.startswith("ARRAY<") == attribute.multiple, attribute.keyword
+
+
 def test_qido_roles() -> None:
     levels = {"patient": "study", "study": "study", "series": "series", "instance": "instance"}
     keys = set()

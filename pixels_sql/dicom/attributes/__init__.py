@@ -188,7 +188,8 @@ class IndexColumn:
 class Attribute:
     """A DICOM attribute pixels-sql names. ``column`` is its promoted ``object_catalog`` column
     (None: read it from ``meta``), ``qido`` its part in QIDO-RS, ``index`` its DICOMweb index
-    column (None: none)."""
+    column, ``view_type`` its column's type in dbt's ``instance_attributes`` view (None:
+    none)."""
 
     keyword: str
     tag: int
@@ -198,6 +199,7 @@ class Attribute:
     column: CatalogColumn | None = None
     qido: Qido | None = None
     index: IndexColumn | None = None
+    view_type: str | None = None
 
     @property
     def hex(self) -> str:
@@ -344,6 +346,20 @@ _STATUS_COLUMNS = (
     ),
 )
 
+# dbt's instance_attributes view (dbt/models/instance_attributes.sql): more attributes of each
+# instance, read from meta when queried, in its column order, with the column's type (an
+# ARRAY<STRING>: every value, as text).
+_VIEW_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("PatientSex", "STRING"),
+    ("PatientAge", "STRING"),
+    ("ManufacturerModelName", "STRING"),
+    ("ImageType", "ARRAY<STRING>"),
+    ("PhotometricInterpretation", "STRING"),
+    ("BitsStored", "INT"),
+    ("SliceThickness", "DOUBLE"),
+    ("PixelSpacing", "ARRAY<STRING>"),
+)
+
 # QIDO-RS: keyword -> its part. The matching keys are those PS3.18 Table 10.6.1-5 requires of a
 # service plus a few people filter on; the results carry the attributes of Tables 10.6.3-3 to
 # -5. servers/dicomweb/query.py and index.py read this.
@@ -420,6 +436,7 @@ def _build() -> tuple[tuple[CatalogColumn, ...], dict[str, Attribute]]:
     )
     columns = (*_FILE_COLUMNS, *promoted, *_STATUS_COLUMNS)
     by_column = {column.attribute: column for column in promoted}
+    view_types = dict(_VIEW_COLUMNS)
     attributes = {
         keyword: Attribute(
             keyword,
@@ -430,10 +447,11 @@ def _build() -> tuple[tuple[CatalogColumn, ...], dict[str, Attribute]]:
             column=by_column.get(keyword),
             qido=_QIDO.get(keyword),
             index=_INDEX.get(keyword),
+            view_type=view_types.get(keyword),
         )
         for keyword, tag, vr, vm, level in _ATTRIBUTES
     }
-    unknown = (set(by_column) | set(_QIDO) | set(_INDEX)) - set(attributes)
+    unknown = (set(by_column) | set(_QIDO) | set(_INDEX) | set(view_types)) - set(attributes)
     if unknown:
         raise AssertionError(f"roles given to attributes not in the registry: {sorted(unknown)}")
     return columns, attributes
@@ -508,6 +526,9 @@ def quoted(name: str) -> str:
     """
     return f"`{name}`" if name.upper() in _SQL_WORDS else name
 
+
+# The columns of dbt's instance_attributes view, in its order.
+VIEW_ATTRIBUTES: tuple[Attribute, ...] = tuple(ATTRIBUTES[keyword] for keyword, _ in _VIEW_COLUMNS)
 
 # The DICOMweb index's columns of each level, in its tables' column order.
 INDEX_COLUMNS: dict[QidoLevel, tuple[Attribute, ...]] = {

@@ -29,6 +29,7 @@ from pixels_sql.dicom.attributes import (
     QIDO_LEVELS,
     SQL_TYPES_BY_VR,
     UID_MATCH,
+    VIEW_ATTRIBUTES,
     column_sql,
     matching_keys,
     quoted,
@@ -93,6 +94,23 @@ def copied_columns_sql() -> list[str]:
     return _wrap((f"c.{quoted(name)}" for name in names[: names.index("deleted_at")]), "  ")
 
 
+def dbt_attribute_columns() -> list[str]:
+    """The attribute columns of dbt's ``instance_attributes`` view (dbt/models): every value of
+    a multi-valued one (``dicom_tags``), else the first through the ``dicom_tag`` macro."""
+    lines = []
+    for a in VIEW_ATTRIBUTES:
+        kind = a.view_type
+        if kind == "ARRAY<STRING>":
+            call = f"dicom_tags(meta, '{a.keyword}')"
+        elif kind == "STRING":
+            call = f"{{{{ dicom_tag('meta', '{a.keyword}') }}}}"
+        else:
+            call = f"{{{{ dicom_tag('meta', '{a.keyword}', '{kind.lower()}') }}}}"
+        lines.append(f"  {call} AS {quoted(a.keyword)},")
+    lines[-1] = lines[-1].rstrip(",")
+    return lines
+
+
 def dbt_known_attributes() -> list[str]:
     """The attributes dbt's ``dicom_tag`` macro reads natively, with tag and VR: those of the
     registry found in headers (not the ones QIDO-RS computes); a VR must be known when the
@@ -140,6 +158,7 @@ REGIONS: tuple[Region, ...] = (
     # sql/ by pixels_sql.dbt_sql).
     Region("sql/20_meta.sql", "promoted columns", SQL, promoted_columns_sql),
     Region("sql/30_deleted.sql", "copied columns", SQL, copied_columns_sql),
+    Region("dbt/models/instance_attributes.sql", "attribute columns", SQL, dbt_attribute_columns),
     Region("dbt/macros/dicom_tag.sql", "known attributes", JINJA, dbt_known_attributes),
     Region("docs/tables.md", "object_catalog columns", MARKDOWN, catalog_table_markdown),
     Region("docs/viewer.md", "QIDO-RS matching keys", MARKDOWN, qido_keys_markdown),
