@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from pixels_sql.functions import is_connect_client
-from pixels_sql.home import HomeInUseError, HomeLock, home_dir, set_process_holder
+from pixels_sql.home import (
+    HomeInUseError,
+    HomeLock,
+    home_dir,
+    process_alive,
+    set_process_holder,
+)
 from pixels_sql.output import FORMATS, render
 from pixels_sql.pipeline import DEFAULT_DATABASE, PIPELINE_DIR, summary
 from pixels_sql.runner import failed_statement, run_statements
@@ -110,7 +116,7 @@ def _home_session(args: argparse.Namespace) -> Iterator[SparkSession]:
         except Exception:
             # The server's JVM may answer a last error as it stops ("Cannot call methods on a
             # stopped SparkContext"): what the user needs to know is that the server is gone.
-            if _process_gone(server.pid):
+            if not process_alive(server.pid):
                 raise CliError(_server_stopped(server.pid, home)) from None
             raise
         finally:
@@ -135,7 +141,7 @@ def _exit_if_server_stops(pid: int, home: Path) -> Iterator[None]:
 
     def watch() -> None:
         while not done.wait(SERVER_WATCH_SECONDS):
-            if _process_gone(pid):
+            if not process_alive(pid):
                 print(f"pixels-sql: {_server_stopped(pid, home)}", file=sys.stderr, flush=True)
                 os._exit(1)
 
@@ -145,21 +151,6 @@ def _exit_if_server_stops(pid: int, home: Path) -> Iterator[None]:
         yield
     finally:
         done.set()
-
-
-def _process_gone(pid: int) -> bool:
-    """Whether process ``pid`` has ended (a zombie, not yet reaped by its parent, has)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state in ("Z", "X")
 
 
 # OS errors that end an I/O failure, by the C library's text, which Java's messages carry too

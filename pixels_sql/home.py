@@ -103,6 +103,22 @@ def home_dir(home: str | os.PathLike[str] | None = None) -> Path:
     return Path(chosen).expanduser().resolve()
 
 
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs: it exists and is not a zombie (ended, not yet reaped by
+    its parent). A process of another user counts as running."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
+
+
 def writer_wait() -> float:
     """The wait of a command for another writer: ``$PIXELS_SQL_WRITER_WAIT`` seconds, or 600."""
     try:

@@ -34,11 +34,10 @@ offset.
 
 from __future__ import annotations
 
-import io
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from pydicom.datadict import dictionary_has_tag
 
@@ -53,6 +52,7 @@ from pixels_sql.dicom.encoding import (
     UNDEFINED_LENGTH,
 )
 from pixels_sql.errors import warning_message
+from pixels_sql.io.ranged import RangedReader
 
 WARNING = "trailing_bytes"
 _IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
@@ -304,42 +304,13 @@ def _undefined_end(data: _Bytes, position: int, implicit: bool, endian: str) -> 
     return None
 
 
-class Prefix(io.RawIOBase):
+class Prefix(RangedReader):
     """The first ``limit`` bytes of ``fp``, as a seekable file that ends there."""
 
     def __init__(self, fp: BinaryIO, limit: int) -> None:
-        super().__init__()
-        self._fp, self._limit, self._position = fp, limit, 0
+        super().__init__(limit)
+        self._fp = fp
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._position
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._limit}[whence]
-        self._position = max(0, base + offset)
-        return self._position
-
-    def read(self, count: int | None = -1) -> bytes:
-        end = (
-            self._limit if count is None or count < 0 else min(self._limit, self._position + count)
-        )
-        if self._position >= end:
-            return b""
-        self._fp.seek(self._position)
-        data = self._fp.read(end - self._position)
-        self._position += len(data)
-        return data
-
-    def readall(self) -> bytes:
-        return self.read(-1)
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(buffer))
-        memoryview(buffer).cast("B")[: len(data)] = data
-        return len(data)
+    def read_range(self, position: int, end: int) -> bytes:
+        self._fp.seek(position)
+        return self._fp.read(end - position)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import errno
 import fnmatch
-import io
 import os
 import re
 import threading
@@ -31,6 +30,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
+
+from pixels_sql.io.ranged import RangedReader
 
 # URI scheme -> (fsspec protocol, the package implementing it, the pixels-sql extra installing it)
 SCHEMES: dict[str, tuple[str, str, str]] = {
@@ -152,7 +153,7 @@ def info(path: str) -> tuple[int, datetime | None]:
     return int(details["size"]), _modified(details)
 
 
-class RangedFile(io.RawIOBase):
+class RangedFile(RangedReader):
     """A read-only, seekable view of one object whose reads are range requests.
 
     One window of bytes is kept: a read inside it costs nothing, a read just after it (within
@@ -161,11 +162,9 @@ class RangedFile(io.RawIOBase):
     """
 
     def __init__(self, path: str, size: int, fs: Any = None) -> None:
-        super().__init__()
+        super().__init__(size, path)
         self.path = path
-        self.size = size
         self._fs = fs if fs is not None else filesystem(path)
-        self._position = 0
         self._start = 0
         self._window = bytearray()
         self.requests = 0
@@ -175,48 +174,10 @@ class RangedFile(io.RawIOBase):
     # fetches, so parsing the header does not grow the window past it.
     read_chunk = 4096
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._position
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_SET:
-            position = offset
-        elif whence == io.SEEK_CUR:
-            position = self._position + offset
-        elif whence == io.SEEK_END:
-            position = self.size + offset
-        else:
-            raise ValueError(f"invalid whence: {whence}")
-        if position < 0:
-            raise OSError(errno.EINVAL, "negative seek position", self.path)
-        self._position = position
-        return position
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(buffer))
-        count = len(data)
-        memoryview(buffer).cast("B")[:count] = data
-        return count
-
-    def readall(self) -> bytes:
-        return self.read(-1)
-
-    def read(self, count: int = -1) -> bytes:
-        position = self._position
-        end = self.size if count is None or count < 0 else min(self.size, position + count)
-        if position >= end:
-            return b""
+    def read_range(self, position: int, end: int) -> bytes:
         self._cover(position, end)
         offset = position - self._start
-        data = bytes(self._window[offset : offset + end - position])
-        self._position = end
-        return data
+        return bytes(self._window[offset : offset + end - position])
 
     def _cover(self, position: int, end: int) -> None:
         """Make bytes ``position..end`` part of the window."""

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pixels_sql.home import home_dir
+from pixels_sql.home import home_dir, process_alive
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -76,7 +76,7 @@ def running_server(home: str | os.PathLike[str] | None = None) -> ServerInfo | N
         info = ServerInfo(**json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError, TypeError):
         return None
-    if not _alive(info.pid) or not is_listening(info.host, info.connect_port):
+    if not process_alive(info.pid) or not is_listening(info.host, info.connect_port):
         return None
     return info
 
@@ -89,16 +89,6 @@ def remove_state(home: Path, pid: int) -> None:
             path.unlink()
     except (OSError, ValueError):
         pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def is_listening(host: str, port: int, timeout: float = 2.0) -> bool:
