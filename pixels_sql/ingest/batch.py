@@ -39,6 +39,11 @@ COUNTED = (
 )
 
 
+def _count(column: str) -> property:
+    """A report attribute: the count the scripts selected as ``column`` (0 when none did)."""
+    return property(lambda report: report.counts.get(column, 0))
+
+
 @dataclass
 class IngestReport:
     """What one run did. ``failed``: files read in this run whose header could not be read."""
@@ -49,29 +54,12 @@ class IngestReport:
     seconds: float = 0.0
     tables: str = ""  # the catalog's summary after the run (pipeline.summary)
 
-    @property
-    def new(self) -> int:
-        return self.counts.get("new_files", 0)
-
-    @property
-    def changed(self) -> int:
-        return self.counts.get("changed_files", 0)
-
-    @property
-    def retried(self) -> int:
-        return self.counts.get("retried_files", 0)
-
-    @property
-    def reread(self) -> int:
-        return self.counts.get("reread_files", 0)
-
-    @property
-    def deleted(self) -> int:
-        return self.counts.get("deleted_files", 0)
-
-    @property
-    def members(self) -> int:
-        return self.counts.get("zip_members", 0)
+    new = _count("new_files")
+    changed = _count("changed_files")
+    retried = _count("retried_files")
+    reread = _count("reread_files")
+    deleted = _count("deleted_files")
+    members = _count("zip_members")
 
     def line(self) -> str:
         """One line: what changed in this run."""
