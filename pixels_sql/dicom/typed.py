@@ -78,7 +78,7 @@ PERSON_NAME_TYPE = _catalog_form(attributes.PERSON_NAME_TYPE)
 class _Attribute:
     """What the registry says of one standard tag, resolved once per process."""
 
-    __slots__ = ("column", "keyword", "multiple", "twin", "vr", "vrs")
+    __slots__ = ("column", "keyword", "multiple", "twin", "twin_name", "vr", "vrs")
 
     def __init__(self, keyword: str, vr: str, vm: str) -> None:
         self.keyword = keyword
@@ -89,6 +89,7 @@ class _Attribute:
         self.multiple = attributes.is_multiple(vm)
         self.column: str | None = None
         self.twin: str | None = None
+        self.twin_name = keyword + NUMBER_SUFFIX
         if self.vr != attributes.SEQUENCE_VR:
             self.column = _catalog_form(attributes.sql_type(vr, self.multiple))
             number = attributes.NUMERIC_TWIN_TYPES_BY_VR.get(self.vr)
@@ -145,7 +146,7 @@ def _shape_into(dataset: Mapping[str, Any], shape: Shape) -> None:
             continue
         shape[info.keyword] = info.column  # type: ignore[assignment]
         if info.twin is not None:
-            shape[info.keyword + NUMBER_SUFFIX] = info.twin
+            shape[info.twin_name] = info.twin
 
 
 def merge_shapes(into: Shape, other: Mapping[str, Any]) -> Shape:
@@ -396,7 +397,7 @@ def _text(value: Any) -> str:
 
 
 def _string(value: Any) -> str:
-    if not isinstance(value, str):
+    if value.__class__ is not str:
         raise Malformed(f"{value!r} is not text")
     return value
 
@@ -459,11 +460,6 @@ _CONVERTERS = {
     "PN": _person_name,
 }
 _TWINS = {"DS": _decimal_number, "IS": _integer_number}
-
-
-def _convert_all(convert: Any, values: list[Any]) -> list[Any]:
-    # PS3.18 F.2.5: an empty value among several is null, and stays NULL in the array.
-    return [None if value is None else convert(value) for value in values]
 
 
 def typed_header(meta: Mapping[str, Any], shape: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -535,23 +531,25 @@ def _typed_dataset(
             continue
         values = element.get("Value")
         if issue is None and values:
-            if not info.multiple and len(values) > 1:
-                issue = MULTIPLE_VALUES
-            else:
-                try:
-                    converted = _convert_all(_CONVERTERS[vr], values)
-                    twin = _TWINS.get(vr)
-                    numbers = _convert_all(twin, values) if twin is not None else None
-                except Malformed:
-                    if vr in _TWINS:
-                        # The text still fits its STRING column: only the twin is NULL.
-                        texts = [None if value is None else _text(value) for value in values]
-                        row[keyword] = texts if info.multiple else texts[0]
-                    issue = MALFORMED
-                else:
-                    row[keyword] = converted if info.multiple else converted[0]
-                    if numbers is not None:
-                        row[keyword + NUMBER_SUFFIX] = numbers if info.multiple else numbers[0]
+            convert = _CONVERTERS[vr]
+            twin = _TWINS.get(vr)
+            try:
+                if info.multiple:
+                    row[keyword] = [None if value is None else convert(value) for value in values]
+                    if twin is not None:
+                        row[info.twin_name] = [
+                            None if value is None else twin(value) for value in values
+                        ]
+                elif len(values) > 1:
+                    issue = MULTIPLE_VALUES
+                elif values[0] is not None:
+                    # The text is set before its twin: a DS or IS that is no number keeps its
+                    # text in the STRING column, and only the twin is NULL.
+                    row[keyword] = convert(values[0])
+                    if twin is not None:
+                        row[info.twin_name] = twin(values[0])
+            except Malformed:
+                issue = MALFORMED
         if issue is not None:
             other.append(_other(prefix + tag, keyword, None, element, issue))
     return row
