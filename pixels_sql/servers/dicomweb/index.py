@@ -6,7 +6,8 @@ row of each path) into an in-memory SQLite database: studies, series and instanc
 matching keys, and the DICOM JSON of each level's attributes. It is rebuilt when the catalog
 gains a partition (every ingest run that writes adds one); a search reads whichever copy is
 current. Searches bind every value from a request as an SQL parameter; column names come from
-this module's own tables.
+the attribute registry (pixels_sql/dicom/attributes: which attributes each level holds and
+matches), never from a request.
 
 An instance whose SOP Instance UID is catalogued at several paths (copies, or files in
 conflict) is served from the copy the catalog's ``instance_copies`` view marks ``served`` (the
