@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from pydicom.datadict import dictionary_has_tag, get_entry
+from pydicom.datadict import dictionary_has_tag, get_entry, tag_for_keyword
 
 # --- SQL types by VR -------------------------------------------------------------------------
 #
@@ -496,6 +496,22 @@ def by_tag(tag: int) -> Attribute | None:
     # PS3.6 says nothing of information levels: an attribute the registry does not know is
     # taken as the instance's own, the most specific level.
     return Attribute(keyword, tag, vr, vm, "instance")
+
+
+def by_keyword(keyword: str) -> Attribute | None:
+    """The registry's attribute named ``keyword``, else the PS3.6 dictionary's (as
+    :func:`by_tag`); None for a name that is no keyword.
+
+    >>> by_keyword("Modality").qido.match, by_keyword("RescaleSlope").tag == 0x00281053
+    ('string', True)
+    >>> by_keyword("Modalty") is None
+    True
+    """
+    found = ATTRIBUTES.get(keyword)
+    if found is not None:
+        return found
+    tag = tag_for_keyword(keyword)
+    return None if tag is None else by_tag(tag)
 
 
 def qido_attributes(level: QidoLevel) -> tuple[Attribute, ...]:
