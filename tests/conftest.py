@@ -178,6 +178,7 @@ NO_JVM_MODULES = frozenset(
         "test_dicom_meta_hostile.py",
         "test_docs.py",
         "test_gallery.py",
+        "test_header_sinks.py",
         "test_isolation.py",
         "test_progress.py",
         "test_scripts.py",

@@ -388,6 +388,7 @@ def _parse(
     buffer, base = reader.buffer, reader.base
     available = len(buffer)
     element_event, values_event, end_event = sink.element, sink.values, sink.element_end
+    # Step for step the compiled walk() (_fastmeta.c): the differential test holds them equal.
     while position < limit:
         at = position - base
         if at < 0 or at + 12 > available:
@@ -403,67 +404,50 @@ def _parse(
         if meta and group != 0x0002:
             return position
         short = short_vrs.get(vr_bytes)
-        if short is not None:
-            # The common case: a 2-byte-length VR, a text or number value read from the window.
+        if short is not None:  # a 2-byte length (PS3.5 Table 7.1-2): text or numbers
             vr, converter = short
             value_at = position + 8
-            position = value_at + length
-            if position > size:
-                raise truncated_error(local, size, group, element, length, value_at)
-            if element == 0:  # group length (PS3.5 7.2)
-                continue
-            if length == 0:
-                element_event(tag, vr)
-                end_event()
-                continue
-            # (Inlined twin of the general path below: this loop runs once per element.)
-            start = value_at - base
-            if start + length > available:
-                start = reader.window(value_at, length)
-                buffer, base = reader.buffer, reader.base
-                available = len(buffer)
-            raw = buffer[start : start + length]
-            if tag == 0x00080005:
-                encoding = _charset(raw, top)
-            values = converter(vr, raw, encoding)
-            element_event(tag, vr)
-            if values:
-                values_event(values)
-            end_event()
-            continue
-        if tag == ITEM_DELIMITER_TAG:
-            return position + 8
-        if top and tag in PIXEL_DATA_TAGS:
-            return position
-        if vr_bytes in LONG_LENGTH_VRS:
+        else:
+            if tag == ITEM_DELIMITER_TAG:
+                return position + 8
+            if top and tag in PIXEL_DATA_TAGS:
+                return position
+            if vr_bytes not in LONG_LENGTH_VRS:
+                raise Unsupported(f"VR {vr_bytes!r}: implicit VR element, or a VR not handled")
             if position + 12 > size:
                 raise EOFError
             (length,) = _UNPACK_I(buffer, at + 8)
             value_at = position + 12
-        else:
-            raise Unsupported(f"VR {vr_bytes!r}: implicit VR element, or a VR not handled here")
-        vr = _VR_NAMES[vr_bytes]
-        if vr == "SQ":
-            # A sequence coded as a group length is walked but is no attribute (PS3.5 7.2).
-            target = sink if element else _DISCARD
-            target.element(tag, vr)
-            position = _sequence(reader, value_at, length, target, encoding, depth + 1)
-            target.element_end()
-            buffer, base = reader.buffer, reader.base
-            available = len(buffer)
-            continue
-        if length == UNDEFINED_LENGTH or vr == "UN":
-            raise Unsupported(f"{vr} value of undefined length or unknown type")
+            vr = _VR_NAMES[vr_bytes]
+            if vr == "SQ":
+                # A sequence coded as a group length is walked but no attribute (PS3.5 7.2).
+                target = sink if element else _DISCARD
+                target.element(tag, vr)
+                position = _sequence(reader, value_at, length, target, encoding, depth + 1)
+                target.element_end()
+                buffer, base = reader.buffer, reader.base
+                available = len(buffer)
+                continue
+            if length == UNDEFINED_LENGTH or vr == "UN":
+                raise Unsupported(f"{vr} value of undefined length or unknown type")
+            converter = None
         position = value_at + length
         if position > size:
             raise truncated_error(local, size, group, element, length, value_at)
-        if element == 0:  # group length (PS3.5 7.2)
+        if element == 0:  # group length (PS3.5 7.2): describes the encoding, not the data
             continue
-        if vr in BINARY_VRS:
+        if length == 0:
+            # an empty character set in a long text VR still goes through _charset
+            if short is None and tag == 0x00080005 and vr not in BINARY_VRS:
+                encoding = _charset(b"", top)
+            element_event(tag, vr)
+            end_event()
+            continue
+        if short is None and vr in BINARY_VRS:
             element_event(tag, vr)
             if length > INLINE_BINARY_MAX_BYTES:
                 sink.bulk(reader.bulk_uri(value_at, length))
-            elif length:
+            else:
                 start = _slice_start(reader, value_at, length)
                 buffer, base = reader.buffer, reader.base
                 available = len(buffer)
@@ -483,7 +467,7 @@ def _parse(
         raw = buffer[start : start + length]
         if tag == 0x00080005:
             encoding = _charset(raw, top)
-        values = converters[vr](vr, raw, encoding) if length else []
+        values = (converter or converters[vr])(vr, raw, encoding)
         element_event(tag, vr)
         if values:
             values_event(values)
