@@ -418,7 +418,7 @@ static PyObject *key_of(uint32_t tag)
 
 
 
-/* The first step of parse() and json_parse(): the element header at `position` (its first 12
+/* The first step of walk(): the element header at `position` (its first 12
  * bytes, or 8 at the end of the file) in *bytes. 1 when there is one to read, 0 where the walk
  * stops (*stop set: a top-level data set ending in fewer than 8 bytes, or the end of group
  * 0002 when `meta`), -1 on error. */
@@ -472,7 +472,7 @@ static int long_head(Reader *reader, const unsigned char *p, long long position,
     return 1;
 }
 
-/* A sequence item's header at `position` (sequence() and json_sequence()): 0 with its tag and
+/* A sequence item's header at `position` (walk_sequence()): 0 with its tag and
  * length, -1 on error (Unsupported when it is neither an item nor the sequence delimiter). */
 static int item_head(Reader *reader, long long position, uint32_t *tag, uint32_t *length)
 {
@@ -697,8 +697,8 @@ static int put_signed(Text *text, long long value)
     return put_unsigned(text, (unsigned long long)value);
 }
 
-/* What a converter of the object path built (fastmeta.py's, or the C ones above): None, str,
- * int, finite float, list, dict with str keys — written as orjson writes it. Anything else (an
+/* A value an object event carries (fastmeta.py's converters, Python's float()/int()): None,
+ * str, int, finite float, list, dict with str keys — written as orjson writes it. Anything else (an
  * integer beyond 64 bits, which orjson refuses and meta.dumps writes otherwise; a type no
  * converter makes) is Unsupported: the object path runs. */
 static int put_object(Text *text, PyObject *value, int depth)
