@@ -389,6 +389,15 @@ def builds(
         second = dbt_build(server, dbt_venv, folder, work / "second", "instances", "thumbnails")
     finally:
         finish(pipeline)
+    # This session read the tables before their superseded partitions were rewritten (by other
+    # sessions): it lists their files again, as any reader of a table that a run rewrote must.
+    for table in (
+        f"{DBT_SCHEMA}.instances",
+        f"{DBT_SCHEMA}.thumbnails",
+        f"{PIPELINE_DB}.object_catalog",
+        f"{PIPELINE_DB}.object_thumbnails",
+    ):
+        connect_session.sql(f"REFRESH TABLE {table}")
     return Builds(first, second, folder, first_runs, first_thumbnails, first_tables)
 
 
