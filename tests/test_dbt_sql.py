@@ -4,6 +4,7 @@ and the lists they come from, and made of the pipeline's own statement text."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from pydicom.sr._cid_dict import cid_concepts
@@ -43,7 +44,7 @@ def test_macros_hold_the_pipeline_statements_text() -> None:
     assert names == [part.macro for part in dbt_sql.PARTS] + list(dbt_sql.EMPTY_TABLES)
 
 
-def test_a_changed_statement_shape_is_an_error(tmp_path) -> None:
+def test_a_changed_statement_shape_is_an_error(tmp_path: Path) -> None:
     for script in dbt_sql.SQL_DIR.glob("*.sql"):
         text = script.read_text()
         if script.name == "30_deleted.sql":
