@@ -220,3 +220,24 @@ def test_the_catalog_script_creates_the_registry_columns() -> None:
     aliases = re.findall(r"\bAS `?(\w+)`?,?$|^  (\w+),$", select, flags=re.MULTILINE)
     names = [alias or bare for alias, bare in aliases]
     assert names == list(CATALOG_COLUMN_NAMES)
+
+
+def test_the_documented_vr_types_are_the_registry_s() -> None:
+    """docs/tables.md's VR -> column type table (object_header) says what SQL_TYPES_BY_VR does,
+    and names every VR once."""
+    text = (ROOT / "docs/tables.md").read_text()
+    table = text[text.index("| VR | column type | value |") :].split("\n\n", 1)[0]
+    rows = [line.split("|")[1:3] for line in table.splitlines()[2:]]
+    seen: list[str] = []
+    for vrs, kind in rows:
+        for vr in (v.strip() for v in vrs.split(",")):
+            seen.append(vr)
+            if vr == attributes.SEQUENCE_VR:
+                assert kind.strip().startswith("ARRAY<STRUCT<"), vr
+                continue
+            documented = kind.strip().split(", plus ")[0]  # DS, IS: "STRING, plus a twin"
+            expected = SQL_TYPES_BY_VR[vr]
+            if vr == "PN":
+                expected = re.sub(r": STRING", "", expected)
+            assert documented == expected, vr
+    assert sorted(seen) == sorted([*SQL_TYPES_BY_VR, attributes.SEQUENCE_VR])
