@@ -57,6 +57,7 @@ _PARAM = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 TABLES = {
     "object_catalog": "catalog",
     "object_thumbnails": "thumbnails",
+    "object_header": "header",
     "instance_copies": "copies",
 }
 VERSION_VARIABLE = "pixels_meta_json_version"
@@ -143,6 +144,7 @@ PARTS = [
     Part("pipeline_object_errors", "90_views.sql", _VIEW.format(name="object_errors"), "view"),
     Part("pipeline_series_catalog", "90_views.sql", _VIEW.format(name="series_catalog"), "view"),
     Part("pipeline_study_catalog", "90_views.sql", _VIEW.format(name="study_catalog"), "view"),
+    Part("pipeline_header_issues", "50_header.sql", _VIEW.format(name="header_issues"), "view"),
     Part("pipeline_instance_copies", "90_views.sql", _VIEW.format(name="instance_copies"), "view"),
     Part(
         "pipeline_instance_conflicts",
@@ -151,8 +153,13 @@ PARTS = [
         "view",
     ),
 ]
+# Scripts that a model runs whole, statement after statement in one session (materialization
+# pixels_script, dbt/macros/pixels.sql): one that creates its table, alters it and fills it
+# (the typed header table gains a column per new attribute). Its persistent views are models of
+# their own (PARTS), left out here.
+WHOLE_SCRIPTS = {"pipeline_header_statements": "50_header.sql"}
 # The scripts the dbt models are made of (besides 00_database.sql: dbt builds in its own schema).
-SCRIPTS = sorted({part.script for part in PARTS})
+SCRIPTS = sorted({part.script for part in PARTS} | set(WHOLE_SCRIPTS.values()))
 # Empty relations with the columns of the pipeline's tables: what a model reads as its own
 # table on its first run, before dbt created it.
 EMPTY_TABLES = {
@@ -217,15 +224,20 @@ def _translate(query: str, source: str, version: str) -> str:
                 raise GenerationError(f"{source}: a ${{param}} inside a quoted identifier")
             pieces.append(text)
         elif kind == STRING:
-            pieces.append(_PARAM.sub(_param(code=False), text))
+            # A table named inside a literal is a statement built with EXECUTE IMMEDIATE.
+            pieces.append(_tables(_PARAM.sub(_param(code=False), text)))
         else:
             assert kind == CODE
-            text = _PARAM.sub(_param(code=True), text)
-            for table, argument in TABLES.items():
-                text = re.sub(rf"\b{table}\b", f"{{{{ {argument} }}}}", text)
+            text = _tables(_PARAM.sub(_param(code=True), text))
             text = re.sub(rf"\b{VERSION_VARIABLE}\b", version, text)
             pieces.append(text)
     return "".join(pieces)
+
+
+def _tables(text: str) -> str:
+    for table, argument in TABLES.items():
+        text = re.sub(rf"\b{table}\b", f"{{{{ {argument} }}}}", text)
+    return text
 
 
 def _param(*, code: bool) -> Callable[[re.Match[str]], str]:
@@ -295,6 +307,22 @@ def render_macros(sql_dir: Path = SQL_DIR) -> str:
             f"-- {source}: {part.what}\n"
             f"{body}\n"
             "{%- endmacro %}\n"
+        )
+    for macro, script in WHOLE_SCRIPTS.items():
+        statements = []
+        for statement in scripts.get(script, []):
+            body, line = _body(statement)
+            if re.match(r"CREATE OR REPLACE VIEW ", body):
+                continue  # a model of its own
+            source = f"sql/{script}:{line}"
+            statements.append(f"-- {source}\n{_translate(statement.sql, source, version)}\n")
+        if not statements:
+            raise GenerationError(f"sql/{script}: no statement")
+        separator = "{{ pixels_statement_separator() }}\n"
+        blocks.append(
+            f"\n{{% macro {macro}(p={{}}, {arguments}) -%}}\n"
+            + separator.join(statements)
+            + "{%- endmacro %}\n"
         )
     for macro, table in EMPTY_TABLES.items():
         columns = ",\n  ".join(

@@ -8,13 +8,13 @@
   is the number sql/10_catalog.sql declares.
 -#}
 
-{% macro pipeline_listed(p={}, catalog=none, thumbnails=none, copies=none) -%}
+{% macro pipeline_listed(p={}, catalog=none, thumbnails=none, header=none, copies=none) -%}
 -- sql/10_catalog.sql:76: the listing
 SELECT path, modificationTime, length, reason, message
 FROM list_files('{{ pixels_param(p, "path") }}', glob => '{{ pixels_param(p, "glob", "*") }}')
 {%- endmacro %}
 
-{% macro pipeline_listing(p={}, catalog=none, thumbnails=none, copies=none) -%}
+{% macro pipeline_listing(p={}, catalog=none, thumbnails=none, header=none, copies=none) -%}
 -- sql/10_catalog.sql:97: the listing compared with the catalog (column change)
 WITH listed AS (
   SELECT * FROM pixels_listed
@@ -103,7 +103,7 @@ FROM files AS f
 LEFT JOIN catalogued AS c ON c.path = f.path
 {%- endmacro %}
 
-{% macro pipeline_meta(p={}, catalog=none, thumbnails=none, copies=none) -%}
+{% macro pipeline_meta(p={}, catalog=none, thumbnails=none, header=none, copies=none) -%}
 -- sql/20_meta.sql:13: the catalog rows of the files to read
 SELECT
   xxhash64(path) AS rowId,
@@ -193,7 +193,7 @@ FROM (
 )
 {%- endmacro %}
 
-{% macro pipeline_deleted_paths(p={}, catalog=none, thumbnails=none, copies=none) -%}
+{% macro pipeline_deleted_paths(p={}, catalog=none, thumbnails=none, header=none, copies=none) -%}
 -- sql/30_deleted.sql:14: catalogued files the listing no longer has
 SELECT path, ingest_run
 FROM (
@@ -228,7 +228,7 @@ WHERE {{ pixels_param(p, "deletions", "true", code=true) }}
   )
 {%- endmacro %}
 
-{% macro pipeline_deleted_files(p={}, catalog=none, thumbnails=none, copies=none) -%}
+{% macro pipeline_deleted_files(p={}, catalog=none, thumbnails=none, header=none, copies=none) -%}
 -- sql/30_deleted.sql:47: their rows again, with deleted_at
 SELECT
   c.rowId, c.path, c.modificationTime, c.length, c.relative_path, c.local_path, c.extension,
@@ -244,7 +244,7 @@ FROM {{ catalog }} AS c
 JOIN pixels_deleted_paths AS d ON d.path = c.path AND d.ingest_run = c.ingest_run
 {%- endmacro %}
 
-{% macro pipeline_current_files(p={}, catalog=none, thumbnails=none, copies=none) -%}
+{% macro pipeline_current_files(p={}, catalog=none, thumbnails=none, header=none, copies=none) -%}
 -- sql/40_thumbnails.sql:11: each path's newest catalog row
 SELECT *
 FROM (
@@ -254,7 +254,7 @@ FROM (
 WHERE newest = 1
 {%- endmacro %}
 
-{% macro pipeline_current_thumbnails(p={}, catalog=none, thumbnails=none, copies=none) -%}
+{% macro pipeline_current_thumbnails(p={}, catalog=none, thumbnails=none, header=none, copies=none) -%}
 -- sql/40_thumbnails.sql:19: each path's live thumbnail
 SELECT *
 FROM (
@@ -264,7 +264,7 @@ FROM (
 WHERE newest = 1 AND deleted_at IS NULL
 {%- endmacro %}
 
-{% macro pipeline_new_images(p={}, catalog=none, thumbnails=none, copies=none) -%}
+{% macro pipeline_new_images(p={}, catalog=none, thumbnails=none, header=none, copies=none) -%}
 -- sql/40_thumbnails.sql:27: images without a current thumbnail
 SELECT c.path
 FROM pixels_current_files AS c
@@ -274,7 +274,7 @@ LEFT ANTI JOIN pixels_current_thumbnails AS t
 WHERE c.meta_error_reason IS NULL AND c.deleted_at IS NULL
 {%- endmacro %}
 
-{% macro pipeline_deleted_thumbnails(p={}, catalog=none, thumbnails=none, copies=none) -%}
+{% macro pipeline_deleted_thumbnails(p={}, catalog=none, thumbnails=none, header=none, copies=none) -%}
 -- sql/40_thumbnails.sql:37: live thumbnails whose file is gone or no longer reads
 SELECT t.*
 FROM pixels_current_thumbnails AS t
@@ -284,7 +284,7 @@ LEFT ANTI JOIN pixels_current_files AS c
   AND c.deleted_at IS NULL
 {%- endmacro %}
 
-{% macro pipeline_thumbnail_tombstones(p={}, catalog=none, thumbnails=none, copies=none) -%}
+{% macro pipeline_thumbnail_tombstones(p={}, catalog=none, thumbnails=none, header=none, copies=none) -%}
 -- sql/40_thumbnails.sql:50: their rows again, with deleted_at
 SELECT
   path,
@@ -298,7 +298,7 @@ SELECT
 FROM pixels_deleted_thumbnails
 {%- endmacro %}
 
-{% macro pipeline_thumbnails(p={}, catalog=none, thumbnails=none, copies=none) -%}
+{% macro pipeline_thumbnails(p={}, catalog=none, thumbnails=none, header=none, copies=none) -%}
 -- sql/40_thumbnails.sql:63: a thumbnail (or its reason) per new image
 SELECT
   path,
@@ -318,7 +318,7 @@ FROM (
 )
 {%- endmacro %}
 
-{% macro pipeline_object_errors(p={}, catalog=none, thumbnails=none, copies=none) -%}
+{% macro pipeline_object_errors(p={}, catalog=none, thumbnails=none, header=none, copies=none) -%}
 -- sql/90_views.sql:7: view
 SELECT
   path,
@@ -342,7 +342,7 @@ WHERE thumbnail_error_reason IS NOT NULL
   AND deleted_at IS NULL
 {%- endmacro %}
 
-{% macro pipeline_series_catalog(p={}, catalog=none, thumbnails=none, copies=none) -%}
+{% macro pipeline_series_catalog(p={}, catalog=none, thumbnails=none, header=none, copies=none) -%}
 -- sql/90_views.sql:29: view
 SELECT
   StudyInstanceUID,
@@ -367,7 +367,7 @@ WHERE SeriesInstanceUID IS NOT NULL AND deleted_at IS NULL
 GROUP BY StudyInstanceUID, SeriesInstanceUID
 {%- endmacro %}
 
-{% macro pipeline_study_catalog(p={}, catalog=none, thumbnails=none, copies=none) -%}
+{% macro pipeline_study_catalog(p={}, catalog=none, thumbnails=none, header=none, copies=none) -%}
 -- sql/90_views.sql:52: view
 SELECT
   StudyInstanceUID,
@@ -388,7 +388,22 @@ WHERE StudyInstanceUID IS NOT NULL AND deleted_at IS NULL
 GROUP BY StudyInstanceUID
 {%- endmacro %}
 
-{% macro pipeline_instance_copies(p={}, catalog=none, thumbnails=none, copies=none) -%}
+{% macro pipeline_header_issues(p={}, catalog=none, thumbnails=none, header=none, copies=none) -%}
+-- sql/50_header.sql:129: view
+SELECT
+  h.path,
+  e.tag,
+  e.keyword,
+  e.vr,
+  e.values,
+  e.issue,
+  h.ingested_at
+FROM {{ header }} AS h
+LATERAL VIEW explode(h.OtherElements) AS e
+WHERE h.deleted_at IS NULL AND e.issue IS NOT NULL
+{%- endmacro %}
+
+{% macro pipeline_instance_copies(p={}, catalog=none, thumbnails=none, header=none, copies=none) -%}
 -- sql/90_views.sql:76: view
 SELECT
   *,
@@ -405,7 +420,7 @@ FROM (
 WHERE deleted_at IS NULL AND meta_error_reason IS NULL AND SOPInstanceUID IS NOT NULL
 {%- endmacro %}
 
-{% macro pipeline_instance_conflicts(p={}, catalog=none, thumbnails=none, copies=none) -%}
+{% macro pipeline_instance_conflicts(p={}, catalog=none, thumbnails=none, header=none, copies=none) -%}
 -- sql/90_views.sql:95: view
 WITH compared AS (
   SELECT
@@ -430,6 +445,148 @@ SELECT
 FROM compared AS c
 JOIN compared AS s ON s.SOPInstanceUID = c.SOPInstanceUID AND s.served
 WHERE NOT c.served AND NOT (c.length <=> s.length AND c.header = s.header)
+{%- endmacro %}
+
+{% macro pipeline_header_statements(p={}, catalog=none, thumbnails=none, header=none, copies=none) -%}
+-- sql/50_header.sql:15
+-- Step 5: the typed header table object_header: one row per live instance (a catalogued file
+-- with a header), one column per attribute found in any header, named by its keyword and typed
+-- by its VR (docs/tables.md); private and unknown elements, and values that do not fit their
+-- column, in OtherElements. Typed from the DICOM JSON that object_catalog.meta already holds:
+-- no file is read here.
+-- Incremental like the catalog: a header row is written for each catalog row that has none
+-- (new, changed, re-read files; every instance on the first run after an upgrade); a file
+-- deleted or no longer readable gets its header row again with deleted_at set; the upkeep
+-- after the run (tables.py) drops each path's older rows. Each statement's rows land as one
+-- new partition: all or nothing.
+-- Schema drift: an attribute no header had before adds its column (ALTER TABLE ... ADD
+-- COLUMNS; older rows NULL); no column is ever dropped or retyped.
+-- The same statements work without pixels-sql's runner (dbt runs them): the skip comments are
+-- then comments, and a run with nothing to do adds nothing.
+CREATE TABLE IF NOT EXISTS {{ header }} (
+  path STRING,
+  ingested_at TIMESTAMP,
+  deleted_at TIMESTAMP,
+  OtherElements ARRAY<STRUCT<
+    tag: STRING, keyword: STRING, private_creator: STRING, vr: STRING, values: ARRAY<STRING>,
+    bulk_data_uri: STRING, issue: STRING
+  >>,
+  ingest_run STRING
+)
+PARTITIONED BY (ingest_run)
+{{ pixels_statement_separator() }}
+-- sql/50_header.sql:28
+-- Each path's newest catalog row, from its narrow columns. live: a header that is there now.
+CREATE OR REPLACE TEMPORARY VIEW pixels_header_catalog AS
+SELECT path, ingest_run, ingested_at, deleted_at IS NULL AND meta_error_reason IS NULL AS live
+FROM (
+  SELECT
+    path, ingest_run, ingested_at, deleted_at, meta_error_reason,
+    row_number() OVER (PARTITION BY path ORDER BY ingest_run DESC) AS newest
+  FROM {{ catalog }}
+)
+WHERE newest = 1
+{{ pixels_statement_separator() }}
+-- sql/50_header.sql:38
+CREATE OR REPLACE TEMPORARY VIEW pixels_header_current AS
+SELECT path, ingest_run, ingested_at, deleted_at
+FROM (
+  SELECT
+    path, ingest_run, ingested_at, deleted_at,
+    row_number() OVER (PARTITION BY path ORDER BY ingest_run DESC) AS newest
+  FROM {{ header }}
+)
+WHERE newest = 1
+{{ pixels_statement_separator() }}
+-- sql/50_header.sql:50
+-- Live catalog rows whose header has no typed row yet (ingested_at says which catalog row a
+-- typed row was made from).
+CREATE OR REPLACE TEMPORARY VIEW pixels_header_paths AS
+SELECT c.path, c.ingest_run
+FROM pixels_header_catalog AS c
+LEFT JOIN pixels_header_current AS h ON h.path = c.path
+WHERE c.live AND (h.path IS NULL OR h.deleted_at IS NOT NULL OR h.ingested_at != c.ingested_at)
+{{ pixels_statement_separator() }}
+-- sql/50_header.sql:57
+-- Their headers, joined on the partition column too: only partitions holding them are read.
+CREATE OR REPLACE TEMPORARY VIEW pixels_header_pending AS
+SELECT c.path, c.ingested_at, to_json(c.meta) AS meta_json
+FROM {{ catalog }} AS c
+JOIN pixels_header_paths AS p ON p.path = c.path AND p.ingest_run = c.ingest_run
+{{ pixels_statement_separator() }}
+-- sql/50_header.sql:63
+-- Typed rows whose file is deleted, no longer readable, or gone from the catalog.
+CREATE OR REPLACE TEMPORARY VIEW pixels_header_gone AS
+SELECT h.path, h.ingest_run
+FROM pixels_header_current AS h
+LEFT JOIN pixels_header_catalog AS c ON c.path = h.path
+WHERE h.deleted_at IS NULL AND (c.path IS NULL OR NOT c.live)
+{{ pixels_statement_separator() }}
+-- sql/50_header.sql:69
+SELECT
+  (SELECT count(*) FROM pixels_header_paths) AS header_rows,
+  (SELECT count(*) FROM pixels_header_gone) AS header_deletions
+{{ pixels_statement_separator() }}
+-- sql/50_header.sql:74
+-- pixels-sql: skip if header_deletions = 0
+INSERT INTO {{ header }} BY NAME
+SELECT
+  h.* EXCEPT (deleted_at, ingest_run),
+  current_timestamp() AS deleted_at,
+  concat(date_format(current_timestamp(), 'yyyyMMddHHmmssSSS'), '-deleted') AS ingest_run
+FROM {{ header }} AS h
+JOIN pixels_header_gone AS g ON g.path = h.path AND g.ingest_run = h.ingest_run
+{{ pixels_statement_separator() }}
+-- sql/50_header.sql:87
+-- The plan: the columns this run's headers add (the table's row type, from a row of NULLs when
+-- it is empty, and each header's shape), the from_json schema and the table's shape after.
+-- Computed once into a cached view: a Python function inside a scalar subquery (SET VAR's)
+-- fails in Spark 4 (NullPointerException planning it in a task).
+-- pixels-sql: skip if header_rows = 0
+CACHE TABLE pixels_header_planned AS
+SELECT dicom_header_plan(t.table_type, s.shapes) AS plan
+FROM (
+  SELECT typeof(struct(h.*)) AS table_type
+  FROM (SELECT 1 AS one) AS o
+  LEFT JOIN {{ header }} AS h ON false
+) AS t
+CROSS JOIN (
+  SELECT collect_set(dicom_header_shape(meta_json)) AS shapes FROM pixels_header_pending
+) AS s
+{{ pixels_statement_separator() }}
+-- sql/50_header.sql:98
+DECLARE OR REPLACE VARIABLE pixels_header_plan STRUCT<
+  add_columns: STRING, schema: STRING, shape: STRING
+>
+{{ pixels_statement_separator() }}
+-- sql/50_header.sql:103
+-- pixels-sql: skip if header_rows = 0
+SET VAR pixels_header_plan = (SELECT plan FROM pixels_header_planned)
+{{ pixels_statement_separator() }}
+-- sql/50_header.sql:106
+-- pixels-sql: skip if header_rows = 0
+EXECUTE IMMEDIATE coalesce(
+  concat('ALTER TABLE {{ header }} ADD COLUMNS (', pixels_header_plan.add_columns, ')'),
+  'SELECT 0 AS header_columns_added'
+)
+{{ pixels_statement_separator() }}
+-- sql/50_header.sql:112
+-- pixels-sql: skip if header_rows = 0
+EXECUTE IMMEDIATE concat(
+  'INSERT INTO {{ header }} BY NAME ',
+  'SELECT path, ingested_at, CAST(NULL AS TIMESTAMP) AS deleted_at, typed.*, ',
+  'date_format(current_timestamp(), ''yyyyMMddHHmmssSSS'') AS ingest_run ',
+  'FROM (SELECT path, ingested_at, ',
+  'from_json(dicom_header_typed(meta_json, ?), ?) AS typed FROM pixels_header_pending)'
+) USING pixels_header_plan.shape, pixels_header_plan.schema
+{{ pixels_statement_separator() }}
+-- sql/50_header.sql:121
+-- pixels-sql: skip if header_rows = 0
+UNCACHE TABLE IF EXISTS pixels_header_planned
+{{ pixels_statement_separator() }}
+-- sql/50_header.sql:124
+-- pixels-sql: skip if header_rows = 0
+DROP VIEW IF EXISTS pixels_header_planned
 {%- endmacro %}
 
 {% macro pipeline_empty_catalog() -%}

@@ -110,3 +110,41 @@
     {%- endif -%}
   {%- endif -%}
 {%- endmacro %}
+
+
+{#
+  Between the statements of a pipeline script that a model runs whole (the generated
+  pipeline_*_statements macros put it there; materialization pixels_script splits at it).
+#}
+{% macro pixels_statement_separator() -%}
+-- pixels-sql dbt: end of statement
+{%- endmacro %}
+
+
+{#
+  A model that runs a pipeline script's statements in order, in one session (its temporary
+  views, variables and cached tables are the session's): the script creates the model's table
+  if it does not exist, alters it and inserts into it, as it does in `pixels-sql run`. dbt's
+  own materialisations run one query; the typed header table gains a column per attribute a run
+  finds first (ALTER TABLE ... ADD COLUMNS), which no single query does. --full-refresh drops
+  the table first. Post-hooks (pixels_supersede) run after the last statement.
+#}
+{% materialization pixels_script, adapter='spark' %}
+  {%- set target = this.incorporate(type='table') -%}
+  {%- set existing = load_relation(this) -%}
+  {%- if existing is not none and should_full_refresh() -%}
+    {%- do adapter.drop_relation(existing) -%}
+  {%- endif -%}
+  {{ run_hooks(pre_hooks) }}
+  {%- set statements = [] -%}
+  {%- for text in sql.split(pixels_statement_separator()) if text | trim -%}
+    {%- do statements.append(text) -%}
+  {%- endfor -%}
+  {%- for text in statements -%}
+    {%- call statement('main' if loop.last else 'pixels_script_step') -%}
+      {{ text }}
+    {%- endcall -%}
+  {%- endfor -%}
+  {{ run_hooks(post_hooks) }}
+  {{ return({'relations': [target]}) }}
+{% endmaterialization %}
