@@ -41,7 +41,11 @@ def test_macros_hold_the_pipeline_statements_text() -> None:
     assert "${" not in sql
     assert "object_catalog" not in re.sub(r"--[^\n]*", "", sql)
     names = re.findall(r"\{% macro (\w+)\(", macros)
-    assert names == [part.macro for part in dbt_sql.PARTS] + list(dbt_sql.EMPTY_TABLES)
+    assert names == [
+        *(part.macro for part in dbt_sql.PARTS),
+        *dbt_sql.WHOLE_SCRIPTS,
+        *dbt_sql.EMPTY_TABLES,
+    ]
 
 
 def test_a_changed_statement_shape_is_an_error(tmp_path: Path) -> None:
