@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: setup jar browser dcmtk viewer demo test lint format clean bench bench-thumbnails bench-meta bench-server \
-	bench-ingest bench-dicomweb bench-dicomweb-attacks bench-object-storage bench-scale bench-zip-scale fuzz stress-writers dbt \
+	bench-ingest bench-dicomweb bench-dicomweb-attacks bench-object-storage bench-scale bench-zip-scale bench-typed-header fuzz stress-writers dbt \
 	generate check-generated
 
 # pip also builds the compiled header reader (setup.py): a change to its C source reinstalls.
@@ -75,7 +75,7 @@ test: jar lint browser dcmtk viewer
 
 # Speed targets live in bench/ (see bench/README.md), never in the tests.
 bench: bench-meta bench-thumbnails bench-server bench-ingest bench-dicomweb bench-dicomweb-attacks \
-	bench-object-storage bench-scale bench-zip-scale
+	bench-object-storage bench-scale bench-zip-scale bench-typed-header
 
 bench-thumbnails: jar
 	$(PY) -m bench.thumbnails --files 96
@@ -84,6 +84,11 @@ bench-meta: jar
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m bench.meta --sizes 1000,10000 --mr 20000 --pipeline 10000 --pipeline 100000 \
 	  --listing 10000 --listing 100000 --big-file --profile
+
+# The typed header table (sql/50_header.sql) filled vs the JSON path (sql/20_meta.sql), same run,
+# 20,000 real-template MR headers.
+bench-typed-header: jar
+	$(PY) -m bench.typed_header --files 20000 --runs 3
 
 # pixels-sql serve through a real JDBC client (PyHive) vs the embedded session, one after the other.
 bench-server: jar

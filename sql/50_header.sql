@@ -55,7 +55,7 @@ WHERE c.live AND (h.path IS NULL OR h.deleted_at IS NOT NULL OR h.ingested_at !=
 
 -- Their headers, joined on the partition column too: only partitions holding them are read.
 CREATE OR REPLACE TEMPORARY VIEW pixels_header_pending AS
-SELECT c.path, c.ingested_at, to_json(c.meta) AS meta_json
+SELECT c.path, c.ingested_at, c.meta
 FROM object_catalog AS c
 JOIN pixels_header_paths AS p ON p.path = c.path AND p.ingest_run = c.ingest_run;
 
@@ -80,19 +80,21 @@ FROM object_header AS h
 JOIN pixels_header_gone AS g ON g.path = h.path AND g.ingest_run = h.ingest_run;
 
 -- The plan: the columns this run's headers add (the table's row type, from a row of NULLs when
--- it is empty, and each header's shape), the from_json schema and the table's shape after.
+-- it is empty, and the headers' merged VARIANT type), the from_json schema and the table's
+-- shape after.
 -- Computed once into a cached view: a Python function inside a scalar subquery (SET VAR's)
 -- fails in Spark 4 (NullPointerException planning it in a task).
 -- pixels-sql: skip if header_rows = 0
 CACHE TABLE pixels_header_planned AS
-SELECT dicom_header_plan(t.table_type, s.shapes) AS plan
+SELECT dicom_header_plan(t.table_type, s.header_types) AS plan
 FROM (
   SELECT typeof(struct(h.*)) AS table_type
   FROM (SELECT 1 AS one) AS o
   LEFT JOIN object_header AS h ON false
 ) AS t
 CROSS JOIN (
-  SELECT collect_set(dicom_header_shape(meta_json)) AS shapes FROM pixels_header_pending
+  -- The headers' keys merged by Spark itself (their VARIANT type): no header goes to Python.
+  SELECT array(schema_of_variant_agg(meta)) AS header_types FROM pixels_header_pending
 ) AS s;
 
 DECLARE OR REPLACE VARIABLE pixels_header_plan STRUCT<
@@ -114,7 +116,7 @@ EXECUTE IMMEDIATE concat(
   'SELECT path, ingested_at, CAST(NULL AS TIMESTAMP) AS deleted_at, typed.*, ',
   'date_format(current_timestamp(), ''yyyyMMddHHmmssSSS'') AS ingest_run ',
   'FROM (SELECT path, ingested_at, ',
-  'from_json(dicom_header_typed(meta_json, ?), ?) AS typed FROM pixels_header_pending)'
+  'from_json(dicom_header_typed(to_json(meta), ?), ?) AS typed FROM pixels_header_pending)'
 ) USING pixels_header_plan.shape, pixels_header_plan.schema;
 
 -- pixels-sql: skip if header_rows = 0

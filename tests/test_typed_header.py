@@ -404,12 +404,21 @@ def test_plan_adds_only_new_columns_and_parses_spark_types() -> None:
         "ContentSequence:array<struct<CodeValue:string>>,"
         "PatientName:struct<Alphabetic:string,Ideographic:string,Phonetic:string>>"
     )
-    shape = {
-        "Modality": "string",
+    # What schema_of_variant_agg(meta) gives for headers with these elements.
+    header_type = (
+        "OBJECT<`00080020`: OBJECT<Value: ARRAY<STRING>, vr: STRING>,"
+        " `00080060`: OBJECT<Value: ARRAY<STRING>, vr: STRING>,"
+        " `00091001`: OBJECT<Value: ARRAY<DECIMAL(2,1)>, vr: STRING>,"
+        " `0040A730`: OBJECT<Value: ARRAY<OBJECT<"
+        "`00080100`: OBJECT<Value: ARRAY<STRING>, vr: STRING>,"
+        " `00080104`: OBJECT<Value: ARRAY<STRING>, vr: STRING>>>, vr: STRING>>"
+    )
+    assert typed.variant_shape(header_type) == {
         "StudyDate": "date",
+        "Modality": "string",
         "ContentSequence": {"CodeValue": "string", "CodeMeaning": "string"},
     }
-    added, schema, merged = typed.plan(table, [orjson.dumps(shape).decode(), None])
+    added, schema, merged = typed.plan(table, [header_type, None])
     assert added == "`StudyDate` date"
     assert schema.startswith("`Modality` string, `ContentSequence` array<struct<CodeValue:string>>")
     assert schema.endswith(f"`OtherElements` array<{typed.OTHER_ELEMENT_TYPE}>")
@@ -439,8 +448,7 @@ def test_hostile_files_give_a_row_or_a_reason(tmp_path: Path) -> None:
         assert text is not None
         row = orjson.loads(text)
         assert isinstance(row[typed.OTHER_ELEMENTS], list)
-        shape = typed.shape_json(result.meta)
-        assert shape is not None
+        assert isinstance(typed.header_shape(orjson.loads(result.meta)), dict)
         rows += 1
     assert rows + reasons == len(files) and rows > 50 and reasons > 10
 
@@ -510,6 +518,16 @@ def test_pipeline_fills_object_header_incrementally(spark, tmp_path: Path) -> No
             if typed.attribute_column(field.name):
                 want = _in_spark(expected.get(field.name), field.dataType)
                 assert got[field.name] == want, field.name
+        # The shapes Spark's schema_of_variant_agg gives equal those of the headers themselves.
+        merged: dict[str, Any] = {}
+        for name in ("every_vr.dcm", "malformed.dcm", "plain.dcm"):
+            path = next(folder.rglob(name))
+            typed.merge_shapes(merged, typed.header_shape(read_model(path)))
+        header_type = spark.sql(
+            f"SELECT schema_of_variant_agg(meta) FROM `{database}`.object_catalog"
+            " WHERE meta IS NOT NULL"
+        ).first()[0]
+        assert typed.variant_shape(header_type) == merged
         nested = spark.sql(
             f"SELECT c.ContentSequence[0].ConceptNameCodeSequence[0].CodeMeaning FROM {table}"
             " LATERAL VIEW explode(ContentSequence) AS c WHERE path LIKE '%every_vr.dcm'"

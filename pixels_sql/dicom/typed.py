@@ -125,28 +125,139 @@ def attribute(tag: str) -> _Attribute | None:
 def header_shape(meta: Mapping[str, Any]) -> Shape:
     """The columns one header needs: keyword -> type (a nested shape for a sequence)."""
     shape: Shape = {}
-    _shape_into(meta, shape)
+    _shape_into(_skeleton(meta), shape)
     return shape
 
 
-def _shape_into(dataset: Mapping[str, Any], shape: Shape) -> None:
-    table = _attributes()
+# A skeleton: the tags of a data set, each with the skeleton of its items merged (a sequence),
+# or None. What a header's columns depend on, from a header (:func:`_skeleton`) or from the
+# type Spark's ``schema_of_variant`` / ``schema_of_variant_agg`` gives a header's VARIANT
+# (:func:`variant_skeleton`).
+Skeleton = dict[str, "Skeleton | None"]
+
+
+def _skeleton(dataset: Mapping[str, Any]) -> Skeleton:
+    skeleton: Skeleton = {}
     for tag, element in dataset.items():
+        items = None
+        if isinstance(element, dict) and element.get("vr") == "SQ":
+            items = {}
+            for item in element.get("Value") or ():
+                if isinstance(item, dict):
+                    _merge_skeletons(items, _skeleton(item))
+        skeleton[tag] = items
+    return skeleton
+
+
+def _merge_skeletons(into: Skeleton, other: Skeleton) -> None:
+    for tag, items in other.items():
+        present = into.get(tag)
+        if present is None:
+            into[tag] = items
+        elif items is not None:
+            _merge_skeletons(present, items)
+
+
+def _shape_into(skeleton: Skeleton, shape: Shape) -> None:
+    table = _attributes()
+    for tag, items in skeleton.items():
         info = table.get(tag)
         if info is None:
             continue
-        if info.vr == "SQ":
+        if info.vr == attributes.SEQUENCE_VR:
             item_shape = shape.get(info.keyword)
             if not isinstance(item_shape, dict):
                 item_shape = shape[info.keyword] = {}
-            if isinstance(element, dict) and element.get("vr") == "SQ":
-                for item in element.get("Value") or ():
-                    if isinstance(item, dict):
-                        _shape_into(item, item_shape)
+            if items is not None:
+                _shape_into(items, item_shape)
             continue
         shape[info.keyword] = info.column  # type: ignore[assignment]
         if info.twin is not None:
             shape[info.twin_name] = info.twin
+
+
+def variant_shape(schema: str) -> Shape:
+    """:func:`header_shape` of the headers whose VARIANT type is ``schema``: what
+    ``schema_of_variant(meta)`` (one header) or ``schema_of_variant_agg(meta)`` (many, merged)
+    returns, e.g. ``OBJECT<`00081140`: OBJECT<Value: ARRAY<OBJECT<...>>, vr: STRING>, ...>``.
+    Computed in the JVM, so a run's headers need no Python for their shapes."""
+    parsed = _VariantTypeParser(schema).parse()
+    shape: Shape = {}
+    if isinstance(parsed, dict):
+        _shape_into(_variant_skeleton(parsed), shape)
+    return shape
+
+
+def _variant_skeleton(obj: dict[str, Any]) -> Skeleton:
+    skeleton: Skeleton = {}
+    for tag, element in obj.items():
+        items = None
+        value = element.get("Value") if isinstance(element, dict) else None
+        # A sequence's Value is an array of item objects (merged by Spark); any other Value
+        # (an array of strings: a VR other than SQ) has no items.
+        if isinstance(value, tuple) and isinstance(value[1], dict):
+            items = _variant_skeleton(value[1])
+        skeleton[tag] = items
+    return skeleton
+
+
+class _VariantTypeParser:
+    """Spark's variant schema text: ``OBJECT<name: type, ...>`` -> dict, ``ARRAY<type>`` ->
+    ("array", element), anything else its text."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.position = 0
+
+    def parse(self) -> Any:
+        text = self.text
+        if text.startswith("OBJECT<", self.position):
+            self.position += len("OBJECT<")
+            fields: dict[str, Any] = {}
+            while text[self.position] != ">":
+                name = self._name()
+                self._expect(": ")
+                fields[name] = self.parse()
+                if text.startswith(", ", self.position):
+                    self.position += 2
+            self.position += 1
+            return fields
+        if text.startswith("ARRAY<", self.position):
+            self.position += len("ARRAY<")
+            element = self.parse()
+            self._expect(">")
+            return ("array", element)
+        match = re.compile(r"[A-Z_0-9]+(\([0-9, ]+\))?").match(text, self.position)
+        if match is None:
+            raise ValueError(f"not a variant type at {self.position}: {text[:200]!r}")
+        self.position = match.end()
+        return match.group(0)
+
+    def _name(self) -> str:
+        text = self.text
+        if text[self.position] != "`":
+            end = text.index(":", self.position)
+            name = text[self.position : end]
+            self.position = end
+            return name
+        parts = []
+        end = self.position + 1
+        while True:
+            if text[end] == "`":
+                if text.startswith("``", end):
+                    parts.append("`")
+                    end += 2
+                    continue
+                break
+            parts.append(text[end])
+            end += 1
+        self.position = end + 1
+        return "".join(parts)
+
+    def _expect(self, token: str) -> None:
+        if not self.text.startswith(token, self.position):
+            raise ValueError(f"expected {token!r} at {self.position}: {self.text[:200]!r}")
+        self.position += len(token)
 
 
 def merge_shapes(into: Shape, other: Mapping[str, Any]) -> Shape:
@@ -467,91 +578,131 @@ def typed_header(meta: Mapping[str, Any], shape: Mapping[str, Any] | None = None
     ISO text, the way ``from_json`` reads them) plus ``OtherElements``. ``shape``: the table's
     columns (:func:`plan`); a sequence item attribute it has no field for goes to
     OtherElements. Without it, every attribute of the header fits."""
+    return _typed_row(meta, _Columns(shape))
+
+
+def _typed_row(meta: Mapping[str, Any], columns: _Columns) -> dict[str, Any]:
     other: list[dict[str, Any]] = []
-    row = _typed_dataset(meta, shape, "", other)
+    row = _typed_dataset(meta, columns, "", other)
     row[OTHER_ELEMENTS] = other
     return row
 
 
-def _typed_dataset(
-    dataset: Mapping[str, Any],
-    shape: Mapping[str, Any] | None,
-    prefix: str,
-    other: list[dict[str, Any]],
-) -> dict[str, Any]:
-    table = _attributes()
-    row: dict[str, Any] = {}
-    creators: dict[tuple[str, str], str] | None = None
-    for tag, element in dataset.items():
-        if not isinstance(element, dict):
-            other.append(_other(prefix + tag, None, None, element, MALFORMED))
-            continue
-        vr = element.get("vr")
-        info = table.get(tag)
+# What becomes of an element, by (tag, VR), decided once per table shape (_Columns.plan).
+_VALUE, _SEQUENCE, _BINARY, _OTHER = "value", "sequence", "binary", "other"
+
+
+class _Columns:
+    """A table's columns (a shape; None: any attribute fits) with what becomes of each
+    (tag, VR) met in them, decided once: headers of one run repeat the same few thousand."""
+
+    __slots__ = ("children", "plans", "shape")
+
+    def __init__(self, shape: Mapping[str, Any] | None) -> None:
+        self.shape = shape
+        self.plans: dict[tuple[str, Any], tuple[Any, ...]] = {}
+        self.children: dict[str, _Columns] = {}
+
+    def plan(self, tag: str, vr: Any) -> tuple[Any, ...]:
+        key = (tag, vr if vr.__class__ is str else None)
+        found = self.plans.get(key)
+        if found is None:
+            found = self.plans[key] = self._decide(tag, key[1])
+        return found
+
+    def child(self, keyword: str) -> _Columns:
+        found = self.children.get(keyword)
+        if found is None:
+            item_shape = self.shape.get(keyword) if self.shape is not None else None
+            found = self.children[keyword] = _Columns(item_shape)
+        return found
+
+    def _decide(self, tag: str, vr: str | None) -> tuple[Any, ...]:
+        info = _attributes().get(tag)
         binary = vr in BINARY_VRS
         if info is None or (binary and vr in info.vrs and info.column != "string"):
             # Private, unknown, or a binary value of an attribute whose column holds numbers
             # (LUT Data, "US or OW"): kept whole, not an issue.
-            creator = None
-            if info is None and len(tag) == 8 and int(tag[3], 16) % 2:
-                if creators is None:
-                    creators = _private_creators(dataset)
-                creator = creators.get((tag[:4], tag[4:6]))
-            keyword = info.keyword if info is not None else None
-            other.append(_other(prefix + tag, keyword, creator, element, None))
-            continue
+            return (_OTHER, info.keyword if info is not None else None)
         keyword = info.keyword
+        shape = self.shape
         if shape is not None and keyword not in shape:
-            other.append(_other(prefix + tag, keyword, None, element, NOT_IN_COLUMN))
-            continue
-        issue = None
+            return (NOT_IN_COLUMN, keyword)
         if vr not in info.vrs:
-            issue = VR_MISMATCH
-        elif info.vr == "SQ":
-            item_shape = shape.get(keyword) if shape is not None else None
-            if shape is not None and not isinstance(item_shape, dict):
-                issue = TYPE_MISMATCH
-            else:
-                items = []
-                for index, item in enumerate(element.get("Value") or ()):
-                    if isinstance(item, dict):
-                        path = f"{prefix}{tag}[{index}]."
-                        items.append(_typed_dataset(item, item_shape, path, other))
-                    else:
-                        items.append(None)
-                row[keyword] = items
-                continue
-        elif shape is not None and shape.get(keyword) != info.column:
-            issue = TYPE_MISMATCH
-        if issue is None and binary:
-            # A binary attribute's column holds its bulk data URI, or its inline base64 text.
-            text = element.get("BulkDataURI") or element.get("InlineBinary")
-            if text is not None:
-                row[keyword] = text
+            return (VR_MISMATCH, keyword)
+        if info.vr == attributes.SEQUENCE_VR:
+            if shape is not None and not isinstance(shape.get(keyword), dict):
+                return (TYPE_MISMATCH, keyword)
+            return (_SEQUENCE, keyword)
+        if shape is not None and shape.get(keyword) != info.column:
+            return (TYPE_MISMATCH, keyword)
+        if binary:
+            return (_BINARY, keyword)
+        twin = _TWINS.get(vr)
+        return (_VALUE, keyword, _CONVERTERS[vr], twin, info.twin_name, info.multiple)
+
+
+def _typed_dataset(
+    dataset: Mapping[str, Any],
+    columns: _Columns,
+    prefix: str,
+    other: list[dict[str, Any]],
+) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    creators: dict[tuple[str, str], str] | None = None
+    for tag, element in dataset.items():
+        if element.__class__ is not dict:
+            other.append(_other(prefix + tag, None, None, element, MALFORMED))
             continue
-        values = element.get("Value")
-        if issue is None and values:
-            convert = _CONVERTERS[vr]
-            twin = _TWINS.get(vr)
+        decided = columns.plan(tag, element.get("vr"))
+        kind = decided[0]
+        if kind is _VALUE:
+            values = element.get("Value")
+            if not values:
+                continue
+            _, keyword, convert, twin, twin_name, multiple = decided
             try:
-                if info.multiple:
+                if multiple:
                     row[keyword] = [None if value is None else convert(value) for value in values]
                     if twin is not None:
-                        row[info.twin_name] = [
+                        row[twin_name] = [
                             None if value is None else twin(value) for value in values
                         ]
                 elif len(values) > 1:
-                    issue = MULTIPLE_VALUES
+                    other.append(_other(prefix + tag, keyword, None, element, MULTIPLE_VALUES))
                 elif values[0] is not None:
                     # The text is set before its twin: a DS or IS that is no number keeps its
                     # text in the STRING column, and only the twin is NULL.
                     row[keyword] = convert(values[0])
                     if twin is not None:
-                        row[info.twin_name] = twin(values[0])
+                        row[twin_name] = twin(values[0])
             except Malformed:
-                issue = MALFORMED
-        if issue is not None:
-            other.append(_other(prefix + tag, keyword, None, element, issue))
+                other.append(_other(prefix + tag, keyword, None, element, MALFORMED))
+        elif kind is _SEQUENCE:
+            keyword = decided[1]
+            item_columns = columns.child(keyword)
+            items = []
+            for index, item in enumerate(element.get("Value") or ()):
+                if item.__class__ is dict:
+                    path = f"{prefix}{tag}[{index}]."
+                    items.append(_typed_dataset(item, item_columns, path, other))
+                else:
+                    items.append(None)
+            row[keyword] = items
+        elif kind is _BINARY:
+            # A binary attribute's column holds its bulk data URI, or its inline base64 text.
+            text = element.get("BulkDataURI") or element.get("InlineBinary")
+            if text is not None:
+                row[decided[1]] = text
+        elif kind is _OTHER:
+            creator = None
+            if decided[1] is None and len(tag) == 8 and tag[3] in _ODD_DIGITS:
+                if creators is None:
+                    creators = _private_creators(dataset)
+                creator = creators.get((tag[:4], tag[4:6]))
+            other.append(_other(prefix + tag, decided[1], creator, element, None))
+        else:  # an issue: the value leaves its column
+            other.append(_other(prefix + tag, decided[1], None, element, kind))
     return row
 
 
@@ -560,9 +711,9 @@ def _private_creators(dataset: Mapping[str, Any]) -> dict[tuple[str, str], str]:
     creators = {}
     for tag, element in dataset.items():
         if (
-            len(tag) == 8
-            and int(tag[3], 16) % 2
-            and tag[4:6] == "00"
+            tag[4:6] == "00"
+            and tag[3:4] in _ODD_DIGITS
+            and len(tag) == 8
             and "10" <= tag[6:8].upper() <= "FF"
             and isinstance(element, dict)
         ):
@@ -570,6 +721,10 @@ def _private_creators(dataset: Mapping[str, Any]) -> dict[tuple[str, str], str]:
             if values and isinstance(values[0], str):
                 creators[(tag[:4], tag[6:8].upper())] = values[0]
     return creators
+
+
+# The last hex digit of an odd group number: a private group (PS3.5 7.8).
+_ODD_DIGITS = frozenset("13579BDFbdf")
 
 
 def _other(
@@ -595,35 +750,28 @@ def _other(
 # --- the steps the SQL functions run -------------------------------------------------------------
 
 
-def shape_json(meta_json: str | bytes | None) -> str | None:
-    """:func:`header_shape` of a header given as JSON text, as JSON text."""
-    if meta_json is None:
-        return None
-    return _dumps(header_shape(orjson.loads(meta_json)))
-
-
-def plan(table_type: str, shapes: Iterable[str | None]) -> tuple[str | None, str, str]:
+def plan(table_type: str, header_types: Iterable[str | None]) -> tuple[str | None, str, str]:
     """For a table of type ``table_type`` (its row struct in catalog form, ``typeof``) and the
-    shapes of the headers to write: the columns to add (DDL, None for none), the from_json
-    schema of the typed values after adding them, and the table's shape after adding them
-    (JSON, for :func:`typed_json`). Existing columns keep their place and type; new ones come
-    in name order. Nested fields of an existing sequence column cannot be added (a parquet
-    table of the Hive metastore refuses to change a column's type): their values go to
-    OtherElements (``not_in_column``)."""
+    VARIANT types of the headers to write (``schema_of_variant_agg(meta)``, :func:`variant_shape`):
+    the columns to add (DDL, None for none), the from_json schema of the typed values after
+    adding them, and the table's shape after adding them (JSON, for :func:`typed_json`).
+    Existing columns keep their place and type; new ones come in name order. Nested fields of
+    an existing sequence column cannot be added (a parquet table of the Hive metastore refuses
+    to change a column's type): their values go to OtherElements (``not_in_column``)."""
     table = parse_type(table_type)
     if not isinstance(table, dict):
         raise ValueError(f"not a row type: {table_type!r}")
     header_columns: Shape = {name: kind for name, kind in table.items() if attribute_column(name)}
     merged: Shape = {}
-    for text in shapes:
+    for text in header_types:
         if text:
-            merge_shapes(merged, orjson.loads(text))
+            merge_shapes(merged, variant_shape(text))
     added = {name: merged[name] for name in sorted(merged) if name not in header_columns}
     header_columns.update(added)
     schema = shape_ddl(header_columns)
     schema = f"{schema}, " if schema else ""
     schema += f"`{OTHER_ELEMENTS}` array<{OTHER_ELEMENT_TYPE}>"
-    return (shape_ddl(added) or None, schema, orjson.dumps(header_columns).decode())
+    return (shape_ddl(added) or None, schema, _dumps(header_columns))
 
 
 def attribute_column(name: str) -> bool:
@@ -638,8 +786,9 @@ def _keywords() -> frozenset[str]:
 
 
 @lru_cache(maxsize=16)
-def _shape(text: str) -> Shape:
-    return orjson.loads(text)
+def _columns(text: str | None) -> _Columns:
+    # One per plan: its decisions are kept for every header of the run.
+    return _Columns(orjson.loads(text) if text else None)
 
 
 def typed_json(meta_json: str | bytes | None, shape: str | None) -> str | None:
@@ -648,12 +797,12 @@ def typed_json(meta_json: str | bytes | None, shape: str | None) -> str | None:
     why: the file keeps its row."""
     if meta_json is None:
         return None
-    table = _shape(shape) if shape else None
+    columns = _columns(shape or None)
     try:
         meta = orjson.loads(meta_json)
         if not isinstance(meta, dict):
             raise Malformed(f"a header is a JSON object, not {type(meta).__name__}")
-        row = typed_header(meta, table)
+        row = _typed_row(meta, columns)
     except (orjson.JSONDecodeError, Malformed, RecursionError) as exc:
         row = {OTHER_ELEMENTS: [{"tag": "", "values": [str(exc)], "issue": MALFORMED}]}
     return _dumps(row)

@@ -1,5 +1,5 @@
-"""SQL functions behind the typed header table ``object_header``: dicom_header_shape,
-dicom_header_plan, dicom_header_typed (the rules: ``pixels_sql/dicom/typed.py``).
+"""SQL functions behind the typed header table ``object_header``: dicom_header_plan,
+dicom_header_typed (the rules: ``pixels_sql/dicom/typed.py``).
 
 They read the DICOM JSON the catalog holds (``to_json(meta)``), never a file: a header is read
 once per file, by ``dicom_meta_result``. ``sql/50_header.sql`` is the statement sequence that
@@ -16,42 +16,26 @@ from pixels_sql.functions.registry import SqlFunction, sql_function
 PLAN_TYPE = "struct<add_columns:string,schema:string,shape:string>"
 
 
-@sql_function("dicom_header_shape(meta STRING)", "STRING")
-def dicom_header_shape():
-    """The typed columns a header (DICOM JSON text) needs, as JSON: keyword -> Spark type, a
-    nested object for a sequence's item attributes. NULL for a NULL header.
-
-    SELECT dicom_header_shape(to_json(meta)) FROM object_catalog WHERE meta IS NOT NULL
-    """
-    from pyspark.sql.functions import pandas_udf
-
-    @pandas_udf("string")
-    def dicom_header_shape(metas: pd.Series) -> pd.Series:
-        return pd.Series([typed.shape_json(meta) for meta in metas], dtype=object)
-
-    return dicom_header_shape
-
-
-@sql_function("dicom_header_plan(table_type STRING, shapes ARRAY<STRING>)", PLAN_TYPE.upper())
+@sql_function("dicom_header_plan(table_type STRING, header_types ARRAY<STRING>)", PLAN_TYPE.upper())
 def dicom_header_plan():
     """How a typed header table of row type ``table_type`` (``typeof(struct(t.*))``) takes
-    headers of ``shapes`` (dicom_header_shape): STRUCT<add_columns (the ALTER TABLE ... ADD
-    COLUMNS list, NULL when none is new), schema (the from_json schema of the typed values),
-    shape (the table's columns as JSON, for dicom_header_typed)>. Existing columns are never
-    dropped or retyped.
+    headers of the VARIANT types ``header_types`` (``schema_of_variant_agg(meta)``):
+    STRUCT<add_columns (the ALTER TABLE ... ADD COLUMNS list, NULL when none is new), schema
+    (the from_json schema of the typed values), shape (the table's columns as JSON, for
+    dicom_header_typed)>. Existing columns are never dropped or retyped.
 
-    SELECT dicom_header_plan('struct<path:string>', array(dicom_header_shape(to_json(meta))))
-    FROM object_catalog LIMIT 1
+    SELECT dicom_header_plan('struct<path:string>', array(schema_of_variant_agg(meta)))
+    FROM object_catalog WHERE meta IS NOT NULL
     """
     from pyspark.sql.functions import pandas_udf
 
     @pandas_udf(PLAN_TYPE)
-    def dicom_header_plan(table_types: pd.Series, shapes: pd.Series) -> pd.DataFrame:
+    def dicom_header_plan(table_types: pd.Series, header_types: pd.Series) -> pd.DataFrame:
         plans = [
             typed.plan(table_type, list(row) if row is not None else [])
             if table_type is not None
             else (None, None, None)
-            for table_type, row in zip(table_types, shapes, strict=True)
+            for table_type, row in zip(table_types, header_types, strict=True)
         ]
         return pd.DataFrame(plans, columns=["add_columns", "schema", "shape"])
 
@@ -82,6 +66,5 @@ def dicom_header_typed():
 
 
 FUNCTIONS: dict[str, SqlFunction] = {
-    function.name: function
-    for function in (dicom_header_shape, dicom_header_plan, dicom_header_typed)
+    function.name: function for function in (dicom_header_plan, dicom_header_typed)
 }
