@@ -159,18 +159,18 @@ class ObjectSink:
     ``model`` is filled in event order; :meth:`result` gives it sorted by tag at the top level
     (a repeated tag keeps its first position and its last value)."""
 
-    __slots__ = ("_element", "_key", "_out", "_stack", "model")
+    __slots__ = ("_element", "_out", "_stack", "model")
 
     def __init__(self) -> None:
         self.model: dict[str, Any] = {}
         self._out = self.model
-        self._stack: list[tuple[dict[str, Any], str, dict[str, Any]]] = []
-        self._key = ""
+        self._stack: list[tuple[dict[str, Any], dict[str, Any]]] = []
         self._element: dict[str, Any] = {}
 
     def element(self, tag: int, vr: str) -> None:
-        self._key = key_of(tag)
-        self._element = {"vr": vr}
+        # Stored at once and filled in place: a repeated tag keeps its first position.
+        key = _KEYS.get(tag) or key_of(tag)
+        self._out[key] = self._element = {"vr": vr}
 
     def values(self, values: list[Any]) -> None:
         self._element["Value"] = values
@@ -184,14 +184,14 @@ class ObjectSink:
     def item_begin(self) -> None:
         item: dict[str, Any] = {}
         self._element.setdefault("Value", []).append(item)
-        self._stack.append((self._out, self._key, self._element))
+        self._stack.append((self._out, self._element))
         self._out = item
 
     def item_end(self) -> None:
-        self._out, self._key, self._element = self._stack.pop()
+        self._out, self._element = self._stack.pop()
 
     def element_end(self) -> None:
-        self._out[self._key] = self._element
+        pass
 
     def update(self, model: dict[str, Any]) -> None:
         """Top-level elements already in model form (what the compiled object sink built)."""
