@@ -389,7 +389,7 @@ GROUP BY StudyInstanceUID
 {%- endmacro %}
 
 {% macro pipeline_header_issues(p={}, catalog=none, thumbnails=none, header=none, copies=none) -%}
--- sql/50_header.sql:129: view
+-- sql/50_header.sql:131: view
 SELECT
   h.path,
   e.tag,
@@ -510,7 +510,7 @@ WHERE c.live AND (h.path IS NULL OR h.deleted_at IS NOT NULL OR h.ingested_at !=
 -- sql/50_header.sql:57
 -- Their headers, joined on the partition column too: only partitions holding them are read.
 CREATE OR REPLACE TEMPORARY VIEW pixels_header_pending AS
-SELECT c.path, c.ingested_at, to_json(c.meta) AS meta_json
+SELECT c.path, c.ingested_at, c.meta
 FROM {{ catalog }} AS c
 JOIN pixels_header_paths AS p ON p.path = c.path AND p.ingest_run = c.ingest_run
 {{ pixels_statement_separator() }}
@@ -537,54 +537,56 @@ SELECT
 FROM {{ header }} AS h
 JOIN pixels_header_gone AS g ON g.path = h.path AND g.ingest_run = h.ingest_run
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:87
+-- sql/50_header.sql:88
 -- The plan: the columns this run's headers add (the table's row type, from a row of NULLs when
--- it is empty, and each header's shape), the from_json schema and the table's shape after.
+-- it is empty, and the headers' merged VARIANT type), the from_json schema and the table's
+-- shape after.
 -- Computed once into a cached view: a Python function inside a scalar subquery (SET VAR's)
 -- fails in Spark 4 (NullPointerException planning it in a task).
 -- pixels-sql: skip if header_rows = 0
 CACHE TABLE pixels_header_planned AS
-SELECT dicom_header_plan(t.table_type, s.shapes) AS plan
+SELECT dicom_header_plan(t.table_type, s.header_types) AS plan
 FROM (
   SELECT typeof(struct(h.*)) AS table_type
   FROM (SELECT 1 AS one) AS o
   LEFT JOIN {{ header }} AS h ON false
 ) AS t
 CROSS JOIN (
-  SELECT collect_set(dicom_header_shape(meta_json)) AS shapes FROM pixels_header_pending
+  -- The headers' keys merged by Spark itself (their VARIANT type): no header goes to Python.
+  SELECT array(schema_of_variant_agg(meta)) AS header_types FROM pixels_header_pending
 ) AS s
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:98
+-- sql/50_header.sql:100
 DECLARE OR REPLACE VARIABLE pixels_header_plan STRUCT<
   add_columns: STRING, schema: STRING, shape: STRING
 >
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:103
+-- sql/50_header.sql:105
 -- pixels-sql: skip if header_rows = 0
 SET VAR pixels_header_plan = (SELECT plan FROM pixels_header_planned)
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:106
+-- sql/50_header.sql:108
 -- pixels-sql: skip if header_rows = 0
 EXECUTE IMMEDIATE coalesce(
   concat('ALTER TABLE {{ header }} ADD COLUMNS (', pixels_header_plan.add_columns, ')'),
   'SELECT 0 AS header_columns_added'
 )
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:112
+-- sql/50_header.sql:114
 -- pixels-sql: skip if header_rows = 0
 EXECUTE IMMEDIATE concat(
   'INSERT INTO {{ header }} BY NAME ',
   'SELECT path, ingested_at, CAST(NULL AS TIMESTAMP) AS deleted_at, typed.*, ',
   'date_format(current_timestamp(), ''yyyyMMddHHmmssSSS'') AS ingest_run ',
   'FROM (SELECT path, ingested_at, ',
-  'from_json(dicom_header_typed(meta_json, ?), ?) AS typed FROM pixels_header_pending)'
+  'from_json(dicom_header_typed(to_json(meta), ?), ?) AS typed FROM pixels_header_pending)'
 ) USING pixels_header_plan.shape, pixels_header_plan.schema
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:121
+-- sql/50_header.sql:123
 -- pixels-sql: skip if header_rows = 0
 UNCACHE TABLE IF EXISTS pixels_header_planned
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:124
+-- sql/50_header.sql:126
 -- pixels-sql: skip if header_rows = 0
 DROP VIEW IF EXISTS pixels_header_planned
 {%- endmacro %}
