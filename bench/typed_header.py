@@ -22,6 +22,7 @@ It prints both times per run and the ratio typed / JSON of the best runs (target
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -46,13 +47,21 @@ class StatementClock:
         self.expected_files = 0
 
     def statement(self, location: str) -> None:
-        self.starts.append((location.rsplit(":", 1)[0].rsplit("/", 1)[-1], time.perf_counter()))
+        self.starts.append((location.rsplit("/", 1)[-1], time.perf_counter()))
+
+    def statement_seconds(self, ended: float) -> list[tuple[str, float]]:
+        """(``script.sql:line``, seconds) of each statement run, in order."""
+        marks = [*self.starts, ("", ended)]
+        return [
+            (location, until - began)
+            for (location, began), (_next, until) in itertools.pairwise(marks)
+        ]
 
     def script_seconds(self, ended: float) -> dict[str, float]:
         seconds: dict[str, float] = {}
-        marks = [*self.starts, ("", ended)]
-        for (script, began), (_next, until) in zip(marks, marks[1:], strict=False):
-            seconds[script] = seconds.get(script, 0.0) + until - began
+        for location, spent in self.statement_seconds(ended):
+            script = location.rsplit(":", 1)[0]
+            seconds[script] = seconds.get(script, 0.0) + spent
         return seconds
 
 
@@ -64,6 +73,11 @@ def run_once(spark, folder: Path, database: str) -> dict[str, float]:
     report = ingest(spark, str(folder), database, thumbnails=False, progress=clock)
     ended = time.perf_counter()
     seconds = clock.script_seconds(ended)
+    typed_statements = {
+        location: round(spent, 2)
+        for location, spent in clock.statement_seconds(ended)
+        if location.startswith(TYPED_SCRIPT)
+    }
     rows = spark.sql(f"SELECT count(*) FROM `{database}`.object_header").first()[0]
     columns = len(spark.table(f"`{database}`.object_header").columns)
     return {
@@ -72,6 +86,7 @@ def run_once(spark, folder: Path, database: str) -> dict[str, float]:
         "ingest_seconds": report.seconds,
         "header_rows": rows,
         "header_columns": columns,
+        "typed_statements": typed_statements,
     }
 
 
@@ -102,6 +117,8 @@ def main() -> None:
                 f" {result['header_columns']} columns), ingest {result['ingest_seconds']:.1f} s",
                 flush=True,
             )
+            slowest = sorted(result["typed_statements"].items(), key=lambda item: -item[1])[:4]
+            print("  slowest typed statements: " + ", ".join(f"{k} {v}s" for k, v in slowest))
         spark.sql(f"DROP DATABASE IF EXISTS `{database}` CASCADE")
     finally:
         spark.stop()
