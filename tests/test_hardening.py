@@ -236,6 +236,21 @@ def test_summary_counts_errors_of_every_stage(clean_run: dict) -> None:
     assert "thumbnail: " in line and "decoder_crash" in line.split("thumbnail: ")[1]
 
 
+def test_every_instance_has_one_typed_header_row(clean_run: dict) -> None:
+    """Hostile files through the typed header table (sql/50_header.sql): each readable file one
+    object_header row, whatever its values; the unreadable ones have their reason and none."""
+    rows = query(
+        clean_run["home"],
+        "SELECT c.path, c.meta_error_reason AS reason, count(h.path) AS typed"
+        " FROM object_catalog AS c LEFT JOIN object_header AS h"
+        " ON h.path = c.path AND h.deleted_at IS NULL"
+        " WHERE c.deleted_at IS NULL GROUP BY 1, 2",
+    )
+    assert any(row["typed"] for row in rows)
+    for row in rows:
+        assert row["typed"] == (0 if row["reason"] else 1), row
+
+
 def test_python_processes_stay_under_one_gib(clean_run: dict) -> None:
     assert 0 < clean_run["peak_rss"] < ONE_GIB, clean_run["peak_rss"]
 

@@ -453,6 +453,25 @@ def test_hostile_files_give_a_row_or_a_reason(tmp_path: Path) -> None:
     assert rows + reasons == len(files) and rows > 50 and reasons > 10
 
 
+def test_sequences_deeper_than_the_typed_depth_stay_whole() -> None:
+    # 20 Content Sequences one inside the other's item, a Code Value in the innermost.
+    inner: dict[str, Any] = {"00080100": {"vr": "SH", "Value": ["X"]}}
+    for _ in range(20):
+        inner = {"0040A730": {"vr": "SQ", "Value": [inner]}}
+    shape = typed.header_shape(inner)
+    row = typed.typed_header(inner, shape)
+    level, depth = row, 0
+    while "ContentSequence" in level:
+        level, depth = level["ContentSequence"][0], depth + 1
+    assert depth == typed.MAX_TYPED_DEPTH
+    (deep,) = row[typed.OTHER_ELEMENTS]
+    assert deep["issue"] == typed.TOO_DEEP and deep["keyword"] == "ContentSequence"
+    assert deep["tag"] == "0040A730[0]." * typed.MAX_TYPED_DEPTH + "0040A730"
+    assert '"X"' in deep["values"][0]  # the rest of the tree, as its DICOM JSON
+    # The column's type nests as deep as the typed rows, no deeper.
+    assert typed.type_of(shape["ContentSequence"]).count("ContentSequence:") == depth - 1
+
+
 def test_a_header_that_is_not_an_object_gets_a_row_with_its_reason() -> None:
     row = orjson.loads(typed.typed_json("[1, 2]", None))
     assert row[typed.OTHER_ELEMENTS][0]["issue"] == typed.MALFORMED

@@ -59,6 +59,13 @@ VR_MISMATCH = "vr_mismatch"  # a VR the dictionary does not give this attribute
 MULTIPLE_VALUES = "multiple_values"  # several values where the dictionary says VM 1
 NOT_IN_COLUMN = "not_in_column"  # a sequence item attribute its column has no field for
 TYPE_MISMATCH = "type_mismatch"  # the table's column has another type than this VR gives
+TOO_DEEP = "too_deep"  # a sequence nested deeper than MAX_TYPED_DEPTH: kept as JSON text
+
+# Sequences are typed down to this many levels (BigQuery's limit on nested STRUCT/ARRAY levels
+# is 15 too); deeper ones stay whole in OtherElements. Spark recurses over a type's nesting when
+# it analyses, generates code for and writes a column: the readers' 128 levels (a hostile file)
+# made a StackOverflowError in a task — which ends the JVM — on a JVM running C1-compiled code.
+MAX_TYPED_DEPTH = 15
 
 # Binary VRs: their values are bytes (PS3.5 6.2), kept as inline text or a bulk data URI.
 BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
@@ -158,18 +165,20 @@ def _merge_skeletons(into: Skeleton, other: Skeleton) -> None:
             _merge_skeletons(present, items)
 
 
-def _shape_into(skeleton: Skeleton, shape: Shape) -> None:
+def _shape_into(skeleton: Skeleton, shape: Shape, depth: int = 0) -> None:
     table = _attributes()
     for tag, items in skeleton.items():
         info = table.get(tag)
         if info is None:
             continue
         if info.vr == attributes.SEQUENCE_VR:
+            if depth >= MAX_TYPED_DEPTH:
+                continue  # too deep to type: OtherElements (TOO_DEEP)
             item_shape = shape.get(info.keyword)
             if not isinstance(item_shape, dict):
                 item_shape = shape[info.keyword] = {}
             if items is not None:
-                _shape_into(items, item_shape)
+                _shape_into(items, item_shape, depth + 1)
             continue
         shape[info.keyword] = info.column  # type: ignore[assignment]
         if info.twin is not None:
@@ -503,7 +512,7 @@ def _text(value: Any) -> str:
             while groups and not groups[-1]:
                 groups.pop()
             return "=".join(groups)
-        return orjson.dumps(value).decode()
+        return _dumps(value)
     return str(value)
 
 
@@ -596,10 +605,11 @@ class _Columns:
     """A table's columns (a shape; None: any attribute fits) with what becomes of each
     (tag, VR) met in them, decided once: headers of one run repeat the same few thousand."""
 
-    __slots__ = ("children", "plans", "shape")
+    __slots__ = ("children", "depth", "plans", "shape")
 
-    def __init__(self, shape: Mapping[str, Any] | None) -> None:
+    def __init__(self, shape: Mapping[str, Any] | None, depth: int = 0) -> None:
         self.shape = shape
+        self.depth = depth  # sequence levels above these columns
         self.plans: dict[tuple[str, Any], tuple[Any, ...]] = {}
         self.children: dict[str, _Columns] = {}
 
@@ -614,7 +624,7 @@ class _Columns:
         found = self.children.get(keyword)
         if found is None:
             item_shape = self.shape.get(keyword) if self.shape is not None else None
-            found = self.children[keyword] = _Columns(item_shape)
+            found = self.children[keyword] = _Columns(item_shape, self.depth + 1)
         return found
 
     def _decide(self, tag: str, vr: str | None) -> tuple[Any, ...]:
@@ -625,6 +635,8 @@ class _Columns:
             # (LUT Data, "US or OW"): kept whole, not an issue.
             return (_OTHER, info.keyword if info is not None else None)
         keyword = info.keyword
+        if info.vr == attributes.SEQUENCE_VR and self.depth >= MAX_TYPED_DEPTH:
+            return (TOO_DEEP, keyword)
         shape = self.shape
         if shape is not None and keyword not in shape:
             return (NOT_IN_COLUMN, keyword)
@@ -803,8 +815,11 @@ def typed_json(meta_json: str | bytes | None, shape: str | None) -> str | None:
         if not isinstance(meta, dict):
             raise Malformed(f"a header is a JSON object, not {type(meta).__name__}")
         row = _typed_row(meta, columns)
-    except (orjson.JSONDecodeError, Malformed, RecursionError) as exc:
-        row = {OTHER_ELEMENTS: [{"tag": "", "values": [str(exc)], "issue": MALFORMED}]}
+    except Exception as exc:
+        # Whatever a header holds, its file keeps a row (with why it could not be typed): a
+        # failure here would fail the whole statement, every other file of the run with it.
+        text = f"{type(exc).__name__}: {exc}"
+        row = {OTHER_ELEMENTS: [{"tag": "", "values": [text], "issue": MALFORMED}]}
     return _dumps(row)
 
 
