@@ -149,24 +149,26 @@ def _pydicom_dates(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(config, "datetime_conversion", True)
 
 
-def test_corpus_values_equal_pydicom() -> None:
+def test_corpus_values_equal_pydicom(monkeypatch: pytest.MonkeyPatch) -> None:
     files = 0
     compared = 0
     for path in corpus_files():
         if path.name in EXPECTED_UNREADABLE:
             continue
+        # The header as the pipeline reads it (its general backend is pydicom, with pydicom's
+        # default settings); then pydicom's own dates and times to compare with.
+        monkeypatch.setattr(config, "datetime_conversion", False)
         try:
             model = read_model(path)
         except Exception:
             continue  # unreadable files are the meta tests' business: no row to type
         row = typed.typed_header(model)
+        monkeypatch.setattr(config, "datetime_conversion", True)
         try:
             dataset = pydicom.dcmread(path, stop_before_pixels=True)
         except Exception:
             continue
         other = row[typed.OTHER_ELEMENTS]
-        if any(entry.get("issue") for entry in other):
-            continue  # files with values pydicom reads differently: the generated tests
         compared += check_dataset(dataset.file_meta, row, other, "")
         compared += check_dataset(dataset, row, other, "")
         files += 1

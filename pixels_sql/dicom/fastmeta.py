@@ -696,7 +696,10 @@ def decoded_values(vr: str, values: list[Any]) -> list[Any]:
     """The value rules for values another decoder made (the general reader's, pydicom's): each
     value of a padded VR without its trailing padding (PS3.5 6.2), an empty value among several
     null (PS3.18 F.2.5: ``""`` or a person name with no group), non-finite numbers spelled as
-    JSON strings — what the walk's converters do to the bytes."""
+    JSON strings — what the walk's converters do to the bytes. Text comes out as ``str``
+    (pydicom's UI values are a subclass of it), as the walk's own sinks give it."""
+    if any(value.__class__ is not str and isinstance(value, str) for value in values):
+        values = [str(value) if isinstance(value, str) else value for value in values]
     if len(values) > 1:
         padded = vr in _PADDED_VRS
         fixed: list[Any] = []

@@ -461,6 +461,7 @@ def emit_dataset(
             # ("1\\\\2"); the walk's converters can (PS3.18 F.2.5: null).
             converted = {}
             vr, values = _converted_by_walk(raw, dataset, exc)
+        vr = str(vr)  # pydicom's VR is a str enum; the sinks take the two letters as str
         sink.element(int(tag), vr)
         if values:
             sink.values(decoded_values(vr, values))

@@ -16,7 +16,7 @@ if os.environ.get("PIXELS_SQL_TEST_INJECT") == "1":
     def _injected(original, prefix):  # type: ignore[no-untyped-def]
         def run(source, *args):  # type: ignore[no-untyped-def]
             # The readers take an opened source (io/sources.py), whose name is the path, or
-            # (meta.read_json, the compiled one-call path) the local path itself.
+            # (meta.read_json_compiled, the compiled one-call path) the local path itself.
             name = os.path.basename(source if isinstance(source, str) else source.name)
             if name.startswith(f"inject-{prefix}-abort"):
                 os.abort()
@@ -27,5 +27,5 @@ if os.environ.get("PIXELS_SQL_TEST_INJECT") == "1":
         return run
 
     meta._read_meta = _injected(meta._read_meta, "meta")
-    meta.read_json = _injected(meta.read_json, "meta")
+    meta.read_json_compiled = _injected(meta.read_json_compiled, "meta")
     thumbnail._render = _injected(thumbnail._render, "thumb")
