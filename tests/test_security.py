@@ -248,6 +248,29 @@ def attacks(places: dict[str, Path]) -> dict[str, tuple[str, str]]:
             "",
         ),
         "add_jar": ("ADD JAR '/tmp/nothing.jar'", "ADD JAR"),
+        # EXECUTE IMMEDIATE analyses its statement as a query of its own (in Spark 4.3 during
+        # the analysis of the outer one): the check rule sees the inner plan.
+        "execute_immediate_transform": (
+            f'EXECUTE IMMEDIATE \'SELECT TRANSFORM("x") USING "touch {canary}" AS (o STRING)\'',
+            "script transformation",
+        ),
+        "execute_immediate_reflect": (
+            "EXECUTE IMMEDIATE"
+            f' \'SELECT reflect("java.lang.System", "getenv", "{CANARY_SECRET}")\'',
+            "reflection",
+        ),
+        "execute_immediate_add_jar": (
+            "EXECUTE IMMEDIATE 'ADD JAR \"/tmp/nothing.jar\"'",
+            "ADD JAR",
+        ),
+        "execute_immediate_set_hadoop": (
+            "EXECUTE IMMEDIATE 'SET spark.hadoop.fs.file.impl=x'",
+            "SET spark.hadoop.fs.file.impl",
+        ),
+        "execute_immediate_file": (
+            "EXECUTE IMMEDIATE 'SELECT file_content(\"/etc/shadow\")'",
+            "may not read /etc/shadow",
+        ),
         "create_function_class": (
             "CREATE TEMPORARY FUNCTION r AS 'org.apache.hadoop.hive.ql.udf.UDFReflect'",
             "",
@@ -295,6 +318,11 @@ ATTACKS = [
     "insert_overwrite_directory",
     "load_data",
     "add_jar",
+    "execute_immediate_transform",
+    "execute_immediate_reflect",
+    "execute_immediate_add_jar",
+    "execute_immediate_set_hadoop",
+    "execute_immediate_file",
     "create_function_class",
     "set_hadoop",
     "set_catalog",
@@ -336,6 +364,12 @@ def test_a_reader_may_not_change_the_catalog(server: ServeProcess) -> None:
         "INSERT INTO pixels.object_catalog SELECT * FROM pixels.object_catalog LIMIT 1",
         "CREATE VIEW default.reader_view AS SELECT 1 AS x",
         "CREATE GLOBAL TEMPORARY VIEW shared AS SELECT 1 AS x",
+        "EXECUTE IMMEDIATE 'INSERT INTO pixels.object_catalog"
+        " SELECT * FROM pixels.object_catalog LIMIT 1'",
+        # The cache is the application's, shared by every session: a reader could fill the
+        # driver's memory or evict what the pipeline cached.
+        "CACHE TABLE reader_cache AS SELECT 1 AS x",
+        "DECLARE VARIABLE reader_variable INT",
     ):
         line = refused(server, "reader", sql)
         assert "read-only client may run queries only" in line, (sql, line)
