@@ -210,37 +210,54 @@ def _variant_skeleton(obj: dict[str, Any]) -> Skeleton:
     return skeleton
 
 
-class _VariantTypeParser:
-    """Spark's variant schema text: ``OBJECT<name: type, ...>`` -> dict, ``ARRAY<type>`` ->
-    ("array", element), anything else its text."""
+class _TypeText:
+    """A reader of Spark's type text: ``struct`` (or ``OBJECT``) fields, ``array``, a leaf
+    type; names bare or in backticks (a backtick doubled inside). :meth:`parse` is the
+    subclass's: what each form becomes."""
+
+    LEAF = re.compile(r"[A-Za-z_0-9]+(\([0-9, ]+\))?")
 
     def __init__(self, text: str) -> None:
         self.text = text
         self.position = 0
 
-    def parse(self) -> Any:
+    def _fields(self, opening: str) -> dict[str, Any] | None:
+        """The ``name:type`` fields (a space may follow ``:`` and ``,``) after ``opening`` at
+        the position, or None if it is not there."""
         text = self.text
-        if text.startswith("OBJECT<", self.position):
-            self.position += len("OBJECT<")
-            fields: dict[str, Any] = {}
-            while text[self.position] != ">":
-                name = self._name()
-                self._expect(": ")
-                fields[name] = self.parse()
-                if text.startswith(", ", self.position):
-                    self.position += 2
-            self.position += 1
-            return fields
-        if text.startswith("ARRAY<", self.position):
-            self.position += len("ARRAY<")
-            element = self.parse()
-            self._expect(">")
-            return ("array", element)
-        match = re.compile(r"[A-Z_0-9]+(\([0-9, ]+\))?").match(text, self.position)
+        if not text.startswith(opening, self.position):
+            return None
+        self.position += len(opening)
+        fields: dict[str, Any] = {}
+        while text[self.position] != ">":
+            name = self._name()
+            self._expect(":")
+            fields[name] = self.parse()
+            if text.startswith(",", self.position):
+                self.position += 1
+                if text.startswith(" ", self.position):
+                    self.position += 1
+        self.position += 1
+        return fields
+
+    def _element(self, opening: str) -> Any:
+        """The element type of an array after ``opening``, or None if it is not there."""
+        if not self.text.startswith(opening, self.position):
+            return None
+        self.position += len(opening)
+        element = self.parse()
+        self._expect(">")
+        return element
+
+    def _leaf(self) -> str:
+        match = self.LEAF.match(self.text, self.position)
         if match is None:
-            raise ValueError(f"not a variant type at {self.position}: {text[:200]!r}")
+            raise ValueError(f"not a type at {self.position}: {self.text[:200]!r}")
         self.position = match.end()
         return match.group(0)
+
+    def parse(self) -> Any:
+        raise NotImplementedError
 
     def _name(self) -> str:
         text = self.text
@@ -267,6 +284,22 @@ class _VariantTypeParser:
         if not self.text.startswith(token, self.position):
             raise ValueError(f"expected {token!r} at {self.position}: {self.text[:200]!r}")
         self.position += len(token)
+        if token == ":" and self.text.startswith(" ", self.position):
+            self.position += 1
+
+
+class _VariantTypeParser(_TypeText):
+    """Spark's variant schema text: ``OBJECT<name: type, ...>`` -> dict, ``ARRAY<type>`` ->
+    ("array", element), anything else its text."""
+
+    def parse(self) -> Any:
+        fields = self._fields("OBJECT<")
+        if fields is not None:
+            return fields
+        element = self._element("ARRAY<")
+        if element is not None:
+            return ("array", element)
+        return self._leaf()
 
 
 def merge_shapes(into: Shape, other: Mapping[str, Any]) -> Shape:
@@ -316,68 +349,25 @@ def parse_type(text: str) -> str | Shape:
     return kind
 
 
-class _TypeParser:
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.position = 0
+class _TypeParser(_TypeText):
+    """Spark's catalog type text (``typeof``): a struct of columns -> a shape, a sequence's
+    ``array<struct<...>>`` -> its items' shape, anything else its text."""
 
     def parse(self) -> str | Shape:
-        text = self.text
-        start = self.position
-        if text.startswith("struct<", start):
-            self.position += len("struct<")
-            fields: Shape = {}
-            while text[self.position] != ">":
-                name = self._name()
-                self._expect(":")
-                fields[name] = self.parse()
-                if text[self.position] == ",":
-                    self.position += 1
-            self.position += 1
+        fields = self._fields("struct<")
+        if fields is not None:
             if list(fields) == list(_PN_GROUPS):
                 return PERSON_NAME_TYPE
             return fields
-        if text.startswith("array<", start):
-            self.position += len("array<")
-            element = self.parse()
-            self._expect(">")
+        element = self._element("array<")
+        if element is not None:
             if isinstance(element, dict):
                 # A sequence's items: the struct's fields (OtherElements of an empty one aside).
                 if list(element) == [OTHER_ELEMENTS]:
                     return {}
                 return element
             return f"array<{element}>"
-        match = re.compile(r"[a-z_0-9]+(\([0-9, ]+\))?").match(text, start)
-        if match is None:
-            raise ValueError(f"not a type at {start}: {text!r}")
-        self.position = match.end()
-        return match.group(0)
-
-    def _name(self) -> str:
-        text = self.text
-        if text[self.position] == "`":
-            end = self.position + 1
-            name = []
-            while True:
-                if text[end] == "`":
-                    if text.startswith("``", end):
-                        name.append("`")
-                        end += 2
-                        continue
-                    break
-                name.append(text[end])
-                end += 1
-            self.position = end + 1
-            return "".join(name)
-        end = text.index(":", self.position)
-        name = text[self.position : end]
-        self.position = end
-        return name
-
-    def _expect(self, char: str) -> None:
-        if self.text[self.position] != char:
-            raise ValueError(f"expected {char!r} at {self.position}: {self.text!r}")
-        self.position += 1
+        return self._leaf()
 
 
 # --- values ------------------------------------------------------------------------------------
