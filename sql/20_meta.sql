@@ -46,7 +46,7 @@ SELECT
   try_variant_get(meta, '$.00080060.Value[0]', 'string') AS Modality,
   try_variant_get(meta, '$.00180015.Value[0]', 'string') AS BodyPartExamined,
   try_variant_get(meta, '$.00080070.Value[0]', 'string') AS Manufacturer,
-  try_to_date(try_variant_get(meta, '$.00080020.Value[0]', 'string'), 'yyyyMMdd') AS StudyDate,
+  try_to_date(regexp_replace(try_variant_get(meta, '$.00080020.Value[0]', 'string'), '^([0-9]{4})[.]([0-9]{2})[.]([0-9]{2})$', '$1$2$3'), 'yyyyMMdd') AS StudyDate,
   try_variant_get(meta, '$.00081030.Value[0]', 'string') AS StudyDescription,
   try_variant_get(meta, '$.0008103E.Value[0]', 'string') AS SeriesDescription,
   try_variant_get(meta, '$.00200011.Value[0]', 'int') AS SeriesNumber,

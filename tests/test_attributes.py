@@ -106,7 +106,8 @@ def test_catalog_columns() -> None:
         assert column.sql_type in ("STRING", "INT", "DATE")
         assert attribute.tag_text in column.description
     assert column_sql(ATTRIBUTES["StudyDate"]) == (
-        "try_to_date(try_variant_get(meta, '$.00080020.Value[0]', 'string'), 'yyyyMMdd')"
+        "try_to_date(regexp_replace(try_variant_get(meta, '$.00080020.Value[0]', 'string'),"
+        " '^([0-9]{4})[.]([0-9]{2})[.]([0-9]{2})$', '$1$2$3'), 'yyyyMMdd')"
     )
     with pytest.raises(ValueError, match="not a column"):
         column_sql(ATTRIBUTES["KVP"])

@@ -23,8 +23,8 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from pixels_sql.dicom import attributes, typed
 from pixels_sql.dicom import meta as reader
-from pixels_sql.dicom import typed
 from tests.corpus import EXPECTED_UNREADABLE, corpus_files, new_dataset
 from tests.mutants import write_mutants
 
@@ -514,6 +514,27 @@ def _sql_blocks(section: str, doc: str = "tables.md") -> list[str]:
     return [
         s.strip() for block in blocks if "->" not in block for s in block.split(";\n") if s.strip()
     ]
+
+
+def test_the_catalogs_date_rule_is_the_typed_tables(spark) -> None:
+    """object_catalog's DATE columns (attributes.date_sql, in sql/20_meta.sql and dbt) read a DA
+    as dicom/typed.py does: YYYYMMDD and the retired ACR-NEMA YYYY.MM.DD, NULL otherwise."""
+    texts = ["20200102", "2020.01.02", "2020-01-02", "20201301", "2020", "x2020.01.02", ""]
+    rows = spark.sql(
+        f"SELECT t, {attributes.date_sql('t')} AS d FROM VALUES "
+        + ", ".join(f"('{text}')" for text in texts)
+        + " AS v(t)"
+    ).collect()
+    in_sql = {row.t: row.d for row in rows}
+
+    def in_python(text: str) -> dt.date | None:
+        try:
+            return dt.date.fromisoformat(typed.date_value(text))
+        except typed.Malformed:
+            return None
+
+    assert in_sql == {text: in_python(text) for text in texts}
+    assert in_sql["2020.01.02"] == dt.date(2020, 1, 2)
 
 
 def test_pipeline_fills_object_header_incrementally(spark, tmp_path: Path) -> None:

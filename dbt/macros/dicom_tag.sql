@@ -23,9 +23,10 @@
 {%- endmacro %}
 
 
-{# A DA attribute as a DATE, as sql/20_meta.sql reads StudyDate (NULL when malformed). #}
+{# A DA attribute as a DATE, as sql/20_meta.sql reads StudyDate (NULL when malformed; the
+   retired ACR-NEMA YYYY.MM.DD read too): pixels_sql.dicom.attributes.date_sql. #}
 {% macro dicom_date(meta, key) -%}
-  try_to_date({{ dicom_tag(meta, key) }}, 'yyyyMMdd')
+  try_to_date(regexp_replace({{ dicom_tag(meta, key) }}, '^([0-9]{4})[.]([0-9]{2})[.]([0-9]{2})$', '$1$2$3'), 'yyyyMMdd')
 {%- endmacro %}
 
 

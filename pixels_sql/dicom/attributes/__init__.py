@@ -576,8 +576,22 @@ def column_sql(attribute: Attribute, meta: str = "meta") -> str:
         raise ValueError(f"{attribute.keyword} is not a column of object_catalog")
     kind = attribute.column.sql_type
     if kind == "DATE":
-        return f"try_to_date({first_value_sql(attribute, 'string', meta)}, 'yyyyMMdd')"
+        return date_sql(first_value_sql(attribute, "string", meta))
     return first_value_sql(attribute, kind.lower(), meta)
+
+
+# A DA value (PS3.5 6.2: YYYYMMDD; the retired ACR-NEMA form YYYY.MM.DD still read, as pydicom
+# and dicom/typed.py read it) as a DATE, NULL when malformed.
+_ACR_NEMA_DATE = "'^([0-9]{4})[.]([0-9]{2})[.]([0-9]{2})$'"
+
+
+def date_sql(text: str) -> str:
+    """Spark SQL for the DATE of the DA text ``text`` (NULL when it is not a date).
+
+    >>> date_sql("d")
+    "try_to_date(regexp_replace(d, '^([0-9]{4})[.]([0-9]{2})[.]([0-9]{2})$', '$1$2$3'), 'yyyyMMdd')"
+    """
+    return f"try_to_date(regexp_replace({text}, {_ACR_NEMA_DATE}, '$1$2$3'), 'yyyyMMdd')"
 
 
 def column_text_sql(attribute: Attribute, meta: str = "meta") -> str:
