@@ -35,8 +35,8 @@ class Setting:
     doc: str
     shown_default: str = ""  # how the docs table shows the default, when not the value itself
 
-    def read(self, environ: dict[str, str] | os._Environ[str] | None = None) -> Any:
-        text = (os.environ if environ is None else environ).get(self.variable, "").strip()
+    def read(self) -> Any:
+        text = os.environ.get(self.variable, "").strip()
         if not text:
             return self.default
         try:

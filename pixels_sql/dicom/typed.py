@@ -28,6 +28,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from functools import cache, lru_cache
 from typing import Any
@@ -210,7 +211,7 @@ def _variant_skeleton(obj: dict[str, Any]) -> Skeleton:
     return skeleton
 
 
-class _TypeText:
+class _TypeText(ABC):
     """A reader of Spark's type text: ``struct`` (or ``OBJECT``) fields, ``array``, a leaf
     type; names bare or in backticks (a backtick doubled inside). :meth:`parse` is the
     subclass's: what each form becomes."""
@@ -256,8 +257,9 @@ class _TypeText:
         self.position = match.end()
         return match.group(0)
 
+    @abstractmethod
     def parse(self) -> Any:
-        raise NotImplementedError
+        """The type at the position, in the subclass's form."""
 
     def _name(self) -> str:
         text = self.text

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import io
+from abc import abstractmethod
 from typing import Any
 
 
@@ -19,8 +20,9 @@ class RangedReader(io.RawIOBase):
         self._name = name
         self._position = 0
 
+    @abstractmethod
     def read_range(self, position: int, end: int) -> bytes:
-        raise NotImplementedError
+        """Bytes ``position..end`` (0 <= position < end <= size)."""
 
     def readable(self) -> bool:
         return True
