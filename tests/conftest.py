@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.corpus import PYDICOM_TEST_FILES, pydicom_data_dir
+from tests.corpus import DECLARED_DEFLATED, PYDICOM_TEST_FILES, pydicom_data_dir
 
 # A small, varied folder: good files of several modalities and encodings plus broken ones.
 SAMPLE_FILES = {
@@ -28,7 +28,7 @@ SAMPLE_FILES = {
     "raw/no_preamble": PYDICOM_TEST_FILES / "ExplVR_BigEndNoMeta.dcm",
     "bad/MR_truncated.dcm": PYDICOM_TEST_FILES / "MR_truncated.dcm",
     "bad/README.txt": PYDICOM_TEST_FILES / "README.txt",
-    "bad/badVR.dcm": PYDICOM_TEST_FILES / "badVR.dcm",
+    "bad/declared_deflated.dcm": DECLARED_DEFLATED,
 }
 README = PYDICOM_TEST_FILES / "README.txt"
 

@@ -9,6 +9,8 @@ from typing import TypeVar
 
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.uid import generate_uid
 
 T = TypeVar("T")
@@ -30,13 +32,40 @@ def corpus_files() -> list[Path]:
     return sorted(files)
 
 
+# The sample of a `corrupt` file (tests/conftest.py SAMPLE_FILES): checked in, made by
+# declared_deflated_bytes (test_dicom_meta_conformance checks they agree).
+DECLARED_DEFLATED = Path(__file__).parent / "data" / "declared_deflated.dcm"
+
+
+def declared_deflated_bytes() -> bytes:
+    """A small Part 10 file whose File Meta Information declares Deflated Explicit VR Little
+    Endian (PS3.5 A.5) over a data set that is not deflated: its bytes after the meta are no
+    deflate stream, so no reader can make a data set of them (reason ``corrupt``)."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    meta.MediaStorageSOPInstanceUID = "2.25.27027027027027027027027027027"
+    meta.TransferSyntaxUID = "1.2.840.10008.1.2.1.99"
+    meta.ImplementationClassUID = "2.25.2727"
+    dataset = Dataset()
+    dataset.SOPClassUID = meta.MediaStorageSOPClassUID
+    dataset.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    dataset.PatientID = "NOT-DEFLATED"
+    dataset.Modality = "OT"
+    head = DicomBytesIO()
+    head.write(b"\0" * 128 + b"DICM")
+    write_file_meta_info(head, meta, enforce_standard=True)
+    body = DicomBytesIO()
+    body.is_little_endian, body.is_implicit_VR = True, False
+    write_dataset(body, dataset)
+    return head.getvalue() + body.getvalue()
+
+
 # Files in the corpus that are not readable DICOM, with the reason pixels-sql gives. Each entry is
 # checked: a file missing from here that fails, or listed here and read, fails the test.
 EXPECTED_UNREADABLE: dict[str, str] = {
     "MR_truncated.dcm": "truncated",
     "rtplan_truncated.dcm": "truncated",
     "emri_small_jpeg_2k_lossless_too_short.dcm": "truncated",
-    "badVR.dcm": "corrupt",
     "no_meta.dcm": "not_dicom",  # 0x20 before the first tag: no element at byte 0
     "README.txt": "not_dicom",
     "README": "not_dicom",

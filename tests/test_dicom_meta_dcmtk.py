@@ -173,6 +173,44 @@ def test_meta_matches_dcm2json(path: Path, reader: str, scratch: Path) -> None:
     assert differences(ours, theirs) == []
 
 
+@pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
+def test_numbers_that_are_no_numbers_stay_text(tmp_path: Path, reader: str, syntax: str) -> None:
+    """A DS or IS value that is no number is written as its text, as DCMTK writes it, and the
+    file keeps its header (explicit VR: the walk; implicit VR: the general backend)."""
+    from tests.corpus import new_dataset
+
+    dataset = new_dataset("1.2.840.10008.5.1.4.1.1.4", syntax)
+    dataset.SliceThickness = "7.25"
+    dataset.SeriesNumber = "8765"
+    dataset.InstanceNumber = "4321"
+    dataset.PixelSpacing = ["0.5", "0.75"]
+    dataset.SpacingBetweenSlices = "6.25"
+    path = tmp_path / "numbers.dcm"
+    dataset.save_as(path, enforce_file_format=True)
+    data = path.read_bytes()
+    # Same lengths, so the file stays well formed: only the values' text changes.
+    for good, bad in [
+        (b"7.25", b"1e  "),
+        (b"8765", b" 1x "),
+        (b"4321", b"1.5 "),
+        (b"0.75", b" -- "),
+        (b"6.25", b"abc "),
+    ]:
+        assert data.count(good) == 1
+        data = data.replace(good, bad)
+    path.write_bytes(data)
+
+    ours = json.loads(meta_module.dumps(read_model(str(path))))
+    assert ours["00180050"]["Value"] == ["1e"]
+    assert ours["00200011"]["Value"] == ["1x"]
+    assert ours["00200013"]["Value"] == ["1.5"]
+    assert ours["00280030"]["Value"] == [0.5, "--"]
+    assert ours["00180088"]["Value"] == ["abc"]
+    theirs, _cut, stderr = dcmtk_json(path, tmp_path)
+    assert theirs is not None, stderr
+    assert differences(ours, theirs) == []
+
+
 def test_empty_values_follow_f25(tmp_path: Path, reader: str) -> None:
     """PS3.18 F.2.5 on values the corpus lacks: empty values among several in every string
     family, an empty attribute, an empty sequence; NaN in FL/FD as strings — as DCMTK writes."""

@@ -63,7 +63,7 @@ def test_bad_files_give_null_and_a_reason(spark, sample_dir: Path) -> None:
     assert [(r.name, r.meta, r.error, r.result.reason) for r in rows] == [
         ("MR_truncated.dcm", None, "truncated", "truncated"),
         ("README.txt", None, "not_dicom", "not_dicom"),
-        ("badVR.dcm", None, "corrupt", "corrupt"),
+        ("declared_deflated.dcm", None, "corrupt", "corrupt"),
     ]
     assert all(r.result.meta is None and r.result.message for r in rows)
 

@@ -60,7 +60,7 @@ def test_one_row_per_file_and_errors_recorded(spark, ingested: Path) -> None:
     assert [(e.name, e.reason) for e in errors] == [
         ("MR_truncated.dcm", "truncated"),
         ("README.txt", "not_dicom"),
-        ("badVR.dcm", "corrupt"),
+        ("declared_deflated.dcm", "corrupt"),
     ]
     assert all(e.message and isinstance(e.seen_at, datetime.datetime) for e in errors)
 

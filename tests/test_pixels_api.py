@@ -76,7 +76,7 @@ EXAMPLES_DATABASE = "pixels_examples"  # the docstring examples'
 BAD_FILES = {
     "bad/MR_truncated.dcm": "truncated",
     "bad/README.txt": "not_dicom",
-    "bad/badVR.dcm": "corrupt",
+    "bad/declared_deflated.dcm": "corrupt",
     "bad/empty.dcm": "empty",
 }
 

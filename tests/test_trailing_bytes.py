@@ -188,9 +188,20 @@ def test_a_value_past_the_end_is_truncated_only_for_a_known_tag(
         assert "(FFF1,1234) is no tag a writer puts there" in row.message
 
 
+# Corpus files that do end with bytes after their data set, and what those bytes are.
+HAS_TRAILING_BYTES = {
+    "image_dfl.dcm": "8 bytes after the deflate stream: the CRC-32 and length of the inflated"
+    " data set (a gzip trailer, which PS3.5 A.5's raw deflate does not have)",
+}
+
+
 def test_a_file_without_trailing_bytes_is_not_walked_as_if_it_had() -> None:
     """The walk finds nothing in whole files of every encoding (it must not cut good ones)."""
     for path in SAMPLE:
+        if path.name in HAS_TRAILING_BYTES:
+            with path.open("rb") as handle:
+                assert trailing.find(handle, path.stat().st_size) is not None, path.name
+            continue
         with path.open("rb") as handle:
             found = trailing.find(handle, path.stat().st_size)
         assert found is None, (path.name, found)

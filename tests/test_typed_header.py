@@ -87,12 +87,29 @@ def check_dataset(
     how many values were compared. Elements that left their column must be in ``other``."""
     compared = 0
     other_tags = {entry["tag"] for entry in other}
-    for element in dataset:
-        if element.tag.element == 0:
+    issues = {entry["tag"]: entry.get("issue") for entry in other}
+    for key in dataset.keys():  # noqa: SIM118 (tags: converting is done below, one by one)
+        if key.element == 0:
             continue  # group lengths are not in the DICOM JSON model (PS3.18 F.2)
-        tag = f"{element.tag:08X}"
+        tag = f"{key:08X}"
         info = typed.attribute(tag)
         where = f"{path}{tag}"
+        try:
+            element = dataset[key]
+            no_number = element.VR in ("DS", "IS") and type(element.value) is str
+        except ValueError:
+            element, no_number = dataset._dict[key], True
+        if no_number:
+            # pydicom cannot convert it (IS "1A" in badVR.dcm): a DS/IS kept as its text,
+            # NULL as a number, with an issue.
+            assert element.VR in ("DS", "IS") and info is not None, where
+            value = element.value
+            text = (value.decode("latin_1") if isinstance(value, bytes) else value).strip(" \x00")
+            assert row[info.keyword] == text, where
+            assert row.get(info.keyword + typed.NUMBER_SUFFIX) is None, where
+            assert issues[where] == typed.MALFORMED, where
+            compared += 1
+            continue
         if info is None:
             assert where in other_tags, where
             continue
@@ -307,6 +324,13 @@ MALFORMED = {
     "SeriesTime": ("TM", "12h30"),
     "AcquisitionDateTime": ("DT", "2020010203040506"),
 }
+# DS and IS values that are no numbers: the header keeps their text (as DCMTK's dcm2json does),
+# so the text column has it and the number twin is NULL, with an issue.
+MALFORMED_NUMBERS = {
+    "SliceThickness": ("DS", "thick"),
+    "SeriesNumber": ("IS", "1.5"),
+    "PixelSpacing": ("DS", "0.5\\zz"),
+}
 
 
 @contextlib.contextmanager
@@ -338,7 +362,7 @@ def write_malformed(path: Path) -> Path:
 def malformed_dataset() -> Dataset:
     dataset = new_dataset(MR, ExplicitVRLittleEndian)
     dataset.Modality = "MR"
-    for keyword, (vr, value) in MALFORMED.items():
+    for keyword, (vr, value) in {**MALFORMED, **MALFORMED_NUMBERS}.items():
         element = DataElement(keyword, vr, "")
         element._value = value  # as written, past pydicom's own conversion (which refuses it)
         dataset.add(element)
@@ -363,11 +387,14 @@ def test_malformed_values_leave_their_column_with_an_issue(tmp_path: Path) -> No
     assert issues["Manufacturer"]["values"] == ["MAKER", "SECOND"]
     assert "AcquisitionDate" not in row and "Manufacturer" not in row
     assert row["Modality"] == "MR"
+    assert row["SliceThickness"] == "thick" and "SliceThickness_number" not in row
+    assert row["SeriesNumber"] == "1.5" and "SeriesNumber_number" not in row
+    assert row["PixelSpacing"] == ["0.5", "zz"] and "PixelSpacing_number" not in row
+    for keyword, (vr, _value) in MALFORMED_NUMBERS.items():
+        assert issues[keyword]["issue"] == typed.MALFORMED and issues[keyword]["vr"] == vr
 
 
 def test_malformed_numbers_keep_their_text() -> None:
-    # dicom_meta refuses a file whose DS or IS is no number (corrupt, as pydicom's JSON does), so
-    # such values reach the typed path only from a model holding them as text.
     model = {
         "00180050": {"vr": "DS", "Value": ["thick"]},
         "00200011": {"vr": "IS", "Value": ["1.5"]},
@@ -586,8 +613,13 @@ def test_pipeline_fills_object_header_incrementally(spark, tmp_path: Path) -> No
             ("StudyTime", "malformed"),
             ("AcquisitionDate", "vr_mismatch"),
             ("Manufacturer", "multiple_values"),
+            ("SliceThickness", "malformed"),
+            ("SeriesNumber", "malformed"),
         }
-        assert rows["malformed.dcm"].StudyDate is None and rows["malformed.dcm"].Modality == "MR"
+        malformed = rows["malformed.dcm"]
+        assert malformed.StudyDate is None and malformed.Modality == "MR"
+        assert malformed.SliceThickness == "thick" and malformed.SliceThickness_number is None
+        assert malformed.PixelSpacing == ["0.5", "zz"] and malformed.PixelSpacing_number is None
         # The documented examples run.
         spark.catalog.setCurrentDatabase(database)
         examples = [

@@ -283,10 +283,30 @@ static PyObject *integer(PyObject *text)
     return PyLong_FromDouble(d);
 }
 
+/* A DS or IS part that is no number ("1e", "1.5" as IS): its text without the spaces around
+ * it, as DCMTK's dcm2json writes it (a JSON string), so one malformed value does not cost the
+ * file its header. Only for a ValueError; any other error stays. */
+static PyObject *number_or_text(PyObject *number, const unsigned char *raw, Py_ssize_t length)
+{
+    if (number != NULL || !PyErr_ExceptionMatches(PyExc_ValueError)) {
+        return number;
+    }
+    PyErr_Clear();
+    while (length > 0 && raw[0] == ' ') {
+        raw++;
+        length--;
+    }
+    while (length > 0 && raw[length - 1] == ' ') {
+        length--;
+    }
+    return PyUnicode_DecodeLatin1((const char *)raw, length, NULL);
+}
+
 /* The values of a DS or IS value: strip spaces (and trailing NULs), split at backslashes,
- * float()/int() each part (a non-finite float as its JSON spelling), None for an empty part
- * among several (PS3.18 F.2.5). Each goes to take(context, value, index); 0 when the whole
- * value is empty (no Value), 1 when values were taken, -1 on error. */
+ * float()/int() each part (a non-finite float as its JSON spelling; a part that is no number as
+ * its text), None for an empty part among several (PS3.18 F.2.5). Each goes to
+ * take(context, value, index); 0 when the whole value is empty (no Value), 1 when values were
+ * taken, -1 on error. */
 typedef int (*TakeNumber)(void *context, PyObject *number, Py_ssize_t index);
 
 static int each_number(const unsigned char *raw, Py_ssize_t length, int is_integer,
@@ -319,6 +339,7 @@ static int each_number(const unsigned char *raw, Py_ssize_t length, int is_integ
             if (text != NULL) {
                 number = is_integer ? integer(text) : finite_or_text(PyFloat_FromString(text));
                 Py_DECREF(text);
+                number = number_or_text(number, raw + part_start, i - part_start);
             }
         }
         int taken = number == NULL ? -1 : take(context, number, index++);

@@ -630,7 +630,7 @@ def _integer_string(vr: str, raw: bytes, encoding: str) -> list[int | None]:
     if len(parts) == 1 and not parts[0]:
         return []
     # PS3.18 F.2.5: an empty value among several is null.
-    return [_integer(part) if part.strip() else None for part in parts]
+    return [_integer_value(part) if part.strip() else None for part in parts]
 
 
 def _attribute_tags(vr: str, raw: bytes, encoding: str) -> list[str]:
@@ -674,10 +674,24 @@ _CONVERTERS: dict[str, Callable[[str, bytes, str], list[Any]]] = {
 
 
 def _decimal_value(text: str) -> float | str | None:
-    """One DS value; empty is null (PS3.18 F.2.5), a non-finite one its JSON spelling."""
+    """One DS value; empty is null (PS3.18 F.2.5), a non-finite one its JSON spelling, one that
+    is no number its text (:func:`_integer_value`)."""
     if not text.strip():
         return None
-    return finite_or_text(float(text))
+    try:
+        return finite_or_text(float(text))
+    except ValueError:
+        return text.strip(" ")
+
+
+def _integer_value(text: str) -> int | str:
+    """One IS value, or its text without the spaces around it when it is no integer ("1.5",
+    "1x"): DCMTK's dcm2json writes such a value as a JSON string, and one malformed value does
+    not cost the file its header (the typed table lists it in header_issues)."""
+    try:
+        return _integer(text)
+    except ValueError:
+        return text.strip(" ")
 
 
 def finite_or_text(value: float) -> float | str:

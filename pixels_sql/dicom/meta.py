@@ -438,6 +438,16 @@ def emit_dataset(
                 sink.bulk(bulk_uri(base + raw.value_tell, raw.length))
                 sink.element_end()
                 continue
+        numbers = _numbers_by_walk(raw)
+        if numbers is not None:
+            # DS and IS by the walk's rule, not pydicom's (which reads IS "1.5" as 1 and refuses
+            # "1e"): one rule for every reader, a value that is no number kept as its text.
+            vr, values = numbers
+            sink.element(int(tag), vr)
+            if values:
+                sink.values(values)
+            sink.element_end()
+            continue
         element = dataset[tag]
         if element.VR == "SQ":
             if depth >= MAX_SEQUENCE_DEPTH:
@@ -470,6 +480,20 @@ def emit_dataset(
         elif "BulkDataURI" in converted:
             sink.bulk(converted["BulkDataURI"])
         sink.element_end()
+
+
+def _numbers_by_walk(raw: Any) -> tuple[str, list[Any]] | None:
+    """A DS or IS element pydicom has not converted yet, as the walk converts it, else None."""
+    if not isinstance(raw, RawDataElement) or not isinstance(raw.value, bytes):
+        return None
+    vr = raw.VR
+    if vr is None and pydicom.datadict.dictionary_has_tag(int(raw.tag)):
+        vr = pydicom.datadict.dictionary_VR(int(raw.tag))  # implicit VR (PS3.5 7.1.3)
+    if vr not in ("DS", "IS"):
+        return None
+    converter = converter_of(vr)
+    assert converter is not None
+    return vr, converter(vr, raw.value, "latin_1")
 
 
 def _converted_by_walk(raw: Any, dataset: Dataset, error: Exception) -> tuple[str, list[Any]]:
