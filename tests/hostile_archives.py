@@ -468,7 +468,10 @@ def corpus_sample() -> list[Path]:
     """~20 files spread over the public corpus (every kind: JPEG, JPEG 2000, RLE, deflated,
     big endian, DICOMDIR, broken ones, non-DICOM neighbours), each under 1 MB for speed."""
     small = [path for path in corpus_files() if path.stat().st_size < 1024 * 1024]
-    return small[:: max(1, len(small) // CORPUS_MEMBERS)][:CORPUS_MEMBERS]
+    spread = small[:: max(1, len(small) // CORPUS_MEMBERS)][:CORPUS_MEMBERS]
+    # Broken ones whatever the spread picks: a truncated file and a non-DICOM neighbour.
+    broken = [PYDICOM_TEST_FILES / "rtplan_truncated.dcm", PYDICOM_TEST_FILES / "README.txt"]
+    return spread + [path for path in broken if path not in spread]
 
 
 def build_corpus(folder: Path) -> Hostile:
