@@ -33,7 +33,6 @@ from pixels_sql.scripts import (
     iter_sql,
     load_scripts,
     parameter_names,
-    parse_check,
     script_files,
 )
 from pixels_sql.servers import endpoint as endpoint_defaults
@@ -44,6 +43,8 @@ if TYPE_CHECKING:
     from pixels_sql.progress import Progress
 
 DEFAULT_MASTER = "local[*]"
+# Rows a query prints as a table when --limit is not given (CSV and JSON print them all).
+TABLE_ROWS = 50
 # How often a client of a server checks that the server's process still runs.
 SERVER_WATCH_SECONDS = 1.0
 
@@ -243,16 +244,24 @@ def execute(
     *,
     out: TextIO = sys.stdout,
     fmt: str = "table",
-    limit: int = 50,
+    limit: int | None = None,
     width: int = 60,
     progress: Progress | None = None,
+    err: TextIO = sys.stderr,
 ) -> None:
-    """Run statements in order, printing the rows of queries; stop at the first failure."""
+    """Run statements in order, printing the rows of queries; stop at the first failure.
+    ``limit``: rows printed per query; None: :data:`TABLE_ROWS` in a table, every row in the
+    machine formats (CSV, JSON lines), whose output must be the whole result. A cut is said on
+    ``err``, never in the data."""
+    if limit is None and fmt == "table":
+        limit = TABLE_ROWS
 
     def print_rows(_statement: Statement, columns: list[str], rows: list) -> None:
-        out.write(render(columns, [tuple(r) for r in rows[:limit]], fmt, width) + "\n")
-        if len(rows) > limit:
-            out.write(f"(first {limit} rows; use --limit for more)\n")
+        shown = rows if limit is None else rows[:limit]
+        out.write(render(columns, [tuple(r) for r in shown], fmt, width) + "\n")
+        out.flush()
+        if limit is not None and len(rows) > limit:
+            print(f"pixels-sql: first {limit} rows shown; --limit N shows more", file=err)
 
     log = sys.stderr if progress is not None else None
     try:
@@ -376,10 +385,9 @@ def _ingest_stream(args: argparse.Namespace, path: str, database: str) -> int:
 
 def cmd_sql(args: argparse.Namespace) -> int:
     params = _parse_params(args.param)
+    # No sqlglot pre-check here: a query runs alone, so Spark's own message (line, position,
+    # a caret) is the better answer to a typo, and nothing ran before it.
     statements = list(iter_sql(args.query, params))
-    if not args.no_parse_check:
-        for statement in statements:
-            parse_check(statement)
     with _home_session(args) as spark:
         if args.database:
             spark.catalog.setCurrentDatabase(args.database)
@@ -520,7 +528,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--master", default=DEFAULT_MASTER, help=f"Spark master (default: {DEFAULT_MASTER})"
     )
     common.add_argument("--ui", action="store_true", help="start the Spark UI on 127.0.0.1")
-    common.add_argument("--limit", type=int, default=50, help="rows to print per query")
+    common.add_argument(
+        "--limit",
+        type=int,
+        help=f"rows to print per query (default: {TABLE_ROWS} in a table, every row in CSV/JSON)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", parents=[common], help="run SQL scripts (files or folders)")
@@ -578,7 +590,6 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("--database", help=f"current database (default: {DEFAULT_DATABASE})")
     sql.add_argument("--format", choices=FORMATS, default="table")
     sql.add_argument("--width", type=int, default=60, help="cut table cells at this many chars")
-    sql.add_argument("--no-parse-check", action="store_true", help="skip the sqlglot check")
     sql.set_defaults(handler=cmd_sql)
 
     gallery = sub.add_parser(

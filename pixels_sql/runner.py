@@ -27,8 +27,8 @@ STATEMENT_NOTE = "pixels-sql statement: "
 # The counts that say how many files the next statement reads (for the progress estimate).
 EXPECTED_FILES = ("files_to_read", "images_to_render")
 
-# Called with a query's statement, columns and rows (at most ``rows + 1`` of them); returns the
-# statement's log line, or None for the usual "ok (<seconds>s)".
+# Called with a query's statement, columns and rows (at most ``rows + 1`` of them, or all);
+# returns the statement's log line, or None for the usual "ok (<seconds>s)".
 RowsHandler = Callable[[Statement, list[str], list[Any]], "str | None"]
 
 
@@ -36,13 +36,15 @@ def run_statements(
     spark: SparkSession,
     statements: Iterable[Statement],
     *,
-    rows: int = 1,
+    rows: int | None = 1,
     on_rows: RowsHandler | None = None,
     progress: Progress | None = None,
     log: TextIO | None = None,
 ) -> dict[str, Any]:
     """Run ``statements`` in order, stopping at the first failure; return the counts: the
-    first row of every query, by column name (later queries' columns win)."""
+    first row of every query, by column name (later queries' columns win). A query's rows are
+    fetched up to ``rows + 1`` (so a caller can tell they were cut), every one when ``rows`` is
+    None."""
     keep_values_as_written(spark)
     counts: dict[str, Any] = {}
     for statement in statements:
@@ -55,7 +57,9 @@ def run_statements(
         began = time.monotonic()
         try:
             frame = spark.sql(statement.sql)
-            fetched = frame.take(rows + 1) if returns_rows(statement.sql) else None
+            fetched = None
+            if returns_rows(statement.sql):
+                fetched = frame.collect() if rows is None else frame.take(rows + 1)
             columns = frame.columns if fetched is not None else []
         except Exception as exc:
             exc.add_note(f"{STATEMENT_NOTE}{statement.location}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -223,13 +224,36 @@ def parse_check(statement: Statement, dialect: str = "spark") -> None:
         # sqlglot has no grammar for it (it would parse it as an opaque command, warning on
         # stderr): the statement text is built at run time, where Spark checks it.
         return
+    # sqlglot logs "Falling back to parsing as a 'Command'" for statements it has no grammar
+    # for (SHOW TABLES IN x): not the user's concern, so not on their terminal.
+    quiet = logging.getLogger("sqlglot")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
     try:
         sqlglot.parse_one(statement.sql, read=dialect)
     except ParseError as exc:
-        detail = exc.errors[0] if exc.errors else {}
-        line = statement.text_line + int(detail.get("line") or 1) - 1
-        message = str(detail.get("description") or exc).splitlines()[0]
-        raise ScriptError(f"{statement.source}:{line}", f"SQL does not parse: {message}") from exc
+        raise _not_parsing(statement, exc.errors[0] if exc.errors else {}) from exc
+    finally:
+        quiet.setLevel(level)
+
+
+def _not_parsing(statement: Statement, detail: Mapping[str, object]) -> ScriptError:
+    """Where the statement stops parsing, as Spark says it: the line and a caret under the
+    token. sqlglot's own description names its internals ("Required keyword: 'expression'
+    missing for <class ...Mul>"), so it is not shown."""
+    line_in_statement = int(str(detail.get("line") or 1))
+    token = str(detail.get("highlight") or "")
+    end = int(str(detail.get("col") or 0))  # 1-based column of the token's last character
+    lines = statement.sql.splitlines() or [""]
+    text = lines[min(line_in_statement, len(lines)) - 1]
+    start = max(0, end - len(token))
+    caret = " " * start + "^" * max(1, len(token))
+    near = f" near '{token}'" if token else ""
+    return ScriptError(
+        f"{statement.source}:{statement.text_line + line_in_statement - 1}:{start + 1}",
+        f"SQL does not parse{near} (checked before anything runs; --no-parse-check leaves it"
+        f" to Spark)\n  {text}\n  {caret}",
+    )
 
 
 def load_scripts(

@@ -87,6 +87,31 @@ def test_tables_persist_for_a_second_process(ran) -> None:
     assert "files_to_read" not in completed.stdout  # nothing was re-ingested
 
 
+def test_machine_formats_print_every_row(ran) -> None:
+    home, _data, _ = ran
+    completed = pixels_sql("sql", "SELECT id FROM range(10000)", "--format", "csv", home=home)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    rows = list(csv.reader(io.StringIO(completed.stdout)))
+    assert rows == [["id"], *([str(i)] for i in range(10000))]
+    assert "rows shown" not in completed.stderr
+
+
+def test_a_cut_is_said_on_stderr_never_in_the_data(spark) -> None:
+    from pixels_sql.cli import TABLE_ROWS, execute
+    from pixels_sql.scripts import iter_sql
+
+    query = list(iter_sql("SELECT id FROM range(60)", {}))
+    for fmt, limit, printed in [("table", None, TABLE_ROWS), ("json", 5, 5), ("csv", None, 60)]:
+        out, err = io.StringIO(), io.StringIO()
+        execute(spark, query, out=out, err=err, fmt=fmt, limit=limit)
+        lines = out.getvalue().splitlines()
+        data = lines[2:] if fmt == "table" else lines[1:] if fmt == "csv" else lines
+        assert len(data) == printed, (fmt, lines)
+        cut = printed < 60
+        assert ("rows shown" in err.getvalue()) == cut, fmt
+        assert "rows" not in out.getvalue().replace("range", "")
+
+
 def test_bad_statement_names_its_location(ran, tmp_path: Path) -> None:
     home, _, _ = ran
     script = tmp_path / "bad.sql"
@@ -106,11 +131,26 @@ def test_second_process_on_a_busy_home_is_told_why(tmp_path: Path) -> None:
     assert "one process at a time" in completed.stderr
 
 
-def test_parse_errors_stop_before_spark_starts(tmp_path: Path) -> None:
-    completed = pixels_sql("sql", "SELECT FROM WHERE (", home=tmp_path / "unused")
+def test_parse_errors_stop_scripts_before_spark_starts(tmp_path: Path) -> None:
+    script = tmp_path / "typo.sql"
+    script.write_text("SELECT 1;\n\nSELEC * FROM object_catalog;\nSHOW TABLES IN pixels;\n")
+    completed = pixels_sql("run", str(script), home=tmp_path / "unused")
     assert completed.returncode == 1
-    assert "<sql>:1: SQL does not parse" in completed.stderr
+    # Where, the line and a caret, in Spark's manner; none of sqlglot's internals.
+    assert f"{script}:3:9: SQL does not parse near 'FROM'" in completed.stderr
+    assert "  SELEC * FROM object_catalog\n          ^^^^\n" in completed.stderr
+    assert "sqlglot" not in completed.stderr.replace("--no-parse-check", "")
+    assert "Falling back" not in completed.stderr  # SHOW TABLES IN parses quietly
     assert not (tmp_path / "unused" / "metastore_db").exists()
+
+
+def test_a_query_that_does_not_parse_gets_sparks_message(ran) -> None:
+    home, _data, _ = ran
+    completed = pixels_sql("sql", "SELEC * FROM object_catalog", home=home)
+    assert completed.returncode == 1
+    assert "[PARSE_SYNTAX_ERROR] Syntax error at or near 'SELEC'" in completed.stderr
+    assert "SELEC * FROM object_catalog\n^^^" in completed.stderr
+    assert "Traceback" not in completed.stderr and "sqlglot" not in completed.stderr
 
 
 def test_table_rendering() -> None:
