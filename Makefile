@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: setup jar browser dcmtk viewer demo test lint format clean bench bench-thumbnails bench-meta bench-server \
-	bench-ingest bench-dicomweb bench-dicomweb-attacks bench-object-storage bench-scale bench-zip-scale bench-typed-header fuzz stress-writers dbt \
+	bench-ingest bench-dicomweb bench-dicomweb-attacks bench-object-storage bench-scale bench-zip-scale bench-typed-header bench-cli fuzz stress-writers dbt \
 	generate check-generated
 
 # pip also builds the compiled header reader (setup.py): a change to its C source reinstalls.
@@ -75,7 +75,7 @@ test: jar lint browser dcmtk viewer
 
 # Speed targets live in bench/ (see bench/README.md), never in the tests.
 bench: bench-meta bench-thumbnails bench-server bench-ingest bench-dicomweb bench-dicomweb-attacks \
-	bench-object-storage bench-scale bench-zip-scale bench-typed-header
+	bench-object-storage bench-scale bench-zip-scale bench-typed-header bench-cli
 
 bench-thumbnails: jar
 	$(PY) -m bench.thumbnails --files 96
@@ -89,6 +89,10 @@ bench-meta: jar
 # 20,000 real-template MR headers.
 bench-typed-header: jar
 	$(PY) -m bench.typed_header --files 20000 --runs 3
+
+# The pixels-sql command through the home's warm engine vs embedded (issue 28's targets).
+bench-cli: jar
+	$(PY) -m bench.cli --files 785 --new 11 --queries 20
 
 # pixels-sql serve through a real JDBC client (PyHive) vs the embedded session, one after the other.
 bench-server: jar

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from pixels_sql.functions import is_connect_client
+from pixels_sql.config import DEFAULT_DATABASE, SETTINGS
 from pixels_sql.home import (
     HomeInUseError,
     HomeLock,
@@ -24,25 +24,31 @@ from pixels_sql.home import (
     process_alive,
     set_process_holder,
 )
-from pixels_sql.output import FORMATS, render
-from pixels_sql.pipeline import DEFAULT_DATABASE, PIPELINE_DIR, summary
-from pixels_sql.runner import failed_statement, run_statements
-from pixels_sql.scripts import (
-    ScriptError,
-    Statement,
-    iter_sql,
-    load_scripts,
-    parameter_names,
-    script_files,
-)
+from pixels_sql.output import FORMATS
 from pixels_sql.servers import endpoint as endpoint_defaults
 
+# The heavier modules (pydicom, sqlglot, pyspark behind them) are imported by the commands that
+# use them: a command the home's warm engine runs only parses its arguments here (engine.py).
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
     from pixels_sql.progress import Progress
+    from pixels_sql.scripts import Statement
 
 DEFAULT_MASTER = "local[*]"
+# The commands the home's warm engine runs (servers/engine.py); `ingest --stream` runs on its own.
+ENGINE_COMMANDS = frozenset({"sql", "run", "ingest", "gallery"})
+# Arguments that name local files or folders: made absolute before a command goes to the
+# engine, whose working folder is not the user's.
+_PATH_ARGUMENTS = ("path", "checkpoint", "extract_zip", "output")
+# The engine's SparkSession, in the thread running a command sent to it.
+_ENGINE = threading.local()
+# What every home has once a Spark has used it: its metastore.
+HOME_MARK = "metastore_db"
+HOME_VARIABLE = SETTINGS["home"].variable
+# Commands that only read a home: they never make one.
+READ_ONLY_COMMANDS = frozenset({"sql", "gallery", "viewer-url"})
+HOME_MAKING_COMMANDS = frozenset({"ingest", "run", "demo", "serve"})
 # Rows a query prints as a table when --limit is not given (CSV and JSON print them all).
 TABLE_ROWS = 50
 # How often a client of a server checks that the server's process still runs.
@@ -95,6 +101,14 @@ def _home_session(args: argparse.Namespace) -> Iterator[SparkSession]:
     """
     from pixels_sql.servers.discovery import connect_server, running_server
 
+    engine_spark = getattr(_ENGINE, "spark", None)
+    if engine_spark is not None:
+        # In the engine: a session of its own Spark per command (current database, temp views,
+        # settings its own), trusted as the server's own sessions are (docs/security.md).
+        session = engine_spark.newSession()
+        engine_spark._jvm.pixelssql.ClientGuard.trust(session._jsparkSession)
+        yield session
+        return
     home = home_dir(args.home)
     server = running_server(home)
     if server is None:
@@ -107,7 +121,12 @@ def _home_session(args: argparse.Namespace) -> Iterator[SparkSession]:
             " the queries",
             file=sys.stderr,
         )
-    with _exit_if_server_stops(server.pid, home):
+    from pixels_sql.servers import engine
+
+    lease = engine.hold(home)  # an engine's: not idle while this command uses it
+    with contextlib.ExitStack() as held, _exit_if_server_stops(server.pid, home):
+        if lease is not None:
+            held.enter_context(lease)
         try:
             spark = connect_server(server)
         except Exception as exc:
@@ -191,6 +210,8 @@ def _os_error(text: str) -> str | None:
 
 
 def _error_text(exc: BaseException) -> str:
+    from pixels_sql.runner import failed_statement
+
     location = failed_statement(exc)
     text = _error_message(exc)
     return f"{location}: {text}" if location else text
@@ -242,17 +263,22 @@ def execute(
     spark: SparkSession,
     statements: Sequence[Statement],
     *,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
     fmt: str = "table",
     limit: int | None = None,
     width: int = 60,
     progress: Progress | None = None,
-    err: TextIO = sys.stderr,
+    err: TextIO | None = None,
 ) -> None:
     """Run statements in order, printing the rows of queries; stop at the first failure.
     ``limit``: rows printed per query; None: :data:`TABLE_ROWS` in a table, every row in the
     machine formats (CSV, JSON lines), whose output must be the whole result. A cut is said on
     ``err``, never in the data."""
+    from pixels_sql.output import render
+    from pixels_sql.runner import run_statements
+
+    out = out or sys.stdout  # at call time: the engine routes each command's streams
+    err = err or sys.stderr
     if limit is None and fmt == "table":
         limit = TABLE_ROWS
 
@@ -275,6 +301,7 @@ def execute(
 def _with_viewer_url(args: argparse.Namespace, params: dict[str, str]) -> dict[str, str]:
     """``params`` plus the viewer's address for scripts that take ``viewer_url`` (90_views.sql),
     when a server runs on the home (or PIXELS_SQL_VIEWER_URL is set) and none was given."""
+    from pixels_sql.scripts import parameter_names, script_files
     from pixels_sql.servers.viewer import viewer_base
 
     if "viewer_url" in params:
@@ -295,6 +322,8 @@ def _allow_root(args: argparse.Namespace, folder: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from pixels_sql.scripts import load_scripts
+
     params = _with_viewer_url(args, _parse_params(args.param))
     statements = load_scripts(args.scripts, params, check=not args.no_parse_check)
     if "path" in params:
@@ -303,6 +332,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_statements(args: argparse.Namespace, statements: list[Statement], database: str) -> int:
+    from pixels_sql.functions import is_connect_client
+    from pixels_sql.pipeline import summary
     from pixels_sql.progress import Progress
     from pixels_sql.tables import TableLayoutError, exact_tables
 
@@ -318,8 +349,10 @@ def _run_statements(args: argparse.Namespace, statements: list[Statement], datab
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
+    from pixels_sql.functions import is_connect_client
     from pixels_sql.ingest.batch import ingest, print_report
     from pixels_sql.progress import Progress
+    from pixels_sql.scripts import ScriptError
     from pixels_sql.servers.viewer import viewer_base
     from pixels_sql.tables import TableLayoutError
 
@@ -359,6 +392,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 def _ingest_stream(args: argparse.Namespace, path: str, database: str) -> int:
     from pixels_sql.ingest.stream import DEFAULT_TRIGGER, StreamError, run_stream
+    from pixels_sql.pipeline import summary
 
     if not args.checkpoint:
         raise CliError("--stream needs --checkpoint DIR (one folder per destination)")
@@ -384,6 +418,8 @@ def _ingest_stream(args: argparse.Namespace, path: str, database: str) -> int:
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
+    from pixels_sql.scripts import iter_sql
+
     params = _parse_params(args.param)
     # No sqlglot pre-check here: a query runs alone, so Spark's own message (line, position,
     # a caret) is the better answer to a typo, and nothing ran before it.
@@ -450,6 +486,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
 
     options = ServeOptions(
+        run_command=_engine_command if args.engine else None,
+        idle_timeout=args.idle_timeout or 0.0,
         host=args.host,
         jdbc_port=args.jdbc_port,
         connect_port=args.connect_port,
@@ -467,6 +505,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return serve(args.home, options)
     except ServeError as exc:
         raise CliError(str(exc)) from None
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from pixels_sql.servers import engine
+    from pixels_sql.servers.discovery import running_server
+
+    home = home_dir(args.home)
+    server = running_server(home)
+    if server is None:
+        print(f"pixels-sql: no engine or server runs on {home}", file=sys.stderr)
+        return 0
+    if not engine.stop(server.pid):
+        raise CliError(f"the server of {home} (pid {server.pid}) did not stop in time")
+    print(f"pixels-sql: stopped the server of {home} (pid {server.pid})", file=sys.stderr)
+    return 0
 
 
 def cmd_token(args: argparse.Namespace) -> int:
@@ -500,6 +553,9 @@ def sample_data_dirs() -> dict[str, Path]:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from pixels_sql.pipeline import PIPELINE_DIR
+    from pixels_sql.scripts import load_scripts
+
     home = home_dir(args.home)
     samples = home / "samples"
     for name, source in sample_data_dirs().items():
@@ -533,9 +589,23 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help=f"rows to print per query (default: {TABLE_ROWS} in a table, every row in CSV/JSON)",
     )
+    warm = argparse.ArgumentParser(add_help=False)
+    warm.add_argument(
+        "--no-server",
+        action="store_true",
+        help="run in a Spark of this command's own instead of the home's warm engine"
+        " (PIXELS_SQL_ENGINE=off does it for every command)",
+    )
+    warm.add_argument(
+        "--idle-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="when this command starts the engine: how long it waits idle before it stops"
+        " (default: $PIXELS_SQL_IDLE_TIMEOUT or 300)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", parents=[common], help="run SQL scripts (files or folders)")
+    run = sub.add_parser("run", parents=[common, warm], help="run SQL scripts (files or folders)")
     run.add_argument("scripts", nargs="+", help=".sql files or folders of them (name order)")
     run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
     run.add_argument("--no-parse-check", action="store_true", help="skip the sqlglot check")
@@ -543,7 +613,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ingest = sub.add_parser(
         "ingest",
-        parents=[common],
+        parents=[common, warm],
         help="catalogue a folder incrementally: new, changed and deleted files, zip archives",
     )
     ingest.add_argument("path", help="folder (or file) to catalogue")
@@ -584,7 +654,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ingest.set_defaults(handler=cmd_ingest)
 
-    sql = sub.add_parser("sql", parents=[common], help="run one query and print its rows")
+    sql = sub.add_parser("sql", parents=[common, warm], help="run one query and print its rows")
     sql.add_argument("query")
     sql.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
     sql.add_argument("--database", help=f"current database (default: {DEFAULT_DATABASE})")
@@ -593,7 +663,9 @@ def build_parser() -> argparse.ArgumentParser:
     sql.set_defaults(handler=cmd_sql)
 
     gallery = sub.add_parser(
-        "gallery", parents=[common], help="write a static HTML contact sheet of the thumbnails"
+        "gallery",
+        parents=[common, warm],
+        help="write a static HTML contact sheet of the thumbnails",
     )
     gallery.add_argument("--database", help=f"database to read (default: {DEFAULT_DATABASE})")
     gallery.add_argument(
@@ -685,7 +757,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="let Spark Connect clients run their own Python and JVM functions on the server"
         " (their code runs as the server's user: trust every client holding a secret first)",
     )
+    serve.add_argument(
+        "--engine",
+        action="store_true",
+        help="also run the pixels-sql commands sent over the home's engine socket (what a"
+        " command starts when no engine runs: docs/cli.md)",
+    )
+    serve.add_argument(
+        "--idle-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="stop after this many seconds without an engine command (with --engine; default:"
+        " never)",
+    )
     serve.set_defaults(handler=cmd_serve)
+
+    stop = sub.add_parser(
+        "stop",
+        parents=[common],
+        help="stop the home's engine or server (pixels-sql serve) and wait for it to end",
+    )
+    stop.set_defaults(handler=cmd_stop)
 
     token = sub.add_parser(
         "token",
@@ -709,13 +801,126 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    home = home_dir(args.home)
+    if not (home / HOME_MARK).is_dir():
+        if args.command in READ_ONLY_COMMANDS:
+            # Never an empty home made in whatever folder the command ran from.
+            print(
+                f"pixels-sql: no pixels-sql home at {home}; run `pixels-sql ingest` first, or"
+                f" pass --home (or set {HOME_VARIABLE})",
+                file=sys.stderr,
+            )
+            return 1
+        if args.command in HOME_MAKING_COMMANDS:
+            print(f"pixels-sql: new home {home}", file=sys.stderr, flush=True)
+    if _runs_in_engine(args):
+        return _send_to_engine(args)
     _quiet_pyspark_logs()
     set_process_holder(f"pixels-sql {args.command}")
+    return _run_handler(args)
+
+
+def _run_handler(args: argparse.Namespace) -> int:
     try:
         return args.handler(args)
-    except (CliError, ScriptError, HomeInUseError) as exc:
+    except (CliError, HomeInUseError) as exc:
         print(f"pixels-sql: {exc}", file=sys.stderr)
         return 1
+    except Exception as exc:
+        from pixels_sql.scripts import ScriptError
+
+        if not isinstance(exc, ScriptError):
+            raise
+        print(f"pixels-sql: {exc}", file=sys.stderr)
+        return 1
+
+
+def _runs_in_engine(args: argparse.Namespace) -> bool:
+    """Whether the command goes to the home's warm engine: one of ENGINE_COMMANDS, not told
+    otherwise (--no-server, PIXELS_SQL_ENGINE=off), and no `pixels-sql serve` of the user's
+    owns the home (its clients use Spark Connect, as before)."""
+    from pixels_sql.config import settings
+    from pixels_sql.servers import engine
+    from pixels_sql.servers.discovery import running_server
+
+    if args.command not in ENGINE_COMMANDS or getattr(args, "no_server", False):
+        return False
+    if args.command == "ingest" and args.stream:
+        return False
+    try:
+        if not settings.engine:
+            return False
+    except ValueError as exc:
+        raise SystemExit(f"pixels-sql: {exc}") from None
+    home = home_dir(args.home)
+    return engine.is_running(home) or running_server(home) is None
+
+
+def _send_to_engine(args: argparse.Namespace) -> int:
+    """Run the command in the home's engine, starting it when none runs."""
+    from pixels_sql.config import settings
+    from pixels_sql.servers import engine
+
+    home = home_dir(args.home)
+    arguments = _engine_arguments(args, home)
+    idle = args.idle_timeout if args.idle_timeout is not None else settings.idle_timeout
+    try:
+        engine.ensure_running(
+            home,
+            master=args.master,
+            idle_timeout=idle,
+            say=lambda text: print(f"pixels-sql: {text}", file=sys.stderr, flush=True),
+        )
+        return engine.run_command(home, arguments, sys.stdout, sys.stderr)
+    except engine.EngineError as exc:
+        print(f"pixels-sql: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("pixels-sql: interrupted", file=sys.stderr)
+        return 130
+
+
+def _engine_arguments(args: argparse.Namespace, home: Path) -> dict[str, object]:
+    """The parsed arguments as the engine takes them: JSON values, local paths absolute."""
+    arguments = {key: value for key, value in vars(args).items() if key != "handler"}
+    arguments["home"] = str(home)
+    for key in _PATH_ARGUMENTS:
+        value = arguments.get(key)
+        if isinstance(value, str) and "://" not in value and not value.startswith("dbfs:"):
+            arguments[key] = os.path.abspath(os.path.expanduser(value))
+    if args.command == "run":
+        arguments["scripts"] = [os.path.abspath(script) for script in args.scripts]
+        arguments["param"] = [
+            f"path={_normalise_dir(pair.partition('=')[2])}" if pair.startswith("path=") else pair
+            for pair in args.param
+        ]
+    return arguments
+
+
+def _engine_command(
+    spark: SparkSession, arguments: dict[str, object], out: TextIO, err: TextIO, tty: bool
+) -> int:
+    """Run a command sent to the engine, in this (the engine's) process: the same function
+    the command runs embedded, on a session of the engine's Spark."""
+    args = argparse.Namespace(**arguments)
+    args.handler = COMMANDS[str(args.command)]
+    _ENGINE.spark = spark
+    try:
+        return _run_handler(args)
+    except Exception:
+        traceback.print_exc(file=err)
+        return 1
+    finally:
+        _ENGINE.spark = None
+
+
+# The command functions by name: what a command sent to the engine runs there.
+COMMANDS = {
+    "run": cmd_run,
+    "ingest": cmd_ingest,
+    "sql": cmd_sql,
+    "gallery": cmd_gallery,
+}
 
 
 if __name__ == "__main__":

@@ -22,6 +22,9 @@ from typing import Any
 
 _MB = 1 << 20
 
+# The database the pipeline fills and the commands read when none is named.
+DEFAULT_DATABASE = "pixels"
+
 
 class SettingError(ValueError):
     """An environment variable holds a value its setting cannot use."""
@@ -74,6 +77,12 @@ def _isolation(text: str) -> str:
     if text not in ("process", "none"):
         raise ValueError("must be one of process, none")
     return text
+
+
+def _switch(text: str) -> bool:
+    if text not in ("on", "off"):
+        raise ValueError("must be on or off")
+    return text == "on"
 
 
 def _path(text: str) -> Path:
@@ -170,6 +179,21 @@ SETTINGS: dict[str, Setting] = {
         None,
         lambda text: text.rstrip("/"),
         "where gallery links open studies (default: the `serve` running on the home)",
+    ),
+    "engine": Setting(
+        "PIXELS_SQL_ENGINE",
+        True,
+        _switch,
+        "`on`: `sql`, `run`, `ingest` and `gallery` run in the home's warm engine, started when"
+        " none runs (docs/cli.md); `off`: each command starts its own Spark, as `--no-server`",
+        "`on`",
+    ),
+    "idle_timeout": Setting(
+        "PIXELS_SQL_IDLE_TIMEOUT",
+        300.0,
+        _seconds,
+        "seconds a warm engine started by a command waits for the next one before it stops",
+        "`300`",
     ),
     "driver_memory": Setting(
         "SPARK_DRIVER_MEMORY",

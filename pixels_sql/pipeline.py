@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pixels_sql.config import DEFAULT_DATABASE
 from pixels_sql.runner import run_statements
 from pixels_sql.scripts import load_scripts
 from pixels_sql.tables import exact_tables, writing
@@ -21,7 +22,6 @@ PIPELINE_DIR = (
     if _PACKAGED_PIPELINE.is_dir()
     else Path(__file__).resolve().parent.parent / "sql"
 )
-DEFAULT_DATABASE = "pixels"
 VIEWS_SCRIPT = "90_views.sql"
 
 

@@ -19,9 +19,10 @@ class Progress:
     """
 
     def __init__(
-        self, context: SparkContext | None, stream: TextIO = sys.stderr, interval: float = 1.0
+        self, context: SparkContext | None, stream: TextIO | None = None, interval: float = 1.0
     ):
         self._context = context
+        stream = stream or sys.stderr  # at call time: the engine routes each command's streams
         self._stream = stream
         self._interval = interval if stream.isatty() else max(interval, 5.0)
         self._tty = stream.isatty()

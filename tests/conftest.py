@@ -17,6 +17,11 @@ import pytest
 from tests.corpus import DECLARED_DEFLATED, PYDICOM_TEST_FILES, pydicom_data_dir
 
 # A small, varied folder: good files of several modalities and encodings plus broken ones.
+# The commands the tests run start a Spark of their own, as before the warm engine: an engine
+# outlives its command (minutes), and one per test home would hold dozens of JVMs.
+# tests/test_engine.py runs the engine itself.
+os.environ.setdefault("PIXELS_SQL_ENGINE", "off")
+
 SAMPLE_FILES = {
     "ct/CT_small.dcm": PYDICOM_TEST_FILES / "CT_small.dcm",
     "mr/MR_small.dcm": PYDICOM_TEST_FILES / "MR_small.dcm",

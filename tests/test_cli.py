@@ -124,11 +124,25 @@ def test_bad_statement_names_its_location(ran, tmp_path: Path) -> None:
 
 def test_second_process_on_a_busy_home_is_told_why(tmp_path: Path) -> None:
     home = tmp_path / "busy"
+    script = tmp_path / "one.sql"
+    script.write_text("SELECT 1;\n")
     with HomeLock(home):
-        completed = pixels_sql("sql", "SELECT 1", home=home)
+        completed = pixels_sql("run", str(script), home=home)
     assert completed.returncode == 1
     assert "in use by pixels-sql pid" in completed.stderr
     assert "one process at a time" in completed.stderr
+
+
+def test_a_read_only_command_never_makes_a_home(tmp_path: Path) -> None:
+    home = tmp_path / "nowhere"
+    for command in (["sql", "SELECT 1"], ["gallery"], ["viewer-url", "1.2.3"]):
+        completed = pixels_sql(*command, home=home)
+        assert completed.returncode == 1
+        assert completed.stderr == (
+            f"pixels-sql: no pixels-sql home at {home}; run `pixels-sql ingest` first, or pass"
+            " --home (or set PIXELS_SQL_HOME)\n"
+        )
+        assert not home.exists()
 
 
 def test_parse_errors_stop_scripts_before_spark_starts(tmp_path: Path) -> None:
@@ -142,6 +156,7 @@ def test_parse_errors_stop_scripts_before_spark_starts(tmp_path: Path) -> None:
     assert "sqlglot" not in completed.stderr.replace("--no-parse-check", "")
     assert "Falling back" not in completed.stderr  # SHOW TABLES IN parses quietly
     assert not (tmp_path / "unused" / "metastore_db").exists()
+    assert completed.stderr.startswith(f"pixels-sql: new home {tmp_path / 'unused'}\n")
 
 
 def test_a_query_that_does_not_parse_gets_sparks_message(ran) -> None:

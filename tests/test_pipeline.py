@@ -12,9 +12,10 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from pixels_sql.cli import PIPELINE_DIR, execute
+from pixels_sql.cli import execute
 from pixels_sql.dicom.thumbnail import render_thumbnail
 from pixels_sql.io.paths import path_tags
+from pixels_sql.pipeline import PIPELINE_DIR
 from pixels_sql.scripts import load_scripts
 from tests.conftest import copy_samples, printed_value
 from tests.corpus import EXPECTED_UNREADABLE, PYDICOM_TEST_FILES, corpus_files, pydicom_data_dir

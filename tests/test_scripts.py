@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import sqlglot
 
-from pixels_sql.cli import PIPELINE_DIR
+from pixels_sql.pipeline import PIPELINE_DIR
 from pixels_sql.runner import failed_statement, run_statements
 from pixels_sql.scripts import (
     ScriptError,
@@ -50,7 +50,7 @@ def test_parse_error_names_file_and_line(tmp_path: Path) -> None:
     )
     with pytest.raises(ScriptError) as error:
         load_scripts([tmp_path], {})
-    assert error.value.location == f"{tmp_path / '02_bad.sql'}:5"
+    assert error.value.location == f"{tmp_path / '02_bad.sql'}:5:14"  # line:column
 
 
 def test_folders_run_in_name_order(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ scripts select on the way (files to read by kind, deletions) and reports them.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -174,6 +173,6 @@ def run_and_report(
     return report
 
 
-def print_report(report: IngestReport, out: TextIO = sys.stdout) -> None:
+def print_report(report: IngestReport, out: TextIO | None = None) -> None:
     print(report.line(), file=out)
     print(report.tables, file=out)

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import socket
+import sys
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -99,13 +100,37 @@ def is_listening(host: str, port: int, timeout: float = 2.0) -> bool:
         return probe.connect_ex((target, port)) == 0
 
 
+# Connections that keep the engines this process uses from stopping as idle (servers/engine.py
+# ``hold``): open until the process ends.
+_LEASES: list[socket.socket] = []
+
+
 def connect(home: str | os.PathLike[str] | None = None) -> SparkSession:
-    """A Spark Connect session on the ``serve`` that owns ``home`` (its own temp views and
-    settings; the server's tables and functions), with the home's pipeline secret: whoever
-    reads the home is its owner. Raises LookupError when none runs."""
-    info = running_server(home)
+    """A Spark Connect session on the ``serve`` or warm engine that owns ``home`` (its own
+    temp views and settings; the server's tables and functions), with the home's pipeline
+    secret: whoever reads the home is its owner. When none runs, the home's engine is started
+    (as the ``pixels-sql`` commands start it; PIXELS_SQL_ENGINE=off: LookupError instead), and
+    it does not stop as idle while this process runs."""
+    from pixels_sql.config import settings
+    from pixels_sql.servers import engine
+
+    folder = home_dir(home)
+    info = running_server(folder)
     if info is None:
-        raise LookupError(f"no pixels-sql serve is running on {home_dir(home)}")
+        if not settings.engine:
+            raise LookupError(f"no pixels-sql serve is running on {folder}")
+        engine.ensure_running(
+            folder,
+            master="local[*]",
+            idle_timeout=settings.idle_timeout,
+            say=lambda text: print(f"pixels-sql: {text}", file=sys.stderr, flush=True),
+        )
+        info = running_server(folder)
+        if info is None:
+            raise LookupError(f"the engine of {folder} started but does not answer")
+    lease = engine.hold(folder)
+    if lease is not None:
+        _LEASES.append(lease)
     return connect_server(info)
 
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from pixels_sql.home import HomeLock, home_dir
 from pixels_sql.servers.discovery import ServerInfo, is_listening, remove_state
+from pixels_sql.servers.engine import EngineSocket, RunCommand
 from pixels_sql.session import jar_path
 
 if TYPE_CHECKING:
@@ -54,6 +55,10 @@ class ServeOptions:
     auth: bool = True  # JDBC and Spark Connect clients need a secret (--no-auth: not)
     allow_paths: tuple[str, ...] = ()  # more folders clients may read (--allow-path)
     allow_udfs: bool = False  # Spark Connect clients may run their own Python/JVM code
+    # The home's warm engine (servers/engine.py): runs the CLI's commands sent over its Unix
+    # socket with this function; None: no engine socket.
+    run_command: RunCommand | None = None
+    idle_timeout: float = 0.0  # stop after this many seconds with no client (0: never)
 
 
 def server_conf(home: Path, options: ServeOptions) -> dict[str, str]:
@@ -139,12 +144,14 @@ class Endpoints:
             # Hive builds its password checker from a new HiveConf, which reads system
             # properties, not the server's settings.
             jvm.java.lang.System.setProperty(CUSTOM_AUTH_CLASS, AUTH_CONF[HIVE_AUTH_CLASS])
-        thrift = jvm.org.apache.spark.sql.hive.thriftserver.HiveThriftServer2
-        self._thrift = thrift.startWithContext(self.spark._jsparkSession.sqlContext())
-        jvm.pixelssql.ClientGuard.thriftServer(self._thrift)
+        if self.options.jdbc_port:
+            thrift = jvm.org.apache.spark.sql.hive.thriftserver.HiveThriftServer2
+            self._thrift = thrift.startWithContext(self.spark._jsparkSession.sqlContext())
+            jvm.pixelssql.ClientGuard.thriftServer(self._thrift)
         self._connect = jvm.org.apache.spark.sql.connect.service.SparkConnectService
         self._connect.start(self.spark.sparkContext._jsc.sc())
-        _wait_listening(self.options.host, self.options.jdbc_port, "JDBC", deadline)
+        if self.options.jdbc_port:
+            _wait_listening(self.options.host, self.options.jdbc_port, "JDBC", deadline)
         _wait_listening(self.options.host, self.options.connect_port, "Spark Connect", deadline)
 
     def stop(self) -> None:
@@ -190,7 +197,15 @@ def _guard_clients(spark: SparkSession, home: Path, options: ServeOptions, out: 
     if options.auth:
         made, created = ensure_secrets(home)
         guard.secrets(made.pipeline, made.admin, made.reader)
-        if created:
+        if created and options.run_command is not None:
+            # The engine's output is a log file: no secret in it.
+            print(
+                f"pixels-sql serve: new secrets in {home / SECRETS_FILE} (mode 0600);"
+                " `pixels-sql token` prints them",
+                file=out,
+                flush=True,
+            )
+        elif created:
             print(
                 f"pixels-sql serve: new secrets in {home / SECRETS_FILE} (mode 0600), shown once"
                 f" (`pixels-sql token` prints them again): admin {made.admin} · read-only"
@@ -233,6 +248,21 @@ def catalog_roots(spark: SparkSession, database: str) -> list[str]:
     return [row.root for row in rows if row.root]
 
 
+def _ready_line(info: ServerInfo, options: ServeOptions, folder: Path) -> str:
+    parts = ["pixels-sql serve: ready"]
+    if options.jdbc_port:
+        parts.append(f"JDBC {info.jdbc_url}")
+    parts.append(f"Spark Connect {info.connect_url}")
+    if info.dicomweb_url is not None:
+        store = " (store on)" if options.allow_store else ""
+        parts.append(f"DICOMweb {info.dicomweb_url}{store}")
+    if options.run_command is not None:
+        idle = f", stops after {options.idle_timeout:.0f} s idle" if options.idle_timeout else ""
+        parts.append(f"engine of the pixels-sql commands{idle}")
+    parts += [f"home {folder}", f"logs {folder / 'logs'}"]
+    return " · ".join(parts)
+
+
 def serve(
     home: str | os.PathLike[str] | None,
     options: ServeOptions,
@@ -244,16 +274,21 @@ def serve(
     from pixels_sql.session import session
 
     folder = home_dir(home)
-    _check_free(options.host, options.jdbc_port, "--jdbc-port")
-    _check_free(options.host, options.connect_port, "--connect-port")
-    _check_free(options.host, options.http_port, "--http-port")
+    for port, flag in [
+        (options.jdbc_port, "--jdbc-port"),
+        (options.connect_port, "--connect-port"),
+        (options.http_port, "--http-port"),
+    ]:
+        if port:  # 0: that endpoint is off
+            _check_free(options.host, port, flag)
     stop = threading.Event()
     previous = {
         number: signal.signal(number, lambda *_: stop.set())
         for number in (signal.SIGINT, signal.SIGTERM)
     }
     try:
-        with HomeLock(folder, holder="pixels-sql serve"):
+        holder = "the pixels-sql engine" if options.run_command else "pixels-sql serve"
+        with HomeLock(folder, holder=holder):
             (folder / "logs").mkdir(parents=True, exist_ok=True)
             # Hive's session start-up logs an error when its local scratch folder is missing.
             (folder / "tmp" / "hive" / "local").mkdir(parents=True, exist_ok=True)
@@ -269,36 +304,47 @@ def serve(
             )
             endpoints = Endpoints(spark, options)
             web = None
+            engine = None
             try:
                 _guard_clients(spark, folder, options, out)
                 endpoints.start()
-                web = _start_web(spark, folder, options)
-                # The index's session reads and, after STOW-RS, ingests: the server's own.
-                spark._jvm.pixelssql.ClientGuard.trust(web.app.index.spark._jsparkSession)
+                if options.http_port:
+                    web = _start_web(spark, folder, options)
+                    # The index's session reads and, after STOW-RS, ingests: the server's own.
+                    spark._jvm.pixelssql.ClientGuard.trust(web.app.index.spark._jsparkSession)
                 info = ServerInfo(
                     pid=os.getpid(),
                     host=options.host,
                     jdbc_port=options.jdbc_port,
                     connect_port=options.connect_port,
                     home=str(folder),
-                    http_port=options.http_port,
+                    http_port=options.http_port or None,
                 )
                 info.write(folder)
-                print(
-                    f"pixels-sql serve: ready · JDBC {info.jdbc_url} · Spark Connect"
-                    f" {info.connect_url} · DICOMweb {info.dicomweb_url}"
-                    f"{' (store on)' if options.allow_store else ''} · home {folder}"
-                    f" · logs {folder / 'logs'}",
-                    file=out,
-                    flush=True,
-                )
+                if options.run_command is not None:
+                    engine = EngineSocket(folder, options.run_command, spark)
+                    engine.start()
+                print(_ready_line(info, options, folder), file=out, flush=True)
                 if ready is not None:
                     ready.set()
                 while not stop.wait(0.5):
-                    pass
+                    if (
+                        engine is not None
+                        and options.idle_timeout
+                        and engine.idle_seconds() > options.idle_timeout
+                        and not spark.sparkContext.statusTracker().getActiveJobsIds()
+                    ):
+                        print(
+                            f"pixels-sql serve: idle for {options.idle_timeout:.0f} s",
+                            file=out,
+                            flush=True,
+                        )
+                        break
                 print("pixels-sql serve: stopping", file=out, flush=True)
             finally:
                 remove_state(folder, os.getpid())
+                if engine is not None:
+                    engine.stop()
                 if web is not None:
                     web.stop()
                 endpoints.stop()

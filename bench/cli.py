@@ -1,0 +1,129 @@
+"""The `pixels-sql` command's latency with the warm engine against its embedded Spark (issue 28),
+measured in one run, end to end as a user times it (a subprocess per command).
+
+    .venv/bin/python -m bench.cli [--files 785] [--new 11] [--queries 20] [--cores 2]
+
+On ``bench/data/meta-mr-N`` (real MR headers, ``bench.meta.generate_mr``), each phase in its own
+temporary home, one after the other (never two Sparks at once on 2 cores):
+
+- **embedded** (``--no-server``, the baseline): a catalog query 3 times; the first ingest of the
+  N files; then 3 incremental ingests of ``--new`` more files each;
+- **engine**: the first query on a cold home (starting the engine); the same catalog query
+  ``--queries`` times; the first ingest of the N files; 3 incremental ingests.
+
+Targets: repeated query < 1 s (median), cold first query < 15 s, incremental ingest of 11 files
+< 10 s, 785 files < 30 s. Prints medians, the ratios embedded / engine, and writes
+``bench/results/cli.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.meta import RESULTS, generate_mr
+
+QUERY = "SELECT Modality, count(*) AS files FROM object_catalog GROUP BY Modality"
+TARGETS = {"query": 1.0, "cold_query": 15.0, "incremental_ingest": 10.0, "first_ingest": 30.0}
+
+
+def timed(*args: str, home: Path, master: str, engine: bool) -> float:
+    command = [sys.executable, "-m", "pixels_sql.cli", *args, "--home", str(home)]
+    command += ["--master", master]
+    if not engine:
+        command.append("--no-server")
+    env = {**os.environ, "PIXELS_SQL_ENGINE": "on"}
+    began = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    seconds = time.perf_counter() - began
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed: {done.stderr[-2000:]}")
+    return seconds
+
+
+def phase(engine: bool, base: Path, args: argparse.Namespace, master: str) -> dict[str, object]:
+    home = base / ("engine" if engine else "embedded") / "home"
+    data = base / ("engine" if engine else "embedded") / "dicom"
+    shutil.copytree(generate_mr(args.files), data / "first", ignore=shutil.ignore_patterns(".*"))
+    extra = sorted(p for p in generate_mr(args.new * 3).rglob("*") if p.is_file())
+    extra = [p for p in extra if not p.name.startswith(".")]
+    result: dict[str, object] = {}
+    if engine:
+        result["cold_query"] = timed("sql", "SELECT 1", home=home, master=master, engine=True)
+    result["first_ingest"] = timed(
+        "ingest", str(data), "--no-thumbnails", home=home, master=master, engine=engine
+    )
+    increments = []
+    for round_ in range(3):
+        folder = data / f"new-{round_}"
+        folder.mkdir(parents=True)
+        for index, path in enumerate(extra[round_ * args.new : (round_ + 1) * args.new]):
+            shutil.copyfile(path, folder / f"{index:03d}.dcm")
+        increments.append(
+            timed("ingest", str(data), "--no-thumbnails", home=home, master=master, engine=engine)
+        )
+    result["incremental_ingests"] = increments
+    result["incremental_ingest"] = statistics.median(increments)
+    queries = [
+        timed("sql", QUERY, home=home, master=master, engine=engine)
+        for _ in range(args.queries if engine else 3)
+    ]
+    result["queries"] = queries
+    result["query"] = statistics.median(queries)
+    if engine:
+        subprocess.run(
+            [sys.executable, "-m", "pixels_sql.cli", "stop", "--home", str(home)],
+            capture_output=True,
+            check=False,
+        )
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=785)
+    parser.add_argument("--new", type=int, default=11)
+    parser.add_argument("--queries", type=int, default=20)
+    parser.add_argument("--cores", type=int, default=2)
+    args = parser.parse_args()
+    master = f"local[{args.cores}]"
+    base = Path(tempfile.mkdtemp(prefix="pixels-bench-cli-"))
+    try:
+        embedded = phase(False, base, args, master)
+        engine = phase(True, base, args, master)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    load = os.getloadavg()[0]
+    lines = [
+        f"# pixels-sql command latency: warm engine vs embedded ({args.files} MR files,"
+        f" +{args.new} per incremental ingest, local[{args.cores}])",
+        "",
+        "| measure | embedded s | engine s | embedded / engine | target (engine) |",
+        "|---|---|---|---|---|",
+    ]
+    for key, target in TARGETS.items():
+        ours = float(engine[key])  # type: ignore[arg-type]
+        theirs = embedded.get(key)
+        base_text = "" if theirs is None else f"{float(theirs):.2f}"  # type: ignore[arg-type]
+        ratio = "" if theirs is None else f"{float(theirs) / ours:.1f}x"  # type: ignore[arg-type]
+        met = "met" if ours < target else "NOT met"
+        lines.append(f"| {key} | {base_text} | {ours:.2f} | {ratio} | < {target:g} s: {met} |")
+    lines += ["", f"load average at the end {load:.1f}"]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    summary = {"files": args.files, "new": args.new, "cores": args.cores, "load": load}
+    summary |= {"embedded": embedded, "engine": engine, "targets": TARGETS}
+    (RESULTS / "cli.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (RESULTS / "cli.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+"""The home's warm engine (issue 28): the CLI's commands run in one background Spark that the
+first command starts and later ones reuse; it stops by itself when idle, or with
+`pixels-sql stop`. Driven as a user drives it: `pixels-sql` subprocesses."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pixels_sql.home import process_alive
+from pixels_sql.servers.discovery import running_server
+from pixels_sql.servers.engine import socket_path
+from tests.conftest import SAMPLE_FILES, copy_samples
+
+ROOT = Path(__file__).parent.parent
+STARTING = "starting the engine of"
+
+
+def pixels_sql(
+    *args: str, home: Path, cwd: Path = ROOT, wait: bool = True
+) -> subprocess.CompletedProcess[str] | subprocess.Popen[str]:
+    command = [sys.executable, "-m", "pixels_sql.cli", *args, "--home", str(home)]
+    env = {**os.environ, "PIXELS_SQL_ENGINE": "on", "PYTHONWARNINGS": "ignore"}
+    if not wait:
+        return subprocess.Popen(
+            command, cwd=cwd, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+    return subprocess.run(
+        command, cwd=cwd, env=env, text=True, capture_output=True, timeout=600, check=False
+    )
+
+
+def one_script(folder: Path) -> Path:
+    """A script that only reads (a first command on a fresh home: `sql` would make none)."""
+    script = folder / "one.sql"
+    script.write_text("SELECT 1 AS one;\n")
+    return script
+
+
+def wait_until(condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.5)
+    return condition()
+
+
+@pytest.fixture(scope="module")
+def warm_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A home whose engine the first command starts (stopped at the end by `pixels-sql stop`,
+    which test_stop_ends_the_engine checks; a failed test leaves it to its idle timeout)."""
+    home = tmp_path_factory.mktemp("engine-home") / "home"
+    first = pixels_sql(
+        "run",
+        str(one_script(home.parent)),
+        "--master",
+        "local[2]",
+        "--idle-timeout",
+        "600",
+        home=home,
+    )
+    assert first.returncode == 0, first.stderr[-3000:]
+    lines = first.stdout.splitlines()
+    assert (lines[0], lines[2]) == ("one", "1")
+    assert STARTING in first.stderr
+    yield home
+    server = running_server(home)
+    if server is not None:
+        os.kill(server.pid, signal.SIGTERM)
+
+
+def test_the_first_command_starts_a_private_engine(warm_home: Path) -> None:
+    server = running_server(warm_home)
+    assert server is not None and process_alive(server.pid)
+    assert server.jdbc_port == 0 and server.http_port is None  # no public endpoint
+    assert stat.S_IMODE(socket_path(warm_home).stat().st_mode) == 0o600
+    log = warm_home / "logs" / "engine.log"
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+    assert "engine of the pixels-sql commands" in log.read_text()
+
+
+def test_later_commands_reuse_it(warm_home: Path, tmp_path: Path) -> None:
+    engine = running_server(warm_home)
+    assert engine is not None
+    # An ingest given a relative folder, from another working folder.
+    copy_samples(tmp_path / "dicom", {"a/CT_small.dcm": SAMPLE_FILES["ct/CT_small.dcm"]})
+    ingested = pixels_sql("ingest", "dicom", "--no-thumbnails", home=warm_home, cwd=tmp_path)
+    assert ingested.returncode == 0, ingested.stderr[-3000:]
+    assert "ingest: 1 new" in ingested.stdout
+    query = pixels_sql(
+        "sql",
+        "SELECT relative_path, Modality FROM object_catalog",
+        "--format",
+        "csv",
+        home=warm_home,
+    )
+    assert query.returncode == 0, query.stderr[-3000:]
+    assert list(csv.reader(io.StringIO(query.stdout))) == [
+        ["relative_path", "Modality"],
+        ["a/CT_small.dcm", "CT"],
+    ]
+    for done in (ingested, query):
+        assert STARTING not in done.stderr
+    assert running_server(warm_home) == engine  # the same process answered both
+
+
+def test_two_commands_at_once(warm_home: Path) -> None:
+    queries = [
+        pixels_sql(
+            "sql", f"SELECT {n} AS n, count(*) AS c FROM range(100000)", home=warm_home, wait=False
+        )
+        for n in (1, 2)
+    ]
+    for n, process in enumerate(queries, 1):
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err[-3000:]
+        assert out.splitlines()[-1].split() == [str(n), "|", "100000"]
+
+
+def test_errors_come_back_in_one_message(warm_home: Path) -> None:
+    typo = pixels_sql("sql", "SELEC 1", home=warm_home)
+    assert typo.returncode == 1
+    assert "[PARSE_SYNTAX_ERROR]" in typo.stderr and "Traceback" not in typo.stderr
+    missing = pixels_sql("sql", "SELECT * FROM no_such_table", home=warm_home)
+    assert missing.returncode == 1 and "TABLE_OR_VIEW_NOT_FOUND" in missing.stderr
+
+
+def test_no_server_goes_around_the_engine(warm_home: Path) -> None:
+    # With an engine running, --no-server is a Spark Connect client of it (as of any server).
+    done = pixels_sql("sql", "SELECT 42 AS answer", "--no-server", home=warm_home)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines()[-1] == "42"
+
+
+def test_stop_ends_the_engine(warm_home: Path) -> None:
+    server = running_server(warm_home)
+    assert server is not None
+    stopped = pixels_sql("stop", home=warm_home)
+    assert stopped.returncode == 0, stopped.stderr
+    assert f"stopped the server of {warm_home}" in stopped.stderr
+    assert not process_alive(server.pid)
+    assert running_server(warm_home) is None and not socket_path(warm_home).exists()
+    again = pixels_sql("stop", home=warm_home)
+    assert again.returncode == 0 and "no engine or server runs" in again.stderr
+
+
+def test_concurrent_first_commands_share_one_engine_which_stops_when_idle(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "home"
+    scripts = []
+    for n in (1, 2):
+        scripts.append(tmp_path / f"n{n}.sql")
+        scripts[-1].write_text(f"SELECT {n} AS n;\n")
+    first = [
+        pixels_sql(
+            "run", str(script), "--master", "local[2]", "--idle-timeout", "5", home=home, wait=False
+        )
+        for script in scripts
+    ]
+    outputs = [process.communicate(timeout=600) for process in first]
+    for n, (process, (out, err)) in enumerate(zip(first, outputs, strict=True), 1):
+        assert process.returncode == 0, err[-3000:]
+        lines = out.splitlines()
+        assert (lines[0], lines[2]) == ("n", str(n))
+    assert sum(STARTING in err for _out, err in outputs) == 1  # one engine started
+    assert wait_until(lambda: running_server(home) is None, 120), "the idle engine still runs"
+    log = (home / "logs" / "engine.log").read_text()
+    assert log.count("engine of the pixels-sql commands") == 1 and "idle for 5 s" in log
+    assert not socket_path(home).exists()
+
+
+def test_an_interrupted_client_says_so(tmp_path: Path) -> None:
+    # Interrupted while it waits for the engine it started (which stops when idle).
+    process = pixels_sql(
+        "run", str(one_script(tmp_path)), "--idle-timeout", "5", home=tmp_path / "h", wait=False
+    )
+    time.sleep(2)
+    process.send_signal(signal.SIGINT)
+    _out, err = process.communicate(timeout=600)
+    assert process.returncode == 130, err[-3000:]
+    assert "pixels-sql: interrupted" in err and "Traceback" not in err
+
+
+def test_python_api_connect_starts_and_holds_the_engine(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    job = (
+        "import sys, time, pixels_sql\n"
+        "spark = pixels_sql.connect(sys.argv[1])\n"
+        "print(spark.sql('SELECT 7 AS n').first().n)\n"
+        "time.sleep(12)  # longer than the idle timeout: the open session holds the engine\n"
+        "print(spark.sql('SELECT 8 AS n').first().n)\n"
+        "spark.stop()\n"
+    )
+    env = {**os.environ, "PIXELS_SQL_ENGINE": "on", "PIXELS_SQL_IDLE_TIMEOUT": "4"}
+    done = subprocess.run(
+        [sys.executable, "-c", job, str(home)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["7", "8"]
+    assert STARTING in done.stderr
+    assert wait_until(lambda: running_server(home) is None, 120), "the idle engine still runs"
