@@ -17,6 +17,7 @@ from PIL import Image
 from pixels_sql.cli import build_parser
 from pixels_sql.home import HomeLock
 from pixels_sql.output import render
+from pixels_sql.servers.discovery import running_server
 from tests import browser
 from tests.conftest import copy_samples
 
@@ -190,6 +191,7 @@ def test_every_command_has_help() -> None:
         "serve",
         "token",
         "viewer-url",
+        "stop",
     }
     assert all(command.format_help() for command in commands.values())
 
@@ -234,11 +236,15 @@ def readme_run(tmp_path_factory: pytest.TempPathFactory) -> ReadmeRun:
                 **os.environ,
                 "PYTHONWARNINGS": "ignore",
                 "PIXELS_SQL_HOME": str(work / "home"),
+                "PIXELS_SQL_ENGINE": "on",  # as a user runs them: through the warm engine
             },
             executable="/bin/bash",
         )
         assert completed.returncode == 0, (line, completed.stderr[-3000:])
         outputs.append(completed.stdout)
+        if line.startswith(".venv/bin/pixels-sql stop"):
+            assert "stopped the server of" in completed.stderr
+    assert running_server(work / "home") is None  # the last line stopped the engine
     return ReadmeRun(work, data, outputs)
 
 
@@ -254,11 +260,12 @@ def test_readme_use_it_on_your_files_runs_as_written(readme_run: ReadmeRun) -> N
 def test_gallery_in_a_real_browser(readme_run: ReadmeRun) -> None:
     """The gallery opens from disk in headless Chromium, one decoded image per instance: the
     gallery the README's last line wrote (a pixels-sql gallery over the sample folder)."""
-    assert readme_run.outputs[-1].startswith("gallery: "), readme_run.outputs[-1]
+    gallery = readme_run.outputs[-2]
+    assert gallery.startswith("gallery: "), gallery
     ARTIFACTS.mkdir(exist_ok=True)
     output = Path(shutil.copyfile(readme_run.work / "gallery.html", ARTIFACTS / "gallery.html"))
     renderable = 6  # the 8 readable files less the RT Plan and RT Ion Plan without pixels
-    assert f"({renderable} images)" in readme_run.outputs[-1]
+    assert f"({renderable} images)" in gallery
     attributes = browser.body_attributes(output.as_uri())
     assert attributes["data-images-ok"] == str(renderable)
     assert attributes["data-images-broken"] == "0"
