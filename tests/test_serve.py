@@ -78,6 +78,7 @@ def test_readiness_line_names_every_endpoint(server: ServeProcess) -> None:
     (ready,) = [line for line in server.lines if line.startswith("pixels-sql serve: ready")]
     assert server.jdbc_url in ready and server.connect_url in ready, ready
     assert f"DICOMweb http://127.0.0.1:{server.http_port}/dicomweb" in ready, ready
+    assert f"viewer http://127.0.0.1:{server.http_port}/viewer" in ready, ready  # make viewer
     state = json.loads((server.home / "server.json").read_text())
     assert state["jdbc_port"] == server.jdbc_port and state["pid"] == server.process.pid
     assert state["http_port"] == server.http_port

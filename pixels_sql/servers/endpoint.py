@@ -254,8 +254,12 @@ def _ready_line(info: ServerInfo, options: ServeOptions, folder: Path) -> str:
         parts.append(f"JDBC {info.jdbc_url}")
     parts.append(f"Spark Connect {info.connect_url}")
     if info.dicomweb_url is not None:
+        from pixels_sql.servers.viewer import viewer_dir
+
         store = " (store on)" if options.allow_store else ""
         parts.append(f"DICOMweb {info.dicomweb_url}{store}")
+        if viewer_dir() is not None:
+            parts.append(f"viewer {info.http_url}/viewer")
     if options.run_command is not None:
         idle = f", stops after {options.idle_timeout:.0f} s idle" if options.idle_timeout else ""
         parts.append(f"engine of the pixels-sql commands{idle}")
