@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import sys
 import threading
 import traceback
@@ -41,6 +42,8 @@ ENGINE_COMMANDS = frozenset({"sql", "run", "ingest", "gallery"})
 # Arguments that name local files or folders: made absolute before a command goes to the
 # engine, whose working folder is not the user's.
 _PATH_ARGUMENTS = ("path", "checkpoint", "extract_zip", "output")
+# Set by Ctrl-C in a command running its own Spark (_ctrl_c_cancels_jobs).
+_INTERRUPTED = threading.Event()
 # The engine's SparkSession, in the thread running a command sent to it.
 _ENGINE = threading.local()
 # What every home has once a Spark has used it: its metastore.
@@ -49,6 +52,8 @@ HOME_VARIABLE = SETTINGS["home"].variable
 # Commands that only read a home: they never make one.
 READ_ONLY_COMMANDS = frozenset({"sql", "gallery", "viewer-url"})
 HOME_MAKING_COMMANDS = frozenset({"ingest", "run", "demo", "serve"})
+# The exit status of a command stopped by Ctrl-C (SIGINT), as shells report it: 128 + 2.
+INTERRUPTED = 130
 # Rows a query prints as a table when --limit is not given (CSV and JSON print them all).
 TABLE_ROWS = 50
 # How often a client of a server checks that the server's process still runs.
@@ -113,7 +118,9 @@ def _home_session(args: argparse.Namespace) -> Iterator[SparkSession]:
     server = running_server(home)
     if server is None:
         with HomeLock(home):
-            yield _spark(args)
+            spark = _spark(args)
+            with _ctrl_c_cancels_jobs(spark):
+                yield spark
         return
     if args.master != DEFAULT_MASTER:
         print(
@@ -141,6 +148,27 @@ def _home_session(args: argparse.Namespace) -> Iterator[SparkSession]:
             raise
         finally:
             spark.stop()
+
+
+@contextlib.contextmanager
+def _ctrl_c_cancels_jobs(spark: SparkSession) -> Iterator[None]:
+    """Ctrl-C (SIGINT) cancels the running Spark jobs from another thread and marks the
+    command interrupted; the statement under way then fails and the command ends with one
+    line (_run_handler). pyspark's own handler raises KeyboardInterrupt inside a py4j call,
+    which logs tracebacks of py4j's connection on the way out."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def cancel(*_: object) -> None:
+        _INTERRUPTED.set()
+        threading.Thread(target=spark.sparkContext.cancelAllJobs, daemon=True).start()
+
+    previous = signal.signal(signal.SIGINT, cancel)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _server_stopped(pid: int, home: Path) -> str:
@@ -193,6 +221,8 @@ _OS_ERRORS = tuple(
 )
 
 
+# A line of a Java stack trace ("\tat org.apache...(File.scala:42)", "\t... 12 more").
+_JAVA_FRAME = re.compile(r"^\s+(?:at |\.\.\. \d+ more)")
 # "org.apache.spark.SparkException: " before a message that names its error class itself.
 _JAVA_CLASS_PREFIX = re.compile(r"^(?:[\w$]+\.)+[\w$]+(?:Exception|Error): ")
 
@@ -243,7 +273,15 @@ def _error_message(exc: BaseException) -> str:
     if "Traceback (most recent call last)" in text:
         tail = [line for line in lines if line.strip() and not line.startswith((" ", "\t"))]
         return tail[-1] if tail else lines[-1]
-    return "\n".join(lines[:8])
+    # Spark's message without the py4j call and the Java stack under it ("\tat org....").
+    kept = [
+        line
+        for line in lines
+        if not _JAVA_FRAME.match(line) and "An error occurred while calling" not in line
+    ]
+    if kept:
+        kept[0] = _JAVA_CLASS_PREFIX.sub("", kept[0].lstrip(": "))
+    return "\n".join(kept[:8])
 
 
 def _jvm_gone(exc: BaseException) -> bool:
@@ -821,18 +859,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_handler(args: argparse.Namespace) -> int:
+    """Run the command; a failure it reports is one line on stderr and exit status 1, a
+    Ctrl-C one line and 130."""
     try:
         return args.handler(args)
-    except (CliError, HomeInUseError) as exc:
-        print(f"pixels-sql: {exc}", file=sys.stderr)
-        return 1
+    except KeyboardInterrupt:
+        return _interrupted()
     except Exception as exc:
         from pixels_sql.scripts import ScriptError
 
-        if not isinstance(exc, ScriptError):
+        if _INTERRUPTED.is_set():
+            return _interrupted()  # the failure of a statement whose jobs Ctrl-C cancelled
+        if not isinstance(exc, (CliError, HomeInUseError, ScriptError)):
             raise
         print(f"pixels-sql: {exc}", file=sys.stderr)
         return 1
+
+
+def _interrupted() -> int:
+    # The running jobs are cancelled; a run cut short leaves nothing its next run does not
+    # clean up (tables.prepare).
+    print("pixels-sql: interrupted", file=sys.stderr)
+    return INTERRUPTED
 
 
 def _runs_in_engine(args: argparse.Namespace) -> bool:
@@ -877,7 +925,7 @@ def _send_to_engine(args: argparse.Namespace) -> int:
         return 1
     except KeyboardInterrupt:
         print("pixels-sql: interrupted", file=sys.stderr)
-        return 130
+        return INTERRUPTED
 
 
 def _engine_arguments(args: argparse.Namespace, home: Path) -> dict[str, object]:

@@ -7,7 +7,10 @@ from __future__ import annotations
 import csv
 import io
 import os
+import pty
+import select
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -143,6 +146,31 @@ def test_no_server_goes_around_the_engine(warm_home: Path) -> None:
     assert done.stdout.splitlines()[-1] == "42"
 
 
+def test_an_interrupted_command_cancels_its_jobs(warm_home: Path) -> None:
+    server = running_server(warm_home)
+    assert server is not None
+    query = "SELECT count(*) FROM range(1000000000000)"  # hours of work
+    process = pixels_sql("sql", query, home=warm_home, wait=False)
+    time.sleep(8)
+    process.send_signal(signal.SIGINT)
+    _out, err = process.communicate(timeout=120)
+    assert process.returncode == 130 and "pixels-sql: interrupted" in err, err[-3000:]
+    # The engine's JVM goes idle: the command's jobs were cancelled when its client left.
+    java = subprocess.run(
+        ["pgrep", "-P", str(server.pid), "java"], capture_output=True, text=True, check=True
+    ).stdout.split()[0]
+    time.sleep(3)
+    before = jvm_cpu_ticks(java)
+    time.sleep(4)
+    # Running, the query takes two cores: 800 ticks in 4 s.
+    assert jvm_cpu_ticks(java) - before < 200
+
+
+def jvm_cpu_ticks(pid: str) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime (proc(5))
+
+
 def test_stop_ends_the_engine(warm_home: Path) -> None:
     server = running_server(warm_home)
     assert server is not None
@@ -217,3 +245,85 @@ def test_python_api_connect_starts_and_holds_the_engine(tmp_path: Path) -> None:
     assert done.stdout.split() == ["7", "8"]
     assert STARTING in done.stderr
     assert wait_until(lambda: running_server(home) is None, 120), "the idle engine still runs"
+
+
+def in_a_terminal(args: list[str], ready: bytes, env: dict[str, str]) -> tuple[str, int]:
+    """Run ``pixels-sql args`` on a pseudo-terminal, type Ctrl-C once ``ready`` is printed (the
+    terminal sends SIGINT to the whole foreground process group, as a user's does); return
+    what it printed and its exit status."""
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: the terminal's session leader, as a shell's command is
+        os.environ.update(env)
+        os.execv(sys.executable, [sys.executable, "-m", "pixels_sql.cli", *args])
+    printed = b""
+    deadline = time.monotonic() + 300
+    typed = False
+    while time.monotonic() < deadline:
+        readable, _, _ = select.select([terminal], [], [], 0.5)
+        if readable:
+            try:
+                chunk = os.read(terminal, 65536)
+            except OSError:  # the child closed the terminal: it ended
+                break
+            if not chunk:
+                break
+            printed += chunk
+        if not typed and ready in printed:
+            time.sleep(2)
+            os.write(terminal, b"\x03")
+            typed = True
+    _, status = os.waitpid(pid, 0)
+    os.close(terminal)
+    assert typed, printed.decode(errors="replace")[-3000:]
+    return printed.decode(errors="replace"), os.waitstatus_to_exitcode(status)
+
+
+def test_ctrl_c_in_a_terminal_stops_serve_cleanly(tmp_path: Path) -> None:
+    ports = [str(free_port()) for _ in range(3)]
+    printed, status = in_a_terminal(
+        [
+            "serve",
+            "--home",
+            str(tmp_path / "home"),
+            "--master",
+            "local[1]",
+            "--jdbc-port",
+            ports[0],
+            "--connect-port",
+            ports[1],
+            "--http-port",
+            ports[2],
+        ],
+        b"pixels-sql serve: ready",
+        {"PYTHONWARNINGS": "ignore"},
+    )
+    assert status == 0, printed[-3000:]
+    assert "pixels-sql serve: stopping" in printed and "pixels-sql serve: stopped" in printed
+    assert "Traceback" not in printed and "KeyboardInterrupt" not in printed
+
+
+def test_ctrl_c_in_a_terminal_interrupts_a_long_run(tmp_path: Path) -> None:
+    script = tmp_path / "long.sql"
+    script.write_text("SELECT 1 AS started;\nSELECT count(*) FROM range(1000000000000);\n")
+    printed, status = in_a_terminal(
+        [
+            "run",
+            str(script),
+            "--home",
+            str(tmp_path / "home"),
+            "--master",
+            "local[1]",
+            "--no-server",
+        ],
+        b"long.sql:1: ok",
+        {"PYTHONWARNINGS": "ignore"},
+    )
+    assert status == 130, printed[-3000:]
+    assert "pixels-sql: interrupted" in printed
+    assert "Traceback" not in printed and "KeyboardInterrupt" not in printed
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -286,10 +286,14 @@ def serve(
         if port:  # 0: that endpoint is off
             _check_free(options.host, port, flag)
     stop = threading.Event()
-    previous = {
-        number: signal.signal(number, lambda *_: stop.set())
-        for number in (signal.SIGINT, signal.SIGTERM)
-    }
+
+    def stop_on_signals() -> dict[int, object]:
+        return {
+            number: signal.signal(number, lambda *_: stop.set())
+            for number in (signal.SIGINT, signal.SIGTERM)
+        }
+
+    previous = stop_on_signals()
     try:
         holder = "the pixels-sql engine" if options.run_command else "pixels-sql serve"
         with HomeLock(folder, holder=holder):
@@ -306,6 +310,9 @@ def serve(
                 conf=server_conf(folder, options),
                 log_config=SERVE_LOG_CONFIG,
             )
+            # pyspark's SparkContext installs a SIGINT handler of its own (cancel the jobs,
+            # raise KeyboardInterrupt): a Ctrl-C must stop the server cleanly instead.
+            stop_on_signals()
             endpoints = Endpoints(spark, options)
             web = None
             engine = None
@@ -356,4 +363,4 @@ def serve(
         return 0
     finally:
         for number, handler in previous.items():
-            signal.signal(number, handler)
+            signal.signal(number, handler)  # type: ignore[arg-type]

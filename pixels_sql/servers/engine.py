@@ -27,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
@@ -366,12 +367,30 @@ class EngineSocket:
         tty = bool(request.get("tty"))
         out = _ClientStream(send, "out", False)
         err = _ClientStream(send, "err", tty)
+        # The command's Spark jobs in a group of their own, cancelled when the client goes
+        # away (Ctrl-C on `pixels-sql`): the engine does not go on with work nobody waits for.
+        group = f"pixels-sql-command-{uuid.uuid4()}"
+        context = self._spark.sparkContext
+        context.setJobGroup(group, "a pixels-sql command", True)
+        done = threading.Event()
+        threading.Thread(
+            target=self._cancel_when_gone, args=(connection, group, done), daemon=True
+        ).start()
         self._local.out, self._local.err = out, err
         try:
             status = self._run(self._spark, request["arguments"], out, err, tty)  # type: ignore[arg-type]
         finally:
+            done.set()
             self._local.out = self._local.err = None
         send({"exit": status})
+
+    def _cancel_when_gone(
+        self, connection: socket.socket, group: str, done: threading.Event
+    ) -> None:
+        with contextlib.suppress(OSError):
+            connection.recv(1)  # the client sends nothing more: this returns when it closes
+        if not done.is_set():
+            self._spark.sparkContext.cancelJobGroup(group)
 
 
 def _peer_uid(connection: socket.socket) -> int:

@@ -23,6 +23,7 @@ import os
 import pickle
 import queue
 import select
+import signal
 import subprocess
 import sys
 import threading
@@ -55,6 +56,9 @@ def render_in_worker(path: str, size: int, fmt: str) -> Outcome:
 
 
 def _worker_main() -> None:
+    # A terminal's Ctrl-C reaches the whole process group: the server stops its workers itself
+    # (closing their input), so a worker ignores it rather than print a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Not allowed here: the pool still bounds how many cores renders take.
     with contextlib.suppress(OSError):
         os.nice(WORKER_NICENESS)
