@@ -10,7 +10,6 @@ import os
 import pty
 import select
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from pixels_sql.home import process_alive
 from pixels_sql.servers.discovery import running_server
 from pixels_sql.servers.engine import socket_path
 from tests.conftest import SAMPLE_FILES, copy_samples
+from tests.serving import free_port
 
 ROOT = Path(__file__).parent.parent
 STARTING = "starting the engine of"
@@ -321,9 +321,3 @@ def test_ctrl_c_in_a_terminal_interrupts_a_long_run(tmp_path: Path) -> None:
     assert status == 130, printed[-3000:]
     assert "pixels-sql: interrupted" in printed
     assert "Traceback" not in printed and "KeyboardInterrupt" not in printed
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
