@@ -20,12 +20,13 @@ INSPECT = """
 import json, sys
 import pixels_sql.cli as cli
 from pixels_sql.dicom import fastmeta
+from pixels_sql.pipeline import PIPELINE_DIR
 from pixels_sql.scripts import load_scripts
 from pixels_sql.session import jar_path
-statements = load_scripts([cli.PIPELINE_DIR], {"path": "/data/dicom"})
+statements = load_scripts([PIPELINE_DIR], {"path": "/data/dicom"})
 print(json.dumps({
     "package": cli.__file__,
-    "pipeline_dir": str(cli.PIPELINE_DIR),
+    "pipeline_dir": str(PIPELINE_DIR),
     "statements": len(statements),
     "jar": str(jar_path()),
     "compiled": fastmeta.is_available(),
