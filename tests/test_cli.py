@@ -88,15 +88,6 @@ def test_tables_persist_for_a_second_process(ran) -> None:
     assert "files_to_read" not in completed.stdout  # nothing was re-ingested
 
 
-def test_machine_formats_print_every_row(ran) -> None:
-    home, _data, _ = ran
-    completed = pixels_sql("sql", "SELECT id FROM range(10000)", "--format", "csv", home=home)
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    rows = list(csv.reader(io.StringIO(completed.stdout)))
-    assert rows == [["id"], *([str(i)] for i in range(10000))]
-    assert "rows shown" not in completed.stderr
-
-
 def test_a_cut_is_said_on_stderr_never_in_the_data(spark) -> None:
     from pixels_sql.cli import TABLE_ROWS, execute
     from pixels_sql.scripts import iter_sql
@@ -158,15 +149,6 @@ def test_parse_errors_stop_scripts_before_spark_starts(tmp_path: Path) -> None:
     assert "Falling back" not in completed.stderr  # SHOW TABLES IN parses quietly
     assert not (tmp_path / "unused" / "metastore_db").exists()
     assert completed.stderr.startswith(f"pixels-sql: new home {tmp_path / 'unused'}\n")
-
-
-def test_a_query_that_does_not_parse_gets_sparks_message(ran) -> None:
-    home, _data, _ = ran
-    completed = pixels_sql("sql", "SELEC * FROM object_catalog", home=home)
-    assert completed.returncode == 1
-    assert "[PARSE_SYNTAX_ERROR] Syntax error at or near 'SELEC'" in completed.stderr
-    assert "SELEC * FROM object_catalog\n^^^" in completed.stderr
-    assert "Traceback" not in completed.stderr and "sqlglot" not in completed.stderr
 
 
 def test_table_rendering() -> None:

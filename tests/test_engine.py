@@ -131,10 +131,21 @@ def test_two_commands_at_once(warm_home: Path) -> None:
         assert out.splitlines()[-1].split() == [str(n), "|", "100000"]
 
 
+def test_machine_formats_print_every_row(warm_home: Path) -> None:
+    done = pixels_sql("sql", "SELECT id FROM range(10000)", "--format", "csv", home=warm_home)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = list(csv.reader(io.StringIO(done.stdout)))
+    assert rows == [["id"], *([str(i)] for i in range(10000))]
+    assert "rows shown" not in done.stderr
+
+
 def test_errors_come_back_in_one_message(warm_home: Path) -> None:
-    typo = pixels_sql("sql", "SELEC 1", home=warm_home)
+    # A query that does not parse: Spark's own message, line, position and caret; no sqlglot.
+    typo = pixels_sql("sql", "SELEC * FROM object_catalog", home=warm_home)
     assert typo.returncode == 1
-    assert "[PARSE_SYNTAX_ERROR]" in typo.stderr and "Traceback" not in typo.stderr
+    assert "[PARSE_SYNTAX_ERROR] Syntax error at or near 'SELEC'" in typo.stderr
+    assert "SELEC * FROM object_catalog\n^^^" in typo.stderr
+    assert "Traceback" not in typo.stderr and "sqlglot" not in typo.stderr
     missing = pixels_sql("sql", "SELECT * FROM no_such_table", home=warm_home)
     assert missing.returncode == 1 and "TABLE_OR_VIEW_NOT_FOUND" in missing.stderr
 
@@ -183,7 +194,7 @@ def test_stop_ends_the_engine(warm_home: Path) -> None:
     assert again.returncode == 0 and "no engine or server runs" in again.stderr
 
 
-def test_concurrent_first_commands_share_one_engine_which_stops_when_idle(
+def test_concurrent_first_commands_share_one_engine_held_by_the_python_api_then_idle(
     tmp_path: Path,
 ) -> None:
     home = tmp_path / "home"
@@ -203,48 +214,30 @@ def test_concurrent_first_commands_share_one_engine_which_stops_when_idle(
         lines = out.splitlines()
         assert (lines[0], lines[2]) == ("n", str(n))
     assert sum(STARTING in err for _out, err in outputs) == 1  # one engine started
-    assert wait_until(lambda: running_server(home) is None, 120), "the idle engine still runs"
-    log = (home / "logs" / "engine.log").read_text()
-    assert log.count("engine of the pixels-sql commands") == 1 and "idle for 5 s" in log
-    assert not socket_path(home).exists()
-
-
-def test_an_interrupted_client_says_so(tmp_path: Path) -> None:
-    # Interrupted while it waits for the engine it started (which stops when idle).
-    process = pixels_sql(
-        "run", str(one_script(tmp_path)), "--idle-timeout", "5", home=tmp_path / "h", wait=False
-    )
-    time.sleep(2)
-    process.send_signal(signal.SIGINT)
-    _out, err = process.communicate(timeout=600)
-    assert process.returncode == 130, err[-3000:]
-    assert "pixels-sql: interrupted" in err and "Traceback" not in err
-
-
-def test_python_api_connect_starts_and_holds_the_engine(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    home.mkdir()
+    # The Python API finds the engine, and holds it while its process runs (longer than the
+    # idle timeout here); then the engine stops by itself.
     job = (
         "import sys, time, pixels_sql\n"
         "spark = pixels_sql.connect(sys.argv[1])\n"
         "print(spark.sql('SELECT 7 AS n').first().n)\n"
-        "time.sleep(12)  # longer than the idle timeout: the open session holds the engine\n"
+        "time.sleep(12)\n"
         "print(spark.sql('SELECT 8 AS n').first().n)\n"
         "spark.stop()\n"
     )
-    env = {**os.environ, "PIXELS_SQL_ENGINE": "on", "PIXELS_SQL_IDLE_TIMEOUT": "4"}
     done = subprocess.run(
         [sys.executable, "-c", job, str(home)],
         capture_output=True,
         text=True,
-        env=env,
+        env={**os.environ, "PIXELS_SQL_ENGINE": "on"},
         timeout=600,
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.split() == ["7", "8"]
-    assert STARTING in done.stderr
+    assert done.stdout.split() == ["7", "8"] and STARTING not in done.stderr
     assert wait_until(lambda: running_server(home) is None, 120), "the idle engine still runs"
+    log = (home / "logs" / "engine.log").read_text()
+    assert log.count("engine of the pixels-sql commands") == 1 and "idle for 5 s" in log
+    assert not socket_path(home).exists()
 
 
 def in_a_terminal(args: list[str], ready: bytes, env: dict[str, str]) -> tuple[str, int]:
