@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from pixels_sql.config import DEFAULT_DATABASE, SETTINGS
+from pixels_sql.config import DEFAULT_DATABASE, SETTINGS, SettingError
 from pixels_sql.home import (
     HomeInUseError,
     HomeLock,
@@ -39,7 +39,8 @@ if TYPE_CHECKING:
 DEFAULT_MASTER = "local[*]"
 # The commands the home's warm engine runs (servers/engine.py); `ingest --stream` runs on its own.
 ENGINE_COMMANDS = frozenset({"sql", "run", "ingest", "gallery"})
-# Arguments that name local files or folders: made absolute before a command goes to the
+
+# Arguments that name files or folders: made absolute (URLs kept) before a command goes to the
 # engine, whose working folder is not the user's.
 _PATH_ARGUMENTS = ("path", "checkpoint", "extract_zip", "output")
 # Set by Ctrl-C in a command running its own Spark (_ctrl_c_cancels_jobs).
@@ -851,8 +852,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         if args.command in HOME_MAKING_COMMANDS:
             print(f"pixels-sql: new home {home}", file=sys.stderr, flush=True)
-    if _runs_in_engine(args):
-        return _send_to_engine(args)
+    try:
+        if _runs_in_engine(args, home):
+            return _send_to_engine(args, home)
+    except SettingError as exc:  # PIXELS_SQL_ENGINE or PIXELS_SQL_IDLE_TIMEOUT that does not parse
+        print(f"pixels-sql: {exc}", file=sys.stderr)
+        return 1
     _quiet_pyspark_logs()
     set_process_holder(f"pixels-sql {args.command}")
     return _run_handler(args)
@@ -883,7 +888,7 @@ def _interrupted() -> int:
     return INTERRUPTED
 
 
-def _runs_in_engine(args: argparse.Namespace) -> bool:
+def _runs_in_engine(args: argparse.Namespace, home: Path) -> bool:
     """Whether the command goes to the home's warm engine: one of ENGINE_COMMANDS, not told
     otherwise (--no-server, PIXELS_SQL_ENGINE=off), and no `pixels-sql serve` of the user's
     owns the home (its clients use Spark Connect, as before)."""
@@ -893,23 +898,16 @@ def _runs_in_engine(args: argparse.Namespace) -> bool:
 
     if args.command not in ENGINE_COMMANDS or getattr(args, "no_server", False):
         return False
-    if args.command == "ingest" and args.stream:
+    if (args.command == "ingest" and args.stream) or not settings.engine:
         return False
-    try:
-        if not settings.engine:
-            return False
-    except ValueError as exc:
-        raise SystemExit(f"pixels-sql: {exc}") from None
-    home = home_dir(args.home)
     return engine.is_running(home) or running_server(home) is None
 
 
-def _send_to_engine(args: argparse.Namespace) -> int:
+def _send_to_engine(args: argparse.Namespace, home: Path) -> int:
     """Run the command in the home's engine, starting it when none runs."""
     from pixels_sql.config import settings
     from pixels_sql.servers import engine
 
-    home = home_dir(args.home)
     arguments = _engine_arguments(args, home)
     idle = args.idle_timeout if args.idle_timeout is not None else settings.idle_timeout
     try:
@@ -924,8 +922,7 @@ def _send_to_engine(args: argparse.Namespace) -> int:
         print(f"pixels-sql: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("pixels-sql: interrupted", file=sys.stderr)
-        return INTERRUPTED
+        return _interrupted()
 
 
 def _engine_arguments(args: argparse.Namespace, home: Path) -> dict[str, object]:
@@ -934,8 +931,8 @@ def _engine_arguments(args: argparse.Namespace, home: Path) -> dict[str, object]
     arguments["home"] = str(home)
     for key in _PATH_ARGUMENTS:
         value = arguments.get(key)
-        if isinstance(value, str) and "://" not in value and not value.startswith("dbfs:"):
-            arguments[key] = os.path.abspath(os.path.expanduser(value))
+        if isinstance(value, str):
+            arguments[key] = _normalise_dir(value)
     if args.command == "run":
         arguments["scripts"] = [os.path.abspath(script) for script in args.scripts]
         arguments["param"] = [

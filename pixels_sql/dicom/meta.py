@@ -482,13 +482,20 @@ def emit_dataset(
         sink.element_end()
 
 
-def _numbers_by_walk(raw: Any) -> tuple[str, list[Any]] | None:
-    """A DS or IS element pydicom has not converted yet, as the walk converts it, else None."""
+def _raw_vr(raw: Any) -> str | None:
+    """The VR of an element pydicom has not converted yet (its value still the file's bytes):
+    the file's, or in an implicit VR file the dictionary's (PS3.5 7.1.3); else None."""
     if not isinstance(raw, RawDataElement) or not isinstance(raw.value, bytes):
         return None
-    vr = raw.VR
-    if vr is None and pydicom.datadict.dictionary_has_tag(int(raw.tag)):
-        vr = pydicom.datadict.dictionary_VR(int(raw.tag))  # implicit VR (PS3.5 7.1.3)
+    if raw.VR:
+        return str(raw.VR)
+    tag = int(raw.tag)
+    return pydicom.datadict.dictionary_VR(tag) if pydicom.datadict.dictionary_has_tag(tag) else None
+
+
+def _numbers_by_walk(raw: Any) -> tuple[str, list[Any]] | None:
+    """A DS or IS element pydicom has not converted yet, as the walk converts it, else None."""
+    vr = _raw_vr(raw)
     if vr not in ("DS", "IS"):
         return None
     converter = converter_of(vr)
@@ -497,11 +504,9 @@ def _numbers_by_walk(raw: Any) -> tuple[str, list[Any]] | None:
 
 
 def _converted_by_walk(raw: Any, dataset: Dataset, error: Exception) -> tuple[str, list[Any]]:
-    if not isinstance(raw, RawDataElement) or not isinstance(raw.value, bytes):
-        raise error
-    vr = raw.VR or pydicom.datadict.dictionary_VR(int(raw.tag))
-    converter = converter_of(vr)
-    if converter is None:
+    vr = _raw_vr(raw)
+    converter = None if vr is None else converter_of(vr)
+    if vr is None or converter is None:
         raise error
     codecs = getattr(dataset, "_character_set", None) or ["latin_1"]
     return vr, converter(vr, raw.value, codecs[0] if len(codecs) == 1 else "latin_1")
