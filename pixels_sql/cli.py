@@ -226,6 +226,8 @@ _OS_ERRORS = tuple(
 _JAVA_FRAME = re.compile(r"^\s+(?:at |\.\.\. \d+ more)")
 # "org.apache.spark.SparkException: " before a message that names its error class itself.
 _JAVA_CLASS_PREFIX = re.compile(r"^(?:[\w$]+\.)+[\w$]+(?:Exception|Error): ")
+_PYTHON_WORKER_FAILED = "An exception was thrown from the Python worker:"
+_PYTHON_CLASS_PREFIX = re.compile(r"^(?:\w+\.)*\w+(?:Exception|Error): ")
 
 
 def _os_error(text: str) -> str | None:
@@ -270,7 +272,13 @@ def _error_message(exc: BaseException) -> str:
             return os_error
         spark_said = _JAVA_CLASS_PREFIX.sub("", said[0].strip(": "))
         return f"{os_error} ({spark_said})"
-    # Python worker failures carry a traceback: its last line names the file and the reason.
+    # A Python worker's failure: its exception's own line (the session hides the traceback:
+    # "dicom_meta: <path>: not_found: ..."), without Spark's and Python's class prefixes.
+    worker = text.partition(_PYTHON_WORKER_FAILED)[2].strip()
+    if worker and "Traceback (most recent call last)" not in worker:
+        return _PYTHON_CLASS_PREFIX.sub("", worker.splitlines()[0])
+    # With tracebacks shown (spark.sql.execution.pyspark.udf.hideTraceback.enabled false), the
+    # traceback's last line names the file and the reason.
     if "Traceback (most recent call last)" in text:
         tail = [line for line in lines if line.strip() and not line.startswith((" ", "\t"))]
         return tail[-1] if tail else lines[-1]

@@ -105,6 +105,10 @@ def session_conf(
         # 5.1-8.1 -> 3.1-3.3 s. Shredded tables written before still read.
         "spark.sql.variant.writeShredding.enabled": "false",
         "spark.sql.session.timeZone": "UTC",
+        # A failing function (dicom_meta of a deleted file) reaches a JDBC or Spark Connect
+        # client as its one-line reason ("dicom_meta: <path>: not_found: ..."), not a Python
+        # traceback inside a Java one. Set it to false to see the Python frames.
+        "spark.sql.execution.pyspark.udf.hideTraceback.enabled": "true",
         # Python workers fork from a daemon that has imported the functions' modules already
         # (pydicom, numpy, Pillow), and fork their file-reading helper in turn.
         "spark.python.daemon.module": "pixels_sql.functions.daemon",

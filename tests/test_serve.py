@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
+import tomllib
 from pyhive import hive
 
 from pixels_sql.dicom.thumbnail import render_thumbnail
@@ -160,7 +161,10 @@ def test_run_and_sql_commands_go_through_the_server(
     assert counted.stdout.split() == ["files", str(len(SAMPLE_FILES))]
     failing = cli(server, "sql", "SELECT dicom_meta('/no/such/file.dcm')")
     assert failing.returncode == 1
-    assert "not_found" in failing.stderr
+    assert failing.stderr.strip().endswith(
+        "dicom_meta: /no/such/file.dcm: not_found: FileNotFoundError: [Errno 2] No such file or"
+        " directory: '/no/such/file.dcm'"
+    ), failing.stderr
     assert "\tat " not in failing.stderr and "Traceback" not in failing.stderr, failing.stderr
     # A second run reads nothing new and leaves the tables as they were.
     again = cli(server, "run", str(ROOT / "sql"), "--param", f"path={folders['all']}")
@@ -310,6 +314,51 @@ def test_a_failing_query_leaves_the_connection_usable(
         connection.close()
 
 
+def test_a_view_over_a_deleted_file_fails_in_one_line(
+    server: ServeProcess, folders: dict[str, Path]
+) -> None:
+    """Through beeline (statements polled asynchronously: Spark's server would put its whole
+    Java stack in the message) and PyHive, the failure is the function's one-line reason;
+    try_dicom_meta gives NULL."""
+    kept = folders["good"] / "deleted-later.dcm"
+    kept.write_bytes(next(folders["good"].rglob("*.dcm")).read_bytes())
+    connection = jdbc(server)
+    try:
+        query(
+            connection,
+            "CREATE OR REPLACE VIEW default.deleted_meta AS SELECT path, dicom_meta(path) AS meta,"
+            f" try_dicom_meta(path) AS maybe FROM VALUES ('{kept}') AS t(path)",
+        )
+        assert query(connection, "SELECT meta IS NOT NULL FROM default.deleted_meta") == [(True,)]
+        kept.unlink()
+        with pytest.raises(Exception) as failure:
+            query(connection, "SELECT meta FROM default.deleted_meta")
+        message = failure.value.args[0].status.errorMessage
+        reason = f"dicom_meta: {kept}: not_found: "
+        assert reason in message and "Traceback" not in message, message
+        assert len(message.strip().splitlines()) <= 2, message  # and Spark's SQLSTATE line
+    finally:
+        connection.close()
+    completed = subprocess.run(
+        [
+            str(SPARK_HOME / "bin" / "beeline"),
+            *("-u", server.jdbc_url, "-n", "admin", "-p", server.secrets.admin),
+            *("--silent=true", "--outputformat=csv2"),
+            "-e",
+            "SELECT maybe IS NULL AS gone FROM default.deleted_meta;"
+            " SELECT meta FROM default.deleted_meta;",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "SPARK_HOME": str(SPARK_HOME)},
+    )
+    errors = [line for line in completed.stderr.splitlines() if "WARNING" not in line]
+    assert errors and errors[0].startswith("Error: ") and reason in errors[0], completed.stderr
+    assert len(errors) <= 2 and not any(line.startswith("\tat ") for line in errors), errors
+    assert completed.stdout.split() == ["gone", "true"], (completed.stdout, completed.stderr)
+
+
 SLOW_CLIENT = """
 import sys
 from pyhive import hive
@@ -428,15 +477,63 @@ def test_the_shell_examples_of_docs_server_md_run(server: ServeProcess) -> None:
     (beeline_block,) = [block for block in blocks if "beeline" in block]
     # The first block starts the server as the fixture does (which adds only free ports).
     assert serve_block.splitlines()[0] == "pixels-sql serve --home pixels-home"
+    # From the project folder, as the docs say, with the venv's programs named by path.
     completed = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", _for_this_server(beeline_block, server)],
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
+        cwd=ROOT,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "| CT " in completed.stdout and "| MR " in completed.stdout, completed.stdout
+
+
+def test_the_sql_examples_of_docs_server_md_make_working_views(server: ServeProcess) -> None:
+    blocks = _docs_blocks("sql")
+    assert len(blocks) >= 2
+    connection = jdbc(server)
+    try:
+        for block in blocks:
+            query(connection, block.strip().rstrip(";"))
+            view = re.search(r"CREATE VIEW (\S+)", block).group(1)
+            live = query(
+                connection, "SELECT count(*) FROM pixels.object_catalog WHERE deleted_at IS NULL"
+            )
+            assert query(connection, f"SELECT count(*) FROM {view}") == live, block
+            query(connection, f"DROP VIEW {view}")
+    finally:
+        connection.close()
+
+
+def test_the_pyhive_recipe_installs_a_working_client(server: ServeProcess, tmp_path: Path) -> None:
+    """docs/server.md's pip line in a fresh venv, then its first PyHive example with it."""
+    (install,) = re.findall(r"`(pip install PyHive[^`]*)`", SERVER_DOC.read_text())
+    venv = tmp_path / "client"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    installed = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", *install.split()],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert installed.returncode == 0, installed.stderr[-3000:]
+    (example,) = [block for block in _docs_blocks("python") if "hive.connect(" in block]
+    completed = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", _for_this_server(example, server)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PIXELS_SQL_READER": server.secrets.reader},
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert completed.stdout.strip() == "[('PatientName', 'PN')]", completed.stdout
+    # The test extra installs what the recipe names (the suite's own PyHive client).
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    extras = pyproject["project"]["optional-dependencies"]
+    named = {package.split("==")[0].lower() for package in install.split()[2:]}
+    for extra in ("jdbc", "test"):
+        assert named <= {package.split("==")[0].lower() for package in extras[extra]}, extra
 
 
 def test_the_readme_serve_command_is_what_the_tests_run() -> None:

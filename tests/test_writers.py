@@ -273,9 +273,7 @@ def test_cli_ingests_while_stows_arrive(server: ServeProcess, base: str, data: P
     # STOWs (their files may have been catalogued by the run before it) can still be under
     # way here, with its own table: wait for the runs to end, not for a moment without one.
     listing = "SHOW TABLES IN pixels LIKE 'pixels_listing*'"
-    assert eventually(lambda: query(server.home, listing) == [], 240), query(
-        server.home, listing
-    )
+    assert eventually(lambda: query(server.home, listing) == [], 240), query(server.home, listing)
 
 
 def ingest_while_storing(

@@ -45,7 +45,10 @@ def file_content():
     def file_content(paths: pd.Series) -> pd.Series:
         results = read_rows(content, [(path,) for path in paths], partial(Content, None))
         return pd.Series(
-            [value_or_raise(p, r, "data") for p, r in zip(paths, results, strict=True)],
+            [
+                value_or_raise("file_content", p, r, "data")
+                for p, r in zip(paths, results, strict=True)
+            ],
             dtype=object,
         )
 

@@ -45,7 +45,10 @@ def dicom_meta():
     def dicom_meta(paths: pd.Series) -> pd.Series:
         results = read_batch(paths)
         return pd.Series(
-            [value_or_raise(p, r, "meta") for p, r in zip(paths, results, strict=True)],
+            [
+                value_or_raise("dicom_meta", p, r, "meta")
+                for p, r in zip(paths, results, strict=True)
+            ],
             dtype=object,
         )
 

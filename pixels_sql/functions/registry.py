@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from pixels_sql.errors import DicomReadError
+from pixels_sql.errors import FunctionReadError
 from pixels_sql.io.isolation import run_isolated
 
 # Argument names that mean a file: one the function reads, a folder it writes into. A server
@@ -80,11 +80,13 @@ def read_rows(
     return [None if row[0] is None else next(results) for row in rows]
 
 
-def value_or_raise(path: str | None, result: Any | None, attribute: str) -> Any | None:
-    """``result.<attribute>``, or the file's failure raised (what the non-``try_`` functions
-    do); None for a NULL path."""
+def value_or_raise(
+    function: str, path: str | None, result: Any | None, attribute: str
+) -> Any | None:
+    """``result.<attribute>``, or the file's failure raised as ``function``'s (what the
+    non-``try_`` functions do); None for a NULL path."""
     if result is None:
         return None
     if result.reason is not None:
-        raise DicomReadError(str(path), result.reason, result.message or "")
+        raise FunctionReadError(function, str(path), result.reason, result.message or "")
     return getattr(result, attribute)

@@ -68,7 +68,10 @@ def dicom_thumbnail():
         arguments = _arguments("dicom_thumbnail", columns)
         results = read_rows(read_thumbnail_result, arguments, _FAILED)
         return pd.Series(
-            [value_or_raise(row[0], r, "data") for row, r in zip(arguments, results, strict=True)],
+            [
+                value_or_raise("dicom_thumbnail", row[0], r, "data")
+                for row, r in zip(arguments, results, strict=True)
+            ],
             dtype=object,
         )
 

@@ -148,6 +148,12 @@ class Endpoints:
             thrift = jvm.org.apache.spark.sql.hive.thriftserver.HiveThriftServer2
             self._thrift = thrift.startWithContext(self.spark._jsparkSession.sqlContext())
             jvm.pixelssql.ClientGuard.thriftServer(self._thrift)
+            if not jvm.pixelssql.ThriftErrors.install(self._thrift):
+                print(
+                    "pixels-sql serve: JDBC error messages keep the server's stack trace"
+                    " (no binary Thrift endpoint found to shorten them)",
+                    file=sys.stderr,
+                )
         self._connect = jvm.org.apache.spark.sql.connect.service.SparkConnectService
         self._connect.start(self.spark.sparkContext._jsc.sc())
         if self.options.jdbc_port:
