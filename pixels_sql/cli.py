@@ -15,13 +15,14 @@ import threading
 import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from pixels_sql.config import DEFAULT_DATABASE, SETTINGS, SettingError
 from pixels_sql.home import (
     HomeInUseError,
     HomeLock,
     home_dir,
+    is_home,
     process_alive,
     set_process_holder,
 )
@@ -47,8 +48,6 @@ _PATH_ARGUMENTS = ("path", "checkpoint", "extract_zip", "output")
 _INTERRUPTED = threading.Event()
 # The engine's SparkSession, in the thread running a command sent to it.
 _ENGINE = threading.local()
-# What every home has once a Spark has used it: its metastore.
-HOME_MARK = "metastore_db"
 HOME_VARIABLE = SETTINGS["home"].variable
 # Commands that only read a home: they never make one.
 READ_ONLY_COMMANDS = frozenset({"sql", "gallery", "viewer-url"})
@@ -617,21 +616,55 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return _run_statements(args, statements, params["database"])
 
 
+# Each command's --help ends with these (tests/test_cli.py runs the read-only ones).
+EXAMPLES: dict[str, list[str]] = {
+    "ingest": [
+        "pixels-sql ingest /data/dicom",
+        "pixels-sql ingest s3://bucket/dicom --no-thumbnails",
+        "pixels-sql ingest /data/incoming --stream --checkpoint /data/incoming.checkpoint",
+    ],
+    "run": [
+        "pixels-sql run sql --param path=/data/dicom",
+        "pixels-sql run my_views.sql --param database=pixels",
+    ],
+    "sql": [
+        'pixels-sql sql "SELECT * FROM study_catalog ORDER BY StudyDate DESC"',
+        "pixels-sql sql \"SELECT path FROM object_catalog WHERE Modality = '${m}'\" --param m=CT",
+        'pixels-sql sql "SELECT * FROM object_catalog" --format csv > catalog.csv',
+    ],
+    "gallery": ["pixels-sql gallery --output gallery.html --max-images 500"],
+    "viewer-url": ["pixels-sql viewer-url 1.2.840.113619.2.1.1.322987881.621.736170080.681"],
+    "serve": [
+        "pixels-sql serve",
+        "pixels-sql serve --allow-store --allow-path /data/dicom",
+    ],
+    "stop": ["pixels-sql stop"],
+    "token": ["pixels-sql token --reader"],
+    "demo": ["pixels-sql demo --home /tmp/pixels-demo"],
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pixels-sql", description="DICOM folders as Spark SQL tables."
     )
+    # What every command and each kind of command takes: a command lists only what applies.
+    # The top-level defaults give every command's namespace these attributes.
+    parser.set_defaults(master=DEFAULT_MASTER, ui=False, limit=None)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--home",
         help="folder for the metastore, warehouse and scratch space"
-        " (default: $PIXELS_SQL_HOME or ./pixels-home)",
+        " (default: $PIXELS_SQL_HOME, else the nearest pixels-home holding a home from the"
+        " working folder up, else ./pixels-home)",
     )
-    common.add_argument(
+    spark = argparse.ArgumentParser(add_help=False)
+    spark.add_argument(
         "--master", default=DEFAULT_MASTER, help=f"Spark master (default: {DEFAULT_MASTER})"
     )
-    common.add_argument("--ui", action="store_true", help="start the Spark UI on 127.0.0.1")
-    common.add_argument(
+    spark.add_argument("--ui", action="store_true", help="start the Spark UI on 127.0.0.1")
+    rows = argparse.ArgumentParser(add_help=False)
+    rows.add_argument(
         "--limit",
         type=int,
         help=f"rows to print per query (default: {TABLE_ROWS} in a table, every row in CSV/JSON)",
@@ -652,15 +685,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", parents=[common, warm], help="run SQL scripts (files or folders)")
+    def add(name: str, parents: list[argparse.ArgumentParser], **kwargs: str) -> Any:
+        return sub.add_parser(
+            name,
+            parents=parents,
+            epilog="examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[name]),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            **kwargs,
+        )
+
+    run = add("run", [common, spark, rows, warm], help="run SQL scripts (files or folders)")
     run.add_argument("scripts", nargs="+", help=".sql files or folders of them (name order)")
-    run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
+    run.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a value for ${NAME} in the scripts (repeatable): any text inside quotes, a name"
+        " or a number outside them (the pipeline's: docs/tables.md)",
+    )
     run.add_argument("--no-parse-check", action="store_true", help="skip the sqlglot check")
     run.set_defaults(handler=cmd_run)
 
-    ingest = sub.add_parser(
+    ingest = add(
         "ingest",
-        parents=[common, warm],
+        [common, spark, warm],
         help="catalogue a folder incrementally: new, changed and deleted files, zip archives",
     )
     ingest.add_argument("path", help="folder (or file) to catalogue")
@@ -701,17 +750,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ingest.set_defaults(handler=cmd_ingest)
 
-    sql = sub.add_parser("sql", parents=[common, warm], help="run one query and print its rows")
-    sql.add_argument("query")
-    sql.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
+    sql = add("sql", [common, spark, rows, warm], help="run one query and print its rows")
+    sql.add_argument("query", help="one SQL statement (Spark SQL; ${NAME} from --param)")
+    sql.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a value for ${NAME} in the query (repeatable): any text inside quotes, a name or"
+        " a number outside them",
+    )
     sql.add_argument("--database", help=f"current database (default: {DEFAULT_DATABASE})")
-    sql.add_argument("--format", choices=FORMATS, default="table")
+    sql.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="table",
+        help="table (default; cells cut at --width), csv or json (every row, nothing cut)",
+    )
     sql.add_argument("--width", type=int, default=60, help="cut table cells at this many chars")
     sql.set_defaults(handler=cmd_sql)
 
-    gallery = sub.add_parser(
+    gallery = add(
         "gallery",
-        parents=[common, warm],
+        [common, spark, warm],
         help="write a static HTML contact sheet of the thumbnails",
     )
     gallery.add_argument("--database", help=f"database to read (default: {DEFAULT_DATABASE})")
@@ -727,17 +788,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gallery.set_defaults(handler=cmd_gallery)
 
-    viewer_url = sub.add_parser(
+    viewer_url = add(
         "viewer-url",
-        parents=[common],
+        [common],
         help="print the viewer's URL of a study (on the pixels-sql serve of the home)",
     )
     viewer_url.add_argument("study_uid", help="the StudyInstanceUID to open")
     viewer_url.set_defaults(handler=cmd_viewer_url)
 
-    serve = sub.add_parser(
+    serve = add(
         "serve",
-        parents=[common],
+        [common, spark],
         help="serve the home to SQL clients: JDBC (Thrift) and Spark Connect endpoints",
     )
     serve.add_argument(
@@ -819,16 +880,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(handler=cmd_serve)
 
-    stop = sub.add_parser(
+    stop = add(
         "stop",
-        parents=[common],
+        [common],
         help="stop the home's engine or server (pixels-sql serve) and wait for it to end",
     )
     stop.set_defaults(handler=cmd_stop)
 
-    token = sub.add_parser(
+    token = add(
         "token",
-        parents=[common],
+        [common],
         help="print the admin secret of the home's server (JDBC user admin, dbt, Spark Connect)",
     )
     token.add_argument(
@@ -838,9 +899,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     token.set_defaults(handler=cmd_token)
 
-    demo = sub.add_parser(
-        "demo", parents=[common], help="run the pipeline on the bundled sample DICOM files"
-    )
+    demo = add("demo", [common, spark], help="run the pipeline on the bundled sample DICOM files")
     demo.add_argument("--database", help=f"database to create (default: {DEFAULT_DATABASE})")
     demo.set_defaults(handler=cmd_demo)
     return parser
@@ -849,7 +908,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     home = home_dir(args.home)
-    if not (home / HOME_MARK).is_dir():
+    if not is_home(home):
         if args.command in READ_ONLY_COMMANDS:
             # Never an empty home made in whatever folder the command ran from.
             print(

@@ -96,10 +96,11 @@ def _text(text: str) -> str:
 SETTINGS: dict[str, Setting] = {
     "home": Setting(
         "PIXELS_SQL_HOME",
-        Path("pixels-home"),
+        None,
         _path,
         "default home folder (metastore, warehouse, scratch space)",
-        "`./pixels-home`",
+        "the nearest `pixels-home` holding a home, from the working folder up (like git);"
+        " else `./pixels-home`",
     ),
     "jar": Setting(
         "PIXELS_SQL_JAR",

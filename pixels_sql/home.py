@@ -87,6 +87,12 @@ _held: dict[Path, tuple[int, int, TextIO]] = {}  # lock file -> (thread id, dept
 _held_lock = threading.Lock()
 
 
+# The folder name of a home when none is named, and what every home has once a Spark has used
+# it: its metastore.
+HOME_NAME = "pixels-home"
+HOME_MARK = "metastore_db"
+
+
 class WriterBusyError(HomeInUseError):
     """Another writer held the catalog for longer than this one would wait."""
 
@@ -98,9 +104,29 @@ def set_process_holder(text: str) -> None:
 
 
 def home_dir(home: str | os.PathLike[str] | None = None) -> Path:
-    """Folder holding the metastore, the warehouse and Spark's scratch space."""
+    """Folder holding the metastore, the warehouse and Spark's scratch space: ``home``, else
+    ``$PIXELS_SQL_HOME``, else :func:`nearest_home` of the working folder."""
     chosen = home or settings.home
+    if chosen is None:
+        return nearest_home(Path.cwd())
     return Path(chosen).expanduser().resolve()
+
+
+def nearest_home(start: Path) -> Path:
+    """The home a command run in ``start`` uses when none is named: the first ``pixels-home``
+    folder that is a home (has a metastore) in ``start`` or a folder above it, as git finds
+    its repository; else ``start/pixels-home``, where a command that writes makes one."""
+    start = start.resolve()
+    for folder in (start, *start.parents):
+        candidate = folder / HOME_NAME
+        if is_home(candidate):
+            return candidate
+    return start / HOME_NAME
+
+
+def is_home(folder: Path) -> bool:
+    """Whether ``folder`` is a pixels-sql home: a Spark has used it (its metastore exists)."""
+    return (folder / HOME_MARK).is_dir()
 
 
 def process_alive(pid: int) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pixels_sql.cli import build_parser
+from pixels_sql.cli import EXAMPLES, build_parser
 from pixels_sql.home import HomeLock
 from pixels_sql.output import render
 from pixels_sql.servers.discovery import running_server
@@ -137,6 +138,31 @@ def test_a_read_only_command_never_makes_a_home(tmp_path: Path) -> None:
         assert not home.exists()
 
 
+def test_the_home_is_found_from_the_working_folder_up(tmp_path: Path) -> None:
+    """Without --home or $PIXELS_SQL_HOME a command uses the nearest pixels-home holding a
+    home, from its working folder up (as git finds its repository); else ./pixels-home."""
+    project = tmp_path / "project"
+    deep = project / "notebooks" / "week1"
+    deep.mkdir(parents=True)
+    (project / "notebooks" / "pixels-home").mkdir()  # a folder of that name, not a home
+    (project / "pixels-home" / "metastore_db").mkdir(parents=True)
+    environment = {k: v for k, v in os.environ.items() if k != "PIXELS_SQL_HOME"}
+    command = [sys.executable, "-m", "pixels_sql.cli", "viewer-url", "1.2.3"]
+    found = subprocess.run(
+        command, capture_output=True, text=True, timeout=120, cwd=deep, env=environment
+    )
+    assert found.returncode == 0, found.stderr
+    assert f"no server runs on {project / 'pixels-home'}:" in found.stderr
+    alone = tmp_path / "elsewhere"
+    alone.mkdir()
+    missing = subprocess.run(
+        command, capture_output=True, text=True, timeout=120, cwd=alone, env=environment
+    )
+    assert missing.returncode == 1
+    assert missing.stderr.startswith(f"pixels-sql: no pixels-sql home at {alone / 'pixels-home'};")
+    assert not (alone / "pixels-home").exists()
+
+
 def test_parse_errors_stop_scripts_before_spark_starts(tmp_path: Path) -> None:
     script = tmp_path / "typo.sql"
     script.write_text("SELECT 1;\n\nSELEC * FROM object_catalog;\nSHOW TABLES IN pixels;\n")
@@ -176,6 +202,26 @@ def test_every_command_has_help() -> None:
         "stop",
     }
     assert all(command.format_help() for command in commands.values())
+
+
+def test_each_command_lists_its_own_options_and_examples_that_parse() -> None:
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    spark_commands = {"ingest", "run", "sql", "demo", "gallery", "serve"}
+    for name, command in commands.items():
+        options = {option for action in command._actions for option in action.option_strings}
+        assert "--home" in options, name
+        assert ("--master" in options) == (name in spark_commands), name
+        assert ("--limit" in options) == (name in {"run", "sql"}), name
+        assert ("--no-server" in options) == (name in {"ingest", "run", "sql", "gallery"}), name
+        shown = command.format_help()
+        assert "examples:\n" in shown, name
+        for example in EXAMPLES[name]:
+            assert example in shown
+            words = shlex.split(example.split(" > ")[0])
+            assert words[:2] == ["pixels-sql", name], example
+            parsed = parser.parse_args(words[1:])
+            assert parsed.command == name and parsed.master == "local[*]", example
 
 
 def readme_block(heading: str) -> list[str]:
