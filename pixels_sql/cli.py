@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from pixels_sql.config import DEFAULT_DATABASE, SETTINGS, SettingError
+from pixels_sql.config import DEFAULT_DATABASE, DEMO_DATABASE, SETTINGS, SettingError
 from pixels_sql.home import (
     HomeInUseError,
     HomeLock,
@@ -609,7 +609,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if not target.exists():
             shutil.copytree(source, target)
     print(f"sample data: {samples} ({sum(1 for p in samples.rglob('*') if p.is_file())} files)")
-    params = {"path": str(samples), "database": args.database or DEFAULT_DATABASE}
+    params = {"path": str(samples), "database": args.database or DEMO_DATABASE}
     statements = load_scripts([PIPELINE_DIR], params)
     args.home = str(home)
     _allow_root(args, params["path"])
@@ -900,7 +900,11 @@ def build_parser() -> argparse.ArgumentParser:
     token.set_defaults(handler=cmd_token)
 
     demo = add("demo", [common, spark], help="run the pipeline on the bundled sample DICOM files")
-    demo.add_argument("--database", help=f"database to create (default: {DEFAULT_DATABASE})")
+    demo.add_argument(
+        "--database",
+        help=f"database to fill (default: {DEMO_DATABASE}, apart from the {DEFAULT_DATABASE}"
+        " database that ingest fills)",
+    )
     demo.set_defaults(handler=cmd_demo)
     return parser
 

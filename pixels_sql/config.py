@@ -24,6 +24,8 @@ _MB = 1 << 20
 
 # The database the pipeline fills and the commands read when none is named.
 DEFAULT_DATABASE = "pixels"
+# The database `pixels-sql demo` (`make demo`) fills: the sample files stay apart from yours.
+DEMO_DATABASE = "pixels_demo"
 
 
 class SettingError(ValueError):

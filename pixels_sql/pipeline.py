@@ -3,6 +3,7 @@ exact, and the run's summary."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from pixels_sql.config import DEFAULT_DATABASE
 from pixels_sql.runner import run_statements
 from pixels_sql.scripts import load_scripts
-from pixels_sql.tables import exact_tables, writing
+from pixels_sql.tables import PIPELINE_TABLES, exact_tables, writing
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -54,6 +55,25 @@ def create_views(spark: SparkSession, database: str, **lock: Any) -> None:
             run_statements(spark, statements)
         finally:
             spark.catalog.setCurrentDatabase(current)
+
+
+def pipeline_views() -> list[str]:
+    """The persistent views the pipeline's scripts make, in name order."""
+    made = re.compile(r"^CREATE OR REPLACE VIEW (\w+)", re.MULTILINE)
+    return sorted(
+        name
+        for script in sorted(PIPELINE_DIR.glob("*.sql"))
+        for name in made.findall(script.read_text())
+    )
+
+
+def _made_here(spark: SparkSession, database: str) -> str:
+    """'tables …; views …': what of the pipeline's own ``database`` holds (catalog lookups,
+    no Spark job)."""
+    present = {row.tableName for row in spark.sql(f"SHOW TABLES IN `{database}`").collect()}
+    tables = [name for name in PIPELINE_TABLES if name in present]
+    views = [name for name in pipeline_views() if name in present]
+    return f"tables {', '.join(tables)}; views {', '.join(views)}"
 
 
 def summary(spark: SparkSession, database: str) -> str:
@@ -120,8 +140,7 @@ def summary(spark: SparkSession, database: str) -> str:
         *([f"deleted: {deleted}"] if deleted else []),
         *([f"thumbnails: {thumbnails}"] if thumbnails is not None else []),
         f"errors: {sum(row.files for row in reasons)}" + (f" ({by_stage})" if by_stage else ""),
-        f"database: {database} (tables object_catalog, object_thumbnails; views object_errors,"
-        " series_catalog, study_catalog)",
+        f"database: {database} ({_made_here(spark, database)})",
         f"table location: {where.data_type if where else '?'}",
         f"warehouse: {spark.conf.get('spark.sql.warehouse.dir')}",
     ]

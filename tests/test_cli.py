@@ -36,8 +36,8 @@ def pixels_sql(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
             *args,
             "--home",
             str(home),
-            "--master",
-            "local[2]",
+            # Two cores for the commands that start a Spark (the others take no --master).
+            *(() if args[0] in ("viewer-url", "token", "stop") else ("--master", "local[2]")),
         ],
         capture_output=True,
         text=True,
@@ -63,7 +63,11 @@ def test_run_prints_summary(ran) -> None:
     assert "instances: 8\n" in completed.stdout
     assert "thumbnails: 6\n" in completed.stdout
     assert "errors: 3 (meta: corrupt 1, not_dicom 1, truncated 1)\n" in completed.stdout
-    assert "(tables object_catalog, object_thumbnails;" in completed.stdout
+    assert (
+        "database: pixels (tables object_catalog, object_thumbnails, object_header; views"
+        " header_issues, instance_conflicts, instance_copies, object_errors, series_catalog,"
+        " study_catalog)\n"
+    ) in completed.stdout
     # Per-statement progress names the line where the SELECT of the listing's counts starts.
     script = (ROOT / "sql" / "10_catalog.sql").read_text().splitlines()
     counted = next(i for i, line in enumerate(script) if "AS files_to_read" in line)
@@ -305,3 +309,27 @@ def test_gallery_in_a_real_browser(readme_run: ReadmeRun) -> None:
     assert image.size == (1280, 1600)
     # Images were painted, not a blank page.
     assert len(set(image.convert("L").get_flattened_data())) > 50
+
+
+def test_make_demo_prints_what_the_readme_shows(tmp_path: Path) -> None:
+    """`make demo`'s command in a fresh folder: the sample files catalogued into pixels_demo
+    of ./pixels-home, ending with the README's lines (its "…" stands for the folder)."""
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = makefile[makefile.index("\ndemo:") :].splitlines()[2].strip()
+    assert recipe == "$(VENV)/bin/pixels-sql demo", recipe
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("`make demo` catalogs") :]
+    shown = section[section.index("```\n") + 4 :]
+    shown = shown[: shown.index("```")].splitlines()
+    completed = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "pixels-sql"), "demo"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if k != "PIXELS_SQL_HOME"},
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    printed = completed.stdout.splitlines()[-len(shown) :]
+    assert [line.replace(str(tmp_path), "/…") for line in printed] == shown, completed.stdout
+    assert completed.stderr.startswith(f"pixels-sql: new home {tmp_path / 'pixels-home'}\n")
