@@ -32,6 +32,7 @@ from pixels_sql.servers import endpoint as endpoint_defaults
 # The heavier modules (pydicom, sqlglot, pyspark behind them) are imported by the commands that
 # use them: a command the home's warm engine runs only parses its arguments here (engine.py).
 if TYPE_CHECKING:
+    from pyspark import SparkContext
     from pyspark.sql import SparkSession
 
     from pixels_sql.progress import Progress
@@ -315,6 +316,7 @@ def execute(
     width: int = 60,
     progress: Progress | None = None,
     err: TextIO | None = None,
+    log: TextIO | None = None,
 ) -> None:
     """Run statements in order, printing the rows of queries; stop at the first failure.
     ``limit``: rows printed per query; None: :data:`TABLE_ROWS` in a table, every row in the
@@ -335,7 +337,6 @@ def execute(
         if limit is not None and len(rows) > limit:
             print(f"pixels-sql: first {limit} rows shown; --limit N shows more", file=err)
 
-    log = sys.stderr if progress is not None else None
     try:
         run_statements(
             spark, statements, rows=limit, on_rows=print_rows, progress=progress, log=log
@@ -380,24 +381,35 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _run_statements(args: argparse.Namespace, statements: list[Statement], database: str) -> int:
     from pixels_sql.functions import is_connect_client
     from pixels_sql.pipeline import summary
-    from pixels_sql.progress import Progress
     from pixels_sql.tables import TableLayoutError, exact_tables
 
     with _home_session(args) as spark:
         context = None if is_connect_client(spark) else spark.sparkContext
         try:
-            with exact_tables(spark, database), Progress(context) as progress:
-                execute(spark, statements, progress=progress, limit=args.limit)
+            with exact_tables(spark, database), _progress(args, context) as progress:
+                execute(spark, statements, progress=progress, limit=args.limit, log=_log(args))
         except TableLayoutError as exc:
             raise CliError(str(exc)) from None
         print(summary(spark, database))
     return 0
 
 
+def _progress(args: argparse.Namespace, context: SparkContext | None) -> Progress:
+    """The progress display a pipeline command asked for (--quiet, --progress)."""
+    from pixels_sql.progress import Progress
+
+    return Progress(context, mode="off" if args.quiet else args.progress)
+
+
+def _log(args: argparse.Namespace) -> TextIO | None:
+    """Where a pipeline command says each statement's outcome: stderr, unless --quiet or
+    --progress json (whose stderr is JSON lines only)."""
+    return None if args.quiet or args.progress == "json" else sys.stderr
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     from pixels_sql.functions import is_connect_client
     from pixels_sql.ingest.batch import ingest, print_report
-    from pixels_sql.progress import Progress
     from pixels_sql.scripts import ScriptError
     from pixels_sql.servers.viewer import viewer_base
     from pixels_sql.tables import TableLayoutError
@@ -413,7 +425,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     with _home_session(args) as spark:
         context = None if is_connect_client(spark) else spark.sparkContext
         try:
-            with Progress(context) as progress:
+            with _progress(args, context) as progress:
                 report = ingest(
                     spark,
                     path,
@@ -423,7 +435,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                     glob=args.glob,
                     extract_zip=os.path.realpath(args.extract_zip) if args.extract_zip else None,
                     progress=progress,
-                    log=sys.stderr,
+                    log=_log(args),
                     viewer_url=viewer_base(args.home),
                 )
         except TableLayoutError as exc:
@@ -650,7 +662,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     # What every command and each kind of command takes: a command lists only what applies.
     # The top-level defaults give every command's namespace these attributes.
-    parser.set_defaults(master=DEFAULT_MASTER, ui=False, limit=None)
+    parser.set_defaults(master=DEFAULT_MASTER, ui=False, limit=None, quiet=False, progress="line")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--home",
@@ -663,6 +675,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--master", default=DEFAULT_MASTER, help=f"Spark master (default: {DEFAULT_MASTER})"
     )
     spark.add_argument("--ui", action="store_true", help="start the Spark UI on 127.0.0.1")
+    shown = argparse.ArgumentParser(add_help=False)
+    shown.add_argument(
+        "--quiet",
+        action="store_true",
+        help="print only the result (no progress, no line per statement)",
+    )
+    shown.add_argument(
+        "--progress",
+        choices=("line", "json"),
+        default="line",
+        help="line: a live line per step (default); json: one JSON object per update on"
+        " stderr, nothing else there",
+    )
     rows = argparse.ArgumentParser(add_help=False)
     rows.add_argument(
         "--limit",
@@ -694,7 +719,7 @@ def build_parser() -> argparse.ArgumentParser:
             **kwargs,
         )
 
-    run = add("run", [common, spark, rows, warm], help="run SQL scripts (files or folders)")
+    run = add("run", [common, spark, rows, shown, warm], help="run SQL scripts (files or folders)")
     run.add_argument("scripts", nargs="+", help=".sql files or folders of them (name order)")
     run.add_argument(
         "--param",
@@ -709,7 +734,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ingest = add(
         "ingest",
-        [common, spark, warm],
+        [common, spark, shown, warm],
         help="catalogue a folder incrementally: new, changed and deleted files, zip archives",
     )
     ingest.add_argument("path", help="folder (or file) to catalogue")
@@ -899,7 +924,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     token.set_defaults(handler=cmd_token)
 
-    demo = add("demo", [common, spark], help="run the pipeline on the bundled sample DICOM files")
+    demo = add(
+        "demo", [common, spark, shown], help="run the pipeline on the bundled sample DICOM files"
+    )
     demo.add_argument(
         "--database",
         help=f"database to fill (default: {DEMO_DATABASE}, apart from the {DEFAULT_DATABASE}"

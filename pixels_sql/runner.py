@@ -15,7 +15,13 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TextIO
 
-from pixels_sql.scripts import Statement, keep_values_as_written, returns_rows, skip_reason
+from pixels_sql.scripts import (
+    Statement,
+    keep_values_as_written,
+    returns_rows,
+    skip_counts,
+    skip_reason,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -24,8 +30,14 @@ if TYPE_CHECKING:
 
 # How a failed statement's exception names it (an exception note: the exception is unchanged).
 STATEMENT_NOTE = "pixels-sql statement: "
-# The counts that say how many files the next statement reads (for the progress estimate).
-EXPECTED_FILES = ("files_to_read", "images_to_render")
+# Counts of the pipeline that say how many items the statements that name them in a
+# `-- pixels-sql: skip if <count> = 0` comment write, one row each: the progress line's
+# "<written>/<count> <unit>".
+EXPECTED: dict[str, str] = {
+    "files_to_read": "files",
+    "images_to_render": "images",
+    "header_rows": "headers",
+}
 
 # Called with a query's statement, columns and rows (at most ``rows + 1`` of them, or all);
 # returns the statement's log line, or None for the usual "ok (<seconds>s)".
@@ -53,7 +65,13 @@ def run_statements(
             _say(log, f"{statement.location}: skipped ({skipped})")
             continue
         if progress is not None:
-            progress.statement(statement.location)
+            named = [name for name in skip_counts(statement) if name in EXPECTED]
+            expected = counts.get(named[0]) if named else None
+            progress.statement(
+                statement.location,
+                int(expected) if expected is not None else None,
+                EXPECTED[named[0]] if named else "",
+            )
         began = time.monotonic()
         try:
             frame = spark.sql(statement.sql)
@@ -69,9 +87,6 @@ def run_statements(
             if fetched:
                 first = dict(zip(columns, fetched[0], strict=True))
                 counts.update(first)
-                for expected in EXPECTED_FILES:
-                    if progress is not None and expected in first:
-                        progress.expected_files = int(first[expected] or 0)
             if on_rows is not None:
                 line = on_rows(statement, columns, fetched)
         _say(log, f"{statement.location}: {line or f'ok ({time.monotonic() - began:.1f}s)'}")

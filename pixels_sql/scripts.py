@@ -296,15 +296,25 @@ def check_parameters(params: Mapping[str, str], texts: Iterable[tuple[str, str]]
 _SKIP_IF = re.compile(r"--\s*pixels-sql:\s*skip if ([A-Za-z_][A-Za-z0-9_]*)\s*=\s*0\s*")
 
 
-def skip_reason(statement: Statement, counts: Mapping[str, object]) -> str | None:
-    """``"<name> = 0"`` when a ``-- pixels-sql: skip if <name> = 0`` comment of ``statement``
-    names a count that ``counts`` (the values queries of this run returned) holds as 0."""
+def skip_counts(statement: Statement) -> list[str]:
+    """The counts the ``-- pixels-sql: skip if <name> = 0`` comments of ``statement`` name:
+    what the statement works through."""
+    names = []
     for start, end, kind in contexts(statement.sql, statement.source):
         if kind != COMMENT:
             continue
         match = _SKIP_IF.fullmatch(statement.sql[start:end].strip())
-        if match and counts.get(match.group(1)) == 0:
-            return f"{match.group(1)} = 0"
+        if match:
+            names.append(match.group(1))
+    return names
+
+
+def skip_reason(statement: Statement, counts: Mapping[str, object]) -> str | None:
+    """``"<name> = 0"`` when a ``-- pixels-sql: skip if <name> = 0`` comment of ``statement``
+    names a count that ``counts`` (the values queries of this run returned) holds as 0."""
+    for name in skip_counts(statement):
+        if counts.get(name) == 0:
+            return f"{name} = 0"
     return None
 
 

@@ -194,3 +194,25 @@ def test_whole_public_corpus(spark, tmp_path: Path) -> None:
             "JPEG 2000 Image Compression (1.2.840.10008.1.2.4.91)",
         ),
     }
+
+
+def test_progress_counts_what_finished_tasks_wrote(spark, tmp_path: Path) -> None:
+    """On a real Spark: the JSON progress of a writing statement counts the rows its finished
+    tasks wrote (200 per task here), never a fraction made up from task counts."""
+    import json
+    import time
+
+    from pixels_sql.progress import Progress
+
+    spark.udf.register("pixels_test_slowly", lambda x: time.sleep(0.005) or x, "long")
+    stream = io.StringIO()
+    with Progress(spark.sparkContext, stream, interval=0.05, mode="json") as progress:
+        progress.statement("write", 1200, "rows")
+        spark.range(0, 1200, 1, 6).selectExpr("pixels_test_slowly(id) AS id").write.parquet(
+            str(tmp_path / "written")
+        )
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert events, "no progress while the statement ran"
+    assert all(event["statement"] == "write" and event["tasks"] == 6 for event in events)
+    assert all(event["done"] == 200 * event["tasks_done"] for event in events), events
+    assert any(0 < event["done"] < 1200 for event in events), events

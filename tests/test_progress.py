@@ -4,6 +4,7 @@ cli.py); no JVM is started."""
 from __future__ import annotations
 
 import io
+import json
 import socket
 import threading
 import time
@@ -20,17 +21,33 @@ class TerminalBuffer(io.StringIO):
         return True
 
 
-class StageInfo:
-    numCompletedTasks = 3
-    numTasks = 8
+class StageData:
+    def numCompleteTasks(self) -> int:
+        return 3
+
+    def numTasks(self) -> int:
+        return 8
+
+    def outputRecords(self) -> int:
+        return 300
+
+
+class StatusStore:
+    def lastStageAttempt(self, stage_id: int) -> StageData:
+        return StageData()
+
+
+class JavaContext:
+    def sc(self) -> JavaContext:
+        return self
+
+    def statusStore(self) -> StatusStore:
+        return StatusStore()
 
 
 class Tracker:
     def getActiveStageIds(self) -> list[int]:
         return [1]
-
-    def getStageInfo(self, stage_id: int) -> StageInfo:
-        return StageInfo()
 
 
 class Context:
@@ -38,6 +55,7 @@ class Context:
 
     def __init__(self) -> None:
         self.gone = False
+        self._jsc = JavaContext()
 
     def statusTracker(self) -> Tracker:
         if self.gone:
@@ -46,14 +64,13 @@ class Context:
 
 
 def test_progress_prints_tasks_and_ends_quietly_when_the_jvm_is_gone(monkeypatch) -> None:
-    """While the JVM answers, the line counts tasks and estimates files; once it is gone (killed,
-    out of memory) the thread ends without a traceback of its own."""
+    """While the JVM answers, the line counts tasks and the files finished tasks wrote; once it
+    is gone (killed, out of memory) the thread ends without a traceback of its own."""
     raised: list[BaseException] = []
     monkeypatch.setattr(threading, "excepthook", lambda args: raised.append(args.exc_value))
     context, stream = Context(), TerminalBuffer()
     with Progress(context, stream, interval=0.01) as progress:  # type: ignore[arg-type]
-        progress.statement("sql/20_meta.sql:12")
-        progress.expected_files = 800
+        progress.statement("sql/20_meta.sql:12", 800, "files")
         deadline = time.monotonic() + 5
         while "3/8 tasks" not in stream.getvalue() and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -62,8 +79,26 @@ def test_progress_prints_tasks_and_ends_quietly_when_the_jvm_is_gone(monkeypatch
         assert thread is not None
         thread.join(timeout=5)
         assert not thread.is_alive()
-    assert "sql/20_meta.sql:12 3/8 tasks · ≈300/800 files" in stream.getvalue()
+    assert "sql/20_meta.sql:12 · 3/8 tasks · 300/800 files · " in stream.getvalue()
     assert raised == []
+
+
+def test_a_statement_that_is_no_count_of_items_shows_tasks_only() -> None:
+    context, stream = Context(), TerminalBuffer()
+    progress = Progress(context, stream, interval=0.01)  # type: ignore[arg-type]
+    progress.statement("sql/90_views.sql:6")
+    assert progress.text(progress.snapshot()).startswith("sql/90_views.sql:6 · 3/8 tasks · ")
+    assert "files" not in progress.text(progress.snapshot())
+    record = json.loads(Progress(context, stream, mode="json").record(progress.snapshot()))  # type: ignore[arg-type]
+    assert set(record) == {"statement", "tasks_done", "tasks", "seconds"}
+
+
+def test_quiet_progress_starts_no_thread() -> None:
+    stream = TerminalBuffer()
+    with Progress(Context(), stream, interval=0.01, mode="off") as progress:  # type: ignore[arg-type]
+        progress.statement("sql/20_meta.sql:12", 800)
+        time.sleep(0.1)
+    assert progress._thread is None and stream.getvalue() == ""
 
 
 def test_a_jvm_that_died_is_named_in_the_cli_error() -> None:
