@@ -544,7 +544,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
 
     options = ServeOptions(
-        run_command=_engine_command if args.engine else None,
+        run_command=_engine_command,
+        engine=args.engine,
         idle_timeout=args.idle_timeout or 0.0,
         host=args.host,
         jdbc_port=args.jdbc_port,
@@ -893,15 +894,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--engine",
         action="store_true",
-        help="also run the pixels-sql commands sent over the home's engine socket (what a"
-        " command starts when no engine runs: docs/cli.md)",
+        help="run as the home's warm engine, as a command starts it (its output is a log"
+        " file: no secret printed; named 'the pixels-sql engine' to waiting writers)",
     )
     serve.add_argument(
         "--idle-timeout",
         type=float,
         metavar="SECONDS",
-        help="stop after this many seconds without an engine command (with --engine; default:"
-        " never)",
+        help="stop after this many seconds without a pixels-sql command of the home's owner"
+        " (the warm engine runs with one; default: never)",
     )
     serve.set_defaults(handler=cmd_serve)
 
@@ -987,9 +988,11 @@ def _interrupted() -> int:
 
 
 def _runs_in_engine(args: argparse.Namespace, home: Path) -> bool:
-    """Whether the command goes to the home's warm engine: one of ENGINE_COMMANDS, not told
-    otherwise (--no-server, PIXELS_SQL_ENGINE=off), and no `pixels-sql serve` of the user's
-    owns the home (its clients use Spark Connect, as before)."""
+    """Whether the command goes to the home's engine socket: one of ENGINE_COMMANDS, not told
+    otherwise (--no-server, PIXELS_SQL_ENGINE=off), and the socket answers (the warm engine's
+    or a `pixels-sql serve`'s: every serve runs its owner's commands) or nothing runs on the
+    home yet (the engine is then started). A server without the socket (an older version) is
+    used as a Spark Connect server."""
     from pixels_sql.config import settings
     from pixels_sql.servers import engine
     from pixels_sql.servers.discovery import running_server

@@ -58,6 +58,9 @@ class ServeOptions:
     # The home's warm engine (servers/engine.py): runs the CLI's commands sent over its Unix
     # socket with this function; None: no engine socket.
     run_command: RunCommand | None = None
+    # Started by a command as the home's warm engine (`serve --engine`): its output goes to a
+    # log file, so no secret is printed, and waiting writers are told "the pixels-sql engine".
+    engine: bool = False
     idle_timeout: float = 0.0  # stop after this many seconds with no client (0: never)
 
 
@@ -203,7 +206,7 @@ def _guard_clients(spark: SparkSession, home: Path, options: ServeOptions, out: 
     if options.auth:
         made, created = ensure_secrets(home)
         guard.secrets(made.pipeline, made.admin, made.reader)
-        if created and options.run_command is not None:
+        if created and options.engine:
             # The engine's output is a log file: no secret in it.
             print(
                 f"pixels-sql serve: new secrets in {home / SECRETS_FILE} (mode 0600);"
@@ -301,7 +304,7 @@ def serve(
 
     previous = stop_on_signals()
     try:
-        holder = "the pixels-sql engine" if options.run_command else "pixels-sql serve"
+        holder = "the pixels-sql engine" if options.engine else "pixels-sql serve"
         with HomeLock(folder, holder=holder):
             (folder / "logs").mkdir(parents=True, exist_ok=True)
             # Hive's session start-up logs an error when its local scratch folder is missing.
