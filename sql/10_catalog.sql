@@ -95,63 +95,62 @@ DECLARE OR REPLACE VARIABLE pixels_listing_table STRING
 
 CREATE TABLE IDENTIFIER(pixels_listing_table) AS
 WITH listed AS (
-  SELECT * FROM pixels_listed
+  -- The listing is named once: Spark copies a CTE into each place that names it, and a
+  -- second place would walk the folder (or list the bucket) a second time. Spread over the
+  -- cores by a hash of the path, so that the archives' members come out of several tasks (a
+  -- task still gets each archive's members one after the other and its reader parses the
+  -- archive once), for zip_extract here and the header reads of 20_meta.sql, which reads this
+  -- table's files in parallel.
+  SELECT /*+ REPARTITION(path) */
+    *, reason IS NULL AND endswith(lower(path), '.zip') AS is_archive
+  FROM pixels_listed
+),
+expanded AS (
+  -- A file is its own row; an archive is its members' rows (a Python function runs for every
+  -- row whatever the CASE, so a file that is no archive passes it a NULL path: no members).
+  SELECT
+    l.path AS listed_path, l.modificationTime, l.length AS listed_length, l.reason AS
+    listed_reason, l.message AS listed_message, l.is_archive, m.*
+  FROM listed AS l, LATERAL inline_outer(zip_members(CASE WHEN l.is_archive THEN l.path END)) AS m
+),
+members AS (
+  SELECT
+    *,
+    -- With extract_zip set, each good member is written to that folder (zip_extract, in
+    -- parallel) and the written file is catalogued instead; a member that cannot be written
+    -- is read in place. A member with a reason gets a NULL path: nothing is written for it.
+    CASE WHEN is_archive AND reason IS NULL AND '${extract_zip:-}' != '' THEN zip_extract(
+      CASE WHEN is_archive AND reason IS NULL THEN path END,
+      '${extract_zip:-}',
+      concat(
+        CASE
+          WHEN startswith(regexp_replace(listed_path, '^file:(//)?', ''), '${path}/')
+            THEN substr(regexp_replace(listed_path, '^file:(//)?', ''), length('${path}') + 2)
+          ELSE regexp_extract(listed_path, '[^/]+$', 0)
+        END,
+        '/',
+        member
+      ),
+      unix_seconds(modificationTime)
+    ) END AS extracted
+  FROM expanded
+  -- An archive without members (an empty zip) has no row, as before.
+  WHERE NOT is_archive OR path IS NOT NULL
 ),
 files AS (
   SELECT
-    path, modificationTime, length, reason, message,
-    NULL AS archive, NULL AS member, NULL AS source_archive
-  FROM listed
-  WHERE reason IS NOT NULL OR NOT endswith(lower(path), '.zip')
-  UNION ALL
-  -- With extract_zip set, each good member is written to that folder (zip_extract, in
-  -- parallel) and the written file is catalogued instead; a member that cannot be written is
-  -- read in place.
-  SELECT
-    coalesce(concat('file:', extracted.path), path) AS path,
+    CASE
+      WHEN NOT is_archive THEN listed_path
+      ELSE coalesce(concat('file:', extracted.path), path)
+    END AS path,
     modificationTime,
-    length,
-    reason,
-    message,
-    CASE WHEN extracted.path IS NULL THEN archive END AS archive,
-    CASE WHEN extracted.path IS NULL THEN member END AS member,
-    archive AS source_archive
-  FROM (
-    SELECT
-      m.path,
-      m.modificationTime,
-      m.length,
-      m.reason,
-      m.message,
-      m.archive,
-      m.member,
-      -- Spark runs a Python function for every row of its input, whatever CASE branch it
-      -- is in: a member with a reason gets a NULL path, so that nothing is written for it.
-      CASE WHEN m.reason IS NULL AND '${extract_zip:-}' != '' THEN zip_extract(
-        CASE WHEN m.reason IS NULL THEN m.path END,
-        '${extract_zip:-}',
-        concat(
-          CASE
-            WHEN startswith(regexp_replace(m.archive, '^file:(//)?', ''), '${path}/')
-              THEN substr(regexp_replace(m.archive, '^file:(//)?', ''), length('${path}') + 2)
-            ELSE regexp_extract(m.archive, '[^/]+$', 0)
-          END,
-          '/',
-          m.member
-        ),
-        unix_seconds(m.modificationTime)
-      ) END AS extracted
-    FROM (
-      -- An archive's members all come out of the one task that lists it: spread over the
-      -- cores (by a hash of the path, so a task still gets each archive's members one after
-      -- the other and its reader parses the archive once), for zip_extract here and the
-      -- header reads of 20_meta.sql, which reads this table's files in parallel.
-      SELECT /*+ REPARTITION(path) */
-        m.*, l.path AS archive, l.modificationTime
-      FROM listed AS l, LATERAL inline(zip_members(l.path)) AS m
-      WHERE l.reason IS NULL AND endswith(lower(l.path), '.zip')
-    ) AS m
-  )
+    CASE WHEN is_archive THEN length ELSE listed_length END AS length,
+    CASE WHEN is_archive THEN reason ELSE listed_reason END AS reason,
+    CASE WHEN is_archive THEN message ELSE listed_message END AS message,
+    CASE WHEN is_archive AND extracted.path IS NULL THEN listed_path END AS archive,
+    CASE WHEN is_archive AND extracted.path IS NULL THEN member END AS member,
+    CASE WHEN is_archive THEN listed_path END AS source_archive
+  FROM members
 ),
 catalogued AS (
   -- Each path's newest row (a killed run may have left an older one beside it).
