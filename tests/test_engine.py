@@ -314,3 +314,29 @@ def test_ctrl_c_in_a_terminal_interrupts_a_long_run(tmp_path: Path) -> None:
     assert status == 130, printed[-3000:]
     assert "pixels-sql: interrupted" in printed
     assert "Traceback" not in printed and "KeyboardInterrupt" not in printed
+
+
+def test_ctrl_c_in_a_terminal_stops_a_stream_after_its_batch(tmp_path: Path) -> None:
+    """`ingest --stream` (which runs on its own, never in the engine): Ctrl-C lets the
+    micro-batch under way finish, says "stopping" and "stopped", prints the summary, exit 0."""
+    folder = copy_samples(tmp_path / "scans", {"ct/CT_small.dcm": SAMPLE_FILES["ct/CT_small.dcm"]})
+    printed, status = in_a_terminal(
+        [
+            "ingest",
+            str(folder),
+            "--stream",
+            "--checkpoint",
+            str(tmp_path / "checkpoint"),
+            "--no-thumbnails",
+            "--home",
+            str(tmp_path / "home"),
+            "--master",
+            "local[1]",
+        ],
+        b"micro-batch 0:",
+        {"PYTHONWARNINGS": "ignore"},
+    )
+    assert status == 0, printed[-3000:]
+    assert "pixels-sql ingest: stopping" in printed and "pixels-sql ingest: stopped" in printed
+    assert "files: 1" in printed, printed[-3000:]
+    assert "Traceback" not in printed and "KeyboardInterrupt" not in printed

@@ -249,10 +249,18 @@ def run_stream(
         while query.isActive and not requested.is_set():
             query.awaitTermination(1)
         if query.isActive:
+            if log is not None:
+                print(
+                    "pixels-sql ingest: stopping (the micro-batch under way finishes first)",
+                    file=log,
+                    flush=True,
+                )
             deadline = time.monotonic() + stop_timeout
             while query.status.get("isTriggerActive") and time.monotonic() < deadline:
                 time.sleep(0.2)
             query.stop()
+            if log is not None:
+                print("pixels-sql ingest: stopped", file=log, flush=True)
     exception = query.exception()
     if exception is not None:
         raise StreamError(str(exception).split("JVM stacktrace:", 1)[0].strip())
