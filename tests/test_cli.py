@@ -242,6 +242,7 @@ class ReadmeRun:
     work: Path  # the folder the lines ran in (gallery.html lands there)
     data: Path  # the DICOM folder the lines name
     outputs: list[str]  # what each line printed
+    opening: list[list[dict[str, str]]]  # the rows of the README's opening SQL statements
 
 
 @pytest.fixture(scope="module")
@@ -255,7 +256,26 @@ def readme_run(tmp_path_factory: pytest.TempPathFactory) -> ReadmeRun:
     lines = readme_block("## Use it on your files")
     assert lines[0].startswith(".venv/bin/pixels-sql ingest /data/dicom")
     outputs = []
+    opening: list[list[dict[str, str]]] = []
     for line in lines:
+        if line.startswith(".venv/bin/pixels-sql stop"):
+            # Before the engine stops: the README's opening SQL, each statement as a query.
+            for statement in readme_sql():
+                queried = subprocess.run(
+                    [
+                        ".venv/bin/pixels-sql",
+                        "sql",
+                        statement.replace("/data/dicom", str(data)),
+                        *("--format", "csv"),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    timeout=600,
+                    cwd=work,
+                    env={**os.environ, "PIXELS_SQL_HOME": str(work / "home")},
+                )
+                assert queried.returncode == 0, (statement, queried.stderr[-3000:])
+                opening.append(list(csv.DictReader(io.StringIO(queried.stdout))))
         command = line.split("#", 1)[0].replace("/data/dicom", str(data))
         completed = subprocess.run(
             command,
@@ -277,7 +297,15 @@ def readme_run(tmp_path_factory: pytest.TempPathFactory) -> ReadmeRun:
         if line.startswith(".venv/bin/pixels-sql stop"):
             assert "stopped the server of" in completed.stderr
     assert running_server(work / "home") is None  # the last line stopped the engine
-    return ReadmeRun(work, data, outputs)
+    return ReadmeRun(work, data, outputs, opening)
+
+
+def readme_sql() -> list[str]:
+    """The statements of the README's opening SQL block."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme[readme.index("```sql\n") + len("```sql\n") :]
+    block = block[: block.index("```")]
+    return [statement.strip() for statement in block.split(";") if statement.strip()]
 
 
 def test_readme_use_it_on_your_files_runs_as_written(readme_run: ReadmeRun) -> None:
@@ -287,6 +315,18 @@ def test_readme_use_it_on_your_files_runs_as_written(readme_run: ReadmeRun) -> N
     assert "StudyInstanceUID" in outputs[1]
     assert "not_dicom" in outputs[2]
     assert (readme_run.work / "gallery.html").is_file()
+
+
+def test_the_readmes_opening_sql_runs_on_the_catalog(readme_run: ReadmeRun) -> None:
+    listed, by_modality, names = readme_run.opening
+    files = sorted(path for path in readme_run.data.rglob("*") if path.is_file())
+    assert len(listed) == len(files)
+    assert sum(int(row["length"]) for row in listed) == sum(p.stat().st_size for p in files)
+    counts = {row["Modality"]: int(row["files"]) for row in by_modality}
+    assert counts["CT"] == 1 and counts["MR"] == 4, counts  # mr/ and the multi-frame emri_small
+    assert sum(counts.values()) == len(files)
+    # Headers with a StudyDate from 2000 on: two values each (name, slice thickness).
+    assert names and all(len(row) == 2 for row in names), names
 
 
 def test_gallery_in_a_real_browser(readme_run: ReadmeRun) -> None:
