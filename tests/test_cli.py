@@ -48,26 +48,36 @@ def pixels_sql(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def ran(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, subprocess.CompletedProcess]:
-    home = tmp_path_factory.mktemp("cli-home")
-    data = copy_samples(tmp_path_factory.mktemp("cli-data"))
-    completed = pixels_sql("run", "sql", "--param", f"path={data}", home=home)
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    """`make demo`'s command in a fresh folder (./pixels-home made there), as a user runs it:
+    the embedded pipeline on the bundled samples. The folder and what the command printed."""
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = makefile[makefile.index("\ndemo:") :].splitlines()[2].strip()
+    assert recipe == "$(VENV)/bin/pixels-sql demo", recipe
+    work = tmp_path_factory.mktemp("demo")
+    completed = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "pixels-sql"), "demo"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=work,
+        env={k: v for k, v in os.environ.items() if k != "PIXELS_SQL_HOME"},
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
-    return home, data, completed
+    return work, completed
 
 
-def test_run_prints_summary(ran) -> None:
-    _home, data, completed = ran
-    files = sum(1 for p in data.rglob("*") if p.is_file())
-    assert f"files: {files}\n" in completed.stdout
-    assert "instances: 8\n" in completed.stdout
-    assert "thumbnails: 6\n" in completed.stdout
-    assert "errors: 3 (meta: corrupt 1, not_dicom 1, truncated 1)\n" in completed.stdout
-    assert (
-        "database: pixels (tables object_catalog, object_thumbnails, object_header; views"
-        " header_issues, instance_conflicts, instance_copies, object_errors, series_catalog,"
-        " study_catalog)\n"
-    ) in completed.stdout
+def test_make_demo_prints_what_the_readme_shows(demo) -> None:
+    """The sample files catalogued into pixels_demo of ./pixels-home, ending with the README's
+    lines (its "…" stands for the folder)."""
+    work, completed = demo
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("`make demo` catalogs") :]
+    shown = section[section.index("```\n") + 4 :]
+    shown = shown[: shown.index("```")].splitlines()
+    printed = completed.stdout.splitlines()[-len(shown) :]
+    assert [line.replace(str(work), "/…") for line in printed] == shown, completed.stdout
+    assert completed.stderr.startswith(f"pixels-sql: new home {work / 'pixels-home'}\n")
     # Per-statement progress names the line where the SELECT of the listing's counts starts.
     script = (ROOT / "sql" / "10_catalog.sql").read_text().splitlines()
     counted = next(i for i, line in enumerate(script) if "AS files_to_read" in line)
@@ -75,21 +85,23 @@ def test_run_prints_summary(ran) -> None:
     assert f"10_catalog.sql:{select + 1}: ok" in completed.stderr
 
 
-def test_tables_persist_for_a_second_process(ran) -> None:
-    home, _data, _ = ran
+def test_tables_persist_for_a_second_process(demo) -> None:
+    work, _ = demo
     completed = pixels_sql(
         "sql",
         "SELECT relative_path, Modality FROM object_catalog WHERE meta IS NOT NULL"
         " ORDER BY relative_path",
         "--format",
         "csv",
-        home=home,
+        "--database",
+        "pixels_demo",
+        home=work / "pixels-home",
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     rows = list(csv.reader(io.StringIO(completed.stdout)))
     assert rows[0] == ["relative_path", "Modality"]
-    assert ["ct/CT_small.dcm", "CT"] in rows
-    assert len(rows) == 1 + 8
+    assert ["pydicom/CT_small.dcm", "CT"] in rows
+    assert len(rows) == 1 + 231  # the README's instances
     assert "files_to_read" not in completed.stdout  # nothing was re-ingested
 
 
@@ -109,11 +121,11 @@ def test_a_cut_is_said_on_stderr_never_in_the_data(spark) -> None:
         assert "rows" not in out.getvalue().replace("range", "")
 
 
-def test_bad_statement_names_its_location(ran, tmp_path: Path) -> None:
-    home, _, _ = ran
+def test_bad_statement_names_its_location(demo, tmp_path: Path) -> None:
+    work, _ = demo
     script = tmp_path / "bad.sql"
     script.write_text("SELECT 1;\nSELECT * FROM no_such_table;\n")
-    completed = pixels_sql("run", str(script), home=home)
+    completed = pixels_sql("run", str(script), home=work / "pixels-home")
     assert completed.returncode == 1
     assert f"{script}:2:" in completed.stderr
     assert "TABLE_OR_VIEW_NOT_FOUND" in completed.stderr
@@ -349,27 +361,3 @@ def test_gallery_in_a_real_browser(readme_run: ReadmeRun) -> None:
     assert image.size == (1280, 1600)
     # Images were painted, not a blank page.
     assert len(set(image.convert("L").get_flattened_data())) > 50
-
-
-def test_make_demo_prints_what_the_readme_shows(tmp_path: Path) -> None:
-    """`make demo`'s command in a fresh folder: the sample files catalogued into pixels_demo
-    of ./pixels-home, ending with the README's lines (its "…" stands for the folder)."""
-    makefile = (ROOT / "Makefile").read_text()
-    recipe = makefile[makefile.index("\ndemo:") :].splitlines()[2].strip()
-    assert recipe == "$(VENV)/bin/pixels-sql demo", recipe
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("`make demo` catalogs") :]
-    shown = section[section.index("```\n") + 4 :]
-    shown = shown[: shown.index("```")].splitlines()
-    completed = subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "pixels-sql"), "demo"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=tmp_path,
-        env={k: v for k, v in os.environ.items() if k != "PIXELS_SQL_HOME"},
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    printed = completed.stdout.splitlines()[-len(shown) :]
-    assert [line.replace(str(tmp_path), "/…") for line in printed] == shown, completed.stdout
-    assert completed.stderr.startswith(f"pixels-sql: new home {tmp_path / 'pixels-home'}\n")
