@@ -318,7 +318,8 @@ def test_ctrl_c_in_a_terminal_interrupts_a_long_run(tmp_path: Path) -> None:
 
 def test_ctrl_c_in_a_terminal_stops_a_stream_after_its_batch(tmp_path: Path) -> None:
     """`ingest --stream` (which runs on its own, never in the engine): Ctrl-C lets the
-    micro-batch under way finish, says "stopping" and "stopped", prints the summary, exit 0."""
+    micro-batch under way finish, says "stopping" and "stopped", prints the summary, exit 0;
+    the checkpoint then holds that batch as committed."""
     folder = copy_samples(tmp_path / "scans", {"ct/CT_small.dcm": SAMPLE_FILES["ct/CT_small.dcm"]})
     printed, status = in_a_terminal(
         [
@@ -338,5 +339,6 @@ def test_ctrl_c_in_a_terminal_stops_a_stream_after_its_batch(tmp_path: Path) -> 
     )
     assert status == 0, printed[-3000:]
     assert "pixels-sql ingest: stopping" in printed and "pixels-sql ingest: stopped" in printed
-    assert "files: 1" in printed, printed[-3000:]
+    assert "stream: 1 micro-batches" in printed and "files: 1" in printed, printed[-3000:]
+    assert (tmp_path / "checkpoint" / "commits" / "0").is_file()
     assert "Traceback" not in printed and "KeyboardInterrupt" not in printed

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
 import warnings
 import zipfile
@@ -320,47 +317,3 @@ def test_extracting_again_writes_nothing(spark, zipped_folder) -> None:
     assert (again.new, again.changed, again.deleted) == (0, 0, 0)
     after = on_disk.stat()
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
-
-
-def test_sigint_stops_a_stream_after_its_micro_batch(tmp_path: Path) -> None:
-    """Ctrl-C on `pixels-sql ingest --stream`: the micro-batch under way finishes, the command
-    says what it did and exits 0; the checkpoint then holds that batch as committed."""
-    folder = copy_samples(tmp_path / "incoming")
-    checkpoint = tmp_path / "checkpoint"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pixels_sql.cli",
-            "ingest",
-            str(folder),
-            "--stream",
-            "--checkpoint",
-            str(checkpoint),
-            "--trigger",
-            "2 seconds",
-            "--no-thumbnails",
-            "--home",
-            str(tmp_path / "home"),
-            "--master",
-            "local[2]",
-        ],
-        cwd=Path(__file__).parent.parent,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    assert process.stderr is not None
-    seen = ""
-    while "micro-batch 0:" not in seen:
-        line = process.stderr.readline()
-        assert line, seen[-3000:]
-        seen += line
-    process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=300)
-    assert process.returncode == 0, (seen + err)[-3000:]
-    files = sum(1 for path in folder.rglob("*") if path.is_file())
-    assert "stream: 1 micro-batches" in out
-    assert f"files: {files}\n" in out
-    assert (checkpoint / "commits" / "0").is_file()
