@@ -1011,6 +1011,13 @@ def _send_to_engine(args: argparse.Namespace, home: Path) -> int:
 
     arguments = _engine_arguments(args, home)
     idle = args.idle_timeout if args.idle_timeout is not None else settings.idle_timeout
+    if args.master != DEFAULT_MASTER and engine.is_running(home):
+        # The engine's Spark was started with the master of the command that started it.
+        print(
+            f"pixels-sql: --master is ignored: the engine of {home} runs the command with its"
+            " own (`pixels-sql stop`, then this command, to start one with it)",
+            file=sys.stderr,
+        )
     try:
         engine.ensure_running(
             home,

@@ -106,9 +106,13 @@ def test_later_commands_reuse_it(warm_home: Path, tmp_path: Path) -> None:
         "SELECT relative_path, Modality FROM object_catalog",
         "--format",
         "csv",
+        "--master",
+        "local[1]",
         home=warm_home,
     )
     assert query.returncode == 0, query.stderr[-3000:]
+    # The engine runs with the master it started with, and says so.
+    assert query.stderr.startswith("pixels-sql: --master is ignored: the engine of"), query.stderr
     assert list(csv.reader(io.StringIO(query.stdout))) == [
         ["relative_path", "Modality"],
         ["a/CT_small.dcm", "CT"],
