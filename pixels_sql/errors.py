@@ -62,17 +62,15 @@ class DicomReadError(Exception):
 
 
 class FunctionReadError(DicomReadError):
-    """The failure a SQL function (``dicom_meta``, ``dicom_file``, ``dicom_thumbnail``) raises
-    for a file it cannot read: one line naming the function, the file and the reason, which is
-    all a JDBC or Spark Connect client is shown (the session hides Python tracebacks)."""
+    """The failure a SQL function (``dicom_meta``, ``file_content``, ``dicom_thumbnail``)
+    raises for a file it cannot read: one line naming the function, the file and the reason,
+    which is all a JDBC or Spark Connect client is shown (the session hides Python
+    tracebacks)."""
 
     def __init__(self, function: str, path: str, reason: str, message: str) -> None:
         super().__init__(path, reason, message)
         self.function = function
         self.args = (f"{function}: {path}: {reason}: {message}",)
-
-    def __str__(self) -> str:
-        return self.args[0]
 
 
 def classify(path: str, exc: BaseException) -> DicomReadError:

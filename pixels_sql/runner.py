@@ -65,13 +65,7 @@ def run_statements(
             _say(log, f"{statement.location}: skipped ({skipped})")
             continue
         if progress is not None:
-            named = [name for name in skip_counts(statement) if name in EXPECTED]
-            expected = counts.get(named[0]) if named else None
-            progress.statement(
-                statement.location,
-                int(expected) if expected is not None else None,
-                EXPECTED[named[0]] if named else "",
-            )
+            progress.statement(statement.location, *_expected(statement, counts))
         began = time.monotonic()
         try:
             frame = spark.sql(statement.sql)
@@ -91,6 +85,15 @@ def run_statements(
                 line = on_rows(statement, columns, fetched)
         _say(log, f"{statement.location}: {line or f'ok ({time.monotonic() - began:.1f}s)'}")
     return counts
+
+
+def _expected(statement: Statement, counts: dict[str, Any]) -> tuple[int | None, str]:
+    """How many items ``statement`` works through and what they are, from the count its skip
+    comment names (:data:`EXPECTED`); (None, "") for a statement that names none."""
+    for name in skip_counts(statement):
+        if name in EXPECTED and counts.get(name) is not None:
+            return int(counts[name]), EXPECTED[name]
+    return None, ""
 
 
 def failed_statement(exc: BaseException) -> str | None:

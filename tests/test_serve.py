@@ -67,6 +67,22 @@ def jdbc(server: ServeProcess) -> hive.Connection:
     return server.jdbc()
 
 
+def beeline(server: ServeProcess, statements: str) -> subprocess.CompletedProcess[str]:
+    """Spark's beeline (from the pyspark wheel) running ``statements`` as the admin, rows as
+    CSV; it stops at the first statement that fails."""
+    return subprocess.run(
+        [
+            str(SPARK_HOME / "bin" / "beeline"),
+            *("-u", server.jdbc_url, "-n", "admin", "-p", server.secrets.admin),
+            *("--silent=true", "--outputformat=csv2", "-e", statements),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "SPARK_HOME": str(SPARK_HOME)},
+    )
+
+
 def modalities(folder: Path) -> dict[str, int]:
     counts: collections.Counter[str] = collections.Counter()
     for path in folder.rglob("*"):
@@ -96,26 +112,11 @@ def test_only_loopback_addresses_listen(server: ServeProcess) -> None:
 def test_beeline_calls_the_functions_over_read_files(
     server: ServeProcess, folders: dict[str, Path]
 ) -> None:
-    completed = subprocess.run(
-        [
-            str(SPARK_HOME / "bin" / "beeline"),
-            "-u",
-            server.jdbc_url,
-            "-n",
-            "admin",
-            "-p",
-            server.secrets.admin,
-            "--silent=true",
-            "--outputformat=csv2",
-            "-e",
-            "SELECT dicom_tag(dicom_meta(path), 'Modality') AS modality, count(*) AS files"
-            f" FROM read_files('{folders['good']}', recursiveFileLookup => true)"
-            " GROUP BY 1 ORDER BY 1;",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "SPARK_HOME": str(SPARK_HOME)},
+    completed = beeline(
+        server,
+        "SELECT dicom_tag(dicom_meta(path), 'Modality') AS modality, count(*) AS files"
+        f" FROM read_files('{folders['good']}', recursiveFileLookup => true)"
+        " GROUP BY 1 ORDER BY 1;",
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     lines = [line for line in completed.stdout.splitlines() if line.strip()]
@@ -339,19 +340,10 @@ def test_a_view_over_a_deleted_file_fails_in_one_line(
         assert len(message.strip().splitlines()) <= 2, message  # and Spark's SQLSTATE line
     finally:
         connection.close()
-    completed = subprocess.run(
-        [
-            str(SPARK_HOME / "bin" / "beeline"),
-            *("-u", server.jdbc_url, "-n", "admin", "-p", server.secrets.admin),
-            *("--silent=true", "--outputformat=csv2"),
-            "-e",
-            "SELECT maybe IS NULL AS gone FROM default.deleted_meta;"
-            " SELECT meta FROM default.deleted_meta;",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "SPARK_HOME": str(SPARK_HOME)},
+    completed = beeline(
+        server,
+        "SELECT maybe IS NULL AS gone FROM default.deleted_meta;"
+        " SELECT meta FROM default.deleted_meta;",
     )
     errors = [line for line in completed.stderr.splitlines() if "WARNING" not in line]
     assert errors and errors[0].startswith("Error: ") and reason in errors[0], completed.stderr
