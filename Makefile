@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup jar browser dcmtk viewer demo test lint format clean bench bench-thumbnails bench-meta bench-server \
+.PHONY: setup jar browser dicom-tools viewer demo test lint format clean bench bench-thumbnails bench-meta bench-server \
 	bench-ingest bench-dicomweb bench-dicomweb-attacks bench-object-storage bench-scale bench-zip-scale bench-typed-header bench-cli fuzz stress-writers dbt \
 	generate check-generated
 
@@ -58,9 +58,9 @@ lint: setup
 browser:
 	scripts/check-chromium
 
-# dicom_meta's conformance test compares it with DCMTK's dcm2json.
-dcmtk:
-	scripts/check-dcmtk
+# Debian's DCMTK and dicom3tools, which tests hold dicom_meta and de-identification to.
+dicom-tools:
+	scripts/check-dicom-tools
 
 # The OHIF viewer that pixels-sql serve shows at / (the pinned @ohif/app build from npm).
 viewer: setup
@@ -70,7 +70,7 @@ viewer: setup
 # tests/conftest.py (rewritten when the JDK, pyspark or the jar changes).
 TEST_CACHE ?= $(HOME)/.cache/pixels-sql-tests
 
-test: jar lint browser dcmtk viewer
+test: jar lint browser dicom-tools viewer
 	PIXELS_SQL_TEST_CACHE=$(TEST_CACHE) $(PY) -m pytest
 
 # Speed targets live in bench/ (see bench/README.md), never in the tests.

@@ -198,6 +198,19 @@ SETTINGS: dict[str, Setting] = {
         "seconds a warm engine started by a command waits for the next one before it stops",
         "`300`",
     ),
+    "deid_key_file": Setting(
+        "PIXELS_SQL_DEID_KEY_FILE",
+        None,
+        _path,
+        "a file holding the de-identification key (at least 16 bytes): new UIDs, pseudonyms"
+        " and date shifts are keyed hashes of it (docs/deidentification.md)",
+    ),
+    "deid_key": Setting(
+        "PIXELS_SQL_DEID_KEY",
+        None,
+        _text,
+        "the de-identification key itself, when no key file is named",
+    ),
     "driver_memory": Setting(
         "SPARK_DRIVER_MEMORY",
         "2g",

@@ -30,6 +30,10 @@ REASONS: dict[str, str] = {
     "unsafe_member": "a zip member named outside its destination (absolute, '..') or a symlink",
     "encrypted": "an encrypted zip member (no password is ever tried)",
     "zip_bomb": "a zip member that inflates beyond the ratio cap or overlaps another member",
+    "not_an_instance": "de-identification: no SOP Class UID or SOP Instance UID (a DICOMDIR or"
+    " another data set that is not a stored instance)",
+    "burned_in_unhandled": "de-identification: Burned In Annotation is YES and no pixel cleaning"
+    " covers the image, so no copy is written",
 }
 
 # Warnings: the file was read (its header is returned) but something about it is off. A
@@ -82,7 +86,9 @@ def classify(path: str, exc: BaseException) -> DicomReadError:
     """
     if isinstance(exc, DicomReadError):
         return exc
-    detail = f"{type(exc).__name__}: {exc}"
+    # One line: pydicom puts a whole traceback in some messages ("With tag ... got exception").
+    text = str(exc).strip()
+    detail = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
     if isinstance(exc, FileNotFoundError):
         return DicomReadError(path, "not_found", detail)
     if isinstance(exc, (PermissionError, IsADirectoryError)):

@@ -177,6 +177,7 @@ def cached_archive(work: Path) -> Path | None:
 NO_JVM_MODULES = frozenset(
     {
         "test_archives.py",
+        "test_deid.py",
         "test_dicom_meta_compiled.py",
         "test_dicom_meta_conformance.py",
         "test_dicom_meta_dcmtk.py",

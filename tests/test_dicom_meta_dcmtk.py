@@ -41,7 +41,7 @@ from tests.corpus import EXPECTED_UNREADABLE, corpus_files
 DCM2JSON = shutil.which("dcm2json")
 if DCM2JSON is None:
     raise RuntimeError(
-        "dcm2json (Debian's dcmtk) is missing: run `make dcmtk` (scripts/check-dcmtk)"
+        "dcm2json (Debian's dcmtk) is missing: run `make dicom-tools` (scripts/check-dicom-tools)"
     )
 
 CORPUS = [path for path in corpus_files() if path.name not in EXPECTED_UNREADABLE]

@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "pixels_sql"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("pixels_sql.errors", "pixels_sql.config")),
     ("io", ("pixels_sql.io",)),
-    ("dicom", ("pixels_sql.dicom",)),
+    ("dicom", ("pixels_sql.dicom", "pixels_sql.deid")),
     ("functions", ("pixels_sql.functions",)),
     (
         "engine",

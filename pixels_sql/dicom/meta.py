@@ -343,8 +343,27 @@ def read_pydicom_header(local: str, fp: BinaryIO, size: int) -> Dataset:
     """pydicom's Dataset of the header (up to the pixel data) of the file open as ``fp``."""
     # Values longer than the inline limit are deferred (not read); binary ones are then described
     # by offset and length only, so a huge private blob in the header costs no memory.
+    return _read_pydicom(
+        local, fp, size, stop_before_pixels=True, defer_size=INLINE_BINARY_MAX_BYTES
+    )
+
+
+def read_pydicom_file(local: str, fp: BinaryIO, size: int) -> Dataset:
+    """pydicom's Dataset of the whole file open as ``fp``, pixel data included, every value
+    read; a value that runs past the end of the file is ``truncated``."""
+    dataset = _read_pydicom(local, fp, size, stop_before_pixels=False, defer_size=None)
+    _check_lengths(
+        local, dataset, size, transfer_syntax(dataset) == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
+    )
+    return dataset
+
+
+def _read_pydicom(
+    local: str, fp: BinaryIO, size: int, stop_before_pixels: bool, defer_size: int | None
+) -> Dataset:
+    options = {"stop_before_pixels": stop_before_pixels, "defer_size": defer_size}
     try:
-        return pydicom.dcmread(fp, stop_before_pixels=True, defer_size=INLINE_BINARY_MAX_BYTES)
+        return pydicom.dcmread(fp, **options)
     except InvalidDicomError:
         # PS3.10 7.1 requires the preamble, but many archives hold bare data sets (ACR-NEMA
         # style). Read those only when the first bytes look like a data element.
@@ -355,9 +374,7 @@ def read_pydicom_header(local: str, fp: BinaryIO, size: int) -> Dataset:
                 local, "not_dicom", "no 'DICM' prefix at byte 128 and no data element at byte 0"
             ) from None
         fp.seek(0)
-        return pydicom.dcmread(
-            fp, stop_before_pixels=True, force=True, defer_size=INLINE_BINARY_MAX_BYTES
-        )
+        return pydicom.dcmread(fp, force=True, **options)
 
 
 def _looks_like_raw_dataset(head: bytes, size: int) -> bool:
