@@ -70,8 +70,10 @@ viewer: setup
 # tests/conftest.py (rewritten when the JDK, pyspark or the jar changes).
 TEST_CACHE ?= $(HOME)/.cache/pixels-sql-tests
 
+# Two workers, each running whole modules (servers start once per module): the two cores stay
+# busy while one worker's commands wait on their JVMs.
 test: jar lint browser dicom-tools viewer
-	PIXELS_SQL_TEST_CACHE=$(TEST_CACHE) $(PY) -m pytest
+	PIXELS_SQL_TEST_CACHE=$(TEST_CACHE) $(PY) -m pytest -n 2 --dist loadfile
 
 # Speed targets live in bench/ (see bench/README.md), never in the tests.
 bench: bench-meta bench-thumbnails bench-server bench-ingest bench-dicomweb bench-dicomweb-attacks \

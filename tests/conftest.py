@@ -200,8 +200,31 @@ def _starts_no_jvm(node: pytest.Item | pytest.Collector) -> bool:
     return node.path.name in NO_JVM_MODULES or node.path.parent.name != "tests"
 
 
+# `make test` runs the modules on two workers (pytest-xdist, a module per worker at a time):
+# the longest start first, so that neither worker is left with one of them at the end. The
+# order of the slowest modules in a run (pytest's --durations), longest first.
+LONGEST_MODULES = (
+    "test_writers.py",
+    "test_hardening.py",
+    "test_ingest_kill.py",
+    "test_serve.py",
+    "test_dbt.py",
+    "test_engine.py",
+    "test_object_storage.py",
+    "test_cli.py",
+    "test_cluster.py",
+    "test_security.py",
+)
+
+
+def _start_order(item: pytest.Item) -> tuple[bool, int]:
+    name = item.path.name
+    longest = LONGEST_MODULES.index(name) if name in LONGEST_MODULES else len(LONGEST_MODULES)
+    return (not _starts_no_jvm(item), longest)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    items.sort(key=lambda item: not _starts_no_jvm(item))  # stable: order kept within each
+    items.sort(key=_start_order)  # stable: the order within a module is kept
 
 
 class JvmClasses:
