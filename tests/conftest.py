@@ -21,6 +21,10 @@ from tests.corpus import DECLARED_DEFLATED, PYDICOM_TEST_FILES, pydicom_data_dir
 # outlives its command (minutes), and one per test home would hold dozens of JVMs.
 # tests/test_engine.py runs the engine itself.
 os.environ.setdefault("PIXELS_SQL_ENGINE", "off")
+# The de-identification key of the session's Python workers and of the commands tests run
+# (they read it from the environment the JVM started with): a test key, not a secret.
+TEST_DEID_KEY = "the pixels-sql test suite's key"
+os.environ.setdefault("PIXELS_SQL_DEID_KEY", TEST_DEID_KEY)
 
 SAMPLE_FILES = {
     "ct/CT_small.dcm": PYDICOM_TEST_FILES / "CT_small.dcm",

@@ -4,7 +4,6 @@ service of ``pixels-sql serve`` (started on the session's Spark, not in a second
 
 from __future__ import annotations
 
-import socket
 import warnings
 import zipfile
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from pixels_sql.servers.dicomweb.service import ServiceOptions
 from pixels_sql.servers.viewer import viewer_dir
 from tests.conftest import SAMPLE_FILES, copy_samples
 from tests.corpus import PYDICOM_TEST_FILES, pydicom_data_dir
+from tests.serving import free_port
 
 DATABASE = "dicomweb_test"
 EXTRA_FILES = {
@@ -28,12 +28,6 @@ EXTRA_FILES = {
     "jpeg/SC_rgb_jpeg_gdcm.dcm": PYDICOM_TEST_FILES / "SC_rgb_jpeg_gdcm.dcm",
 }
 ZIPPED = pydicom_data_dir() / "OBXXXX1A.dcm"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def read(path: Path) -> pydicom.Dataset:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -161,18 +160,14 @@ class S3Server:
         )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextmanager
 def running_s3_server() -> Iterator[S3Server]:
     """Start ``python -m tests.s3_server`` on a free loopback port; stop it on exit."""
+    from tests.serving import free_port  # not at the top: the server process needs no pyspark
+
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.s3_server", "--port", str(_free_port())],
+        [sys.executable, "-m", "tests.s3_server", "--port", str(free_port())],
         cwd=root,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,

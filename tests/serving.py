@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -21,10 +22,34 @@ SPARK_HOME = Path(pyspark.__file__).parent
 READY_PREFIX = "pixels-sql serve: ready"
 
 
+# The ports of the servers tests start: below the kernel's ephemeral range (32768-60999 here),
+# where bind(0) and every outgoing connection take theirs, so no JVM's connection can take one
+# between its pick and its server's bind; a slice per pytest-xdist worker (`make test` runs
+# two), so two workers never pick the same one.
+TEST_PORTS = range(20000, 32000)
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A loopback port free now, in this worker's slice of :data:`TEST_PORTS`, not handed out
+    before by this process."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    workers = max(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")), index + 1)
+    size = len(TEST_PORTS) // workers
+    first = TEST_PORTS.start + index * size
+    for _ in range(1000):
+        port = random.randrange(first, first + size)
+        if port in _handed_out:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port in {first}..{first + size - 1}")
 
 
 class ServeProcess:

@@ -53,6 +53,9 @@ def test_the_wheel_carries_scripts_jar_and_compiled_reader(wheel: Path) -> None:
     )
     assert "pixels_sql/jars/pixels-sql-extensions.jar" in names
     assert any(n.startswith("pixels_sql/dicom/_fastmeta.") and n.endswith(".so") for n in names)
+    # PS3.15's tables, which de-identification reads at run time
+    assert "pixels_sql/deid/data/confidentiality-profile.csv" in names
+    assert "pixels_sql/deid/data/safe-private.csv" in names
 
 
 def test_an_installed_wheel_finds_its_own_scripts_and_jar(wheel: Path, tmp_path: Path) -> None:

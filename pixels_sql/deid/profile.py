@@ -83,6 +83,8 @@ OPTIONS: dict[str, Option] = {
 BASIC_PROFILE = Option(
     "Basic Application Confidentiality Profile", "BasicApplicationConfidentialityProfile", None
 )
+# The one profile of PS3.15 E.2 the options are added to: what SQL and the CLI call it.
+BASIC = "basic"
 # Options that cannot be combined: both say what to do with every date.
 EXCLUSIVE = ("retain_longitudinal_full_dates", "retain_longitudinal_modified_dates")
 # TCIA's usual choice, offered as one name.

@@ -21,25 +21,31 @@ byte for byte (pydicom writes unconverted elements unchanged), and so is the pix
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import functools
 import io
+import struct
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import pydicom
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_data_element
 from pydicom.sequence import Sequence
 from pydicom.sr.codedict import codes
 
-from pixels_sql.deid.keys import Pseudonyms
+from pixels_sql.deid.keys import Pseudonyms, load_key
 from pixels_sql.deid.profile import Action, Profile
 from pixels_sql.dicom.meta import read_pydicom_file, transfer_syntax
 from pixels_sql.dicom.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
 from pixels_sql.errors import DicomReadError, classify
+from pixels_sql.io.sources import display_name, read_content
 
 PATIENT_NAME = 0x00100010
 PATIENT_ID = 0x00100020
@@ -115,6 +121,47 @@ class Deidentified:
     uids: dict[str, str] = field(default_factory=dict)  # original -> new, every UID replaced
 
 
+class DeidRow(NamedTuple):
+    """One file's outcome (:func:`deidentify_file`): the new file and its mapping, or the
+    reason it was not de-identified (a tuple: it crosses the helper process's pipe)."""
+
+    data: bytes | None
+    sop_instance_uid: str | None
+    original_sop_instance_uid: str | None
+    patient_id: str | None
+    shift_days: int | None
+    uids: dict[str, str] | None
+    reason: str | None = None
+    message: str | None = None
+
+
+# A pseudo-option, not PS3.15's: write images whose Burned In Annotation is YES as they are.
+ALLOW_BURNED_IN = "allow_burned_in"
+
+
+def deidentify_file(path: str, options: tuple[str, ...]) -> DeidRow:
+    """:func:`deidentify` of the file at ``path`` (any path io.sources opens) with the key of
+    the settings; a file's failure is its reason, never an exception."""
+    allow_burned_in = ALLOW_BURNED_IN in options
+    profile = Profile.of([option for option in options if option != ALLOW_BURNED_IN])
+    key = load_key()
+    name = display_name(path)
+    try:
+        data = read_content(path)
+        done = deidentify(data, profile, key, name=name, allow_burned_in=allow_burned_in)
+    except Exception as exc:
+        error = classify(name, exc)
+        return DeidRow(None, None, None, None, None, None, error.reason, error.message)
+    return DeidRow(
+        done.data,
+        done.sop_instance_uid,
+        done.original_sop_instance_uid,
+        done.patient_id,
+        done.shift_days,
+        done.uids,
+    )
+
+
 def deidentify(
     data: bytes,
     profile: Profile,
@@ -129,21 +176,41 @@ def deidentify(
     if not data:
         raise DeidError(name, "empty", "the file has zero bytes")
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _no_value_validation():
             warnings.simplefilter("ignore")
             dataset = read_pydicom_file(name, io.BytesIO(data), len(data))
-            return _Transform(dataset, profile, key, name, allow_burned_in).run()
+            return _Transform(dataset, data, profile, key, name, allow_burned_in).run()
     except DicomReadError:
         raise
     except Exception as error:  # the file's bytes, not our code: a reason, not a crash
         raise classify(name, error) from None
 
 
+@contextlib.contextmanager
+def _no_value_validation() -> Iterator[None]:
+    """pydicom checks every value it reads or is given against its VR's rules (40% of the
+    time here): values read are copied as they are, values set are this module's own."""
+    settings = pydicom.config.settings
+    before = settings.reading_validation_mode, settings.writing_validation_mode
+    settings.reading_validation_mode = settings.writing_validation_mode = pydicom.config.IGNORE
+    try:
+        yield
+    finally:
+        settings.reading_validation_mode, settings.writing_validation_mode = before
+
+
 class _Transform:
     def __init__(
-        self, dataset: Dataset, profile: Profile, key: bytes, name: str, allow_burned_in: bool
+        self,
+        dataset: Dataset,
+        data: bytes,
+        profile: Profile,
+        key: bytes,
+        name: str,
+        allow_burned_in: bool,
     ) -> None:
         self.dataset = dataset
+        self.data = data
         self.profile = profile
         self.actions = profile.actions()
         self.safe_private = profile.safe_private()
@@ -174,20 +241,8 @@ class _Transform:
                 self.name, "not_an_instance", "no SOP Class UID or SOP Instance UID to replace"
             )
         self._apply(dataset, 0)
-        self._mark(dataset)
-        syntax = transfer_syntax(dataset)
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = dataset.get("SOPClassUID", "")
-        meta.MediaStorageSOPInstanceUID = dataset.get("SOPInstanceUID", "")
-        meta.TransferSyntaxUID = syntax
-        meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
-        meta.ImplementationVersionName = IMPLEMENTATION_VERSION
-        dataset.file_meta = meta
-        dataset.preamble = b"\0" * 128
-        out = io.BytesIO()
-        pydicom.dcmwrite(out, dataset, enforce_file_format=True)
         return Deidentified(
-            data=out.getvalue(),
+            data=_serialise(dataset, self.data, self.profile),
             sop_instance_uid=str(dataset.get("SOPInstanceUID", "")),
             original_sop_instance_uid=original_sop,
             patient=self.patient,
@@ -224,6 +279,10 @@ class _Transform:
             if self.explicit and dataset.get_item(tag).VR is None:
                 dataset[tag]  # read implicit, written explicit: it needs its VR
             return  # kept as read: not even converted
+        if code in ("Z", "D", "U") and self._replace_unread(dataset, tag, code, depth):
+            return
+        if code == "C" and self._clean_unread(dataset, tag, action, depth):
+            return
         element = dataset[tag]
         if element.VR == "SQ":
             if code == "Z" and action.table == "Z":
@@ -252,6 +311,53 @@ class _Transform:
                 element.value = self.names.patient_id(self.patient)
             else:
                 element.value = DUMMY.get(element.VR)
+
+    def _replace_unread(self, dataset: Dataset, tag: int, code: str, depth: int) -> bool:
+        """Z, D or U on a value still as read: the new element made from the raw one's VR and
+        (for a UID) its bytes, without pydicom converting the old value first. False when the
+        VR is not plain (a sequence, an ambiguous or unknown one): the caller converts."""
+        raw = dataset.get_item(tag)
+        if not isinstance(raw, RawDataElement):
+            return False
+        vr = raw.VR or _dictionary_vr(tag)
+        if vr is None or vr == "SQ" or (code == "U" and vr != "UI"):
+            return False
+        if code == "U" or (code == "D" and vr == "UI"):
+            text = (raw.value or b"").decode("ascii", "replace").rstrip("\0 ")
+            values = [self.names.uid(uid) for uid in text.split("\\")] if text else []
+            value: Any = values[0] if len(values) == 1 else values
+        elif code == "Z":
+            is_name = tag == PATIENT_NAME and depth == 0
+            value = self.names.patient_name(self.patient) if is_name else None
+        elif tag == PATIENT_ID and depth == 0:
+            value = self.names.patient_id(self.patient)
+        else:
+            value = DUMMY.get(vr)
+        dataset[tag] = DataElement(tag, vr, value)
+        return True
+
+    def _clean_unread(self, dataset: Dataset, tag: int, action: Action, depth: int) -> bool:
+        """C on a value still as read, as :meth:`_clean` does it, without converting it first;
+        False when the caller must convert it (a sequence, an unknown VR)."""
+        raw = dataset.get_item(tag)
+        if not isinstance(raw, RawDataElement):
+            return False
+        vr = raw.VR or _dictionary_vr(tag)
+        if vr is None or vr == "SQ":
+            return False
+        if self.modified_dates and vr == "TM":
+            return True  # kept as read
+        if self.modified_dates and vr in ("DA", "DT"):
+            text = (raw.value or b"").decode("ascii", "replace").strip("\0 ")
+            try:
+                values = [_shift_date(item, vr, self.shift or 0) for item in text.split("\\")]
+            except ValueError:
+                values = None
+            if values is not None:
+                dataset[tag] = DataElement(tag, vr, values[0] if len(values) == 1 else values)
+                return True
+        self._act(dataset, tag, Action(action.basic, action.basic, action.table), depth)
+        return True
 
     def _clean(self, element: DataElement) -> bool:
         """Clean ``element`` in place where the transform can (dates with Modified Dates; a
@@ -299,24 +405,162 @@ class _Transform:
 
     # -- what the file says about its de-identification --------------------------------------
 
-    def _mark(self, dataset: Dataset) -> None:
-        dataset.PatientIdentityRemoved = "YES"
-        dataset.DeidentificationMethod = f"PS3.15 {self.profile.edition} Basic Profile"[:64]
-        items = Sequence()
-        for option in self.profile.method_options():
-            code = getattr(codes.DCM, option.code_keyword)
-            item = Dataset()
-            item.CodeValue = code.value
-            item.CodingSchemeDesignator = code.scheme_designator
-            item.CodeMeaning = code.meaning
-            items.append(item)
-        dataset.DeidentificationMethodCodeSequence = items
-        if self.modified_dates:
-            dataset.LongitudinalTemporalInformationModified = "MODIFIED"
-        elif "retain_longitudinal_full_dates" in self.profile.options:
-            dataset.LongitudinalTemporalInformationModified = "UNMODIFIED"
-        else:
-            dataset.LongitudinalTemporalInformationModified = "REMOVED"
+
+def _mark(dataset: Dataset, profile: Profile) -> None:
+    """What the file says about its de-identification (PS3.15 E.1.1, E.3.6): Patient Identity
+    Removed, De-identification Method and its Code Sequence (CID 7050), Longitudinal Temporal
+    Information Modified."""
+    dataset.PatientIdentityRemoved = "YES"
+    dataset.DeidentificationMethod = f"PS3.15 {profile.edition} Basic Profile"[:64]
+    items = Sequence()
+    for option in profile.method_options():
+        code = getattr(codes.DCM, option.code_keyword)
+        item = Dataset()
+        item.CodeValue = code.value
+        item.CodingSchemeDesignator = code.scheme_designator
+        item.CodeMeaning = code.meaning
+        items.append(item)
+    dataset.DeidentificationMethodCodeSequence = items
+    if "retain_longitudinal_modified_dates" in profile.options:
+        dataset.LongitudinalTemporalInformationModified = "MODIFIED"
+    elif "retain_longitudinal_full_dates" in profile.options:
+        dataset.LongitudinalTemporalInformationModified = "UNMODIFIED"
+    else:
+        dataset.LongitudinalTemporalInformationModified = "REMOVED"
+
+
+@functools.lru_cache(maxsize=64)
+def _marks_encoded(profile: Profile, implicit: bool, little: bool) -> dict[int, bytes]:
+    """:func:`_mark`'s elements encoded, once per profile and encoding: the same in every file
+    (the code sequence alone is a third of a small file's writing)."""
+    marks = Dataset()
+    _mark(marks, profile)
+    encoded = {}
+    for tag in marks.keys():  # noqa: SIM118 (tags)
+        out = DicomBytesIO()
+        out.is_implicit_VR, out.is_little_endian = implicit, little
+        write_data_element(out, marks[tag])
+        encoded[int(tag)] = out.getvalue()
+    return encoded
+
+
+# -- writing ---------------------------------------------------------------------------------
+
+# VRs whose explicit-VR header has a 4-byte length after 2 reserved bytes (PS3.5 7.1.2).
+LONG_HEADER_VRS = frozenset(
+    {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"}
+)
+UNDEFINED = 0xFFFFFFFF
+
+
+def _serialise(dataset: Dataset, data: bytes, profile: Profile) -> bytes:
+    """The PS3.10 file of ``dataset`` with :func:`_mark`'s elements: a zero preamble, new File
+    Meta Information, then each top-level element — copied from ``data`` when the walk left it
+    as read (most of a header and the pixel data: no re-encoding), encoded when it changed. A
+    data set read in another encoding than its syntax says, or deflated, is written by pydicom
+    whole."""
+    syntax = transfer_syntax(dataset)
+    implicit, little = dataset.original_encoding
+    if syntax.is_deflated or (implicit, little) != (syntax.is_implicit_VR, syntax.is_little_endian):
+        _mark(dataset, profile)
+        return _pydicom_file(dataset, syntax)
+    marks = _marks_encoded(profile, implicit, little)
+    sop_class, sop_instance = dataset.get("SOPClassUID", ""), dataset.get("SOPInstanceUID", "")
+    parts = [_file_meta(str(sop_class), str(sop_instance), syntax)]
+    for tag in sorted({*dataset.keys(), *marks}):
+        if tag in marks:
+            parts.append(marks[tag])
+            continue
+        raw = dataset.get_item(tag)
+        if (
+            isinstance(raw, RawDataElement)
+            and raw.length != UNDEFINED
+            and (implicit or raw.VR is not None)
+        ):
+            header = 8 if implicit or raw.VR not in LONG_HEADER_VRS else 12
+            parts.append(data[raw.value_tell - header : raw.value_tell + raw.length])
+            continue
+        element = dataset[tag]
+        text = _encoded_text(element, implicit, little)
+        if text is not None:
+            parts.append(text)
+            continue
+        encoded = DicomBytesIO()
+        encoded.is_implicit_VR, encoded.is_little_endian = implicit, little
+        write_data_element(encoded, element)
+        parts.append(encoded.getvalue())
+    return b"".join(parts)
+
+
+TEXT_HEADER_VRS = frozenset(
+    {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UI"}
+)
+
+
+def _encoded_text(element: DataElement, implicit: bool, little: bool) -> bytes | None:
+    """The element's encoding when its value is this module's own: None, or ASCII ``str``
+    values of a text VR (PS3.5 6.2: padded to even length, UI with NUL, the rest with a space).
+    None otherwise (pydicom encodes it)."""
+    vr, value = element.VR, element.value
+    if vr not in TEXT_HEADER_VRS:
+        return None
+    if value is None or value == "":
+        text = b""
+    elif type(value) is str:
+        text = value.encode("ascii", "strict") if value.isascii() else None
+    elif type(value) is list and all(type(item) is str and item.isascii() for item in value):
+        text = "\\".join(value).encode("ascii")
+    else:
+        return None
+    if text is None or len(text) > 0xFFFE:
+        return None
+    if len(text) % 2:
+        text += b"\0" if vr == "UI" else b" "
+    group, number = element.tag >> 16, element.tag & 0xFFFF
+    if implicit:
+        return struct.pack("<HHI", group, number, len(text)) + text
+    order = "<" if little else ">"
+    return struct.pack(f"{order}HH2sH", group, number, vr.encode(), len(text)) + text
+
+
+def _pydicom_file(dataset: Dataset, syntax: str) -> bytes:
+    dataset.file_meta = FileMetaDataset()
+    dataset.file_meta.MediaStorageSOPClassUID = dataset.get("SOPClassUID", "")
+    dataset.file_meta.MediaStorageSOPInstanceUID = dataset.get("SOPInstanceUID", "")
+    dataset.file_meta.TransferSyntaxUID = syntax
+    dataset.file_meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    dataset.file_meta.ImplementationVersionName = IMPLEMENTATION_VERSION
+    dataset.preamble = b"\0" * 128
+    out = io.BytesIO()
+    pydicom.dcmwrite(out, dataset, enforce_file_format=True)
+    return out.getvalue()
+
+
+def _file_meta(sop_class: str, sop_instance: str, syntax: str) -> bytes:
+    """Preamble, prefix and File Meta Information (PS3.10 7.1): explicit VR little endian."""
+
+    def element(element_number: int, vr: str, value: bytes) -> bytes:
+        if vr == "OB":
+            return struct.pack("<HH2sHI", 2, element_number, b"OB", 0, len(value)) + value
+        return struct.pack("<HH2sH", 2, element_number, vr.encode(), len(value)) + value
+
+    def uid(text: str) -> bytes:
+        value = text.encode("ascii")
+        return value + b"\0" * (len(value) % 2)
+
+    version = IMPLEMENTATION_VERSION.encode("ascii")
+    group = b"".join(
+        [
+            element(0x0001, "OB", b"\0\1"),
+            element(0x0002, "UI", uid(sop_class)),
+            element(0x0003, "UI", uid(sop_instance)),
+            element(0x0010, "UI", uid(str(syntax))),
+            element(0x0012, "UI", uid(IMPLEMENTATION_CLASS_UID)),
+            element(0x0013, "SH", version + b" " * (len(version) % 2)),
+        ]
+    )
+    length = struct.pack("<HH2sHI", 2, 0, b"UL", 4, len(group))
+    return b"\0" * 128 + b"DICM" + length + group
 
 
 def _dummy_codes(item: Dataset) -> None:
@@ -354,6 +598,15 @@ def _may_be_sequence(dataset: Dataset, tag: int) -> bool:
         return dictionary_VR(tag) == "SQ"
     except KeyError:
         return False
+
+
+def _dictionary_vr(tag: int) -> str | None:
+    """The one VR PS3.6 gives ``tag``, or None (unknown, private, or "US or SS")."""
+    try:
+        vr = dictionary_VR(tag)
+    except KeyError:
+        return None
+    return None if " " in vr else vr
 
 
 def _map_values(value: Any, function: Callable[[str], str]) -> Any:

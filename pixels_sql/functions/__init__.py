@@ -6,13 +6,22 @@ import json
 from typing import TYPE_CHECKING
 
 from pixels_sql.dicom.tags import dictionary_entries
-from pixels_sql.functions import archives, files, header, listing, meta, tags, thumbnails
+from pixels_sql.functions import (
+    archives,
+    deid,
+    files,
+    header,
+    listing,
+    meta,
+    tags,
+    thumbnails,
+)
 from pixels_sql.functions.registry import READ_PATH, WRITE_PATH, SqlFunction
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-FAMILIES = (meta, tags, thumbnails, archives, files, header)
+FAMILIES = (meta, tags, thumbnails, archives, files, header, deid)
 
 FUNCTIONS: dict[str, SqlFunction] = {
     name: function for family in FAMILIES for name, function in family.FUNCTIONS.items()

@@ -1,0 +1,151 @@
+"""SQL functions de-identifying files (PS3.15 Annex E): dicom_deidentify, try_dicom_deidentify,
+dicom_deidentify_error, dicom_deidentify_result.
+
+The key is the setting's (PIXELS_SQL_DEID_KEY_FILE or PIXELS_SQL_DEID_KEY, read by the Python
+workers), never an argument: no SQL text, query log or view definition holds it. A missing key
+or an unknown option fails the query (it is no file's fault); a file that cannot be
+de-identified fails dicom_deidentify with its reason, and is NULL for try_dicom_deidentify.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+
+import pandas as pd
+
+from pixels_sql.deid.keys import load_key
+from pixels_sql.deid.profile import BASIC, Profile, ProfileError
+from pixels_sql.deid.transform import DeidRow, deidentify_file
+from pixels_sql.functions.registry import (
+    SqlFunction,
+    read_rows,
+    results_frame,
+    sql_function,
+    value_or_raise,
+)
+
+RESULT_TYPE = (
+    "struct<data:binary,sop_instance_uid:string,original_sop_instance_uid:string,"
+    "patient_id:string,shift_days:int,uids:map<string,string>,reason:string,message:string>"
+)
+RESULT_COLUMNS = {name: name for name in DeidRow._fields}
+_FAILED = partial(DeidRow, None, None, None, None, None, None)
+
+
+def _arguments(name: str, columns: Sequence[pd.Series]) -> list[tuple[str | None, tuple[str, ...]]]:
+    """(path, options) per row from (path [, profile [, options]]), checked: an unknown
+    profile or option, or no key, fails the query here, before any file is read."""
+    if not 1 <= len(columns) <= 3:
+        raise TypeError(f"{name} takes (path [, profile [, options]]), got {len(columns)}")
+    paths = columns[0]
+    profiles = columns[1] if len(columns) > 1 else [BASIC] * len(paths)
+    option_lists = columns[2] if len(columns) > 2 else [()] * len(paths)
+    rows = []
+    for path, profile, options in zip(paths, profiles, option_lists, strict=True):
+        if str(profile or BASIC).lower() != BASIC:
+            raise ProfileError(f"{name}: profile must be '{BASIC}' (PS3.15 E.2), got {profile!r}")
+        chosen = tuple(str(option) for option in (() if options is None else options))
+        Profile.of(list(chosen))  # raises for an unknown option
+        rows.append((path, chosen))
+    load_key()  # raises when there is none: a setting to fix, not a file to skip
+    return rows
+
+
+def deidentify_results(name: str, columns: Sequence[pd.Series]) -> list[DeidRow | None]:
+    return read_rows(deidentify_file, _arguments(name, columns), _FAILED)
+
+
+@sql_function(
+    "dicom_deidentify(path STRING [, profile STRING [, options ARRAY<STRING>]])", "BINARY"
+)
+def dicom_deidentify():
+    """The file de-identified (PS3.15 Basic Profile and the options named) as a new PS3.10 file.
+
+    Fails the query with the path and the reason when the file cannot be de-identified.
+
+    SELECT path, dicom_deidentify(path, 'basic', array('retain_safe_private')) AS dcm
+    FROM read_files('/data/dicom')
+    """
+    from pyspark.sql.functions import pandas_udf
+
+    @pandas_udf("binary")
+    def dicom_deidentify(*columns: pd.Series) -> pd.Series:
+        results = deidentify_results("dicom_deidentify", columns)
+        return pd.Series(
+            [
+                value_or_raise("dicom_deidentify", path, result, "data")
+                for path, result in zip(columns[0], results, strict=True)
+            ],
+            dtype=object,
+        )
+
+    return dicom_deidentify
+
+
+@sql_function(
+    "try_dicom_deidentify(path STRING [, profile STRING [, options ARRAY<STRING>]])", "BINARY"
+)
+def try_dicom_deidentify():
+    """Like dicom_deidentify, but NULL for a file that cannot be de-identified.
+
+    SELECT count(try_dicom_deidentify(path)) AS shareable FROM read_files('/data/dicom')
+    """
+    from pyspark.sql.functions import pandas_udf
+
+    @pandas_udf("binary")
+    def try_dicom_deidentify(*columns: pd.Series) -> pd.Series:
+        results = deidentify_results("try_dicom_deidentify", columns)
+        return pd.Series([r.data if r else None for r in results], dtype=object)
+
+    return try_dicom_deidentify
+
+
+@sql_function(
+    "dicom_deidentify_error(path STRING [, profile STRING [, options ARRAY<STRING>]])", "STRING"
+)
+def dicom_deidentify_error():
+    """Why a file cannot be de-identified, as a reason code (burned_in_unhandled, ...).
+
+    SELECT dicom_deidentify_error(path) AS reason, count(*) FROM read_files('/data') GROUP BY 1
+    """
+    from pyspark.sql.functions import pandas_udf
+
+    @pandas_udf("string")
+    def dicom_deidentify_error(*columns: pd.Series) -> pd.Series:
+        results = deidentify_results("dicom_deidentify_error", columns)
+        return pd.Series([r.reason if r else None for r in results], dtype=object)
+
+    return dicom_deidentify_error
+
+
+@sql_function(
+    "dicom_deidentify_result(path STRING [, profile STRING [, options ARRAY<STRING>]])",
+    RESULT_TYPE.upper(),
+)
+def dicom_deidentify_result():
+    """The new file and what a mapping keeps, in one pass: STRUCT<data, sop_instance_uid,
+    original_sop_instance_uid, patient_id, shift_days, uids MAP<original, new>, reason,
+    message>.
+
+    SELECT r.sop_instance_uid, r.reason FROM (SELECT dicom_deidentify_result(path) AS r FROM f)
+    """
+    from pyspark.sql.functions import pandas_udf
+
+    @pandas_udf(RESULT_TYPE)
+    def dicom_deidentify_result(*columns: pd.Series) -> pd.DataFrame:
+        results = deidentify_results("dicom_deidentify_result", columns)
+        return results_frame(results, RESULT_COLUMNS)
+
+    return dicom_deidentify_result
+
+
+FUNCTIONS: dict[str, SqlFunction] = {
+    function.name: function
+    for function in (
+        dicom_deidentify,
+        try_dicom_deidentify,
+        dicom_deidentify_error,
+        dicom_deidentify_result,
+    )
+}
