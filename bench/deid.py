@@ -66,8 +66,8 @@ def pixels_sql_spark(paths: list[str], cores: int) -> float:
 
 
 def pixels_sql_one_process(paths: list[str]) -> float:
+    from pixels_sql.deid.files import deidentify
     from pixels_sql.deid.profile import Profile
-    from pixels_sql.deid.transform import deidentify
 
     profile = Profile.of([])
 
@@ -134,9 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|---|",
     ]
     for tool, spent in seconds.items():
-        lines.append(
-            f"| {tool} | {spent:.1f} | {len(paths) / spent:.0f} | {spent / spark:.1f}x |"
-        )
+        lines.append(f"| {tool} | {spent:.1f} | {len(paths) / spent:.0f} | {spent / spark:.1f}x |")
     ratio = seconds["dicognito"] / spark
     verdict = "met" if ratio >= TARGET else "NOT met"
     lines += ["", f"dicognito / pixels-sql (Spark): {ratio:.1f}x (target {TARGET:.0f}x: {verdict})"]

@@ -18,9 +18,9 @@ from pydicom.data import get_testdata_file
 from pydicom.valuerep import validate_value
 
 from pixels_sql.deid import standard
+from pixels_sql.deid.files import deidentify
 from pixels_sql.deid.keys import DeidKeyError, Pseudonyms, load_key
 from pixels_sql.deid.profile import EXCLUSIVE, OPTIONS, Action, Profile, ProfileError
-from pixels_sql.deid.transform import deidentify
 from pixels_sql.errors import DicomReadError
 from tests.corpus import PYDICOM_TEST_FILES, corpus_files
 from tests.deid_markers import ITEM_IDENTIFIER, ITEM_REFERENCE, MarkedFile, marked_file, surviving
@@ -441,3 +441,60 @@ def test_the_key_comes_from_the_settings_and_is_never_shown(
     monkeypatch.setenv("PIXELS_SQL_DEID_KEY_FILE", str(tmp_path / "missing.key"))
     with pytest.raises(DeidKeyError, match="cannot read"):
         load_key()
+
+
+# -- the byte walk and the pydicom path agree ----------------------------------------------------
+
+
+def _canonical(dataset: pydicom.Dataset) -> list[tuple]:
+    """Every element as (tag, VR, value), sequences item by item: equal for two encodings of
+    the same data set (defined or undefined lengths)."""
+    out = []
+    for tag in dataset.keys():  # noqa: SIM118 (tags)
+        element = dataset[tag]
+        if element.VR == "SQ":
+            out.append((int(tag), "SQ", [_canonical(item) for item in element.value]))
+        else:
+            value = element.value
+            out.append((int(tag), element.VR, value if isinstance(value, bytes) else str(value)))
+    return out
+
+
+def _same_result(data: bytes, profile: Profile, name: str) -> bool:
+    """Whether the byte walk handled ``data``; when it did, it gave the pydicom path's result."""
+    from pixels_sql.deid.fast import deidentify_fast
+    from pixels_sql.deid.transform import deidentify_with_pydicom
+
+    try:
+        fast = deidentify_fast(data, profile, KEY, name, True)
+    except DicomReadError as fast_error:
+        with pytest.raises(DicomReadError) as slow_error:
+            deidentify_with_pydicom(data, profile, KEY, name=name, allow_burned_in=True)
+        assert slow_error.value.reason == fast_error.reason, name
+        return True
+    if fast is None:
+        return False
+    slow = deidentify_with_pydicom(data, profile, KEY, name=name, allow_burned_in=True)
+    assert (fast.sop_instance_uid, fast.patient_id, fast.shift_days, fast.uids) == (
+        slow.sop_instance_uid,
+        slow.patient_id,
+        slow.shift_days,
+        slow.uids,
+    ), name
+    ours, theirs = (pydicom.dcmread(io.BytesIO(x.data)) for x in (fast, slow))
+    assert _canonical(ours.file_meta) == _canonical(theirs.file_meta), name
+    assert _canonical(ours) == _canonical(theirs), name
+    assert fast.data[:128] == b"\0" * 128
+    return True
+
+
+@pytest.mark.parametrize("options", [[], ["tcia"], ["retain_uids", "clean_structured_content"]])
+def test_the_byte_walk_gives_the_pydicom_path_s_result(marked: MarkedFile, options: list) -> None:
+    profile = Profile.of(options)
+    assert _same_result(marked.data, profile, "marked.dcm")
+    handled = sum(
+        _same_result(path.read_bytes(), profile, path.name)
+        for path in corpus_files()
+        if path.stat().st_size
+    )
+    assert handled >= 100  # most of the corpus takes the byte walk

@@ -10,8 +10,8 @@ from pathlib import Path
 import pydicom
 import pytest
 
+from pixels_sql.deid.files import deidentify
 from pixels_sql.deid.profile import Profile
-from pixels_sql.deid.transform import deidentify
 from tests.conftest import TEST_DEID_KEY
 from tests.corpus import PYDICOM_TEST_FILES
 

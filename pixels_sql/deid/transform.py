@@ -27,9 +27,9 @@ import functools
 import io
 import struct
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import pydicom
 from pydicom.datadict import dictionary_VR
@@ -40,12 +40,11 @@ from pydicom.filewriter import write_data_element
 from pydicom.sequence import Sequence
 from pydicom.sr.codedict import codes
 
-from pixels_sql.deid.keys import Pseudonyms, load_key
+from pixels_sql.deid.keys import Pseudonyms
 from pixels_sql.deid.profile import Action, Profile
 from pixels_sql.dicom.meta import read_pydicom_file, transfer_syntax
 from pixels_sql.dicom.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
 from pixels_sql.errors import DicomReadError, classify
-from pixels_sql.io.sources import display_name, read_content
 
 PATIENT_NAME = 0x00100010
 PATIENT_ID = 0x00100020
@@ -121,48 +120,7 @@ class Deidentified:
     uids: dict[str, str] = field(default_factory=dict)  # original -> new, every UID replaced
 
 
-class DeidRow(NamedTuple):
-    """One file's outcome (:func:`deidentify_file`): the new file and its mapping, or the
-    reason it was not de-identified (a tuple: it crosses the helper process's pipe)."""
-
-    data: bytes | None
-    sop_instance_uid: str | None
-    original_sop_instance_uid: str | None
-    patient_id: str | None
-    shift_days: int | None
-    uids: dict[str, str] | None
-    reason: str | None = None
-    message: str | None = None
-
-
-# A pseudo-option, not PS3.15's: write images whose Burned In Annotation is YES as they are.
-ALLOW_BURNED_IN = "allow_burned_in"
-
-
-def deidentify_file(path: str, options: tuple[str, ...]) -> DeidRow:
-    """:func:`deidentify` of the file at ``path`` (any path io.sources opens) with the key of
-    the settings; a file's failure is its reason, never an exception."""
-    allow_burned_in = ALLOW_BURNED_IN in options
-    profile = Profile.of([option for option in options if option != ALLOW_BURNED_IN])
-    key = load_key()
-    name = display_name(path)
-    try:
-        data = read_content(path)
-        done = deidentify(data, profile, key, name=name, allow_burned_in=allow_burned_in)
-    except Exception as exc:
-        error = classify(name, exc)
-        return DeidRow(None, None, None, None, None, None, error.reason, error.message)
-    return DeidRow(
-        done.data,
-        done.sop_instance_uid,
-        done.original_sop_instance_uid,
-        done.patient_id,
-        done.shift_days,
-        done.uids,
-    )
-
-
-def deidentify(
+def deidentify_with_pydicom(
     data: bytes,
     profile: Profile,
     key: bytes,
@@ -170,11 +128,10 @@ def deidentify(
     name: str = "<bytes>",
     allow_burned_in: bool = False,
 ) -> Deidentified:
-    """De-identify the PS3.10 file (or bare data set) ``data``; raise :class:`DicomReadError`
-    with a reason for a file that is not one, or ``burned_in_unhandled`` for an image whose
-    Burned In Annotation is YES (unless ``allow_burned_in``)."""
-    if not data:
-        raise DeidError(name, "empty", "the file has zero bytes")
+    """De-identify the PS3.10 file (or bare data set) ``data`` through a pydicom Dataset (any
+    encoding pydicom reads); raise :class:`DicomReadError` with a reason for a file that is not
+    one, or ``burned_in_unhandled`` for an image whose Burned In Annotation is YES (unless
+    ``allow_burned_in``)."""
     try:
         with warnings.catch_warnings(), _no_value_validation():
             warnings.simplefilter("ignore")
@@ -571,18 +528,32 @@ def _dummy_codes(item: Dataset) -> None:
             element.value = DUMMY.get(element.VR)
 
 
-def _patient_key(dataset: Dataset) -> str:
-    """Who the file is about, as a stable text: Patient ID with its issuer (PS3.3 C.7.1.1);
-    without an ID, name and birth date; without those, the study (its own pseudonymous
-    patient)."""
-    patient_id = str(dataset.get("PatientID", "") or "").strip()
+PATIENT_KEY_ATTRIBUTES = (
+    "PatientID",
+    "IssuerOfPatientID",
+    "PatientName",
+    "PatientBirthDate",
+    "StudyInstanceUID",
+)
+
+
+def patient_key(values: Mapping[str, str]) -> str:
+    """Who the file is about, as a stable text, from the stripped values of
+    :data:`PATIENT_KEY_ATTRIBUTES`: Patient ID with its issuer (PS3.3 C.7.1.1); without an ID,
+    name and birth date; without those, the study (its own pseudonymous patient)."""
+    patient_id = values.get("PatientID", "")
     if patient_id:
-        return f"id\0{patient_id}\0{str(dataset.get('IssuerOfPatientID', '') or '').strip()}"
-    name = str(dataset.get("PatientName", "") or "").strip()
-    birth = str(dataset.get("PatientBirthDate", "") or "").strip()
+        return f"id\0{patient_id}\0{values.get('IssuerOfPatientID', '')}"
+    name, birth = values.get("PatientName", ""), values.get("PatientBirthDate", "")
     if name or birth:
         return f"name\0{name}\0{birth}"
-    return f"study\0{str(dataset.get('StudyInstanceUID', '') or '').strip()}"
+    return f"study\0{values.get('StudyInstanceUID', '')}"
+
+
+def _patient_key(dataset: Dataset) -> str:
+    return patient_key(
+        {name: str(dataset.get(name, "") or "").strip() for name in PATIENT_KEY_ATTRIBUTES}
+    )
 
 
 def _may_be_sequence(dataset: Dataset, tag: int) -> bool:

@@ -14,9 +14,9 @@ from functools import partial
 
 import pandas as pd
 
+from pixels_sql.deid.files import DeidRow, deidentify_file
 from pixels_sql.deid.keys import load_key
 from pixels_sql.deid.profile import BASIC, Profile, ProfileError
-from pixels_sql.deid.transform import DeidRow, deidentify_file
 from pixels_sql.functions.registry import (
     SqlFunction,
     read_rows,
