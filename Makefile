@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: setup jar browser dicom-tools viewer demo test lint format clean bench bench-thumbnails bench-meta bench-server \
-	bench-ingest bench-dicomweb bench-dicomweb-attacks bench-object-storage bench-scale bench-zip-scale bench-typed-header bench-cli fuzz stress-writers dbt \
+	bench-ingest bench-dicomweb bench-dicomweb-attacks bench-object-storage bench-scale bench-zip-scale bench-typed-header bench-cli bench-deid fuzz stress-writers dbt \
 	generate check-generated
 
 # pip also builds the compiled header reader (setup.py): a change to its C source reinstalls.
@@ -77,7 +77,7 @@ test: jar lint browser dicom-tools viewer
 
 # Speed targets live in bench/ (see bench/README.md), never in the tests.
 bench: bench-meta bench-thumbnails bench-server bench-ingest bench-dicomweb bench-dicomweb-attacks \
-	bench-object-storage bench-scale bench-zip-scale bench-typed-header bench-cli
+	bench-object-storage bench-scale bench-zip-scale bench-typed-header bench-cli bench-deid
 
 bench-thumbnails: jar
 	$(PY) -m bench.thumbnails --files 96
@@ -95,6 +95,11 @@ bench-typed-header: jar
 # The pixels-sql command through the home's warm engine vs embedded (issue 28's targets).
 bench-cli: jar
 	$(PY) -m bench.cli --files 785 --new 11 --queries 20
+
+# De-identification in Spark vs dicognito and pydicom's deid, single-process (issue 29).
+bench-deid: jar
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) -m bench.deid --files 10000
 
 # pixels-sql serve through a real JDBC client (PyHive) vs the embedded session, one after the other.
 bench-server: jar

@@ -32,6 +32,8 @@ REASONS: dict[str, str] = {
     "zip_bomb": "a zip member that inflates beyond the ratio cap or overlaps another member",
     "not_an_instance": "de-identification: no SOP Class UID or SOP Instance UID (a DICOMDIR or"
     " another data set that is not a stored instance)",
+    "unwritable": "de-identification: the copy could not be written under the destination"
+    " (permissions, a full disk, a link where a folder should be)",
     "burned_in_unhandled": "de-identification: Burned In Annotation is YES and no pixel cleaning"
     " covers the image, so no copy is written",
 }

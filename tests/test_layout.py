@@ -33,6 +33,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "pixels_sql.pipeline",
             "pixels_sql.session",
             "pixels_sql.ingest",
+            "pixels_sql.deidentify",
             "pixels_sql.gallery",
             "pixels_sql.servers",
         ),

@@ -14,9 +14,16 @@ from functools import partial
 
 import pandas as pd
 
-from pixels_sql.deid.files import DeidRow, deidentify_file
+from pixels_sql.deid.files import (
+    DeidRow,
+    WrittenRow,
+    deidentify_file,
+    deidentify_to,
+    profile_of,
+    remove_copy,
+)
 from pixels_sql.deid.keys import load_key
-from pixels_sql.deid.profile import BASIC, Profile, ProfileError
+from pixels_sql.deid.profile import BASIC, ProfileError
 from pixels_sql.functions.registry import (
     SqlFunction,
     read_rows,
@@ -46,7 +53,7 @@ def _arguments(name: str, columns: Sequence[pd.Series]) -> list[tuple[str | None
         if str(profile or BASIC).lower() != BASIC:
             raise ProfileError(f"{name}: profile must be '{BASIC}' (PS3.15 E.2), got {profile!r}")
         chosen = tuple(str(option) for option in (() if options is None else options))
-        Profile.of(list(chosen))  # raises for an unknown option
+        profile_of(chosen)  # raises for an unknown option
         rows.append((path, chosen))
     load_key()  # raises when there is none: a setting to fix, not a file to skip
     return rows
@@ -140,6 +147,69 @@ def dicom_deidentify_result():
     return dicom_deidentify_result
 
 
+WRITE_RESULT_TYPE = (
+    "struct<output_path:string,sop_instance_uid:string,original_sop_instance_uid:string,"
+    "patient_id:string,shift_days:int,uids:map<string,string>,reason:string,message:string>"
+)
+_NOT_WRITTEN = partial(WrittenRow, None, None, None, None, None, None)
+
+
+@sql_function(
+    "dicom_deidentify_write(path STRING, destination STRING [, profile STRING"
+    " [, options ARRAY<STRING>]])",
+    WRITE_RESULT_TYPE.upper(),
+)
+def dicom_deidentify_write():
+    """De-identify the file and write the copy under destination (a folder per pseudonymous
+    patient, a file per new SOP Instance UID), whole or not at all: STRUCT<output_path,
+    sop_instance_uid, original_sop_instance_uid, patient_id, shift_days, uids, reason, message>.
+    A file that cannot be de-identified writes nothing and gets its reason.
+
+    SELECT r.output_path, r.reason FROM (
+      SELECT dicom_deidentify_write(path, '/shared/deid', 'basic', array('tcia')) AS r
+      FROM read_files('/data/dicom'))
+    """
+    from pyspark.sql.functions import pandas_udf
+
+    @pandas_udf(WRITE_RESULT_TYPE)
+    def dicom_deidentify_write(*columns: pd.Series) -> pd.DataFrame:
+        if len(columns) < 2:
+            raise TypeError(
+                "dicom_deidentify_write takes (path, destination [, profile [, options]])"
+            )
+        checked = _arguments("dicom_deidentify_write", [columns[0], *columns[2:]])
+        rows = [
+            (path, str(destination), options)
+            for (path, options), destination in zip(checked, columns[1], strict=True)
+        ]
+        results = read_rows(deidentify_to, rows, _NOT_WRITTEN)
+        return results_frame(results, {name: name for name in WrittenRow._fields})
+
+    return dicom_deidentify_write
+
+
+@sql_function("dicom_deidentify_remove(path STRING, destination STRING)", "BOOLEAN")
+def dicom_deidentify_remove():
+    """Remove a copy dicom_deidentify_write wrote under destination (a source file deleted or
+    gone from the cohort); true when it is gone, false for a path outside destination.
+
+    SELECT dicom_deidentify_remove(output_path, '/shared/deid') FROM gone_copies
+    """
+    from pyspark.sql.functions import pandas_udf
+
+    @pandas_udf("boolean")
+    def dicom_deidentify_remove(paths: pd.Series, destinations: pd.Series) -> pd.Series:
+        return pd.Series(
+            [
+                None if path is None else remove_copy(str(path), str(destination))
+                for path, destination in zip(paths, destinations, strict=True)
+            ],
+            dtype=object,
+        )
+
+    return dicom_deidentify_remove
+
+
 FUNCTIONS: dict[str, SqlFunction] = {
     function.name: function
     for function in (
@@ -147,5 +217,7 @@ FUNCTIONS: dict[str, SqlFunction] = {
         try_dicom_deidentify,
         dicom_deidentify_error,
         dicom_deidentify_result,
+        dicom_deidentify_write,
+        dicom_deidentify_remove,
     )
 }
