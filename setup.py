@@ -20,6 +20,10 @@ class BuildPyWithPipeline(build_py):
         target.mkdir(parents=True, exist_ok=True)
         for script in sorted(PIPELINE_SCRIPTS.glob("*.sql")):
             shutil.copyfile(script, target / script.name)
+        # sql/deid/: pixels-sql deidentify's statements
+        (target / "deid").mkdir(exist_ok=True)
+        for script in sorted((PIPELINE_SCRIPTS / "deid").glob("*.sql")):
+            shutil.copyfile(script, target / "deid" / script.name)
 
 
 setup(

@@ -40,11 +40,11 @@ if TYPE_CHECKING:
 
 DEFAULT_MASTER = "local[*]"
 # The commands the home's warm engine runs (servers/engine.py); `ingest --stream` runs on its own.
-ENGINE_COMMANDS = frozenset({"sql", "run", "ingest", "gallery"})
+ENGINE_COMMANDS = frozenset({"sql", "run", "ingest", "gallery", "deidentify"})
 
 # Arguments that name files or folders: made absolute (URLs kept) before a command goes to the
 # engine, whose working folder is not the user's.
-_PATH_ARGUMENTS = ("path", "checkpoint", "extract_zip", "output")
+_PATH_ARGUMENTS = ("path", "checkpoint", "extract_zip", "output", "to")
 # Set by Ctrl-C in a command running its own Spark (_ctrl_c_cancels_jobs).
 _INTERRUPTED = threading.Event()
 # The engine's SparkSession, in the thread running a command sent to it.
@@ -52,7 +52,7 @@ _ENGINE = threading.local()
 HOME_VARIABLE = SETTINGS["home"].variable
 # Commands that only read a home: they never make one.
 READ_ONLY_COMMANDS = frozenset({"sql", "gallery", "viewer-url"})
-HOME_MAKING_COMMANDS = frozenset({"ingest", "run", "demo", "serve"})
+HOME_MAKING_COMMANDS = frozenset({"ingest", "run", "demo", "serve", "deidentify"})
 # The exit status of a command stopped by Ctrl-C (SIGINT), as shells report it: 128 + 2.
 INTERRUPTED = 130
 # Rows a query prints as a table when --limit is not given (CSV and JSON print them all).
@@ -448,6 +448,56 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deidentify(args: argparse.Namespace) -> int:
+    from pixels_sql.deid.keys import DeidKeyError
+    from pixels_sql.deid.profile import ProfileError
+    from pixels_sql.deidentify import deidentify_database
+    from pixels_sql.functions import is_connect_client
+    from pixels_sql.ingest.batch import print_report
+    from pixels_sql.tables import TableLayoutError
+
+    _check_deidentify(args)
+    destination = _normalise_dir(args.to)
+    _allow_root(args, destination)
+    with _home_session(args) as spark:
+        context = None if is_connect_client(spark) else spark.sparkContext
+        try:
+            with _progress(args, context) as progress:
+                report = deidentify_database(
+                    spark,
+                    args.source,
+                    destination,
+                    database=args.database,
+                    mapping=args.mapping_database,
+                    options=tuple(args.option),
+                    where=args.where,
+                    thumbnails=not args.no_thumbnails,
+                    progress=progress,
+                    log=_log(args),
+                )
+        except (ProfileError, DeidKeyError, ValueError, TableLayoutError) as exc:
+            raise CliError(str(exc)) from None
+        except Exception as exc:
+            raise CliError(_error_text(exc)) from exc
+    print(report.line())
+    if report.ingest is not None:
+        print_report(report.ingest)
+    return 0
+
+
+def _check_deidentify(args: argparse.Namespace) -> None:
+    """An unknown option or no key: said before any Spark starts or any home is made."""
+    from pixels_sql.deid.files import profile_of
+    from pixels_sql.deid.keys import DeidKeyError, load_key
+    from pixels_sql.deid.profile import ProfileError
+
+    try:
+        profile_of(args.option)
+        load_key()
+    except (ProfileError, DeidKeyError) as exc:
+        raise CliError(str(exc)) from None
+
+
 def _ingest_stream(args: argparse.Namespace, path: str, database: str) -> int:
     from pixels_sql.ingest.stream import DEFAULT_TRIGGER, StreamError, run_stream
     from pixels_sql.pipeline import summary
@@ -645,6 +695,10 @@ EXAMPLES: dict[str, list[str]] = {
         "pixels-sql sql \"SELECT path FROM object_catalog WHERE Modality = '${m}'\" --param m=CT",
         'pixels-sql sql "SELECT * FROM object_catalog" --format csv > catalog.csv',
     ],
+    "deidentify": [
+        "pixels-sql deidentify --from pixels --to /shared/deid --option tcia",
+        "pixels-sql deidentify --from pixels --to /shared/ct --where \"Modality = 'CT'\"",
+    ],
     "gallery": ["pixels-sql gallery --output gallery.html --max-images 500"],
     "viewer-url": ["pixels-sql viewer-url 1.2.840.113619.2.1.1.322987881.621.736170080.681"],
     "serve": [
@@ -775,6 +829,44 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --stream: at most this many new files per micro-batch",
     )
     ingest.set_defaults(handler=cmd_ingest)
+
+    deid = add(
+        "deidentify",
+        [common, spark, shown, warm],
+        help="a de-identified copy of a database (PS3.15 Basic Profile and options), with the"
+        " mapping kept apart",
+    )
+    deid.add_argument(
+        "--from", dest="source", required=True, metavar="DATABASE", help="the database to copy"
+    )
+    deid.add_argument(
+        "--to", required=True, metavar="FOLDER", help="where the de-identified files go"
+    )
+    deid.add_argument(
+        "--database", help="the copy's database (default: <from>_deid), filled from --to"
+    )
+    deid.add_argument(
+        "--mapping-database",
+        metavar="DATABASE",
+        help="where original -> new UIDs, pseudonyms and date shifts are kept (default:"
+        " <from>_deid_mapping); the copy never references it",
+    )
+    deid.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a PS3.15 option (repeatable): retain_safe_private, retain_uids,"
+        " retain_longitudinal_modified_dates, ..., or tcia (docs/deidentification.md)",
+    )
+    deid.add_argument(
+        "--where",
+        metavar="PREDICATE",
+        help="the cohort: a SQL predicate over object_header's columns, e.g. \"Modality = 'CT'"
+        " AND StudyDate >= DATE'2020-01-01'\" (default: every live instance)",
+    )
+    deid.add_argument("--no-thumbnails", action="store_true", help="skip the copy's thumbnail step")
+    deid.set_defaults(handler=cmd_deidentify)
 
     sql = add("sql", [common, spark, rows, warm], help="run one query and print its rows")
     sql.add_argument("query", help="one SQL statement (Spark SQL; ${NAME} from --param)")
@@ -939,6 +1031,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    check = PRECHECKS.get(args.command)
+    if check is not None:
+        try:
+            check(args)
+        except CliError as exc:
+            print(f"pixels-sql: {exc}", file=sys.stderr)
+            return 1
     home = home_dir(args.home)
     if not is_home(home):
         if args.command in READ_ONLY_COMMANDS:
@@ -1067,10 +1166,14 @@ def _engine_command(
         _ENGINE.spark = None
 
 
+# Checks of a command's arguments that need no Spark and no home, run before either.
+PRECHECKS = {"deidentify": _check_deidentify}
+
 # The command functions by name: what a command sent to the engine runs there.
 COMMANDS = {
     "run": cmd_run,
     "ingest": cmd_ingest,
+    "deidentify": cmd_deidentify,
     "sql": cmd_sql,
     "gallery": cmd_gallery,
 }

@@ -124,3 +124,46 @@ def test_options_and_names_are_checked_before_anything_runs(spark, tmp_path: Pat
     with pytest.raises(ValueError, match="is not a database name"):
         deidentify_database(spark, "x;y", str(tmp_path), where=where)
     assert not any(tmp_path.iterdir())
+
+
+def test_the_command_copies_a_cohort_and_refuses_a_bad_option(tmp_path: Path) -> None:
+    """`pixels-sql deidentify` as a user runs it, on a home `pixels-sql ingest` filled."""
+    import subprocess
+    import sys
+
+    folder = copy_samples(tmp_path / "source")
+    home, destination = tmp_path / "home", tmp_path / "copy"
+
+    def command(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pixels_sql.cli", *args, "--home", str(home)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+
+    ingested = command("ingest", str(folder), "--no-thumbnails", "--master", "local[2]")
+    assert ingested.returncode == 0, ingested.stderr[-3000:]
+    refused = command("deidentify", "--from", "pixels", "--to", str(destination), "--option", "x")
+    assert refused.returncode != 0
+    assert "unknown de-identification option 'x'" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    done = command(
+        "deidentify",
+        "--from",
+        "pixels",
+        "--to",
+        str(destination),
+        "--option",
+        "tcia",
+        "--where",
+        "Modality = 'CT'",
+        "--no-thumbnails",
+        "--master",
+        "local[2]",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "deidentify: 1 de-identified (0 not:" in done.stdout, done.stdout
+    assert "mapping in pixels_deid_mapping" in done.stdout
+    (copy,) = destination.rglob("*.dcm")
+    assert pydicom.dcmread(copy).Modality == "CT"

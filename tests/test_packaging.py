@@ -14,6 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PIPELINE_SCRIPTS = sorted(p.name for p in (ROOT / "sql").glob("*.sql"))
+DEID_SCRIPTS = sorted(p.name for p in (ROOT / "sql" / "deid").glob("*.sql"))
 
 # Run with only the unpacked wheel ahead of the test environment's site-packages.
 INSPECT = """
@@ -49,7 +50,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_wheel_carries_scripts_jar_and_compiled_reader(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert [n.split("/")[-1] for n in names if n.startswith("pixels_sql/sql/")] == (
-        PIPELINE_SCRIPTS
+        PIPELINE_SCRIPTS + DEID_SCRIPTS
     )
     assert "pixels_sql/jars/pixels-sql-extensions.jar" in names
     assert any(n.startswith("pixels_sql/dicom/_fastmeta.") and n.endswith(".so") for n in names)

@@ -193,7 +193,7 @@ def dicom_deidentify_remove():
     """Remove a copy dicom_deidentify_write wrote under destination (a source file deleted or
     gone from the cohort); true when it is gone, false for a path outside destination.
 
-    SELECT dicom_deidentify_remove(output_path, '/shared/deid') FROM gone_copies
+    SELECT dicom_deidentify_remove(output_path, '/shared/deid') FROM removed_copies
     """
     from pyspark.sql.functions import pandas_udf
 
