@@ -209,6 +209,7 @@ def _starts_no_jvm(node: pytest.Item | pytest.Collector) -> bool:
 # order of the slowest modules in a run (pytest's --durations), longest first.
 LONGEST_MODULES = (
     "test_writers.py",
+    "test_deidentify.py",
     "test_hardening.py",
     "test_ingest_kill.py",
     "test_serve.py",

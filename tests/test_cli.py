@@ -216,6 +216,7 @@ def test_every_command_has_help() -> None:
         "token",
         "viewer-url",
         "stop",
+        "deidentify",
     }
     assert all(command.format_help() for command in commands.values())
 
@@ -223,13 +224,14 @@ def test_every_command_has_help() -> None:
 def test_each_command_lists_its_own_options_and_examples_that_parse() -> None:
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices
-    spark_commands = {"ingest", "run", "sql", "demo", "gallery", "serve"}
+    spark_commands = {"ingest", "run", "sql", "demo", "gallery", "serve", "deidentify"}
     for name, command in commands.items():
         options = {option for action in command._actions for option in action.option_strings}
         assert "--home" in options, name
         assert ("--master" in options) == (name in spark_commands), name
         assert ("--limit" in options) == (name in {"run", "sql"}), name
-        assert ("--no-server" in options) == (name in {"ingest", "run", "sql", "gallery"}), name
+        engine_commands = {"ingest", "run", "sql", "gallery", "deidentify"}
+        assert ("--no-server" in options) == (name in engine_commands), name
         shown = command.format_help()
         assert "examples:\n" in shown, name
         for example in EXAMPLES[name]:

@@ -126,44 +126,69 @@ def test_options_and_names_are_checked_before_anything_runs(spark, tmp_path: Pat
     assert not any(tmp_path.iterdir())
 
 
-def test_the_command_copies_a_cohort_and_refuses_a_bad_option(tmp_path: Path) -> None:
-    """`pixels-sql deidentify` as a user runs it, on a home `pixels-sql ingest` filled."""
+def test_a_run_killed_while_writing_then_run_again_gives_the_clean_result(tmp_path: Path) -> None:
+    """SIGKILL to the whole command (driver JVM, Python workers, helpers) while copies are
+    being written; the next run's copies and mapping are those the transform gives."""
+    import os
+    import signal
     import subprocess
     import sys
+    import time
 
-    folder = copy_samples(tmp_path / "source")
+    folder = tmp_path / "source"
+    folder.mkdir()
+    template = pydicom.dcmread(Path(pydicom.data.get_testdata_file("CT_small.dcm")))
+    for number in range(60):
+        template.SOPInstanceUID = pydicom.uid.generate_uid()
+        template.PatientID = f"P{number % 6}"
+        template.save_as(folder / f"{number}.dcm")
     home, destination = tmp_path / "home", tmp_path / "copy"
 
-    def command(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
+    def command(*args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
             [sys.executable, "-m", "pixels_sql.cli", *args, "--home", str(home)],
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=600,
+            start_new_session=True,
         )
 
-    ingested = command("ingest", str(folder), "--no-thumbnails", "--master", "local[2]")
-    assert ingested.returncode == 0, ingested.stderr[-3000:]
+    # Refused before any home or Spark: an unknown option, no key.
     refused = command("deidentify", "--from", "pixels", "--to", str(destination), "--option", "x")
-    assert refused.returncode != 0
-    assert "unknown de-identification option 'x'" in refused.stderr
-    assert "Traceback" not in refused.stderr
-    done = command(
-        "deidentify",
-        "--from",
-        "pixels",
-        "--to",
-        str(destination),
-        "--option",
-        "tcia",
-        "--where",
-        "Modality = 'CT'",
-        "--no-thumbnails",
-        "--master",
-        "local[2]",
+    assert refused.wait(60) != 0 and refused.stderr is not None
+    assert "unknown de-identification option 'x'" in refused.stderr.read()
+    keyless = {k: v for k, v in os.environ.items() if not k.startswith("PIXELS_SQL_DEID_KEY")}
+    no_key = subprocess.run(
+        [sys.executable, "-m", "pixels_sql.cli", "deidentify", "--from", "pixels", "--to", "x"],
+        capture_output=True,
+        text=True,
+        env={**keyless, "PIXELS_SQL_HOME": str(home)},
+        timeout=60,
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "deidentify: 1 de-identified (0 not:" in done.stdout, done.stdout
-    assert "mapping in pixels_deid_mapping" in done.stdout
-    (copy,) = destination.rglob("*.dcm")
-    assert pydicom.dcmread(copy).Modality == "CT"
+    assert no_key.returncode == 1 and "no de-identification key" in no_key.stderr
+    assert "Traceback" not in no_key.stderr and not home.exists()
+    ingested = command("ingest", str(folder), "--no-thumbnails", "--master", "local[2]")
+    assert ingested.wait(600) == 0, ingested.stderr.read()[-3000:] if ingested.stderr else ""
+    deid = ("deidentify", "--from", "pixels", "--to", str(destination), "--no-thumbnails")
+    killed = command(*deid, "--master", "local[1]")
+    deadline = time.monotonic() + 300
+    while not any(destination.rglob("*.dcm")):
+        assert killed.poll() is None, killed.stderr.read()[-3000:] if killed.stderr else ""
+        assert time.monotonic() < deadline, "no copy was written in 300 s"
+        time.sleep(0.01)
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait()
+    written_before = len(list(destination.rglob("*.dcm")))
+    again = command(*deid, "--master", "local[2]")
+    out, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err[-3000:]
+    profile = Profile.of([])
+    expected = {}
+    for path in folder.iterdir():
+        done = deidentify(path.read_bytes(), profile, TEST_DEID_KEY.encode())
+        expected[f"{done.patient_id}/{done.sop_instance_uid}.dcm"] = done.data
+    copies = {str(p.relative_to(destination)): p.read_bytes() for p in destination.rglob("*.dcm")}
+    assert copies.keys() == expected.keys(), (written_before, out)
+    assert copies == expected
+    assert not [p for p in destination.rglob(".*")]  # no partial file left behind
+    assert "deidentify: 60 de-identified (0 not:" in out, out

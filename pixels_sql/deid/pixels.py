@@ -1,0 +1,127 @@
+"""Clean Pixel Data (PS3.15 E.3.1) by rules: rectangles blacked out in every frame of the images
+a rule matches, in the spirit of CTP's pixel scrubber.
+
+A rules file is TOML, a ``[[rule]]`` table per rule (the starter file is
+``pixels_sql/deid/data/pixel-rules.toml``; ``PIXELS_SQL_DEID_PIXEL_RULES`` names another)::
+
+    [[rule]]
+    name = "a vendor's ultrasound header band"
+    Modality = "US"                  # any of the MATCH_KEYS, a glob (fnmatch), any case
+    Manufacturer = "ACME*"
+    Rows = 480                       # Rows and Columns: exact numbers
+    Columns = 640
+    regions = [[0, 0, 640, 60]]      # x, y, width, height, in pixels from the top left
+
+A file matches a rule when every key the rule names matches (ImageType: any of its values);
+the first matching rule is applied. The cleaned image is written uncompressed (Explicit VR
+Little Endian): lossless whatever it was, so nothing is lost twice; Lossy Image Compression and
+its ratio stay as they were, true of the pixels' history (PS3.3 C.7.6.1.1.5).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from pixels_sql import config
+
+STARTER_RULES = Path(__file__).with_name("data") / "pixel-rules.toml"
+MATCH_KEYS = ("Modality", "Manufacturer", "ManufacturerModelName", "SOPClassUID", "ImageType")
+SIZE_KEYS = ("Rows", "Columns")
+
+
+class RulesError(ValueError):
+    """A rules file that does not parse or names what a rule cannot hold."""
+
+
+@dataclass(frozen=True)
+class Region:
+    x: int
+    y: int
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class PixelRule:
+    name: str
+    patterns: tuple[tuple[str, str], ...]  # (keyword, glob)
+    sizes: tuple[tuple[str, int], ...]  # (Rows | Columns, number)
+    regions: tuple[Region, ...]
+
+    def matches(self, values: dict[str, Any]) -> bool:
+        """Whether a header's ``values`` (MATCH_KEYS as text or lists, SIZE_KEYS as numbers)
+        match every key this rule names."""
+        for keyword, pattern in self.patterns:
+            value = values.get(keyword)
+            candidates = value if isinstance(value, list | tuple) else [value]
+            texts = ["" if item is None else str(item).strip().upper() for item in candidates]
+            if not any(fnmatch.fnmatchcase(text, pattern.upper()) for text in texts):
+                return False
+        return all(values.get(keyword) == number for keyword, number in self.sizes)
+
+
+def load_rules(path: Path) -> tuple[PixelRule, ...]:
+    """The rules of a TOML file; RulesError naming the rule and the key that is wrong."""
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise RulesError(f"{path}: {error}") from None
+    rules = []
+    for number, table in enumerate(document.get("rule", []), start=1):
+        name = str(table.get("name") or f"rule {number}")
+        unknown = set(table) - {"name", "regions", *MATCH_KEYS, *SIZE_KEYS}
+        if unknown:
+            raise RulesError(f"{path}: {name}: unknown key(s) {', '.join(sorted(unknown))}")
+        regions = []
+        for region in table.get("regions", []):
+            if len(region) != 4 or not all(isinstance(v, int) and v >= 0 for v in region):
+                raise RulesError(f"{path}: {name}: a region is [x, y, width, height] >= 0")
+            regions.append(Region(*region))
+        if not regions:
+            raise RulesError(f"{path}: {name}: no regions")
+        rules.append(
+            PixelRule(
+                name,
+                tuple((key, str(table[key])) for key in MATCH_KEYS if key in table),
+                tuple((key, int(table[key])) for key in SIZE_KEYS if key in table),
+                tuple(regions),
+            )
+        )
+    return tuple(rules)
+
+
+def rules() -> tuple[PixelRule, ...]:
+    """The rules in force: the file PIXELS_SQL_DEID_PIXEL_RULES names, else the starter."""
+    return _rules_of(config.settings.deid_pixel_rules or STARTER_RULES)
+
+
+@cache
+def _rules_of(path: Path) -> tuple[PixelRule, ...]:
+    return load_rules(path)
+
+
+def matching_rule(values: dict[str, Any]) -> PixelRule | None:
+    return next((rule for rule in rules() if rule.matches(values)), None)
+
+
+def blackout(pixels: Any, regions: tuple[Region, ...], black: int, frames: int) -> Any:
+    """``pixels`` as pydicom's pixel_array gives them (frames first when there are several,
+    samples last for colour) with every region set to ``black`` in every frame, in place."""
+    view = pixels if frames > 1 else pixels[None, ...]
+    for region in regions:
+        view[:, region.y : region.y + region.height, region.x : region.x + region.width] = black
+    return pixels
+
+
+def black_value(photometric: str, bits_stored: int, signed: bool) -> int:
+    """The stored value a viewer shows black (PS3.3 C.7.6.3.1.2): the lowest for MONOCHROME2
+    and colour, the highest for MONOCHROME1."""
+    if photometric.strip().upper() == "MONOCHROME1":
+        return (1 << (bits_stored - 1)) - 1 if signed else (1 << bits_stored) - 1
+    return -(1 << (bits_stored - 1)) if signed else 0
