@@ -211,6 +211,14 @@ SETTINGS: dict[str, Setting] = {
         _text,
         "the de-identification key itself, when no key file is named",
     ),
+    "deid_pixel_rules": Setting(
+        "PIXELS_SQL_DEID_PIXEL_RULES",
+        None,
+        _path,
+        "a TOML file of Clean Pixel Data rules: rectangles blacked out in the images each rule"
+        " matches (docs/deidentification.md)",
+        "`pixels_sql/deid/data/pixel-rules.toml` (no rules)",
+    ),
     "driver_memory": Setting(
         "SPARK_DRIVER_MEMORY",
         "2g",

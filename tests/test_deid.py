@@ -498,3 +498,74 @@ def test_the_byte_walk_gives_the_pydicom_path_s_result(marked: MarkedFile, optio
         if path.stat().st_size
     )
     assert handled >= 100  # most of the corpus takes the byte walk
+
+
+# -- Clean Pixel Data by rules --------------------------------------------------------------------
+
+PIXEL_RULES = """
+[[rule]]
+name = "test: CT 128x128, a band at the top left"
+Modality = "CT"
+Rows = 128
+Columns = 128
+regions = [[0, 0, 40, 20]]
+
+[[rule]]
+name = "test: ultrasound (colour, JPEG 2000), a band at the top"
+Modality = "us"
+ImageType = "*PRIMARY*"
+regions = [[0, 0, 100, 30]]
+
+[[rule]]
+name = "test: multi-frame MR, a square in every frame"
+Modality = "MR"
+Manufacturer = "*"
+Rows = 64
+regions = [[5, 5, 10, 10]]
+"""
+
+
+def test_a_rule_blacks_out_its_regions_in_every_frame_and_nothing_else(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rules_file = tmp_path / "rules.toml"
+    rules_file.write_text(PIXEL_RULES)
+    monkeypatch.setenv("PIXELS_SQL_DEID_PIXEL_RULES", str(rules_file))
+    cases = {"CT_small.dcm": (0, 0, 40, 20), "US1_J2KR.dcm": (0, 0, 100, 30)}
+    cases["emri_small.dcm"] = (5, 5, 10, 10)
+    for name, (x, y, width, height) in cases.items():
+        path = Path(get_testdata_file(name))
+        source = pydicom.dcmread(path)
+        source.BurnedInAnnotation = "YES"  # covered by a rule: written, not refused
+        result = deidentify(_bytes(source), Profile.of([]), KEY)
+        output = pydicom.dcmread(io.BytesIO(result.data))
+        expected = pydicom.dcmread(path).pixel_array.copy()
+        signed = source.PixelRepresentation == 1
+        black = -(1 << (source.BitsStored - 1)) if signed else 0
+        region = (..., slice(y, y + height), slice(x, x + width))
+        if expected.ndim == 3 and expected.shape[-1] == 3:  # colour: rows, columns, samples
+            region = (slice(y, y + height), slice(x, x + width))
+        expected[region] = black
+        assert (output.pixel_array == expected).all(), name
+        assert output.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
+        assert output.BurnedInAnnotation == "NO"
+        codes = [item.CodeValue for item in output.DeidentificationMethodCodeSequence]
+        assert codes[:2] == ["113100", "113101"], name
+    # An image no rule covers and flagged YES is still refused.
+    mr = pydicom.dcmread(PYDICOM_TEST_FILES / "MR_small.dcm")
+    mr.Modality, mr.BurnedInAnnotation = "OT", "YES"
+    with pytest.raises(DicomReadError) as refused:
+        deidentify(_bytes(mr), Profile.of([]), KEY)
+    assert refused.value.reason == "burned_in_unhandled"
+
+
+def test_a_rules_file_that_is_wrong_says_where(tmp_path: Path) -> None:
+    from pixels_sql.deid.pixels import RulesError, load_rules
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[rule]]\nname = "x"\nModality = "CT"\nregions = [[0, 0, -1, 5]]\n')
+    with pytest.raises(RulesError, match="x: a region is"):
+        load_rules(bad)
+    bad.write_text('[[rule]]\nname = "y"\nPatientName = "A*"\nregions = [[0, 0, 1, 5]]\n')
+    with pytest.raises(RulesError, match="y: unknown key"):
+        load_rules(bad)

@@ -17,9 +17,10 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from pydicom.datadict import dictionary_VR
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 
 from pixels_sql.deid.keys import Pseudonyms
+from pixels_sql.deid.pixels import MATCH_KEYS, SIZE_KEYS, matching_rule, rules
 from pixels_sql.deid.profile import Action, Profile
 from pixels_sql.deid.transform import (
     BURNED_IN_ANNOTATION,
@@ -224,6 +225,25 @@ class _Walk:
             raise NotHere  # bytes after the last element: the pydicom path reads what it can
         return elements
 
+    def _match_values(self, by_tag: dict[int, _Element]) -> dict[str, object]:
+        """What the pixel rules match on, as transform.match_values gives it."""
+        values: dict[str, object] = {}
+        for keyword in MATCH_KEYS:
+            element = by_tag.get(tag_for_keyword(keyword) or 0)
+            text = "" if element is None else self.data[element.value : element.end]
+            parts = [p.strip(" \0") for p in (text.decode(self.codec) if text else "").split("\\")]
+            values[keyword] = parts if keyword == "ImageType" else "\\".join(parts)
+        if values["ImageType"] == [""]:
+            values["ImageType"] = []
+        for keyword in SIZE_KEYS:
+            element = by_tag.get(tag_for_keyword(keyword) or 0)
+            values[keyword] = (
+                None
+                if element is None or element.end - element.value != 2
+                else struct.unpack_from("<H", self.data, element.value)[0]
+            )
+        return values
+
     def _text(self, element: _Element | None) -> str:
         if element is None:
             return ""
@@ -244,6 +264,8 @@ class _Walk:
         if codec is None:
             raise NotHere
         self.codec = codec
+        if rules() and matching_rule(self._match_values(by_tag)) is not None:
+            raise NotHere  # its pixels are cleaned: the pydicom path decodes them
         values = {name: self._text(by_tag.get(tag)) for name, tag in _UID_VALUES.items()}
         burned = self._text(by_tag.get(BURNED_IN_ANNOTATION)).upper()
         if not self.allow_burned_in and burned == "YES":

@@ -85,6 +85,9 @@ BASIC_PROFILE = Option(
 )
 # The one profile of PS3.15 E.2 the options are added to: what SQL and the CLI call it.
 BASIC = "basic"
+# Recorded for a file whose pixels a rule cleaned (pixels.py): not an option users choose, the
+# rules file decides.
+CLEAN_PIXEL_DATA = Option("Clean Pixel Data Option", "CleanPixelDataOption", None)
 # Options that cannot be combined: both say what to do with every date.
 EXCLUSIVE = ("retain_longitudinal_full_dates", "retain_longitudinal_modified_dates")
 # TCIA's usual choice, offered as one name.
@@ -158,9 +161,11 @@ class Profile:
             return frozenset()
         return _safe_private()
 
-    def method_options(self) -> list[Option]:
-        """The profile and its options, in the order the method sequence lists them."""
-        return [BASIC_PROFILE, *(OPTIONS[name] for name in OPTIONS if name in self.options)]
+    def method_options(self, cleaned_pixels: bool = False) -> list[Option]:
+        """The profile and its options, in the order the method sequence lists them; Clean
+        Pixel Data when a file's pixels were cleaned (pixels.py)."""
+        chosen = [OPTIONS[name] for name in OPTIONS if name in self.options]
+        return [BASIC_PROFILE, *([CLEAN_PIXEL_DATA] if cleaned_pixels else []), *chosen]
 
 
 def _resolve(row: ProfileRow, options: frozenset[str]) -> Action:

@@ -39,8 +39,17 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element
 from pydicom.sequence import Sequence
 from pydicom.sr.codedict import codes
+from pydicom.uid import ExplicitVRLittleEndian
 
 from pixels_sql.deid.keys import Pseudonyms
+from pixels_sql.deid.pixels import (
+    MATCH_KEYS,
+    SIZE_KEYS,
+    PixelRule,
+    black_value,
+    blackout,
+    matching_rule,
+)
 from pixels_sql.deid.profile import Action, Profile
 from pixels_sql.dicom.meta import read_pydicom_file, transfer_syntax
 from pixels_sql.dicom.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
@@ -183,7 +192,10 @@ class _Transform:
 
     def run(self) -> Deidentified:
         dataset = self.dataset
-        if (
+        rule = matching_rule(match_values(dataset))
+        if rule is not None:
+            self._clean_pixels(dataset, rule)
+        elif (
             not self.allow_burned_in
             and str(dataset.get("BurnedInAnnotation", "")).strip().upper() == "YES"
         ):
@@ -199,7 +211,7 @@ class _Transform:
             )
         self._apply(dataset, 0)
         return Deidentified(
-            data=_serialise(dataset, self.data, self.profile),
+            data=_serialise(dataset, self.data, self.profile, rule is not None),
             sop_instance_uid=str(dataset.get("SOPInstanceUID", "")),
             original_sop_instance_uid=original_sop,
             patient=self.patient,
@@ -207,6 +219,36 @@ class _Transform:
             shift_days=self.shift,
             uids=dict(self.names.uids),
         )
+
+    def _clean_pixels(self, dataset: Dataset, rule: PixelRule) -> None:
+        """Clean Pixel Data by ``rule``: its regions black in every frame, the image written
+        uncompressed (pixels.py)."""
+        try:
+            pixels = dataset.pixel_array.copy()
+        except Exception as error:
+            raise DeidError(
+                self.name, "undecodable", f"{rule.name}: its pixels do not decode: {error}"
+            ) from None
+        samples = int(dataset.get("SamplesPerPixel", 1) or 1)
+        photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).strip()
+        if samples == 3 and photometric.startswith("YBR"):
+            photometric = "RGB"  # pydicom's pixel_array converts YCbCr to RGB
+        bits_stored = int(dataset.get("BitsStored", dataset.get("BitsAllocated", 8)))
+        signed = int(dataset.get("PixelRepresentation", 0) or 0) == 1
+        frames = int(dataset.get("NumberOfFrames", 1) or 1)
+        blackout(pixels, rule.regions, black_value(photometric, bits_stored, signed), frames)
+        dataset.PixelData = pixels.tobytes()
+        element = dataset["PixelData"]
+        element.VR = "OW" if pixels.dtype.itemsize > 1 else "OB"
+        element.is_undefined_length = False  # native now, not encapsulated
+        dataset.PhotometricInterpretation = photometric
+        if samples > 1:
+            dataset.PlanarConfiguration = 0
+        for tag in (0x7FE00001, 0x7FE00002):  # offset tables of encapsulated frames only
+            if tag in dataset:
+                del dataset[tag]
+        dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        dataset.BurnedInAnnotation = "NO"
 
     # -- the walk ---------------------------------------------------------------------------
 
@@ -363,14 +405,32 @@ class _Transform:
     # -- what the file says about its de-identification --------------------------------------
 
 
-def _mark(dataset: Dataset, profile: Profile) -> None:
+def match_values(dataset: Dataset) -> dict[str, Any]:
+    """What the pixel rules match on (pixels.MATCH_KEYS as text, ImageType as its values;
+    Rows and Columns as numbers)."""
+    values: dict[str, Any] = {key: str(dataset.get(key, "") or "") for key in MATCH_KEYS}
+    image_type = dataset.get("ImageType")
+    values["ImageType"] = (
+        []
+        if image_type is None
+        else [str(v) for v in image_type]
+        if not isinstance(image_type, str)
+        else [image_type]
+    )
+    for key in SIZE_KEYS:
+        value = dataset.get(key)
+        values[key] = None if value is None else int(value)
+    return values
+
+
+def _mark(dataset: Dataset, profile: Profile, cleaned: bool = False) -> None:
     """What the file says about its de-identification (PS3.15 E.1.1, E.3.6): Patient Identity
     Removed, De-identification Method and its Code Sequence (CID 7050), Longitudinal Temporal
     Information Modified."""
     dataset.PatientIdentityRemoved = "YES"
     dataset.DeidentificationMethod = f"PS3.15 {profile.edition} Basic Profile"[:64]
     items = Sequence()
-    for option in profile.method_options():
+    for option in profile.method_options(cleaned):
         code = getattr(codes.DCM, option.code_keyword)
         item = Dataset()
         item.CodeValue = code.value
@@ -387,11 +447,13 @@ def _mark(dataset: Dataset, profile: Profile) -> None:
 
 
 @functools.lru_cache(maxsize=64)
-def _marks_encoded(profile: Profile, implicit: bool, little: bool) -> dict[int, bytes]:
+def _marks_encoded(
+    profile: Profile, implicit: bool, little: bool, cleaned: bool = False
+) -> dict[int, bytes]:
     """:func:`_mark`'s elements encoded, once per profile and encoding: the same in every file
     (the code sequence alone is a third of a small file's writing)."""
     marks = Dataset()
-    _mark(marks, profile)
+    _mark(marks, profile, cleaned)
     encoded = {}
     for tag in marks.keys():  # noqa: SIM118 (tags)
         out = DicomBytesIO()
@@ -410,7 +472,7 @@ LONG_HEADER_VRS = frozenset(
 UNDEFINED = 0xFFFFFFFF
 
 
-def _serialise(dataset: Dataset, data: bytes, profile: Profile) -> bytes:
+def _serialise(dataset: Dataset, data: bytes, profile: Profile, cleaned: bool) -> bytes:
     """The PS3.10 file of ``dataset`` with :func:`_mark`'s elements: a zero preamble, new File
     Meta Information, then each top-level element — copied from ``data`` when the walk left it
     as read (most of a header and the pixel data: no re-encoding), encoded when it changed. A
@@ -419,9 +481,9 @@ def _serialise(dataset: Dataset, data: bytes, profile: Profile) -> bytes:
     syntax = transfer_syntax(dataset)
     implicit, little = dataset.original_encoding
     if syntax.is_deflated or (implicit, little) != (syntax.is_implicit_VR, syntax.is_little_endian):
-        _mark(dataset, profile)
+        _mark(dataset, profile, cleaned)
         return _pydicom_file(dataset, syntax)
-    marks = _marks_encoded(profile, implicit, little)
+    marks = _marks_encoded(profile, implicit, little, cleaned)
     sop_class, sop_instance = dataset.get("SOPClassUID", ""), dataset.get("SOPInstanceUID", "")
     parts = [_file_meta(str(sop_class), str(sop_instance), syntax)]
     for tag in sorted({*dataset.keys(), *marks}):
