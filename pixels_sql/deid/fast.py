@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 
-from pixels_sql.deid.keys import Pseudonyms
 from pixels_sql.deid.pixels import MATCH_KEYS, SIZE_KEYS, matching_rule, rules
 from pixels_sql.deid.profile import Action, Profile
 from pixels_sql.deid.transform import (
@@ -33,6 +32,7 @@ from pixels_sql.deid.transform import (
     PIXEL_DATA,
     Deidentified,
     DeidError,
+    FileRun,
     _file_meta,
     _marks_encoded,
     _shift_date,
@@ -111,21 +111,12 @@ def deidentify_fast(
         return None
 
 
-class _Walk:
+class _Walk(FileRun):
     def __init__(
         self, data: bytes, profile: Profile, key: bytes, name: str, allow_burned_in: bool
     ) -> None:
-        self.data = data
-        self.profile = profile
-        self.actions = profile.actions()
-        self.safe_private = profile.safe_private()
-        self.names = Pseudonyms(key)
-        self.name = name
-        self.allow_burned_in = allow_burned_in
-        self.modified_dates = "retain_longitudinal_modified_dates" in profile.options
+        super().__init__(data, profile, key, name, allow_burned_in)
         self.codec = "latin_1"
-        self.patient = ""
-        self.shift: int | None = None
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -278,8 +269,7 @@ class _Walk:
             raise DeidError(
                 self.name, "not_an_instance", "no SOP Class UID or SOP Instance UID to replace"
             )
-        self.patient = patient_key(values)
-        self.shift = self.names.shift_days(self.patient) if self.modified_dates else None
+        self.know_patient(patient_key(values))
         marks = _marks_encoded(self.profile, False, True)
         body = self._dataset(top, 0, marks)
         new_uid = self.names.uids.get(values["SOPInstanceUID"], values["SOPInstanceUID"])

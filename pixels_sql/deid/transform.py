@@ -165,7 +165,31 @@ def _no_value_validation() -> Iterator[None]:
         settings.reading_validation_mode, settings.writing_validation_mode = before
 
 
-class _Transform:
+class FileRun:
+    """One file's de-identification as both paths (this module's and fast.py's) start it: the
+    profile's actions, the keyed pseudonyms, the file's name for messages."""
+
+    def __init__(
+        self, data: bytes, profile: Profile, key: bytes, name: str, allow_burned_in: bool
+    ) -> None:
+        self.data = data
+        self.profile = profile
+        self.actions = profile.actions()
+        self.safe_private = profile.safe_private()
+        self.names = Pseudonyms(key)
+        self.name = name
+        self.allow_burned_in = allow_burned_in
+        self.modified_dates = "retain_longitudinal_modified_dates" in profile.options
+        self.patient = ""
+        self.shift: int | None = None
+
+    def know_patient(self, patient: str) -> None:
+        """The file's patient (:func:`patient_key`), and so its date shift."""
+        self.patient = patient
+        self.shift = self.names.shift_days(patient) if self.modified_dates else None
+
+
+class _Transform(FileRun):
     def __init__(
         self,
         dataset: Dataset,
@@ -175,17 +199,9 @@ class _Transform:
         name: str,
         allow_burned_in: bool,
     ) -> None:
+        super().__init__(data, profile, key, name, allow_burned_in)
         self.dataset = dataset
-        self.data = data
-        self.profile = profile
-        self.actions = profile.actions()
-        self.safe_private = profile.safe_private()
-        self.names = Pseudonyms(key)
-        self.name = name
-        self.allow_burned_in = allow_burned_in
-        self.patient = _patient_key(dataset)
-        self.modified_dates = "retain_longitudinal_modified_dates" in profile.options
-        self.shift = self.names.shift_days(self.patient) if self.modified_dates else None
+        self.know_patient(_patient_key(dataset))
         # A data set encoded other than its file meta says (seen in the wild, pydicom reads it
         # as it finds it) is written as the file meta says: elements read without a VR get one.
         self.explicit = not transfer_syntax(dataset).is_implicit_VR
