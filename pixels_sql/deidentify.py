@@ -14,6 +14,7 @@ from pixels_sql.ingest.batch import IngestReport, ingest
 from pixels_sql.pipeline import PIPELINE_DIR
 from pixels_sql.runner import run_statements
 from pixels_sql.scripts import load_scripts
+from pixels_sql.tables import writing
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -83,7 +84,10 @@ def deidentify_database(
         params["where"] = where
     report = DeidReport(database, mapping)
     statements = load_scripts([DEID_DIR], params)
-    counts = run_statements(spark, statements, progress=progress, log=log)
+    # The home's writer lock, as every pipeline run holds it: two runs never write one
+    # destination or mapping at once. Released before the copy's ingest, which takes it again.
+    with writing(spark):
+        counts = run_statements(spark, statements, progress=progress, log=log)
     report.counts = {
         key: int(value or 0) for key, value in counts.items() if key.startswith("deid")
     }

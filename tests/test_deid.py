@@ -569,3 +569,25 @@ def test_a_rules_file_that_is_wrong_says_where(tmp_path: Path) -> None:
     bad.write_text('[[rule]]\nname = "y"\nPatientName = "A*"\nregions = [[0, 0, 1, 5]]\n')
     with pytest.raises(RulesError, match="y: unknown key"):
         load_rules(bad)
+
+
+def test_copies_are_written_whole_inside_the_destination_and_a_killed_write_is_cleared(
+    tmp_path: Path,
+) -> None:
+    from pixels_sql.io.writing import UnsafePath, remove_under, write_under
+
+    folder = tmp_path / "out" / "P1"
+    folder.mkdir(parents=True)
+    stale = folder / ".x.dcm.partial-999999"  # what a run killed mid-write leaves
+    stale.write_bytes(b"half")
+    written = write_under(str(tmp_path / "out"), "P1/x.dcm", b"whole")
+    assert Path(written).read_bytes() == b"whole" and not stale.exists()
+    for bad in ("../x.dcm", "P1/../../x.dcm", "/etc/x.dcm", "P1/.hidden"):
+        with pytest.raises(UnsafePath):
+            write_under(str(tmp_path / "out"), bad, b"")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "out" / "link").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(UnsafePath, match="is a link"):
+        write_under(str(tmp_path / "out"), "link/x.dcm", b"")
+    assert not remove_under(str(tmp_path / "out"), str(tmp_path / "elsewhere" / "y"))
+    assert remove_under(str(tmp_path / "out"), written) and not Path(written).exists()

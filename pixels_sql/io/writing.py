@@ -38,7 +38,14 @@ def write_under(destination: str, relative: str, data: bytes) -> str:
     target = os.path.join(folder, parts[-1])
     if os.path.islink(target):
         raise UnsafePath(f"{target} is a link")
-    partial = os.path.join(folder, f".{parts[-1]}.partial-{os.getpid()}")
+    # A dot name: listings skip it. One a killed run left (another pid) is removed first;
+    # writers of one destination take turns (the home's writer lock).
+    hidden = f".{parts[-1]}.partial-"
+    for stale in os.listdir(folder):
+        if stale.startswith(hidden):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(folder, stale))
+    partial = os.path.join(folder, f"{hidden}{os.getpid()}")
     try:
         with open(partial, "wb") as out:
             out.write(data)
