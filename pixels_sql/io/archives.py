@@ -52,6 +52,7 @@ from typing import BinaryIO
 from pixels_sql.config import SETTINGS, settings
 from pixels_sql.errors import DicomReadError
 from pixels_sql.io import storage
+from pixels_sql.io.writing import UnsafePath, folder_under, partial_path
 
 PROTOCOL = "zip://"
 SEPARATOR = "::"
@@ -553,21 +554,13 @@ def extract_member(
             raise DicomReadError(path, *refusal)
     if any(part in ("", ".", "..") for part in relative.split("/")):
         raise DicomReadError(path, "unsafe_member", f"{relative!r} is not a plain relative path")
-    # The destination is the caller's (a link there is followed, as unzip -d does); below it,
-    # folders are made one at a time and none may be a link: a folder replaced by a link to
-    # elsewhere must not take the file (or a new folder) out.
-    root = os.path.realpath(destination)
-    os.makedirs(root, exist_ok=True)
+    # The destination is the caller's (a link there is followed, as unzip -d does); below it no
+    # folder may be a link (io/writing.py).
     parts = relative.split("/")
-    folder = root
-    for part in parts[:-1]:
-        folder = os.path.join(folder, part)
-        if os.path.islink(folder) or (os.path.exists(folder) and not os.path.isdir(folder)):
-            raise DicomReadError(
-                path, "unsafe_member", f"{relative!r}: {folder} is a link or not a folder"
-            )
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(folder)
+    try:
+        folder = folder_under(destination, parts[:-1])
+    except UnsafePath as error:
+        raise DicomReadError(path, "unsafe_member", f"{relative!r}: {error}") from None
     target = os.path.join(folder, parts[-1])
     name, archive = split_member_path(path)
     if modified is not None and os.path.isfile(target) and not os.path.islink(target):
@@ -579,13 +572,7 @@ def extract_member(
         status = os.stat(target)
         if status.st_size == declared and int(status.st_mtime) == int(modified):
             return target  # written by an earlier run from the same archive
-    # A dot name: listings skip it. One left by a killed run is removed first.
-    hidden = f".{os.path.basename(target)}.partial-"
-    for stale in os.listdir(folder):
-        if stale.startswith(hidden):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(folder, stale))
-    partial = os.path.join(folder, f"{hidden}{os.getpid()}")
+    partial = partial_path(target)
     with open_member(path) as (stream, _size, data):
         try:
             with open(partial, "wb") as out:

@@ -27,6 +27,19 @@ def folder_under(destination: str, parts: list[str]) -> str:
     return folder
 
 
+def partial_path(target: str) -> str:
+    """Where this process writes ``target`` before renaming it into place: a dot name beside
+    it (listings skip those). Partials of ``target`` a killed run left (another pid) are
+    removed first; writers of one destination take turns (the home's writer lock)."""
+    folder, name = os.path.split(target)
+    hidden = f".{name}.partial-"
+    for stale in os.listdir(folder):
+        if stale.startswith(hidden):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(folder, stale))
+    return os.path.join(folder, f"{hidden}{os.getpid()}")
+
+
 def write_under(destination: str, relative: str, data: bytes) -> str:
     """Write ``data`` to ``destination``/``relative`` and return the path: written beside as a
     dot file (listings skip those), flushed to disk, then renamed over the target, so a reader
@@ -38,14 +51,7 @@ def write_under(destination: str, relative: str, data: bytes) -> str:
     target = os.path.join(folder, parts[-1])
     if os.path.islink(target):
         raise UnsafePath(f"{target} is a link")
-    # A dot name: listings skip it. One a killed run left (another pid) is removed first;
-    # writers of one destination take turns (the home's writer lock).
-    hidden = f".{parts[-1]}.partial-"
-    for stale in os.listdir(folder):
-        if stale.startswith(hidden):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(folder, stale))
-    partial = os.path.join(folder, f"{hidden}{os.getpid()}")
+    partial = partial_path(target)
     try:
         with open(partial, "wb") as out:
             out.write(data)
