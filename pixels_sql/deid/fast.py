@@ -38,16 +38,16 @@ from pixels_sql.deid.transform import (
     _shift_date,
     patient_key,
 )
+from pixels_sql.dicom.encoding import (
+    CHARSET_CODECS,
+    IMPLICIT_OR_BIG_OR_DEFLATED,
+    ITEM_DELIMITER_TAG,
+    ITEM_TAG,
+    LONG_LENGTH_VRS,
+    SEQUENCE_DELIMITER_TAG,
+    UNDEFINED_LENGTH,
+)
 
-_EXPLICIT_SYNTAXES_NOT_HERE = frozenset(
-    {"1.2.840.10008.1.2", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}
-)
-_LONG = frozenset(
-    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
-)
-_CODECS = {"": "latin_1", "ISO_IR 6": "latin_1", "ISO_IR 100": "latin_1", "ISO_IR 192": "utf_8"}
-_ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
-_UNDEFINED = 0xFFFFFFFF
 _SPECIFIC_CHARACTER_SET = 0x00080005
 _UID_VALUES = {  # read to key the patient and to check the instance
     "PatientID": 0x00100020,
@@ -130,7 +130,7 @@ class _Walk(FileRun):
             if element.tag == 0x00020010:
                 syntax = data[element.value : element.end].rstrip(b"\0 ").decode("ascii")
             position = element.end
-        if syntax is None or syntax in _EXPLICIT_SYNTAXES_NOT_HERE:
+        if syntax is None or syntax in IMPLICIT_OR_BIG_OR_DEFLATED:
             raise NotHere
         return syntax, position
 
@@ -141,13 +141,13 @@ class _Walk(FileRun):
         vr = data[position + 4 : position + 6]
         if not (vr.isalpha() and vr.isupper()):
             raise NotHere  # not explicit VR here
-        if vr in _LONG:
+        if vr in LONG_LENGTH_VRS:
             (length,) = struct.unpack_from("<I", data, position + 8)
             value = position + 12
         else:
             (length,) = struct.unpack_from("<H", data, position + 6)
             value = position + 8
-        if length == _UNDEFINED:
+        if length == UNDEFINED_LENGTH:
             if vr == b"SQ":
                 items, after = self._items(value, end, undefined=True)
                 return _Element(tag, vr, position, value, after, items)
@@ -167,12 +167,12 @@ class _Walk(FileRun):
             tag = struct.unpack_from("<I", data, position)[0]
             tag = (tag & 0xFFFF) << 16 | tag >> 16
             (length,) = struct.unpack_from("<I", data, position + 4)
-            if tag == _SEQUENCE_END:
+            if tag == SEQUENCE_DELIMITER_TAG:
                 return items, position + 8
-            if tag != _ITEM:
+            if tag != ITEM_TAG:
                 raise NotHere
             value = position + 8
-            if length == _UNDEFINED:
+            if length == UNDEFINED_LENGTH:
                 after = self._dataset_end(value, end)
                 items.append((position, value, after))
                 position = after
@@ -188,7 +188,7 @@ class _Walk(FileRun):
         data = self.data
         while position + 8 <= end:
             group, number = struct.unpack_from("<HH", data, position)
-            if (group << 16 | number) == _ITEM_END:
+            if (group << 16 | number) == ITEM_DELIMITER_TAG:
                 return position + 8
             position = self._element(position, end).end
         raise NotHere  # ill-formed: the pydicom path gives the reason
@@ -197,7 +197,7 @@ class _Walk(FileRun):
         data = self.data
         while position + 8 <= end:
             group, number, length = struct.unpack_from("<HHI", data, position)
-            if (group << 16 | number) == _SEQUENCE_END:
+            if (group << 16 | number) == SEQUENCE_DELIMITER_TAG:
                 return position + 8
             position += 8 + length
         raise NotHere  # ill-formed: the pydicom path gives the reason
@@ -207,7 +207,7 @@ class _Walk(FileRun):
         while position + 8 <= end:
             if delimited:
                 group, number = struct.unpack_from("<HH", self.data, position)
-                if (group << 16 | number) == _ITEM_END:
+                if (group << 16 | number) == ITEM_DELIMITER_TAG:
                     break
             element = self._element(position, end)
             elements.append(element)
@@ -251,7 +251,7 @@ class _Walk(FileRun):
         by_tag = {element.tag: element for element in top}
         charset = by_tag.get(_SPECIFIC_CHARACTER_SET)
         charset_text = self.data[charset.value : charset.end].decode("ascii") if charset else ""
-        codec = _CODECS.get(charset_text.strip(" \0"))
+        codec = CHARSET_CODECS.get(charset_text.strip(" \0"))
         if codec is None:
             raise NotHere
         self.codec = codec
@@ -376,10 +376,12 @@ class _Walk(FileRun):
         if not changed:
             return data[element.start : element.end]
         parts = [
-            struct.pack("<HH2sHI", element.tag >> 16, element.tag & 0xFFFF, b"SQ", 0, _UNDEFINED)
+            struct.pack(
+                "<HH2sHI", element.tag >> 16, element.tag & 0xFFFF, b"SQ", 0, UNDEFINED_LENGTH
+            )
         ]
         for encoded in items:
-            parts.append(struct.pack("<HHI", 0xFFFE, 0xE000, _UNDEFINED) + encoded)
+            parts.append(struct.pack("<HHI", 0xFFFE, 0xE000, UNDEFINED_LENGTH) + encoded)
             parts.append(struct.pack("<HHI", 0xFFFE, 0xE00D, 0))
         parts.append(struct.pack("<HHI", 0xFFFE, 0xE0DD, 0))
         return b"".join(parts)
@@ -428,7 +430,7 @@ class _Walk(FileRun):
             if len(raw) % 2:
                 raw += b"\0" if vr == "UI" else b" "
         group, number = tag >> 16, tag & 0xFFFF
-        if vr.encode() in _LONG:
+        if vr.encode() in LONG_LENGTH_VRS:
             return struct.pack("<HH2sHI", group, number, vr.encode(), 0, len(raw)) + raw
         if len(raw) > 0xFFFF:
             raise NotHere

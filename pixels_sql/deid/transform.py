@@ -51,19 +51,16 @@ from pixels_sql.deid.pixels import (
     matching_rule,
 )
 from pixels_sql.deid.profile import Action, Profile
+from pixels_sql.dicom.encoding import LONG_LENGTH_VRS, UNDEFINED_LENGTH
 from pixels_sql.dicom.meta import read_pydicom_file, transfer_syntax
 from pixels_sql.dicom.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
 from pixels_sql.errors import DicomReadError, classify
 
 PATIENT_NAME = 0x00100010
 PATIENT_ID = 0x00100020
-ISSUER_OF_PATIENT_ID = 0x00100021
-PATIENT_BIRTH_DATE = 0x00100030
-STUDY_INSTANCE_UID = 0x0020000D
 BURNED_IN_ANNOTATION = 0x00280301
 PIXEL_DATA = 0x7FE00010
 MAX_DEPTH = 32
-UNDEFINED_LENGTH = 0xFFFFFFFF
 KEEP = Action("K", "K", "K")
 # The Code Sequence Macro's value and meaning (PS3.3 Table 8.8-1): Code Value, Code Meaning,
 # Long Code Value, URN Code Value.
@@ -481,12 +478,6 @@ def _marks_encoded(
 
 # -- writing ---------------------------------------------------------------------------------
 
-# VRs whose explicit-VR header has a 4-byte length after 2 reserved bytes (PS3.5 7.1.2).
-LONG_HEADER_VRS = frozenset(
-    {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"}
-)
-UNDEFINED = 0xFFFFFFFF
-
 
 def _serialise(dataset: Dataset, data: bytes, profile: Profile, cleaned: bool) -> bytes:
     """The PS3.10 file of ``dataset`` with :func:`_mark`'s elements: a zero preamble, new File
@@ -509,10 +500,10 @@ def _serialise(dataset: Dataset, data: bytes, profile: Profile, cleaned: bool) -
         raw = dataset.get_item(tag)
         if (
             isinstance(raw, RawDataElement)
-            and raw.length != UNDEFINED
+            and raw.length != UNDEFINED_LENGTH
             and (implicit or raw.VR is not None)
         ):
-            header = 8 if implicit or raw.VR not in LONG_HEADER_VRS else 12
+            header = 8 if implicit or raw.VR.encode() not in LONG_LENGTH_VRS else 12
             parts.append(data[raw.value_tell - header : raw.value_tell + raw.length])
             continue
         element = dataset[tag]

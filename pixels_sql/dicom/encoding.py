@@ -44,6 +44,18 @@ SHORT_LENGTH_VRS = frozenset(
 BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW"})
 # PS3.5 A.5: the whole data set is one deflate stream (no header-only read, no value offsets).
 DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1.99"
+# The syntaxes whose data set is not explicit VR little endian as written: the byte walks
+# (fastmeta's reader, the de-identifier's) leave these to pydicom.
+IMPLICIT_OR_BIG_OR_DEFLATED = frozenset(
+    {"1.2.840.10008.1.2", "1.2.840.10008.1.2.2", DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN}
+)
+# Specific Character Set values the byte walks handle, as Python codecs (PS3.3 C.12.1.1.2).
+CHARSET_CODECS = {
+    "": "latin_1",
+    "ISO_IR 6": "latin_1",
+    "ISO_IR 100": "latin_1",
+    "ISO_IR 192": "utf_8",
+}
 # Sequences nested deeper than this are reported `too_deep` by every reader. Real files nest a
 # handful of levels (structured reports a few dozen); a hostile file can nest thousands, which
 # would exhaust the interpreter's recursion limit or the JSON encoders' depth limits.

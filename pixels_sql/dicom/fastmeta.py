@@ -61,7 +61,8 @@ import orjson
 from pixels_sql.dicom.bulk import HUGE_VALUE_BYTES, INLINE_BINARY_MAX_BYTES, BulkUri
 from pixels_sql.dicom.encoding import (
     BINARY_VRS,
-    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+    CHARSET_CODECS,
+    IMPLICIT_OR_BIG_OR_DEFLATED,
     ITEM_DELIMITER_TAG,
     ITEM_TAG,
     LONG_LENGTH_VRS,
@@ -104,11 +105,6 @@ _NUMBER_FORMATS = {
     "SV": "q",
     "UV": "Q",
 }
-_IMPLICIT_OR_BIG_OR_DEFLATED = frozenset(
-    {"1.2.840.10008.1.2", "1.2.840.10008.1.2.2", DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN}
-)
-# Specific Character Set values handled here, as Python codecs (PS3.3 C.12.1.1.2).
-_CHARSETS = {"": "latin_1", "ISO_IR 6": "latin_1", "ISO_IR 100": "latin_1", "ISO_IR 192": "utf_8"}
 _CHUNK = 1 << 16
 _KEYS: dict[int, str] = {}
 
@@ -312,7 +308,7 @@ def walk(local: str, fp: BinaryIO, size: int, bulk_uri: BulkUri, sink: Sink) -> 
     meta = ObjectSink()
     position = _parse(reader, 132, None, meta, "latin_1", top=True, meta=True)
     syntax = meta.model.get("00020010", {}).get("Value", [""])[0]
-    if not syntax or syntax in _IMPLICIT_OR_BIG_OR_DEFLATED:
+    if not syntax or syntax in IMPLICIT_OR_BIG_OR_DEFLATED:
         return None
     if isinstance(sink, ObjectSink):
         sink.update(meta.model)
@@ -360,11 +356,11 @@ def read_trailing(
 
 def codec_of(meta: dict[str, Any]) -> str | None:
     """The Python codec of the top-level Specific Character Set of a data set read by
-    :func:`read_fast` (None if it is not one of ``_CHARSETS``)."""
+    :func:`read_fast` (None if it is not one of ``CHARSET_CODECS``)."""
     element = meta.get("00080005")
     if element is None:
         return "latin_1"
-    return _CHARSETS.get("\\".join(element.get("Value", [])).strip())
+    return CHARSET_CODECS.get("\\".join(element.get("Value", [])).strip())
 
 
 def _parse(
@@ -531,7 +527,7 @@ def _charset(raw: bytes, top: bool) -> str:
     if not top:
         raise Unsupported("character set changed inside a sequence item")
     value = raw.decode("latin_1").rstrip(" \x00").strip()
-    codec = _CHARSETS.get(value)
+    codec = CHARSET_CODECS.get(value)
     if codec is None:
         raise Unsupported(f"character set {value!r}")
     return codec
@@ -759,7 +755,7 @@ if _fastmeta is not None:
         _charset,
         truncated_error,
         _CONVERTERS,
-        _IMPLICIT_OR_BIG_OR_DEFLATED,
+        IMPLICIT_OR_BIG_OR_DEFLATED,
         INLINE_BINARY_MAX_BYTES,
         HUGE_VALUE_BYTES,
         MAX_SEQUENCE_DEPTH,
