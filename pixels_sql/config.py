@@ -219,6 +219,12 @@ SETTINGS: dict[str, Setting] = {
         " matches (docs/deidentification.md)",
         "`pixels_sql/deid/data/pixel-rules.toml` (no rules)",
     ),
+    "deid_tesseract": Setting(
+        "PIXELS_SQL_TESSERACT",
+        "tesseract",
+        _text,
+        "the Tesseract command that finds burned-in text (option `ocr`, dicom_burned_in_text)",
+    ),
     "driver_memory": Setting(
         "SPARK_DRIVER_MEMORY",
         "2g",

@@ -36,6 +36,7 @@ REASONS: dict[str, str] = {
     " (permissions, a full disk, a link where a folder should be)",
     "burned_in_unhandled": "de-identification: Burned In Annotation is YES and no pixel cleaning"
     " covers the image, so no copy is written",
+    "ocr_failed": "burned-in text detection: the OCR engine failed on the image or took too long",
 }
 
 # Warnings: the file was read (its header is returned) but something about it is off. A

@@ -20,10 +20,13 @@ from pydicom.valuerep import validate_value
 from pixels_sql.deid import standard
 from pixels_sql.deid.files import deidentify
 from pixels_sql.deid.keys import DeidKeyError, Pseudonyms, load_key
+from pixels_sql.deid.pixels import PixelPolicy
 from pixels_sql.deid.profile import EXCLUSIVE, OPTIONS, Action, Profile, ProfileError
 from pixels_sql.errors import DicomReadError
 from tests.corpus import PYDICOM_TEST_FILES, corpus_files
 from tests.deid_markers import ITEM_IDENTIFIER, ITEM_REFERENCE, MarkedFile, marked_file, surviving
+
+ALLOW = PixelPolicy(allow_burned_in=True)  # the corpus has images that say they hold text
 
 KEY = b"a test key of thirty-two bytes!!"
 TEMPLATE = PYDICOM_TEST_FILES / "CT_small.dcm"
@@ -35,7 +38,7 @@ def marked() -> MarkedFile:
 
 
 def run(data: bytes, *options: str, key: bytes = KEY) -> pydicom.Dataset:
-    result = deidentify(data, Profile.of(list(options)), key, allow_burned_in=True)
+    result = deidentify(data, Profile.of(list(options)), key, policy=ALLOW)
     return pydicom.dcmread(io.BytesIO(result.data))
 
 
@@ -366,9 +369,7 @@ def test_every_corpus_instance_gives_a_valid_file_with_the_same_pixels(tmp_path:
     for path in corpus_files():
         data = path.read_bytes()
         try:
-            result = deidentify(
-                data, Profile.of(["tcia"]), KEY, name=path.name, allow_burned_in=True
-            )
+            result = deidentify(data, Profile.of(["tcia"]), KEY, name=path.name, policy=ALLOW)
         except DicomReadError as error:
             assert error.reason in {"not_dicom", "truncated", "empty", "not_an_instance", "corrupt"}
             assert "\n" not in str(error)
@@ -466,15 +467,15 @@ def _same_result(data: bytes, profile: Profile, name: str) -> bool:
     from pixels_sql.deid.transform import deidentify_with_pydicom
 
     try:
-        fast = deidentify_fast(data, profile, KEY, name, True)
+        fast = deidentify_fast(data, profile, KEY, name, ALLOW)
     except DicomReadError as fast_error:
         with pytest.raises(DicomReadError) as slow_error:
-            deidentify_with_pydicom(data, profile, KEY, name=name, allow_burned_in=True)
+            deidentify_with_pydicom(data, profile, KEY, name=name, policy=ALLOW)
         assert slow_error.value.reason == fast_error.reason, name
         return True
     if fast is None:
         return False
-    slow = deidentify_with_pydicom(data, profile, KEY, name=name, allow_burned_in=True)
+    slow = deidentify_with_pydicom(data, profile, KEY, name=name, policy=ALLOW)
     assert (fast.sop_instance_uid, fast.patient_id, fast.shift_days, fast.uids) == (
         slow.sop_instance_uid,
         slow.patient_id,

@@ -12,10 +12,13 @@ import pydicom
 import pytest
 
 from pixels_sql.deid.files import deidentify
+from pixels_sql.deid.pixels import PixelPolicy
 from pixels_sql.deid.profile import Profile
 from pixels_sql.deidentify import deidentify_database
 from pixels_sql.ingest.batch import ingest
 from tests.conftest import TEST_DEID_KEY, copy_samples
+
+ALLOW = PixelPolicy(allow_burned_in=True)  # the corpus has images that say they hold text
 
 SOURCE = "deid_source"
 OPTIONS = ("tcia", "allow_burned_in")
@@ -40,9 +43,7 @@ def expected_uids(folder: Path, modality: str) -> set[str]:
             header = pydicom.dcmread(path, stop_before_pixels=True, force=True)
             if header.get("Modality") != modality:
                 continue
-            done = deidentify(
-                path.read_bytes(), profile, TEST_DEID_KEY.encode(), allow_burned_in=True
-            )
+            done = deidentify(path.read_bytes(), profile, TEST_DEID_KEY.encode(), policy=ALLOW)
         except Exception:
             continue
         found.add(done.sop_instance_uid)

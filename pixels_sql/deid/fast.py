@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 
-from pixels_sql.deid.pixels import MATCH_KEYS, SIZE_KEYS, matching_rule, rules
+from pixels_sql.deid.pixels import MATCH_KEYS, SIZE_KEYS, PixelPolicy, matching_rule, rules
 from pixels_sql.deid.profile import Action, Profile
 from pixels_sql.deid.transform import (
     BURNED_IN_ANNOTATION,
@@ -101,21 +101,21 @@ class _Element:
 
 
 def deidentify_fast(
-    data: bytes, profile: Profile, key: bytes, name: str, allow_burned_in: bool
+    data: bytes, profile: Profile, key: bytes, name: str, policy: PixelPolicy
 ) -> Deidentified | None:
     """The file de-identified as :func:`pixels_sql.deid.transform.deidentify_with_pydicom`
     would, or None when this walk does not handle it."""
     try:
-        return _Walk(data, profile, key, name, allow_burned_in).run()
+        return _Walk(data, profile, key, name, policy).run()
     except (NotHere, struct.error, IndexError, UnicodeDecodeError):
         return None
 
 
 class _Walk(FileRun):
     def __init__(
-        self, data: bytes, profile: Profile, key: bytes, name: str, allow_burned_in: bool
+        self, data: bytes, profile: Profile, key: bytes, name: str, policy: PixelPolicy
     ) -> None:
-        super().__init__(data, profile, key, name, allow_burned_in)
+        super().__init__(data, profile, key, name, policy)
         self.codec = "latin_1"
 
     # -- reading ------------------------------------------------------------------------------
@@ -257,9 +257,11 @@ class _Walk(FileRun):
         self.codec = codec
         if rules() and matching_rule(self._match_values(by_tag)) is not None:
             raise NotHere  # its pixels are cleaned: the pydicom path decodes them
+        if self.policy.ocr and PIXEL_DATA in by_tag:
+            raise NotHere  # its pixels are read for text: the pydicom path decodes them
         values = {name: self._text(by_tag.get(tag)) for name, tag in _UID_VALUES.items()}
         burned = self._text(by_tag.get(BURNED_IN_ANNOTATION)).upper()
-        if not self.allow_burned_in and burned == "YES":
+        if not self.policy.allow_burned_in and burned == "YES":
             raise DeidError(
                 self.name,
                 "burned_in_unhandled",

@@ -5,10 +5,17 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from pixels_sql.deid import ocr
 from pixels_sql.deid.fast import deidentify_fast
 from pixels_sql.deid.keys import load_key
+from pixels_sql.deid.pixels import DEFAULT_POLICY, POLICY_OPTIONS, PixelPolicy
 from pixels_sql.deid.profile import Profile
-from pixels_sql.deid.transform import Deidentified, DeidError, deidentify_with_pydicom
+from pixels_sql.deid.transform import (
+    Deidentified,
+    DeidError,
+    burned_in_text,
+    deidentify_with_pydicom,
+)
 from pixels_sql.dicom.part10 import IMPLEMENTATION_CLASS_UID
 from pixels_sql.errors import classify
 from pixels_sql.io.sources import display_name, read_content
@@ -21,18 +28,19 @@ def deidentify(
     key: bytes,
     *,
     name: str = "<bytes>",
-    allow_burned_in: bool = False,
+    policy: PixelPolicy = DEFAULT_POLICY,
 ) -> Deidentified:
     """De-identify the PS3.10 file (or bare data set) ``data`` (docs/deidentification.md);
     raise :class:`~pixels_sql.errors.DicomReadError` with a reason for a file that is not one
     (``not_dicom``, ``truncated``, ``not_an_instance``, ...), or ``burned_in_unhandled`` for an
-    image whose Burned In Annotation is YES (unless ``allow_burned_in``)."""
+    image whose Burned In Annotation is YES and whose text no rule or OCR cleans (unless
+    ``policy.allow_burned_in``)."""
     if not data:
         raise DeidError(name, "empty", "the file has zero bytes")
-    done = deidentify_fast(data, profile, key, name, allow_burned_in)
+    done = deidentify_fast(data, profile, key, name, policy)
     if done is not None:
         return done
-    return deidentify_with_pydicom(data, profile, key, name=name, allow_burned_in=allow_burned_in)
+    return deidentify_with_pydicom(data, profile, key, name=name, policy=policy)
 
 
 class DeidRow(NamedTuple):
@@ -47,29 +55,29 @@ class DeidRow(NamedTuple):
     uids: dict[str, str] | None
     reason: str | None = None
     message: str | None = None
+    cleaned_regions: list[dict[str, object]] | None = None  # pixels.CleanedRegion as dicts
 
 
-# A pseudo-option, not PS3.15's: write images whose Burned In Annotation is YES as they are.
-ALLOW_BURNED_IN = "allow_burned_in"
-
-
-def profile_of(options: tuple[str, ...] | list[str]) -> tuple[Profile, bool]:
-    """The profile the option names choose, and whether :data:`ALLOW_BURNED_IN` is among
-    them; raises ProfileError for an unknown name."""
-    names = [str(option) for option in options]
-    allow = any(name.strip().lower() == ALLOW_BURNED_IN for name in names)
-    return Profile.of([n for n in names if n.strip().lower() != ALLOW_BURNED_IN]), allow
+def profile_of(options: tuple[str, ...] | list[str]) -> tuple[Profile, PixelPolicy]:
+    """The profile the option names choose and the :class:`PixelPolicy` its pseudo-options
+    set; raises ProfileError for an unknown name, OcrUnavailable for ``ocr`` without
+    Tesseract."""
+    names = [str(option).strip().lower() for option in options]
+    policy = PixelPolicy(*(name in names for name in POLICY_OPTIONS))
+    if policy.ocr:
+        ocr.require()
+    return Profile.of([name for name in names if name not in POLICY_OPTIONS]), policy
 
 
 def deidentify_file(path: str, options: tuple[str, ...]) -> DeidRow:
     """:func:`deidentify` of the file at ``path`` (any path io.sources opens) with the key of
     the settings; a file's failure is its reason, never an exception."""
-    profile, allow_burned_in = profile_of(options)
+    profile, policy = profile_of(options)
     key = load_key()
     name = display_name(path)
     try:
         data = read_content(path)
-        done = deidentify(data, profile, key, name=name, allow_burned_in=allow_burned_in)
+        done = deidentify(data, profile, key, name=name, policy=policy)
     except Exception as exc:
         error = classify(name, exc)
         return DeidRow(None, None, None, None, None, None, error.reason, error.message)
@@ -80,7 +88,28 @@ def deidentify_file(path: str, options: tuple[str, ...]) -> DeidRow:
         done.patient_id,
         done.shift_days,
         done.uids,
+        cleaned_regions=[region._asdict() for region in done.cleaned_regions],
     )
+
+
+class TextFound(NamedTuple):
+    """The burned-in text of one file (:func:`burned_in_text_file`), or why it was not read."""
+
+    regions: list[dict[str, object]] | None
+    reason: str | None = None
+    message: str | None = None
+
+
+def burned_in_text_file(path: str) -> TextFound:
+    """The words OCR finds in the image at ``path`` (ocr.TextRegion as dicts); a file's
+    failure is its reason, never an exception."""
+    name = display_name(path)
+    try:
+        found = burned_in_text(read_content(path), name)
+    except Exception as exc:
+        error = classify(name, exc)
+        return TextFound(None, error.reason, error.message)
+    return TextFound([region.as_row() for region in found])
 
 
 class WrittenRow(NamedTuple):
@@ -95,6 +124,7 @@ class WrittenRow(NamedTuple):
     uids: dict[str, str] | None
     reason: str | None = None
     message: str | None = None
+    cleaned_regions: list[dict[str, object]] | None = None
 
 
 def output_relative_path(patient_id: str, sop_instance_uid: str) -> str:
@@ -114,7 +144,7 @@ def deidentify_to(path: str, destination: str, options: tuple[str, ...]) -> Writ
         written = write_under(destination, relative, row.data)
     except (UnsafePath, OSError) as exc:
         return WrittenRow(None, None, None, None, None, None, "unwritable", str(exc))
-    return WrittenRow(written, *row[1:6])
+    return WrittenRow(written, *row[1:6], cleaned_regions=row.cleaned_regions)
 
 
 def remove_copy(path: str, destination: str) -> bool:

@@ -21,10 +21,11 @@ its ratio stay as they were, true of the pixels' history (PS3.3 C.7.6.1.1.5).
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import tomllib
 
@@ -33,6 +34,19 @@ from pixels_sql import config
 STARTER_RULES = Path(__file__).with_name("data") / "pixel-rules.toml"
 MATCH_KEYS = ("Modality", "Manufacturer", "ManufacturerModelName", "SOPClassUID", "ImageType")
 SIZE_KEYS = ("Rows", "Columns")
+
+
+class PixelPolicy(NamedTuple):
+    """What happens to an image no rule covers: pseudo-options (:data:`POLICY_OPTIONS`), not
+    PS3.15's, named among the options."""
+
+    allow_burned_in: bool = False  # written as it is, even when Burned In Annotation is YES
+    ocr: bool = False  # its burned-in text found by OCR (ocr.py) and blacked out
+
+
+# The option names of :class:`PixelPolicy`'s fields.
+POLICY_OPTIONS = PixelPolicy._fields
+DEFAULT_POLICY = PixelPolicy()
 
 
 class RulesError(ValueError):
@@ -45,6 +59,20 @@ class Region:
     y: int
     width: int
     height: int
+
+
+class CleanedRegion(NamedTuple):
+    """A rectangle blacked out in every frame, and what found it: a rule's name, or
+    :data:`OCR_SOURCE`."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+    source: str
+
+
+OCR_SOURCE = "ocr"
 
 
 @dataclass(frozen=True)
@@ -110,7 +138,9 @@ def matching_rule(values: dict[str, Any]) -> PixelRule | None:
     return next((rule for rule in rules() if rule.matches(values)), None)
 
 
-def blackout(pixels: Any, regions: tuple[Region, ...], black: int, frames: int) -> Any:
+def blackout(
+    pixels: Any, regions: Iterable[Region | CleanedRegion], black: int, frames: int
+) -> Any:
     """``pixels`` as pydicom's pixel_array gives them (frames first when there are several,
     samples last for colour) with every region set to ``black`` in every frame, in place."""
     view = pixels if frames > 1 else pixels[None, ...]

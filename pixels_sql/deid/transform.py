@@ -29,7 +29,7 @@ import struct
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import pydicom
 from pydicom.datadict import dictionary_VR
@@ -42,10 +42,14 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import ExplicitVRLittleEndian
 
 from pixels_sql.deid.keys import Pseudonyms
+from pixels_sql.deid.ocr import TextRegion, text_in_pixels
 from pixels_sql.deid.pixels import (
+    DEFAULT_POLICY,
     MATCH_KEYS,
+    OCR_SOURCE,
     SIZE_KEYS,
-    PixelRule,
+    CleanedRegion,
+    PixelPolicy,
     black_value,
     blackout,
     matching_rule,
@@ -124,6 +128,14 @@ class Deidentified:
     patient_id: str  # its pseudonym
     shift_days: int | None  # None: dates were not shifted
     uids: dict[str, str] = field(default_factory=dict)  # original -> new, every UID replaced
+    cleaned_regions: list[CleanedRegion] = field(default_factory=list)  # pixels blacked out
+
+
+class DecodedImage(NamedTuple):
+    pixels: Any  # pydicom's pixel_array: frames first when several, samples last, YBR as RGB
+    frames: int
+    samples: int
+    photometric: str
 
 
 def deidentify_with_pydicom(
@@ -132,17 +144,53 @@ def deidentify_with_pydicom(
     key: bytes,
     *,
     name: str = "<bytes>",
-    allow_burned_in: bool = False,
+    policy: PixelPolicy = DEFAULT_POLICY,
 ) -> Deidentified:
     """De-identify the PS3.10 file (or bare data set) ``data`` through a pydicom Dataset (any
     encoding pydicom reads); raise :class:`DicomReadError` with a reason for a file that is not
-    one, or ``burned_in_unhandled`` for an image whose Burned In Annotation is YES (unless
-    ``allow_burned_in``)."""
+    one, or ``burned_in_unhandled`` for an image whose Burned In Annotation is YES and whose
+    text no rule or OCR cleans (unless ``policy.allow_burned_in``)."""
     try:
         with warnings.catch_warnings(), _no_value_validation():
             warnings.simplefilter("ignore")
             dataset = read_pydicom_file(name, io.BytesIO(data), len(data))
-            return _Transform(dataset, data, profile, key, name, allow_burned_in).run()
+            return _Transform(dataset, data, profile, key, name, policy).run()
+    except DicomReadError:
+        raise
+    except Exception as error:  # the file's bytes, not our code: a reason, not a crash
+        raise classify(name, error) from None
+
+
+def decoded_image(dataset: Dataset, name: str, cleaner: str) -> DecodedImage:
+    """The image's pixels as pydicom decodes them (a copy to write into), and how to read
+    them; ``undecodable`` naming the ``cleaner`` that needed them when they do not decode."""
+    try:
+        pixels = dataset.pixel_array.copy()
+    except Exception as error:
+        raise DeidError(
+            name, "undecodable", f"{cleaner}: its pixels do not decode: {error}"
+        ) from None
+    samples = int(dataset.get("SamplesPerPixel", 1) or 1)
+    photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).strip()
+    if samples == 3 and photometric.startswith("YBR"):
+        photometric = "RGB"  # pydicom's pixel_array converts YCbCr to RGB
+    frames = int(dataset.get("NumberOfFrames", 1) or 1)
+    return DecodedImage(pixels, frames, samples, photometric)
+
+
+def burned_in_text(data: bytes, name: str = "<bytes>") -> list[TextRegion]:
+    """The burned-in text OCR finds in the image of the PS3.10 file ``data`` (ocr.py);
+    :class:`DicomReadError` with a reason for a file that is not an image that decodes."""
+    try:
+        with warnings.catch_warnings(), _no_value_validation():
+            warnings.simplefilter("ignore")
+            dataset = read_pydicom_file(name, io.BytesIO(data), len(data))
+            if PIXEL_DATA not in dataset:
+                raise DeidError(name, "no_pixel_data", "the data set has no Pixel Data")
+            image = decoded_image(dataset, name, "OCR")
+            return text_in_pixels(
+                image.pixels, image.frames, image.samples, image.photometric, name
+            )
     except DicomReadError:
         raise
     except Exception as error:  # the file's bytes, not our code: a reason, not a crash
@@ -167,7 +215,7 @@ class FileRun:
     profile's actions, the keyed pseudonyms, the file's name for messages."""
 
     def __init__(
-        self, data: bytes, profile: Profile, key: bytes, name: str, allow_burned_in: bool
+        self, data: bytes, profile: Profile, key: bytes, name: str, policy: PixelPolicy
     ) -> None:
         self.data = data
         self.profile = profile
@@ -175,7 +223,7 @@ class FileRun:
         self.safe_private = profile.safe_private()
         self.names = Pseudonyms(key)
         self.name = name
-        self.allow_burned_in = allow_burned_in
+        self.policy = policy
         self.modified_dates = "retain_longitudinal_modified_dates" in profile.options
         self.patient = ""
         self.shift: int | None = None
@@ -194,9 +242,9 @@ class _Transform(FileRun):
         profile: Profile,
         key: bytes,
         name: str,
-        allow_burned_in: bool,
+        policy: PixelPolicy,
     ) -> None:
-        super().__init__(data, profile, key, name, allow_burned_in)
+        super().__init__(data, profile, key, name, policy)
         self.dataset = dataset
         self.know_patient(_patient_key(dataset))
         # A data set encoded other than its file meta says (seen in the wild, pydicom reads it
@@ -206,16 +254,27 @@ class _Transform(FileRun):
     def run(self) -> Deidentified:
         dataset = self.dataset
         rule = matching_rule(match_values(dataset))
+        cleaned: list[CleanedRegion] = []
         if rule is not None:
-            self._clean_pixels(dataset, rule)
+            image = decoded_image(dataset, self.name, rule.name)
+            cleaned = [CleanedRegion(r.x, r.y, r.width, r.height, rule.name) for r in rule.regions]
+        elif self.policy.ocr and PIXEL_DATA in dataset:
+            image = decoded_image(dataset, self.name, "OCR")
+            found = text_in_pixels(
+                image.pixels, image.frames, image.samples, image.photometric, self.name
+            )
+            cleaned = [CleanedRegion(t.x, t.y, t.width, t.height, OCR_SOURCE) for t in found]
+        if cleaned:
+            self._clean_pixels(dataset, image, cleaned)
         elif (
-            not self.allow_burned_in
+            not self.policy.allow_burned_in
             and str(dataset.get("BurnedInAnnotation", "")).strip().upper() == "YES"
         ):
             raise DeidError(
                 self.name,
                 "burned_in_unhandled",
-                "Burned In Annotation is YES and no pixel cleaning covers the image",
+                "Burned In Annotation is YES and no pixel cleaning covers the image"
+                + (" (OCR found no text)" if self.policy.ocr else ""),
             )
         original_sop = str(dataset.get("SOPInstanceUID", "") or "").strip()
         if not original_sop or not str(dataset.get("SOPClassUID", "") or "").strip():
@@ -224,32 +283,25 @@ class _Transform(FileRun):
             )
         self._apply(dataset, 0)
         return Deidentified(
-            data=_serialise(dataset, self.data, self.profile, rule is not None),
+            data=_serialise(dataset, self.data, self.profile, bool(cleaned)),
             sop_instance_uid=str(dataset.get("SOPInstanceUID", "")),
             original_sop_instance_uid=original_sop,
             patient=self.patient,
             patient_id=self.names.patient_id(self.patient),
             shift_days=self.shift,
             uids=dict(self.names.uids),
+            cleaned_regions=cleaned,
         )
 
-    def _clean_pixels(self, dataset: Dataset, rule: PixelRule) -> None:
-        """Clean Pixel Data by ``rule``: its regions black in every frame, the image written
-        uncompressed (pixels.py)."""
-        try:
-            pixels = dataset.pixel_array.copy()
-        except Exception as error:
-            raise DeidError(
-                self.name, "undecodable", f"{rule.name}: its pixels do not decode: {error}"
-            ) from None
-        samples = int(dataset.get("SamplesPerPixel", 1) or 1)
-        photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).strip()
-        if samples == 3 and photometric.startswith("YBR"):
-            photometric = "RGB"  # pydicom's pixel_array converts YCbCr to RGB
+    def _clean_pixels(
+        self, dataset: Dataset, image: DecodedImage, regions: list[CleanedRegion]
+    ) -> None:
+        """Clean Pixel Data: ``regions`` black in every frame, the image written uncompressed
+        (pixels.py)."""
+        pixels, samples, photometric = image.pixels, image.samples, image.photometric
         bits_stored = int(dataset.get("BitsStored", dataset.get("BitsAllocated", 8)))
         signed = int(dataset.get("PixelRepresentation", 0) or 0) == 1
-        frames = int(dataset.get("NumberOfFrames", 1) or 1)
-        blackout(pixels, rule.regions, black_value(photometric, bits_stored, signed), frames)
+        blackout(pixels, regions, black_value(photometric, bits_stored, signed), image.frames)
         dataset.PixelData = pixels.tobytes()
         element = dataset["PixelData"]
         element.VR = "OW" if pixels.dtype.itemsize > 1 else "OB"

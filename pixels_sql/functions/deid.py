@@ -1,5 +1,6 @@
 """SQL functions de-identifying files (PS3.15 Annex E): dicom_deidentify, try_dicom_deidentify,
-dicom_deidentify_error, dicom_deidentify_result.
+dicom_deidentify_error, dicom_deidentify_result, dicom_deidentify_write, dicom_deidentify_remove;
+and finding burned-in text: dicom_burned_in_text, try_dicom_burned_in_text.
 
 The key is the setting's (PIXELS_SQL_DEID_KEY_FILE or PIXELS_SQL_DEID_KEY, read by the Python
 workers), never an argument: no SQL text, query log or view definition holds it. A missing key
@@ -14,9 +15,12 @@ from functools import partial
 
 import pandas as pd
 
+from pixels_sql.deid import ocr
 from pixels_sql.deid.files import (
     DeidRow,
+    TextFound,
     WrittenRow,
+    burned_in_text_file,
     deidentify_file,
     deidentify_to,
     profile_of,
@@ -32,9 +36,12 @@ from pixels_sql.functions.registry import (
     value_or_raise,
 )
 
+# Where pixels were blacked out, and what found them (a rule's name, or 'ocr').
+CLEANED_REGIONS_TYPE = "array<struct<x:int,y:int,width:int,height:int,source:string>>"
 RESULT_TYPE = (
     "struct<data:binary,sop_instance_uid:string,original_sop_instance_uid:string,"
-    "patient_id:string,shift_days:int,uids:map<string,string>,reason:string,message:string>"
+    "patient_id:string,shift_days:int,uids:map<string,string>,reason:string,message:string,"
+    f"cleaned_regions:{CLEANED_REGIONS_TYPE}>"
 )
 RESULT_COLUMNS = {name: name for name in DeidRow._fields}
 _FAILED = partial(DeidRow, None, None, None, None, None, None)
@@ -149,7 +156,8 @@ def dicom_deidentify_result():
 
 WRITE_RESULT_TYPE = (
     "struct<output_path:string,sop_instance_uid:string,original_sop_instance_uid:string,"
-    "patient_id:string,shift_days:int,uids:map<string,string>,reason:string,message:string>"
+    "patient_id:string,shift_days:int,uids:map<string,string>,reason:string,message:string,"
+    f"cleaned_regions:{CLEANED_REGIONS_TYPE}>"
 )
 _NOT_WRITTEN = partial(WrittenRow, None, None, None, None, None, None)
 
@@ -210,6 +218,61 @@ def dicom_deidentify_remove():
     return dicom_deidentify_remove
 
 
+TEXT_TYPE = (
+    "array<struct<frame:int,x:int,y:int,width:int,height:int,text:string,confidence:double>>"
+)
+_NOT_READ = partial(TextFound, None)
+
+
+def _text_results(paths: pd.Series) -> list[TextFound | None]:
+    ocr.require()  # no Tesseract: a setting to fix, not a file to skip
+    return read_rows(burned_in_text_file, [(path,) for path in paths], _NOT_READ)
+
+
+@sql_function("dicom_burned_in_text(path STRING)", TEXT_TYPE.upper())
+def dicom_burned_in_text():
+    """The burned-in text OCR (Tesseract) finds in the image: an ARRAY of STRUCT<frame, x, y,
+    width, height, text, confidence> per word, in pixels from the top left; empty when it finds
+    none. A multi-frame image is read on its first, middle and last frames.
+
+    Fails the query with the path and the reason for a file that is not an image that
+    decodes (no_pixel_data, undecodable, ...).
+
+    SELECT path, w.text, w.x, w.y FROM (
+      SELECT path, explode(dicom_burned_in_text(path)) AS w FROM read_files('/data/us'))
+    """
+    from pyspark.sql.functions import pandas_udf
+
+    @pandas_udf(TEXT_TYPE)
+    def dicom_burned_in_text(paths: pd.Series) -> pd.Series:
+        results = _text_results(paths)
+        return pd.Series(
+            [
+                value_or_raise("dicom_burned_in_text", path, result, "regions")
+                for path, result in zip(paths, results, strict=True)
+            ],
+            dtype=object,
+        )
+
+    return dicom_burned_in_text
+
+
+@sql_function("try_dicom_burned_in_text(path STRING)", TEXT_TYPE.upper())
+def try_dicom_burned_in_text():
+    """Like dicom_burned_in_text, but NULL for a file that is not an image that decodes.
+
+    SELECT path FROM read_files('/data/us') WHERE size(try_dicom_burned_in_text(path)) > 0
+    """
+    from pyspark.sql.functions import pandas_udf
+
+    @pandas_udf(TEXT_TYPE)
+    def try_dicom_burned_in_text(paths: pd.Series) -> pd.Series:
+        results = _text_results(paths)
+        return pd.Series([r.regions if r else None for r in results], dtype=object)
+
+    return try_dicom_burned_in_text
+
+
 FUNCTIONS: dict[str, SqlFunction] = {
     function.name: function
     for function in (
@@ -219,5 +282,7 @@ FUNCTIONS: dict[str, SqlFunction] = {
         dicom_deidentify_result,
         dicom_deidentify_write,
         dicom_deidentify_remove,
+        dicom_burned_in_text,
+        try_dicom_burned_in_text,
     )
 }

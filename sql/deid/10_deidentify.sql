@@ -3,7 +3,8 @@
 -- are de-identified into ${destination} (a folder per pseudonymous patient, a file per new SOP
 -- Instance UID) and recorded in ${mapping}.deid_instances, a database the de-identified copy
 -- does not reference: source path, original and new SOP Instance UID, pseudonymous Patient ID,
--- date shift, every UID replaced. `pixels-sql deidentify` then ingests the destination into
+-- date shift, every UID replaced, the pixels blacked out (where, and the rule or OCR that found
+-- them). `pixels-sql deidentify` then ingests the destination into
 -- its own database.
 -- Incremental: an instance whose catalog row is new or changed since its mapping row is done
 -- again; one deleted, no longer readable or no longer in the cohort has its copy removed and a
@@ -26,6 +27,7 @@ CREATE TABLE IF NOT EXISTS ${mapping}.deid_instances (
   output_path STRING,
   reason STRING,
   message STRING,
+  cleaned_regions ARRAY<STRUCT<x: INT, y: INT, width: INT, height: INT, source: STRING>>,
   deidentified_at TIMESTAMP,
   removed_at TIMESTAMP,
   deid_run STRING
@@ -96,6 +98,7 @@ SELECT
   r.output_path,
   r.reason,
   r.message,
+  r.cleaned_regions,
   current_timestamp() AS deidentified_at,
   CAST(NULL AS TIMESTAMP) AS removed_at,
   date_format(current_timestamp(), 'yyyyMMddHHmmssSSS') AS deid_run
@@ -120,6 +123,7 @@ SELECT
   output_path,
   reason,
   message,
+  cleaned_regions,
   deidentified_at,
   current_timestamp() AS removed_at,
   date_format(current_timestamp(), 'yyyyMMddHHmmssSSS') AS deid_run
@@ -129,7 +133,7 @@ FROM pixels_deid_gone;
 CREATE OR REPLACE VIEW ${mapping}.deid_mapping AS
 SELECT
   source_path, original_sop_instance_uid, sop_instance_uid, patient_id, shift_days, uids,
-  output_path, reason, message, deidentified_at
+  output_path, reason, message, cleaned_regions, deidentified_at
 FROM (
   SELECT *, row_number() OVER (PARTITION BY source_path ORDER BY deid_run DESC) AS newest
   FROM ${mapping}.deid_instances
