@@ -217,7 +217,7 @@ SETTINGS: dict[str, Setting] = {
         _path,
         "a TOML file of Clean Pixel Data rules: rectangles blacked out in the images each rule"
         " matches (docs/deidentification.md)",
-        "`pixels_sql/deid/data/pixel-rules.toml` (no rules)",
+        "`pixels_sql/deid/data/pixel-rules.toml` (25 layouts from CTP's library)",
     ),
     "deid_tesseract": Setting(
         "PIXELS_SQL_TESSERACT",

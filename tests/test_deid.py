@@ -11,6 +11,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pydicom
 import pytest
 from pydicom import config as pydicom_config
@@ -380,7 +381,9 @@ def test_every_corpus_instance_gives_a_valid_file_with_the_same_pixels(tmp_path:
         out.write_bytes(result.data)
         before = pydicom.dcmread(path, force=True)
         after = pydicom.dcmread(out)
-        if "PixelData" in before:
+        if result.cleaned_regions:  # a starter rule's layout (below): cleaned, uncompressed
+            assert (after.pixel_array == _blacked(before, result.cleaned_regions)).all()
+        elif "PixelData" in before:
             assert after.PixelData == before.PixelData, path.name
         dump = subprocess.run(
             ["dcmdump", str(out)], capture_output=True, text=True, errors="replace", timeout=60
@@ -389,6 +392,48 @@ def test_every_corpus_instance_gives_a_valid_file_with_the_same_pixels(tmp_path:
         new_errors = _dciodvfy_errors(out) - _dciodvfy_errors(path)
         assert not new_errors, (path.name, sorted(new_errors)[:5])
     assert written >= 150 and refused >= 10
+
+
+def _blacked(dataset: pydicom.Dataset, regions) -> np.ndarray:
+    """``dataset``'s pixels with ``regions`` black (MONOCHROME2 and RGB: 0)."""
+    pixels = dataset.pixel_array.copy()
+    for region in regions:
+        pixels[..., region.y : region.y + region.height, region.x : region.x + region.width] = 0
+    return pixels
+
+
+def test_a_starter_rule_cleans_a_real_vendor_layout() -> None:
+    # pydicom's JPGLosslessP14SV1_1s_1f_8b.dcm is a Philips EPIQ 7C echo, 768x1024: the starter
+    # rules (from CTP's library) black out its top band, where the device writes the patient.
+    path = Path(get_testdata_file("JPGLosslessP14SV1_1s_1f_8b.dcm"))
+    result = deidentify(path.read_bytes(), Profile.of([]), KEY, name=path.name)
+    assert [tuple(r) for r in result.cleaned_regions] == [
+        (0, 0, 1024, 49, "Philips EPIQ ultrasound, 768 rows: the top band")
+    ]
+    output = pydicom.dcmread(io.BytesIO(result.data))
+    before = pydicom.dcmread(path)
+    assert (output.pixel_array[:49] == 0).all()
+    assert (output.pixel_array[49:] == before.pixel_array[49:]).all()
+    assert output.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
+
+
+def test_a_big_endian_image_cleaned_by_a_rule_stays_big_endian() -> None:
+    # OBXXXX1A_expb.dcm is a Philips CX50 obstetric scan (600 rows, palette colour) in the
+    # retired Explicit VR Big Endian: its palettes are copied as read, so the pixels follow.
+    path = Path(get_testdata_file("OBXXXX1A_expb.dcm"))
+    result = deidentify(path.read_bytes(), Profile.of([]), KEY, name=path.name)
+    assert [r.source for r in result.cleaned_regions] == [
+        "Philips CX50 ultrasound, 600 rows: the top band"
+    ]
+    output = pydicom.dcmread(io.BytesIO(result.data))
+    before = pydicom.dcmread(path)
+    assert output.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRBigEndian
+    assert (output.pixel_array == _blacked(before, result.cleaned_regions)).all()
+    assert output.RedPaletteColorLookupTableData == before.RedPaletteColorLookupTableData
+    little = deidentify(
+        Path(get_testdata_file("OBXXXX1A.dcm")).read_bytes(), Profile.of([]), KEY, name="le"
+    )
+    assert (pydicom.dcmread(io.BytesIO(little.data)).pixel_array == output.pixel_array).all()
 
 
 def test_uncompressed_and_lossless_images_decode_to_the_same_pixels() -> None:

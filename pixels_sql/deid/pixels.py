@@ -1,8 +1,9 @@
 """Clean Pixel Data (PS3.15 E.3.1) by rules: rectangles blacked out in every frame of the images
 a rule matches, in the spirit of CTP's pixel scrubber.
 
-A rules file is TOML, a ``[[rule]]`` table per rule (the starter file is
-``pixels_sql/deid/data/pixel-rules.toml``; ``PIXELS_SQL_DEID_PIXEL_RULES`` names another)::
+A rules file is TOML, a ``[[rule]]`` table per rule (the starter file,
+``pixels_sql/deid/data/pixel-rules.toml``, restates layouts of CTP's burned-in annotation
+library; ``PIXELS_SQL_DEID_PIXEL_RULES`` names another)::
 
     [[rule]]
     name = "a vendor's ultrasound header band"
@@ -13,9 +14,11 @@ A rules file is TOML, a ``[[rule]]`` table per rule (the starter file is
     regions = [[0, 0, 640, 60]]      # x, y, width, height, in pixels from the top left
 
 A file matches a rule when every key the rule names matches (ImageType: any of its values);
-the first matching rule is applied. The cleaned image is written uncompressed (Explicit VR
-Little Endian): lossless whatever it was, so nothing is lost twice; Lossy Image Compression and
-its ratio stay as they were, true of the pixels' history (PS3.3 C.7.6.1.1.5).
+the first matching rule is applied. The cleaned image is written uncompressed (in its own
+syntax when that is native, else Explicit VR Little Endian): lossless whatever it was, so
+nothing is lost twice; Lossy Image Compression and its ratio stay as they were, true of the
+pixels' history (PS3.3 C.7.6.1.1.5). Images no rule covers may have their text found by OCR
+instead (ocr.py, the option ``ocr``).
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element
+from pydicom.pixels import pack_bits
 from pydicom.sequence import Sequence
 from pydicom.sr.codedict import codes
 from pydicom.uid import ExplicitVRLittleEndian
@@ -297,12 +298,25 @@ class _Transform(FileRun):
         self, dataset: Dataset, image: DecodedImage, regions: list[CleanedRegion]
     ) -> None:
         """Clean Pixel Data: ``regions`` black in every frame, the image written uncompressed
-        (pixels.py)."""
+        (pixels.py) in the byte order the rest of the data set was read in: a big endian file
+        (PS3.5 A.3, retired) stays big endian, as its other binary values (palettes, LUTs) are
+        copied as read; any other is written little endian, in its own syntax when that is
+        native, else Explicit VR Little Endian."""
         pixels, samples, photometric = image.pixels, image.samples, image.photometric
-        bits_stored = int(dataset.get("BitsStored", dataset.get("BitsAllocated", 8)))
+        bits_allocated = int(dataset.get("BitsAllocated", 8))
+        bits_stored = int(dataset.get("BitsStored", bits_allocated))
         signed = int(dataset.get("PixelRepresentation", 0) or 0) == 1
         blackout(pixels, regions, black_value(photometric, bits_stored, signed), image.frames)
-        dataset.PixelData = pixels.tobytes()
+        syntax = transfer_syntax(dataset)
+        if not syntax.is_little_endian:
+            output_syntax = syntax
+            stored = pixels.astype(pixels.dtype.newbyteorder(">"))
+        else:
+            native = not (syntax.is_compressed or syntax.is_deflated)
+            output_syntax = syntax if native else ExplicitVRLittleEndian
+            stored = pixels.astype(pixels.dtype.newbyteorder("<"))
+        # 1-bit images are stored packed, 8 pixels a byte (PS3.5 8.1.1)
+        dataset.PixelData = pack_bits(pixels) if bits_allocated == 1 else stored.tobytes()
         element = dataset["PixelData"]
         element.VR = "OW" if pixels.dtype.itemsize > 1 else "OB"
         element.is_undefined_length = False  # native now, not encapsulated
@@ -312,7 +326,7 @@ class _Transform(FileRun):
         for tag in (0x7FE00001, 0x7FE00002):  # offset tables of encapsulated frames only
             if tag in dataset:
                 del dataset[tag]
-        dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        dataset.file_meta.TransferSyntaxUID = output_syntax
         dataset.BurnedInAnnotation = "NO"
 
     # -- the walk ---------------------------------------------------------------------------
