@@ -1,10 +1,12 @@
 """dbx.pixels' ``dbx.pixels.dicom``: the DICOM transformers, over pixels-sql's SQL functions.
 
-``from pixels_sql.pixels.dicom import *`` gives what the dbx.pixels Quick Start uses.
+``from pixels_sql.pixels.dicom import *`` gives what the dbx.pixels Quick Start uses, and
+dbx.pixels' de-identification transformer, ``DicomAnonymizerExtractor``.
 """
 
 from __future__ import annotations
 
+from pixels_sql.pixels.dicom.dicom_anonymizer_extractor import DicomAnonymizerExtractor
 from pixels_sql.pixels.dicom.extractors import (
     DicomMetaExtractor,
     DicomPatcher,
@@ -13,6 +15,7 @@ from pixels_sql.pixels.dicom.extractors import (
 )
 
 __all__ = [
+    "DicomAnonymizerExtractor",
     "DicomMetaExtractor",
     "DicomPatcher",
     "DicomPillowThumbnailExtractor",
