@@ -7,7 +7,9 @@ Files: the first N of ``bench/data/meta-mr-20000`` (``bench.meta.generate_mr``: 
 templates — Toshiba, Siemens with its private CSA headers, Philips — each file its own UIDs and
 patient; made once). Every tool does the same work per file: read it, de-identify its header
 (the Basic Profile, or the tool's default, which is nearest to it) and serialise the new file
-in memory; no pixel cleaning.
+in memory; no pixel cleaning. Then the OCR step's cost per image (``--ocr-images``, copies of
+a 640x480 colour ultrasound with burned-in text): one process with and without the option
+``ocr``, and in Spark with it.
 
 - **pixels-sql**: ``SELECT sum(length(try_dicom_deidentify(path)))`` over a table of the paths
   in one local Spark session (``local[cores]``), after a warm-up query on a few files;
@@ -44,7 +46,7 @@ def _timed(function: Callable[[], object]) -> float:
     return time.perf_counter() - started
 
 
-def pixels_sql_spark(paths: list[str], cores: int) -> float:
+def pixels_sql_spark(paths: list[str], cores: int, ocr: bool = False) -> float:
     import pixels_sql
 
     home = Path(os.environ.get("TMPDIR", "/tmp")) / "pixels-sql-bench-deid"
@@ -52,7 +54,8 @@ def pixels_sql_spark(paths: list[str], cores: int) -> float:
     try:
         frame = spark.createDataFrame([(path,) for path in paths], "path string")
         frame.repartition(cores * 4).createOrReplaceTempView("bench_paths")
-        query = "SELECT sum(length(try_dicom_deidentify(path))) AS bytes FROM bench_paths"
+        arguments = "path, 'basic', array('ocr')" if ocr else "path"
+        query = f"SELECT sum(length(try_dicom_deidentify({arguments}))) AS bytes FROM bench_paths"
         warm = spark.createDataFrame([(path,) for path in paths[: cores * 8]], "path string")
         warm.createOrReplaceTempView("bench_warm")
         spark.sql(query.replace("bench_paths", "bench_warm")).collect()  # workers started
@@ -108,11 +111,52 @@ def deid(paths: list[str]) -> float:
     return _timed(run)
 
 
+def ocr_images(count: int) -> list[str]:
+    """``count`` copies of pydicom's US1_UNCR.dcm (a 640x480 colour ultrasound whose header
+    band, labels and measurements are burned in), made once under bench/data."""
+    from pydicom.data import get_testdata_file
+
+    folder = RESULTS.parent / "data" / f"ocr-us-{count}"
+    if not folder.exists():
+        staging = folder.with_name(folder.name + ".partial")
+        staging.mkdir(parents=True, exist_ok=True)
+        data = Path(get_testdata_file("US1_UNCR.dcm")).read_bytes()
+        for number in range(count):
+            (staging / f"{number:05d}.dcm").write_bytes(data)
+        staging.rename(folder)
+    return sorted(str(path) for path in folder.glob("*.dcm"))
+
+
+def ocr_seconds_per_image(paths: list[str]) -> dict[str, float]:
+    """One process: seconds per image to de-identify with the option 'ocr' and without, and
+    the difference: the OCR step's cost (decoding, Tesseract, cleaning, writing)."""
+    from pixels_sql.deid.files import deidentify
+    from pixels_sql.deid.pixels import PixelPolicy
+    from pixels_sql.deid.profile import Profile
+
+    profile = Profile.of([])
+    contents = [Path(path).read_bytes() for path in paths]
+    cleaned = []
+
+    def run(policy: PixelPolicy) -> None:
+        for data in contents:
+            cleaned.append(
+                len(deidentify(data, profile, KEY.encode(), policy=policy).cleaned_regions)
+            )
+
+    header = _timed(lambda: run(PixelPolicy())) / len(paths)
+    with_ocr = _timed(lambda: run(PixelPolicy(ocr=True))) / len(paths)
+    if not any(cleaned):
+        raise RuntimeError("OCR found no text")
+    return {"header only": header, "with ocr": with_ocr, "ocr step": with_ocr - header}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.deid", description=__doc__)
     parser.add_argument("--files", type=int, default=10_000)
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--baseline-files", type=int, default=0, help="0: all the files")
+    parser.add_argument("--ocr-images", type=int, default=100, help="0: no OCR measurement")
     args = parser.parse_args(argv)
     os.environ["PIXELS_SQL_DEID_KEY"] = KEY
     paths = files_of(generate_mr(20_000))[: args.files]
@@ -138,12 +182,28 @@ def main(argv: list[str] | None = None) -> int:
     ratio = seconds["dicognito"] / spark
     verdict = "met" if ratio >= TARGET else "NOT met"
     lines += ["", f"dicognito / pixels-sql (Spark): {ratio:.1f}x (target {TARGET:.0f}x: {verdict})"]
+    ocr: dict[str, float] = {}
+    if args.ocr_images:
+        images = ocr_images(args.ocr_images)
+        ocr = ocr_seconds_per_image(images)
+        ocr["spark, with ocr"] = pixels_sql_spark(images, args.cores, ocr=True) / len(images)
+        lines += [
+            "",
+            f"OCR (option 'ocr') on {len(images)} 640x480 colour ultrasounds with burned-in text,"
+            " seconds per image:",
+            "",
+            "| | s/image |",
+            "|---|---|",
+            *(f"| {name} | {spent:.3f} |" for name, spent in ocr.items()),
+        ]
     text = "\n".join(lines)
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "deid.md").write_text(text + "\n")
     (RESULTS / "deid.json").write_text(
-        json.dumps({"files": len(paths), "cores": args.cores, "seconds": seconds}, indent=2)
+        json.dumps(
+            {"files": len(paths), "cores": args.cores, "seconds": seconds, "ocr": ocr}, indent=2
+        )
     )
     return 0
 

@@ -446,6 +446,34 @@ def test_uncompressed_and_lossless_images_decode_to_the_same_pixels() -> None:
 # -- bad input and the key -----------------------------------------------------------------------
 
 
+def _nested(depth: int, implicit: bool) -> bytes:
+    """CT_small with a marked name ``depth`` sequences down."""
+    dataset = pydicom.dcmread(TEMPLATE)
+    inner = pydicom.Dataset()
+    inner.PatientName = "DEEP^MARKER"
+    for _ in range(depth - 1):
+        outer = pydicom.Dataset()
+        outer.ReferencedImageSequence = pydicom.Sequence([inner])
+        inner = outer
+    dataset.ReferencedImageSequence = pydicom.Sequence([inner])
+    if implicit:
+        dataset.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    written = io.BytesIO()
+    dataset.save_as(written, enforce_file_format=True)
+    return written.getvalue()
+
+
+def test_sequences_nest_as_deep_as_every_reader_reads_and_no_deeper() -> None:
+    from pixels_sql.dicom.encoding import MAX_SEQUENCE_DEPTH
+
+    for implicit in (False, True):  # the byte walk, the pydicom path
+        deepest = deidentify(_nested(MAX_SEQUENCE_DEPTH, implicit), Profile.of([]), KEY)
+        assert b"DEEP^MARKER" not in deepest.data
+        with pytest.raises(DicomReadError) as refused:
+            deidentify(_nested(MAX_SEQUENCE_DEPTH + 1, implicit), Profile.of([]), KEY)
+        assert refused.value.reason == "too_deep"
+
+
 def test_bad_files_get_a_reason_and_no_output(tmp_path: Path) -> None:
     ct = TEMPLATE.read_bytes()
     cases = {

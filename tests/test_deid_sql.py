@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from pydicom.data import get_testdata_file
 
 from pixels_sql.deid.files import deidentify
 from pixels_sql.deid.profile import Profile
@@ -74,3 +75,34 @@ def test_dicom_deidentify_fails_in_one_line_and_checks_its_options(spark, folder
         spark.sql(f"SELECT try_dicom_deidentify('{ct}', 'extended')").collect()
     # A NULL path is a NULL result, as for the other families.
     assert spark.sql("SELECT dicom_deidentify(CAST(NULL AS STRING))").first()[0] is None
+
+
+def test_burned_in_text_is_reported_and_cleaned_through_sql(spark, folder: Path) -> None:
+    # pydicom's US1_UNCR.dcm carries its site's name and scan labels in its pixels.
+    us = folder / "us.dcm"
+    us.write_bytes(Path(get_testdata_file("US1_UNCR.dcm")).read_bytes())
+    rows = spark.sql(
+        f"""SELECT regexp_extract(path, '[^/]+$', 0) AS name,
+                   try_dicom_burned_in_text(path) AS words,
+                   dicom_deidentify_result(path, 'basic', array('ocr')) AS result
+            FROM list_files('{folder}')"""
+    ).collect()
+    by_name = {row.name: row for row in rows}
+    words = {word.text for word in by_name["us.dcm"].words}
+    assert {"BAPTIST", "LYMPH", "NODE"} <= words
+    word = next(w for w in by_name["us.dcm"].words if w.text == "BAPTIST")
+    assert word.frame == 0 and word.width > 0 and word.confidence > 50
+    cleaned = by_name["us.dcm"].result.cleaned_regions
+    assert {region.source for region in cleaned} == {"ocr"}
+    assert len(cleaned) == len(by_name["us.dcm"].words)
+    written = pydicom.dcmread(io.BytesIO(bytes(by_name["us.dcm"].result.data)))
+    top_left = written.pixel_array[word.y : word.y + word.height, word.x : word.x + word.width]
+    assert (top_left == 0).all()
+    # CT_small has no text: nothing found, nothing cleaned, the pixels as they were.
+    assert by_name["CT_small.dcm"].words == []
+    assert by_name["CT_small.dcm"].result.cleaned_regions == []
+    # Not an image, or not DICOM: NULL from try_, the reason from the strict function.
+    assert by_name["rtplan.dcm"].words is None and by_name["README.txt"].words is None
+    with pytest.raises(Exception, match=r"dicom_burned_in_text: .*rtplan.dcm: no_pixel_data: "):
+        spark.sql(f"SELECT dicom_burned_in_text('{folder / 'rtplan.dcm'}')").collect()
+    us.unlink()

@@ -26,7 +26,6 @@ from pixels_sql.deid.transform import (
     CODE_ATTRIBUTES,
     DUMMY,
     KEEP,
-    MAX_DEPTH,
     PATIENT_ID,
     PATIENT_NAME,
     PIXEL_DATA,
@@ -44,6 +43,7 @@ from pixels_sql.dicom.encoding import (
     ITEM_DELIMITER_TAG,
     ITEM_TAG,
     LONG_LENGTH_VRS,
+    MAX_SEQUENCE_DEPTH,
     SEQUENCE_DELIMITER_TAG,
     UNDEFINED_LENGTH,
 )
@@ -293,8 +293,10 @@ class _Walk(FileRun):
         marks: dict[int, bytes] | None = None,
         dummy_codes: bool = False,
     ) -> list[bytes]:
-        if depth > MAX_DEPTH:
-            raise DeidError(self.name, "too_deep", f"sequences nested deeper than {MAX_DEPTH}")
+        if depth > MAX_SEQUENCE_DEPTH:
+            raise DeidError(
+                self.name, "too_deep", f"sequences nested deeper than {MAX_SEQUENCE_DEPTH}"
+            )
         out: list[tuple[int, bytes]] = []
         private = []
         for element in elements:

@@ -56,7 +56,7 @@ from pixels_sql.deid.pixels import (
     matching_rule,
 )
 from pixels_sql.deid.profile import Action, Profile
-from pixels_sql.dicom.encoding import LONG_LENGTH_VRS, UNDEFINED_LENGTH
+from pixels_sql.dicom.encoding import LONG_LENGTH_VRS, MAX_SEQUENCE_DEPTH, UNDEFINED_LENGTH
 from pixels_sql.dicom.meta import read_pydicom_file, transfer_syntax
 from pixels_sql.dicom.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
 from pixels_sql.errors import DicomReadError, classify
@@ -65,7 +65,6 @@ PATIENT_NAME = 0x00100010
 PATIENT_ID = 0x00100020
 BURNED_IN_ANNOTATION = 0x00280301
 PIXEL_DATA = 0x7FE00010
-MAX_DEPTH = 32
 KEEP = Action("K", "K", "K")
 # The Code Sequence Macro's value and meaning (PS3.3 Table 8.8-1): Code Value, Code Meaning,
 # Long Code Value, URN Code Value.
@@ -332,8 +331,10 @@ class _Transform(FileRun):
     # -- the walk ---------------------------------------------------------------------------
 
     def _apply(self, dataset: Dataset, depth: int) -> None:
-        if depth > MAX_DEPTH:
-            raise DeidError(self.name, "too_deep", f"sequences nested deeper than {MAX_DEPTH}")
+        if depth > MAX_SEQUENCE_DEPTH:
+            raise DeidError(
+                self.name, "too_deep", f"sequences nested deeper than {MAX_SEQUENCE_DEPTH}"
+            )
         private: list[int] = []
         for tag in list(dataset.keys()):
             group, element = tag >> 16, tag & 0xFFFF
