@@ -201,3 +201,12 @@ def test_bad_input_and_a_missing_engine(monkeypatch: pytest.MonkeyPatch) -> None
     with pytest.raises(ocr.OcrUnavailable, match="PIXELS_SQL_TESSERACT"):
         profile_of(["ocr"])
     profile_of(["retain_safe_private"])  # only the option that needs it asks for it
+
+
+def test_the_pseudo_options_are_spelt_as_the_others_and_listed_when_one_is_unknown() -> None:
+    profile, policy = profile_of(["Allow-Burned-In", "retain safe private"])
+    assert policy == PixelPolicy(allow_burned_in=True) and profile.options == {
+        "retain_safe_private"
+    }
+    with pytest.raises(ValueError, match=r"known: .*tcia, allow_burned_in, ocr$"):
+        profile_of(["keep_faces"])

@@ -9,7 +9,7 @@ from pixels_sql.deid import ocr
 from pixels_sql.deid.fast import deidentify_fast
 from pixels_sql.deid.keys import load_key
 from pixels_sql.deid.pixels import DEFAULT_POLICY, POLICY_OPTIONS, PixelPolicy
-from pixels_sql.deid.profile import Profile
+from pixels_sql.deid.profile import Profile, option_key
 from pixels_sql.deid.transform import (
     Deidentified,
     DeidError,
@@ -62,11 +62,12 @@ def profile_of(options: tuple[str, ...] | list[str]) -> tuple[Profile, PixelPoli
     """The profile the option names choose and the :class:`PixelPolicy` its pseudo-options
     set; raises ProfileError for an unknown name, OcrUnavailable for ``ocr`` without
     Tesseract."""
-    names = [str(option).strip().lower() for option in options]
+    names = [option_key(option) for option in options]
     policy = PixelPolicy(*(name in names for name in POLICY_OPTIONS))
+    profile = Profile.of([n for n in names if n not in POLICY_OPTIONS], also_known=POLICY_OPTIONS)
     if policy.ocr:
         ocr.require()
-    return Profile.of([name for name in names if name not in POLICY_OPTIONS]), policy
+    return profile, policy
 
 
 def deidentify_file(path: str, options: tuple[str, ...]) -> DeidRow:

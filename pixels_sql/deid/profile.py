@@ -120,6 +120,11 @@ class Action(NamedTuple):
     table: str = ""
 
 
+def option_key(name: str) -> str:
+    """An option's name as the registries spell it: any case, '-' or ' ' for '_'."""
+    return str(name).strip().lower().replace("-", "_").replace(" ", "_")
+
+
 @dataclass(frozen=True)
 class Profile:
     """The Basic Profile with ``options`` (names from :data:`OPTIONS`)."""
@@ -127,17 +132,20 @@ class Profile:
     options: frozenset[str] = frozenset()
 
     @classmethod
-    def of(cls, options: list[str] | tuple[str, ...] | None = None) -> Profile:
-        """A profile from option names (or preset names, :data:`PRESETS`), checked."""
+    def of(
+        cls, options: list[str] | tuple[str, ...] | None = None, also_known: tuple[str, ...] = ()
+    ) -> Profile:
+        """A profile from option names (or preset names, :data:`PRESETS`), checked; the
+        message for an unknown one lists ``also_known`` too (names the caller takes out)."""
         chosen: set[str] = set()
         for name in options or ():
-            key = name.strip().lower().replace("-", "_").replace(" ", "_")
+            key = option_key(name)
             if key in PRESETS:
                 chosen.update(PRESETS[key])
             elif key in OPTIONS:
                 chosen.add(key)
             else:
-                known = ", ".join([*OPTIONS, *PRESETS])
+                known = ", ".join([*OPTIONS, *PRESETS, *also_known])
                 raise ProfileError(f"unknown de-identification option {name!r}; known: {known}")
         if all(name in chosen for name in EXCLUSIVE):
             raise ProfileError(f"choose one of {' and '.join(EXCLUSIVE)}, not both")
