@@ -595,3 +595,51 @@ def test_a_second_server_on_the_same_home_or_port_is_refused(server: ServeProces
     assert f"in use by pixels-sql serve pid {server.process.pid}" in same_home.stderr
     for completed in (same_port, same_home):
         assert "Traceback" not in completed.stderr
+
+
+def test_the_de_identified_copy_is_served_like_any_database(
+    server: ServeProcess, folders: dict[str, Path]
+) -> None:
+    """`pixels-sql deidentify` through the server, then `serve --database pixels_deid`: JDBC
+    and DICOMweb give the copy, and no original UID."""
+    destination = folders["good"].parent / "deid"
+    done = cli(
+        server,
+        "deidentify",
+        *("--from", "pixels", "--to", str(destination), "--no-thumbnails"),
+        *("--option", "tcia", "--option", "allow_burned_in"),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    connection = jdbc(server)
+    try:
+        originals = {
+            uid
+            for (uid,) in query(connection, "SELECT StudyInstanceUID FROM pixels.object_catalog")
+        }
+        copied = {
+            uid
+            for (uid,) in query(
+                connection,
+                "SELECT StudyInstanceUID FROM pixels_deid.object_catalog WHERE deleted_at IS NULL",
+            )
+        } - {None}
+    finally:
+        connection.close()
+    assert copied and not copied & originals
+    server.terminate(timeout=120)
+    server.options = (*server.options, "--database", "pixels_deid")
+    server.start()
+    base = f"http://127.0.0.1:{server.http_port}/dicomweb"
+    deadline = time.monotonic() + 60
+    served: set[str] = set()
+    while time.monotonic() < deadline:  # the index reads the catalog a few seconds after start
+        with urllib.request.urlopen(f"{base}/studies", timeout=30) as answer:
+            served = {study["0020000D"]["Value"][0] for study in json.loads(answer.read())}
+        if served == copied:
+            break
+        time.sleep(1)
+    assert served == copied
+    study = sorted(served)[0]
+    with urllib.request.urlopen(f"{base}/studies/{study}/metadata", timeout=60) as answer:
+        instances = json.loads(answer.read())
+    assert instances and all(i["00120062"]["Value"] == ["YES"] for i in instances)
