@@ -49,6 +49,8 @@ from pixels_sql.dicom.encoding import (
 )
 
 _SPECIFIC_CHARACTER_SET = 0x00080005
+_MATCH_TAGS = {keyword: tag_for_keyword(keyword) for keyword in MATCH_KEYS}
+_SIZE_TAGS = {keyword: tag_for_keyword(keyword) for keyword in SIZE_KEYS}
 _UID_VALUES = {  # read to key the patient and to check the instance
     "PatientID": 0x00100020,
     "IssuerOfPatientID": 0x00100021,
@@ -219,15 +221,15 @@ class _Walk(FileRun):
     def _match_values(self, by_tag: dict[int, _Element]) -> dict[str, object]:
         """What the pixel rules match on, as transform.match_values gives it."""
         values: dict[str, object] = {}
-        for keyword in MATCH_KEYS:
-            element = by_tag.get(tag_for_keyword(keyword) or 0)
+        for keyword, tag in _MATCH_TAGS.items():
+            element = by_tag.get(tag)
             text = "" if element is None else self.data[element.value : element.end]
             parts = [p.strip(" \0") for p in (text.decode(self.codec) if text else "").split("\\")]
             values[keyword] = parts if keyword == "ImageType" else "\\".join(parts)
         if values["ImageType"] == [""]:
             values["ImageType"] = []
-        for keyword in SIZE_KEYS:
-            element = by_tag.get(tag_for_keyword(keyword) or 0)
+        for keyword, tag in _SIZE_TAGS.items():
+            element = by_tag.get(tag)
             values[keyword] = (
                 None
                 if element is None or element.end - element.value != 2

@@ -24,9 +24,10 @@ instead (ocr.py, the option ``ocr``).
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -88,13 +89,23 @@ class PixelRule:
     def matches(self, values: dict[str, Any]) -> bool:
         """Whether a header's ``values`` (MATCH_KEYS as text or lists, SIZE_KEYS as numbers)
         match every key this rule names."""
-        for keyword, pattern in self.patterns:
+        if not all(values.get(keyword) == number for keyword, number in self.sizes):
+            return False
+        for keyword, pattern in self._compiled:
             value = values.get(keyword)
             candidates = value if isinstance(value, list | tuple) else [value]
-            texts = ["" if item is None else str(item).strip().upper() for item in candidates]
-            if not any(fnmatch.fnmatchcase(text, pattern.upper()) for text in texts):
+            texts = ("" if item is None else str(item).strip() for item in candidates)
+            if not any(pattern.fullmatch(text) for text in texts):
                 return False
-        return all(values.get(keyword) == number for keyword, number in self.sizes)
+        return True
+
+    @cached_property
+    def _compiled(self) -> tuple[tuple[str, re.Pattern[str]], ...]:
+        """The globs as case-blind regular expressions, made once (every file is matched)."""
+        return tuple(
+            (keyword, re.compile(fnmatch.translate(pattern), re.IGNORECASE | re.DOTALL))
+            for keyword, pattern in self.patterns
+        )
 
 
 def load_rules(path: Path) -> tuple[PixelRule, ...]:
