@@ -190,11 +190,11 @@ def main(argv: list[str] | None = None) -> int:
         lines += [
             "",
             f"OCR (option 'ocr') on {len(images)} 640x480 colour ultrasounds with burned-in text,"
-            " seconds per image:",
+            " milliseconds per image:",
             "",
-            "| | s/image |",
+            "| | ms/image |",
             "|---|---|",
-            *(f"| {name} | {spent:.3f} |" for name, spent in ocr.items()),
+            *(f"| {name} | {spent * 1000:.1f} |" for name, spent in ocr.items()),
         ]
     text = "\n".join(lines)
     print(text)

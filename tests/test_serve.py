@@ -535,6 +535,34 @@ def test_the_readme_serve_command_is_what_the_tests_run() -> None:
     assert command.split("#")[0].split() == [".venv/bin/pixels-sql", "serve"]
 
 
+def test_deidentify_through_the_server_fills_the_copy_s_database(
+    server: ServeProcess, folders: dict[str, Path]
+) -> None:
+    """`pixels-sql deidentify` through the server: the copy's database, none of the original
+    UIDs in it. The restart below serves it (`serve --database pixels_deid`)."""
+    destination = folders["good"].parent / "deid"
+    done = cli(
+        server,
+        "deidentify",
+        *("--from", "pixels", "--to", str(destination), "--no-thumbnails"),
+        *("--option", "tcia", "--option", "allow_burned_in"),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    connection = jdbc(server)
+    try:
+        originals = set(query(connection, "SELECT StudyInstanceUID FROM pixels.object_catalog"))
+        copied = set(query(connection, DEID_STUDIES))
+    finally:
+        connection.close()
+    assert copied and not copied & originals
+
+
+DEID_STUDIES = (
+    "SELECT DISTINCT StudyInstanceUID FROM pixels_deid.object_catalog"
+    " WHERE deleted_at IS NULL AND StudyInstanceUID IS NOT NULL"
+)
+
+
 def test_sigterm_cancels_queries_stops_cleanly_and_restarts_with_tables_intact(
     server: ServeProcess,
 ) -> None:
@@ -563,6 +591,9 @@ def test_sigterm_cancels_queries_stops_cleanly_and_restarts_with_tables_intact(
     assert (server.home / ".pixels-sql.lock").read_text() == ""  # released
     assert (server.home / "logs" / "server.log").exists()
 
+    # Restarted on the de-identified copy (the test before made it): DICOMweb serves it now,
+    # the tables below are named with their database.
+    server.options = (*server.options, "--database", "pixels_deid")
     server.start()
     connection = jdbc(server)
     try:
@@ -575,6 +606,30 @@ def test_sigterm_cancels_queries_stops_cleanly_and_restarts_with_tables_intact(
         assert query(connection, "SELECT name FROM default.ct_names") == view
     finally:
         connection.close()
+
+
+def test_serve_database_deid_serves_the_copy_over_dicomweb(server: ServeProcess) -> None:
+    """The server restarted with `--database pixels_deid`: its studies, and only those, with
+    Patient Identity Removed."""
+    connection = jdbc(server)
+    try:
+        copied = {uid for (uid,) in query(connection, DEID_STUDIES)}
+    finally:
+        connection.close()
+    base = f"http://127.0.0.1:{server.http_port}/dicomweb"
+    deadline = time.monotonic() + 60
+    served: set[str] = set()
+    while time.monotonic() < deadline:  # the index reads the catalog a few seconds after start
+        with urllib.request.urlopen(f"{base}/studies", timeout=30) as answer:
+            served = {study["0020000D"]["Value"][0] for study in json.loads(answer.read())}
+        if served == copied:
+            break
+        time.sleep(1)
+    assert served == copied and copied
+    study = sorted(served)[0]
+    with urllib.request.urlopen(f"{base}/studies/{study}/metadata", timeout=60) as answer:
+        instances = json.loads(answer.read())
+    assert instances and all(i["00120062"]["Value"] == ["YES"] for i in instances)
 
 
 def test_a_second_server_on_the_same_home_or_port_is_refused(server: ServeProcess) -> None:
@@ -595,51 +650,3 @@ def test_a_second_server_on_the_same_home_or_port_is_refused(server: ServeProces
     assert f"in use by pixels-sql serve pid {server.process.pid}" in same_home.stderr
     for completed in (same_port, same_home):
         assert "Traceback" not in completed.stderr
-
-
-def test_the_de_identified_copy_is_served_like_any_database(
-    server: ServeProcess, folders: dict[str, Path]
-) -> None:
-    """`pixels-sql deidentify` through the server, then `serve --database pixels_deid`: JDBC
-    and DICOMweb give the copy, and no original UID."""
-    destination = folders["good"].parent / "deid"
-    done = cli(
-        server,
-        "deidentify",
-        *("--from", "pixels", "--to", str(destination), "--no-thumbnails"),
-        *("--option", "tcia", "--option", "allow_burned_in"),
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    connection = jdbc(server)
-    try:
-        originals = {
-            uid
-            for (uid,) in query(connection, "SELECT StudyInstanceUID FROM pixels.object_catalog")
-        }
-        copied = {
-            uid
-            for (uid,) in query(
-                connection,
-                "SELECT StudyInstanceUID FROM pixels_deid.object_catalog WHERE deleted_at IS NULL",
-            )
-        } - {None}
-    finally:
-        connection.close()
-    assert copied and not copied & originals
-    server.terminate(timeout=120)
-    server.options = (*server.options, "--database", "pixels_deid")
-    server.start()
-    base = f"http://127.0.0.1:{server.http_port}/dicomweb"
-    deadline = time.monotonic() + 60
-    served: set[str] = set()
-    while time.monotonic() < deadline:  # the index reads the catalog a few seconds after start
-        with urllib.request.urlopen(f"{base}/studies", timeout=30) as answer:
-            served = {study["0020000D"]["Value"][0] for study in json.loads(answer.read())}
-        if served == copied:
-            break
-        time.sleep(1)
-    assert served == copied
-    study = sorted(served)[0]
-    with urllib.request.urlopen(f"{base}/studies/{study}/metadata", timeout=60) as answer:
-        instances = json.loads(answer.read())
-    assert instances and all(i["00120062"]["Value"] == ["YES"] for i in instances)
