@@ -82,23 +82,20 @@ def summary(spark: SparkSession, database: str) -> str:
     catalog = f"`{database}`.object_catalog"
     if not spark.catalog.tableExists(f"{database}.object_catalog"):
         return f"no object_catalog in database {database}"
-    # Two queries (each Spark job costs a second or more on a small machine, and every run
-    # prints this): the catalog's counts, then the errors by stage and reason with the
-    # thumbnails counted on the way. Deleted files (deleted_at set) are counted apart;
-    # everything else is the live catalog. An instance is a row with a header: meta is NULL
-    # exactly when meta_error_reason is set (20_meta.sql), and the small column is read
-    # instead of the VARIANT (a million headers in 4,096-row batches ran the 1 GiB local
-    # heap out of memory here). Likewise thumbnails by their reason, not their bytes.
+    # One query (each Spark job costs up to a second on a small machine, and every run prints
+    # this): the catalog's counts, joined to the errors by stage and reason with the thumbnails
+    # counted on the way. Deleted files (deleted_at set) are counted apart; everything else is
+    # the live catalog. An instance is a row with a header: meta is NULL exactly when
+    # meta_error_reason is set (20_meta.sql), and the small column is read instead of the
+    # VARIANT (a million headers in 4,096-row batches ran the 1 GiB local heap out of memory
+    # here). Likewise thumbnails by their reason, not their bytes.
     live = "deleted_at IS NULL"
-    counts = spark.sql(
-        f"""SELECT count_if({live}) AS files,
+    totals = f"""SELECT count_if({live}) AS files,
                    count_if({live} AND meta_error_reason IS NULL) AS instances,
                    count(DISTINCT CASE WHEN {live} THEN SeriesInstanceUID END) AS series,
                    count(DISTINCT CASE WHEN {live} THEN StudyInstanceUID END) AS studies,
                    count_if(deleted_at IS NOT NULL) AS deleted
             FROM {catalog}"""
-    ).first()
-    deleted = counts.deleted
     rows = (
         "SELECT CASE WHEN length IS NULL THEN 'catalog' ELSE 'meta' END AS stage,"
         f" meta_error_reason AS reason, false AS rendered FROM {catalog} WHERE {live}"
@@ -111,10 +108,17 @@ def summary(spark: SparkSession, database: str) -> str:
             " thumbnail_error_reason IS NULL"
             f" FROM {table} WHERE {live}"
         )
-    grouped = spark.sql(
-        f"""SELECT stage, reason, count(*) AS files, count_if(rendered) AS rendered
-            FROM ({rows}) GROUP BY 1, 2"""
+    joined = spark.sql(
+        f"""SELECT t.*, g.stage, g.reason, g.stage_files, g.rendered
+            FROM ({totals}) AS t
+            LEFT JOIN (
+              SELECT stage, reason, count(*) AS stage_files, count_if(rendered) AS rendered
+              FROM ({rows}) GROUP BY 1, 2
+            ) AS g ON true"""
     ).collect()
+    counts = joined[0]
+    deleted = counts.deleted
+    grouped = [row for row in joined if row.stage is not None]
     thumbnails = sum(row.rendered for row in grouped) if has_thumbnails else None
     # no_pixel_data is not an error: reports and plans have no image to render.
     reasons = sorted(
@@ -124,11 +128,11 @@ def summary(spark: SparkSession, database: str) -> str:
             if row.reason is not None
             and not (row.stage == "thumbnail" and row.reason == "no_pixel_data")
         ),
-        key=lambda row: (row.stage, -row.files, row.reason),
+        key=lambda row: (row.stage, -row.stage_files, row.reason),
     )
     stages: dict[str, list[str]] = {}
     for row in reasons:
-        stages.setdefault(row.stage, []).append(f"{row.reason} {row.files}")
+        stages.setdefault(row.stage, []).append(f"{row.reason} {row.stage_files}")
     by_stage = "; ".join(f"{stage}: {', '.join(parts)}" for stage, parts in stages.items())
     location = spark.sql(f"DESCRIBE TABLE EXTENDED {catalog}").where("col_name = 'Location'")
     where = location.first()
@@ -139,7 +143,8 @@ def summary(spark: SparkSession, database: str) -> str:
         f"studies: {counts.studies}",
         *([f"deleted: {deleted}"] if deleted else []),
         *([f"thumbnails: {thumbnails}"] if thumbnails is not None else []),
-        f"errors: {sum(row.files for row in reasons)}" + (f" ({by_stage})" if by_stage else ""),
+        f"errors: {sum(row.stage_files for row in reasons)}"
+        + (f" ({by_stage})" if by_stage else ""),
         f"database: {database} ({_made_here(spark, database)})",
         f"table location: {where.data_type if where else '?'}",
         f"warehouse: {spark.conf.get('spark.sql.warehouse.dir')}",

@@ -155,30 +155,37 @@ def _add_missing_columns(spark: SparkSession, database: str, table: str) -> None
 
 def supersede(spark: SparkSession, database: str) -> int:
     """Drop every row of a path that has a newer row (from a later run); the rows dropped."""
+    tables = [t for t in PIPELINE_TABLES if spark.catalog.tableExists(f"{database}.{t}")]
+    if not tables:
+        return 0
+    # One query for every table (a Spark job costs up to a second on a small machine, and
+    # every run ends here): each table's partitions holding rows a later run superseded.
+    rows = " UNION ALL ".join(
+        f"SELECT '{table}' AS pipeline_table, path, {PARTITION_COLUMN} AS run"
+        f" FROM `{database}`.`{table}`"
+        for table in tables
+    )
+    stale = spark.sql(
+        f"""SELECT pipeline_table, run, count_if(run < newest) AS stale, count(*) AS total
+            FROM (
+              SELECT pipeline_table, path, run,
+                     max(run) OVER (PARTITION BY pipeline_table, path) AS newest
+              FROM ({rows}))
+            GROUP BY 1, 2 HAVING stale > 0"""
+    ).collect()
     dropped = 0
-    for table in PIPELINE_TABLES:
-        name = f"`{database}`.`{table}`"
-        if not spark.catalog.tableExists(f"{database}.{table}"):
-            continue
-        stale = spark.sql(
-            f"""SELECT {PARTITION_COLUMN} AS run,
-                       count_if({PARTITION_COLUMN} < newest) AS stale, count(*) AS total
-                FROM (
-                  SELECT path, {PARTITION_COLUMN},
-                         max({PARTITION_COLUMN}) OVER (PARTITION BY path) AS newest
-                  FROM {name})
-                GROUP BY 1 HAVING stale > 0"""
-        ).collect()
-        if not stale:
+    for table in tables:
+        runs = [row for row in stale if row.pipeline_table == table]
+        if not runs:
             continue
         metadata = _table_info(spark, database, table)
         locations = _partition_locations(spark, database, table)
-        for row in stale:
+        for row in runs:
             whole = row.stale == row.total
             _rewrite_without_older_rows(spark, database, table, row.run, metadata, whole)
             _delete(spark, locations[row.run])
             dropped += row.stale
-        spark.sql(f"REFRESH TABLE {name}")
+        spark.sql(f"REFRESH TABLE `{database}`.`{table}`")
     return dropped
 
 

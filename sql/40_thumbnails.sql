@@ -41,9 +41,20 @@ LEFT ANTI JOIN pixels_current_files AS c
   AND c.meta_error_reason IS NULL
   AND c.deleted_at IS NULL;
 
+-- Both counts in one pass (one job: each scalar subquery would be its own, ranking both tables
+-- again), by the conditions of the two views above (a path has one current row in each).
 SELECT
-  (SELECT count(*) FROM pixels_new_images) AS images_to_render,
-  (SELECT count(*) FROM pixels_deleted_thumbnails) AS deleted_thumbnails;
+  count_if(
+    c.path IS NOT NULL AND c.meta_error_reason IS NULL AND c.deleted_at IS NULL
+    AND NOT coalesce(t.created_at >= c.ingested_at, false)
+  ) AS images_to_render,
+  count_if(
+    t.path IS NOT NULL AND NOT coalesce(
+      c.path IS NOT NULL AND c.meta_error_reason IS NULL AND c.deleted_at IS NULL, false
+    )
+  ) AS deleted_thumbnails
+FROM pixels_current_files AS c
+FULL OUTER JOIN pixels_current_thumbnails AS t ON t.path = c.path;
 
 -- pixels-sql: skip if deleted_thumbnails = 0
 INSERT INTO object_thumbnails

@@ -66,9 +66,16 @@ FROM pixels_header_current AS h
 LEFT JOIN pixels_header_catalog AS c ON c.path = h.path
 WHERE h.deleted_at IS NULL AND (c.path IS NULL OR NOT c.live);
 
+-- Both counts in one pass (one job: each scalar subquery would be its own, ranking both tables
+-- again), by the same conditions as the two views above.
 SELECT
-  (SELECT count(*) FROM pixels_header_paths) AS header_rows,
-  (SELECT count(*) FROM pixels_header_gone) AS header_deletions;
+  count_if(
+    c.live AND (h.path IS NULL OR h.deleted_at IS NOT NULL OR h.ingested_at != c.ingested_at)
+  ) AS header_rows,
+  count_if(h.path IS NOT NULL AND h.deleted_at IS NULL AND (c.path IS NULL OR NOT c.live))
+    AS header_deletions
+FROM pixels_header_catalog AS c
+FULL OUTER JOIN pixels_header_current AS h ON h.path = c.path;
 
 -- pixels-sql: skip if header_deletions = 0
 INSERT INTO object_header BY NAME

@@ -284,7 +284,7 @@ LEFT ANTI JOIN pixels_current_files AS c
 {%- endmacro %}
 
 {% macro pipeline_thumbnail_tombstones(p={}, catalog=none, thumbnails=none, header=none, copies=none) -%}
--- sql/40_thumbnails.sql:50: their rows again, with deleted_at
+-- sql/40_thumbnails.sql:61: their rows again, with deleted_at
 SELECT
   path,
   thumbnail,
@@ -298,7 +298,7 @@ FROM pixels_deleted_thumbnails
 {%- endmacro %}
 
 {% macro pipeline_thumbnails(p={}, catalog=none, thumbnails=none, header=none, copies=none) -%}
--- sql/40_thumbnails.sql:63: a thumbnail (or its reason) per new image
+-- sql/40_thumbnails.sql:74: a thumbnail (or its reason) per new image
 SELECT
   path,
   result.thumbnail AS thumbnail,
@@ -388,7 +388,7 @@ GROUP BY StudyInstanceUID
 {%- endmacro %}
 
 {% macro pipeline_header_issues(p={}, catalog=none, thumbnails=none, header=none, copies=none) -%}
--- sql/50_header.sql:131: view
+-- sql/50_header.sql:138: view
 SELECT
   h.path,
   e.tag,
@@ -521,12 +521,19 @@ FROM pixels_header_current AS h
 LEFT JOIN pixels_header_catalog AS c ON c.path = h.path
 WHERE h.deleted_at IS NULL AND (c.path IS NULL OR NOT c.live)
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:69
+-- sql/50_header.sql:71
+-- Both counts in one pass (one job: each scalar subquery would be its own, ranking both tables
+-- again), by the same conditions as the two views above.
 SELECT
-  (SELECT count(*) FROM pixels_header_paths) AS header_rows,
-  (SELECT count(*) FROM pixels_header_gone) AS header_deletions
+  count_if(
+    c.live AND (h.path IS NULL OR h.deleted_at IS NOT NULL OR h.ingested_at != c.ingested_at)
+  ) AS header_rows,
+  count_if(h.path IS NOT NULL AND h.deleted_at IS NULL AND (c.path IS NULL OR NOT c.live))
+    AS header_deletions
+FROM pixels_header_catalog AS c
+FULL OUTER JOIN pixels_header_current AS h ON h.path = c.path
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:74
+-- sql/50_header.sql:81
 -- pixels-sql: skip if header_deletions = 0
 INSERT INTO {{ header }} BY NAME
 SELECT
@@ -536,7 +543,7 @@ SELECT
 FROM {{ header }} AS h
 JOIN pixels_header_gone AS g ON g.path = h.path AND g.ingest_run = h.ingest_run
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:88
+-- sql/50_header.sql:95
 -- The plan: the columns this run's headers add (the table's row type, from a row of NULLs when
 -- it is empty, and the headers' merged VARIANT type), the from_json schema and the table's
 -- shape after.
@@ -555,23 +562,23 @@ CROSS JOIN (
   SELECT array(schema_of_variant_agg(meta)) AS header_types FROM pixels_header_pending
 ) AS s
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:100
+-- sql/50_header.sql:107
 DECLARE OR REPLACE VARIABLE pixels_header_plan STRUCT<
   add_columns: STRING, schema: STRING, shape: STRING
 >
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:105
+-- sql/50_header.sql:112
 -- pixels-sql: skip if header_rows = 0
 SET VAR pixels_header_plan = (SELECT plan FROM pixels_header_planned)
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:108
+-- sql/50_header.sql:115
 -- pixels-sql: skip if header_rows = 0
 EXECUTE IMMEDIATE coalesce(
   concat('ALTER TABLE {{ header }} ADD COLUMNS (', pixels_header_plan.add_columns, ')'),
   'SELECT 0 AS header_columns_added'
 )
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:114
+-- sql/50_header.sql:121
 -- pixels-sql: skip if header_rows = 0
 EXECUTE IMMEDIATE concat(
   'INSERT INTO {{ header }} BY NAME ',
@@ -581,11 +588,11 @@ EXECUTE IMMEDIATE concat(
   'from_json(dicom_header_typed(to_json(meta), ?), ?) AS typed FROM pixels_header_pending)'
 ) USING pixels_header_plan.shape, pixels_header_plan.schema
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:123
+-- sql/50_header.sql:130
 -- pixels-sql: skip if header_rows = 0
 UNCACHE TABLE IF EXISTS pixels_header_planned
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:126
+-- sql/50_header.sql:133
 -- pixels-sql: skip if header_rows = 0
 DROP VIEW IF EXISTS pixels_header_planned
 {%- endmacro %}

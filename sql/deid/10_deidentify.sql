@@ -69,11 +69,19 @@ SELECT m.*
 FROM pixels_deid_current AS m
 LEFT ANTI JOIN pixels_deid_cohort AS c ON c.path = m.source_path;
 
-SELECT
-  (SELECT count(*) FROM pixels_deid_pending) AS deid_pending,
-  (SELECT count(*) FROM pixels_deid_gone) AS deid_gone,
-  (SELECT count(*) FROM pixels_deid_pending) + (SELECT count(*) FROM pixels_deid_gone)
-    AS deid_changes;
+-- The counts in one pass (one job, not one per scalar subquery), by the conditions of the two
+-- views above (a path has one row in each side).
+SELECT deid_pending, deid_gone, deid_pending + deid_gone AS deid_changes
+FROM (
+  SELECT
+    count_if(
+      c.path IS NOT NULL
+      AND (m.source_path IS NULL OR m.source_ingested_at != c.ingested_at)
+    ) AS deid_pending,
+    count_if(m.source_path IS NOT NULL AND c.path IS NULL) AS deid_gone
+  FROM pixels_deid_cohort AS c
+  FULL OUTER JOIN pixels_deid_current AS m ON m.source_path = c.path
+);
 
 -- Copies of changed and gone instances removed first: a changed instance's new copy may have
 -- another name (its pseudonymous patient or its UID changed), and is written next.
