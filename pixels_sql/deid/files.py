@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple
 
 from pixels_sql.deid import ocr
@@ -110,7 +111,7 @@ def burned_in_text_file(path: str) -> TextFound:
     except Exception as exc:
         error = classify(name, exc)
         return TextFound(None, error.reason, error.message)
-    return TextFound([region.as_row() for region in found])
+    return TextFound([dataclasses.asdict(region) for region in found])
 
 
 class WrittenRow(NamedTuple):

@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from pixels_sql import config
+from pixels_sql.deid.pixels import DecodedImage
 from pixels_sql.errors import DicomReadError
 
 # When a word Tesseract reads counts as text: its confidence (0-100) reaches MIN_CONFIDENCE
@@ -75,17 +76,6 @@ class TextRegion:
     height: int
     text: str
     confidence: float
-
-    def as_row(self) -> dict[str, Any]:
-        return {
-            "frame": self.frame,
-            "x": self.x,
-            "y": self.y,
-            "width": self.width,
-            "height": self.height,
-            "text": self.text,
-            "confidence": self.confidence,
-        }
 
 
 def command() -> str:
@@ -216,11 +206,9 @@ def _padded(word: _Word, scale: int, frame: int, columns: int, rows: int) -> Tex
     return TextRegion(frame, x, y, right - x, bottom - y, word.text, round(word.confidence, 1))
 
 
-def text_in_pixels(
-    pixels: np.ndarray, frames: int, samples: int, photometric: str, name: str = "<image>"
-) -> list[TextRegion]:
-    """The burned-in text of a decoded image (see :func:`grey_frames` for ``pixels``)."""
+def text_in_pixels(image: DecodedImage, name: str = "<image>") -> list[TextRegion]:
+    """The burned-in text of a decoded image (the frames :func:`grey_frames` picks)."""
     found = []
-    for number, grey in grey_frames(pixels, frames, samples, photometric):
+    for number, grey in grey_frames(image.pixels, image.frames, image.samples, image.photometric):
         found.extend(text_in_image(grey, number, name))
     return found

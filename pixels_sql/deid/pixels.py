@@ -53,6 +53,15 @@ POLICY_OPTIONS = PixelPolicy._fields
 DEFAULT_POLICY = PixelPolicy()
 
 
+class DecodedImage(NamedTuple):
+    """An image's pixels as pydicom decodes them, and how to read them."""
+
+    pixels: Any  # pydicom's pixel_array: frames first when several, samples last, YBR as RGB
+    frames: int
+    samples: int
+    photometric: str
+
+
 class RulesError(ValueError):
     """A rules file that does not parse or names what a rule cannot hold."""
 

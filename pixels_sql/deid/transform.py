@@ -29,7 +29,7 @@ import struct
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import pydicom
 from pydicom.datadict import dictionary_VR
@@ -50,6 +50,7 @@ from pixels_sql.deid.pixels import (
     OCR_SOURCE,
     SIZE_KEYS,
     CleanedRegion,
+    DecodedImage,
     PixelPolicy,
     black_value,
     blackout,
@@ -131,13 +132,6 @@ class Deidentified:
     cleaned_regions: list[CleanedRegion] = field(default_factory=list)  # pixels blacked out
 
 
-class DecodedImage(NamedTuple):
-    pixels: Any  # pydicom's pixel_array: frames first when several, samples last, YBR as RGB
-    frames: int
-    samples: int
-    photometric: str
-
-
 def deidentify_with_pydicom(
     data: bytes,
     profile: Profile,
@@ -150,11 +144,18 @@ def deidentify_with_pydicom(
     encoding pydicom reads); raise :class:`DicomReadError` with a reason for a file that is not
     one, or ``burned_in_unhandled`` for an image whose Burned In Annotation is YES and whose
     text no rule or OCR cleans (unless ``policy.allow_burned_in``)."""
+    return _with_dataset(
+        data, name, lambda dataset: _Transform(dataset, data, profile, key, name, policy).run()
+    )
+
+
+def _with_dataset(data: bytes, name: str, action: Callable[[Dataset], Any]) -> Any:
+    """``action`` on the data set pydicom reads from ``data`` (its value checks off, its
+    warnings quiet); any failure is the file's reason (:class:`DicomReadError`), not a crash."""
     try:
         with warnings.catch_warnings(), _no_value_validation():
             warnings.simplefilter("ignore")
-            dataset = read_pydicom_file(name, io.BytesIO(data), len(data))
-            return _Transform(dataset, data, profile, key, name, policy).run()
+            return action(read_pydicom_file(name, io.BytesIO(data), len(data)))
     except DicomReadError:
         raise
     except Exception as error:  # the file's bytes, not our code: a reason, not a crash
@@ -181,20 +182,13 @@ def decoded_image(dataset: Dataset, name: str, cleaner: str) -> DecodedImage:
 def burned_in_text(data: bytes, name: str = "<bytes>") -> list[TextRegion]:
     """The burned-in text OCR finds in the image of the PS3.10 file ``data`` (ocr.py);
     :class:`DicomReadError` with a reason for a file that is not an image that decodes."""
-    try:
-        with warnings.catch_warnings(), _no_value_validation():
-            warnings.simplefilter("ignore")
-            dataset = read_pydicom_file(name, io.BytesIO(data), len(data))
-            if PIXEL_DATA not in dataset:
-                raise DeidError(name, "no_pixel_data", "the data set has no Pixel Data")
-            image = decoded_image(dataset, name, "OCR")
-            return text_in_pixels(
-                image.pixels, image.frames, image.samples, image.photometric, name
-            )
-    except DicomReadError:
-        raise
-    except Exception as error:  # the file's bytes, not our code: a reason, not a crash
-        raise classify(name, error) from None
+
+    def read(dataset: Dataset) -> list[TextRegion]:
+        if PIXEL_DATA not in dataset:
+            raise DeidError(name, "no_pixel_data", "the data set has no Pixel Data")
+        return text_in_pixels(decoded_image(dataset, name, "OCR"), name)
+
+    return _with_dataset(data, name, read)
 
 
 @contextlib.contextmanager
@@ -260,9 +254,7 @@ class _Transform(FileRun):
             cleaned = [CleanedRegion(r.x, r.y, r.width, r.height, rule.name) for r in rule.regions]
         elif self.policy.ocr and PIXEL_DATA in dataset:
             image = decoded_image(dataset, self.name, "OCR")
-            found = text_in_pixels(
-                image.pixels, image.frames, image.samples, image.photometric, self.name
-            )
+            found = text_in_pixels(image, self.name)
             cleaned = [CleanedRegion(t.x, t.y, t.width, t.height, OCR_SOURCE) for t in found]
         if cleaned:
             self._clean_pixels(dataset, image, cleaned)
@@ -307,15 +299,16 @@ class _Transform(FileRun):
         signed = int(dataset.get("PixelRepresentation", 0) or 0) == 1
         blackout(pixels, regions, black_value(photometric, bits_stored, signed), image.frames)
         syntax = transfer_syntax(dataset)
-        if not syntax.is_little_endian:
-            output_syntax = syntax
-            stored = pixels.astype(pixels.dtype.newbyteorder(">"))
-        else:
+        if syntax.is_little_endian:
             native = not (syntax.is_compressed or syntax.is_deflated)
             output_syntax = syntax if native else ExplicitVRLittleEndian
-            stored = pixels.astype(pixels.dtype.newbyteorder("<"))
-        # 1-bit images are stored packed, 8 pixels a byte (PS3.5 8.1.1)
-        dataset.PixelData = pack_bits(pixels) if bits_allocated == 1 else stored.tobytes()
+        else:
+            output_syntax = syntax
+        if bits_allocated == 1:  # stored packed, 8 pixels a byte (PS3.5 8.1.1)
+            dataset.PixelData = pack_bits(pixels)
+        else:
+            order = "<" if syntax.is_little_endian else ">"
+            dataset.PixelData = pixels.astype(pixels.dtype.newbyteorder(order)).tobytes()
         element = dataset["PixelData"]
         element.VR = "OW" if pixels.dtype.itemsize > 1 else "OB"
         element.is_undefined_length = False  # native now, not encapsulated

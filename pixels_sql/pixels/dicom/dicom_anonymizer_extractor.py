@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pyspark.sql import functions as F
 
 from pixels_sql.deid.files import profile_of
-from pixels_sql.deid.profile import BASIC, Profile
+from pixels_sql.deid.profile import BASIC, OPTIONS, PRESETS, Profile, option_key
 from pixels_sql.deid.standard import read_profile
 from pixels_sql.io.paths import to_local_path
 from pixels_sql.pixels.dicom.extractors import LISTING_MESSAGE, LISTING_REASON, DicomMetaExtractor
@@ -170,7 +170,7 @@ class DicomAnonymizerExtractor(Transformer):
                 " dicom_deidentify_error(path) to check which files would fail"
             )
         chosen = [options] if isinstance(options, str) else [str(o) for o in options or ()]
-        if mode == "COMPLETE" and OCR_OPTION not in (o.strip().lower() for o in chosen):
+        if mode == "COMPLETE" and OCR_OPTION not in map(option_key, chosen):
             chosen.append(OCR_OPTION)
         # Checked now, as the function checks them before it reads a file: an unknown option
         # (or OCR without Tesseract) fails here instead of at the first action.
@@ -298,6 +298,12 @@ def destination_folder(catalog: Any, base: str | None) -> str:
     return os.path.realpath(os.path.abspath(os.path.expanduser(local)))
 
 
+# The options that keep attributes, and the presets, as the profile's registries name them.
+_KEEPING_OPTIONS = ", ".join(
+    [*(name for name in OPTIONS if name.startswith("retain_")), *(f"'{p}'" for p in PRESETS)]
+)
+
+
 def _check_encrypt_tags(encrypt_tags: Iterable[str] | None) -> None:
     """dbx.pixels' default (or none) is what the profile does anyway: the UIDs and the Patient
     ID get keyed replacements (the Accession Number is emptied); any other choice of
@@ -310,10 +316,7 @@ def _check_encrypt_tags(encrypt_tags: Iterable[str] | None) -> None:
             f"DicomAnonymizerExtractor(encrypt_tags={tuple(encrypt_tags or ())!r}): there is no"
             " format-preserving encryption here; every UID gets a keyed replacement (2.25.…)"
             " and the Patient ID and Name keyed pseudonyms, each other attribute its PS3.15"
-            " Basic Profile action; keep attributes with options=[...] (retain_uids,"
-            " retain_patient_characteristics, retain_device_identity,"
-            " retain_institution_identity, retain_longitudinal_full_dates,"
-            " retain_longitudinal_modified_dates, retain_safe_private, or 'tcia')"
+            f" Basic Profile action; keep attributes with options=[...] ({_KEEPING_OPTIONS})"
         )
 
 
