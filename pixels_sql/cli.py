@@ -585,13 +585,7 @@ def cmd_viewer_url(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from pixels_sql.servers.dicomweb.limits import DEFAULT_LIMITS
     from pixels_sql.servers.endpoint import ServeError, ServeOptions, serve
-
-    try:  # a wrong limit is told before Spark starts
-        DEFAULT_LIMITS.with_settings(args.http_limit)
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
 
     options = ServeOptions(
         run_command=_engine_command,
@@ -604,6 +598,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         master=args.master,
         ui=args.ui,
         allow_store=args.allow_store,
+        dicom_port=args.dicom_port,
+        ae_title=args.ae_title,
+        dicom_peers=args.dicom_peers,
+        dicom_tls=tuple(args.dicom_tls) if args.dicom_tls else None,
         database=args.database,
         http_limits=tuple(args.http_limit),
         auth=not args.no_auth,
@@ -629,6 +627,46 @@ def cmd_stop(args: argparse.Namespace) -> int:
         raise CliError(f"the server of {home} (pid {server.pid}) did not stop in time")
     print(f"pixels-sql: stopped the server of {home} (pid {server.pid})", file=sys.stderr)
     return 0
+
+
+def _check_store(args: argparse.Namespace) -> None:
+    """The peer's address, the AE title and what to send: said before any file is read."""
+    from pixels_sql.servers.dimse.peers import PeersError, check_ae_title, parse_address
+
+    try:
+        args.peer = parse_address(args.to)
+        args.ae_title = check_ae_title(args.ae_title)
+    except PeersError as exc:
+        raise CliError(str(exc)) from None
+    if bool(args.paths) == bool(args.where):
+        raise CliError(
+            "give the files or folders to send, or --where to send catalogued instances (not both)"
+        )
+
+
+def cmd_store(args: argparse.Namespace) -> int:
+    from pixels_sql.io.paths import to_local_path
+    from pixels_sql.servers.dimse.send import dicom_files, send_files
+
+    if args.where:
+        if not is_home(home_dir(args.home)):
+            raise CliError(f"no pixels-sql home at {home_dir(args.home)}: nothing catalogued")
+        with _home_session(args) as spark:
+            # The predicate is the home owner's own SQL, as `pixels-sql sql` runs it.
+            rows = spark.sql(
+                f"SELECT DISTINCT path FROM `{args.database}`.object_catalog"
+                f" WHERE deleted_at IS NULL AND meta IS NOT NULL AND ({args.where})"
+                " ORDER BY path"
+            ).collect()
+        files = [to_local_path(row.path) for row in rows]
+    else:
+        files = list(dicom_files(args.paths))
+    say = (lambda _text: None) if args.quiet else (lambda text: print(text, file=sys.stderr))
+    report = send_files(files, args.peer, calling_ae_title=args.ae_title, say=say)
+    for path, why in report.failed:
+        print(f"pixels-sql store: {path}: {why}", file=sys.stderr)
+    print(report.line())
+    return 1 if report.failed else 0
 
 
 def cmd_token(args: argparse.Namespace) -> int:
@@ -704,8 +742,13 @@ EXAMPLES: dict[str, list[str]] = {
     "serve": [
         "pixels-sql serve",
         "pixels-sql serve --allow-store --allow-path /data/dicom",
+        "pixels-sql serve --allow-store --dicom-port 11112 --dicom-peers peers.toml",
     ],
     "stop": ["pixels-sql stop"],
+    "store": [
+        "pixels-sql store /data/dicom/study1 --to ORTHANC@pacs.example.org:4242",
+        "pixels-sql store --where \"Modality = 'CT'\" --to ORTHANC@127.0.0.1:4242",
+    ],
     "token": ["pixels-sql token --reader"],
     "demo": ["pixels-sql demo --home /tmp/pixels-demo"],
 }
@@ -946,8 +989,36 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--allow-store",
         action="store_true",
-        help="accept STOW-RS: instances sent by DICOMweb clients are written to the home's"
-        " landing folder and catalogued (default: off, read-only)",
+        help="accept STOW-RS and C-STORE: instances sent by DICOMweb clients and DICOM peers"
+        " are written to the home's landing folder, searchable at once and catalogued"
+        " (default: off, read-only)",
+    )
+    serve.add_argument(
+        "--dicom-port",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="DICOM (DIMSE) port: C-ECHO, C-STORE (with --allow-store), C-FIND, C-MOVE, C-GET;"
+        f" e.g. {endpoint_defaults.DEFAULT_DICOM_PORT} (default: off); docs/dimse.md",
+    )
+    serve.add_argument(
+        "--ae-title",
+        default=endpoint_defaults.DEFAULT_AE_TITLE,
+        help="this server's AE title on the DICOM port"
+        f" (default: {endpoint_defaults.DEFAULT_AE_TITLE})",
+    )
+    serve.add_argument(
+        "--dicom-peers",
+        metavar="FILE",
+        help="a TOML file of [[peer]] ae_title/host/port: only these AEs may call the DICOM"
+        " port, and they are C-MOVE's destinations (default: any AE may call, no C-MOVE)",
+    )
+    serve.add_argument(
+        "--dicom-tls",
+        nargs=2,
+        metavar=("CERT", "KEY"),
+        help="DICOM over TLS (PS3.15 B.1) on the DICOM port, with this PEM certificate chain"
+        " and key",
     )
     serve.add_argument(
         "--http-limit",
@@ -1004,6 +1075,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop the home's engine or server (pixels-sql serve) and wait for it to end",
     )
     stop.set_defaults(handler=cmd_stop)
+
+    store = add(
+        "store",
+        [common],
+        help="send DICOM files, or catalogued instances, to a DICOM peer (C-STORE)",
+    )
+    store.add_argument("paths", nargs="*", metavar="PATH", help="files or folders to send")
+    store.add_argument(
+        "--to",
+        required=True,
+        metavar="AE@HOST:PORT",
+        help="the peer: its AE title, host and DICOM port, e.g. ORTHANC@127.0.0.1:4242",
+    )
+    store.add_argument(
+        "--where",
+        metavar="SQL",
+        help="send the catalog's live instances matching this predicate over object_catalog"
+        " (e.g. \"Modality = 'CT'\") instead of files",
+    )
+    store.add_argument(
+        "--database",
+        default=DEFAULT_DATABASE,
+        help=f"the catalog --where reads (default: {DEFAULT_DATABASE})",
+    )
+    store.add_argument(
+        "--ae-title",
+        default=endpoint_defaults.DEFAULT_AE_TITLE,
+        help=f"the calling AE title (default: {endpoint_defaults.DEFAULT_AE_TITLE})",
+    )
+    store.add_argument("--quiet", action="store_true", help="print only the summary and failures")
+    store.set_defaults(handler=cmd_store)
 
     token = add(
         "token",
@@ -1167,7 +1269,7 @@ def _engine_command(
 
 
 # Checks of a command's arguments that need no Spark and no home, run before either.
-PRECHECKS = {"deidentify": _check_deidentify}
+PRECHECKS = {"deidentify": _check_deidentify, "store": _check_store}
 
 # The command functions by name: what a command sent to the engine runs there.
 COMMANDS = {

@@ -66,8 +66,8 @@ def running_service(spark, folder: Path, landing: Path) -> Iterator[str]:
     spark.sql(f"DROP DATABASE IF EXISTS {DATABASE} CASCADE")
     ingest(spark, str(folder), DATABASE, thumbnails=False)
     port = free_port()
-    options = ServiceOptions(allow_store=True, landing=landing, viewer=viewer_dir())
-    server = start_dicomweb(spark, DATABASE, "127.0.0.1", port, options)
+    options = ServiceOptions(viewer=viewer_dir())
+    server = start_dicomweb(spark, DATABASE, "127.0.0.1", port, options, landing=landing)
     try:
         yield f"http://127.0.0.1:{port}/dicomweb"
     finally:

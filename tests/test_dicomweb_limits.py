@@ -31,6 +31,7 @@ from pixels_sql.servers.dicomweb.app import Application
 from pixels_sql.servers.dicomweb.limits import MIB, HttpLimits
 from pixels_sql.servers.dicomweb.server import DicomwebServer, start_dicomweb
 from pixels_sql.servers.dicomweb.service import ServiceOptions
+from pixels_sql.servers.intake import Intake
 from tests.conftest import copy_samples
 from tests.corpus import PYDICOM_TEST_FILES
 from tests.dicomweb_service import free_port, read
@@ -76,17 +77,20 @@ class Servers:
     def __init__(self, spark: Any, folder: Path, landing: Path, log_dir: Path) -> None:
         options = ServiceOptions(limits=LIMITS)
         self.read_only = start_dicomweb(spark, DATABASE, "127.0.0.1", free_port(), options)
-        store = ServiceOptions(allow_store=True, landing=landing, limits=LIMITS)
+        self.intake = Intake(self.read_only.app.index, landing)
+        store = ServiceOptions(intake=self.intake, limits=LIMITS)
         self.storing = DicomwebServer(
             Application(self.read_only.app.index, store), "127.0.0.1", free_port()
         )
         self.storing.start(log_dir=log_dir)
+        self.intake.start()
         self.url = f"http://127.0.0.1:{self.read_only.port}/dicomweb"
         self.store_url = f"http://127.0.0.1:{self.storing.port}/dicomweb"
         self.log = log_dir / "server.log"
 
     def stop(self) -> None:
         self.storing.stop()
+        self.intake.stop()
         self.read_only.stop()
 
 

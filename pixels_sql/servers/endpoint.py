@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from pixels_sql.home import HomeLock, home_dir
+from pixels_sql.servers.dimse.peers import DEFAULT_AE_TITLE, DEFAULT_DICOM_PORT
 from pixels_sql.servers.discovery import ServerInfo, is_listening, remove_state
 from pixels_sql.servers.engine import EngineSocket, RunCommand
 from pixels_sql.session import jar_path
@@ -27,7 +28,12 @@ from pixels_sql.session import jar_path
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
+    from pixels_sql.servers.dicomweb.index import CatalogIndex
     from pixels_sql.servers.dicomweb.server import DicomwebServer
+    from pixels_sql.servers.dimse.server import DimseOptions, DimseServer
+    from pixels_sql.servers.intake import Intake
+
+__all__ = ["DEFAULT_AE_TITLE", "DEFAULT_DICOM_PORT"]
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_JDBC_PORT = 10000
@@ -49,7 +55,11 @@ class ServeOptions:
     http_port: int = DEFAULT_HTTP_PORT  # DICOMweb (/dicomweb) and the viewer
     master: str = "local[*]"
     ui: bool = False
-    allow_store: bool = False  # STOW-RS: clients may send instances into the home
+    allow_store: bool = False  # STOW-RS and C-STORE: clients may send instances into the home
+    dicom_port: int = 0  # DIMSE (servers/dimse/); 0: off
+    ae_title: str = DEFAULT_AE_TITLE
+    dicom_peers: str | None = None  # the peers file (servers/dimse/peers.py)
+    dicom_tls: tuple[str, str] | None = None  # PEM certificate chain and key: DICOM over TLS
     database: str = "pixels"  # the catalog DICOMweb serves
     http_limits: tuple[str, ...] = ()  # NAME=VALUE settings of DICOMweb's HttpLimits
     auth: bool = True  # JDBC and Spark Connect clients need a secret (--no-auth: not)
@@ -176,30 +186,75 @@ class Endpoints:
         self.spark.stop()
 
 
-def _start_web(spark: SparkSession, home: Path, options: ServeOptions) -> DicomwebServer:
+def _start_web(
+    spark: SparkSession,
+    options: ServeOptions,
+    index: CatalogIndex,
+    intake: Intake | None,
+) -> DicomwebServer:
     from pixels_sql.servers.dicomweb.limits import DEFAULT_LIMITS
     from pixels_sql.servers.dicomweb.server import start_dicomweb
     from pixels_sql.servers.dicomweb.service import ServiceOptions
-    from pixels_sql.servers.dicomweb.stow import landing_folder
     from pixels_sql.servers.viewer import viewer_dir
 
-    try:
-        limits = DEFAULT_LIMITS.with_settings(list(options.http_limits))
-    except ValueError as exc:
-        raise ServeError(str(exc)) from None
     service_options = ServiceOptions(
-        allow_store=options.allow_store,
-        landing=landing_folder(home),
+        intake=intake,
         viewer=viewer_dir(),
-        limits=limits,
+        limits=DEFAULT_LIMITS.with_settings(list(options.http_limits)),
     )
-    return start_dicomweb(spark, options.database, options.host, options.http_port, service_options)
+    return start_dicomweb(
+        spark, options.database, options.host, options.http_port, service_options, index=index
+    )
+
+
+def dimse_options(home: Path, options: ServeOptions) -> DimseOptions:
+    """The DIMSE service's options, checked (a peers file, an AE title, TLS files): ServeError
+    before Spark starts."""
+    import ssl
+
+    from pixels_sql.servers.dimse.peers import PeersError, check_ae_title, load_peers
+    from pixels_sql.servers.dimse.server import DimseOptions
+
+    try:
+        title = check_ae_title(options.ae_title)
+        peers = load_peers(Path(options.dicom_peers)) if options.dicom_peers else None
+    except PeersError as exc:
+        raise ServeError(str(exc)) from None
+    tls = None
+    if options.dicom_tls is not None:
+        certificate, key = options.dicom_tls
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            tls.load_cert_chain(certificate, key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ServeError(f"--dicom-tls: cannot load {certificate} and {key}: {exc}") from None
+    return DimseOptions(
+        host=options.host,
+        port=options.dicom_port,
+        ae_title=title,
+        peers=peers,
+        tls=tls,
+        log_dir=home / "logs",
+    )
+
+
+def _start_dimse(
+    index: CatalogIndex, intake: Intake | None, options: DimseOptions, http_limits: list[str]
+) -> DimseServer:
+    from pixels_sql.servers.dicomweb.limits import DEFAULT_LIMITS
+    from pixels_sql.servers.dicomweb.service import Service, ServiceOptions
+    from pixels_sql.servers.dimse.server import DimseServer
+
+    service = Service(index, ServiceOptions(limits=DEFAULT_LIMITS.with_settings(http_limits)))
+    server = DimseServer(service, intake, options)
+    server.start()
+    return server
 
 
 def _guard_clients(spark: SparkSession, home: Path, options: ServeOptions, out: TextIO) -> None:
     """Turn on ClientGuard (docs/security.md) before any client can connect: the secrets,
     the allowed roots, whether clients may send code."""
-    from pixels_sql.servers.dicomweb.stow import landing_folder
+    from pixels_sql.servers.intake import landing_folder
     from pixels_sql.servers.secrets import ROOTS_FILE, SECRETS_FILE, ensure_secrets
 
     guard = spark._jvm.pixelssql.ClientGuard
@@ -269,6 +324,9 @@ def _ready_line(info: ServerInfo, options: ServeOptions, folder: Path) -> str:
         parts.append(f"DICOMweb {info.dicomweb_url}{store}")
         if viewer_dir() is not None:
             parts.append(f"viewer {info.http_url}/viewer")
+    if options.dicom_port:
+        store = " (store on)" if options.allow_store else ""
+        parts.append(f"DICOM {options.ae_title}@{options.host}:{options.dicom_port}{store}")
     if options.run_command is not None:
         idle = f", stops after {options.idle_timeout:.0f} s idle" if options.idle_timeout else ""
         parts.append(f"engine of the pixels-sql commands{idle}")
@@ -291,9 +349,18 @@ def serve(
         (options.jdbc_port, "--jdbc-port"),
         (options.connect_port, "--connect-port"),
         (options.http_port, "--http-port"),
+        (options.dicom_port, "--dicom-port"),
     ]:
         if port:  # 0: that endpoint is off
             _check_free(options.host, port, flag)
+    dimse = dimse_options(folder, options) if options.dicom_port else None
+    if options.http_limits:
+        from pixels_sql.servers.dicomweb.limits import DEFAULT_LIMITS
+
+        try:
+            DEFAULT_LIMITS.with_settings(list(options.http_limits))
+        except ValueError as exc:
+            raise ServeError(str(exc)) from None
     stop = threading.Event()
 
     def stop_on_signals() -> dict[int, object]:
@@ -324,14 +391,40 @@ def serve(
             stop_on_signals()
             endpoints = Endpoints(spark, options)
             web = None
+            dicom = None
             engine = None
+            intake = None
+            index_stop = threading.Event()
+            index_keeper = None
             try:
                 _guard_clients(spark, folder, options, out)
                 endpoints.start()
-                if options.http_port:
-                    web = _start_web(spark, folder, options)
-                    # The index's session reads and, after STOW-RS, ingests: the server's own.
-                    spark._jvm.pixelssql.ClientGuard.trust(web.app.index.spark._jsparkSession)
+                if options.http_port or dimse is not None:
+                    from pixels_sql.servers.dicomweb.index import CatalogIndex
+                    from pixels_sql.servers.dicomweb.server import REFRESH_SECONDS
+                    from pixels_sql.servers.intake import Intake, landing_folder
+
+                    # One index and one intake for DICOMweb and DIMSE: an instance stored by
+                    # either is found by both.
+                    index = CatalogIndex(spark.newSession(), options.database)
+                    # The index's session reads and, after a store, ingests: the server's own.
+                    spark._jvm.pixelssql.ClientGuard.trust(index.spark._jsparkSession)
+                    index.refresh(force=True)
+                    index_keeper = threading.Thread(
+                        target=index.keep_fresh,
+                        args=(index_stop, REFRESH_SECONDS),
+                        name="catalog-index",
+                        daemon=True,
+                    )
+                    index_keeper.start()
+                    if options.allow_store:
+                        intake = Intake(index, landing_folder(folder))
+                    if options.http_port:
+                        web = _start_web(spark, options, index, intake)
+                    if dimse is not None:
+                        dicom = _start_dimse(index, intake, dimse, list(options.http_limits))
+                    if intake is not None:
+                        intake.start()
                 info = ServerInfo(
                     pid=os.getpid(),
                     host=options.host,
@@ -365,8 +458,15 @@ def serve(
                 remove_state(folder, os.getpid())
                 if engine is not None:
                     engine.stop()
+                if dicom is not None:
+                    dicom.stop()
                 if web is not None:
                     web.stop()
+                if intake is not None:
+                    intake.stop()
+                index_stop.set()
+                if index_keeper is not None:
+                    index_keeper.join(timeout=10)
                 endpoints.stop()
         print("pixels-sql serve: stopped", file=out, flush=True)
         return 0

@@ -20,11 +20,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import sqlite3
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,7 @@ from pixels_sql.dicom.attributes import (
     qido_attributes,
     quoted,
 )
+from pixels_sql.dicom.typed import Malformed, date_value
 from pixels_sql.servers.dicomweb.query import Level, Match, MatchKind, Search
 
 if TYPE_CHECKING:
@@ -139,6 +141,66 @@ def catalog_query(database: str) -> str:
     """
 
 
+# The catalog's INT columns (SeriesNumber, InstanceNumber): try_variant_get(..., 'int').
+_INT = range(-(2**31), 2**31)
+_INTEGER_TEXT = re.compile(r"\s*[+-]?[0-9]+\s*")
+
+
+def _int_text(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str) and _INTEGER_TEXT.fullmatch(value):
+        value = int(value)
+    return str(value) if isinstance(value, int) and value in _INT else None
+
+
+def column_text(attribute: Attribute, model: Mapping[str, Any]) -> str | None:
+    """The index column of ``attribute`` from a header's DICOM JSON model, as
+    :func:`~pixels_sql.dicom.attributes.column_text_sql` makes it from the catalog (a DATE
+    column's text YYYYMMDD, NULL where the catalog's column is NULL): the index of an instance
+    received over the network before the catalog holds it (tests/test_intake.py holds the two
+    equal on the corpus)."""
+    element = model.get(attribute.hex)
+    values = element.get("Value") if isinstance(element, dict) else None
+    if not values:
+        return None
+    first = values[0]
+    if attribute.vr.startswith("PN"):
+        first = first.get("Alphabetic") if isinstance(first, dict) else None
+    if first is None or isinstance(first, dict | list):
+        return None
+    kind = attribute.column.sql_type if attribute.column is not None else "STRING"
+    if kind == "DATE":
+        try:
+            return date_value(first).replace("-", "") if isinstance(first, str) else None
+        except Malformed:
+            return None
+    if kind == "INT":
+        return _int_text(first)
+    return str(first)
+
+
+def _json_object(model: Mapping[str, Any], tags: Iterable[str]) -> str:
+    """:func:`_json_object_sql` over a DICOM JSON model."""
+    return json.dumps({tag: model[tag] for tag in tags if tag in model}, separators=(",", ":"))
+
+
+def index_row(model: Mapping[str, Any], path: str, length: int, modified_ms: int) -> dict[str, Any]:
+    """The row :func:`catalog_query` gives for an instance, from its header's DICOM JSON model:
+    what the index holds of an instance received before the catalog has it."""
+    return {
+        "path": path,
+        "length": length,
+        "modified_ms": modified_ms,
+        **{a.keyword: column_text(a, model) for level in QIDO_LEVELS for a in _READ[level]},
+        "study_json": _json_object(model, STUDY_TAGS),
+        "series_json": _json_object(model, SERIES_TAGS),
+        "instance_json": _json_object(model, INSTANCE_TAGS),
+    }
+
+
 def _first_json(rows: list[dict[str, Any]], key: str) -> str | None:
     return next((row[key] for row in rows if row[key] is not None), None)
 
@@ -154,6 +216,7 @@ class Instance:
     length: int
     modified_ms: int
     transfer_syntax: str | None
+    sop_class_uid: str | None = None
 
 
 def _order(number: str | None) -> int:
@@ -179,35 +242,37 @@ def _insert(connection: sqlite3.Connection, table: str, rows: list[dict[str, Any
     )
 
 
-def build_database(rows: Iterable[dict[str, Any]]) -> sqlite3.Connection:
-    """An SQLite database of the index from the catalog query's rows."""
+def _instance_record(r: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "study_uid": r["StudyInstanceUID"],
+        "series_uid": r["SeriesInstanceUID"],
+        **_read_columns("instance", r),
+        "instance_order": _order(r["InstanceNumber"]),
+        "path": r["path"],
+        "length": r["length"],
+        "modified_ms": r["modified_ms"],
+        "json": r["instance_json"],
+    }
+
+
+def build_database(
+    rows: Iterable[dict[str, Any]], received: Iterable[dict[str, Any]] = ()
+) -> sqlite3.Connection:
+    """An SQLite database of the index from the catalog query's rows, and the rows of
+    instances ``received`` over the network that the catalog may not hold yet (each replaces
+    the catalog's row of its SOP Instance UID: it is the newer)."""
     connection = sqlite3.connect(":memory:", check_same_thread=False)
     connection.executescript(SCHEMA)
     # One row per SOP Instance UID (the served copy); in path order, as the views' first().
     instances = {row["SOPInstanceUID"]: row for row in sorted(rows, key=lambda r: r["path"])}
+    instances.update((row["SOPInstanceUID"], row) for row in received)
     by_series: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for row in instances.values():
         by_series[(row["StudyInstanceUID"], row["SeriesInstanceUID"])].append(row)
     by_study: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for key in by_series:
         by_study[key[0]].append(key)
-    _insert(
-        connection,
-        "instances",
-        [
-            {
-                "study_uid": r["StudyInstanceUID"],
-                "series_uid": r["SeriesInstanceUID"],
-                **_read_columns("instance", r),
-                "instance_order": _order(r["InstanceNumber"]),
-                "path": r["path"],
-                "length": r["length"],
-                "modified_ms": r["modified_ms"],
-                "json": r["instance_json"],
-            }
-            for r in instances.values()
-        ],
-    )
+    _insert(connection, "instances", [_instance_record(r) for r in instances.values()])
     series_rows = []
     for (study_uid, _series_uid), members in by_series.items():
         series_rows.append(
@@ -222,12 +287,10 @@ def build_database(rows: Iterable[dict[str, Any]]) -> sqlite3.Connection:
     study_rows = []
     for series_keys in by_study.values():
         members = [row for key in series_keys for row in by_series[key]]
-        modalities = sorted({m["Modality"] for m in members if m["Modality"]})
         study_rows.append(
             {
                 **_read_columns("study", members[0]),
-                # ModalitiesInStudy, backslash-joined as a DICOM multi-value (PS3.5 6.4).
-                "modalities": "\\".join(modalities),
+                "modalities": _modalities(m["Modality"] for m in members),
                 "n_series": len(series_keys),
                 "n_instances": len(members),
                 "json": _first_json(members, "study_json"),
@@ -236,6 +299,60 @@ def build_database(rows: Iterable[dict[str, Any]]) -> sqlite3.Connection:
     _insert(connection, "studies", study_rows)
     connection.commit()
     return connection
+
+
+def _modalities(values: Iterable[str | None]) -> str:
+    """ModalitiesInStudy, backslash-joined as a DICOM multi-value (PS3.5 6.4)."""
+    return "\\".join(sorted({value for value in values if value}))
+
+
+def put_instance(connection: sqlite3.Connection, row: dict[str, Any]) -> None:
+    """Put one instance (a catalog query row) into an index database, replacing the instance
+    of its SOP Instance UID, and bring its series' and study's counts and ModalitiesInStudy
+    up to date, as :func:`build_database` would have made them."""
+    sop = row["SOPInstanceUID"]
+    touched = {(row["StudyInstanceUID"], row["SeriesInstanceUID"])}
+    before = connection.execute(
+        "SELECT study_uid, series_uid FROM instances WHERE sop_uid = ?", [sop]
+    ).fetchone()
+    if before is not None:
+        touched.add(tuple(before))
+        connection.execute("DELETE FROM instances WHERE sop_uid = ?", [sop])
+    _insert(connection, "instances", [_instance_record(row)])
+    study_uid, series_uid = row["StudyInstanceUID"], row["SeriesInstanceUID"]
+    if not connection.execute(
+        "SELECT 1 FROM series WHERE study_uid = ? AND series_uid = ?", [study_uid, series_uid]
+    ).fetchone():
+        series = {"study_uid": study_uid, **_read_columns("series", row), "n_instances": 0}
+        _insert(connection, "series", [{**series, "json": row["series_json"]}])
+    if not connection.execute("SELECT 1 FROM studies WHERE study_uid = ?", [study_uid]).fetchone():
+        study = {**_read_columns("study", row), "modalities": "", "n_series": 0, "n_instances": 0}
+        _insert(connection, "studies", [{**study, "json": row["study_json"]}])
+    for study_key, series_key in touched:
+        connection.execute(
+            "UPDATE series SET n_instances = (SELECT count(*) FROM instances"
+            " WHERE study_uid = ?1 AND series_uid = ?2) WHERE study_uid = ?1 AND series_uid = ?2",
+            [study_key, series_key],
+        )
+        connection.execute(
+            "DELETE FROM series WHERE study_uid = ? AND series_uid = ? AND n_instances = 0",
+            [study_key, series_key],
+        )
+    for study_key in {study for study, _ in touched}:
+        modalities = connection.execute(
+            "SELECT modality FROM series WHERE study_uid = ?", [study_key]
+        ).fetchall()
+        connection.execute(
+            "UPDATE studies SET modalities = ?2,"
+            " n_series = (SELECT count(*) FROM series WHERE study_uid = ?1),"
+            " n_instances = (SELECT count(*) FROM instances WHERE study_uid = ?1)"
+            " WHERE study_uid = ?1",
+            [study_key, _modalities(m for (m,) in modalities)],
+        )
+        connection.execute(
+            "DELETE FROM studies WHERE study_uid = ? AND n_instances = 0", [study_key]
+        )
+    connection.commit()
 
 
 def _escape_like(text: str) -> str:
@@ -308,7 +425,10 @@ _SEARCH_SQL = {
 
 
 class CatalogIndex:
-    """The current index, rebuilt from a database's ``object_catalog`` when it changes."""
+    """The current index, rebuilt from a database's ``object_catalog`` when it changes, with
+    the instances received over the network (servers/intake.py) put in the moment they land:
+    each is kept over rebuilds until the catalog holds its file as received (same path and
+    modification time)."""
 
     def __init__(self, spark: SparkSession, database: str) -> None:
         self.spark = spark
@@ -316,6 +436,7 @@ class CatalogIndex:
         self._connection = build_database([])
         self._lock = threading.Lock()
         self._partitions: tuple[str, ...] | None = None
+        self._received: dict[str, dict[str, Any]] = {}
         self.built_at = 0.0
         self.build_seconds = 0.0
 
@@ -324,6 +445,18 @@ class CatalogIndex:
             return ()
         rows = self.spark.sql(f"SHOW PARTITIONS `{self.database}`.object_catalog").collect()
         return tuple(sorted(row[0] for row in rows))
+
+    def add(self, row: dict[str, Any]) -> None:
+        """Put an instance received over the network (an :func:`index_row`) into the index now,
+        before the catalog holds it."""
+        with self._lock:
+            self._received[row["SOPInstanceUID"]] = row
+            put_instance(self._connection, row)
+
+    def waiting(self) -> int:
+        """How many received instances the catalog does not hold yet (as received)."""
+        with self._lock:
+            return len(self._received)
 
     def refresh(self, force: bool = False) -> bool:
         """Rebuild if the catalog's partitions changed (or ``force``); whether it rebuilt."""
@@ -353,14 +486,45 @@ class CatalogIndex:
             # from the driver's block manager (TaskResultLost) on a small driver.
             frame = self.spark.sql(catalog_query(self.database))
             rows = [row.asDict() for row in frame.toLocalIterator(prefetchPartitions=True)]
-        connection = build_database(rows)
+        held = {(row["SOPInstanceUID"], row["path"], row["modified_ms"]) for row in rows}
         with self._lock:
+            received = dict(self._received)
+        connection = build_database(rows, received.values())
+        with self._lock:
+            # What the catalog now holds as it was received needs no keeping; what arrived
+            # while the database was built goes into it now.
+            for sop, row in list(self._received.items()):
+                if (sop, row["path"], row["modified_ms"]) in held:
+                    del self._received[sop]
+                elif received.get(sop) is not row:
+                    put_instance(connection, row)
             previous, self._connection = self._connection, connection
             self._partitions = partitions
         previous.close()
         self.built_at = time.time()
         self.build_seconds = time.monotonic() - started
         return True
+
+    def keep_fresh(self, stop: threading.Event, every: float) -> None:
+        """Check the catalog for new partitions every ``every`` seconds until ``stop``, and
+        rebuild when it has some (a thread's loop)."""
+        failures = 0
+        while not stop.wait(every):
+            try:
+                self.refresh()
+            except Exception:
+                # A catalog being rewritten by a run: the index keeps serving its last copy and
+                # tries again at the next tick (a failed build leaves the partitions it saw
+                # unrecorded, so the next tick rebuilds). The traceback once per failure series.
+                failures += 1
+                if failures == 1:
+                    log.warning("DICOMweb index refresh failed; retrying", exc_info=True)
+                else:
+                    log.warning("DICOMweb index refresh failed again (%d in a row)", failures)
+                continue
+            if failures:
+                log.warning("DICOMweb index refresh recovered after %d failures", failures)
+                failures = 0
 
     def _query(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
         with self._lock:
@@ -391,7 +555,8 @@ class CatalogIndex:
     ) -> list[Instance]:
         """The catalogued instances of a study, series or one instance, in series order."""
         sql = (
-            "SELECT study_uid, series_uid, sop_uid, path, length, modified_ms, transfer_syntax"
+            "SELECT study_uid, series_uid, sop_uid, path, length, modified_ms, transfer_syntax,"
+            " sop_class_uid"
             " FROM instances WHERE study_uid = ?"
         )
         params: list[Any] = [study_uid]
@@ -407,7 +572,8 @@ class CatalogIndex:
     def instance(self, sop_uid: str) -> Instance | None:
         """The served copy of an instance by its SOP Instance UID alone (any study)."""
         rows = self._query(
-            "SELECT study_uid, series_uid, sop_uid, path, length, modified_ms, transfer_syntax"
+            "SELECT study_uid, series_uid, sop_uid, path, length, modified_ms, transfer_syntax,"
+            " sop_class_uid"
             " FROM instances WHERE sop_uid = ?",
             [sop_uid],
         )

@@ -1,4 +1,6 @@
-"""QIDO-RS (PS3.18 10.6): search for studies, series and instances in the catalog.
+"""QIDO-RS (PS3.18 10.6): search for studies, series and instances in the catalog. The
+``find_*`` functions make the results of a parsed search; C-FIND (servers/dimse/find.py) calls
+them too, so both protocols match and answer alike.
 
 Results come from the service's index (index.py); attributes asked for with ``includefield``
 that the index does not hold are read from a catalogued file's header with dicom_meta's reader.
@@ -10,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from pixels_sql.servers.dicomweb.http import Request, Response, json_response
 from pixels_sql.servers.dicomweb.index import element_json
-from pixels_sql.servers.dicomweb.query import Level, check_uid, parse_search
+from pixels_sql.servers.dicomweb.query import Level, Search, check_uid, parse_search
 
 if TYPE_CHECKING:
     from pixels_sql.servers.dicomweb.service import Service
@@ -43,45 +45,42 @@ def _study(row: tuple[Any, ...], base: str) -> dict[str, Any]:
     return result
 
 
-def search_studies(service: Service, request: Request) -> Response:
-    search = parse_search(Level.STUDY, request.query, service.limits)
+def find_studies(service: Service, search: Search, base: str) -> list[dict[str, Any]]:
+    """The results of a study search (DICOM JSON, one per study): QIDO-RS's and C-FIND's."""
     rows = service.index.search(search)
-    results = [_study(row, request.base_url) for row in rows]
-    service.include_fields(
-        search, results, [(row[0], None, None) for row in rows], request.base_url
-    )
-    return json_response([_sorted(r) for r in results], warnings=search.warnings)
+    results = [_study(row, base) for row in rows]
+    service.include_fields(search, results, [(row[0], None, None) for row in rows], base)
+    return [_sorted(r) for r in results]
 
 
-def search_series(service: Service, request: Request, study: str | None = None) -> Response:
-    if study is not None:
-        check_uid(study)
-    search = parse_search(Level.SERIES, request.query, service.limits)
+def find_series(
+    service: Service, search: Search, base: str, study: str | None = None
+) -> list[dict[str, Any]]:
+    """The results of a series search, in ``study`` or in all studies."""
     rows = service.index.search(search, study_uid=study)
     results = []
     for row in rows:
         study_uid, series_uid, text, n_instances = row[:4]
         result = element_json(text)
         if study is None:  # all series: their studies' attributes too (PS3.18 10.6.3.3.2)
-            result = {**_study((study_uid, *row[4:]), request.base_url), **result}
+            result = {**_study((study_uid, *row[4:]), base), **result}
         result["0020000D"] = _uids(study_uid)
         result["00080056"] = _ONLINE
-        result["00081190"] = _url(f"{request.base_url}/studies/{study_uid}/series/{series_uid}")
+        result["00081190"] = _url(f"{base}/studies/{study_uid}/series/{series_uid}")
         result["00201209"] = _count(n_instances)
         results.append(result)
-    service.include_fields(
-        search, results, [(row[0], row[1], None) for row in rows], request.base_url
-    )
-    return json_response([_sorted(r) for r in results], warnings=search.warnings)
+    service.include_fields(search, results, [(row[0], row[1], None) for row in rows], base)
+    return [_sorted(r) for r in results]
 
 
-def search_instances(
-    service: Service, request: Request, study: str | None = None, series: str | None = None
-) -> Response:
-    for uid in (study, series):
-        if uid is not None:
-            check_uid(uid)
-    search = parse_search(Level.INSTANCE, request.query, service.limits)
+def find_instances(
+    service: Service,
+    search: Search,
+    base: str,
+    study: str | None = None,
+    series: str | None = None,
+) -> list[dict[str, Any]]:
+    """The results of an instance search, in ``study`` and ``series`` or across them."""
     rows = service.index.search(search, study_uid=study, series_uid=series)
     results = []
     for row in rows:
@@ -91,20 +90,43 @@ def search_instances(
             result = {**element_json(series_text), **result}
             result["00201209"] = _count(n_series_instances)
         if study is None:
-            result = {**_study((study_uid, *row[7:]), request.base_url), **result}
+            result = {**_study((study_uid, *row[7:]), base), **result}
         result["0020000D"] = _uids(study_uid)
         result["0020000E"] = _uids(series_uid)
         result["00080056"] = _ONLINE
         if syntax:
             result["00083002"] = _uids(syntax)  # AvailableTransferSyntaxUID: as stored
         result["00081190"] = _url(
-            f"{request.base_url}/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"
+            f"{base}/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"
         )
         results.append(result)
-    service.include_fields(
-        search, results, [(row[0], row[1], row[2]) for row in rows], request.base_url
-    )
-    return json_response([_sorted(r) for r in results], warnings=search.warnings)
+    service.include_fields(search, results, [(row[0], row[1], row[2]) for row in rows], base)
+    return [_sorted(r) for r in results]
+
+
+def search_studies(service: Service, request: Request) -> Response:
+    search = parse_search(Level.STUDY, request.query, service.limits)
+    results = find_studies(service, search, request.base_url)
+    return json_response(results, warnings=search.warnings)
+
+
+def search_series(service: Service, request: Request, study: str | None = None) -> Response:
+    if study is not None:
+        check_uid(study)
+    search = parse_search(Level.SERIES, request.query, service.limits)
+    results = find_series(service, search, request.base_url, study)
+    return json_response(results, warnings=search.warnings)
+
+
+def search_instances(
+    service: Service, request: Request, study: str | None = None, series: str | None = None
+) -> Response:
+    for uid in (study, series):
+        if uid is not None:
+            check_uid(uid)
+    search = parse_search(Level.INSTANCE, request.query, service.limits)
+    results = find_instances(service, search, request.base_url, study, series)
+    return json_response(results, warnings=search.warnings)
 
 
 def _sorted(result: dict[str, Any]) -> dict[str, Any]:

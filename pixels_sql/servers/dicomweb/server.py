@@ -8,6 +8,7 @@ handler here reopens it when it does).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import logging.handlers
 import resource
@@ -101,15 +102,19 @@ def spark_log_dir(spark: SparkSession) -> Path | None:
 
 @dataclass
 class DicomwebServer:
-    """The running service; :meth:`stop` ends both threads."""
+    """The running service; :meth:`stop` ends its threads. ``refresh_index``: it keeps the
+    index in step with the catalog (False: the index's owner does, e.g. ``pixels-sql serve``,
+    whose DIMSE service shares it)."""
 
     app: Application
     host: str
     port: int
+    refresh_index: bool = True
     _http: object = None
     _threads: tuple[threading.Thread, ...] = ()
     _stop: threading.Event | None = None
     _log_file: Path | None = None
+    owns_intake: bool = False
 
     def start(self, ready_timeout: float = 60.0, log_dir: Path | None = None) -> None:
         import uvicorn
@@ -145,34 +150,19 @@ class DicomwebServer:
         self._stop = threading.Event()
         http = threading.Thread(target=server.run, name="dicomweb-http", daemon=True)
         refresher = threading.Thread(target=self._refresh_loop, name="dicomweb-index", daemon=True)
-        self._threads = (http, refresher)
+        self._threads = (http, refresher) if self.refresh_index else (http,)
         http.start()
         deadline = time.monotonic() + ready_timeout
         while not server.started:
             if not http.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError(f"the DICOMweb service did not start on {self.host}:{self.port}")
             time.sleep(0.05)
-        refresher.start()
+        if self.refresh_index:
+            refresher.start()
 
     def _refresh_loop(self) -> None:
         assert self._stop is not None
-        failures = 0
-        while not self._stop.wait(REFRESH_SECONDS):
-            try:
-                self.app.index.refresh()
-            except Exception:
-                # A catalog being rewritten by a run: the index keeps serving its last copy and
-                # tries again at the next tick (a failed build leaves the partitions it saw
-                # unrecorded, so the next tick rebuilds). The traceback once per failure series.
-                failures += 1
-                if failures == 1:
-                    log.warning("DICOMweb index refresh failed; retrying", exc_info=True)
-                else:
-                    log.warning("DICOMweb index refresh failed again (%d in a row)", failures)
-                continue
-            if failures:
-                log.warning("DICOMweb index refresh recovered after %d failures", failures)
-                failures = 0
+        self.app.index.keep_fresh(self._stop, REFRESH_SECONDS)
 
     def stop(self) -> None:
         if self._stop is not None:
@@ -182,17 +172,46 @@ class DicomwebServer:
         for thread in self._threads:
             thread.join(timeout=10)
         self.app.close()
+        intake = self.app.options.intake
+        if intake is not None and self.owns_intake:
+            intake.stop()
         if self._log_file is not None:
             stop_logging_to_file(self._log_file)
             self._log_file = None
 
 
 def start_dicomweb(
-    spark: SparkSession, database: str, host: str, port: int, options: ServiceOptions
+    spark: SparkSession,
+    database: str,
+    host: str,
+    port: int,
+    options: ServiceOptions,
+    *,
+    landing: Path | None = None,
+    index: CatalogIndex | None = None,
 ) -> DicomwebServer:
-    """Build the index from ``database`` and serve it on ``host:port`` under /dicomweb."""
-    index = CatalogIndex(spark.newSession(), database)
-    index.refresh(force=True)
-    server = DicomwebServer(Application(index, options), host, port)
+    """Serve ``database``'s index on ``host:port`` under /dicomweb: ``index``, kept fresh by
+    its owner, or one of the server's own; ``landing``: STOW-RS on, into that landing folder
+    (with an intake of the server's own)."""
+    own_index = index is None
+    if index is None:
+        index = CatalogIndex(spark.newSession(), database)
+        index.refresh(force=True)
+    owns_intake = False
+    if landing is not None and options.intake is None:
+        from pixels_sql.servers.intake import Intake
+
+        options = dataclasses.replace(options, intake=Intake(index, landing))
+        owns_intake = True
+    server = DicomwebServer(
+        Application(index, options),
+        host,
+        port,
+        refresh_index=own_index,
+        owns_intake=owns_intake,
+    )
     server.start(log_dir=spark_log_dir(spark))
+    if owns_intake:
+        assert options.intake is not None
+        options.intake.start()
     return server

@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import os
-import threading
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -26,18 +23,21 @@ from pixels_sql.servers.dicomweb.query import Search
 if TYPE_CHECKING:
     from pathlib import Path
 
-log = logging.getLogger("pixels_sql.dicomweb")
+    from pixels_sql.servers.intake import Intake
 
-# First wait before a failed landing ingest is tried again (doubling, at most a minute).
-LANDING_RETRY_SECONDS = 5.0
+log = logging.getLogger("pixels_sql.dicomweb")
 
 
 @dataclass
 class ServiceOptions:
-    allow_store: bool = False
-    landing: Path | None = None  # where STOW-RS writes instances (the home's landing folder)
+    # Where STOW-RS hands the instances it is sent (servers/intake.py); None: storing is off.
+    intake: Intake | None = None
     viewer: Path | None = None  # the OHIF build served at / (viewer.py), None: not installed
     limits: HttpLimits = field(default_factory=lambda: DEFAULT_LIMITS)
+
+    @property
+    def allow_store(self) -> bool:
+        return self.intake is not None
 
 
 class Service:
@@ -47,9 +47,6 @@ class Service:
         self.index = index
         self.options = options
         self.limits = options.limits
-        self._landing_pending = threading.Event()
-        self._cataloguer_lock = threading.Lock()
-        self._cataloguer: threading.Thread | None = None
 
     # -- the catalogued files ---------------------------------------------------------------
 
@@ -119,58 +116,6 @@ class Service:
             for tag in missing:
                 if tag in header:
                     result[tag] = header[tag]
-
-    def schedule_cataloguing(self) -> None:
-        """Have the landing folder (STOW-RS) ingested in the background, soon: a store answers
-        once its files are written (an ingest run takes longer than clients wait, 20 s for
-        dicomweb-client); stores that arrive during a run are taken by the next one."""
-        self._landing_pending.set()
-        with self._cataloguer_lock:
-            if self._cataloguer is None or not self._cataloguer.is_alive():
-                self._cataloguer = threading.Thread(
-                    target=self._catalogue_pending, name="dicomweb-stow-ingest", daemon=True
-                )
-                self._cataloguer.start()
-
-    def _catalogue_pending(self) -> None:
-        failures = 0
-        while self._landing_pending.is_set():
-            self._landing_pending.clear()
-            try:
-                self.catalogue_landing()
-                failures = 0
-            except Exception:
-                # The files stay in the landing folder: try again, later each time, until a
-                # run takes them (every acknowledged instance must reach the catalog).
-                failures += 1
-                delay = min(LANDING_RETRY_SECONDS * 2 ** (failures - 1), 60.0)
-                log.exception(
-                    "ingesting the STOW-RS landing folder failed (attempt %d); again in %.0f s",
-                    failures,
-                    delay,
-                )
-                self._landing_pending.set()
-                time.sleep(delay)
-
-    def catalogue_landing(self) -> None:
-        """Ingest the landing folder (STOW-RS) and bring the index up to date. Holds the
-        home's writer lock, waiting as long as another run (a CLI ingest) writes."""
-        from pixels_sql.ingest import ingest
-        from pixels_sql.tables import writing
-
-        assert self.options.landing is not None
-        with writing(
-            self.index.spark,
-            holder="pixels-sql serve (STOW-RS landing ingest)",
-            wait=math.inf,
-            say=log.warning,
-        ):
-            # Without thumbnails: `pixels-sql ingest` of the landing folder renders them, and
-            # the thumbnail resource renders on request meanwhile.
-            ingest(
-                self.index.spark, str(self.options.landing), self.index.database, thumbnails=False
-            )
-        self.index.refresh(force=True)
 
 
 def _with_public_bulk(header: dict[str, Any], instance_url: str) -> dict[str, Any]:
