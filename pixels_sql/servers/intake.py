@@ -354,7 +354,7 @@ class Intake:
         started = time.monotonic()
         with writing(
             self.index.spark,
-            holder="pixels-sql serve (landing folder ingest)",
+            holder="pixels-sql serve (landing ingest: STOW-RS, C-STORE)",
             wait=math.inf,
             say=log.warning,
         ):

@@ -290,7 +290,8 @@ def build_database(
         study_rows.append(
             {
                 **_read_columns("study", members[0]),
-                "modalities": _modalities(m["Modality"] for m in members),
+                # Modality is a series attribute (PS3.3 C.7.3.1): each series' first row's.
+                "modalities": _modalities(by_series[key][0]["Modality"] for key in series_keys),
                 "n_series": len(series_keys),
                 "n_instances": len(members),
                 "json": _first_json(members, "study_json"),
