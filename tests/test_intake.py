@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import sqlite3
 from pathlib import Path
@@ -218,6 +219,13 @@ def test_index_rows_of_received_instances_equal_the_catalog_s(catalogued: list[d
     assert len(catalogued) >= 6
     for row in catalogued:
         local = to_local_path(row["path"])
+        status = os.stat(local)
+        # What the intake notes of a file it landed: a rebuild knows by these that the catalog
+        # holds the file as received.
+        assert (row["length"], row["modified_ms"]) == (
+            status.st_size,
+            status.st_mtime_ns // 1_000_000,
+        ), local
         twin = index_row(read_model(local), row["path"], row["length"], row["modified_ms"])
         assert set(twin) == set(row), local
         for key, value in row.items():

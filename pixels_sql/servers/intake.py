@@ -239,6 +239,9 @@ class Intake:
             held = self._held(uids["sop_uid"], target)
             outside = [path for path in held if not self._in_landing(path)]
             if any(same_bytes(path, partial) for path in held):
+                if self.index.instance(uids["sop_uid"]) is None:
+                    # Landed by an earlier process, not catalogued yet: searchable from now.
+                    self._index(model, target)
                 return Receipt(Outcome.ALREADY_HELD, **uids, path=target)
             if outside:
                 log.warning(
@@ -263,10 +266,7 @@ class Intake:
             except OSError as exc:
                 log.error("%s: could not land %s: %s", source, uids["sop_uid"], exc)
                 return Receipt(Outcome.REFUSED, **uids, reason=OUT_OF_RESOURCES, message=str(exc))
-            status = target.stat()
-            self.index.add(
-                index_row(model, f"file:{target}", status.st_size, status.st_mtime_ns // 1_000_000)
-            )
+            self._index(model, target)
         outcome = Outcome.REPLACED if held else Outcome.STORED
         if held:
             log.warning(
@@ -276,6 +276,44 @@ class Intake:
             )
         self._pending.set()
         return Receipt(outcome, **uids, path=target)
+
+    def _index(self, model: dict[str, Any], landed: Path) -> None:
+        status = landed.stat()
+        self.index.add(
+            index_row(model, f"file:{landed}", status.st_size, status.st_mtime_ns // 1_000_000)
+        )
+
+    def index_landed(self) -> int:
+        """Put the landed files the index does not serve into it (arrivals of an earlier
+        process that its catalog runs had not taken); how many."""
+        added = 0
+        for folder, folders, names in os.walk(self.landing):
+            folders[:] = [name for name in folders if name != INCOMING]
+            for name in names:
+                if not name.endswith(".dcm"):
+                    continue
+                landed = Path(folder) / name
+                if self._serves(name[: -len(".dcm")], landed):
+                    continue
+                try:
+                    model = read_model(str(landed))
+                except DicomReadError:
+                    continue
+                with self._lock:
+                    if not self._serves(name[: -len(".dcm")], landed):
+                        self._index(model, landed)
+                        added += 1
+        return added
+
+    def _serves(self, sop_uid: str, landed: Path) -> bool:
+        """Whether the index serves ``landed`` as it is now (same path, same modification)."""
+        served = self.index.instance(sop_uid)
+        if served is None or Path(to_local_path(served.path)) != landed:
+            return False
+        try:
+            return served.modified_ms == landed.stat().st_mtime_ns // 1_000_000
+        except OSError:
+            return False
 
     def _in_landing(self, path: str) -> bool:
         return Path(to_local_path(path)).is_relative_to(self.landing)
@@ -294,17 +332,26 @@ class Intake:
     # -- cataloguing ------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Remove partial files of an earlier process (never acknowledged), and catalogue what
-        it landed, then keep cataloguing in the background."""
+        """Remove partial files of an earlier process (never acknowledged), put what it landed
+        and the catalog lacks into the index and catalogue it, then keep cataloguing in the
+        background."""
         if self.incoming.exists():
             for partial in self.incoming.glob("*.part"):
                 partial.unlink(missing_ok=True)
-        if self.landing.exists() and any(
-            entry.name != INCOMING for entry in os.scandir(self.landing)
-        ):
-            self._pending.set()
         self._thread = threading.Thread(target=self._catalogue_loop, name="intake", daemon=True)
         self._thread.start()
+        threading.Thread(target=self._index_landed_logged, name="intake-index", daemon=True).start()
+
+    def _index_landed_logged(self) -> None:
+        try:
+            added = self.index_landed()
+        except Exception:
+            log.exception("indexing the landing folder's uncatalogued files failed")
+            return
+        if added:
+            # An earlier process acknowledged them and stopped before its catalog run.
+            log.warning("%d landed instances were not catalogued: cataloguing them", added)
+            self._pending.set()
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
