@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: setup jar browser dicom-tools viewer demo test lint format clean bench bench-thumbnails bench-meta bench-server \
-	bench-ingest bench-dicomweb bench-dicomweb-attacks bench-object-storage bench-scale bench-zip-scale bench-typed-header bench-cli bench-deid fuzz stress-writers dbt \
+	bench-ingest bench-dicomweb bench-dicomweb-attacks bench-object-storage bench-scale bench-zip-scale bench-typed-header bench-cli bench-deid bench-dimse fuzz stress-writers stress-dimse dbt \
 	generate check-generated
 
 # pip also builds the compiled header reader (setup.py): a change to its C source reinstalls.
@@ -77,7 +77,7 @@ test: jar lint browser dicom-tools viewer
 
 # Speed targets live in bench/ (see bench/README.md), never in the tests.
 bench: bench-meta bench-thumbnails bench-server bench-ingest bench-dicomweb bench-dicomweb-attacks \
-	bench-object-storage bench-scale bench-zip-scale bench-typed-header bench-cli bench-deid
+	bench-object-storage bench-scale bench-zip-scale bench-typed-header bench-cli bench-deid bench-dimse
 
 bench-thumbnails: jar
 	$(PY) -m bench.thumbnails --files 96
@@ -149,3 +149,12 @@ format: setup
 
 clean:
 	rm -rf build pixels-home test-artifacts
+
+# Receiving over DICOM networking (issue 30): visibility after C-STORE/STOW-RS, and storescu
+# throughput over 4 associations against Orthanc on the same files.
+bench-dimse: jar dicom-tools
+	$(PY) -m bench.dimse --visibility 1000 --stow 200 --throughput 10000 --associations 4
+
+# tests/test_dimse.py's kill -9 during a store, with 2,000 instances (CI sends 300).
+stress-dimse: jar dicom-tools
+	PIXELS_SQL_DIMSE_KILL_INSTANCES=2000 PIXELS_SQL_TEST_CACHE=$(TEST_CACHE) $(PY) -m pytest tests/test_dimse.py -k kill

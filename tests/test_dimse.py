@@ -55,6 +55,8 @@ pytestmark = pytest.mark.skipif(
 
 # The peers file: DCMTK's tools under their default calling AE titles, storescp as DEST, Orthanc,
 # and pixels-sql store's own title.
+# Instances sent by the kill -9 test (`make stress-dimse` sends 2,000).
+KILL_INSTANCES = int(os.environ.get("PIXELS_SQL_DIMSE_KILL_INSTANCES", "300"))
 CALLERS = ("ECHOSCU", "STORESCU", "FINDSCU", "MOVESCU", "GETSCU", "PIXELS")
 
 
@@ -79,8 +81,13 @@ class Site:
                 for title, host, port in peers
             )
         )
-        self.server = ServeProcess(
-            root / "home",
+        self.server = self.serve_process()
+        self.corpus = build_corpus(root / "corpus")
+
+    def serve_process(self) -> ServeProcess:
+        """The server of the home, on new ports but the DIMSE one (the peers file names it)."""
+        return ServeProcess(
+            self.root / "home",
             options=(
                 "--allow-store",
                 "--dicom-port",
@@ -89,7 +96,6 @@ class Site:
                 str(self.peers),
             ),
         )
-        self.corpus = build_corpus(root / "corpus")
 
     @property
     def base(self) -> str:
@@ -505,7 +511,7 @@ def test_kill_during_a_store_loses_and_duplicates_nothing(site: Site) -> None:
     folder = site.root / "many"
     folder.mkdir()
     study, series = generate_uid(), generate_uid()
-    for number in range(300):
+    for number in range(KILL_INSTANCES):
         template.StudyInstanceUID, template.SeriesInstanceUID = study, series
         template.SOPInstanceUID = template.file_meta.MediaStorageSOPInstanceUID = generate_uid()
         template.InstanceNumber = number + 1
@@ -522,7 +528,11 @@ def test_kill_during_a_store_loses_and_duplicates_nothing(site: Site) -> None:
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 120
-    while len(list(site.landing.glob(f"{study}/*/*.dcm"))) < 30 and time.monotonic() < deadline:
+    landed_before_kill = KILL_INSTANCES // 10
+    while (
+        len(list(site.landing.glob(f"{study}/*/*.dcm"))) < landed_before_kill
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.05)
     for pid in site.server.pids():
         with contextlib.suppress(ProcessLookupError):
@@ -530,7 +540,9 @@ def test_kill_during_a_store_loses_and_duplicates_nothing(site: Site) -> None:
     sending.wait(120)
     site.server.process.wait(60)  # type: ignore[union-attr]
     assert 0 < len(list(site.landing.glob(f"{study}/*/*.dcm"))) < len(files)
-    site.server.start()
+    # Started again on new ports: the killed one's connections may hold its own for a while
+    # (FIN_WAIT); the DIMSE port had none open at the kill but the store's.
+    site.server = site.serve_process().start()
     storescu(files, site.dicom_port, config)  # the client sends them all again
     found = {
         r["00080018"]["Value"][0] for r in site.qido(f"studies/{study}/instances", limit="1000")

@@ -262,13 +262,16 @@ def test_cli_ingests_while_stows_arrive(server: ServeProcess, base: str, data: P
             f"round {round_number}: acknowledged but not searchable:"
             f" {sorted(acknowledged - sop_uids(qido_instances(base, stow_study)))[:5]}"
         )
-    rows = query(
-        server.home,
-        "SELECT path, SOPInstanceUID FROM object_catalog WHERE deleted_at IS NULL",
+    # Searchable at the acknowledgement, catalogued by the landing ingest seconds later.
+    live = "SELECT path, SOPInstanceUID FROM object_catalog WHERE deleted_at IS NULL"
+    assert eventually(
+        lambda: (
+            {row["SOPInstanceUID"] for row in query(server.home, live)} >= acknowledged | catalogued
+        )
     )
+    rows = query(server.home, live)
     paths = [row["path"] for row in rows]
     assert len(paths) == len(set(paths)), "a path with two live rows"
-    assert {row["SOPInstanceUID"] for row in rows} >= acknowledged | catalogued
     # Every run drops its working table when it ends. A landing ingest queued by the last
     # STOWs (their files may have been catalogued by the run before it) can still be under
     # way here, with its own table: wait for the runs to end, not for a moment without one.
