@@ -553,3 +553,34 @@ def test_kill_during_a_store_loses_and_duplicates_nothing(site: Site) -> None:
         time.sleep(3)
     assert catalogued == uids  # each once: catalogued() checks no UID has two live rows
     assert not list((site.landing / ".incoming").glob("*.part"))
+
+
+# -- refused before anything starts ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (("--host", "0.0.0.0"), "needs --dicom-peers FILE"),
+        (("--dicom-peers", "{peers}"), "is not valid TOML"),
+        (("--ae-title", "BAD\\TITLE"), "not a valid AE title"),
+    ],
+)
+def test_a_dicom_port_that_cannot_be_served_safely_is_refused(
+    tmp_path: Path, options: tuple[str, ...], message: str
+) -> None:
+    peers = tmp_path / "peers.toml"
+    peers.write_text("[[peer]\nae_title = ")
+    arguments = [option.format(peers=peers) for option in options]
+    answer = subprocess.run(
+        [
+            *(sys.executable, "-m", "pixels_sql.cli", "serve", "--home", str(tmp_path / "home")),
+            *("--dicom-port", str(free_port()), *arguments),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert answer.returncode == 1
+    assert message in answer.stderr and "Traceback" not in answer.stderr
+    assert not (tmp_path / "home" / "logs").exists()  # refused before Spark started

@@ -220,6 +220,12 @@ def dimse_options(home: Path, options: ServeOptions) -> DimseOptions:
         peers = load_peers(Path(options.dicom_peers)) if options.dicom_peers else None
     except PeersError as exc:
         raise ServeError(str(exc)) from None
+    if peers is None and not _is_loopback(options.host):
+        # DIMSE has no secrets: beyond this machine, the peers file is who may call.
+        raise ServeError(
+            f"--dicom-port on {options.host} needs --dicom-peers FILE: DICOM peers are told"
+            " apart by AE title and address only, so they must be named (docs/dimse.md)"
+        )
     tls = None
     if options.dicom_tls is not None:
         certificate, key = options.dicom_tls
@@ -236,6 +242,17 @@ def dimse_options(home: Path, options: ServeOptions) -> DimseOptions:
         tls=tls,
         log_dir=home / "logs",
     )
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _start_dimse(
