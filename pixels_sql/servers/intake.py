@@ -168,7 +168,6 @@ class Intake:
         self._pending = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.runs = 0  # cataloguing runs finished (tests wait on it)
 
     # -- receiving --------------------------------------------------------------------------
 
@@ -359,22 +358,22 @@ class Intake:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def wake(self) -> None:
-        """Have the landing folder catalogued soon (files put there by other means)."""
-        self._pending.set()
-
     def _catalogue_loop(self) -> None:
         failures = 0
+        ran_until = -math.inf
         while not self._stop.is_set():
             self._pending.wait()
             if self._stop.is_set():
                 return
-            # A burst of arrivals: one run for all of them.
-            if self._stop.wait(self.batch_seconds):
+            # The first arrival after a quiet spell waits a moment, so that a burst is one run;
+            # arrivals during a run are taken by the next one at once.
+            quiet = time.monotonic() - ran_until > self.batch_seconds
+            if quiet and self._stop.wait(self.batch_seconds):
                 return
             self._pending.clear()
             try:
                 self.catalogue_landing()
+                ran_until = time.monotonic()
                 failures = 0
             except Exception:
                 # The files stay in the landing folder: try again, later each time, until a
@@ -391,8 +390,8 @@ class Intake:
                     return
 
     def catalogue_landing(self) -> None:
-        """Ingest the landing folder with the pipeline, and bring the index up to date. Holds
-        the home's writer lock, waiting as long as another run (a CLI ingest) writes."""
+        """Ingest the landing folder with the pipeline. Holds the home's writer lock, waiting as
+        long as another run (a CLI ingest) writes."""
         from pixels_sql.ingest import ingest
         from pixels_sql.tables import writing
 
@@ -413,8 +412,8 @@ class Intake:
                 self.index.database,
                 thumbnails=self.thumbnails,
             )
-        self.index.refresh(force=True)
-        self.runs += 1
+        # The index's own refresh (every few seconds) reads the new partition; until then the
+        # received instances are served from what the intake put into it.
         log.info("landing folder catalogued in %.1f s", time.monotonic() - started)
 
 

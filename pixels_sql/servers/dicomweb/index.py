@@ -454,11 +454,6 @@ class CatalogIndex:
             self._received[row["SOPInstanceUID"]] = row
             put_instance(self._connection, row)
 
-    def waiting(self) -> int:
-        """How many received instances the catalog does not hold yet (as received)."""
-        with self._lock:
-            return len(self._received)
-
     def refresh(self, force: bool = False) -> bool:
         """Rebuild if the catalog's partitions changed (or ``force``); whether it rebuilt."""
         partitions = self._catalog_partitions()
