@@ -652,12 +652,17 @@ def cmd_store(args: argparse.Namespace) -> int:
         if not is_home(home_dir(args.home)):
             raise CliError(f"no pixels-sql home at {home_dir(args.home)}: nothing catalogued")
         with _home_session(args) as spark:
-            # The predicate is the home owner's own SQL, as `pixels-sql sql` runs it.
-            rows = spark.sql(
-                f"SELECT DISTINCT path FROM `{args.database}`.object_catalog"
-                f" WHERE deleted_at IS NULL AND meta IS NOT NULL AND ({args.where})"
-                " ORDER BY path"
-            ).collect()
+            if not spark.catalog.tableExists(f"{args.database}.instance_copies"):
+                raise CliError(f"nothing is catalogued in {args.database} of {home_dir(args.home)}")
+            # Each live instance's served copy (sql/90_views.sql), as DICOMweb serves it. The
+            # predicate is the home owner's own SQL, as `pixels-sql sql` runs it.
+            try:
+                rows = spark.sql(
+                    f"SELECT path FROM `{args.database}`.instance_copies"
+                    f" WHERE served AND ({args.where}) ORDER BY path"
+                ).collect()
+            except Exception as exc:  # the predicate's own error, in one line
+                raise CliError(f"--where: {_error_text(exc)}") from exc
         files = [to_local_path(row.path) for row in rows]
     else:
         files = list(dicom_files(args.paths))

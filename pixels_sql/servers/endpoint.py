@@ -435,13 +435,14 @@ def serve(
                     )
                     index_keeper.start()
                     if options.allow_store:
+                        # Started before either endpoint listens: its recovery removes the
+                        # partial files of an earlier process, never those of a live receive.
                         intake = Intake(index, landing_folder(folder))
+                        intake.start()
                     if options.http_port:
                         web = _start_web(spark, options, index, intake)
                     if dimse is not None:
                         dicom = _start_dimse(index, intake, dimse, list(options.http_limits))
-                    if intake is not None:
-                        intake.start()
                 info = ServerInfo(
                     pid=os.getpid(),
                     host=options.host,

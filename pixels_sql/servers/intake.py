@@ -23,7 +23,7 @@ Instance identity is the SOP Instance UID (docs/server.md, "Instances received")
   replace it: the newer is kept, as PACS do, and the catalog's next run reads the new file in
   place of the old (one live row);
 - other bytes for an instance catalogued from a folder of the user's are refused with
-  0111H, Duplicate SOP Instance (PS3.7 C.4): that folder is not ours to change, and what
+  0111H, Duplicate SOP Instance (PS3.7 Annex C): that folder is not ours to change, and what
   searches and retrievals return never changes under a client's feet.
 """
 
@@ -55,7 +55,7 @@ log = logging.getLogger("pixels_sql.intake")
 # Failure reasons, as both protocols spell them (PS3.4 Annex B.2.3 and GG; PS3.18 10.5.3).
 CANNOT_UNDERSTAND = 0xC000
 STUDY_MISMATCH = 0xA900  # "Data Set does not match SOP Class": STOW-RS uses it for a wrong study
-DUPLICATE_SOP_INSTANCE = 0x0111  # PS3.7 C.4: the UID is held already, with other content
+DUPLICATE_SOP_INSTANCE = 0x0111  # PS3.7 Annex C: the UID is held already, with other content
 OUT_OF_RESOURCES = 0xA700  # the file could not be written (a full disk)
 
 # How long the cataloguer waits after a first arrival before a run, so a burst is one run.
@@ -116,12 +116,12 @@ def _fsync_folder(folder: Path) -> None:
         os.close(descriptor)
 
 
-def _make_folders(landing: Path, target: Path) -> None:
-    """Make the target's folders below the landing folder, each new one fsynced into its
-    parent (a folder entry is data too: PS3.10 files under it must survive a crash)."""
+def _make_folders(root: Path, target: Path) -> None:
+    """Make the target's folders below ``root``, each new one fsynced into its parent (a folder
+    entry is data too: the files under it must survive a crash)."""
     missing = []
     folder = target.parent
-    while folder != landing and not folder.exists():
+    while folder != root and not folder.exists():
         missing.append(folder)
         folder = folder.parent
     for folder in reversed(missing):
@@ -237,11 +237,14 @@ class Intake:
         with self._lock:
             held = self._held(uids["sop_uid"], target)
             outside = [path for path in held if not self._in_landing(path)]
-            if any(same_bytes(path, partial) for path in held):
+            same = next((path for path in held if same_bytes(path, partial)), None)
+            if same is not None:
                 if self.index.instance(uids["sop_uid"]) is None:
-                    # Landed by an earlier process, not catalogued yet: searchable from now.
+                    # Landed by an earlier process, not catalogued yet: searchable from now,
+                    # and catalogued by the next run.
                     self._index(model, target)
-                return Receipt(Outcome.ALREADY_HELD, **uids, path=target)
+                    self._pending.set()
+                return Receipt(Outcome.ALREADY_HELD, **uids, path=Path(to_local_path(same)))
             if outside:
                 log.warning(
                     "%s refused SOP Instance UID %s: already stored with other content at %s",
@@ -259,9 +262,11 @@ class Intake:
                 _make_folders(self.landing, target)
                 os.replace(partial, target)
                 _fsync_folder(target.parent)
+                self._pending.set()  # landed: the next run catalogues it, whatever follows
                 for older in held:  # the same instance received under another study/series
                     if Path(to_local_path(older)) != target:
                         Path(to_local_path(older)).unlink(missing_ok=True)
+                        _fsync_folder(Path(to_local_path(older)).parent)
             except OSError as exc:
                 log.error("%s: could not land %s: %s", source, uids["sop_uid"], exc)
                 return Receipt(Outcome.REFUSED, **uids, reason=OUT_OF_RESOURCES, message=str(exc))
@@ -273,7 +278,6 @@ class Intake:
                 source,
                 uids["sop_uid"],
             )
-        self._pending.set()
         return Receipt(outcome, **uids, path=target)
 
     def _index(self, model: dict[str, Any], landed: Path) -> None:
@@ -292,27 +296,37 @@ class Intake:
                 if not name.endswith(".dcm"):
                     continue
                 landed = Path(folder) / name
-                if self._serves(name[: -len(".dcm")], landed):
+                sop_uid = name[: -len(".dcm")]
+                if self._serves(sop_uid, landed):
                     continue
                 try:
                     model = read_model(str(landed))
                 except DicomReadError:
                     continue
                 with self._lock:
-                    if not self._serves(name[: -len(".dcm")], landed):
-                        self._index(model, landed)
-                        added += 1
+                    try:
+                        if not self._serves(sop_uid, landed):
+                            self._index(model, landed)
+                            added += 1
+                    except OSError:  # replaced or moved meanwhile by a new arrival
+                        continue
         return added
 
     def _serves(self, sop_uid: str, landed: Path) -> bool:
-        """Whether the index serves ``landed`` as it is now (same path, same modification)."""
+        """Whether the index serves ``landed`` as it is now (same path, same modification), or
+        a newer landed copy of its instance (received under another study or series after it:
+        the older file is removed, as its receive would have)."""
         served = self.index.instance(sop_uid)
-        if served is None or Path(to_local_path(served.path)) != landed:
+        if served is None:
             return False
-        try:
-            return served.modified_ms == landed.stat().st_mtime_ns // 1_000_000
-        except OSError:
-            return False
+        mtime_ms = landed.stat().st_mtime_ns // 1_000_000
+        served_path = Path(to_local_path(served.path))
+        if served_path == landed:
+            return served.modified_ms == mtime_ms
+        if self._in_landing(served.path) and served.modified_ms > mtime_ms:
+            landed.unlink(missing_ok=True)
+            return True
+        return False
 
     def _in_landing(self, path: str) -> bool:
         return Path(to_local_path(path)).is_relative_to(self.landing)
@@ -337,6 +351,7 @@ class Intake:
         if self.incoming.exists():
             for partial in self.incoming.glob("*.part"):
                 partial.unlink(missing_ok=True)
+        _make_folders(self.landing.parent.parent, self.incoming / "x")
         self._thread = threading.Thread(target=self._catalogue_loop, name="intake", daemon=True)
         self._thread.start()
         threading.Thread(target=self._index_landed_logged, name="intake-index", daemon=True).start()
@@ -346,6 +361,7 @@ class Intake:
             added = self.index_landed()
         except Exception:
             log.exception("indexing the landing folder's uncatalogued files failed")
+            self._pending.set()  # the run catalogues them all the same
             return
         if added:
             # An earlier process acknowledged them and stopped before its catalog run.

@@ -210,8 +210,8 @@ def start_dicomweb(
         refresh_index=own_index,
         owns_intake=owns_intake,
     )
-    server.start(log_dir=spark_log_dir(spark))
-    if owns_intake:
+    if owns_intake:  # before the server listens: its recovery never meets a live receive
         assert options.intake is not None
         options.intake.start()
+    server.start(log_dir=spark_log_dir(spark))
     return server

@@ -32,8 +32,8 @@ log = logging.getLogger("pixels_sql.dimse")
 # PS3.4 C.4.1.1.3.1 Query/Retrieve Level -> the QIDO-RS search level it is.
 LEVELS = {"STUDY": Level.STUDY, "SERIES": Level.SERIES, "IMAGE": Level.INSTANCE}
 PATIENT = "PATIENT"
-# As many answers as a C-FIND gives, and instances a C-MOVE or C-GET sends (PS3.7 C.4.2.1.6:
-# sub-operation counts are US, at most 65535).
+# The instances one C-MOVE or C-GET sends at most (PS3.7 C.4.2.1.6: sub-operation counts are
+# US). A C-FIND answers at most the service's max_results (servers/dicomweb/limits.py).
 MAX_ANSWERS = 65535
 # Identifier elements that are not matching keys (PS3.4 C.4.1.1.3).
 _NOT_KEYS = {0x00080005, 0x00080052, 0x00080054, 0x00080056}
@@ -45,8 +45,20 @@ _PATIENT_COUNTS = {
 }
 
 
+# Statuses of a refused query or retrieve (PS3.4 C.4.1.1.4, C.4.2.1.5, C.4.3.1.4).
+IDENTIFIER_DOES_NOT_MATCH = 0xA900
+OUT_OF_RESOURCES = 0xA700  # C-FIND: more matches than the service answers
+TOO_MANY_SUBOPERATIONS = 0xA702  # C-MOVE/C-GET: more instances than one retrieve can count
+# What a retrieve must name (PS3.4 C.4.2.2.1: the unique keys of its level, or the patient).
+UNIQUE_KEYS = {"StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "PatientID"}
+
+
 class IdentifierError(ValueError):
-    """An identifier this service cannot use (PS3.4 C.4.1.1.4 status A900 or C000)."""
+    """A query or retrieve this service refuses, with the status that says why."""
+
+    def __init__(self, message: str, status: int = IDENTIFIER_DOES_NOT_MATCH) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def _level(keyword: str) -> str | None:
@@ -94,7 +106,8 @@ def _search(service: Service, level: Level, identifier: Dataset, patient_only: b
         search = parse_search(level, _pairs(identifier, patient_only), service.limits)
     except QueryError as exc:
         raise IdentifierError(str(exc)) from None
-    search.limit = MAX_ANSWERS
+    # One more than answered: a query matching more is refused, not cut short silently.
+    search.limit = service.limits.max_results + 1
     search.offset = 0
     # Keys the index does not hold are read from each answer's first header (includefield).
     search.include_tags = [
@@ -102,6 +115,11 @@ def _search(service: Service, level: Level, identifier: Dataset, patient_only: b
         for element in identifier
         if element.tag not in _NOT_KEYS and not element.tag.is_private
     ]
+    if len(search.include_tags) > service.limits.max_list_values:
+        raise IdentifierError(
+            f"{len(search.include_tags)} keys: at most {service.limits.max_list_values}"
+            " are answered (max_list_values)"
+        )
     for warning in search.warnings:
         log.info("C-FIND: %s", warning)
     return search
@@ -121,14 +139,26 @@ def find(service: Service, identifier: Dataset, ae_title: str) -> Iterator[Datas
             Level.INSTANCE: find_instances,
         }[LEVELS[level]]
         results = finder(service, search, "")
-    for result in results:
+    limit = service.limits.max_results
+    for result in results[:limit]:
         yield _answer(identifier, result, level, ae_title)
+    if len(results) > limit:
+        raise IdentifierError(
+            f"more than {limit} matches (max_results): narrow the query", OUT_OF_RESOURCES
+        )
 
 
 def _patients(service: Service, identifier: Dataset) -> list[dict[str, Any]]:
     search = _search(service, Level.STUDY, identifier, patient_only=True)
     patients: dict[str, dict[str, Any]] = {}
-    for study in find_studies(service, search, ""):
+    studies = find_studies(service, search, "")
+    if len(studies) > service.limits.max_results:
+        raise IdentifierError(
+            f"the patients match more than {service.limits.max_results} studies"
+            " (max_results): narrow the query",
+            OUT_OF_RESOURCES,
+        )
+    for study in studies:
         patient_id = _first(study, "00100020") or ""
         patient = patients.get(patient_id)
         if patient is None:
@@ -186,13 +216,21 @@ def instances_of(service: Service, identifier: Dataset) -> list[Instance]:
     level = query_level(identifier)
     search = _search(service, Level.INSTANCE, identifier, patient_only=False)
     search.include_tags = []
-    if not search.matches:
+    search.limit = MAX_ANSWERS + 1
+    if not any(match.keyword in UNIQUE_KEYS for match in search.matches):
         raise IdentifierError(
             f"a {level} level retrieve needs a unique key with a value"
-            " (StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID or PatientID)"
+            f" ({', '.join(sorted(UNIQUE_KEYS))})"
+        )
+    rows = service.index.search(search)
+    if len(rows) > MAX_ANSWERS:
+        raise IdentifierError(
+            f"more than {MAX_ANSWERS} instances: one retrieve counts at most that many"
+            " (PS3.7 C.4.2.1.6)",
+            TOO_MANY_SUBOPERATIONS,
         )
     found = []
-    for row in service.index.search(search):
+    for row in rows:
         instance = service.index.instance(row[2])
         if instance is not None:
             found.append(instance)

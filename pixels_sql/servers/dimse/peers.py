@@ -53,7 +53,8 @@ class Peer:
     port: int
 
     def addresses(self) -> set[str]:
-        """The IP addresses its host name stands for (an association's source is one)."""
+        """The IP addresses its host name stands for (an association's source is one; see
+        :func:`plain_address`)."""
         try:
             return {str(ipaddress.ip_address(self.host))}
         except ValueError:
@@ -62,6 +63,21 @@ class Peer:
             return {info[4][0] for info in socket.getaddrinfo(self.host, None)}
         except OSError:
             return set()
+
+
+def plain_address(address: str) -> str:
+    """An IPv4 peer's address as a dual-stack socket reports it (``::ffff:a.b.c.d``) made
+    plain ``a.b.c.d``, so it compares with its peers-file host.
+
+    >>> plain_address("::ffff:127.0.0.1"), plain_address("10.0.0.7")
+    ('127.0.0.1', '10.0.0.7')
+    """
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    mapped = getattr(parsed, "ipv4_mapped", None)
+    return str(mapped) if mapped is not None else str(parsed)
 
 
 def _port(value: object, where: str) -> int:
@@ -96,6 +112,10 @@ def load_peers(path: Path) -> dict[str, Peer]:
         if not host:
             raise PeersError(f"{where}: host is empty")
         peers[title] = Peer(title, host, _port(entry["port"], where))
+    if not peers:
+        # pynetdicom reads an empty list of calling AE titles as "any": never let a file that
+        # names no one open the port to everyone.
+        raise PeersError(f"the peers file {path} names no [[peer]]")
     return peers
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import ssl
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,12 @@ from pixels_sql.io.paths import to_local_path
 from pixels_sql.io.sources import open_source
 from pixels_sql.servers.dicomweb.http import HTTPError
 from pixels_sql.servers.dimse.find import IdentifierError, find, instances_of
-from pixels_sql.servers.dimse.peers import DEFAULT_AE_TITLE, DEFAULT_DICOM_PORT, Peer
+from pixels_sql.servers.dimse.peers import (
+    DEFAULT_AE_TITLE,
+    DEFAULT_DICOM_PORT,
+    Peer,
+    plain_address,
+)
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -48,9 +52,7 @@ log = logging.getLogger("pixels_sql.dimse")
 SUCCESS = 0x0000
 PENDING = 0xFF00
 CANCELLED = 0xFE00
-NOT_AUTHORIZED = 0x0124  # PS3.7 C.5.? general status: C-STORE while storing is off
-IDENTIFIER_DOES_NOT_MATCH = 0xA900  # C-FIND/C-MOVE/C-GET: an identifier that cannot be used
-UNABLE_TO_PROCESS = 0xC000
+NOT_AUTHORIZED = 0x0124  # PS3.7 Annex C general status: C-STORE while storing is off
 UNABLE_TO_SUBOPERATE = 0xA702  # C-MOVE/C-GET: a file could not be read for a sub-operation
 # The syntaxes a data set without compression may be sent in (PS3.5 A.1-A.2): proposed beside
 # the stored one, so a peer that takes only the default still receives it.
@@ -102,7 +104,6 @@ class DimseServer:
         self._server: Any = None
         self._ae: AE | None = None
         self._log_handler: logging.Handler | None = None
-        self._lock = threading.Lock()
 
     # -- set-up -----------------------------------------------------------------------------
 
@@ -197,6 +198,8 @@ class DimseServer:
         if self._server is not None:
             self._server.shutdown()
             self._server = None
+        if self._ae is not None:
+            self._ae.shutdown()  # the associations still open, too
         if self._log_handler is not None:
             log.removeHandler(self._log_handler)
             self._log_handler.close()
@@ -214,19 +217,23 @@ class DimseServer:
         requestor = assoc.requestor
         peers = self.options.peers
         if peers is not None:
-            peer = peers.get(str(requestor.primitive.calling_ae_title).strip())
-            if peer is not None and requestor.address not in peer.addresses():
+            title = str(requestor.primitive.calling_ae_title).strip()
+            peer = peers.get(title)
+            if peer is None or plain_address(requestor.address) not in peer.addresses():
+                where = f"a peer at {peer.host}" if peer is not None else "not a peer"
                 log.warning(
-                    "association from %s@%s:%s rejected: AE title %s is a peer at %s",
-                    requestor.primitive.calling_ae_title,
+                    "association from %s@%s:%s rejected: AE title %s is %s",
+                    title,
                     requestor.address,
                     requestor.port,
-                    peer.ae_title,
-                    peer.host,
+                    title,
+                    where,
                 )
                 # PS3.8 Table 9-21: rejected-permanent, by the service user, calling AE title
-                # not recognized.
+                # not recognized; then as pynetdicom ends an association it rejects itself
+                # (its DUL thread stopped once the rejection is sent).
                 assoc.acse.send_reject(0x01, 0x01, 0x03)
+                assoc.kill()
                 return
         supported = {cx.abstract_syntax: cx for cx in assoc.acceptor.supported_contexts}
         ordered = {}
@@ -270,10 +277,9 @@ class DimseServer:
 
     def _find(self, event: Event) -> Iterator[tuple[int, Dataset | None]]:
         source = _requestor(event)
+        count = 0
         try:
-            answers = find(self.service, event.identifier, self.options.ae_title)
-            count = 0
-            for answer in answers:
+            for answer in find(self.service, event.identifier, self.options.ae_title):
                 if event.is_cancelled:
                     log.info("C-FIND from %s cancelled after %d answers", source, count)
                     yield CANCELLED, None
@@ -281,18 +287,19 @@ class DimseServer:
                 count += 1
                 yield PENDING, answer
         except IdentifierError as exc:
-            log.warning("C-FIND from %s refused: %s", source, exc)
-            yield IDENTIFIER_DOES_NOT_MATCH, None
+            log.warning("C-FIND from %s refused after %d answers: %s", source, count, exc)
+            yield exc.status, None
             return
         log.info("C-FIND from %s: %d answers", source, count)
         yield SUCCESS, None
 
-    def _selected(self, event: Event, what: str) -> list[Instance] | None:
+    def _selected(self, event: Event, what: str) -> list[Instance] | int:
+        """The instances a retrieve sends, or the status refusing it."""
         try:
             chosen = instances_of(self.service, event.identifier)
         except IdentifierError as exc:
             log.warning("%s from %s refused: %s", what, _requestor(event), exc)
-            return None
+            return exc.status
         fresh = []
         for instance in chosen:
             try:
@@ -328,9 +335,11 @@ class DimseServer:
 
     def _get(self, event: Event) -> Iterator[Any]:
         instances = self._selected(event, "C-GET")
-        if instances is None:
-            yield 0
-            yield IDENTIFIER_DOES_NOT_MATCH, None
+        if isinstance(instances, int):
+            # pynetdicom answers Success to a count of 0 without asking further: one, then the
+            # failure status.
+            yield 1
+            yield instances, None
             return
         yield len(instances)
         yield from self._datasets(event, instances, "C-GET")
@@ -352,10 +361,15 @@ class DimseServer:
             yield None, None  # PS3.4 C.4.2.1.5: A801, Move Destination unknown
             return
         instances = self._selected(event, "C-MOVE")
-        if instances is None:
-            yield peer.host, peer.port
-            yield 0
-            yield IDENTIFIER_DOES_NOT_MATCH, None
+        if isinstance(instances, int):
+            # pynetdicom opens the association with the destination before it takes the
+            # refusal: it proposes Verification alone.
+            from pynetdicom import build_context
+            from pynetdicom.sop_class import Verification
+
+            yield peer.host, peer.port, {"contexts": [build_context(Verification)]}
+            yield 1
+            yield instances, None
             return
         yield peer.host, peer.port, {"contexts": _contexts(instances), "max_pdu": 0}
         yield len(instances)
