@@ -575,7 +575,8 @@ def test_kill_during_a_store_loses_and_duplicates_nothing(site: Site) -> None:
     site.server = site.serve_process().start()
     storescu(files, site.dicom_port, config)  # the client sends them all again
     found = {
-        r["00080018"]["Value"][0] for r in site.qido(f"studies/{study}/instances", limit="1000")
+        r["00080018"]["Value"][0]
+        for r in site.qido(f"studies/{study}/instances", limit=str(KILL_INSTANCES))
     }
     assert found == uids
     deadline = time.monotonic() + 180

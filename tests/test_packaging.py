@@ -57,6 +57,8 @@ def test_the_wheel_carries_scripts_jar_and_compiled_reader(wheel: Path) -> None:
     # PS3.15's tables, which de-identification reads at run time
     assert "pixels_sql/deid/data/confidentiality-profile.csv" in names
     assert "pixels_sql/deid/data/safe-private.csv" in names
+    # the starter rules of burned-in annotation (Clean Pixel Data), read at run time too
+    assert "pixels_sql/deid/data/pixel-rules.toml" in names
 
 
 def test_an_installed_wheel_finds_its_own_scripts_and_jar(wheel: Path, tmp_path: Path) -> None:
