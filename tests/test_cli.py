@@ -217,6 +217,7 @@ def test_every_command_has_help() -> None:
         "viewer-url",
         "stop",
         "deidentify",
+        "store",
     }
     assert all(command.format_help() for command in commands.values())
 

@@ -60,6 +60,8 @@ OUT_OF_RESOURCES = 0xA700  # the file could not be written (a full disk)
 
 # How long the cataloguer waits after a first arrival before a run, so a burst is one run.
 BATCH_SECONDS = 2.0
+# Between two runs back to back, the time another writer has to take the home's lock.
+WRITERS_TURN_SECONDS = 1.0
 # First wait before a failed landing run is tried again (doubling, at most a minute).
 RETRY_SECONDS = 5.0
 _COPY_CHUNK = 1 << 20
@@ -382,9 +384,11 @@ class Intake:
             if self._stop.is_set():
                 return
             # The first arrival after a quiet spell waits a moment, so that a burst is one run;
-            # arrivals during a run are taken by the next one at once.
+            # arrivals during a run are taken by the next one after a short turn for any other
+            # writer waiting for the home's lock (it polls every 0.25 s; without the turn,
+            # stores arriving all along would starve a CLI ingest).
             quiet = time.monotonic() - ran_until > self.batch_seconds
-            if quiet and self._stop.wait(self.batch_seconds):
+            if self._stop.wait(self.batch_seconds if quiet else WRITERS_TURN_SECONDS):
                 return
             self._pending.clear()
             try:
