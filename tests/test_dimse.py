@@ -312,7 +312,12 @@ def test_find_at_patient_level(site: Site) -> None:
 
 
 def test_move_sends_exactly_the_selected_series(site: Site) -> None:
-    series = {str(read(path).SeriesInstanceUID): uid_of(path) for path in site.corpus}
+    # Of syntaxes storescp knows: a series of one it refuses has no context to go in.
+    series = {
+        str(read(path).SeriesInstanceUID): uid_of(path)
+        for path in site.corpus
+        if syntax_of(path) not in DCMTK_UNKNOWN
+    }
     chosen = sorted(series)[:3]
     received = site.root / "moved"
     with storescp(received, port=site.dest_port):
