@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
     from pixels_sql.servers.dicomweb.index import CatalogIndex
+    from pixels_sql.servers.dicomweb.limits import HttpLimits
     from pixels_sql.servers.dicomweb.server import DicomwebServer
     from pixels_sql.servers.dimse.server import DimseOptions, DimseServer
     from pixels_sql.servers.intake import Intake
@@ -191,17 +192,13 @@ def _start_web(
     options: ServeOptions,
     index: CatalogIndex,
     intake: Intake | None,
+    limits: HttpLimits,
 ) -> DicomwebServer:
-    from pixels_sql.servers.dicomweb.limits import DEFAULT_LIMITS
     from pixels_sql.servers.dicomweb.server import start_dicomweb
     from pixels_sql.servers.dicomweb.service import ServiceOptions
     from pixels_sql.servers.viewer import viewer_dir
 
-    service_options = ServiceOptions(
-        intake=intake,
-        viewer=viewer_dir(),
-        limits=DEFAULT_LIMITS.with_settings(list(options.http_limits)),
-    )
+    service_options = ServiceOptions(intake=intake, viewer=viewer_dir(), limits=limits)
     return start_dicomweb(
         spark, options.database, options.host, options.http_port, service_options, index=index
     )
@@ -256,13 +253,12 @@ def _is_loopback(host: str) -> bool:
 
 
 def _start_dimse(
-    index: CatalogIndex, intake: Intake | None, options: DimseOptions, http_limits: list[str]
+    index: CatalogIndex, intake: Intake | None, options: DimseOptions, limits: HttpLimits
 ) -> DimseServer:
-    from pixels_sql.servers.dicomweb.limits import DEFAULT_LIMITS
     from pixels_sql.servers.dicomweb.service import Service, ServiceOptions
     from pixels_sql.servers.dimse.server import DimseServer
 
-    service = Service(index, ServiceOptions(limits=DEFAULT_LIMITS.with_settings(http_limits)))
+    service = Service(index, ServiceOptions(limits=limits))
     server = DimseServer(service, intake, options)
     server.start()
     return server
@@ -359,6 +355,7 @@ def serve(
     ready: threading.Event | None = None,
 ) -> int:
     """Run the server until SIGINT or SIGTERM; 0 after a clean stop."""
+    from pixels_sql.servers.dicomweb.limits import DEFAULT_LIMITS
     from pixels_sql.session import session
 
     folder = home_dir(home)
@@ -371,13 +368,10 @@ def serve(
         if port:  # 0: that endpoint is off
             _check_free(options.host, port, flag)
     dimse = dimse_options(folder, options) if options.dicom_port else None
-    if options.http_limits:
-        from pixels_sql.servers.dicomweb.limits import DEFAULT_LIMITS
-
-        try:
-            DEFAULT_LIMITS.with_settings(list(options.http_limits))
-        except ValueError as exc:
-            raise ServeError(str(exc)) from None
+    try:  # a wrong limit is told before Spark starts; DICOMweb and DIMSE share the limits
+        limits = DEFAULT_LIMITS.with_settings(list(options.http_limits))
+    except ValueError as exc:
+        raise ServeError(str(exc)) from None
     stop = threading.Event()
 
     def stop_on_signals() -> dict[int, object]:
@@ -440,9 +434,9 @@ def serve(
                         intake = Intake(index, landing_folder(folder))
                         intake.start()
                     if options.http_port:
-                        web = _start_web(spark, options, index, intake)
+                        web = _start_web(spark, options, index, intake, limits)
                     if dimse is not None:
-                        dicom = _start_dimse(index, intake, dimse, list(options.http_limits))
+                        dicom = _start_dimse(index, intake, dimse, limits)
                 info = ServerInfo(
                     pid=os.getpid(),
                     host=options.host,

@@ -36,6 +36,7 @@ import os
 import threading
 import time
 import uuid
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -118,17 +119,16 @@ def _fsync_folder(folder: Path) -> None:
         os.close(descriptor)
 
 
-def _make_folders(root: Path, target: Path) -> None:
-    """Make the target's folders below ``root``, each new one fsynced into its parent (a folder
-    entry is data too: the files under it must survive a crash)."""
+def _make_folders(root: Path, folder: Path) -> None:
+    """Make ``folder`` and its missing parents below ``root``, each new one fsynced into its
+    parent (a folder entry is data too: the files under it must survive a crash)."""
     missing = []
-    folder = target.parent
     while folder != root and not folder.exists():
         missing.append(folder)
         folder = folder.parent
-    for folder in reversed(missing):
-        folder.mkdir(exist_ok=True)
-        _fsync_folder(folder.parent)
+    for made in reversed(missing):
+        made.mkdir(exist_ok=True)
+        _fsync_folder(made.parent)
 
 
 def same_bytes(path: str, local: Path) -> bool:
@@ -199,7 +199,8 @@ class Intake:
             if isinstance(data, bytes | bytearray | memoryview):
                 out.write(data)
             else:
-                with open(data, "rb") if isinstance(data, Path) else _kept_open(data) as stream:
+                # A caller's stream stays open (nullcontext); a file to copy is closed.
+                with open(data, "rb") if isinstance(data, Path) else nullcontext(data) as stream:
                     while chunk := stream.read(_COPY_CHUNK):
                         out.write(chunk)
             out.flush()
@@ -261,7 +262,7 @@ class Intake:
                     message=f"SOP Instance UID {uids['sop_uid']} is held with other content",
                 )
             try:
-                _make_folders(self.landing, target)
+                _make_folders(self.landing, target.parent)
                 os.replace(partial, target)
                 _fsync_folder(target.parent)
                 self._pending.set()  # landed: the next run catalogues it, whatever follows
@@ -353,7 +354,7 @@ class Intake:
         if self.incoming.exists():
             for partial in self.incoming.glob("*.part"):
                 partial.unlink(missing_ok=True)
-        _make_folders(self.landing.parent.parent, self.incoming / "x")
+        _make_folders(self.landing.parent.parent, self.incoming)
         self._thread = threading.Thread(target=self._catalogue_loop, name="intake", daemon=True)
         self._thread.start()
         threading.Thread(target=self._index_landed_logged, name="intake-index", daemon=True).start()
@@ -435,16 +436,3 @@ class Intake:
         # The index's own refresh (every few seconds) reads the new partition; until then the
         # received instances are served from what the intake put into it.
         log.info("landing folder catalogued in %.1f s", time.monotonic() - started)
-
-
-class _kept_open:
-    """A caller's stream as a context manager that leaves it open."""
-
-    def __init__(self, stream: IO[bytes]) -> None:
-        self.stream = stream
-
-    def __enter__(self) -> IO[bytes]:
-        return self.stream
-
-    def __exit__(self, *_: object) -> None:
-        return None

@@ -108,37 +108,33 @@ def _send_batch(
     ae = AE(ae_title=calling_ae_title)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 60
     contexts = [build_context(sop_class, [syntax]) for sop_class, syntax in batch]
-    paths = [path for group in batch.values() for path in group]
+    items = [(key, path) for key, group in batch.items() for path in group]
     assoc = ae.associate(peer.host, peer.port, contexts=contexts, ae_title=peer.ae_title)
     if not assoc.is_established:
         why = f"no association with {peer.ae_title}@{peer.host}:{peer.port}" + (
             " (rejected)" if assoc.is_rejected else " (refused or unreachable)"
         )
-        report.failed += [(path, why) for path in paths]
+        report.failed += [(path, why) for _, path in items]
         return
     accepted = {(cx.abstract_syntax, cx.transfer_syntax[0]) for cx in assoc.accepted_contexts}
     try:
-        for key, group in batch.items():
-            for path in group:
-                if key not in accepted:
-                    report.failed.append(
-                        (path, f"the peer accepts no context for {key[0]} in {key[1]}")
-                    )
-                    continue
-                status = _store(assoc, path)
-                if isinstance(status, int) and status in _SUCCESS_OR_WARNING:
-                    report.sent += 1
-                    say(f"sent {path}")
-                else:
-                    report.failed.append((path, _status_text(status)))
-                if not assoc.is_established:
-                    rest = [p for g in batch.values() for p in g]
-                    done = {p for p, _ in report.failed}
-                    index = rest.index(path)
-                    for other in rest[index + 1 :]:
-                        if other not in done:
-                            report.failed.append((other, "the association ended"))
-                    return
+        for position, (key, path) in enumerate(items):
+            if key not in accepted:
+                report.failed.append(
+                    (path, f"the peer accepts no context for {key[0]} in {key[1]}")
+                )
+                continue
+            status = _store(assoc, path)
+            if isinstance(status, int) and status in _SUCCESS_OR_WARNING:
+                report.sent += 1
+                say(f"sent {path}")
+            else:
+                report.failed.append((path, _status_text(status)))
+            if not assoc.is_established:
+                report.failed += [
+                    (rest, "the association ended") for _, rest in items[position + 1 :]
+                ]
+                return
     finally:
         if assoc.is_established:
             assoc.release()
