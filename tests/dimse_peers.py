@@ -1,13 +1,11 @@
 """DICOM peers for the DIMSE tests, all real processes on loopback: DCMTK's storescp (a C-STORE
 receiver that keeps data sets as received), DCMTK's storescu driven by a configuration that
-proposes each file's own transfer syntax, Orthanc (a PACS) with its own configuration; and the
-corpus of every transfer syntax the tests send."""
+proposes each file's own transfer syntax, Orthanc (a PACS, tests/orthanc_peer.py) with its own
+configuration; and the corpus of every transfer syntax the tests send."""
 
 from __future__ import annotations
 
 import contextlib
-import json
-import shutil
 import struct
 import subprocess
 import time
@@ -16,12 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pydicom
-import requests
 from pydicom.filereader import read_file_meta_info
 from pydicom.uid import generate_uid
 
 from tests.corpus import PYDICOM_TEST_FILES, pydicom_data_dir
-from tests.serving import free_port
+
+# The DIMSE tests' PACS, shared with the DICOMweb comparison (re-exported).
+from tests.orthanc_peer import Orthanc as Orthanc
 
 # One file per transfer syntax (pydicom's corpus and pydicom-data); two are relabelled where the
 # corpus has no file of that syntax and the codestream is valid for it: a lossless JPEG-LS
@@ -167,79 +166,3 @@ def _wait_port(port: int, process: subprocess.Popen, seconds: float = 30.0) -> N
 def received_by_uid(folder: Path) -> dict[str, Path]:
     """The files a storescp (or getscu) wrote, by SOP Instance UID."""
     return {str(read(path).SOPInstanceUID): path for path in folder.iterdir() if path.is_file()}
-
-
-class Orthanc:
-    """Orthanc from Debian, started with a configuration of its own in a temporary folder:
-    HTTP and DICOM on free loopback ports, no remote access, no authentication."""
-
-    def __init__(self, folder: Path, ae_title: str, peers: dict[str, tuple[str, int]]) -> None:
-        self.folder = folder
-        self.ae_title = ae_title
-        self.http_port = free_port()
-        self.dicom_port = free_port()
-        folder.mkdir(parents=True, exist_ok=True)
-        config = {
-            "Name": "pixels-sql-test",
-            "StorageDirectory": str(folder / "storage"),
-            "IndexDirectory": str(folder / "index"),
-            "HttpPort": self.http_port,
-            "RemoteAccessAllowed": False,
-            "AuthenticationEnabled": False,
-            "DicomAet": ae_title,
-            "DicomPort": self.dicom_port,
-            "DicomModalities": {
-                title: [title, host, port] for title, (host, port) in peers.items()
-            },
-            "DicomAlwaysAllowStore": True,
-            "DicomCheckModalityHost": False,
-            "Plugins": [],
-        }
-        self.config = folder / "orthanc.json"
-        self.config.write_text(json.dumps(config))
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
-    def start(self) -> Orthanc:
-        binary = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
-        self.process = subprocess.Popen(
-            [binary, str(self.config)],
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.folder / "orthanc.log", "wb"),  # noqa: SIM115 (kept for the run)
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{self.url}/system", timeout=2).ok:
-                    return self
-            except requests.ConnectionError:
-                time.sleep(0.2)
-        raise TimeoutError("Orthanc did not start: " + (self.folder / "orthanc.log").read_text())
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(30)
-
-    def upload(self, path: Path) -> str:
-        answer = requests.post(f"{self.url}/instances", data=path.read_bytes(), timeout=60)
-        answer.raise_for_status()
-        return answer.json()["ID"]
-
-    def instance_uids(self) -> set[str]:
-        found = set()
-        for identifier in requests.get(f"{self.url}/instances", timeout=60).json():
-            tags = requests.get(f"{self.url}/instances/{identifier}/simplified-tags", timeout=60)
-            found.add(tags.json()["SOPInstanceUID"])
-        return found
-
-    def file_of(self, sop_uid: str) -> bytes:
-        found = requests.post(
-            f"{self.url}/tools/find",
-            json={"Level": "Instance", "Query": {"SOPInstanceUID": sop_uid}},
-            timeout=60,
-        ).json()
-        return requests.get(f"{self.url}/instances/{found[0]}/file", timeout=60).content
