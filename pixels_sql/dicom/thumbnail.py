@@ -11,16 +11,13 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
-from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
 from pydicom.dataset import Dataset
-from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, get_decoder, pixel_array
-from pydicom.uid import (
-    UID,
-)
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi
 
+from pixels_sql.dicom.codecs import decode_frame, full_dataset, syntax_name
 from pixels_sql.dicom.encoding import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, PIXEL_DATA_TAGS
 from pixels_sql.dicom.meta import locate_pixel_data, read_pydicom_header, transfer_syntax
 from pixels_sql.dicom.reduced import reduced_frame
@@ -57,15 +54,6 @@ SHARP_SHARE = 0.003
 # to_display works on blocks of about this many samples, so that its int64 lookup offsets (8
 # bytes a sample) and float temporaries never exist for a whole frame.
 BLOCK_SAMPLES = 1 << 20
-# pydicom decoding plugins that report damaged data by raising a Python exception, in the order we
-# try them. python-gdcm is left out on purpose: on some damaged JPEG-LS streams it throws a C++
-# exception nothing catches and the whole process aborts (std::terminate, SIGABRT), taking a
-# Spark Python worker and every other row of its batch with it. pydicom 3 tries gdcm first when
-# it is installed, so decode_frame names the plugin instead, and uses gdcm only for transfer
-# syntaxes that none of these decodes. Pillow first: its libjpeg-turbo decodes JPEG baseline to
-# the same samples as gdcm's IJG libjpeg (every corpus thumbnail unchanged); pylibjpeg's libjpeg
-# differs by a level here and there.
-RAISING_PLUGINS = ("pillow", "pylibjpeg", "pyjpegls", "pydicom")
 # Functional group macros holding a frame's rescale and window (PS3.3 C.7.6.16.2.9 / .10).
 _FUNCTIONAL_GROUP_FIELDS = (
     ("PixelValueTransformationSequence", ("RescaleSlope", "RescaleIntercept", "RescaleType")),
@@ -130,7 +118,7 @@ def _render(source: Source, max_size: int) -> Image.Image:
     syntax = transfer_syntax(header)
     location = None
     if syntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
-        header = _full_dataset(fp)  # PS3.5 A.5: nothing is readable without inflating
+        header = full_dataset(fp)  # PS3.5 A.5: nothing is readable without inflating
         has_pixels = any(tag in header for tag in PIXEL_DATA_TAGS)
     else:
         # Also checks that the pixel data is all there (else: truncated).
@@ -199,87 +187,6 @@ def _describe(header: Dataset) -> str:
     sop_class = header.get("SOPClassUID")
     name = getattr(sop_class, "name", None) if sop_class else None
     return f"this {name or 'data set'}" + (f" ({modality})" if modality else "")
-
-
-def decode_frame(source: Source, header: Dataset, index: int | None) -> np.ndarray:
-    """Decode one frame (``index``) or the single image (None), reading only that frame."""
-    local, fp = source.name, source.fp
-    syntax = transfer_syntax(header)
-    if not syntax.is_transfer_syntax:
-        # A transfer syntax newer than pydicom's table (e.g. Deflated Image Frame Compression,
-        # PS3.5 A.4.11): no installed codec knows it.
-        raise DicomReadError(
-            local,
-            "undecodable",
-            f"{syntax_name(syntax)} ({syntax}): no installed codec decodes this transfer syntax",
-        )
-    try:
-        if syntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
-            # PS3.5 A.5: one deflate stream; the header is then the whole inflated data set.
-            whole = any(tag in header for tag in PIXEL_DATA_TAGS)
-            return pixel_array(header if whole else _full_dataset(fp), index=index)
-        failures = []
-        for plugin in decoding_plugins(syntax):
-            try:
-                fp.seek(0)
-                return pixel_array(
-                    fp, index=index, transfer_syntax_uid=syntax, decoding_plugin=plugin
-                )
-            except RuntimeError as exc:  # pydicom wraps every plugin failure in RuntimeError
-                failures.append(exc)
-        raise failures[0] if len(failures) == 1 else RuntimeError(_plugin_failures(failures))
-    except (RuntimeError, NotImplementedError) as exc:
-        raise DicomReadError(
-            local, "undecodable", f"{syntax_name(syntax)} ({syntax}): {_first_line(exc)}"
-        ) from exc
-
-
-def decoding_plugins(syntax: UID) -> tuple[str, ...]:
-    """pydicom plugin names to try in turn for ``syntax``: those of :data:`RAISING_PLUGINS` that
-    are installed, else ``""`` (pydicom's choice among what is installed: gdcm alone)."""
-    if not syntax.is_encapsulated:
-        return ("",)  # native pixel data: pydicom decodes it itself, no plugin involved
-    try:
-        available = get_decoder(syntax).available_plugins
-    except NotImplementedError:
-        return ("",)  # pydicom's own error names the syntax
-    return tuple(name for name in RAISING_PLUGINS if name in available) or ("",)
-
-
-def _plugin_failures(failures: list[RuntimeError]) -> str:
-    """One message for several single-plugin failures, in pydicom's wording."""
-    details = []
-    for exc in failures:
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        details.extend(lines[1:] or lines)  # pydicom's first line is its generic preamble
-    return "Unable to decode as exceptions were raised by all available plugins: " + "; ".join(
-        details
-    )
-
-
-# Transfer syntaxes added to PS3.5 after pydicom 3.0's UID table, for readable messages.
-NEWER_SYNTAX_NAMES = {
-    "1.2.840.10008.1.2.8.1": "Deflated Image Frame Compression",
-    "1.2.840.10008.1.2.4.110": "JPEG XL Lossless",
-    "1.2.840.10008.1.2.4.111": "JPEG XL JPEG Recompression",
-    "1.2.840.10008.1.2.4.112": "JPEG XL",
-}
-
-
-def syntax_name(syntax: UID) -> str:
-    return NEWER_SYNTAX_NAMES.get(str(syntax), syntax.name)
-
-
-def _full_dataset(fp: BinaryIO) -> Dataset:
-    import pydicom
-
-    fp.seek(0)
-    return pydicom.dcmread(fp, force=True)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return " ".join(lines[:3])
 
 
 def to_display(frame: np.ndarray, header: Dataset, index: int = 0) -> np.ndarray:

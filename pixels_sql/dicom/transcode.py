@@ -1,0 +1,370 @@
+"""Transcoding: an instance or its frames in another transfer syntax (PS3.18 8.7.3, 8.7.4).
+
+Pixel data is decoded and encoded by :mod:`pixels_sql.dicom.codecs` only. What can be produced:
+
+- the native syntaxes of :data:`NATIVE_TARGETS` from anything that decodes (a lossy JPEG is
+  decompressed: no further loss, and LossyImageCompression stays "01", PS3.3 C.7.6.1.1.5);
+- the lossless encapsulated syntaxes an installed encoder provides (``encodable_syntaxes``);
+- never a lossy encoding: those syntaxes are offered only as stored (``transfer-syntax=*``).
+
+The SOP Instance UID is kept: a lossless re-encoding, or the decompression of a lossy one, does
+not change the image a receiver sees (PS3.18 8.7.3.5 allows the origin server to convert).
+Decoders are native code that can crash or run long on hostile data: servers call these
+functions in worker processes (servers/dicomweb/render.py), never in their own.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.pixels import get_encoder, pixel_array
+from pydicom.pixels.encoders.base import ENCODING_PROFILES
+from pydicom.pixels.utils import compress, decompress
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+
+from pixels_sql.dicom import codecs
+from pixels_sql.dicom.codecs import encoding_plugins, full_dataset, syntax_name, with_plugins
+from pixels_sql.dicom.meta import transfer_syntax
+from pixels_sql.io.sources import open_source
+
+# PS3.18 8.7.3.5.2: the default transfer syntax of application/dicom and of native frames.
+DEFAULT_SYNTAX = ExplicitVRLittleEndian
+# Native syntaxes produced from anything decodable (PS3.5 A.1, A.2, A.5).
+NATIVE_TARGETS = (ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian)
+NATIVE_SYNTAXES = frozenset({*NATIVE_TARGETS, ExplicitVRBigEndian})
+# Syntaxes whose compression is always lossy (the DCT processes of PS3.5 A.4.1, 10918-1): a
+# decompressed image says so in LossyImageCompression (PS3.3 C.7.6.1.1.5) if it did not.
+ALWAYS_LOSSY = {
+    "1.2.840.10008.1.2.4.50": "ISO_10918_1",
+    "1.2.840.10008.1.2.4.51": "ISO_10918_1",
+}
+# PS3.18 Table 8.7.3-2 (8.7.4): a frame media type and the lossless syntax it means when the
+# request names none (image/jpeg is lossy by default: only ever sent as stored).
+FRAME_MEDIA_DEFAULT_SYNTAX = {
+    "image/jls": "1.2.840.10008.1.2.4.80",
+    "image/jp2": "1.2.840.10008.1.2.4.90",
+    "image/dicom-rle": "1.2.840.10008.1.2.5",
+}
+
+
+class TranscodeError(Exception):
+    """Not produced: ``reason`` is ``unsupported`` (no encoder for this image), ``undecodable``
+    (no decoder reads the stored pixel data) or ``too_large`` (over the caller's byte limit)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def producible_syntaxes() -> tuple[str, ...]:
+    """Every syntax :func:`transcode_instance` may produce here (the stored one aside)."""
+    return (*NATIVE_TARGETS, *codecs.encodable_syntaxes())
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    """The Image Pixel attributes an encoder's profile checks (PS3.5 8.2), after decoding."""
+
+    rows: int
+    columns: int
+    samples_per_pixel: int
+    bits_allocated: int
+    bits_stored: int
+    pixel_representation: int
+    photometric: str
+    frames: int
+
+    @property
+    def decoded_photometric(self) -> str:
+        """pydicom's decoders give YBR colour as RGB (``as_rgb``)."""
+        if self.samples_per_pixel == 3 and self.photometric.startswith("YBR"):
+            return "RGB"
+        return self.photometric
+
+    @property
+    def native_bytes(self) -> int:
+        bits = self.rows * self.columns * self.samples_per_pixel * self.bits_allocated
+        return self.frames * ((bits + 7) // 8)
+
+
+def image_facts(get: Any) -> ImageFacts | None:
+    """The facts from ``get(keyword, default)`` (a pydicom Dataset's get, or a DICOM JSON
+    reader); None without Rows/Columns (no image)."""
+    rows, columns = get("Rows", None), get("Columns", None)
+    if not rows or not columns:
+        return None
+    return ImageFacts(
+        rows=int(rows),
+        columns=int(columns),
+        samples_per_pixel=int(get("SamplesPerPixel", 1) or 1),
+        bits_allocated=int(get("BitsAllocated", 8) or 8),
+        bits_stored=int(get("BitsStored", None) or get("BitsAllocated", 8) or 8),
+        pixel_representation=int(get("PixelRepresentation", 0) or 0),
+        photometric=str(get("PhotometricInterpretation", "MONOCHROME2") or "MONOCHROME2"),
+        frames=max(1, int(get("NumberOfFrames", 1) or 1)),
+    )
+
+
+def check_encodable(facts: ImageFacts | None, target: str) -> None:
+    """TranscodeError ``unsupported`` if ``target`` is neither native nor an installed lossless
+    encoder, or if its encoder's profile (PS3.5 8.2, as pydicom lists it) rules the decoded
+    image out. Checked before any decoding, from the attributes alone."""
+    if target in NATIVE_TARGETS:
+        return
+    available = codecs.encodable_syntaxes()
+    if target not in available:
+        raise TranscodeError("unsupported", _not_offered(target))
+    if facts is None:
+        return  # no image: the data set is written in the syntax, nothing to encode
+    for photometric, samples, representations, allocated, stored in ENCODING_PROFILES.get(
+        UID(target), []
+    ):
+        if (
+            facts.decoded_photometric == photometric
+            and facts.samples_per_pixel == samples
+            and facts.pixel_representation in representations
+            and facts.bits_allocated in allocated
+            and facts.bits_stored in stored
+        ):
+            if target == "1.2.840.10008.1.2.4.80" and facts.pixel_representation:
+                break  # the CharLS plugin takes unsigned samples only (codecs.py)
+            return
+    raise TranscodeError(
+        "unsupported",
+        f"{syntax_name(target)} ({target}) cannot hold this image"
+        f" ({facts.decoded_photometric}, {facts.samples_per_pixel} samples,"
+        f" {facts.bits_allocated}/{facts.bits_stored} bits,"
+        f" pixel representation {facts.pixel_representation})",
+    )
+
+
+def _not_offered(target: str) -> str:
+    offered = ", ".join(producible_syntaxes())
+    name = syntax_name(target) if UID(target).is_valid else "an unknown syntax"
+    return f"{name} ({target}) is not produced here; transcoding offers {offered}"
+
+
+def transcode_instance(path: str, target: str, max_bytes: int) -> bytes:
+    """The instance in ``path`` as a PS3.10 file in transfer syntax ``target``."""
+    with open_source(path) as source:
+        dataset = full_dataset(source.fp)
+    if "TransferSyntaxUID" not in (dataset.file_meta or {}):
+        dataset.file_meta = dataset.file_meta or FileMetaDataset()
+        dataset.file_meta.TransferSyntaxUID = transfer_syntax(dataset)
+    stored = UID(dataset.file_meta.TransferSyntaxUID)
+    facts = image_facts(dataset.get) if "PixelData" in dataset else None
+    check_encodable(facts, target)
+    if facts is not None and facts.native_bytes > max_bytes:
+        raise TranscodeError(
+            "too_large",
+            f"the decoded pixel data would take {facts.native_bytes} bytes: at most"
+            f" {max_bytes} are transcoded in one piece (ask for transfer-syntax=*)",
+        )
+    if facts is not None:
+        _to_native_little_endian(dataset, stored)
+    if UID(target).is_encapsulated:
+        if facts is not None:
+            _compress(dataset, UID(target))
+        else:
+            dataset.file_meta.TransferSyntaxUID = target
+    else:
+        dataset.file_meta.TransferSyntaxUID = target
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dataset.save_as(
+            buffer,
+            implicit_vr=target == ImplicitVRLittleEndian,
+            little_endian=True,
+            enforce_file_format=True,
+        )
+    return buffer.getvalue()
+
+
+def _to_native_little_endian(dataset: Dataset, stored: UID) -> None:
+    """Decode encapsulated or big endian Pixel Data in place to native little endian."""
+    if stored.is_encapsulated:
+        try:
+            with_plugins(
+                stored,
+                lambda plugin: decompress(
+                    dataset, decoding_plugin=plugin, generate_instance_uid=False
+                ),
+            )
+        except (RuntimeError, NotImplementedError, ValueError) as exc:
+            raise TranscodeError(
+                "undecodable", f"{syntax_name(stored)} ({stored}): {codecs.first_line(exc)}"
+            ) from exc
+        method = ALWAYS_LOSSY.get(str(stored))
+        if method and "LossyImageCompression" not in dataset:
+            dataset.LossyImageCompression = "01"
+            if "LossyImageCompressionMethod" not in dataset:
+                dataset.LossyImageCompressionMethod = method
+    elif stored == ExplicitVRBigEndian:
+        facts = image_facts(dataset.get)
+        array = pixel_array(dataset)
+        assert facts is not None
+        _swap_words(dataset)
+        # The swapped data set is little endian now (save_as refuses to convert it).
+        dataset.set_original_encoding(dataset.original_encoding[0], True)
+        dataset.PixelData = native_bytes(array, facts, planar=_planar(dataset))
+        dataset["PixelData"].VR = "OB" if facts.bits_allocated <= 8 else "OW"
+        dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+
+
+# The byte size of one word of the binary VRs pydicom keeps as raw bytes (PS3.5 Table 6.2-1).
+_WORD_SIZES = {"OW": 2, "OL": 4, "OF": 4, "OD": 8, "OV": 8}
+
+
+def _swap_words(dataset: Dataset) -> None:
+    """Byte-swap the words of binary values read big endian (PS3.5 A.3: OW, OL, OF, OD and OV
+    are kept as raw bytes by pydicom; numbers of other VRs are parsed, and written anew)."""
+
+    def swap(_: Dataset, element: Any) -> None:
+        size = _WORD_SIZES.get(element.VR)
+        if size and isinstance(element.value, bytes | bytearray) and len(element.value) % size == 0:
+            words = np.frombuffer(element.value, dtype=f">u{size}")
+            element.value = words.astype(f"<u{size}").tobytes()
+
+    dataset.walk(swap)
+
+
+def _planar(dataset: Dataset) -> bool:
+    return int(dataset.get("SamplesPerPixel", 1) or 1) > 1 and bool(
+        int(dataset.get("PlanarConfiguration", 0) or 0)
+    )
+
+
+def _compress(dataset: Dataset, target: UID) -> None:
+    failures = []
+    for plugin in encoding_plugins(target):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                compress(dataset, target, encoding_plugin=plugin, generate_instance_uid=False)
+            return
+        except (RuntimeError, ValueError) as exc:
+            failures.append(f"{plugin}: {codecs.first_line(exc)}")
+    raise TranscodeError(
+        "unsupported", f"{syntax_name(target)} ({target}): " + "; ".join(failures or ["none"])
+    )
+
+
+def native_bytes(array: np.ndarray, facts: ImageFacts, planar: bool = False) -> bytes:
+    """Decoded samples as native little endian pixel data of ``facts.bits_allocated`` bits a
+    sample (PS3.5 8.1.1: 1-bit samples packed, first pixel in the lowest bit); ``planar``:
+    colour by plane (PlanarConfiguration 1, PS3.3 C.7.6.3.1.3)."""
+    if planar and array.ndim >= 3 and array.shape[-1] == facts.samples_per_pixel:
+        array = np.moveaxis(array, -1, -3)
+    if facts.bits_allocated == 1:
+        return np.packbits(array.astype(np.uint8).ravel(), bitorder="little").tobytes()
+    if array.dtype.kind in "iu":
+        dtype = np.dtype(f"<{array.dtype.kind}{facts.bits_allocated // 8}")
+    else:
+        dtype = array.dtype.newbyteorder("<")
+    return np.ascontiguousarray(array.astype(dtype, copy=False)).tobytes()
+
+
+def decoded_frames(path: str, numbers: list[int], max_bytes: int) -> tuple[list[np.ndarray], Any]:
+    """Frames ``numbers`` (from 1) of the instance in ``path``, decoded (each read alone where
+    the syntax allows), and the data set's header."""
+    with open_source(path) as source:
+        import pydicom
+
+        fp: BinaryIO = source.fp
+        fp.seek(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            header = pydicom.dcmread(fp, force=True, stop_before_pixels=True)
+        stored = transfer_syntax(header)
+        facts = image_facts(header.get)
+        if facts is None:
+            raise TranscodeError("unsupported", "the instance has no image")
+        one = facts.native_bytes // facts.frames
+        if one * len(numbers) > max_bytes:
+            raise TranscodeError(
+                "too_large",
+                f"the decoded frames asked for add up to {one * len(numbers)} bytes: at most"
+                f" {max_bytes} in one request (ask in several)",
+            )
+        whole = None
+        if stored == DeflatedExplicitVRLittleEndian:
+            whole = full_dataset(fp)  # PS3.5 A.5: nothing is readable without inflating
+        frames = []
+        for number in numbers:
+            index = number - 1 if facts.frames > 1 else None
+            try:
+                if whole is not None:
+                    frames.append(pixel_array(whole, index=index))
+                else:
+                    frames.append(
+                        with_plugins(
+                            stored,
+                            lambda plugin, index=index: _read_frame(fp, index, stored, plugin),
+                        )
+                    )
+            except (RuntimeError, NotImplementedError, ValueError) as exc:
+                raise TranscodeError(
+                    "undecodable", f"{syntax_name(stored)} ({stored}): {codecs.first_line(exc)}"
+                ) from exc
+    return frames, header
+
+
+def _read_frame(fp: BinaryIO, index: int | None, stored: UID, plugin: str) -> np.ndarray:
+    fp.seek(0)
+    return pixel_array(fp, index=index, transfer_syntax_uid=stored, decoding_plugin=plugin)
+
+
+def transcode_frames(path: str, numbers: list[int], target: str, max_bytes: int) -> list[bytes]:
+    """Frames ``numbers`` of ``path``: native little endian bytes (``target`` native), or each
+    frame encoded alone in the lossless encapsulated ``target`` (PS3.18 8.7.4)."""
+    frames, header = decoded_frames(path, numbers, max_bytes)
+    facts = image_facts(header.get)
+    assert facts is not None
+    if not UID(target).is_encapsulated:
+        planar = _planar(header) and not facts.photometric.startswith("YBR")
+        return [native_bytes(frame, facts, planar) for frame in frames]
+    check_encodable(facts, target)
+    encoder = get_encoder(UID(target))
+    out = []
+    for frame in frames:
+        failures = []
+        for plugin in encoding_plugins(UID(target)):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    out.append(
+                        encoder.encode(
+                            frame,
+                            encoding_plugin=plugin,
+                            rows=facts.rows,
+                            columns=facts.columns,
+                            samples_per_pixel=facts.samples_per_pixel,
+                            bits_allocated=facts.bits_allocated,
+                            bits_stored=facts.bits_stored,
+                            pixel_representation=facts.pixel_representation,
+                            photometric_interpretation=facts.decoded_photometric,
+                            planar_configuration=0,
+                            number_of_frames=1,
+                        )
+                    )
+                break
+            except (RuntimeError, ValueError) as exc:
+                failures.append(f"{plugin}: {codecs.first_line(exc)}")
+        else:
+            raise TranscodeError(
+                "unsupported", f"{syntax_name(target)} ({target}): " + "; ".join(failures)
+            )
+    return out
