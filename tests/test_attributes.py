@@ -151,7 +151,8 @@ def test_consumers_read_the_registry() -> None:
 
     for level in query.Level:
         assert query.MATCHING_KEYS[level] == matching_keys(level.value)
-    assert set(index.COLUMNS) == {k for level in QIDO_LEVELS for k in matching_keys(level)}
+    assert set(index.COLUMNS) == {a.keyword for level in QIDO_LEVELS for a in INDEX_COLUMNS[level]}
+    assert {k for level in QIDO_LEVELS for k in matching_keys(level)} <= set(index.COLUMNS)
     study_tags = {a.hex for a in ATTRIBUTES.values() if a.qido and a.qido.level == "study"}
     assert set(index.STUDY_TAGS) == study_tags - {
         a.hex for a in ATTRIBUTES.values() if a.qido and a.qido.computed

@@ -137,12 +137,23 @@ QIDO_LEVELS: tuple[QidoLevel, ...] = ("study", "series", "instance")
 
 # How a QIDO-RS matching key's values are matched (PS3.4 C.2.2.2): servers/dicomweb/query.py
 # turns each into its match kinds.
-STRING_MATCH: Final = "string"  # single value, exact, or with * and ? wildcards (C.2.2.2.1, .4)
-PN_MATCH: Final = "pn"  # person name: wildcard, case-insensitive (C.2.2.2.4)
+# Every kind but UID_MATCH also takes a list of values, any of which matches (C.2.2.2.8).
+STRING_MATCH: Final = "string"  # exact, or with * and ? wildcards (C.2.2.2.1, .4)
+PN_MATCH: Final = "pn"  # person name: wildcard, case-insensitive (C.2.2.2.1, .4)
 DATE_MATCH: Final = "date"  # a date or a range of them (C.2.2.2.5)
+TIME_MATCH: Final = "time"  # a time or a range of them (C.2.2.2.5)
+NUMBER_MATCH: Final = "number"  # IS: equal as integers, no wildcards (C.2.2.2.1, .4)
 UID_MATCH: Final = "uid"  # a list of UIDs (C.2.2.2.2)
-MODALITIES_MATCH: Final = "modalities"  # ModalitiesInStudy: any of a list
-MATCH_KINDS = (STRING_MATCH, PN_MATCH, DATE_MATCH, UID_MATCH, MODALITIES_MATCH)
+MODALITIES_MATCH: Final = "modalities"  # ModalitiesInStudy: any series' Modality matches
+MATCH_KINDS = (
+    STRING_MATCH,
+    PN_MATCH,
+    DATE_MATCH,
+    TIME_MATCH,
+    NUMBER_MATCH,
+    UID_MATCH,
+    MODALITIES_MATCH,
+)
 
 
 @dataclass(frozen=True)
@@ -366,7 +377,7 @@ _VIEW_COLUMNS: tuple[tuple[str, str], ...] = (
 _QIDO: dict[str, Qido] = {
     "SpecificCharacterSet": Qido("study"),
     "StudyDate": Qido("study", DATE_MATCH),
-    "StudyTime": Qido("study"),
+    "StudyTime": Qido("study", TIME_MATCH),
     "AccessionNumber": Qido("study", STRING_MATCH),
     "ModalitiesInStudy": Qido("study", MODALITIES_MATCH, computed=True),
     "ReferringPhysicianName": Qido("study", PN_MATCH),
@@ -380,22 +391,22 @@ _QIDO: dict[str, Qido] = {
     "StudyID": Qido("study", STRING_MATCH),
     "NumberOfStudyRelatedSeries": Qido("study", computed=True),
     "NumberOfStudyRelatedInstances": Qido("study", computed=True),
-    "SeriesDate": Qido("series"),
-    "SeriesTime": Qido("series"),
+    "SeriesDate": Qido("series", DATE_MATCH),
+    "SeriesTime": Qido("series", TIME_MATCH),
     "Modality": Qido("series", STRING_MATCH),
     "SeriesDescription": Qido("series", STRING_MATCH),
     "BodyPartExamined": Qido("series", STRING_MATCH),
     "SeriesInstanceUID": Qido("series", UID_MATCH),
-    "SeriesNumber": Qido("series", STRING_MATCH),
+    "SeriesNumber": Qido("series", NUMBER_MATCH),
     "NumberOfSeriesRelatedInstances": Qido("series", computed=True),
-    "PerformedProcedureStepStartDate": Qido("series"),
-    "PerformedProcedureStepStartTime": Qido("series"),
+    "PerformedProcedureStepStartDate": Qido("series", DATE_MATCH),
+    "PerformedProcedureStepStartTime": Qido("series", TIME_MATCH),
     "SOPClassUID": Qido("instance", UID_MATCH),
     "SOPInstanceUID": Qido("instance", UID_MATCH),
     "InstanceAvailability": Qido("instance", computed=True),
     "RetrieveURL": Qido("instance", computed=True),
     "AvailableTransferSyntaxUID": Qido("instance", computed=True),
-    "InstanceNumber": Qido("instance", STRING_MATCH),
+    "InstanceNumber": Qido("instance", NUMBER_MATCH),
     "SamplesPerPixel": Qido("instance"),
     "PhotometricInterpretation": Qido("instance"),
     "NumberOfFrames": Qido("instance"),
@@ -422,6 +433,10 @@ _INDEX: dict[str, IndexColumn] = {
     "SeriesNumber": IndexColumn("series", "series_number"),
     "SeriesDescription": IndexColumn("series", "series_description"),
     "BodyPartExamined": IndexColumn("series", "body_part"),
+    "SeriesDate": IndexColumn("series", "series_date"),
+    "SeriesTime": IndexColumn("series", "series_time"),
+    "PerformedProcedureStepStartDate": IndexColumn("series", "pps_start_date"),
+    "PerformedProcedureStepStartTime": IndexColumn("series", "pps_start_time"),
     "SOPInstanceUID": IndexColumn("instance", "sop_uid"),
     "SOPClassUID": IndexColumn("instance", "sop_class_uid"),
     "InstanceNumber": IndexColumn("instance", "instance_number"),

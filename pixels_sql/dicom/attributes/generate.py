@@ -24,11 +24,12 @@ from pixels_sql.dicom.attributes import (
     ATTRIBUTES,
     CATALOG_COLUMNS,
     DATE_MATCH,
-    MODALITIES_MATCH,
+    NUMBER_MATCH,
+    PN_MATCH,
     PROMOTED,
     QIDO_LEVELS,
     SQL_TYPES_BY_VR,
-    UID_MATCH,
+    TIME_MATCH,
     VIEW_ATTRIBUTES,
     column_sql,
     matching_keys,
@@ -137,7 +138,12 @@ _RESOURCES = {
     ),
 }
 _ABOVE = {"study": "", "series": "the study keys (for `/series`), ", "instance": "the keys above, "}
-_KIND_NOTES = {UID_MATCH: " (list)", MODALITIES_MATCH: " (list)", DATE_MATCH: " (range)"}
+_KIND_NOTES = {
+    DATE_MATCH: " (range)",
+    TIME_MATCH: " (range)",
+    NUMBER_MATCH: " (integer)",
+    PN_MATCH: " (person name)",
+}
 
 
 def qido_keys_markdown() -> list[str]:

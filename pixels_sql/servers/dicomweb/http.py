@@ -50,10 +50,13 @@ class RenderJob:
     media_type: str
 
 
+def warning_headers(warnings: Iterable[str]) -> list[tuple[str, str]]:
+    """PS3.18 8.4.2: a Warning header (code 299) for each thing the service ignored."""
+    return [("warning", f'299 pixels-sql "{text}"') for text in warnings]
+
+
 def json_response(value: Any, status: int = 200, warnings: Iterable[str] = ()) -> Response:
-    headers = [("content-type", "application/dicom+json")]
-    # PS3.18 8.4.2: a Warning header for each thing the service ignored.
-    headers += [("warning", f'299 pixels-sql "{text}"') for text in warnings]
+    headers = [("content-type", "application/dicom+json"), *warning_headers(warnings)]
     return Response(status, headers, json.dumps(value, separators=(",", ":")).encode())
 
 

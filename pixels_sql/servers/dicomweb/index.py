@@ -40,7 +40,15 @@ from pixels_sql.dicom.attributes import (
     quoted,
 )
 from pixels_sql.dicom.typed import Malformed, date_value
-from pixels_sql.servers.dicomweb.query import Level, Match, MatchKind, Search
+from pixels_sql.servers.dicomweb.query import (
+    Level,
+    Match,
+    MatchKind,
+    Search,
+    date_key,
+    fuzzy_name_matches,
+    time_key,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -68,13 +76,14 @@ _READ: dict[QidoLevel, tuple[Attribute, ...]] = {
     level: tuple(a for a in INDEX_COLUMNS[level] if not (a.qido and a.qido.computed))
     for level in QIDO_LEVELS
 }
-# Matching key -> (table alias, column).
+# Index column's attribute -> (table alias, column): what searches match and order on.
 COLUMNS = {
-    a.keyword: (ALIASES[level], a.index.name)
-    for level in QIDO_LEVELS
-    for a in INDEX_COLUMNS[level]
-    if a.qido is not None and a.qido.match is not None
+    a.keyword: (ALIASES[level], a.index.name) for level in QIDO_LEVELS for a in INDEX_COLUMNS[level]
 }
+# How the index holds dates and times, so that a range is a comparison of text: DA as
+# YYYYMMDD, TM as HHMMSS.FFFFFF (query.py's keys; a value that is neither is NULL, as the
+# catalog's DATE column of a malformed date is).
+_COMPARABLE = {"DA": date_key, "TM": time_key}
 
 
 def _text_columns(level: QidoLevel) -> str:
@@ -227,8 +236,12 @@ def _order(number: str | None) -> int:
 
 
 def _read_columns(level: QidoLevel, row: dict[str, Any]) -> dict[str, Any]:
-    """A level's index columns read from the catalog, from a catalog query row."""
-    return {a.index.name: row[a.keyword] for a in _READ[level]}
+    """A level's index columns read from the catalog, from a catalog query row (dates and
+    times in the form ranges compare)."""
+    return {
+        a.index.name: _COMPARABLE[a.vr](row[a.keyword]) if a.vr in _COMPARABLE else row[a.keyword]
+        for a in _READ[level]
+    }
 
 
 def _insert(connection: sqlite3.Connection, table: str, rows: list[dict[str, Any]]) -> None:
@@ -262,6 +275,7 @@ def build_database(
     instances ``received`` over the network that the catalog may not hold yet (each replaces
     the catalog's row of its SOP Instance UID: it is the newer)."""
     connection = sqlite3.connect(":memory:", check_same_thread=False)
+    connection.create_function("fuzzy_name_matches", 2, fuzzy_name_matches, deterministic=True)
     connection.executescript(SCHEMA)
     # One row per SOP Instance UID (the served copy); in path order, as the views' first().
     instances = {row["SOPInstanceUID"]: row for row in sorted(rows, key=lambda r: r["path"])}
@@ -360,59 +374,95 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _escape_glob(text: str) -> str:
-    return "".join(f"[{c}]" if c == "[" else c for c in text)
+def _like(value: str) -> str:
+    """A DICOM wildcard value as a LIKE pattern (escape character '\\')."""
+    return _escape_like(value).replace("*", "%").replace("?", "_")
+
+
+def _glob(value: str) -> str:
+    """A DICOM wildcard value as a GLOB pattern: '*' and '?' are GLOB's own; '[' is escaped."""
+    return "".join(f"[{c}]" if c == "[" else c for c in value)
+
+
+def _any_of(condition: str, values: list[str]) -> tuple[str, list[Any]]:
+    """``condition`` (SQL with ``{value}`` where a value goes) for any of ``values``: one
+    parameter whatever their number (a JSON array read with json_each; an OR term per value
+    grew SQLite's expression tree past its depth limit, "Expression tree is too large", and
+    its variable limit)."""
+    if len(values) == 1:
+        return condition.format(value="?"), values
+    found = condition.format(value="v.value")
+    return f"EXISTS (SELECT 1 FROM json_each(?) v WHERE {found})", [json.dumps(values)]
+
+
+def _text_condition(name: str, values: tuple[str, ...]) -> tuple[str, list[Any]]:
+    """Exact values (an index look-up) or wildcard patterns, case-sensitive."""
+    exact = [v for v in values if "*" not in v and "?" not in v]
+    patterns = [_glob(v) for v in values if "*" in v or "?" in v]
+    parts: list[str] = []
+    params: list[Any] = []
+    if len(exact) == 1:
+        parts.append(f"{name} = ?")
+        params.append(exact[0])
+    elif exact:
+        parts.append(f"{name} IN (SELECT value FROM json_each(?))")
+        params.append(json.dumps(exact))
+    if patterns:
+        condition, values_ = _any_of(f"{name} GLOB {{value}}", patterns)
+        parts.append(condition)
+        params += values_
+    return (parts[0] if len(parts) == 1 else f"({' OR '.join(parts)})"), params
 
 
 def _condition(match: Match) -> tuple[str, list[Any]]:
     """One WHERE condition and its parameters for a match (column names from COLUMNS)."""
-    # A list is one parameter, a JSON array read with json_each: the statement is the same for
-    # one value or a thousand (an OR or IN term per value grew SQLite's expression tree past its
-    # depth limit, "Expression tree is too large", and its variable limit).
-    if match.keyword == "ModalitiesInStudy":
-        # The study's modalities, backslash-joined as a DICOM multi-value: a study matches when
-        # one of the asked modalities is among them (a scan of the studies' own column, ~ms,
-        # where a correlated look-up of the series took 200 ms over 10,000 studies).
-        found = (
-            "EXISTS (SELECT 1 FROM json_each(?) asked"
-            " WHERE instr('\\' || st.modalities || '\\', '\\' || asked.value || '\\') > 0)"
-        )
-        return found, [json.dumps(match.values)]
+    if match.kind is MatchKind.MODALITIES:
+        # ModalitiesInStudy is made of each series' Modality (build_database): a study matches
+        # when one of its series does (one pass over the series, not a look-up per study).
+        condition, params = _text_condition("modality", match.values)
+        return f"st.study_uid IN (SELECT study_uid FROM series WHERE {condition})", params
     alias, column = COLUMNS[match.keyword]
     name = f"{alias}.{column}"
-    if match.kind is MatchKind.UIDS or match.kind is MatchKind.ANY_OF:
-        return f"{name} IN (SELECT value FROM json_each(?))", [json.dumps(match.values)]
+    if match.kind in (MatchKind.UIDS, MatchKind.NUMBER):
+        # Both are exact: UIDs as written, integers in the canonical text the index holds.
+        return _text_condition(name, tuple(match.values))
     if match.kind is MatchKind.RANGE:
-        low, high = match.values
-        conditions, params = [], []
-        if low:
-            conditions.append(f"{name} >= ?")
-            params.append(low)
-        if high:
-            conditions.append(f"{name} <= ?")
-            params.append(high)
-        return " AND ".join(conditions), params
-    (value,) = match.values
-    if ATTRIBUTES[match.keyword].vr == "PN":
-        # PS3.4 C.2.2.2.4 lets person names match case-insensitively; SQLite's LIKE is.
-        pattern = _escape_like(value).replace("*", "%").replace("?", "_")
-        return f"{name} LIKE ? ESCAPE '\\'", [pattern]
-    if match.kind is MatchKind.WILDCARD:
-        return f"{name} GLOB ?", [_escape_glob(value)]
-    return f"{name} = ?", [value]
+        ranges = match.ranges
+        if len(ranges) == 1:
+            (low, high), conditions, params = ranges[0], [], []
+            if low:
+                conditions.append(f"{name} >= ?")
+                params.append(low)
+            if high:
+                conditions.append(f"{name} <= ?")
+                params.append(high)
+            return " AND ".join(conditions), params
+        found = (
+            f"EXISTS (SELECT 1 FROM json_each(?) r WHERE"
+            f" (json_extract(r.value, '$[0]') = '' OR {name} >= json_extract(r.value, '$[0]'))"
+            f" AND (json_extract(r.value, '$[1]') = '' OR {name} <= json_extract(r.value, '$[1]')))"
+        )
+        return found, [json.dumps(ranges)]
+    if match.kind is MatchKind.PERSON_NAME:
+        # PS3.4 C.2.2.2.1 lets person names match case-insensitively; SQLite's LIKE is (for
+        # ASCII letters; fuzzymatching folds every letter).
+        return _any_of(f"{name} LIKE {{value}} ESCAPE '\\'", [_like(v) for v in match.values])
+    if match.kind is MatchKind.FUZZY_NAME:
+        return _any_of(f"fuzzy_name_matches({name}, {{value}})", list(match.values))
+    return _text_condition(name, match.values)
 
 
 # What each search level selects and from where; the scope conditions bind their UIDs.
 _SEARCH_SQL = {
     Level.STUDY: (
         "SELECT st.study_uid, st.json, st.modalities, st.n_series, st.n_instances FROM studies st",
-        " ORDER BY st.study_date DESC, st.study_time DESC, st.study_uid",
+        "st.study_date DESC, st.study_time DESC, st.study_uid",
     ),
     Level.SERIES: (
         "SELECT se.study_uid, se.series_uid, se.json, se.n_instances, st.json, st.modalities,"
         " st.n_series, st.n_instances"
         " FROM series se JOIN studies st ON st.study_uid = se.study_uid",
-        " ORDER BY st.study_uid, CAST(se.series_number AS INTEGER), se.series_uid",
+        "st.study_uid, CAST(se.series_number AS INTEGER), se.series_uid",
     ),
     Level.INSTANCE: (
         "SELECT i.study_uid, i.series_uid, i.sop_uid, i.json, i.transfer_syntax, se.json,"
@@ -420,9 +470,19 @@ _SEARCH_SQL = {
         " FROM instances i"
         " JOIN series se ON se.study_uid = i.study_uid AND se.series_uid = i.series_uid"
         " JOIN studies st ON st.study_uid = i.study_uid",
-        " ORDER BY i.study_uid, i.series_uid, i.instance_order, i.sop_uid",
+        "i.study_uid, i.series_uid, i.instance_order, i.sop_uid",
     ),
 }
+
+
+def _order_term(key: tuple[str, bool]) -> str:
+    """An orderby key as an ORDER BY term (column names from COLUMNS, never a request's):
+    integers (IS) in numeric order, absent values last."""
+    keyword, descending = key
+    alias, column = COLUMNS[keyword]
+    name = f"{alias}.{column}"
+    value = f"CAST({name} AS INTEGER)" if ATTRIBUTES[keyword].vr == "IS" else name
+    return f"{name} IS NULL, {value} {'DESC' if descending else 'ASC'}"
 
 
 class CatalogIndex:
@@ -544,7 +604,8 @@ class CatalogIndex:
             params += values
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
         params += [search.limit, search.offset]
-        return self._query(f"{select}{where}{order} LIMIT ? OFFSET ?", params)
+        order = ", ".join([*map(_order_term, search.order), order])
+        return self._query(f"{select}{where} ORDER BY {order} LIMIT ? OFFSET ?", params)
 
     def instances(
         self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None

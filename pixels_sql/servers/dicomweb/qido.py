@@ -10,9 +10,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pixels_sql.servers.dicomweb.http import Request, Response, json_response
+from pixels_sql.servers.dicomweb.http import (
+    HTTPError,
+    Request,
+    Response,
+    json_response,
+    multipart_response,
+    parse_accept,
+    warning_headers,
+)
 from pixels_sql.servers.dicomweb.index import element_json
 from pixels_sql.servers.dicomweb.query import Level, Search, check_uid, parse_search
+from pixels_sql.servers.dicomweb.xml import DICOM_XML, native_dicom_model
 
 if TYPE_CHECKING:
     from pixels_sql.servers.dicomweb.service import Service
@@ -104,18 +113,49 @@ def find_instances(
     return [_sorted(r) for r in results]
 
 
+# What a search answers in (PS3.18 10.6.3.1): DICOM JSON (also as plain application/json), or
+# each result a NativeDicomModel part of a multipart/related.
+JSON_TYPES = ("application/dicom+json", "application/json", "application/*", "*/*")
+
+
+def _wants_xml(request: Request) -> bool:
+    """Whether the Accept header asks for XML; 406 when it accepts neither offer."""
+    for entry in parse_accept(request.headers.get("accept")):
+        if entry.media_type in JSON_TYPES:
+            return False
+        if entry.media_type == DICOM_XML or (
+            entry.media_type == "multipart/related" and entry.params.get("type") == DICOM_XML
+        ):
+            return True
+    raise HTTPError(
+        406,
+        "search results are application/dicom+json (or application/json), or"
+        f' multipart/related; type="{DICOM_XML}"',
+    )
+
+
+def _answer(request: Request, results: list[dict[str, Any]], search: Search) -> Response:
+    if not _wants_xml(request):
+        return json_response(results, warnings=search.warnings)
+    response = multipart_response(
+        ((DICOM_XML, [native_dicom_model(result)]) for result in results), DICOM_XML
+    )
+    response.headers += warning_headers(search.warnings)
+    return response
+
+
 def search_studies(service: Service, request: Request) -> Response:
+    _wants_xml(request)  # a 406 before any work
     search = parse_search(Level.STUDY, request.query, service.limits)
-    results = find_studies(service, search, request.base_url)
-    return json_response(results, warnings=search.warnings)
+    return _answer(request, find_studies(service, search, request.base_url), search)
 
 
 def search_series(service: Service, request: Request, study: str | None = None) -> Response:
     if study is not None:
         check_uid(study)
+    _wants_xml(request)
     search = parse_search(Level.SERIES, request.query, service.limits)
-    results = find_series(service, search, request.base_url, study)
-    return json_response(results, warnings=search.warnings)
+    return _answer(request, find_series(service, search, request.base_url, study), search)
 
 
 def search_instances(
@@ -124,9 +164,11 @@ def search_instances(
     for uid in (study, series):
         if uid is not None:
             check_uid(uid)
+    _wants_xml(request)
     search = parse_search(Level.INSTANCE, request.query, service.limits)
-    results = find_instances(service, search, request.base_url, study, series)
-    return json_response(results, warnings=search.warnings)
+    return _answer(
+        request, find_instances(service, search, request.base_url, study, series), search
+    )
 
 
 def _sorted(result: dict[str, Any]) -> dict[str, Any]:

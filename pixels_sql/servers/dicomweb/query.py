@@ -1,12 +1,18 @@
 """QIDO-RS query parameters (PS3.18 8.3.4, 10.6.1.2) parsed and checked, before any lookup.
 
 A request's text never reaches SQL: each matching key becomes a :class:`Match` with a kind
-(wildcard, range, UID list, exact) and a value that the index binds as a parameter.
+(text, person name, range, number, UID list, modalities) and values that the index binds as
+parameters. The matching rules of PS3.4 C.2.2.2 live here (how a value, a wildcard, a range,
+a list of values is read, what a time range covers, what fuzzy matching of person names is);
+index.py turns a Match into SQL, and C-FIND (servers/dimse/find.py) parses its identifiers
+with :func:`parse_search` too.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -14,9 +20,12 @@ from pydicom.datadict import keyword_for_tag, tag_for_keyword
 
 from pixels_sql.dicom.attributes import (
     DATE_MATCH,
+    INDEX_COLUMNS,
     MODALITIES_MATCH,
+    NUMBER_MATCH,
     PN_MATCH,
     STRING_MATCH,
+    TIME_MATCH,
     UID_MATCH,
     matching_keys,
 )
@@ -26,7 +35,11 @@ _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 # ASCII digits only: str.isdigit() also takes '²' and other digits int() refuses; at most 12
 # (the bounds below are far lower, and int() of thousands of digits is slow or refused).
 _NUMBER = re.compile(r"[0-9]{1,12}")
+# IS (PS3.5 6.2): an optional sign, at most 12 digits, spaces around.
+_INTEGER_STRING = re.compile(r" *([+-]?[0-9]{1,12}) *")
 _DATE = re.compile(r"[0-9]{8}")
+# TM (PS3.5 6.2): HH, HHMM, HHMMSS, HHMMSS.F{1,6}; the retired HH:MM:SS form is read too.
+_TIME = re.compile(r"([0-9]{2})(?::?([0-9]{2})(?::?([0-9]{2})(?:\.([0-9]{1,6}))?)?)?")
 _TAG = re.compile(r"[0-9A-Fa-f]{8}")
 
 
@@ -41,18 +54,27 @@ class Level(Enum):
 
 
 class MatchKind(Enum):
-    EXACT = "exact"  # single value (case-sensitive)
-    WILDCARD = "wildcard"  # '*' and '?' (PS3.4 C.2.2.2.4)
-    RANGE = "range"  # dates: a-b, -b, a- (PS3.4 C.2.2.2.5)
-    UIDS = "uids"  # a list of UIDs (PS3.4 C.2.2.2.2)
-    ANY_OF = "any_of"  # ModalitiesInStudy: a study matches if any series has one of them
+    TEXT = "text"  # exact values or * ? wildcard patterns, case-sensitive (C.2.2.2.1, .4)
+    PERSON_NAME = "person_name"  # the same, case-insensitive (C.2.2.2.1)
+    FUZZY_NAME = "fuzzy_name"  # fuzzymatching=true: see fuzzy_name_matches
+    RANGE = "range"  # (low, high) pairs of dates or times, '' for an open end (C.2.2.2.5)
+    NUMBER = "number"  # IS values compared as integers
+    UIDS = "uids"  # a list of UIDs (C.2.2.2.2)
+    MODALITIES = "modalities"  # ModalitiesInStudy: a study matches if any series' Modality does
 
 
 @dataclass(frozen=True)
 class Match:
+    """A matching key's condition: any of ``values`` matches (a list of values, C.2.2.2.8);
+    for RANGE each value is a (low, high) pair, flattened."""
+
     keyword: str
     kind: MatchKind
     values: tuple[str, ...]
+
+    @property
+    def ranges(self) -> list[tuple[str, str]]:
+        return list(zip(self.values[::2], self.values[1::2], strict=True))
 
 
 # Keys each level can match on, with how (keyword -> the kind its values take): the attribute
@@ -65,8 +87,22 @@ LEVELS_ABOVE = {
     Level.SERIES: (Level.STUDY, Level.SERIES),
     Level.INSTANCE: (Level.STUDY, Level.SERIES, Level.INSTANCE),
 }
+# What a search may be ordered by: the index's columns of its levels (orderby).
+ORDERING_KEYS: dict[Level, frozenset[str]] = {
+    level: frozenset(
+        a.keyword
+        for above in LEVELS_ABOVE[level]
+        for a in INDEX_COLUMNS[above.value]
+        if a.keyword != "ModalitiesInStudy"
+    )
+    for level in Level
+}
 # Parameters that are not matching keys (PS3.18 8.3.4).
 CONTROL_PARAMETERS = {"limit", "offset", "includefield", "fuzzymatching", "orderby"}
+# What separates the values of a list: QIDO-RS takes commas (PS3.18 8.3.4.1) and DICOM's own
+# backslash (PS3.5 6.4); a C-FIND identifier's values only the backslash.
+QIDO_SEPARATORS = ",\\"
+DIMSE_SEPARATORS = "\\"
 
 
 @dataclass
@@ -76,6 +112,8 @@ class Search:
     limit: int = DEFAULT_LIMITS.max_results
     offset: int = 0
     include_tags: list[str] = field(default_factory=list)
+    # (keyword, descending) pairs from orderby, first the most significant.
+    order: list[tuple[str, bool]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -102,7 +140,10 @@ def tag_key(key: str) -> str:
 
 
 def parse_search(
-    level: Level, params: list[tuple[str, str]], limits: HttpLimits = DEFAULT_LIMITS
+    level: Level,
+    params: list[tuple[str, str]],
+    limits: HttpLimits = DEFAULT_LIMITS,
+    separators: str = QIDO_SEPARATORS,
 ) -> Search:
     """Check and parse a QIDO-RS query string's (name, value) pairs for a search at ``level``.
 
@@ -118,6 +159,7 @@ def parse_search(
         for above in LEVELS_ABOVE[level]
         for keyword, kind in MATCHING_KEYS[above].items()
     }
+    fuzzy = any(name == "fuzzymatching" and _boolean(name, value) for name, value in params)
     for name, value in params:
         if name in ("limit", "offset"):
             number = non_negative(name, value)
@@ -139,10 +181,9 @@ def parse_search(
                 if item != "all":
                     search.include_tags.append(tag_key(keyword_of(item)))
         elif name == "fuzzymatching":
-            if value.lower() == "true":
-                search.warnings.append("fuzzymatching is not supported: matching is literal")
+            continue  # read above: it changes how every person name key matches
         elif name == "orderby":
-            search.warnings.append("orderby is not supported: results are in a fixed order")
+            _order(search, value, limits)
         else:
             keyword = keyword_of(name)
             kind = allowed.get(keyword)
@@ -151,10 +192,30 @@ def parse_search(
                 # the response says so in a Warning header.
                 search.warnings.append(f"the attribute {keyword} is not supported for matching")
                 continue
-            if value == "" or (kind in (STRING_MATCH, PN_MATCH) and set(value) == {"*"}):
-                continue  # universal matching (PS3.4 C.2.2.2.3, C.2.2.2.4)
-            search.matches.append(_match(keyword, kind, value, limits))
+            match = _match(keyword, kind, value, limits, separators, fuzzy)
+            if match is not None:
+                search.matches.append(match)
     return search
+
+
+def _boolean(name: str, value: str) -> bool:
+    if value.lower() not in ("true", "false"):
+        raise QueryError(f"{name} must be true or false, got {value[:40]!r}")
+    return value.lower() == "true"
+
+
+def _order(search: Search, value: str, limits: HttpLimits) -> None:
+    """orderby: attributes, each optionally prefixed by '-' for descending order."""
+    items = [part.strip() for part in value.split(",") if part.strip()]
+    if len(search.order) + len(items) > limits.max_list_values:
+        raise QueryError(f"orderby names more than {limits.max_list_values} attributes")
+    for item in items:
+        descending = item.startswith("-")
+        keyword = keyword_of(item.lstrip("+-"))
+        if keyword in ORDERING_KEYS[search.level]:
+            search.order.append((keyword, descending))
+        else:
+            search.warnings.append(f"results cannot be ordered by {keyword}: ignored")
 
 
 def non_negative(name: str, value: str) -> int:
@@ -164,10 +225,10 @@ def non_negative(name: str, value: str) -> int:
     return int(value)
 
 
-def _values(keyword: str, value: str, limits: HttpLimits) -> tuple[str, ...]:
-    """The values of a list match (PS3.4 C.2.2.2.2: backslash-separated; PS3.18 8.3.4.1 also
-    allows commas), at least one and at most max_list_values."""
-    values = tuple(part for part in re.split(r"[,\\]", value) if part)
+def _values(keyword: str, value: str, limits: HttpLimits, separators: str) -> tuple[str, ...]:
+    """The values of a list (PS3.4 C.2.2.2.8), at least one and at most max_list_values."""
+    pattern = "[" + re.escape(separators) + "]"
+    values = tuple(part for part in re.split(pattern, value) if part)
     if not values:
         raise QueryError(f"{keyword}: the list {value[:40]!r} has no value")
     if len(values) > limits.max_list_values:
@@ -187,33 +248,158 @@ def _check_length(keyword: str, value: str, limits: HttpLimits) -> None:
         )
 
 
-def _match(keyword: str, kind: str, value: str, limits: HttpLimits) -> Match:
+def _universal(kind: str, value: str) -> bool:
+    """Universal matching (PS3.4 C.2.2.2.3): an empty value, or only '*' where wildcards apply
+    (C.2.2.2.4): every entity matches, those with the attribute empty included."""
+    wildcards = kind in (STRING_MATCH, PN_MATCH, MODALITIES_MATCH)
+    return value == "" or (wildcards and set(value) == {"*"})
+
+
+def _match(
+    keyword: str, kind: str, value: str, limits: HttpLimits, separators: str, fuzzy: bool
+) -> Match | None:
+    if _universal(kind, value):
+        return None
+    values = _values(keyword, value, limits, separators)
+    if any(_universal(kind, item) for item in values):
+        return None  # one value of the list matches everything
     if kind == UID_MATCH:
-        uids = _values(keyword, value, limits)
-        for uid in uids:
+        for uid in values:
             check_uid(uid)
-        return Match(keyword, MatchKind.UIDS, uids)
+        return Match(keyword, MatchKind.UIDS, values)
     if kind == DATE_MATCH:
-        return Match(keyword, MatchKind.RANGE, _date_range(keyword, value))
+        return Match(keyword, MatchKind.RANGE, _ranges(keyword, values, date_bounds))
+    if kind == TIME_MATCH:
+        return Match(keyword, MatchKind.RANGE, _ranges(keyword, values, time_bounds))
+    if kind == NUMBER_MATCH:
+        return Match(keyword, MatchKind.NUMBER, tuple(_integer(keyword, v) for v in values))
     if kind == MODALITIES_MATCH:
-        return Match(keyword, MatchKind.ANY_OF, _values(keyword, value, limits))
-    _check_length(keyword, value, limits)
-    if kind == PN_MATCH or "*" in value or "?" in value:
-        return Match(keyword, MatchKind.WILDCARD, (value,))
-    return Match(keyword, MatchKind.EXACT, (value,))
+        return Match(keyword, MatchKind.MODALITIES, values)
+    if kind == PN_MATCH:
+        return Match(keyword, MatchKind.FUZZY_NAME if fuzzy else MatchKind.PERSON_NAME, values)
+    return Match(keyword, MatchKind.TEXT, values)
 
 
-def _date_range(keyword: str, value: str) -> tuple[str, str]:
-    """(low, high) as YYYYMMDD text, '' for an open end (PS3.4 C.2.2.2.5)."""
-    low, dash, high = value.partition("-")
-    if not dash:
-        high = low
-    for end in (low, high):
-        if end and not _DATE.fullmatch(end):
-            raise QueryError(f"{keyword} must be YYYYMMDD or a range of them, got {value[:40]!r}")
-    if not low and not high:
-        raise QueryError(f"{keyword}: a range needs at least one end")
+def _integer(keyword: str, value: str) -> str:
+    match = _INTEGER_STRING.fullmatch(value)
+    if match is None:
+        raise QueryError(f"{keyword} is an integer (IS), got {value[:40]!r}")
+    return str(int(match.group(1)))
+
+
+def _ranges(
+    keyword: str, values: tuple[str, ...], bounds: Callable[[str], tuple[str, str]]
+) -> tuple[str, ...]:
+    """Each value's (low, high) keys, flattened; a value without '-' is the range of itself."""
+    flat: list[str] = []
+    for value in values:
+        low, dash, high = value.partition("-")
+        if not dash:
+            high = low
+        if not low and not high:
+            raise QueryError(f"{keyword}: a range needs at least one end, got {value[:40]!r}")
+        try:
+            flat += [bounds(low)[0] if low else "", bounds(high)[1] if high else ""]
+        except ValueError as exc:
+            raise QueryError(f"{keyword}: {exc}") from None
+    return tuple(flat)
+
+
+def date_bounds(text: str) -> tuple[str, str]:
+    """The first and last key of a DA query value (YYYYMMDD; a day is its own range)."""
+    if not _DATE.fullmatch(text):
+        raise ValueError(f"a date is YYYYMMDD, got {text[:40]!r}")
+    return text, text
+
+
+def time_bounds(text: str) -> tuple[str, str]:
+    """The first and last :func:`time_key` a TM query value covers: a value stands for every
+    time within its precision (PS3.5 6.2 lets a TM stop after the hour, the minute or a
+    fraction's digit), so ``12`` is 12:00:00 to 12:59:59.999999 and ``-1200`` ends at
+    12:00:59.999999."""
+    match = None if ":" in text else _TIME.fullmatch(text)
+    if match is None or not _valid_time(match):
+        raise ValueError(f"a time is HHMMSS.FFFFFF (HH, HHMM, HHMMSS at least), got {text[:40]!r}")
+    hour, minute, second, fraction = match.groups()
+    fraction = fraction or ""
+    low = f"{hour}{minute or '00'}{second or '00'}.{fraction.ljust(6, '0')}"
+    high = f"{hour}{minute or '59'}{second or '59'}.{fraction.ljust(6, '9')}"
+    if second is None:
+        high = f"{hour}{minute or '59'}59.999999"
     return low, high
+
+
+def _valid_time(match: re.Match[str]) -> bool:
+    hour, minute, second, _ = match.groups()
+    # A second of 60: a leap second (PS3.5 6.2).
+    return int(hour) < 24 and int(minute or 0) < 60 and int(second or 0) <= 60
+
+
+def time_key(text: str | None) -> str | None:
+    """A stored TM as the text the index compares and sorts: ``HHMMSS.FFFFFF``, the missing
+    components zero; None for a value that is no time."""
+    if text is None:
+        return None
+    match = _TIME.fullmatch(text.strip())
+    if match is None or not _valid_time(match):
+        return None
+    return time_bounds(match.group(0).replace(":", ""))[0]
+
+
+def date_key(text: str | None) -> str | None:
+    """A stored DA as the index compares it (YYYYMMDD; the retired YYYY.MM.DD form read too);
+    None for a value that is no date."""
+    if text is None:
+        return None
+    text = text.strip().replace(".", "") if len(text.strip()) == 10 else text.strip()
+    return text if _DATE.fullmatch(text) else None
+
+
+def fold(text: str) -> str:
+    """Text compared without case or accents: NFKD, combining marks dropped, case-folded."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+
+
+_NAME_WORDS = re.compile(r"[\^=\s,.\-]+")
+
+
+def fuzzy_name_matches(name: str | None, query: str) -> bool:
+    """Fuzzy semantic matching of person names (PS3.4 C.2.2.2.1, fuzzymatching=true in
+    PS3.18 8.3.4.5), as this service does it: case and accents are ignored, and every word of
+    the query (split on '^', spaces, commas, dots and hyphens; '*' and '?' wildcards allowed)
+    must begin a different word of the name, in any order. So ``john doe``, ``DOE^J`` and
+    ``jose`` match ``Doe^John`` and ``José^Doe``; ``jo do`` matches ``Doe^John``."""
+    if not name:
+        return False
+    name_words = [w for w in _NAME_WORDS.split(fold(name)) if w]
+    query_words = [w for w in _NAME_WORDS.split(fold(query)) if w and w != "*"]
+    return _assign(name_words, [_prefix_pattern(w) for w in query_words])
+
+
+def _prefix_pattern(word: str) -> re.Pattern[str]:
+    body = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in word)
+    return re.compile(body)
+
+
+def _assign(words: list[str], patterns: list[re.Pattern[str]]) -> bool:
+    """Whether each pattern can begin a different word: a bipartite matching, by augmenting
+    paths (polynomial, whatever a hostile name or query holds)."""
+    if len(patterns) > len(words):
+        return False
+    owner: dict[int, int] = {}  # word index -> pattern index
+
+    def place(pattern: int, seen: set[int]) -> bool:
+        for index, word in enumerate(words):
+            if index in seen or not patterns[pattern].match(word):
+                continue
+            seen.add(index)
+            if index not in owner or place(owner[index], seen):
+                owner[index] = pattern
+                return True
+        return False
+
+    return all(place(pattern, set()) for pattern in range(len(patterns)))
 
 
 def check_uid(uid: str) -> str:

@@ -21,7 +21,13 @@ from pydicom.multival import MultiValue
 
 from pixels_sql.dicom.attributes import ATTRIBUTES
 from pixels_sql.servers.dicomweb.qido import find_instances, find_series, find_studies
-from pixels_sql.servers.dicomweb.query import Level, QueryError, Search, parse_search
+from pixels_sql.servers.dicomweb.query import (
+    DIMSE_SEPARATORS,
+    Level,
+    QueryError,
+    Search,
+    parse_search,
+)
 
 if TYPE_CHECKING:
     from pixels_sql.servers.dicomweb.index import Instance
@@ -103,7 +109,9 @@ def _pairs(identifier: Dataset, patient_only: bool) -> list[tuple[str, str]]:
 
 def _search(service: Service, level: Level, identifier: Dataset, patient_only: bool) -> Search:
     try:
-        search = parse_search(level, _pairs(identifier, patient_only), service.limits)
+        search = parse_search(
+            level, _pairs(identifier, patient_only), service.limits, DIMSE_SEPARATORS
+        )
     except QueryError as exc:
         raise IdentifierError(str(exc)) from None
     # One more than answered: a query matching more is refused, not cut short silently.
