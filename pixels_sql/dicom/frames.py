@@ -1,9 +1,10 @@
 """Where each frame of a file's pixel data lies, from its DICOM JSON and its bytes.
 
-WADO-RS frame retrieval (PS3.18 8.7.3) returns frames as stored: for native (uncompressed)
-pixel data a frame is a fixed-size slice of the value; for encapsulated pixel data (PS3.5 A.4)
-a frame is one or more fragments. This module says which byte ranges of the file make each
-frame, so a server can send them without decoding anything.
+WADO-RS frame retrieval (PS3.18 8.7.4) returns frames as stored where it can: for native
+(uncompressed) pixel data a frame is a fixed-size slice of the value; for encapsulated pixel data
+(PS3.5 A.4) a frame is one or more fragments. This module says which byte ranges of the file make
+each frame, so a server can send them without decoding anything. Frames that are not byte ranges
+(1-bit frames starting inside a byte) and frames in another syntax are made by transcode.py.
 """
 
 from __future__ import annotations
@@ -75,6 +76,14 @@ class PixelLayout:
         return FRAME_MEDIA_TYPES.get(self.transfer_syntax, "application/octet-stream")
 
     @property
+    def byte_aligned(self) -> bool:
+        """Whether every native frame starts on a byte boundary: always, but for 1-bit pixel
+        data whose frames hold a number of samples that is no multiple of 8 (PS3.5 8.1.1 packs
+        1-bit frames one after the other, without padding)."""
+        samples = self.rows * self.columns * self.samples_per_pixel
+        return self.encapsulated or self.bits_allocated % 8 == 0 or samples % 8 == 0
+
+    @property
     def native_frame_bytes(self) -> int:
         bits = self.rows * self.columns * self.samples_per_pixel * self.bits_allocated
         if self.photometric == "YBR_FULL_422":
@@ -136,10 +145,13 @@ def frame_ranges(layout: PixelLayout, fp: BinaryIO) -> list[list[tuple[int, int]
 
 def _native_ranges(layout: PixelLayout) -> list[list[tuple[int, int]]]:
     size = layout.native_frame_bytes
-    if layout.bits_allocated % 8 and layout.frames > 1:
+    if not layout.byte_aligned and layout.frames > 1:
         # PS3.5 8.1.1: 1-bit frames are packed without padding between frames, so a frame may
-        # start inside a byte: no byte range holds it.
-        raise FrameError("frames of 1-bit pixel data do not start at byte boundaries")
+        # start inside a byte: no byte range holds it (a server repacks it, transcode.py).
+        raise FrameError(
+            f"frames of {layout.rows}x{layout.columns} 1-bit samples do not start at byte"
+            " boundaries"
+        )
     if size <= 0 or size * layout.frames > layout.length:
         raise FrameError(
             f"{layout.frames} frames of {size} bytes do not fit the {layout.length}-byte value"

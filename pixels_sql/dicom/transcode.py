@@ -117,6 +117,31 @@ def image_facts(get: Any) -> ImageFacts | None:
     )
 
 
+# The Image Pixel attributes image_facts reads, by their DICOM JSON keys (PS3.18 F.2).
+_JSON_KEYS = {
+    "Rows": "00280010",
+    "Columns": "00280011",
+    "SamplesPerPixel": "00280002",
+    "BitsAllocated": "00280100",
+    "BitsStored": "00280101",
+    "PixelRepresentation": "00280103",
+    "PhotometricInterpretation": "00280004",
+    "NumberOfFrames": "00280008",
+}
+
+
+def json_image_facts(meta: dict[str, Any]) -> ImageFacts | None:
+    """:func:`image_facts` of an instance's DICOM JSON; None without Pixel Data."""
+    if "7FE00010" not in meta:
+        return None
+
+    def get(keyword: str, default: Any) -> Any:
+        values = meta.get(_JSON_KEYS[keyword], {}).get("Value")
+        return values[0] if values and values[0] is not None else default
+
+    return image_facts(get)
+
+
 def check_encodable(facts: ImageFacts | None, target: str) -> None:
     """TranscodeError ``unsupported`` if ``target`` is neither native nor an installed lossless
     encoder, or if its encoder's profile (PS3.5 8.2, as pydicom lists it) rules the decoded

@@ -26,7 +26,7 @@ from pixels_sql.servers.dicomweb.http import HTTPError, RenderJob, Request, Resp
 from pixels_sql.servers.dicomweb.index import CatalogIndex
 from pixels_sql.servers.dicomweb.limits import HttpLimits
 from pixels_sql.servers.dicomweb.query import QueryError
-from pixels_sql.servers.dicomweb.render import RenderPool
+from pixels_sql.servers.dicomweb.render import PoolJob, RenderPool
 from pixels_sql.servers.dicomweb.service import Service, ServiceOptions
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ _STUDY = "/studies/" + _UID.format("study")
 _SERIES = _STUDY + "/series/" + _UID.format("series")
 _INSTANCE = _SERIES + "/instances/" + _UID.format("instance")
 
-Handler = Callable[..., Response | RenderJob]
+Handler = Callable[..., Response | RenderJob | PoolJob]
 
 
 def _routes() -> list[tuple[str, re.Pattern[str], Handler]]:
@@ -163,6 +163,8 @@ class Application:
             )
             if isinstance(result, RenderJob):
                 response = await self.renders.render(result)
+            elif isinstance(result, PoolJob):  # transcoding, in the render pool's workers
+                response = await self.renders.answer(result)
             else:
                 response = result
         except HTTPError as exc:

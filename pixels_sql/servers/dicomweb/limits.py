@@ -65,9 +65,17 @@ class HttpLimits:
     # wait behind it: how many, and how many renders may wait for one (503 beyond).
     render_workers: int = max(1, _cpus() // 2)
     render_queue: int = 16
-    # Seconds one render may take; then its worker is replaced and the answer is a 404
-    # ("cannot be rendered: timeout"), as for a file no decoder reads.
+    # Seconds one render (or one transcoding) may take; then its worker is replaced and the
+    # answer is a 404 ("cannot be rendered: timeout"), as for a file no decoder reads (a 406 for
+    # a transcoding).
     render_timeout: float = 120.0
+    # Bytes of address space one worker may take (RLIMIT_AS; about 220 MiB of it is the
+    # interpreter with numpy, pydicom, Pillow and the codecs): a decode needing more fails alone.
+    worker_memory: int = 4 * GIB
+    # Bytes of decoded pixel data one instance or frames request is transcoded from and to
+    # (a transcoding holds a few copies of it): beyond, a 400 says to ask for transfer-syntax=*
+    # (the stored bytes, streamed) or for fewer frames.
+    max_transcode_bytes: int = 512 * MIB
     # Threads that run the other views (searches, metadata, lookups), and those that read files
     # for response bodies (retrieve, frames, bulk data).
     request_threads: int = 8

@@ -1,5 +1,6 @@
-"""The render pool of the DICOMweb service: rendered and thumbnail images are made in worker
-processes of their own, so that a search never waits behind one.
+"""The render pool of the DICOMweb service: rendered and thumbnail images, and transcoded
+instances and frames (PS3.18 8.7.3, 8.7.4), are made in worker processes of their own, so that a
+search never waits behind one and a decoder that crashes takes no more than its worker.
 
 A render is up to seconds of CPU (decode, window, resample, encode) and much of it holds the
 GIL: in the request threads, eight renders of a 4096-pixel viewport held QIDO-RS searches for
@@ -11,7 +12,9 @@ A worker is a fresh interpreter (``python -m pixels_sql.servers.dicomweb.render`
 of the server (which has the event loop's, py4j's and the pools' threads) nor a
 multiprocessing child (which imports the main module of whatever embeds the service). It reads
 one pickled request at a time on stdin and answers on stdout; a worker that dies (a decoder
-crash) or runs past ``render_timeout`` fails that render alone and is replaced.
+crash) or runs past ``render_timeout`` fails that render alone and is replaced. A worker's
+address space is capped at ``worker_memory`` (RLIMIT_AS): a decode that would need more fails
+with MemoryError in the worker, not by the kernel's OOM killer picking the server.
 """
 
 from __future__ import annotations
@@ -22,13 +25,16 @@ import logging
 import os
 import pickle
 import queue
+import resource
 import select
 import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import BinaryIO
+from dataclasses import dataclass
+from typing import Any, BinaryIO
 
 from pixels_sql.servers.dicomweb.http import HTTPError, RenderJob, Response
 from pixels_sql.servers.dicomweb.limits import HttpLimits
@@ -40,22 +46,51 @@ log = logging.getLogger("pixels_sql.dicomweb")
 # each, are scarcely slowed by them; a render takes what the server leaves.
 WORKER_NICENESS = 19
 READY = "ready"
-Outcome = tuple[bytes | None, str, str]  # (image, '', '') or (None, reason, message)
+# (result, '', '') or (None, reason, message): the result is an image, a PS3.10 file, or a list
+# of frames, as the task says.
+Outcome = tuple[Any, str, str]
+# A task for a worker: ("render", path, size, fmt), ("instance", path, transfer syntax,
+# max bytes) or ("frames", path, frame numbers, transfer syntax, max bytes).
+Task = tuple[Any, ...]
+Runner = Callable[[Task], Outcome]
 
 
-def render_in_worker(path: str, size: int, fmt: str) -> Outcome:
-    """A DicomReadError is answered as data: its constructor takes three arguments, which
-    pickling an exception does not replay."""
+@dataclass
+class PoolJob:
+    """What a view answers when worker processes make its response (transcoding): ``build`` is
+    called on a thread of the pool with a runner of tasks (blocking, one worker each) and
+    returns the response; it runs the tasks whose failure must be the status (a single instance,
+    frames) before returning, and may leave later ones to the body, which runs them while it is
+    sent (the instances of a study, one at a time)."""
+
+    build: Callable[[Runner], Response]
+
+
+def run_task(task: Task) -> Outcome:
+    """A task's outcome in this process (a worker). DicomReadError and TranscodeError are
+    answered as data: their constructors take arguments that pickling does not replay."""
     from pixels_sql.dicom.thumbnail import render_thumbnail
+    from pixels_sql.dicom.transcode import TranscodeError, transcode_frames, transcode_instance
     from pixels_sql.errors import DicomReadError
 
+    name, *args = task
     try:
-        return render_thumbnail(path, size, fmt), "", ""
-    except DicomReadError as exc:
+        if name == "render":
+            return render_thumbnail(*args), "", ""
+        if name == "instance":
+            return transcode_instance(*args), "", ""
+        if name == "frames":
+            return transcode_frames(*args), "", ""
+    except (DicomReadError, TranscodeError) as exc:
         return None, exc.reason, exc.message
+    except MemoryError:
+        return None, "too_large", "decoding it needs more memory than a worker may take"
+    raise ValueError(f"unknown worker task {name!r}")
 
 
-def _worker_main() -> None:
+def _worker_main(memory: int) -> None:
+    with contextlib.suppress(ValueError, OSError):  # a lower hard limit stays
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     # A terminal's Ctrl-C reaches the whole process group: the server stops its workers itself
     # (closing their input), so a worker ignores it rather than print a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -67,17 +102,19 @@ def _worker_main() -> None:
     answers = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     requests = sys.stdin.buffer
-    import pixels_sql.dicom.thumbnail  # noqa: F401  (imported before the first request)
+    # Imported before the first request.
+    import pixels_sql.dicom.thumbnail
+    import pixels_sql.dicom.transcode  # noqa: F401
 
     pickle.dump(READY, answers)
     answers.flush()
     while True:
         try:
-            path, size, fmt = pickle.load(requests)
+            task = pickle.load(requests)
         except EOFError:
             return
         try:
-            outcome: Outcome = render_in_worker(path, size, fmt)
+            outcome: Outcome = run_task(task)
         except Exception as exc:  # a fault of ours: reported by the server with its id
             outcome = None, "error", f"{type(exc).__name__}: {exc}"
         pickle.dump(outcome, answers)
@@ -85,9 +122,9 @@ def _worker_main() -> None:
 
 
 class _Worker:
-    def __init__(self) -> None:
+    def __init__(self, memory: int) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "pixels_sql.servers.dicomweb.render"],
+            [sys.executable, "-m", "pixels_sql.servers.dicomweb.render", str(memory)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             # A Rust decoder's panic (pylibjpeg-rle) is one log line, not a page of backtrace.
@@ -102,7 +139,7 @@ class _Worker:
             raise TimeoutError
         return pickle.load(stdout)
 
-    def render(self, path: str, size: int, fmt: str, timeout: float) -> Outcome:
+    def run(self, task: Task, timeout: float) -> Outcome:
         """The outcome; EOFError if the worker died, TimeoutError if it ran out of time."""
         if not self.ready:
             if self._answer(timeout) != READY:
@@ -110,7 +147,7 @@ class _Worker:
             self.ready = True
         stdin: BinaryIO = self.process.stdin  # type: ignore[assignment]
         try:
-            pickle.dump((path, size, fmt), stdin)
+            pickle.dump(task, stdin)
             stdin.flush()
         except BrokenPipeError:
             raise EOFError from None
@@ -146,7 +183,7 @@ class RenderPool:
         )
 
     def _start(self) -> _Worker:
-        worker = _Worker()
+        worker = _Worker(self.limits.worker_memory)
         with self._lock:
             self._workers.append(worker)
         return worker
@@ -158,36 +195,51 @@ class RenderPool:
             self._workers.remove(worker)
         return self._start()
 
-    def _render_blocking(self, path: str, size: int, fmt: str) -> Outcome:
+    def run_blocking(self, task: Task) -> Outcome:
+        """The task's outcome from the next idle worker (waiting for one)."""
         worker = self._idle.get()
+        doing, path = _TASK_WORDS.get(task[0], "working on"), task[1]
         try:
-            return worker.render(path, size, fmt, self.limits.render_timeout)
+            return worker.run(task, self.limits.render_timeout)
         except TimeoutError:
             seconds = self.limits.render_timeout
-            log.warning("rendering %s took more than %g s: stopped", path, seconds)
+            log.warning("%s %s took more than %g s: stopped", doing, path, seconds)
             worker = self._replace(worker)
-            return None, "timeout", f"rendering took more than {self.limits.render_timeout:g} s"
+            return None, "timeout", f"{doing} it took more than {seconds:g} s"
         except EOFError:
             code = worker.process.poll()
-            log.error("a render worker died (exit status %s) rendering %s: replaced", code, path)
+            log.error("a worker died (exit status %s) %s %s: replaced", code, doing, path)
             worker = self._replace(worker)
-            return None, "decoder_crash", "the render worker died on this file"
+            return None, "decoder_crash", f"the worker died {doing} this file"
         finally:
             self._idle.put(worker)
 
-    async def render(self, job: RenderJob) -> Response:
-        """The first candidate that renders, as a response; 404 if none does, 503 when
-        ``render_queue`` renders already wait."""
+    def _acquire(self) -> None:
         if self._closed or not self._slots.acquire(blocking=False):
             raise HTTPError(
                 503, "the server is busy rendering: try again shortly", [("retry-after", "2")]
             )
+
+    async def answer(self, job: PoolJob) -> Response:
+        """The response ``job`` builds, on a thread of the pool; 503 when ``render_queue``
+        jobs already wait."""
+        self._acquire()
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._threads, job.build, self.run_blocking)
+        finally:
+            self._slots.release()
+
+    async def render(self, job: RenderJob) -> Response:
+        """The first candidate that renders, as a response; 404 if none does, 503 when
+        ``render_queue`` renders already wait."""
+        self._acquire()
         loop = asyncio.get_running_loop()
         try:
             last = HTTPError(404, "nothing to render")
             for sop_uid, path in job.candidates:
                 image, reason, message = await loop.run_in_executor(
-                    self._threads, self._render_blocking, path, job.size, job.fmt
+                    self._threads, self.run_blocking, ("render", path, job.size, job.fmt)
                 )
                 if image is not None:
                     return Response(200, [("content-type", job.media_type)], image)
@@ -207,5 +259,8 @@ class RenderPool:
             worker.stop()
 
 
+_TASK_WORDS = {"render": "rendering", "instance": "transcoding", "frames": "transcoding frames of"}
+
+
 if __name__ == "__main__":
-    _worker_main()
+    _worker_main(int(sys.argv[1]))

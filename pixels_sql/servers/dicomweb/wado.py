@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from pixels_sql.dicom.frames import (
+    FRAME_MEDIA_TYPES,
     NATIVE_MEDIA_TYPE,
     FrameError,
     PixelLayout,
@@ -21,6 +22,16 @@ from pixels_sql.dicom.frames import (
     read_ranges,
 )
 from pixels_sql.dicom.part10 import file_meta_prefix, is_part10
+from pixels_sql.dicom.transcode import (
+    DEFAULT_SYNTAX,
+    FRAME_MEDIA_DEFAULT_SYNTAX,
+    NATIVE_TARGETS,
+    ImageFacts,
+    TranscodeError,
+    check_encodable,
+    json_image_facts,
+    producible_syntaxes,
+)
 from pixels_sql.io.sources import open_source
 from pixels_sql.servers.dicomweb.http import (
     HTTPError,
@@ -33,6 +44,7 @@ from pixels_sql.servers.dicomweb.http import (
     parse_accept,
 )
 from pixels_sql.servers.dicomweb.query import QueryError, check_uid, non_negative
+from pixels_sql.servers.dicomweb.render import PoolJob, Runner, Task
 
 if TYPE_CHECKING:
     from pixels_sql.servers.dicomweb.index import Instance
@@ -43,10 +55,14 @@ DICOM = "application/dicom"
 # Response bodies are read and sent this much at a time: a few copies of one chunk are alive at
 # once (the read, h11's framing, the transport's buffer), whatever the size of the answer.
 CHUNK = 256 * 1024
-# Explicit VR Little Endian: what application/octet-stream means without transfer-syntax
-# (PS3.18 8.7.3.5.2); native pixel bytes of implicit and explicit little endian are the same.
-EXPLICIT_LITTLE = "1.2.840.10008.1.2.1"
+# Explicit VR Little Endian: what application/dicom and application/octet-stream mean without
+# transfer-syntax (PS3.18 8.7.3.5.2); native pixel bytes of implicit and explicit little endian
+# are the same.
+EXPLICIT_LITTLE = str(DEFAULT_SYNTAX)
 LITTLE_ENDIAN_NATIVE = frozenset({"1.2.840.10008.1.2", EXPLICIT_LITTLE})
+# What a failed transcoding answers, by the worker's reason: what cannot be produced is a 406
+# (PS3.18 8.7.3.5); what is over a limit a 400, as for frames over max_frames_bytes.
+_FAILED_STATUS = {"too_large": 400}
 _FRAME_LIST = re.compile(r"[1-9][0-9]{0,8}(,[1-9][0-9]{0,8})*")
 _VIEWPORT = re.compile(r"([1-9][0-9]{0,4}),([1-9][0-9]{0,4})")
 THUMBNAIL_SIZE = 128
@@ -86,45 +102,121 @@ def _as_part10(item: Instance) -> tuple[bytes, str]:
         return file_meta_prefix(source.name, source.fp, source.size)
 
 
+def _asked_syntaxes(accept: list[MediaRange]) -> list[str]:
+    """The transfer syntaxes asked for application/dicom, best first: ``*`` (as stored) or a
+    UID; the default Explicit VR Little Endian where a range names none (PS3.18 8.7.3.5.2)."""
+    asked = []
+    for entry in accept:
+        if entry.media_type in ("*/*", "multipart/related"):
+            if entry.params.get("type", DICOM) not in (DICOM, "*/*"):
+                continue
+        elif entry.media_type != DICOM:
+            continue
+        asked.append(entry.params.get("transfer-syntax") or EXPLICIT_LITTLE)
+    if not asked:
+        raise HTTPError(406, 'instances are sent as multipart/related; type="application/dicom"')
+    return asked
+
+
+def _offered() -> str:
+    return "*, " + ", ".join(producible_syntaxes())
+
+
+def _instance_syntax(asked: list[str], stored: str, header: dict, sop_uid: str) -> str | None:
+    """The syntax to send an instance in: None for its stored bytes, else the first asked one
+    that can be produced from it; 406 naming what is offered if none can."""
+    reasons = []
+    for syntax in asked:
+        if syntax in ("*", stored):
+            return None
+        try:
+            check_encodable(json_image_facts(header), syntax)
+        except TranscodeError as exc:
+            reasons.append(exc.message)
+            continue
+        return syntax
+    raise HTTPError(
+        406,
+        f"instance {sop_uid} is stored in transfer syntax {stored}; "
+        + "; ".join(dict.fromkeys(reasons))
+        + f" (offered: {_offered()})",
+    )
+
+
+def _run(run: Runner, task: Task, what: str) -> Any:
+    """A worker task's result; an HTTPError with its reason if it failed."""
+    result, reason, message = run(task)
+    if result is None:
+        status = _FAILED_STATUS.get(reason, 406)
+        raise HTTPError(
+            status, f"{what} cannot be sent in the syntax asked for ({reason}): {message}"
+        )
+    return result
+
+
+def _memory_chunks(data: bytes) -> Iterator[bytes]:
+    """Bytes made in a worker, sent CHUNK at a time."""
+    view = memoryview(data)
+    for start in range(0, len(view), CHUNK):
+        yield bytes(view[start : start + CHUNK])
+
+
 def retrieve(
     service: Service,
     request: Request,
     study: str,
     series: str | None = None,
     instance: str | None = None,
-) -> Response:
-    """The instances as stored, in multipart/related; type="application/dicom"."""
+) -> Response | PoolJob:
+    """The instances in multipart/related; type="application/dicom": as stored when that is
+    asked (``transfer-syntax=*`` or the stored one), else transcoded in the render pool's
+    workers (PS3.18 8.7.3; default Explicit VR Little Endian). Stored bytes are streamed; a
+    transcoded instance is made whole in a worker, one at a time."""
     _check(study, series, instance)
-    accept = parse_accept(request.headers.get("accept"))
-    chosen = None
-    for entry in accept:
-        if entry.media_type in ("*/*", "multipart/related"):
-            if entry.params.get("type", DICOM) in (DICOM, "*/*"):
-                chosen = entry
-                break
-        elif entry.media_type == DICOM:
-            chosen = entry
-            break
-    if chosen is None:
-        raise HTTPError(406, 'instances are sent as multipart/related; type="application/dicom"')
+    asked = _asked_syntaxes(parse_accept(request.headers.get("accept")))
     instances = service.catalogued(study, series, instance)
-    wanted_syntax = chosen.params.get("transfer-syntax", "*")
-    prepared = []
+    plan: list[tuple[Instance, bytes, str, str | None]] = []
     for item in instances:
         service.check_fresh(item)
         prefix, syntax = _as_part10(item)
-        if wanted_syntax not in ("*", syntax):
-            raise HTTPError(
-                406,
-                f"instance {item.sop_uid} is stored in transfer syntax {syntax}"
-                " and is not transcoded: ask for transfer-syntax=*",
-            )
-        prepared.append((item, prefix, syntax))
-    parts = (
-        (f"{DICOM}; transfer-syntax={syntax}", _file_chunks(item.path, prefix))
-        for item, prefix, syntax in prepared
-    )
-    return multipart_response(parts, DICOM)
+        target = None
+        if asked != ["*"]:
+            target = _instance_syntax(asked, syntax, service.header(item), item.sop_uid)
+        plan.append((item, prefix, syntax, target))
+    if all(target is None for *_, target in plan):
+        return multipart_response(
+            (
+                (f"{DICOM}; transfer-syntax={syntax}", _file_chunks(item.path, prefix))
+                for item, prefix, syntax, _ in plan
+            ),
+            DICOM,
+        )
+    limit = service.limits.max_transcode_bytes
+
+    def task(item: Instance, target: str) -> Task:
+        return ("instance", item.path, target, limit)
+
+    def build(run: Runner) -> Response:
+        # The first transcoded instance is made before the status is sent, so that a single
+        # instance that cannot be produced is a 406 with its reason; later ones while the
+        # body is sent (one in memory at a time), a failure then cutting the body short.
+        first = next(i for i, (*_, target) in enumerate(plan) if target is not None)
+        item, _, _, target = plan[first]
+        made = {first: _run(run, task(item, target), f"instance {item.sop_uid}")}
+
+        def parts() -> Iterator[tuple[str, Iterator[bytes]]]:
+            for number, (item, prefix, syntax, target) in enumerate(plan):
+                if target is None:
+                    yield f"{DICOM}; transfer-syntax={syntax}", _file_chunks(item.path, prefix)
+                    continue
+                data = made.pop(number, None)
+                if data is None:
+                    data = _run(run, task(item, target), f"instance {item.sop_uid}")
+                yield f"{DICOM}; transfer-syntax={target}", _memory_chunks(data)
+
+        return multipart_response(parts(), DICOM)
+
+    return PoolJob(build)
 
 
 def metadata(
@@ -150,9 +242,11 @@ def bulk(
     instance: str,
     offset: str,
     length: str,
-) -> Response:
+) -> Response | PoolJob:
     """A byte range of a catalogued instance (its BulkDataURIs), as application/octet-stream,
-    read and sent a chunk at a time."""
+    read and sent a chunk at a time. The range of encapsulated Pixel Data answers as its frames
+    do (PS3.18 8.7.4, 10.4.1.1.3: bulk data of Pixel Data is retrieved as frames): each frame a
+    part, native by default, as stored for ``transfer-syntax=*``."""
     _check(study, series, instance)
     try:
         start, count = non_negative("offset", offset), non_negative("length", length)
@@ -160,6 +254,18 @@ def bulk(
         raise HTTPError(400, "a bulk data range is /bulk/<offset>/<length> in bytes") from None
     (item,) = service.catalogued(study, series, instance)
     service.check_fresh(item)
+    try:
+        layout = pixel_layout(service.header(item))
+    except FrameError:
+        layout = None
+    if (
+        layout is not None
+        and layout.encapsulated
+        and layout.inline is None
+        and (layout.offset, layout.length) == (start, count)
+    ):
+        numbers = list(range(1, layout.frames + 1))
+        return _frames_answer(service, request, item, layout, numbers, instance)
     with open_source(item.path) as source:
         if start + count > source.size:
             raise HTTPError(404, "the range lies outside the instance")
@@ -181,27 +287,64 @@ def _range_chunks(path: str, ranges: list[tuple[int, int]]) -> Iterator[bytes]:
                 yield chunk
 
 
-def _frame_media(layout: PixelLayout, accept: list[MediaRange]) -> str | None:
-    """The media type to send the frames in, or None if the Accept header rules it out."""
+def _frame_choice(
+    layout: PixelLayout, facts: ImageFacts | None, accept: list[MediaRange]
+) -> tuple[str, str | None]:
+    """(media type, transfer syntax to transcode to or None for the stored frames) of the
+    first acceptable range that can be answered (PS3.18 8.7.4); 406 naming what is offered."""
     stored = layout.transfer_syntax
     for entry in accept:
         if entry.media_type not in ("*/*", "multipart/related"):
             continue
         part_type = entry.params.get("type", NATIVE_MEDIA_TYPE)
         syntax = entry.params.get("transfer-syntax")
-        if part_type == "*/*":
-            return layout.media_type
+        if part_type == "*/*" and syntax in (None, "*", stored):
+            return layout.media_type, _unaligned(layout)
         if part_type == NATIVE_MEDIA_TYPE:
-            if syntax == "*" or syntax == stored:
-                return NATIVE_MEDIA_TYPE
-            little_endian = (syntax or EXPLICIT_LITTLE) == EXPLICIT_LITTLE
-            if not layout.encapsulated and little_endian and stored in LITTLE_ENDIAN_NATIVE:
-                return NATIVE_MEDIA_TYPE
-        elif (
-            layout.encapsulated and part_type == layout.media_type and syntax in (None, "*", stored)
-        ):
-            return layout.media_type
-    return None
+            if syntax in ("*", stored):
+                return NATIVE_MEDIA_TYPE, _unaligned(layout)
+            if (syntax or EXPLICIT_LITTLE) in LITTLE_ENDIAN_NATIVE:
+                if not layout.encapsulated and stored in LITTLE_ENDIAN_NATIVE:
+                    return NATIVE_MEDIA_TYPE, _unaligned(layout)
+                return NATIVE_MEDIA_TYPE, EXPLICIT_LITTLE  # decoded (PS3.18 8.7.4)
+            continue
+        if layout.encapsulated and part_type == layout.media_type and syntax in (None, "*", stored):
+            return layout.media_type, None
+        target = syntax or FRAME_MEDIA_DEFAULT_SYNTAX.get(part_type)
+        if target is None or FRAME_MEDIA_TYPES.get(target) != part_type:
+            continue
+        try:
+            check_encodable(facts, target)
+        except TranscodeError:
+            continue
+        return part_type, target
+    offered = ", ".join(
+        f"{media}; transfer-syntax={syntax}" for syntax, media in _offered_frames(layout, facts)
+    )
+    raise HTTPError(
+        406,
+        f"frames are stored as {layout.media_type} (transfer syntax {layout.transfer_syntax});"
+        f" offered: {offered}",
+    )
+
+
+def _unaligned(layout: PixelLayout) -> str | None:
+    """1-bit frames that do not start on a byte boundary are repacked to start at bit 0 (a
+    native frame of its own, PS3.5 8.1.1): by the transcoder, as for another syntax."""
+    return None if layout.byte_aligned or layout.frames == 1 else EXPLICIT_LITTLE
+
+
+def _offered_frames(layout: PixelLayout, facts: ImageFacts | None) -> list[tuple[str, str]]:
+    offered = [("*", layout.media_type), (EXPLICIT_LITTLE, NATIVE_MEDIA_TYPE)]
+    for syntax in producible_syntaxes():
+        if syntax in NATIVE_TARGETS or syntax == layout.transfer_syntax:
+            continue
+        try:
+            check_encodable(facts, syntax)
+        except TranscodeError:
+            continue
+        offered.append((syntax, FRAME_MEDIA_TYPES[syntax]))
+    return offered
 
 
 def frames(
@@ -211,9 +354,10 @@ def frames(
     series: str,
     instance: str,
     frame_list: str,
-) -> Response:
-    """Frames as stored: native frames' bytes, or an encapsulated frame's fragments, read and
-    sent one chunk at a time (a list may repeat a frame: it is read again, never held)."""
+) -> Response | PoolJob:
+    """Frames as stored (native frames' bytes, or an encapsulated frame's fragments, read and
+    sent one chunk at a time: a list may repeat a frame, read again, never held), or decoded to
+    native bytes or encoded in another syntax by the render pool's workers (PS3.18 8.7.4)."""
     limits = service.limits
     _check(study, series, instance)
     if not _FRAME_LIST.fullmatch(frame_list):
@@ -224,19 +368,29 @@ def frames(
             400, f"{len(numbers)} frames asked for: at most {limits.max_frames} in one request"
         )
     (item,) = service.catalogued(study, series, instance)
-    header = service.header(item)
     try:
-        layout = pixel_layout(header)
+        layout = pixel_layout(service.header(item))
     except FrameError as exc:
         raise HTTPError(404, f"instance {instance}: {exc}") from None
-    media = _frame_media(layout, parse_accept(request.headers.get("accept")))
-    if media is None:
-        raise HTTPError(
-            406,
-            f"frames are stored as {layout.media_type} (transfer syntax"
-            f" {layout.transfer_syntax}) and are not transcoded: ask for"
-            ' multipart/related; type="application/octet-stream"; transfer-syntax=*',
-        )
+    return _frames_answer(service, request, item, layout, numbers, instance)
+
+
+def _frames_answer(
+    service: Service,
+    request: Request,
+    item: Instance,
+    layout: PixelLayout,
+    numbers: list[int],
+    instance: str,
+) -> Response | PoolJob:
+    limits = service.limits
+    for number in numbers:
+        if number > layout.frames:
+            raise HTTPError(404, f"instance {instance} has {layout.frames} frames")
+    facts = json_image_facts(service.header(item))
+    media, target = _frame_choice(layout, facts, parse_accept(request.headers.get("accept")))
+    if target is not None:
+        return _transcoded_frames(item, numbers, media, target, limits)
     with open_source(item.path) as source:
         pixels = pixel_source(layout, source.fp)
         if pixels is not source.fp:
@@ -255,6 +409,22 @@ def frames(
     part_type = f"{media}; transfer-syntax={layout.transfer_syntax}"
     parts = ((part_type, _range_chunks(item.path, ranges[number - 1])) for number in numbers)
     return multipart_response(parts, media)
+
+
+def _transcoded_frames(
+    item: Instance, numbers: list[int], media: str, target: str, limits: HttpLimits
+) -> PoolJob:
+    """Frames decoded (and encoded in ``target`` when it is encapsulated) by a worker, all
+    before the status is sent: at most max_transcode_bytes (and max_frames_bytes) of them."""
+    limit = min(limits.max_frames_bytes, limits.max_transcode_bytes)
+    task = ("frames", item.path, numbers, target, limit)
+
+    def build(run: Runner) -> Response:
+        made: list[bytes] = _run(run, task, f"frames of instance {item.sop_uid}")
+        part_type = f"{media}; transfer-syntax={target}"
+        return multipart_response(((part_type, _memory_chunks(f)) for f in made), media)
+
+    return PoolJob(build)
 
 
 def _check_frames_bytes(total: int, limits: HttpLimits) -> None:
