@@ -126,8 +126,13 @@ def test_qido_roles() -> None:
     levels = {"patient": "study", "study": "study", "series": "series", "instance": "instance"}
     keys = set()
     for level in QIDO_LEVELS:
-        for keyword, kind in matching_keys(level).items():
+        for key, kind in matching_keys(level).items():
+            # A key within a sequence's items is written Sequence.Keyword (PS3.18 8.3.4.1).
+            sequence, _, keyword = key.rpartition(".")
             attribute = ATTRIBUTES[keyword]
+            assert sequence == (attribute.qido.sequence or ""), key
+            if sequence:
+                assert ATTRIBUTES[sequence].vr == "SQ" and ATTRIBUTES[sequence].level == level
             assert kind in MATCH_KINDS
             # A matching key is matched at its information level (patient keys with studies).
             assert levels[attribute.level] == level, keyword
@@ -142,6 +147,8 @@ def test_qido_roles() -> None:
             kind = attribute.qido.match
             assert (attribute.vr == "PN") == (kind == attributes.PN_MATCH), attribute.keyword
             assert (attribute.vr == "DA") == (kind == attributes.DATE_MATCH), attribute.keyword
+            assert (attribute.vr == "TM") == (kind == attributes.TIME_MATCH), attribute.keyword
+            assert (attribute.vr == "IS") == (kind == attributes.NUMBER_MATCH), attribute.keyword
             if kind == attributes.UID_MATCH:
                 assert attribute.vr == "UI"
 
@@ -151,7 +158,9 @@ def test_consumers_read_the_registry() -> None:
 
     for level in query.Level:
         assert query.MATCHING_KEYS[level] == matching_keys(level.value)
-    assert set(index.COLUMNS) == {a.keyword for level in QIDO_LEVELS for a in INDEX_COLUMNS[level]}
+    assert set(index.COLUMNS) == {
+        attributes.qido_key(a) for level in QIDO_LEVELS for a in INDEX_COLUMNS[level]
+    }
     assert {k for level in QIDO_LEVELS for k in matching_keys(level)} <= set(index.COLUMNS)
     study_tags = {a.hex for a in ATTRIBUTES.values() if a.qido and a.qido.level == "study"}
     assert set(index.STUDY_TAGS) == study_tags - {

@@ -44,6 +44,11 @@ STUDIES: list[tuple[str, str, str, str, list[tuple[Any, ...]]]] = [
 ]
 
 
+# (study, series) -> the items of its RequestAttributesSequence: (RequestedProcedureID,
+# ScheduledProcedureStepID).
+REQUESTS = {(0, 0): [("RP1", "S1"), ("RP2", "")], (1, 0): [("RP3", "T9")]}
+
+
 def _uid(*parts: int) -> str:
     return "2.25." + ".".join(str(p) for p in parts)
 
@@ -61,9 +66,13 @@ def _model(study: int, series: int, instance: int) -> dict[str, Any]:
     ds.Modality, ds.SeriesNumber, ds.InstanceNumber = modality, number, instances[instance]
     ds.SeriesDate, ds.SeriesTime = date, time
     ds.PerformedProcedureStepStartDate, ds.PerformedProcedureStepStartTime = pps_date, pps_time
-    model = ds.to_json_dict()
-    # The catalog's INT columns hold SeriesNumber and InstanceNumber as integers.
-    return model
+    for procedure, step in REQUESTS.get((study, series), []):
+        item = Dataset()
+        item.RequestedProcedureID = procedure
+        if step:
+            item.ScheduledProcedureStepID = step
+        ds.setdefault("RequestAttributesSequence", []).value.append(item)
+    return ds.to_json_dict()
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +138,13 @@ def test_universal_matching_includes_empty_values(index: CatalogIndex) -> None:
     assert len(studies(index, "PatientName=*")) == 5
     assert len(studies(index, "PatientName=")) == 5
     assert len(studies(index, "PatientName=Nobody,*")) == 5
+
+
+def test_empty_value_matching(index: CatalogIndex) -> None:
+    # PS3.4 C.2.2.2.1.1: '""' finds the entities whose attribute is empty or absent.
+    assert studies(index, 'PatientName=""') == ["A4"]
+    assert studies(index, 'StudyDate=""') == ["a5"]
+    assert len(series(index, 'RequestAttributesSequence.RequestedProcedureID=""')) == 4
 
 
 def test_person_names_match_case_insensitively(index: CatalogIndex) -> None:
@@ -221,3 +237,17 @@ def test_list_sizes_are_bounded() -> None:
         parse_search(Level.STUDY, [("AccessionNumber", ",".join(["A"] * 1001))])
     with pytest.raises(QueryError, match="more than 1000"):
         parse_search(Level.STUDY, [("orderby", ",".join(["StudyDate"] * 1001))])
+
+
+def test_keys_within_request_attributes_sequence(index: CatalogIndex) -> None:
+    # PS3.18 Table 10.6.1-5's series keys within RequestAttributesSequence, written
+    # Sequence.Key (8.3.4.1); any item's value matches (PS3.4 C.2.2.2.6).
+    key = "RequestAttributesSequence.RequestedProcedureID"
+    assert series(index, f"{key}=RP2") == {("A1", "CT")}
+    assert series(index, f"{key}=RP3,RP1") == {("A1", "CT"), ("A2", "MR")}
+    assert series(index, "00400275.00400009=?9") == {("A2", "MR")}
+    assert series(index, "RequestAttributesSequence.ScheduledProcedureStepID=S*") == {("A1", "CT")}
+    assert len(series(index, f"{key}=*")) == 6  # universal: series without the sequence too
+    # The sequence itself is in the series' results.
+    rows = index.search(parse_search(Level.SERIES, [(key, "RP3")]))
+    assert '"00400275"' in rows[0][2]

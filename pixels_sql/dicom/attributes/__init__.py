@@ -179,11 +179,18 @@ class Qido:
     (Tables 10.6.3-3 to -5; a study's results carry the patient's attributes too), ``match``:
     how it is matched as a key (one of MATCH_KINDS; None: returned, not matched),
     ``computed``: made by the service (counts, ModalitiesInStudy, RetrieveURL), not read from
-    a header."""
+    a header; ``sequence``: the keyword of the sequence whose items hold it (a key matched by
+    sequence matching, PS3.4 C.2.2.2.6, written ``Sequence.Keyword`` in a query, PS3.18
+    8.3.4.1; results carry the whole sequence)."""
 
     level: QidoLevel
     match: str | None = None
     computed: bool = False
+    sequence: str | None = None
+
+    @property
+    def nested(self) -> bool:
+        return self.sequence is not None
 
 
 @dataclass(frozen=True)
@@ -286,8 +293,11 @@ _ATTRIBUTES: tuple[tuple[str, int, str, str, Level], ...] = (
     ("PixelSpacing", 0x00280030, "DS", "2", "instance"),
     ("BitsAllocated", 0x00280100, "US", "1", "instance"),
     ("BitsStored", 0x00280101, "US", "1", "instance"),
+    ("ScheduledProcedureStepID", 0x00400009, "SH", "1", "series"),
     ("PerformedProcedureStepStartDate", 0x00400244, "DA", "1", "series"),
     ("PerformedProcedureStepStartTime", 0x00400245, "TM", "1", "series"),
+    ("RequestAttributesSequence", 0x00400275, "SQ", "1", "series"),
+    ("RequestedProcedureID", 0x00401001, "SH", "1", "series"),
 )
 
 # object_catalog's columns in table order (a public contract: names, types and order never
@@ -401,6 +411,9 @@ _QIDO: dict[str, Qido] = {
     "NumberOfSeriesRelatedInstances": Qido("series", computed=True),
     "PerformedProcedureStepStartDate": Qido("series", DATE_MATCH),
     "PerformedProcedureStepStartTime": Qido("series", TIME_MATCH),
+    "RequestAttributesSequence": Qido("series"),
+    "ScheduledProcedureStepID": Qido("series", STRING_MATCH, sequence="RequestAttributesSequence"),
+    "RequestedProcedureID": Qido("series", STRING_MATCH, sequence="RequestAttributesSequence"),
     "SOPClassUID": Qido("instance", UID_MATCH),
     "SOPInstanceUID": Qido("instance", UID_MATCH),
     "InstanceAvailability": Qido("instance", computed=True),
@@ -437,6 +450,9 @@ _INDEX: dict[str, IndexColumn] = {
     "SeriesTime": IndexColumn("series", "series_time"),
     "PerformedProcedureStepStartDate": IndexColumn("series", "pps_start_date"),
     "PerformedProcedureStepStartTime": IndexColumn("series", "pps_start_time"),
+    # Each a JSON array of the values in every item of RequestAttributesSequence.
+    "ScheduledProcedureStepID": IndexColumn("series", "scheduled_step_ids"),
+    "RequestedProcedureID": IndexColumn("series", "requested_procedure_ids"),
     "SOPInstanceUID": IndexColumn("instance", "sop_uid"),
     "SOPClassUID": IndexColumn("instance", "sop_class_uid"),
     "InstanceNumber": IndexColumn("instance", "instance_number"),
@@ -539,9 +555,16 @@ def qido_attributes(level: QidoLevel) -> tuple[Attribute, ...]:
     )
 
 
+def qido_key(attribute: Attribute) -> str:
+    """How a QIDO-RS query names a matching key: its keyword, or ``Sequence.Keyword`` for one
+    within a sequence's items (PS3.18 8.3.4.1)."""
+    sequence = attribute.qido.sequence if attribute.qido is not None else None
+    return f"{sequence}.{attribute.keyword}" if sequence else attribute.keyword
+
+
 def matching_keys(level: QidoLevel) -> dict[str, str]:
-    """QIDO-RS matching keys of ``level``: keyword -> matching kind (MATCH_KINDS)."""
-    return {a.keyword: a.qido.match for a in qido_attributes(level) if a.qido.match is not None}
+    """QIDO-RS matching keys of ``level``: :func:`qido_key` -> matching kind (MATCH_KINDS)."""
+    return {qido_key(a): a.qido.match for a in qido_attributes(level) if a.qido.match is not None}
 
 
 # Spark SQL keywords among the catalog's column names: written quoted (`Rows`), as the
@@ -577,6 +600,19 @@ def first_value_sql(attribute: Attribute, kind: str = "string", meta: str = "met
     """
     suffix = ".Alphabetic" if _base_vr(attribute.vr) == "PN" else ""
     return f"try_variant_get({meta}, '$.{attribute.hex}.Value[0]{suffix}', '{kind}')"
+
+
+def nested_values_sql(attribute: Attribute, meta: str = "meta") -> str:
+    """Spark SQL for the first value of ``attribute`` in every item of its sequence
+    (``qido.sequence``), as a JSON array text (NULL without the sequence).
+
+    >>> nested_values_sql(ATTRIBUTES["RequestedProcedureID"])[:60]
+    "to_json(filter(transform(try_variant_get(meta, '$.00400275.V"
+    """
+    sequence = ATTRIBUTES[attribute.qido.sequence]
+    items = f"try_variant_get({meta}, '$.{sequence.hex}.Value', 'array<variant>')"
+    value = f"try_variant_get(item, '$.{attribute.hex}.Value[0]', 'string')"
+    return f"to_json(filter(transform({items}, item -> {value}), v -> v IS NOT NULL))"
 
 
 def column_sql(attribute: Attribute, meta: str = "meta") -> str:
@@ -616,6 +652,8 @@ def column_text_sql(attribute: Attribute, meta: str = "meta") -> str:
     >>> column_text_sql(ATTRIBUTES["StudyDate"]), column_text_sql(ATTRIBUTES["StudyID"])
     ("date_format(StudyDate, 'yyyyMMdd')", "try_variant_get(meta, '$.00200010.Value[0]', 'string')")
     """
+    if attribute.qido is not None and attribute.qido.sequence is not None:
+        return nested_values_sql(attribute, meta)
     column = attribute.column
     if column is None:
         return first_value_sql(attribute, "string", meta)

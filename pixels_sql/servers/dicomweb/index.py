@@ -37,6 +37,7 @@ from pixels_sql.dicom.attributes import (
     QidoLevel,
     column_text_sql,
     qido_attributes,
+    qido_key,
     quoted,
 )
 from pixels_sql.dicom.typed import Malformed, date_value
@@ -63,7 +64,7 @@ def _result_tags(level: QidoLevel) -> tuple[str, ...]:
     """The attributes a level's search results carry from the instance's DICOM JSON (PS3.18
     Tables 10.6.3-3 to -5, the attribute registry's); computed ones (counts,
     ModalitiesInStudy, RetrieveURL, ...) are added by the views."""
-    return tuple(a.hex for a in qido_attributes(level) if not a.qido.computed)
+    return tuple(a.hex for a in qido_attributes(level) if not a.qido.computed and not a.qido.nested)
 
 
 STUDY_TAGS = _result_tags("study")
@@ -78,8 +79,14 @@ _READ: dict[QidoLevel, tuple[Attribute, ...]] = {
 }
 # Index column's attribute -> (table alias, column): what searches match and order on.
 COLUMNS = {
-    a.keyword: (ALIASES[level], a.index.name) for level in QIDO_LEVELS for a in INDEX_COLUMNS[level]
+    qido_key(a): (ALIASES[level], a.index.name)
+    for level in QIDO_LEVELS
+    for a in INDEX_COLUMNS[level]
 }
+# Columns holding a JSON array of the values found in a sequence's items (sequence matching).
+NESTED = frozenset(
+    qido_key(a) for level in QIDO_LEVELS for a in INDEX_COLUMNS[level] if a.qido and a.qido.nested
+)
 # How the index holds dates and times, so that a range is a comparison of text: DA as
 # YYYYMMDD, TM as HHMMSS.FFFFFF (query.py's keys; a value that is neither is NULL, as the
 # catalog's DATE column of a malformed date is).
@@ -171,6 +178,8 @@ def column_text(attribute: Attribute, model: Mapping[str, Any]) -> str | None:
     column's text YYYYMMDD, NULL where the catalog's column is NULL): the index of an instance
     received over the network before the catalog holds it (tests/test_intake.py holds the two
     equal on the corpus)."""
+    if attribute.qido is not None and attribute.qido.sequence is not None:
+        return _nested_values(attribute, model)
     element = model.get(attribute.hex)
     values = element.get("Value") if isinstance(element, dict) else None
     if not values:
@@ -189,6 +198,21 @@ def column_text(attribute: Attribute, model: Mapping[str, Any]) -> str | None:
     if kind == "INT":
         return _int_text(first)
     return str(first)
+
+
+def _nested_values(attribute: Attribute, model: Mapping[str, Any]) -> str | None:
+    """:func:`~pixels_sql.dicom.attributes.nested_values_sql` over a DICOM JSON model."""
+    sequence = model.get(ATTRIBUTES[attribute.qido.sequence].hex)
+    items = sequence.get("Value") if isinstance(sequence, dict) else None
+    if not isinstance(items, list):
+        return None
+    values = []
+    for item in items:
+        element = item.get(attribute.hex) if isinstance(item, dict) else None
+        found = element.get("Value") if isinstance(element, dict) else None
+        if found and isinstance(found[0], str | int | float) and not isinstance(found[0], bool):
+            values.append(str(found[0]))
+    return json.dumps(values, separators=(",", ":"))
 
 
 def _json_object(model: Mapping[str, Any], tags: Iterable[str]) -> str:
@@ -416,6 +440,12 @@ def _text_condition(name: str, values: tuple[str, ...]) -> tuple[str, list[Any]]
 
 def _condition(match: Match) -> tuple[str, list[Any]]:
     """One WHERE condition and its parameters for a match (column names from COLUMNS)."""
+    if match.kind is MatchKind.EMPTY:
+        if match.keyword == "ModalitiesInStudy":
+            return "(st.modalities IS NULL OR st.modalities = '')", []
+        alias, column = COLUMNS[match.keyword]
+        empty = "'[]'" if match.keyword in NESTED else "''"
+        return f"({alias}.{column} IS NULL OR {alias}.{column} = {empty})", []
     if match.kind is MatchKind.MODALITIES:
         # ModalitiesInStudy is made of each series' Modality (build_database): a study matches
         # when one of its series does (one pass over the series, not a look-up per study).
@@ -423,6 +453,10 @@ def _condition(match: Match) -> tuple[str, list[Any]]:
         return f"st.study_uid IN (SELECT study_uid FROM series WHERE {condition})", params
     alias, column = COLUMNS[match.keyword]
     name = f"{alias}.{column}"
+    if match.keyword in NESTED:
+        # Sequence matching (PS3.4 C.2.2.2.6): a series matches when any item's value does.
+        condition, params = _text_condition("x.value", match.values)
+        return f"EXISTS (SELECT 1 FROM json_each({name}) x WHERE {condition})", params
     if match.kind in (MatchKind.UIDS, MatchKind.NUMBER):
         # Both are exact: UIDs as written, integers in the canonical text the index holds.
         return _text_condition(name, tuple(match.values))

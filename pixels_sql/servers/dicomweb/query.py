@@ -61,6 +61,7 @@ class MatchKind(Enum):
     NUMBER = "number"  # IS values compared as integers
     UIDS = "uids"  # a list of UIDs (C.2.2.2.2)
     MODALITIES = "modalities"  # ModalitiesInStudy: a study matches if any series' Modality does
+    EMPTY = "empty"  # '""': entities whose value is empty or absent (C.2.2.2.1.1)
 
 
 @dataclass(frozen=True)
@@ -93,10 +94,13 @@ ORDERING_KEYS: dict[Level, frozenset[str]] = {
         a.keyword
         for above in LEVELS_ABOVE[level]
         for a in INDEX_COLUMNS[above.value]
-        if a.keyword != "ModalitiesInStudy"
+        if a.keyword != "ModalitiesInStudy" and not (a.qido and a.qido.nested)
     )
     for level in Level
 }
+# Empty value matching (PS3.4 C.2.2.2.1.1): two double quotes ask for the entities whose
+# attribute is zero-length or absent.
+EMPTY_VALUE = '""'
 # Parameters that are not matching keys (PS3.18 8.3.4).
 CONTROL_PARAMETERS = {"limit", "offset", "includefield", "fuzzymatching", "orderby"}
 # What separates the values of a list: QIDO-RS takes commas (PS3.18 8.3.4.1) and DICOM's own
@@ -118,7 +122,10 @@ class Search:
 
 
 def keyword_of(key: str) -> str:
-    """The keyword of a query key given as keyword or as 8 hex digits; QueryError if neither."""
+    """The keyword of a query key given as keyword or as 8 hex digits, or of a key within a
+    sequence's items written ``Sequence.Key`` (PS3.18 8.3.4.1); QueryError if neither."""
+    if "." in key:
+        return ".".join(keyword_of(part) for part in key.split(".", 3))
     if _TAG.fullmatch(key):
         keyword = keyword_for_tag(int(key, 16))
         if not keyword:
@@ -260,6 +267,8 @@ def _match(
 ) -> Match | None:
     if _universal(kind, value):
         return None
+    if value == EMPTY_VALUE:
+        return Match(keyword, MatchKind.EMPTY, ())
     values = _values(keyword, value, limits, separators)
     if any(_universal(kind, item) for item in values):
         return None  # one value of the list matches everything

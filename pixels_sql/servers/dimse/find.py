@@ -94,12 +94,20 @@ def _pairs(identifier: Dataset, patient_only: bool) -> list[tuple[str, str]]:
     """The identifier's matching keys with a value, as QIDO-RS query parameters."""
     pairs = []
     for element in identifier:
-        if element.tag in _NOT_KEYS or element.tag.is_private or element.VR == "SQ":
+        if element.tag in _NOT_KEYS or element.tag.is_private:
             continue
         keyword = keyword_for_tag(element.tag)
         if not keyword:
             continue
         if patient_only and _level(keyword) != "patient":
+            continue
+        if element.VR == "SQ":
+            # Sequence matching (PS3.4 C.2.2.2.6): the keys of its one item, as QIDO-RS
+            # writes them (Sequence.Key); an empty item or none asks for the sequence only.
+            if len(element.value) == 1:
+                pairs += [
+                    (f"{keyword}.{key}", text) for key, text in _pairs(element.value[0], False)
+                ]
             continue
         text = _text(element.value).strip()
         if text:
