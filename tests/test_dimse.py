@@ -258,6 +258,10 @@ def findscu(site: Site, root: str, *keys: str) -> list[pydicom.Dataset]:
         ("STUDY", ["PatientName=doe*"], "studies", {"PatientName": "doe*"}, "StudyInstanceUID"),
         ("STUDY", ["PatientID=P-002"], "studies", {"PatientID": "P-002"}, "StudyInstanceUID"),
         ("SERIES", ["Modality=MR"], "series", {"Modality": "MR"}, "SeriesInstanceUID"),
+        # A value list (PS3.4 C.2.2.2.8: backslashes in C-FIND, commas in QIDO-RS).
+        ("SERIES", ["Modality=MR\\CT"], "series", {"Modality": "MR,CT"}, "SeriesInstanceUID"),
+        # A time range (C.2.2.2.5).
+        ("STUDY", ["StudyTime=-235959"], "studies", {"StudyTime": "-235959"}, "StudyInstanceUID"),
         (
             "STUDY",
             ["ModalitiesInStudy=CT\\SC"],
