@@ -1,13 +1,16 @@
 """DICOMweb benchmark (issue 11): QIDO-RS study searches on a catalog of 10,000 studies /
-100,000 instances, and WADO-RS frames of a 512 x 512 uncompressed image, over real HTTP.
+100,000 instances, and WADO-RS frames of a 512 x 512 uncompressed image, over real HTTP; and
+(issue 31) the same kinds of requests beside Orthanc + its DICOMweb plugin on the same files.
 
     .venv/bin/python -m bench.dicomweb [--studies 10000] [--instances-per-study 10] [--runs 200]
+        [--orthanc-studies 2000] [--results dicomweb]
 
 Generates its data once into bench/data/ (not committed): ``--studies`` studies of two series,
 ``--instances-per-study`` small files each (16 x 16 16-bit images from pydicom's ``MR_small``,
 ~2 KB, written from one template's bytes with UIDs, patient name and study date replaced by
 same-length values), plus one 512 x 512 16-bit explicit VR image
-(``pixels_sql.dicom.synthetic.monochrome_image`` of pydicom's ``CT_small``). Then, in one run:
+(``pixels_sql.dicom.synthetic.monochrome_image`` of pydicom's ``CT_small``) and its copy in
+RLE Lossless (same pixels, same series). Then, in one run:
 
 1. ``pixels_sql.ingest.ingest(spark, tree, 'bench_dicomweb', thumbnails=False)`` on a fresh
    home (timed), and the DICOMweb service of ``pixels-sql serve`` started on that session
@@ -21,13 +24,30 @@ same-length values), plus one 512 x 512 16-bit explicit VR image
    (``transfer-syntax=*``), checked to be the file's pixel bytes. Baseline, same run: reading the
    file with pydicom and taking ``PixelData`` (what a naive server does per request).
 
-Targets (issue 11): QIDO p95 < 300 ms, frame p95 < 100 ms. Results: bench/results/dicomweb.json
-and dicomweb.md (and printed).
+4. Beside Orthanc (issue 31; ``--orthanc-studies 0`` skips it): Debian's Orthanc 1.10 and its
+   DICOMweb plugin (tests/orthanc_peer.py: HTTP on loopback, no DICOM port, no remote access,
+   otherwise Orthanc's defaults) loaded by REST upload (8 threads) with the tree of
+   ``--orthanc-studies`` studies (the first studies of the full tree, byte for byte, with large
+   images of their own), which pixels-sql catalogues too (a database of its own on the same
+   session, unless it is the full tree): both servers hold the same files. Loading all 100,000
+   files into Orthanc takes long; 2,000 studies (20,002 files) load in under a minute here.
+   Then, ``--runs`` requests per measure and server, the servers taking turns, one keep-alive
+   connection each (http.client: URLs as written, Orthanc not decoding %XX): the five QIDO
+   searches; frame 1 of the 512 x 512 image with ``transfer-syntax=*`` and with none (native
+   default); the transcoded frame (frame 1 of the RLE copy asked as native octet-stream, so
+   decoded per request); the metadata of a 5-instance series. p50/p95 each, every answer
+   checked once (the image's pixels in a frame, QIDO result counts equal on both), and the
+   ratio pixels-sql / Orthanc.
+
+Targets (issue 11): QIDO p95 < 300 ms, frame p95 < 100 ms; (issue 31) pixels-sql at or below
+Orthanc on each side-by-side measure. Results: bench/results/<--results>.json and .md (and
+printed).
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import shutil
@@ -35,14 +55,18 @@ import socket
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlsplit
 
 import pydicom
 import requests
+from pydicom.uid import RLELossless, generate_uid
 
 from bench.ingest import _uid, git_state, tree_template
 from bench.meta import DATA, RESULTS
@@ -51,8 +75,9 @@ from pixels_sql.dicom.synthetic import monochrome_image
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"  # 2: the 512 x 512 image's RLE copy (the transcoded frame)
 DATABASE = "bench_dicomweb"
+PEER_DATABASE = "bench_dicomweb_peer"  # the files Orthanc holds, when fewer than the full tree
 SERIES_PER_STUDY = 2
 TEMPLATE_NAME = b"CompressedSamples^MR1"  # MR_small's PatientName (21 characters)
 TEMPLATE_DATE = b"20040826"  # its StudyDate (and series, acquisition, content dates)
@@ -119,6 +144,13 @@ def generate(studies: int, per_study: int) -> Path:
             rows=FRAME_SIZE,
             columns=FRAME_SIZE,
         )
+        # The same image stored compressed (RLE Lossless, PS3.5 G: the lossless syntax that
+        # pydicom encodes by itself and Orthanc's DCMTK decodes), in the same series: its
+        # frame asked as native bytes is the transcoded frame both servers decode per request.
+        dataset = pydicom.dcmread(large / "ct512.dcm")
+        dataset.SOPInstanceUID = dataset.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        dataset.compress(RLELossless, encoding_plugin="pydicom")
+        dataset.save_as(large / "ct512_rle.dcm", enforce_file_format=True)
     done.write_text(f"{written} {GENERATOR_VERSION}\n")
     print(
         f"generated {written} files in {tree} ({time.perf_counter() - started:.0f}s)",
@@ -247,6 +279,219 @@ def measure_frames(base: str, runs: int, path: Path) -> dict[str, Any]:
     }
 
 
+# --- Beside Orthanc (issue 31) ------------------------------------------------------------------
+
+QIDO_RAW_SAFE = "^*?,-."  # a search's characters sent as typed (Orthanc 1.10 does not decode %XX)
+AS_STORED = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
+NATIVE = 'multipart/related; type="application/octet-stream"'
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection to a server (http.client): the URL goes out as
+    written. requests would percent-encode '^' and '*' in a search, which Orthanc 1.10 does not
+    decode (tests/test_dicomweb_peer.py), so both servers get the same raw URLs."""
+
+    def __init__(self, base: str) -> None:
+        parts = urlsplit(base)
+        self.host, self.port, self.prefix = parts.hostname or "", parts.port or 80, parts.path
+        self.connection = http.client.HTTPConnection(self.host, self.port, timeout=300)
+
+    def get(self, path: str, accept: str) -> tuple[int, bytes]:
+        for attempt in (1, 2):
+            try:
+                self.connection.request("GET", self.prefix + path, headers={"Accept": accept})
+                answer = self.connection.getresponse()
+                return answer.status, answer.read()
+            except (http.client.HTTPException, OSError):
+                self.connection.close()
+                self.connection = http.client.HTTPConnection(self.host, self.port, timeout=300)
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+
+def load_orthanc(orthanc_url: str, files: list[Path], threads: int = 8) -> float:
+    """Every file POSTed to Orthanc's REST API (/instances), ``threads`` at a time."""
+    local = threading.local()
+
+    def upload(path: Path) -> None:
+        if not hasattr(local, "session"):
+            local.session = requests.Session()
+        answer = local.session.post(f"{orthanc_url}/instances", data=path.read_bytes(), timeout=300)
+        answer.raise_for_status()
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for _ in pool.map(upload, files):
+            pass
+    return time.perf_counter() - started
+
+
+def _frame_url(path: Path) -> str:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dataset = pydicom.dcmread(path, stop_before_pixels=True)
+    return (
+        f"/studies/{dataset.StudyInstanceUID}/series/{dataset.SeriesInstanceUID}"
+        f"/instances/{dataset.SOPInstanceUID}/frames/1"
+    )
+
+
+def _search_path(parameters: dict[str, str]) -> str:
+    return "/studies?" + "&".join(
+        f"{key}={quote(value, safe=QIDO_RAW_SAFE)}" for key, value in parameters.items()
+    )
+
+
+def versus_requests(
+    studies: int, large: Path
+) -> dict[str, tuple[list[tuple[str, str]], Callable[[bytes], str]]]:
+    """Each measure: the requests it cycles through (path, Accept), and a check of an answer
+    (an empty string when right)."""
+    study = studies // 2
+    searches = qido_searches(_uid("study", study).decode())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pixels = pydicom.dcmread(large / "ct512.dcm").PixelData
+
+    def has_pixels(body: bytes) -> str:
+        return "" if pixels in body else f"not the image's pixels ({len(body)} bytes)"
+
+    def is_json(body: bytes) -> str:
+        return "" if isinstance(json.loads(body), list) else "not a JSON array"
+
+    metadata = (
+        f"/studies/{_uid('study', study).decode()}"
+        f"/series/{_uid('series', study * SERIES_PER_STUDY).decode()}/metadata"
+    )
+    return {
+        "QIDO-RS study search": (
+            [(_search_path(p), "application/dicom+json") for p, _ in searches.values()],
+            is_json,
+        ),
+        "frame, transfer-syntax=*": ([(_frame_url(large / "ct512.dcm"), AS_STORED)], has_pixels),
+        "frame, native default": ([(_frame_url(large / "ct512.dcm"), NATIVE)], has_pixels),
+        "transcoded frame (RLE stored, asked native)": (
+            [(_frame_url(large / "ct512_rle.dcm"), NATIVE)],
+            has_pixels,
+        ),
+        "series metadata": ([(metadata, "application/dicom+json")], is_json),
+    }
+
+
+def measure_versus(
+    servers: dict[str, str], runs: int, studies: int, large: Path
+) -> dict[str, dict[str, Any]]:
+    """Each measure on each server, ``runs`` requests each, the servers taking turns (one
+    keep-alive connection each): p50/p95, the answers checked once, and their sizes compared
+    (QIDO: the number of results of each search)."""
+    results: dict[str, dict[str, Any]] = {}
+    connections = {name: Connection(base) for name, base in servers.items()}
+    for measure, (paths, check) in versus_requests(studies, large).items():
+        row: dict[str, Any] = {}
+        timings: dict[str, list[float]] = {name: [] for name in servers}
+        for name, connection in connections.items():
+            answers = []
+            for path, accept in paths:  # warm-up and checks
+                status, body = connection.get(path, accept)
+                problem = check(body) if status == 200 else f"{status}: {body[:200]!r}"
+                if problem:
+                    row[name] = {"error": f"{path}: {problem}"}
+                    break
+                answers.append(len(json.loads(body)) if accept.endswith("json") else "ok")
+            else:
+                row[name] = {"answers": answers}
+        for run in range(runs):
+            path, accept = paths[run % len(paths)]
+            for name, connection in connections.items():
+                if "error" in row[name]:
+                    continue
+                started = time.perf_counter()
+                status, _ = connection.get(path, accept)
+                timings[name].append(time.perf_counter() - started)
+                if status != 200:
+                    raise RuntimeError(f"{name} {path}: {status}")
+        for name in servers:
+            if timings[name]:
+                row[name].update(percentiles(timings[name]))
+        results[measure] = row
+    return results
+
+
+def run_orthanc_side(
+    folder: Path, tree: Path, orthanc_studies: int, servers: dict[str, str]
+) -> tuple[dict[str, Any], Any]:
+    """Orthanc + its DICOMweb plugin (tests/orthanc_peer.py's configuration: HTTP on loopback,
+    no DICOM port, no remote access; otherwise Orthanc's defaults) with every file of ``tree``
+    (``orthanc_studies`` studies and the large images); returns its load report and the peer."""
+    from tests.orthanc_peer import Orthanc
+
+    files = sorted(tree.rglob("*.dcm"))
+    orthanc = Orthanc(folder, dicomweb=True).start()
+    seconds = load_orthanc(orthanc.url, files)
+    servers["Orthanc"] = orthanc.dicomweb_url
+    stats = requests.get(f"{orthanc.url}/statistics", timeout=60).json()
+    return {
+        "studies": orthanc_studies,
+        "files": len(files),
+        "load_seconds": seconds,
+        "instances_per_s": len(files) / seconds,
+        "counted": {k: stats.get(k) for k in ("CountStudies", "CountSeries", "CountInstances")},
+        "version": requests.get(f"{orthanc.url}/system", timeout=60).json().get("Version"),
+    }, orthanc
+
+
+def render_versus(report: dict[str, Any]) -> list[str]:
+    side, versus = report["orthanc"], report["versus"]
+    peer = (
+        "its catalog above"
+        if "peer_ingest_seconds" not in report
+        else f"a catalog of its own, ingested in {report['peer_ingest_seconds']:.0f} s"
+    )
+    lines = [
+        "",
+        f"## Beside Orthanc {side['version']} + DICOMweb plugin (same run, same files)",
+        "",
+        f"Orthanc holds {side['studies']} studies of this generator and 512 x 512 images"
+        f" ({side['files']} files, REST upload with 8 threads in {side['load_seconds']:.0f} s,"
+        f" {side['instances_per_s']:.0f} files/s; {side['counted']}), and pixels-sql the same"
+        f" files ({peer}). Requests alternate between the servers, {report['runs']} each per"
+        " measure, one keep-alive connection each.",
+        "",
+        "| measure | pixels-sql p50 ms | p95 ms | Orthanc p50 ms | p95 ms |"
+        " ratio p50 | ratio p95 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for measure, row in versus.items():
+        ours, theirs = row["pixels-sql"], row["Orthanc"]
+        cells = []
+        for side_row in (ours, theirs):
+            if "error" in side_row:
+                cells += ["error", "error"]
+            else:
+                cells += [f"{side_row['p50_ms']:.1f}", f"{side_row['p95_ms']:.1f}"]
+        if "error" in ours or "error" in theirs:
+            ratios = ["-", "-"]
+        else:
+            ratios = [
+                f"{ours['p50_ms'] / theirs['p50_ms']:.2f}x",
+                f"{ours['p95_ms'] / theirs['p95_ms']:.2f}x",
+            ]
+        lines.append(f"| {measure} | {' | '.join(cells)} | {' | '.join(ratios)} |")
+    lines += ["", "Ratios are pixels-sql / Orthanc (below 1: pixels-sql faster)."]
+    for measure, row in versus.items():
+        for name in ("pixels-sql", "Orthanc"):
+            if "error" in row[name]:
+                lines.append(f"- {measure}, {name}: {row[name]['error']}")
+        both = all("answers" in row[n] for n in ("pixels-sql", "Orthanc"))
+        if both and row["pixels-sql"]["answers"] != row["Orthanc"]["answers"]:
+            lines.append(
+                f"- {measure}: answers differ, pixels-sql {row['pixels-sql']['answers']},"
+                f" Orthanc {row['Orthanc']['answers']}"
+            )
+    return lines
+
+
 def render(report: dict[str, Any]) -> str:
     qido, frames = report["qido"], report["frames"]
     lines = [
@@ -290,6 +535,8 @@ def render(report: dict[str, Any]) -> str:
         f" {'met' if every['p95_ms'] < 300 else 'MISSED'}), frame p95 {http['p95_ms']:.0f} ms"
         f" (< 100: {'met' if http['p95_ms'] < 100 else 'MISSED'}).",
     ]
+    if "versus" in report:
+        lines += render_versus(report)
     return "\n".join(lines)
 
 
@@ -299,7 +546,19 @@ def main() -> None:
     parser.add_argument("--instances-per-study", type=int, default=10)
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument(
+        "--orthanc-studies",
+        type=int,
+        default=2000,
+        help="studies loaded into Orthanc for the side-by-side measures (0: no Orthanc)",
+    )
+    parser.add_argument(
+        "--results",
+        default="dicomweb",
+        help="the results' file name in bench/results/ (.json, .md): smoke runs name their own",
+    )
     args = parser.parse_args()
+    orthanc_studies = min(args.orthanc_studies, args.studies)
     RESULTS.mkdir(exist_ok=True)
     folder = generate(args.studies, args.instances_per_study)
     tree = folder / "tree"
@@ -315,11 +574,13 @@ def main() -> None:
         "git": git_state(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "studies": args.studies,
-        "instances": args.studies * args.instances_per_study + 1,
+        "instances": args.studies * args.instances_per_study + 2,
+        "runs": args.runs,
     }
     home = Path(tempfile.mkdtemp(prefix="pixels-bench-dicomweb-"))
     spark = pixels_sql.session(home, master=f"local[{args.cores}]")
-    server = None
+    server = peer_server = None
+    orthanc = None
     try:
         started = time.perf_counter()
         ingest(spark, str(tree), DATABASE, thumbnails=False)
@@ -332,14 +593,41 @@ def main() -> None:
         study_uid = _uid("study", args.studies // 2).decode()
         report["qido"] = measure_qido(spark, base, args.runs, study_uid, args.studies + 1)
         report["frames"] = measure_frames(base, args.runs, tree / "large" / "ct512.dcm")
+        if orthanc_studies:
+            # Both servers hold the same files: the tree of --orthanc-studies studies (the
+            # first studies of the full tree, same bytes, and large images of their own),
+            # catalogued into a database of its own on this session when it is not the
+            # full tree.
+            peer_tree, peer_base = tree, base
+            if orthanc_studies != args.studies:
+                peer_tree = generate(orthanc_studies, args.instances_per_study) / "tree"
+                started = time.perf_counter()
+                ingest(spark, str(peer_tree), PEER_DATABASE, thumbnails=False)
+                report["peer_ingest_seconds"] = time.perf_counter() - started
+                peer_port = free_port()
+                peer_server = start_dicomweb(
+                    spark, PEER_DATABASE, "127.0.0.1", peer_port, ServiceOptions()
+                )
+                peer_base = f"http://127.0.0.1:{peer_port}/dicomweb"
+            servers = {"pixels-sql": peer_base}
+            report["orthanc"], orthanc = run_orthanc_side(
+                home / "orthanc", peer_tree, orthanc_studies, servers
+            )
+            report["versus"] = measure_versus(
+                servers, args.runs, orthanc_studies, peer_tree / "large"
+            )
     finally:
+        if orthanc is not None:
+            orthanc.stop()
+        if peer_server is not None:
+            peer_server.stop()
         if server is not None:
             server.stop()
         spark.stop()
         shutil.rmtree(home, ignore_errors=True)
-    (RESULTS / "dicomweb.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    (RESULTS / f"{args.results}.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     markdown = render(report)
-    (RESULTS / "dicomweb.md").write_text(markdown + "\n")
+    (RESULTS / f"{args.results}.md").write_text(markdown + "\n")
     print(markdown)
 
 
