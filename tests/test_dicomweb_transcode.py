@@ -314,3 +314,39 @@ def test_an_undecodable_instance_is_a_406_and_the_server_goes_on(service, client
     stored = requests.get(base, headers={"Accept": STORED}, timeout=60)
     assert stored.status_code == 200  # as stored: nothing to decode
     assert len(client.search_for_studies()) > 0
+
+
+def test_a_transcoding_over_the_worker_memory_fails_alone(tmp_path: Path) -> None:
+    """worker_memory caps a worker's address space (RLIMIT_AS): a 128 MiB image transcoded
+    under a 400 MiB cap fails in its worker (a MemoryError, or pylibjpeg-rle's allocator abort:
+    the worker dies and is replaced), and the pool goes on serving."""
+    from pixels_sql.servers.dicomweb.limits import MIB, HttpLimits
+    from pixels_sql.servers.dicomweb.render import RenderPool
+
+    dataset = read(Path(get_testdata_file("MR_small.dcm", download=False)))
+    dataset.Rows = dataset.Columns = 8192
+    dataset.PixelData = np.zeros((8192, 8192), dtype="<i2").tobytes()
+    big = tmp_path / "big.dcm"
+    dataset.save_as(big)
+    pool = RenderPool(HttpLimits(render_workers=1, worker_memory=400 * MIB))
+    try:
+        result, reason, message = pool.run_blocking(("instance", str(big), RLELossless, 1 << 30))
+        assert result is None and reason in ("too_large", "decoder_crash"), (reason, message)
+        small = get_testdata_file("MR_small.dcm", download=False)
+        result, reason, _ = pool.run_blocking(("instance", small, EXPLICIT, 1 << 30))
+        assert reason == "" and read(result).file_meta.TransferSyntaxUID == EXPLICIT
+    finally:
+        pool.close()
+
+
+def test_any_media_type_with_a_syntax_gets_that_syntax_media_type(service, files) -> None:
+    """type="*/*" naming a transfer syntax: the frames in that syntax, typed by its media type
+    (PS3.18 Table 8.7.3-2)."""
+    _, dataset = next(v for v in files.values() if v[0].name == "MR_small_RLE.dcm")
+    study, series, sop = uids(dataset)
+    url = f"{service}/studies/{study}/series/{series}/instances/{sop}/frames/1"
+    accept = f'multipart/related; type="*/*"; transfer-syntax={JPEG2000Lossless}'
+    answer = requests.get(url, headers={"Accept": accept}, timeout=60)
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith('multipart/related; type="image/jp2"')
+    assert f"Content-Type: image/jp2; transfer-syntax={JPEG2000Lossless}".encode() in answer.content

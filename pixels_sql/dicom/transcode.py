@@ -22,7 +22,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.pixels import get_encoder, pixel_array
+from pydicom.pixels import get_encoder, iter_pixels, pixel_array
 from pydicom.pixels.encoders.base import ENCODING_PROFILES
 from pydicom.pixels.utils import compress, decompress
 from pydicom.uid import (
@@ -130,6 +130,17 @@ _JSON_KEYS = {
 }
 
 
+# Float and Double Float Pixel Data (PS3.3 C.7.6.24): native only, no encapsulated syntax holds
+# them (PS3.5 A.4).
+FLOAT_PIXEL_KEYWORDS = ("FloatPixelData", "DoubleFloatPixelData")
+FLOAT_PIXEL_KEYS = ("7FE00008", "7FE00009")
+
+
+def check_json_encodable(meta: dict[str, Any], target: str) -> None:
+    """:func:`check_encodable` from an instance's DICOM JSON (float pixel data included)."""
+    check_encodable(json_image_facts(meta), target, any(k in meta for k in FLOAT_PIXEL_KEYS))
+
+
 def json_image_facts(meta: dict[str, Any]) -> ImageFacts | None:
     """:func:`image_facts` of an instance's DICOM JSON; None without Pixel Data."""
     if "7FE00010" not in meta:
@@ -142,7 +153,7 @@ def json_image_facts(meta: dict[str, Any]) -> ImageFacts | None:
     return image_facts(get)
 
 
-def check_encodable(facts: ImageFacts | None, target: str) -> None:
+def check_encodable(facts: ImageFacts | None, target: str, float_pixels: bool = False) -> None:
     """TranscodeError ``unsupported`` if ``target`` is neither native nor an installed lossless
     encoder, or if its encoder's profile (PS3.5 8.2, as pydicom lists it) rules the decoded
     image out. Checked before any decoding, from the attributes alone."""
@@ -151,6 +162,10 @@ def check_encodable(facts: ImageFacts | None, target: str) -> None:
     available = codecs.encodable_syntaxes()
     if target not in available:
         raise TranscodeError("unsupported", _not_offered(target))
+    if float_pixels:
+        raise TranscodeError(
+            "unsupported", f"{syntax_name(target)} ({target}) cannot hold float pixel data"
+        )
     if facts is None:
         return  # no image: the data set is written in the syntax, nothing to encode
     for photometric, samples, representations, allocated, stored in ENCODING_PROFILES.get(
@@ -190,7 +205,7 @@ def transcode_instance(path: str, target: str, max_bytes: int) -> bytes:
         dataset.file_meta.TransferSyntaxUID = transfer_syntax(dataset)
     stored = UID(dataset.file_meta.TransferSyntaxUID)
     facts = image_facts(dataset.get) if "PixelData" in dataset else None
-    check_encodable(facts, target)
+    check_encodable(facts, target, any(k in dataset for k in FLOAT_PIXEL_KEYWORDS))
     if facts is not None and facts.native_bytes > max_bytes:
         raise TranscodeError(
             "too_large",
@@ -324,32 +339,34 @@ def decoded_frames(path: str, numbers: list[int], max_bytes: int) -> tuple[list[
                 f"the decoded frames asked for add up to {one * len(numbers)} bytes: at most"
                 f" {max_bytes} in one request (ask in several)",
             )
-        whole = None
+        # Each distinct frame decoded once, in file order, in one pass over the file (pydicom
+        # parses the data set once, and reads only the frames asked for).
+        wanted = sorted({number - 1 for number in numbers})
+        source_of: Dataset | BinaryIO = fp
         if stored == DeflatedExplicitVRLittleEndian:
-            whole = full_dataset(fp)  # PS3.5 A.5: nothing is readable without inflating
-        frames = []
-        for number in numbers:
-            index = number - 1 if facts.frames > 1 else None
-            try:
-                if whole is not None:
-                    frames.append(pixel_array(whole, index=index))
-                else:
-                    frames.append(
-                        with_plugins(
-                            stored,
-                            lambda plugin, index=index: _read_frame(fp, index, stored, plugin),
-                        )
-                    )
-            except (RuntimeError, NotImplementedError, ValueError) as exc:
-                raise TranscodeError(
-                    "undecodable", f"{syntax_name(stored)} ({stored}): {codecs.first_line(exc)}"
-                ) from exc
+            source_of = full_dataset(fp)  # PS3.5 A.5: nothing is readable without inflating
+        try:
+            decoded = with_plugins(
+                stored, lambda plugin: _read_frames(source_of, wanted, stored, plugin)
+            )
+        except (RuntimeError, NotImplementedError, ValueError) as exc:
+            raise TranscodeError(
+                "undecodable", f"{syntax_name(stored)} ({stored}): {codecs.first_line(exc)}"
+            ) from exc
+        by_index = dict(zip(wanted, decoded, strict=True))
+        frames = [by_index[number - 1] for number in numbers]
     return frames, header
 
 
-def _read_frame(fp: BinaryIO, index: int | None, stored: UID, plugin: str) -> np.ndarray:
-    fp.seek(0)
-    return pixel_array(fp, index=index, transfer_syntax_uid=stored, decoding_plugin=plugin)
+def _read_frames(
+    source: Dataset | BinaryIO, indices: list[int], stored: UID, plugin: str
+) -> list[np.ndarray]:
+    if isinstance(source, Dataset):
+        return [pixel_array(source, index=index, decoding_plugin=plugin) for index in indices]
+    source.seek(0)
+    return list(
+        iter_pixels(source, indices=indices, transfer_syntax_uid=stored, decoding_plugin=plugin)
+    )
 
 
 def transcode_frames(path: str, numbers: list[int], target: str, max_bytes: int) -> list[bytes]:

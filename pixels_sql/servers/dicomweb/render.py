@@ -46,6 +46,16 @@ log = logging.getLogger("pixels_sql.dicomweb")
 # each, are scarcely slowed by them; a render takes what the server leaves.
 WORKER_NICENESS = 19
 READY = "ready"
+WORKER_ENVIRONMENT = {
+    # A Rust decoder's panic (pylibjpeg-rle) is one log line, not a page of backtrace.
+    "RUST_BACKTRACE": "0",
+    # One thread each for numpy's BLAS and OpenMP codecs (a worker is one core's work), and two
+    # malloc arenas: a thread pool per core and an arena per thread would reserve gigabytes of
+    # address space on a large machine, against worker_memory (RLIMIT_AS).
+    "OPENBLAS_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "MALLOC_ARENA_MAX": "2",
+}
 # (result, '', '') or (None, reason, message): the result is an image, a PS3.10 file, or a list
 # of frames, as the task says.
 Outcome = tuple[Any, str, str]
@@ -106,8 +116,11 @@ def _worker_main(memory: int) -> None:
     import pixels_sql.dicom.thumbnail
     import pixels_sql.dicom.transcode  # noqa: F401
 
-    pickle.dump(READY, answers)
-    answers.flush()
+    try:
+        pickle.dump(READY, answers)
+        answers.flush()
+    except BrokenPipeError:  # the pool closed before this worker was ready
+        return
     while True:
         try:
             task = pickle.load(requests)
@@ -127,8 +140,7 @@ class _Worker:
             [sys.executable, "-m", "pixels_sql.servers.dicomweb.render", str(memory)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            # A Rust decoder's panic (pylibjpeg-rle) is one log line, not a page of backtrace.
-            env={**os.environ, "RUST_BACKTRACE": "0"},
+            env={**os.environ, **WORKER_ENVIRONMENT},
         )
         self.ready = False
 

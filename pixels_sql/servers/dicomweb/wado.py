@@ -29,6 +29,7 @@ from pixels_sql.dicom.transcode import (
     ImageFacts,
     TranscodeError,
     check_encodable,
+    check_json_encodable,
     json_image_facts,
     producible_syntaxes,
 )
@@ -130,7 +131,7 @@ def _instance_syntax(asked: list[str], stored: str, header: dict, sop_uid: str) 
         if syntax in ("*", stored):
             return None
         try:
-            check_encodable(json_image_facts(header), syntax)
+            check_json_encodable(header, syntax)
         except TranscodeError as exc:
             reasons.append(exc.message)
             continue
@@ -298,8 +299,12 @@ def _frame_choice(
             continue
         part_type = entry.params.get("type", NATIVE_MEDIA_TYPE)
         syntax = entry.params.get("transfer-syntax")
-        if part_type == "*/*" and syntax in (None, "*", stored):
-            return layout.media_type, _unaligned(layout)
+        if part_type == "*/*":
+            if syntax in (None, "*", stored):
+                return layout.media_type, _unaligned(layout)
+            # Any media type, a named syntax: that syntax's own (PS3.18 Table 8.7.3-2).
+            native = NATIVE_MEDIA_TYPE if syntax in LITTLE_ENDIAN_NATIVE else None
+            part_type = FRAME_MEDIA_TYPES.get(syntax, native) or part_type
         if part_type == NATIVE_MEDIA_TYPE:
             if syntax in ("*", stored):
                 return NATIVE_MEDIA_TYPE, _unaligned(layout)
