@@ -146,6 +146,7 @@ def test_every_producible_syntax_keeps_the_pixels(name: str) -> None:
         ("SC_rgb_rle_2frame.dcm", JPEGLSLossless, "dcmdjpls"),
         ("JPEG-lossy.dcm", JPEGLSLossless, "dcmdjpls"),
         ("OBXXXX1A_rle.dcm", JPEGLSLossless, "dcmdjpls"),
+        ("MR_small.dcm", JPEGLSLossless, "dcmdjpls"),
     ],
 )
 def test_encodings_decode_with_dcmtk_to_the_original_pixels(
@@ -158,6 +159,25 @@ def test_encodings_decode_with_dcmtk_to_the_original_pixels(
     assert read(encoded).file_meta.TransferSyntaxUID == target
     decoded = dcmtk(tool, encoded, tmp_path / "decoded.dcm")
     assert np.array_equal(decoded.pixel_array, original_pixels(name))
+
+
+def test_negative_signed_samples_survive_jpeg_ls(tmp_path: Path) -> None:
+    """Signed 16-bit samples below zero (PS3.5 A.4.3: coded as their bit patterns) come back
+    from DCMTK's dcmdjpls and from pydicom as they were; signed samples not filling their
+    container are refused up front (the encoder here cannot set the precision)."""
+    dataset = read(corpus("MR_small.dcm"))
+    values = dataset.pixel_array.astype(np.int16) - 1000
+    assert values.min() < 0
+    dataset.PixelData = values.astype("<i2").tobytes()
+    signed = tmp_path / "signed.dcm"
+    dataset.save_as(signed)
+    encoded = tmp_path / "encoded.dcm"
+    encoded.write_bytes(transcode_instance(str(signed), JPEGLSLossless, LIMIT))
+    assert np.array_equal(read(encoded).pixel_array, values)
+    assert np.array_equal(dcmtk("dcmdjpls", encoded, tmp_path / "decoded.dcm").pixel_array, values)
+    dataset.BitsStored, dataset.HighBit = 12, 11
+    with pytest.raises(TranscodeError, match="cannot hold this image"):
+        check_encodable(image_facts(dataset.get), JPEGLSLossless)
 
 
 def test_only_lossless_encapsulated_syntaxes_are_offered() -> None:

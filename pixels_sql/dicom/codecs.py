@@ -112,12 +112,12 @@ def _encode_jpegls_frame(src: bytes, runner: EncodeRunner) -> bytes:
     if runner.get_option("jls_error", 0):
         raise ValueError("only lossless JPEG-LS (NEAR 0) is encoded here")
     bits = runner.bits_allocated
-    signed = runner.pixel_representation == 1
-    if signed:
-        # PS3.5 A.4.3: JPEG-LS codes unsigned samples of BitsStored precision; a signed value
-        # goes in as its two's complement bit pattern (pydicom's decoder undoes it).
-        raise ValueError("signed samples are not JPEG-LS encoded here")
-    dtype = np.dtype(f"<u{bits // 8}")
+    if runner.pixel_representation == 1 and runner.bits_stored != bits:
+        # PS3.5 A.4.3: JPEG-LS codes signed samples as their two's complement bit pattern in
+        # BitsStored bits; CharLS here takes the precision from the sample size, so only
+        # samples filling their container (the pattern is the container's) are encoded.
+        raise ValueError("signed samples are JPEG-LS encoded here only when BitsStored fills")
+    dtype = np.dtype(f"<u{bits // 8}")  # signed samples: their bit patterns
     shape: tuple[int, ...] = (runner.rows, runner.columns)
     if runner.samples_per_pixel > 1:
         shape = (*shape, runner.samples_per_pixel)

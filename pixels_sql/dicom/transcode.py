@@ -178,8 +178,9 @@ def check_encodable(facts: ImageFacts | None, target: str, float_pixels: bool = 
             and facts.bits_allocated in allocated
             and facts.bits_stored in stored
         ):
-            if target == "1.2.840.10008.1.2.4.80" and facts.pixel_representation:
-                break  # the CharLS plugin takes unsigned samples only (codecs.py)
+            signed_part = facts.pixel_representation and facts.bits_stored != facts.bits_allocated
+            if target == "1.2.840.10008.1.2.4.80" and signed_part:
+                break  # signed samples must fill their container for CharLS (codecs.py)
             return
     raise TranscodeError(
         "unsupported",
