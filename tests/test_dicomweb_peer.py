@@ -19,9 +19,12 @@ transcoded to Explicit VR Little Endian, against pydicom's decode of the origina
 
 from __future__ import annotations
 
+import fnmatch
 import http.client
 import io
 import json
+import re
+import struct
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator
@@ -186,7 +189,7 @@ def served_files(folder: Path) -> list[tuple[str, bytes]]:
     ``instance_copies`` view: first path first). Files pydicom cannot read as DICOM (the
     folder's bad/) are left out: neither server holds them."""
     found: list[tuple[str, bytes]] = []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for path in sorted((p for p in folder.rglob("*") if p.is_file()), key=str):
         relative = str(path.relative_to(folder))
         if path.suffix == ".zip":
             with zipfile.ZipFile(path) as archive:
@@ -305,9 +308,7 @@ def _time(value: str) -> tuple[int, float]:
 
 
 def _wildcard(pattern: str, value: str, fold: bool) -> bool:
-    import fnmatch
-    import re
-
+    """'*' any run of characters, '?' any one (C.2.2.2.4); nothing else is special."""
     regex = fnmatch.translate(pattern.replace("[", "[[]"))
     return re.fullmatch(regex, value, re.IGNORECASE if fold else 0) is not None
 
@@ -700,8 +701,6 @@ def _is_part10(content: bytes) -> bool:
 
 def _data_set(content: bytes) -> bytes:
     """A PS3.10 file's data set: the bytes after its File Meta Information (PS3.10 7.1)."""
-    import struct
-
     assert content[132:138] == b"\x02\x00\x00\x00UL", content[:140]
     return content[144 + struct.unpack("<I", content[140:144])[0] :]
 
