@@ -383,7 +383,9 @@ def search(base: str, level: str, query_string: str) -> list[dict[str, Any]]:
 
 
 def uids(base: str, level: str, query_string: str) -> set[str]:
-    return {r[UID_OF[level]]["Value"][0] for r in search(base, level, query_string)}
+    """The UIDs a search finds (``level``: a path ending in studies, series or instances)."""
+    key = UID_OF[level.rsplit("/", 1)[-1]]
+    return {r[key]["Value"][0] for r in search(base, level, query_string)}
 
 
 def multipart(headers: dict[str, str], body: bytes) -> list[tuple[str, bytes]]:
@@ -613,6 +615,27 @@ def test_paged_search_walks_every_entity_once(
             offset += page
         assert len(seen) == len(set(seen)) == len(everything), (base, seen)
         assert set(seen) == everything, base
+
+
+def test_searches_within_a_study_and_a_series(ours: str, theirs: str, model: Model) -> None:
+    """/studies/{uid}/series and /studies/{uid}/series/{uid}/instances (PS3.18 10.6.1): each
+    study's series and each series' instances, on both servers."""
+    series_of: dict[str, set[str]] = {}
+    instances_of: dict[tuple[str, str], set[str]] = {}
+    for uid, dataset in model.datasets.items():
+        study, series = str(dataset.StudyInstanceUID), str(dataset.SeriesInstanceUID)
+        series_of.setdefault(study, set()).add(series)
+        instances_of.setdefault((study, series), set()).add(uid)
+    wrong = []
+    for name, base in (("pixels-sql", ours), ("Orthanc", theirs)):
+        for study, expected in series_of.items():
+            if (found := uids(base, f"studies/{study}/series", "")) != expected:
+                wrong.append((name, study, sorted(found ^ expected)))
+        for (study, series), expected in instances_of.items():
+            found = uids(base, f"studies/{study}/series/{series}/instances", "")
+            if found != expected:
+                wrong.append((name, series, sorted(found ^ expected)))
+    assert not wrong, wrong
 
 
 # --- Retrieval ----------------------------------------------------------------------------------
