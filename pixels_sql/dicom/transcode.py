@@ -15,14 +15,16 @@ functions in worker processes (servers/dicomweb/render.py), never in their own.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import numpy as np
+import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.pixels import get_encoder, iter_pixels, pixel_array
+from pydicom.pixels import get_decoder, get_encoder, iter_pixels, pixel_array
 from pydicom.pixels.encoders.base import ENCODING_PROFILES
 from pydicom.pixels.utils import compress, decompress
 from pydicom.uid import (
@@ -318,45 +320,114 @@ def native_bytes(array: np.ndarray, facts: ImageFacts, planar: bool = False) -> 
     return np.ascontiguousarray(array.astype(dtype, copy=False)).tobytes()
 
 
-def decoded_frames(path: str, numbers: list[int], max_bytes: int) -> tuple[list[np.ndarray], Any]:
-    """Frames ``numbers`` (from 1) of the instance in ``path``, decoded (each read alone where
-    the syntax allows), and the data set's header."""
-    with open_source(path) as source:
-        import pydicom
+@dataclass(frozen=True)
+class StoredFrames:
+    """What a server already knows of an encapsulated instance's frames (frames.py): where
+    each frame's fragments lie in the file and what the image is. With it, frames are decoded
+    from their own bytes, without parsing the data set again."""
 
+    syntax: str
+    facts: ImageFacts
+    planar: bool
+    # For each frame, from the first: its fragments' value (offset, length) in the file.
+    ranges: list[list[tuple[int, int]]]
+
+
+# An empty Basic Offset Table item (PS3.5 A.4): a frame's fragments behind it make an
+# encapsulated value of one frame, for pydicom's decoders.
+_EMPTY_OFFSET_TABLE = b"\xfe\xff\x00\xe0\x00\x00\x00\x00"
+
+
+def _check_frames_size(facts: ImageFacts, count: int, max_bytes: int) -> None:
+    one = facts.native_bytes // facts.frames
+    if one * count > max_bytes:
+        raise TranscodeError(
+            "too_large",
+            f"the decoded frames asked for add up to {one * count} bytes: at most"
+            f" {max_bytes} in one request (ask in several)",
+        )
+
+
+def _undecodable(stored: str, exc: BaseException) -> TranscodeError:
+    return TranscodeError(
+        "undecodable", f"{syntax_name(stored)} ({stored}): {codecs.first_line(exc)}"
+    )
+
+
+def decoded_frames(
+    path: str, numbers: list[int], max_bytes: int, stored_frames: StoredFrames | None = None
+) -> tuple[list[np.ndarray], ImageFacts, bool]:
+    """Frames ``numbers`` (from 1) of the instance in ``path``, decoded (each distinct frame
+    once, reading only the frames asked for), with the image's facts and whether its native
+    frames are colour-by-plane."""
+    wanted = sorted({number - 1 for number in numbers})
+    with open_source(path) as source:
         fp: BinaryIO = source.fp
-        fp.seek(0)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            header = pydicom.dcmread(fp, force=True, stop_before_pixels=True)
-        stored = transfer_syntax(header)
-        facts = image_facts(header.get)
-        if facts is None:
-            raise TranscodeError("unsupported", "the instance has no image")
-        one = facts.native_bytes // facts.frames
-        if one * len(numbers) > max_bytes:
-            raise TranscodeError(
-                "too_large",
-                f"the decoded frames asked for add up to {one * len(numbers)} bytes: at most"
-                f" {max_bytes} in one request (ask in several)",
-            )
-        # Each distinct frame decoded once, in file order, in one pass over the file (pydicom
-        # parses the data set once, and reads only the frames asked for).
-        wanted = sorted({number - 1 for number in numbers})
-        source_of: Dataset | BinaryIO = fp
-        if stored == DeflatedExplicitVRLittleEndian:
-            source_of = full_dataset(fp)  # PS3.5 A.5: nothing is readable without inflating
+        decoded = None
+        if stored_frames is not None:
+            _check_frames_size(stored_frames.facts, len(numbers), max_bytes)
+            facts, planar = stored_frames.facts, stored_frames.planar
+            with contextlib.suppress(TranscodeError):  # then decoded from the data set, below
+                decoded = decode_fragments(fp, wanted, stored_frames)
+        if decoded is None:
+            fp.seek(0)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                header = pydicom.dcmread(fp, force=True, stop_before_pixels=True)
+            stored = transfer_syntax(header)
+            found = image_facts(header.get)
+            if found is None:
+                raise TranscodeError("unsupported", "the instance has no image")
+            facts, planar = found, _planar(header)
+            _check_frames_size(facts, len(numbers), max_bytes)
+            source_of: Dataset | BinaryIO = fp
+            if stored == DeflatedExplicitVRLittleEndian:
+                source_of = full_dataset(fp)  # PS3.5 A.5: nothing is readable without inflating
+            try:
+                # pydicom parses the data set once and reads only the frames asked for.
+                decoded = with_plugins(
+                    stored, lambda plugin: _read_frames(source_of, wanted, stored, plugin)
+                )
+            except (RuntimeError, NotImplementedError, ValueError) as exc:
+                raise _undecodable(stored, exc) from exc
+    by_index = dict(zip(wanted, decoded, strict=True))
+    return [by_index[number - 1] for number in numbers], facts, planar
+
+
+def decode_fragments(
+    fp: BinaryIO, indices: list[int], stored_frames: StoredFrames
+) -> list[np.ndarray]:
+    """Each frame of ``indices`` decoded from its fragments alone."""
+    syntax = UID(stored_frames.syntax)
+    facts = stored_frames.facts
+    decoder = get_decoder(syntax)
+    description = {
+        "rows": facts.rows,
+        "columns": facts.columns,
+        "samples_per_pixel": facts.samples_per_pixel,
+        "bits_allocated": facts.bits_allocated,
+        "bits_stored": facts.bits_stored,
+        "pixel_representation": facts.pixel_representation,
+        "photometric_interpretation": facts.photometric,
+        "planar_configuration": int(stored_frames.planar),
+        "number_of_frames": 1,
+    }
+    frames = []
+    for index in indices:
+        items = [_EMPTY_OFFSET_TABLE]
+        for offset, length in stored_frames.ranges[index]:
+            fp.seek(offset - 8)  # the fragment's item header and value (PS3.5 A.4)
+            items.append(fp.read(8 + length))
+        value = b"".join(items)
+
+        def decode(plugin: str, value: bytes = value) -> np.ndarray:
+            return decoder.as_array(value, decoding_plugin=plugin, **description)[0]
+
         try:
-            decoded = with_plugins(
-                stored, lambda plugin: _read_frames(source_of, wanted, stored, plugin)
-            )
+            frames.append(with_plugins(syntax, decode))
         except (RuntimeError, NotImplementedError, ValueError) as exc:
-            raise TranscodeError(
-                "undecodable", f"{syntax_name(stored)} ({stored}): {codecs.first_line(exc)}"
-            ) from exc
-        by_index = dict(zip(wanted, decoded, strict=True))
-        frames = [by_index[number - 1] for number in numbers]
-    return frames, header
+            raise _undecodable(syntax, exc) from exc
+    return frames
 
 
 def _read_frames(
@@ -370,14 +441,18 @@ def _read_frames(
     )
 
 
-def transcode_frames(path: str, numbers: list[int], target: str, max_bytes: int) -> list[bytes]:
+def transcode_frames(
+    path: str,
+    numbers: list[int],
+    target: str,
+    max_bytes: int,
+    stored_frames: StoredFrames | None = None,
+) -> list[bytes]:
     """Frames ``numbers`` of ``path``: native little endian bytes (``target`` native), or each
     frame encoded alone in the lossless encapsulated ``target`` (PS3.18 8.7.4)."""
-    frames, header = decoded_frames(path, numbers, max_bytes)
-    facts = image_facts(header.get)
-    assert facts is not None
+    frames, facts, planar = decoded_frames(path, numbers, max_bytes, stored_frames)
     if not UID(target).is_encapsulated:
-        planar = _planar(header) and not facts.photometric.startswith("YBR")
+        planar = planar and not facts.photometric.startswith("YBR")
         return [native_bytes(frame, facts, planar) for frame in frames]
     check_encodable(facts, target)
     encoder = get_encoder(UID(target))

@@ -7,6 +7,7 @@ byte sources as dicom_meta; a request never names a path.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -27,6 +28,7 @@ from pixels_sql.dicom.transcode import (
     FRAME_MEDIA_DEFAULT_SYNTAX,
     NATIVE_TARGETS,
     ImageFacts,
+    StoredFrames,
     TranscodeError,
     check_encodable,
     check_json_encodable,
@@ -392,12 +394,21 @@ def _frames_answer(
     for number in numbers:
         if number > layout.frames:
             raise HTTPError(404, f"instance {instance} has {layout.frames} frames")
-    facts = json_image_facts(service.header(item))
+    header = service.header(item)
+    facts = json_image_facts(header)
     media, target = _frame_choice(layout, facts, parse_accept(request.headers.get("accept")))
-    if target is not None:
-        return _transcoded_frames(item, numbers, media, target, limits)
     with open_source(item.path) as source:
         pixels = pixel_source(layout, source.fp)
+        if target is not None:
+            stored_frames = None
+            if layout.encapsulated and pixels is source.fp and facts is not None:
+                # The worker decodes each frame from its fragments, parsing nothing again.
+                with contextlib.suppress(FrameError):
+                    planar = (header.get("00280006", {}).get("Value") or [0])[0] == 1
+                    ranges = frame_ranges(layout, pixels)
+                    if len(ranges) == layout.frames:
+                        stored_frames = StoredFrames(layout.transfer_syntax, facts, planar, ranges)
+            return _transcoded_frames(item, numbers, media, target, limits, stored_frames)
         if pixels is not source.fp:
             # Pixel data the header holds inline (pixel_source: e.g. of a deflated data set,
             # inflated to be read) is already in memory: its frames are cut from it.
@@ -417,12 +428,17 @@ def _frames_answer(
 
 
 def _transcoded_frames(
-    item: Instance, numbers: list[int], media: str, target: str, limits: HttpLimits
+    item: Instance,
+    numbers: list[int],
+    media: str,
+    target: str,
+    limits: HttpLimits,
+    stored_frames: StoredFrames | None,
 ) -> PoolJob:
     """Frames decoded (and encoded in ``target`` when it is encapsulated) by a worker, all
     before the status is sent: at most max_transcode_bytes (and max_frames_bytes) of them."""
     limit = min(limits.max_frames_bytes, limits.max_transcode_bytes)
-    task = ("frames", item.path, numbers, target, limit)
+    task = ("frames", item.path, numbers, target, limit, stored_frames)
 
     def build(run: Runner) -> Response:
         made: list[bytes] = _run(run, task, f"frames of instance {item.sop_uid}")
