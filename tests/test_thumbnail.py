@@ -149,9 +149,9 @@ def test_reduced_paths_are_taken(monkeypatch: pytest.MonkeyPatch) -> None:
     sizes: list[tuple[int, ...]] = []
     original = thumbnail.to_display
 
-    def spy(frame: np.ndarray, header: Dataset, index: int = 0) -> np.ndarray:
+    def spy(frame: np.ndarray, header: Dataset, index: int = 0, window=None) -> np.ndarray:
         sizes.append(frame.shape)
-        return original(frame, header, index)
+        return original(frame, header, index, window)
 
     monkeypatch.setattr(thumbnail, "to_display", spy)
     render_thumbnail(corpus("MR2_J2KR.dcm"))  # 1024 -> 256: one level, 512 (2x oversampling)
@@ -529,9 +529,9 @@ def test_over_budget_native_frames_are_read_subsampled(
     frames_seen: list[tuple[int, ...]] = []
     original = thumbnail.to_display
 
-    def spy(frame: np.ndarray, header: Dataset, index: int = 0) -> np.ndarray:
+    def spy(frame: np.ndarray, header: Dataset, index: int = 0, window=None) -> np.ndarray:
         frames_seen.append(frame.shape)
-        return original(frame, header, index)
+        return original(frame, header, index, window)
 
     monkeypatch.setattr(thumbnail, "to_display", spy)
     monkeypatch.setattr(thumbnail, "PIXEL_BUDGET", 500_000)  # step 2 (4: 32-bit count 4 times)

@@ -25,7 +25,7 @@ from pixels_sql.errors import DicomReadError, classify
 from pixels_sql.io.sources import Source, display_name, open_source
 
 DEFAULT_MAX_SIZE = 256
-FORMATS = {"png": "PNG", "jpeg": "JPEG"}
+FORMATS = {"png": "PNG", "jpeg": "JPEG", "gif": "GIF"}
 # Robust window for images without VOI attributes: these percentiles of the modality values.
 AUTO_WINDOW_PERCENTILES = (0.5, 99.5)
 # Integer frames whose values span fewer than this many levels are mapped through a lookup table.
@@ -61,6 +61,47 @@ _FUNCTIONAL_GROUP_FIELDS = (
 )
 
 
+class RenderOptionsError(ValueError):
+    """Options this image cannot take (a frame it does not have, a region outside it): the
+    caller's mistake, not the file's."""
+
+
+# VOI LUT Functions a caller may ask for (PS3.3 C.11.2.1.3).
+VOI_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
+JPEG_QUALITY = 90
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """What a caller may choose of a rendering beyond its size (what PS3.18 8.3.5.1 lets a
+    rendered resource's request ask for); None: the thumbnail's own choice.
+
+    ``frame``: the frame, from 1 (else the middle one); ``window``: (center, width, VOI LUT
+    function) in place of the image's VOI (PS3.3 C.11.2), monochrome images only; ``region``:
+    (column, row, width, height) of the frame to render, in its pixels; ``box``: (width,
+    height) the image is fitted into (never enlarged) instead of a square of ``max_size``;
+    ``quality``: JPEG quality, 1-100."""
+
+    frame: int | None = None
+    window: tuple[float, float, str] | None = None
+    region: tuple[int, int, int, int] | None = None
+    box: tuple[int, int] | None = None
+    quality: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.frame is not None and self.frame < 1:
+            raise ValueError(f"frames are numbered from 1, got {self.frame}")
+        if self.window is not None and (self.window[1] <= 0 or self.window[2] not in VOI_FUNCTIONS):
+            raise ValueError(f"a window is (center, width > 0, one of {VOI_FUNCTIONS})")
+        if self.region is not None and (min(self.region[:2]) < 0 or min(self.region[2:]) < 1):
+            raise ValueError("a region is (column >= 0, row >= 0, width >= 1, height >= 1)")
+        if self.quality is not None and not 1 <= self.quality <= 100:
+            raise ValueError(f"JPEG quality is 1 to 100, got {self.quality}")
+
+
+DEFAULT_OPTIONS = RenderOptions()
+
+
 @dataclass(frozen=True)
 class ThumbnailResult:
     """A rendered image, or the reason it could not be rendered."""
@@ -70,11 +111,19 @@ class ThumbnailResult:
     message: str | None = None
 
 
-def render_thumbnail(path: str, max_size: int = DEFAULT_MAX_SIZE, fmt: str = "png") -> bytes:
-    """PNG (or JPEG) bytes of the image in ``path``, its longer side at most ``max_size`` pixels.
+def render_thumbnail(
+    path: str,
+    max_size: int = DEFAULT_MAX_SIZE,
+    fmt: str = "png",
+    options: RenderOptions = DEFAULT_OPTIONS,
+) -> bytes:
+    """PNG (or JPEG) bytes of the image in ``path``, its longer side at most ``max_size`` pixels;
+    ``options``: a frame, window, region, box or JPEG quality of the caller's (the rendered
+    resources of DICOMweb, PS3.18 8.3.5).
 
     Raises :class:`DicomReadError` (reasons ``no_pixel_data``, ``undecodable`` and those of the
-    header reader) when the file cannot be rendered.
+    header reader) when the file cannot be rendered, :class:`RenderOptionsError` when the image
+    cannot take ``options``.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown thumbnail format {fmt!r}; use one of {', '.join(FORMATS)}")
@@ -84,12 +133,12 @@ def render_thumbnail(path: str, max_size: int = DEFAULT_MAX_SIZE, fmt: str = "pn
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with open_source(path) as source:
-                image = _render(source, max_size)
-    except DicomReadError:
+                image = _render(source, max_size, options)
+    except (DicomReadError, RenderOptionsError):
         raise
     except Exception as exc:  # a decoder or LUT failure is data about the file
         raise classify(display_name(path), exc) from exc
-    return encode(image, fmt)
+    return encode(image, fmt, options.quality)
 
 
 def read_thumbnail_result(
@@ -102,17 +151,19 @@ def read_thumbnail_result(
         return ThumbnailResult(None, exc.reason, exc.message)
 
 
-def encode(image: Image.Image, fmt: str) -> bytes:
+def encode(image: Image.Image, fmt: str, quality: int | None = None) -> bytes:
     buffer = io.BytesIO()
     if fmt == "jpeg":
-        image.save(buffer, "JPEG", quality=90)
+        image.save(buffer, "JPEG", quality=quality or JPEG_QUALITY)
+    elif fmt == "gif":
+        image.save(buffer, "GIF")  # colour images lose colours to GIF's 256-entry palette
     else:
         # Level 3: half the time of zlib's default 6 for ~10% larger thumbnails.
         image.save(buffer, "PNG", compress_level=3)
     return buffer.getvalue()
 
 
-def _render(source: Source, max_size: int) -> Image.Image:
+def _render(source: Source, max_size: int, options: RenderOptions) -> Image.Image:
     local, fp, size = source.name, source.fp, source.size
     header = read_pydicom_header(local, fp, size)
     syntax = transfer_syntax(header)
@@ -132,16 +183,27 @@ def _render(source: Source, max_size: int) -> Image.Image:
         )
     frames = int(header.get("NumberOfFrames", 1) or 1)
     index = frames // 2  # the middle frame of a multi-frame image
-    size_out = target_size(header, max_size)
+    if options.frame is not None:
+        if options.frame > frames:
+            raise RenderOptionsError(f"frame {options.frame} of an image of {frames} frames")
+        index = options.frame - 1
+    region = _region(header, options.region)
+    size_out = target_size(header, max_size, region and region[2:], options.box)
     budget = frame_budget(header)
     over_budget = frame_samples(header) > budget
     reduced = None
+    window = options.window
     # A percentile window taken from a reduced image is not the full image's: averaging
     # narrows the histogram (noise, thin bright text), by up to ~100 levels measured. Such
     # images decode in full unless over the budget (then the window is the reduced one's).
-    reducible = REDUCED_DECODING and not automatic_window(header, index)
+    # A region is cut from the full frame.
+    reducible = REDUCED_DECODING and not automatic_window(header, index, window) and not region
     if location is not None and (over_budget or reducible):
         reduced = reduced_frame(fp, location, header, syntax, index, size_out, budget)
+    if region is not None and over_budget:
+        raise DicomReadError(
+            local, "too_large", "a region is cut from the full frame, which is over the budget"
+        )
     if reduced is None and over_budget:
         raise DicomReadError(
             local,
@@ -151,11 +213,29 @@ def _render(source: Source, max_size: int) -> Image.Image:
             f" samples and {syntax_name(syntax)} ({syntax}) cannot be decoded at a reduced size",
         )
     if reduced is not None:
-        rendered, phase = to_display(reduced.values, header, index), reduced.phase
+        rendered, phase = to_display(reduced.values, header, index, window), reduced.phase
         if not (reduced.wavelet and not over_budget and sharp_detail(rendered)):
             return resize(rendered, size_out, phase)
     frame = decode_frame(source, header, index if frames > 1 else None)
-    return resize(to_display(frame, header, index), size_out)
+    display = to_display(frame, header, index, window)
+    if region is not None:
+        column, row, width, height = region
+        display = display[row : row + height, column : column + width]
+    return resize(display, size_out)
+
+
+def _region(
+    header: Dataset, region: tuple[int, int, int, int] | None
+) -> tuple[int, int, int, int] | None:
+    """The region within the frame (cut at its edges), as (column, row, width, height); None
+    for the whole frame."""
+    if region is None:
+        return None
+    column, row, width, height = region
+    rows, columns = int(header.Rows), int(header.Columns)
+    if column >= columns or row >= rows:
+        raise RenderOptionsError(f"the region starts outside the {columns}x{rows} frame")
+    return column, row, min(width, columns - column), min(height, rows - row)
 
 
 def frame_samples(header: Dataset) -> int:
@@ -189,8 +269,14 @@ def _describe(header: Dataset) -> str:
     return f"this {name or 'data set'}" + (f" ({modality})" if modality else "")
 
 
-def to_display(frame: np.ndarray, header: Dataset, index: int = 0) -> np.ndarray:
-    """Map decoded stored values to 8-bit display values (grey HxW or RGB HxWx3)."""
+def to_display(
+    frame: np.ndarray,
+    header: Dataset,
+    index: int = 0,
+    window: tuple[float, float, str] | None = None,
+) -> np.ndarray:
+    """Map decoded stored values to 8-bit display values (grey HxW or RGB HxWx3); ``window``
+    in place of the image's VOI (monochrome only)."""
     photometric = str(header.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     integers = frame.dtype.kind in "iu"
     low, high = (int(frame.min(initial=0)), int(frame.max(initial=0))) if integers else (0, 0)
@@ -208,7 +294,7 @@ def to_display(frame: np.ndarray, header: Dataset, index: int = 0) -> np.ndarray
         for rows in _row_blocks(frame):
             out[rows] = _to_uint8(frame[rows].astype(np.float64) / scale)
         return out
-    lut_view = frame_lut_view(header, index)
+    lut_view = frame_lut_view(header, index, window)
     invert = photometric == "MONOCHROME1"  # PS3.3 C.7.6.3.1.2: minimum value is white
     if by_value:
         # Stored values are integers: run the LUT pipeline once per distinct value and index
@@ -291,12 +377,27 @@ def _palette_bits(header: Dataset) -> int:
     return 16
 
 
-def frame_lut_view(header: Dataset, index: int) -> Dataset:
-    """A data set with the rescale and window that apply to frame ``index``.
+def frame_lut_view(
+    header: Dataset, index: int, window: tuple[float, float, str] | None = None
+) -> Dataset:
+    """A data set with the rescale and window that apply to frame ``index``: ``window``
+    (center, width, function) when given, in place of any VOI LUT or window of the file.
 
     Enhanced multi-frame objects keep them in functional groups (PS3.3 C.7.6.16.2.9 Pixel Value
     Transformation, C.7.6.16.2.10 Frame VOI LUT), per frame or shared; the top level otherwise.
     """
+    view = _functional_groups_view(header, index)
+    if window is None:
+        return view
+    windowed = Dataset()
+    windowed.update(view)
+    windowed.WindowCenter, windowed.WindowWidth, windowed.VOILUTFunction = window
+    if "VOILUTSequence" in windowed:
+        del windowed.VOILUTSequence
+    return windowed
+
+
+def _functional_groups_view(header: Dataset, index: int) -> Dataset:
     groups = []
     if "PerFrameFunctionalGroupsSequence" in header:
         per_frame = header.PerFrameFunctionalGroupsSequence
@@ -383,11 +484,13 @@ def _shown_as_stored(view: Dataset) -> bool:
     return bits <= 8 and int(view.get("PixelRepresentation", 0) or 0) == 0 and not rescaled
 
 
-def automatic_window(header: Dataset, index: int) -> bool:
+def automatic_window(
+    header: Dataset, index: int, window: tuple[float, float, str] | None = None
+) -> bool:
     """Whether frame ``index`` of a monochrome image gets the percentile window (no VOI LUT,
-    no usable window, not 8-bit values shown as stored): see :func:`voi`."""
+    no usable window, not 8-bit values shown as stored, none asked for): see :func:`voi`."""
     photometric = str(header.get("PhotometricInterpretation", "MONOCHROME2")).upper()
-    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+    if photometric not in ("MONOCHROME1", "MONOCHROME2") or window is not None:
         return False
     return _automatic_voi(frame_lut_view(header, index))
 
@@ -421,13 +524,20 @@ def weighted_percentiles(
     return results
 
 
-def target_size(header: Dataset, max_size: int) -> tuple[int, int]:
-    """(width, height) of the thumbnail: physical aspect ratio, longer side ≤ ``max_size``.
+def target_size(
+    header: Dataset,
+    max_size: int,
+    region: tuple[int, int] | None = None,
+    box: tuple[int, int] | None = None,
+) -> tuple[int, int]:
+    """(width, height) of the thumbnail: physical aspect ratio, longer side ≤ ``max_size``, or
+    within ``box`` (width, height) when given; ``region``: (width, height) of the part of the
+    frame shown, else the frame.
 
     Computed from Rows/Columns and the pixel spacing, never from the decoded array, so every
     decode path gives the same size. Images smaller than ``max_size`` are not enlarged.
     """
-    rows, columns = int(header.Rows), int(header.Columns)
+    columns, rows = region if region is not None else (int(header.Columns), int(header.Rows))
     row_spacing, column_spacing = _spacing(header)
     physical_height = rows * row_spacing
     physical_width = columns * column_spacing
@@ -435,7 +545,10 @@ def target_size(header: Dataset, max_size: int) -> tuple[int, int]:
     scale_to_pixels = min(row_spacing, column_spacing)
     height = physical_height / scale_to_pixels
     width = physical_width / scale_to_pixels
-    shrink = min(1.0, max_size / max(height, width))
+    if box is not None:
+        shrink = min(1.0, box[0] / width, box[1] / height)
+    else:
+        shrink = min(1.0, max_size / max(height, width))
     return max(1, round(width * shrink)), max(1, round(height * shrink))
 
 

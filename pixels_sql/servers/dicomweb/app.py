@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote
 
 from pixels_sql.servers import viewer
-from pixels_sql.servers.dicomweb import qido, wado
+from pixels_sql.servers.dicomweb import qido, rendered, wado
 from pixels_sql.servers.dicomweb.connections import ConnectionGuard
 from pixels_sql.servers.dicomweb.http import HTTPError, RenderJob, Request, Response
 from pixels_sql.servers.dicomweb.index import CatalogIndex
@@ -56,15 +56,18 @@ def _routes() -> list[tuple[str, re.Pattern[str], Handler]]:
         ("GET", "/instances", qido.search_instances),
         ("GET", _STUDY, wado.retrieve),
         ("GET", _STUDY + "/metadata", wado.metadata),
-        ("GET", _STUDY + "/thumbnail", wado.thumbnail),
+        ("GET", _STUDY + "/thumbnail", rendered.thumbnail),
+        ("GET", _STUDY + "/rendered", rendered.rendered_instances),
         ("GET", _SERIES, wado.retrieve),
         ("GET", _SERIES + "/metadata", wado.metadata),
-        ("GET", _SERIES + "/thumbnail", wado.thumbnail),
+        ("GET", _SERIES + "/thumbnail", rendered.thumbnail),
+        ("GET", _SERIES + "/rendered", rendered.rendered_instances),
         ("GET", _INSTANCE, wado.retrieve),
         ("GET", _INSTANCE + "/metadata", wado.metadata),
         ("GET", _INSTANCE + "/frames/(?P<frame_list>[^/]+)", wado.frames),
-        ("GET", _INSTANCE + "/rendered", wado.rendered),
-        ("GET", _INSTANCE + "/thumbnail", wado.thumbnail),
+        ("GET", _INSTANCE + "/frames/(?P<frame_list>[^/]+)/rendered", rendered.rendered_frames),
+        ("GET", _INSTANCE + "/rendered", rendered.rendered),
+        ("GET", _INSTANCE + "/thumbnail", rendered.thumbnail),
         ("GET", _INSTANCE + "/bulk/(?P<offset>[^/]+)/(?P<length>[^/]+)", wado.bulk),
         ("POST", "/studies", stow.store),
         ("POST", _STUDY, stow.store),

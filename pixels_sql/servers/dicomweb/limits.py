@@ -61,6 +61,8 @@ class HttpLimits:
     # Frame numbers in one frames request, and the bytes they add up to (repeats counted).
     max_frames: int = 1000
     max_frames_bytes: int = 1 * GIB
+    # Images of one rendered study, series or frames request (each rendered in turn).
+    max_rendered_images: int = 1000
     # Rendering (rendered, thumbnail) runs in worker processes of its own, so that searches never
     # wait behind it: how many, and how many renders may wait for one (503 beyond).
     render_workers: int = max(1, _cpus() // 2)

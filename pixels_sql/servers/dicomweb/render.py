@@ -59,8 +59,8 @@ WORKER_ENVIRONMENT = {
 # (result, '', '') or (None, reason, message): the result is an image, a PS3.10 file, or a list
 # of frames, as the task says.
 Outcome = tuple[Any, str, str]
-# A task for a worker: ("render", path, size, fmt), ("instance", path, transfer syntax,
-# max bytes) or ("frames", path, frame numbers, transfer syntax, max bytes).
+# A task for a worker: ("render", path, size, fmt[, RenderOptions]), ("instance", path,
+# transfer syntax, max bytes) or ("frames", path, frame numbers, transfer syntax, max bytes).
 Task = tuple[Any, ...]
 Runner = Callable[[Task], Outcome]
 
@@ -79,7 +79,7 @@ class PoolJob:
 def run_task(task: Task) -> Outcome:
     """A task's outcome in this process (a worker). DicomReadError and TranscodeError are
     answered as data: their constructors take arguments that pickling does not replay."""
-    from pixels_sql.dicom.thumbnail import render_thumbnail
+    from pixels_sql.dicom.thumbnail import RenderOptionsError, render_thumbnail
     from pixels_sql.dicom.transcode import TranscodeError, transcode_frames, transcode_instance
     from pixels_sql.errors import DicomReadError
 
@@ -93,6 +93,8 @@ def run_task(task: Task) -> Outcome:
             return transcode_frames(*args), "", ""
     except (DicomReadError, TranscodeError) as exc:
         return None, exc.reason, exc.message
+    except RenderOptionsError as exc:  # a frame or region the image does not have
+        return None, "bad_request", str(exc)
     except MemoryError:
         return None, "too_large", "decoding it needs more memory than a worker may take"
     raise ValueError(f"unknown worker task {name!r}")

@@ -1,5 +1,5 @@
-"""WADO-RS (PS3.18 10.4): retrieve instances, metadata, frames, bulk data, rendered images and
-thumbnails of catalogued instances.
+"""WADO-RS (PS3.18 10.4): retrieve instances, metadata, frames and bulk data of catalogued
+instances (rendered images and thumbnails: rendered.py).
 
 Every file read here is one the index lists for the UIDs in the URL, opened through the same
 byte sources as dicom_meta; a request never names a path.
@@ -39,7 +39,6 @@ from pixels_sql.io.sources import open_source
 from pixels_sql.servers.dicomweb.http import (
     HTTPError,
     MediaRange,
-    RenderJob,
     Request,
     Response,
     json_response,
@@ -67,9 +66,6 @@ LITTLE_ENDIAN_NATIVE = frozenset({"1.2.840.10008.1.2", EXPLICIT_LITTLE})
 # (PS3.18 8.7.3.5); what is over a limit a 400, as for frames over max_frames_bytes.
 _FAILED_STATUS = {"too_large": 400}
 _FRAME_LIST = re.compile(r"[1-9][0-9]{0,8}(,[1-9][0-9]{0,8})*")
-_VIEWPORT = re.compile(r"([1-9][0-9]{0,4}),([1-9][0-9]{0,4})")
-THUMBNAIL_SIZE = 128
-RENDERED_MAX = 4096
 
 
 def _check(*uids: str | None) -> None:
@@ -479,64 +475,3 @@ def _inflated_frames(
         yield read_ranges(pixels, ranges[number - 1])
 
     return multipart_response(((part_type, frame(number)) for number in numbers), media)
-
-
-def _image_format(request: Request) -> tuple[str, str]:
-    accept = parse_accept(request.headers.get("accept"))
-    for entry in accept:
-        if entry.media_type in ("image/png", "image/*", "*/*"):
-            return "png", "image/png"
-        if entry.media_type == "image/jpeg":
-            return "jpeg", "image/jpeg"
-    raise HTTPError(406, "rendered images are image/png or image/jpeg")
-
-
-def _viewport(request: Request, default: int) -> int:
-    for name, value in request.query:
-        if name == "viewport":
-            match = _VIEWPORT.fullmatch(value)
-            if match is None:
-                raise HTTPError(400, "viewport is <width>,<height> in pixels")
-            return min(max(int(match.group(1)), int(match.group(2))), RENDERED_MAX)
-    return default
-
-
-def rendered(
-    service: Service, request: Request, study: str, series: str, instance: str
-) -> RenderJob:
-    """The instance rendered as PNG or JPEG (the dicom_thumbnail renderer), at full size or
-    fitted into ``viewport``; the render pool makes it (app.py)."""
-    _check(study, series, instance)
-    fmt, media_type = _image_format(request)
-    (item,) = service.catalogued(study, series, instance)
-    header = service.header(item)
-    rows = (header.get("00280010", {}).get("Value") or [512])[0] or 512
-    columns = (header.get("00280011", {}).get("Value") or [512])[0] or 512
-    size = _viewport(request, min(max(int(rows), int(columns)), RENDERED_MAX))
-    return RenderJob([(item.sop_uid, item.path)], size, fmt, media_type)
-
-
-def thumbnail(
-    service: Service,
-    request: Request,
-    study: str,
-    series: str | None = None,
-    instance: str | None = None,
-) -> RenderJob:
-    """A small rendering of the instance, or of the first instance of a series or study that
-    renders (a study may start with a SR)."""
-    _check(study, series, instance)
-    fmt, media_type = _image_format(request)
-    size = _viewport(request, THUMBNAIL_SIZE)
-    candidates = []
-    last_error: HTTPError | None = None
-    for item in service.catalogued(study, series, instance)[:20]:
-        try:
-            service.check_fresh(item)
-        except HTTPError as exc:
-            last_error = exc
-            continue
-        candidates.append((item.sop_uid, item.path))
-    if not candidates:
-        raise last_error or HTTPError(404, "nothing to render")
-    return RenderJob(candidates, size, fmt, media_type)

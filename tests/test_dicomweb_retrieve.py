@@ -1,6 +1,8 @@
-"""WADO-RS transcoding (PS3.18 8.7.3, 8.7.4) over real HTTP, driven by dicomweb-client (PyPI):
-every instance and every frame of the served corpus with and without a transfer syntax, the
-transcoded pixels against pydicom's decode of the original (DCMTK's dcmdjpeg for 12-bit JPEG)."""
+"""WADO-RS retrieval over real HTTP: transcoding (PS3.18 8.7.3, 8.7.4), driven by dicomweb-client
+(PyPI) — every instance and every frame of the served corpus with and without a transfer
+syntax, the transcoded pixels against pydicom's decode of the original (DCMTK's dcmdjpeg for
+12-bit JPEG) — and the rendered resources (PS3.18 8.3.5, 10.4.1.1.3) of every image, against
+dicom_thumbnail's renderer."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import pydicom
 import pytest
 import requests
 from dicomweb_client.api import DICOMwebClient
+from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.encaps import generate_frames
 from pydicom.uid import (
@@ -28,6 +31,8 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from pixels_sql.dicom.thumbnail import RenderOptions, render_thumbnail
+from pixels_sql.servers.dicomweb.rendered import RENDERED_MAX
 from tests.corpus import pydicom_data_dir
 from tests.dicomweb_service import ZIPPED, build_folder, running_service
 
@@ -350,3 +355,117 @@ def test_any_media_type_with_a_syntax_gets_that_syntax_media_type(service, files
     assert answer.status_code == 200
     assert answer.headers["content-type"].startswith('multipart/related; type="image/jp2"')
     assert f"Content-Type: image/jp2; transfer-syntax={JPEG2000Lossless}".encode() in answer.content
+
+
+# --- Rendered resources ----------------------------------------------------------------------
+
+
+def _rendered(url: str, accept: str = "image/png", **params: str) -> requests.Response:
+    return requests.get(f"{url}/rendered", headers={"Accept": accept}, params=params, timeout=120)
+
+
+def _images(answer: requests.Response) -> list[bytes]:
+    from pixels_sql.servers.dicomweb.http import parse_multipart
+
+    assert answer.status_code == 200, answer.text
+    return [body for _, body in parse_multipart(answer.content, answer.headers["content-type"])]
+
+
+def _renderer(path: Path, options: RenderOptions, fmt: str = "png") -> bytes:
+    return render_thumbnail(str(path), RENDERED_MAX, fmt, options)
+
+
+def test_every_image_renders_as_dicom_thumbnail_renders_it(service, files, expected) -> None:
+    """Each instance with pixel data, 12-bit JPEG included, is its first frame through the
+    renderer of dicom_thumbnail (worker processes change nothing)."""
+    first = RenderOptions(frame=1)
+    for sop, (path, dataset) in files.items():
+        if sop not in expected or path.suffix == ".zip" or path == ZIPPED:
+            continue
+        url = f"{service}/studies/{'/series/'.join(uids(dataset)[:2])}/instances/{sop}"
+        answer = _rendered(url)
+        assert answer.status_code == 200, (path.name, answer.text)
+        assert answer.headers["content-type"] == "image/png"
+        assert answer.content == _renderer(path, first), path.name
+    twelve = [files[sop][0].name for sop in expected if files[sop][0].name in TWELVE_BIT]
+    assert sorted(twelve) == sorted(TWELVE_BIT)
+
+
+def test_a_study_and_a_series_render_as_one_part_per_image(service, files, expected) -> None:
+    by_study: dict[str, list[str]] = {}
+    for sop, (_, dataset) in files.items():
+        by_study.setdefault(str(dataset.StudyInstanceUID), []).append(sop)
+    study = max(by_study, key=lambda uid: sum(sop in expected for sop in by_study[uid]))
+    images = [sop for sop in by_study[study] if sop in expected]
+    assert len(images) >= 2
+    accept = 'multipart/related; type="image/jpeg"'
+    parts = _images(_rendered(f"{service}/studies/{study}", accept))
+    assert len(parts) == len(images) and all(p.startswith(b"\xff\xd8") for p in parts)
+    series = str(files[images[0]][1].SeriesInstanceUID)
+    in_series = [s for s in images if str(files[s][1].SeriesInstanceUID) == series]
+    parts = _images(_rendered(f"{service}/studies/{study}/series/{series}", "image/png"))
+    assert len(parts) == len(in_series)
+    expected_images = {_renderer(files[s][0], RenderOptions(frame=1)) for s in in_series}
+    assert set(parts) == expected_images
+
+
+def test_frames_render_each_frame(service, files) -> None:
+    (sop,) = [s for s, (p, _) in files.items() if p.name == "SC_rgb_rle_2frame.dcm"]
+    path, dataset = files[sop]
+    url = f"{service}/studies/{'/series/'.join(uids(dataset)[:2])}/instances/{sop}"
+    one = requests.get(f"{url}/frames/2/rendered", headers={"Accept": "image/png"}, timeout=60)
+    assert one.status_code == 200
+    assert one.content == _renderer(path, RenderOptions(frame=2))
+    both = requests.get(
+        f"{url}/frames/2,1/rendered",
+        headers={"Accept": 'multipart/related; type="image/png"'},
+        timeout=60,
+    )
+    assert _images(both) == [_renderer(path, RenderOptions(frame=n)) for n in (2, 1)]
+    assert one.content != both.content
+    missing = requests.get(f"{url}/frames/3/rendered", timeout=60)
+    assert missing.status_code == 404 and "has 2" in missing.text
+
+
+def test_viewport_window_and_quality(service, files) -> None:
+    (sop,) = [s for s, (p, _) in files.items() if p.name == "CT_small.dcm"]
+    path, dataset = files[sop]
+    url = f"{service}/studies/{'/series/'.join(uids(dataset)[:2])}/instances/{sop}"
+    fitted = Image.open(io.BytesIO(_rendered(url, viewport="64,32").content))
+    assert fitted.size == (32, 32)  # a 128 x 128 image fitted into 64 x 32
+    region = _rendered(url, viewport="100,100,10,20,40,60")
+    assert region.content == _renderer(
+        path, RenderOptions(frame=1, region=(10, 20, 40, 60), box=(100, 100))
+    )
+    assert Image.open(io.BytesIO(region.content)).size == (40, 60)
+    windowed = _rendered(url, window="40,400,linear")
+    assert windowed.content == _renderer(path, RenderOptions(frame=1, window=(40, 400, "LINEAR")))
+    assert windowed.content != _rendered(url).content
+    sigmoid = _rendered(url, window="40,400,sigmoid").content
+    assert sigmoid not in (windowed.content, _rendered(url).content)
+    small = _rendered(url, "image/jpeg", quality="5").content
+    large = _rendered(url, "image/jpeg", quality="95").content
+    assert small.startswith(b"\xff\xd8") and len(small) < len(large)
+    assert _rendered(url, "image/gif").content.startswith(b"GIF8")
+    assert _rendered(url, "*/*").headers["content-type"] == "image/jpeg"  # the default
+    warned = _rendered(url, annotation="patient")
+    assert warned.status_code == 200 and "annotation" in warned.headers["warning"]
+    for bad in (
+        {"viewport": "0,10"},
+        {"viewport": "64,64,0,0,-10,10"},
+        {"window": "40"},
+        {"window": "40,0"},
+        {"window": "40,400,cubic"},
+        {"quality": "101"},
+    ):
+        assert _rendered(url, **bad).status_code == 400, bad
+    outside = _rendered(url, viewport="64,64,500,0,10,10")
+    assert outside.status_code == 400 and "outside" in outside.text
+    assert _rendered(url, "text/html").status_code == 406
+
+
+def test_a_study_without_images_is_404(service, files) -> None:
+    (sop,) = [s for s, (p, _) in files.items() if p.name == "rtplan.dcm"]
+    study = str(files[sop][1].StudyInstanceUID)
+    answer = _rendered(f"{service}/studies/{study}")
+    assert answer.status_code == 404 and "no instance of it renders" in answer.text
