@@ -136,8 +136,10 @@ def test_qido_roles() -> None:
             assert kind in MATCH_KINDS
             # A matching key is matched at its information level (patient keys with studies).
             assert levels[attribute.level] == level, keyword
-            # ... from a column of that level's index table.
-            assert attribute.index is not None and attribute.index.level == level, keyword
+            # ... from a column of that level's index table (a key in a sequence's items: the
+            # sequence's column).
+            column = ATTRIBUTES[sequence].index if sequence else attribute.index
+            assert column is not None and column.level == level, keyword
             keys.add(keyword)
         names = [a.index.name for a in INDEX_COLUMNS[level]]
         assert len(set(names)) == len(names)
@@ -158,10 +160,10 @@ def test_consumers_read_the_registry() -> None:
 
     for level in query.Level:
         assert query.MATCHING_KEYS[level] == matching_keys(level.value)
-    assert set(index.COLUMNS) == {
-        attributes.qido_key(a) for level in QIDO_LEVELS for a in INDEX_COLUMNS[level]
-    }
-    assert {k for level in QIDO_LEVELS for k in matching_keys(level)} <= set(index.COLUMNS)
+    assert set(index.COLUMNS) == {a.keyword for level in QIDO_LEVELS for a in INDEX_COLUMNS[level]}
+    keys = {k for level in QIDO_LEVELS for k in matching_keys(level)}
+    assert keys == (set(index.COLUMNS) | set(index.ITEM_KEYS)) & keys
+    assert set(index.ITEM_KEYS) <= keys
     study_tags = {a.hex for a in ATTRIBUTES.values() if a.qido and a.qido.level == "study"}
     assert set(index.STUDY_TAGS) == study_tags - {
         a.hex for a in ATTRIBUTES.values() if a.qido and a.qido.computed

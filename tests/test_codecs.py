@@ -15,6 +15,7 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
@@ -272,3 +273,19 @@ def test_frames_decoded_from_their_fragments_equal_pydicoms(name: str) -> None:
     assert len(frames) == len(expected)
     for frame, want in zip(frames, expected, strict=True):
         assert np.array_equal(frame, want)
+
+
+def test_a_big_endian_instance_without_an_image_becomes_little_endian(tmp_path: Path) -> None:
+    """An RT plan written Explicit VR Big Endian (PS3.5 A.3, retired): no pixel data to decode,
+    but its values are read and written again in the asked little endian syntax."""
+    from pydicom.filewriter import dcmwrite
+
+    plan = pydicom.dcmread(get_testdata_file("rtplan.dcm"))
+    plan.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
+    path = tmp_path / "plan_big_endian.dcm"
+    dcmwrite(path, plan, implicit_vr=False, little_endian=False, force_encoding=True)
+    for target in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):
+        made = pydicom.dcmread(io.BytesIO(transcode_instance(str(path), target, 1 << 30)))
+        assert made.file_meta.TransferSyntaxUID == target
+        assert made.BeamSequence[0].BeamName == plan.BeamSequence[0].BeamName
+        assert len(made) == len(plan)

@@ -25,6 +25,7 @@ from pixels_sql.servers.dicomweb.query import (
     parse_search,
     time_bounds,
     time_key,
+    wildcard_matches,
 )
 from pixels_sql.servers.dicomweb.server import start_dicomweb
 from pixels_sql.servers.dicomweb.service import ServiceOptions
@@ -178,8 +179,12 @@ def test_fuzzy_name_rule() -> None:
     assert fuzzy_name_matches("Doe^John", "J* doe")
     assert not fuzzy_name_matches("Doe^John", "john john")  # each word begins another one
     assert not fuzzy_name_matches(None, "john")
-    # A hostile name and query: the matching stays polynomial.
+    # Hostile names and queries: the matching stays polynomial (no regular expression
+    # backtracking, no search over assignments).
     assert not fuzzy_name_matches("^".join(["a"] * 200), " ".join(["a"] * 199 + ["b"]))
+    assert not fuzzy_name_matches("Doe^Johnathan", "*" * 60 + "Z")
+    assert not fuzzy_name_matches("a" * 200, "*a" * 60 + "*b")
+    assert wildcard_matches("a*b?c", "axxbyc") and not wildcard_matches("a?", "a")
 
 
 def test_date_ranges_and_value_lists_of_ranges(index: CatalogIndex) -> None:
@@ -209,7 +214,7 @@ def test_time_ranges_cover_each_bound_s_precision(index: CatalogIndex) -> None:
 
 def test_time_keys() -> None:
     assert time_key("14") == "140000.000000"
-    assert time_key("14:30:05") == "143005.000000"  # the retired form (PS3.5 6.2)
+    assert time_key("14:30:05") is None  # the retired form: malformed, as dicom/typed.py has it
     assert time_key("143005.5") == "143005.500000"
     assert time_key("1x") is None and time_key("2500") is None
     assert time_bounds("1430") == ("143000.000000", "143059.999999")
@@ -241,6 +246,15 @@ def test_c_find_values_split_on_backslashes_only(index: CatalogIndex) -> None:
     assert studies(index, "StudyDescription=STUDY 0,STUDY 1", DIMSE_SEPARATORS) == []
 
 
+def test_an_empty_value_in_a_list_and_deep_keys_are_refused() -> None:
+    with pytest.raises(QueryError, match="stands alone"):
+        parse_search(Level.SERIES, [("Modality", 'CT,""')])
+    with pytest.raises(QueryError, match="dot-separated"):
+        parse_search(Level.SERIES, [(".".join(["Rows"] * 1600), "1")])
+    with pytest.raises(QueryError, match="dot-separated"):
+        parse_search(Level.SERIES, [("includefield", "RequestAttributesSequence..Rows")])
+
+
 def test_list_sizes_are_bounded() -> None:
     with pytest.raises(QueryError, match="at most 1000"):
         parse_search(Level.STUDY, [("AccessionNumber", ",".join(["A"] * 1001))])
@@ -257,6 +271,13 @@ def test_keys_within_request_attributes_sequence(index: CatalogIndex) -> None:
     assert series(index, "00400275.00400009=?9") == {("A2", "MR")}
     assert series(index, "RequestAttributesSequence.ScheduledProcedureStepID=S*") == {("A1", "CT")}
     assert len(series(index, f"{key}=*")) == 6  # universal: series without the sequence too
+    # One item must match every key (C.2.2.2.6): RP2 and S1 are in different items of A1's.
+    step = "RequestAttributesSequence.ScheduledProcedureStepID"
+    assert series(index, f"{key}=RP2&{step}=S1") == set()
+    assert series(index, f"{key}=RP1&{step}=S1") == {("A1", "CT")}
+    assert series(index, f'{key}=RP2&{step}=""') == {("A1", "CT")}
+    # Empty value matching alone: an item without a value, or no item at all.
+    assert ("A1", "CT") in series(index, f'{step}=""') and len(series(index, f'{step}=""')) == 5
     # The sequence itself is in the series' results.
     rows = index.search(parse_search(Level.SERIES, [(key, "RP3")]))
     assert '"00400275"' in rows[0][2]

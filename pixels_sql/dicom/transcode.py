@@ -217,6 +217,10 @@ def transcode_instance(path: str, target: str, max_bytes: int) -> bytes:
         )
     if facts is not None:
         _to_native_little_endian(dataset, stored)
+    elif stored == ExplicitVRBigEndian:
+        # No image, but binary values read big endian all the same (PS3.5 A.3).
+        _swap_words(dataset)
+        dataset.set_original_encoding(dataset.original_encoding[0], True)
     if UID(target).is_encapsulated:
         if facts is not None:
             _compress(dataset, UID(target))

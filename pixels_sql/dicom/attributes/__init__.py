@@ -450,9 +450,9 @@ _INDEX: dict[str, IndexColumn] = {
     "SeriesTime": IndexColumn("series", "series_time"),
     "PerformedProcedureStepStartDate": IndexColumn("series", "pps_start_date"),
     "PerformedProcedureStepStartTime": IndexColumn("series", "pps_start_time"),
-    # Each a JSON array of the values in every item of RequestAttributesSequence.
-    "ScheduledProcedureStepID": IndexColumn("series", "scheduled_step_ids"),
-    "RequestedProcedureID": IndexColumn("series", "requested_procedure_ids"),
+    # A JSON array of the sequence's items, each an object of its matching keys' values
+    # (sequence matching, PS3.4 C.2.2.2.6: one item must match every key asked).
+    "RequestAttributesSequence": IndexColumn("series", "request_attributes"),
     "SOPInstanceUID": IndexColumn("instance", "sop_uid"),
     "SOPClassUID": IndexColumn("instance", "sop_class_uid"),
     "InstanceNumber": IndexColumn("instance", "instance_number"),
@@ -602,17 +602,26 @@ def first_value_sql(attribute: Attribute, kind: str = "string", meta: str = "met
     return f"try_variant_get({meta}, '$.{attribute.hex}.Value[0]{suffix}', '{kind}')"
 
 
-def nested_values_sql(attribute: Attribute, meta: str = "meta") -> str:
-    """Spark SQL for the first value of ``attribute`` in every item of its sequence
-    (``qido.sequence``), as a JSON array text (NULL without the sequence).
+def item_keys(sequence: Attribute) -> tuple[Attribute, ...]:
+    """The matching keys within ``sequence``'s items (``qido.sequence``), in registry order."""
+    return tuple(
+        a for a in ATTRIBUTES.values() if a.qido is not None and a.qido.sequence == sequence.keyword
+    )
 
-    >>> nested_values_sql(ATTRIBUTES["RequestedProcedureID"])[:60]
-    "to_json(filter(transform(try_variant_get(meta, '$.00400275.V"
+
+def sequence_items_sql(sequence: Attribute, meta: str = "meta") -> str:
+    """Spark SQL for ``sequence``'s items as a JSON array text, each item an object of the
+    first values of its :func:`item_keys` (absent ones left out); NULL without the sequence.
+
+    >>> sequence_items_sql(ATTRIBUTES["RequestAttributesSequence"])[:58]
+    "to_json(transform(try_variant_get(meta, '$.00400275.Value'"
     """
-    sequence = ATTRIBUTES[attribute.qido.sequence]
     items = f"try_variant_get({meta}, '$.{sequence.hex}.Value', 'array<variant>')"
-    value = f"try_variant_get(item, '$.{attribute.hex}.Value[0]', 'string')"
-    return f"to_json(filter(transform({items}, item -> {value}), v -> v IS NOT NULL))"
+    fields = ", ".join(
+        f"'{a.keyword}', try_variant_get(item, '$.{a.hex}.Value[0]', 'string')"
+        for a in item_keys(sequence)
+    )
+    return f"to_json(transform({items}, item -> named_struct({fields})))"
 
 
 def column_sql(attribute: Attribute, meta: str = "meta") -> str:
@@ -652,8 +661,8 @@ def column_text_sql(attribute: Attribute, meta: str = "meta") -> str:
     >>> column_text_sql(ATTRIBUTES["StudyDate"]), column_text_sql(ATTRIBUTES["StudyID"])
     ("date_format(StudyDate, 'yyyyMMdd')", "try_variant_get(meta, '$.00200010.Value[0]', 'string')")
     """
-    if attribute.qido is not None and attribute.qido.sequence is not None:
-        return nested_values_sql(attribute, meta)
+    if attribute.vr == SEQUENCE_VR:
+        return sequence_items_sql(attribute, meta)
     column = attribute.column
     if column is None:
         return first_value_sql(attribute, "string", meta)

@@ -90,7 +90,8 @@ def _split_outside_quotes(text: str, separator: str) -> list[str]:
 
 
 def parse_accept(header: str | None) -> list[MediaRange]:
-    """The media ranges of an Accept header, best first; ``*/*`` when there is none."""
+    """The media ranges of an Accept header, best first, those of quality 0 left out; ``*/*``
+    when there is none."""
     if not header:
         return [MediaRange("*/*", {})]
     ranges = []
@@ -103,7 +104,9 @@ def parse_accept(header: str | None) -> list[MediaRange]:
         for piece in pieces[1:]:
             name, _, value = piece.strip().partition("=")
             params[name.strip().lower()] = value.strip().strip('"')
-        ranges.append(MediaRange(media_type, params))
+        media_range = MediaRange(media_type, params)
+        if media_range.quality > 0:  # q=0: "not acceptable" (RFC 9110 12.4.2)
+            ranges.append(media_range)
     return sorted(ranges, key=lambda r: -r.quality)
 
 

@@ -33,9 +33,11 @@ from pixels_sql.dicom.attributes import (
     ATTRIBUTES,
     INDEX_COLUMNS,
     QIDO_LEVELS,
+    SEQUENCE_VR,
     Attribute,
     QidoLevel,
     column_text_sql,
+    item_keys,
     qido_attributes,
     qido_key,
     quoted,
@@ -45,6 +47,7 @@ from pixels_sql.servers.dicomweb.query import (
     Level,
     Match,
     MatchKind,
+    QueryError,
     Search,
     date_key,
     fuzzy_name_matches,
@@ -79,14 +82,20 @@ _READ: dict[QidoLevel, tuple[Attribute, ...]] = {
 }
 # Index column's attribute -> (table alias, column): what searches match and order on.
 COLUMNS = {
-    qido_key(a): (ALIASES[level], a.index.name)
+    a.keyword: (ALIASES[level], a.index.name) for level in QIDO_LEVELS for a in INDEX_COLUMNS[level]
+}
+# A key within a sequence's items (Sequence.Key) -> (the sequence's column, the key's keyword):
+# the column holds the items as JSON objects (sequence matching).
+ITEM_KEYS = {
+    qido_key(key): (COLUMNS[a.keyword], key.keyword)
     for level in QIDO_LEVELS
     for a in INDEX_COLUMNS[level]
+    if a.vr == SEQUENCE_VR
+    for key in item_keys(a)
 }
-# Columns holding a JSON array of the values found in a sequence's items (sequence matching).
-NESTED = frozenset(
-    qido_key(a) for level in QIDO_LEVELS for a in INDEX_COLUMNS[level] if a.qido and a.qido.nested
-)
+# The longest a search may take (SQLite's progress handler stops it): the index is shared by
+# every request, and a search holds it.
+SEARCH_SECONDS = 5.0
 # How the index holds dates and times, so that a range is a comparison of text: DA as
 # YYYYMMDD, TM as HHMMSS.FFFFFF (query.py's keys; a value that is neither is NULL, as the
 # catalog's DATE column of a malformed date is).
@@ -100,10 +109,10 @@ def _text_columns(level: QidoLevel) -> str:
 SCHEMA = f"""
 CREATE TABLE studies (
   {_text_columns("study")},
-  n_series INTEGER, n_instances INTEGER, json TEXT, PRIMARY KEY (study_uid));
+  n_series INTEGER, n_instances INTEGER, json TEXT, first_sop TEXT, PRIMARY KEY (study_uid));
 CREATE TABLE series (
   study_uid TEXT, {_text_columns("series")},
-  n_instances INTEGER, json TEXT, PRIMARY KEY (study_uid, series_uid));
+  n_instances INTEGER, json TEXT, first_sop TEXT, PRIMARY KEY (study_uid, series_uid));
 CREATE TABLE instances (
   study_uid TEXT, series_uid TEXT, {_text_columns("instance")},
   instance_order INTEGER, path TEXT, length INTEGER, modified_ms INTEGER, json TEXT,
@@ -178,8 +187,8 @@ def column_text(attribute: Attribute, model: Mapping[str, Any]) -> str | None:
     column's text YYYYMMDD, NULL where the catalog's column is NULL): the index of an instance
     received over the network before the catalog holds it (tests/test_intake.py holds the two
     equal on the corpus)."""
-    if attribute.qido is not None and attribute.qido.sequence is not None:
-        return _nested_values(attribute, model)
+    if attribute.vr == SEQUENCE_VR:
+        return _sequence_items(attribute, model)
     element = model.get(attribute.hex)
     values = element.get("Value") if isinstance(element, dict) else None
     if not values:
@@ -200,19 +209,23 @@ def column_text(attribute: Attribute, model: Mapping[str, Any]) -> str | None:
     return str(first)
 
 
-def _nested_values(attribute: Attribute, model: Mapping[str, Any]) -> str | None:
-    """:func:`~pixels_sql.dicom.attributes.nested_values_sql` over a DICOM JSON model."""
-    sequence = model.get(ATTRIBUTES[attribute.qido.sequence].hex)
-    items = sequence.get("Value") if isinstance(sequence, dict) else None
+def _sequence_items(sequence: Attribute, model: Mapping[str, Any]) -> str | None:
+    """:func:`~pixels_sql.dicom.attributes.sequence_items_sql` over a DICOM JSON model."""
+    element = model.get(sequence.hex)
+    items = element.get("Value") if isinstance(element, dict) else None
     if not isinstance(items, list):
         return None
-    values = []
+    objects = []
     for item in items:
-        element = item.get(attribute.hex) if isinstance(item, dict) else None
-        found = element.get("Value") if isinstance(element, dict) else None
-        if found and isinstance(found[0], str | int | float) and not isinstance(found[0], bool):
-            values.append(str(found[0]))
-    return json.dumps(values, separators=(",", ":"))
+        found: dict[str, str] = {}
+        for key in item_keys(sequence):
+            value = item.get(key.hex) if isinstance(item, dict) else None
+            values = value.get("Value") if isinstance(value, dict) else None
+            first = values[0] if values else None
+            if isinstance(first, str | int | float) and not isinstance(first, bool):
+                found[key.keyword] = str(first)
+        objects.append(found)
+    return json.dumps(objects, separators=(",", ":"))
 
 
 def _json_object(model: Mapping[str, Any], tags: Iterable[str]) -> str:
@@ -279,6 +292,17 @@ def _insert(connection: sqlite3.Connection, table: str, rows: list[dict[str, Any
     )
 
 
+def _update(connection: sqlite3.Connection, table: str, row: dict[str, Any], key: str) -> None:
+    """Set ``row``'s columns of the one row of ``table`` matching ``key`` (its UID columns,
+    which ``row`` holds first: study_uid, then series_uid)."""
+    uids = [row[name] for name in ("study_uid", "series_uid") if name in row]
+    columns = [name for name in row if name not in ("study_uid", "series_uid")]
+    assignments = ", ".join(f"{name} = ?" for name in columns)
+    connection.execute(
+        f"UPDATE {table} SET {assignments} WHERE {key}", [row[name] for name in columns] + uids
+    )
+
+
 def _instance_record(r: dict[str, Any]) -> dict[str, Any]:
     return {
         "study_uid": r["StudyInstanceUID"],
@@ -319,6 +343,7 @@ def build_database(
                 **_read_columns("series", members[0]),
                 "n_instances": len(members),
                 "json": _first_json(members, "series_json"),
+                "first_sop": members[0]["SOPInstanceUID"],
             }
         )
     _insert(connection, "series", series_rows)
@@ -333,6 +358,7 @@ def build_database(
                 "n_series": len(series_keys),
                 "n_instances": len(members),
                 "json": _first_json(members, "study_json"),
+                "first_sop": members[0]["SOPInstanceUID"],
             }
         )
     _insert(connection, "studies", study_rows)
@@ -359,14 +385,26 @@ def put_instance(connection: sqlite3.Connection, row: dict[str, Any]) -> None:
         connection.execute("DELETE FROM instances WHERE sop_uid = ?", [sop])
     _insert(connection, "instances", [_instance_record(row)])
     study_uid, series_uid = row["StudyInstanceUID"], row["SeriesInstanceUID"]
-    if not connection.execute(
-        "SELECT 1 FROM series WHERE study_uid = ? AND series_uid = ?", [study_uid, series_uid]
-    ).fetchone():
-        series = {"study_uid": study_uid, **_read_columns("series", row), "n_instances": 0}
-        _insert(connection, "series", [{**series, "json": row["series_json"]}])
-    if not connection.execute("SELECT 1 FROM studies WHERE study_uid = ?", [study_uid]).fetchone():
-        study = {**_read_columns("study", row), "modalities": "", "n_series": 0, "n_instances": 0}
-        _insert(connection, "studies", [{**study, "json": row["study_json"]}])
+    # A series and a study hold their first instance's attributes (build_database): a new one
+    # takes this row's, and so does one whose first instance this row replaces.
+    series = {"study_uid": study_uid, **_read_columns("series", row), "json": row["series_json"]}
+    study = {**_read_columns("study", row), "json": row["study_json"]}
+    first = connection.execute(
+        "SELECT first_sop FROM series WHERE study_uid = ? AND series_uid = ?",
+        [study_uid, series_uid],
+    ).fetchone()
+    if first is None:
+        _insert(connection, "series", [{**series, "n_instances": 0, "first_sop": sop}])
+    elif first[0] == sop:
+        _update(connection, "series", series, "study_uid = ? AND series_uid = ?")
+    first = connection.execute(
+        "SELECT first_sop FROM studies WHERE study_uid = ?", [study_uid]
+    ).fetchone()
+    if first is None:
+        counts = {"modalities": "", "n_series": 0, "n_instances": 0, "first_sop": sop}
+        _insert(connection, "studies", [{**study, **counts}])
+    elif first[0] == sop:
+        _update(connection, "studies", study, "study_uid = ?")
     for study_key, series_key in touched:
         connection.execute(
             "UPDATE series SET n_instances = (SELECT count(*) FROM instances"
@@ -439,24 +477,40 @@ def _text_condition(name: str, values: tuple[str, ...]) -> tuple[str, list[Any]]
 
 
 def _condition(match: Match) -> tuple[str, list[Any]]:
-    """One WHERE condition and its parameters for a match (column names from COLUMNS)."""
-    if match.kind is MatchKind.EMPTY:
-        if match.keyword == "ModalitiesInStudy":
+    """One WHERE condition and its parameters for a match on an index column (column names
+    from COLUMNS; keys within a sequence's items: :func:`_item_condition`)."""
+    if match.keyword == "ModalitiesInStudy":
+        if match.kind is MatchKind.EMPTY:
             return "(st.modalities IS NULL OR st.modalities = '')", []
-        alias, column = COLUMNS[match.keyword]
-        empty = "'[]'" if match.keyword in NESTED else "''"
-        return f"({alias}.{column} IS NULL OR {alias}.{column} = {empty})", []
-    if match.kind is MatchKind.MODALITIES:
         # ModalitiesInStudy is made of each series' Modality (build_database): a study matches
         # when one of its series does (one pass over the series, not a look-up per study).
         condition, params = _text_condition("modality", match.values)
         return f"st.study_uid IN (SELECT study_uid FROM series WHERE {condition})", params
     alias, column = COLUMNS[match.keyword]
-    name = f"{alias}.{column}"
-    if match.keyword in NESTED:
-        # Sequence matching (PS3.4 C.2.2.2.6): a series matches when any item's value does.
-        condition, params = _text_condition("x.value", match.values)
-        return f"EXISTS (SELECT 1 FROM json_each({name}) x WHERE {condition})", params
+    return _value_condition(match, f"{alias}.{column}")
+
+
+def _item_condition(column: tuple[str, str], matches: list[Match]) -> tuple[str, list[Any]]:
+    """Sequence matching (PS3.4 C.2.2.2.6): an entity matches when one item of the sequence
+    matches every key asked of it. Empty value matching alone also takes a sequence without
+    items (no item has a value)."""
+    name = f"{column[0]}.{column[1]}"
+    conditions, params = [], []
+    for match in matches:
+        keyword = ITEM_KEYS[match.keyword][1]
+        condition, values = _value_condition(match, f"json_extract(item.value, '$.{keyword}')")
+        conditions.append(condition)
+        params += values
+    found = f"EXISTS (SELECT 1 FROM json_each({name}) item WHERE {' AND '.join(conditions)})"
+    if all(match.kind is MatchKind.EMPTY for match in matches):
+        found = f"({name} IS NULL OR {name} = '[]' OR {found})"
+    return found, params
+
+
+def _value_condition(match: Match, name: str) -> tuple[str, list[Any]]:
+    """The condition of ``match`` on the SQL value ``name`` (a column, or a JSON field)."""
+    if match.kind is MatchKind.EMPTY:
+        return f"({name} IS NULL OR {name} = '')", []
     if match.kind in (MatchKind.UIDS, MatchKind.NUMBER):
         # Both are exact: UIDs as written, integers in the canonical text the index holds.
         return _text_condition(name, tuple(match.values))
@@ -617,8 +671,19 @@ class CatalogIndex:
                 failures = 0
 
     def _query(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+        deadline = time.monotonic() + SEARCH_SECONDS
         with self._lock:
-            return self._connection.execute(sql, params).fetchall()
+            self._connection.set_progress_handler(lambda: time.monotonic() > deadline, 10_000)
+            try:
+                return self._connection.execute(sql, params).fetchall()
+            except sqlite3.OperationalError as exc:
+                if "interrupted" not in str(exc):
+                    raise
+                raise QueryError(
+                    f"the search took more than {SEARCH_SECONDS:g} s and was stopped: narrow it"
+                ) from None
+            finally:
+                self._connection.set_progress_handler(None, 0)
 
     def search(
         self, search: Search, study_uid: str | None = None, series_uid: str | None = None
@@ -632,8 +697,16 @@ class CatalogIndex:
         if series_uid is not None:
             conditions.append("se.series_uid = ?")
             params.append(series_uid)
+        items: dict[tuple[str, str], list[Match]] = defaultdict(list)
         for match in search.matches:
+            if match.keyword in ITEM_KEYS:
+                items[ITEM_KEYS[match.keyword][0]].append(match)
+                continue
             condition, values = _condition(match)
+            conditions.append(condition)
+            params += values
+        for column, matches in items.items():
+            condition, values = _item_condition(column, matches)
             conditions.append(condition)
             params += values
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""

@@ -134,8 +134,8 @@ def _wants_xml(request: Request) -> bool:
     )
 
 
-def _answer(request: Request, results: list[dict[str, Any]], search: Search) -> Response:
-    if not _wants_xml(request):
+def _answer(xml: bool, results: list[dict[str, Any]], search: Search) -> Response:
+    if not xml:
         return json_response(results, warnings=search.warnings)
     response = multipart_response(
         ((DICOM_XML, [native_dicom_model(result)]) for result in results), DICOM_XML
@@ -145,17 +145,17 @@ def _answer(request: Request, results: list[dict[str, Any]], search: Search) -> 
 
 
 def search_studies(service: Service, request: Request) -> Response:
-    _wants_xml(request)  # a 406 before any work
+    xml = _wants_xml(request)  # a 406 before any work
     search = parse_search(Level.STUDY, request.query, service.limits)
-    return _answer(request, find_studies(service, search, request.base_url), search)
+    return _answer(xml, find_studies(service, search, request.base_url), search)
 
 
 def search_series(service: Service, request: Request, study: str | None = None) -> Response:
     if study is not None:
         check_uid(study)
-    _wants_xml(request)
+    xml = _wants_xml(request)
     search = parse_search(Level.SERIES, request.query, service.limits)
-    return _answer(request, find_series(service, search, request.base_url, study), search)
+    return _answer(xml, find_series(service, search, request.base_url, study), search)
 
 
 def search_instances(
@@ -164,11 +164,9 @@ def search_instances(
     for uid in (study, series):
         if uid is not None:
             check_uid(uid)
-    _wants_xml(request)
+    xml = _wants_xml(request)
     search = parse_search(Level.INSTANCE, request.query, service.limits)
-    return _answer(
-        request, find_instances(service, search, request.base_url, study, series), search
-    )
+    return _answer(xml, find_instances(service, search, request.base_url, study, series), search)
 
 
 def _sorted(result: dict[str, Any]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ with :func:`parse_search` too.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from pixels_sql.dicom.attributes import (
     UID_MATCH,
     matching_keys,
 )
+from pixels_sql.dicom.typed import Malformed, date_value, time_value
 from pixels_sql.servers.dicomweb.limits import DEFAULT_LIMITS, HttpLimits
 
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
@@ -38,9 +40,13 @@ _NUMBER = re.compile(r"[0-9]{1,12}")
 # IS (PS3.5 6.2): an optional sign, at most 12 digits, spaces around.
 _INTEGER_STRING = re.compile(r" *([+-]?[0-9]{1,12}) *")
 _DATE = re.compile(r"[0-9]{8}")
-# TM (PS3.5 6.2): HH, HHMM, HHMMSS, HHMMSS.F{1,6}; the retired HH:MM:SS form is read too.
-_TIME = re.compile(r"([0-9]{2})(?::?([0-9]{2})(?::?([0-9]{2})(?:\.([0-9]{1,6}))?)?)?")
+# TM in a query (PS3.5 6.2): HH, HHMM, HHMMSS, HHMMSS.F{1,6}.
+_TIME = re.compile(r"([0-9]{2})(?:([0-9]{2})(?:([0-9]{2})(?:\.([0-9]{1,6}))?)?)?")
 _TAG = re.compile(r"[0-9A-Fa-f]{8}")
+
+
+# Attributes in a dotted key (Sequence.Key): a sequence within a sequence at most.
+MAX_KEY_DEPTH = 3
 
 
 class QueryError(ValueError):
@@ -94,7 +100,7 @@ ORDERING_KEYS: dict[Level, frozenset[str]] = {
         a.keyword
         for above in LEVELS_ABOVE[level]
         for a in INDEX_COLUMNS[above.value]
-        if a.keyword != "ModalitiesInStudy" and not (a.qido and a.qido.nested)
+        if a.keyword != "ModalitiesInStudy" and a.vr != "SQ"
     )
     for level in Level
 }
@@ -125,7 +131,14 @@ def keyword_of(key: str) -> str:
     """The keyword of a query key given as keyword or as 8 hex digits, or of a key within a
     sequence's items written ``Sequence.Key`` (PS3.18 8.3.4.1); QueryError if neither."""
     if "." in key:
-        return ".".join(keyword_of(part) for part in key.split(".", 3))
+        parts = key.split(".")
+        if len(parts) > MAX_KEY_DEPTH or "" in parts:
+            raise QueryError(f"{key[:64]!r}: at most {MAX_KEY_DEPTH} attributes, dot-separated")
+        return ".".join(map(_keyword, parts))
+    return _keyword(key)
+
+
+def _keyword(key: str) -> str:
     if _TAG.fullmatch(key):
         keyword = keyword_for_tag(int(key, 16))
         if not keyword:
@@ -270,6 +283,8 @@ def _match(
     if value == EMPTY_VALUE:
         return Match(keyword, MatchKind.EMPTY, ())
     values = _values(keyword, value, limits, separators)
+    if EMPTY_VALUE in values:
+        raise QueryError(f'{keyword}: "" (empty value matching) stands alone, not in a list')
     if any(_universal(kind, item) for item in values):
         return None  # one value of the list matches everything
     if kind == UID_MATCH:
@@ -326,7 +341,7 @@ def time_bounds(text: str) -> tuple[str, str]:
     time within its precision (PS3.5 6.2 lets a TM stop after the hour, the minute or a
     fraction's digit), so ``12`` is 12:00:00 to 12:59:59.999999 and ``-1200`` ends at
     12:00:59.999999."""
-    match = None if ":" in text else _TIME.fullmatch(text)
+    match = _TIME.fullmatch(text)
     if match is None or not _valid_time(match):
         raise ValueError(f"a time is HHMMSS.FFFFFF (HH, HHMM, HHMMSS at least), got {text[:40]!r}")
     hour, minute, second, fraction = match.groups()
@@ -346,22 +361,26 @@ def _valid_time(match: re.Match[str]) -> bool:
 
 def time_key(text: str | None) -> str | None:
     """A stored TM as the text the index compares and sorts: ``HHMMSS.FFFFFF``, the missing
-    components zero; None for a value that is no time."""
+    components zero; None for a value that is no time (dicom/typed.py's rule for TM)."""
     if text is None:
         return None
-    match = _TIME.fullmatch(text.strip())
-    if match is None or not _valid_time(match):
+    try:
+        iso = time_value(text.strip())
+    except Malformed:
         return None
-    return time_bounds(match.group(0).replace(":", ""))[0]
+    whole, _, fraction = iso.partition(".")
+    return f"{whole.replace(':', '')}.{fraction.ljust(6, '0')}"
 
 
 def date_key(text: str | None) -> str | None:
-    """A stored DA as the index compares it (YYYYMMDD; the retired YYYY.MM.DD form read too);
-    None for a value that is no date."""
+    """A stored DA as the index compares it (YYYYMMDD); None for a value that is no date
+    (dicom/typed.py's rule for DA, as the catalog's DATE columns read it)."""
     if text is None:
         return None
-    text = text.strip().replace(".", "") if len(text.strip()) == 10 else text.strip()
-    return text if _DATE.fullmatch(text) else None
+    try:
+        return date_value(text.strip()).replace("-", "")
+    except Malformed:
+        return None
 
 
 def fold(text: str) -> str:
@@ -382,17 +401,38 @@ def fuzzy_name_matches(name: str | None, query: str) -> bool:
     if not name:
         return False
     name_words = [w for w in _NAME_WORDS.split(fold(name)) if w]
-    query_words = [w for w in _NAME_WORDS.split(fold(query)) if w and w != "*"]
-    return _assign(name_words, [_prefix_pattern(w) for w in query_words])
+    return _assign(name_words, _query_words(query))
 
 
-def _prefix_pattern(word: str) -> re.Pattern[str]:
-    body = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in word)
-    return re.compile(body)
+@functools.lru_cache(maxsize=256)
+def _query_words(query: str) -> list[str]:
+    """A fuzzy query's words as prefix patterns (each ending in '*', runs of '*' as one): read
+    once per search, not once per name it is compared with."""
+    words = [re.sub(r"\*+", "*", w) + "*" for w in _NAME_WORDS.split(fold(query)) if w]
+    return [w for w in words if w != "**"]
 
 
-def _assign(words: list[str], patterns: list[re.Pattern[str]]) -> bool:
-    """Whether each pattern can begin a different word: a bipartite matching, by augmenting
+def wildcard_matches(pattern: str, text: str) -> bool:
+    """Whether ``pattern`` ('*' any run of characters, '?' one, PS3.4 C.2.2.2.4) matches all
+    of ``text``: greedy with one backtrack point, at most len(pattern) x len(text) steps
+    (a regular expression of many '*' backtracks exponentially)."""
+    p = t = 0
+    star, resume = -1, 0
+    while t < len(text):
+        if p < len(pattern) and pattern[p] in ("?", text[t]) and pattern[p] != "*":
+            p, t = p + 1, t + 1
+        elif p < len(pattern) and pattern[p] == "*":
+            star, resume, p = p, t, p + 1
+        elif star >= 0:
+            resume += 1
+            p, t = star + 1, resume
+        else:
+            return False
+    return all(c == "*" for c in pattern[p:])
+
+
+def _assign(words: list[str], patterns: list[str]) -> bool:
+    """Whether each pattern can match a different word: a bipartite matching, by augmenting
     paths (polynomial, whatever a hostile name or query holds)."""
     if len(patterns) > len(words):
         return False
@@ -400,7 +440,7 @@ def _assign(words: list[str], patterns: list[re.Pattern[str]]) -> bool:
 
     def place(pattern: int, seen: set[int]) -> bool:
         for index, word in enumerate(words):
-            if index in seen or not patterns[pattern].match(word):
+            if index in seen or not wildcard_matches(patterns[pattern], word):
                 continue
             seen.add(index)
             if index not in owner or place(owner[index], seen):

@@ -31,7 +31,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -179,6 +179,30 @@ class _Worker:
             self.process.wait()
 
 
+class _HoldingBody:
+    """A response body that calls ``release`` once: when it is sent, closed or dropped (a HEAD
+    answer replaces its body unsent)."""
+
+    def __init__(self, body: Iterable[bytes], release: Callable[[], None]) -> None:
+        self._body = body
+        self._release: Callable[[], None] | None = release
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield from self._body
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        release, self._release = self._release, None
+        if release is not None:
+            with contextlib.suppress(ValueError):  # released already by another path
+                release()
+
+    def __del__(self) -> None:
+        self.close()
+
+
 class RenderPool:
     """``render_workers`` worker processes, started with the service (a worker imports numpy,
     pydicom and Pillow: about a second), each driven by a thread of the pool's own."""
@@ -236,13 +260,20 @@ class RenderPool:
 
     async def answer(self, job: PoolJob) -> Response:
         """The response ``job`` builds, on a thread of the pool; 503 when ``render_queue``
-        jobs already wait."""
+        jobs already wait. A body that runs tasks while it is sent holds its place until it is
+        sent, closed or dropped: the cap counts it."""
         self._acquire()
         try:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._threads, job.build, self.run_blocking)
-        finally:
+            response = await loop.run_in_executor(self._threads, job.build, self.run_blocking)
+        except BaseException:
             self._slots.release()
+            raise
+        if isinstance(response.body, bytes | bytearray):
+            self._slots.release()
+        else:
+            response.body = _HoldingBody(response.body, self._slots.release)
+        return response
 
     async def render(self, job: RenderJob) -> Response:
         """The first candidate that renders, as a response; 404 if none does, 503 when

@@ -7,6 +7,8 @@ Built with ElementTree, so every value is escaped as XML text, never pasted into
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping
 from typing import Any
 from xml.etree import ElementTree
@@ -39,9 +41,9 @@ def _attributes(parent: ElementTree.Element, data_set: Mapping[str, Any]) -> Non
             attributes["keyword"] = keyword
         node = ElementTree.SubElement(parent, "DicomAttribute", attributes)
         if "BulkDataURI" in element:
-            ElementTree.SubElement(node, "BulkData", {"uri": element["BulkDataURI"]})
+            ElementTree.SubElement(node, "BulkData", {"uri": _text(element["BulkDataURI"])})
         elif "InlineBinary" in element:
-            ElementTree.SubElement(node, "InlineBinary").text = element["InlineBinary"]
+            ElementTree.SubElement(node, "InlineBinary").text = _text(element["InlineBinary"])
         for number, value in enumerate(element.get("Value", ()), start=1):
             _value(node, attributes["vr"], number, value)
 
@@ -65,10 +67,16 @@ def _value(node: ElementTree.Element, vr: str, number: int, value: Any) -> None:
 def _name_group(group: ElementTree.Element, text: str) -> None:
     for component, part in zip(NAME_COMPONENTS, text.split("^"), strict=False):
         if part:
-            ElementTree.SubElement(group, component).text = part
+            ElementTree.SubElement(group, component).text = _text(part)
+
+
+# Characters XML 1.0 cannot hold (2.2 Char): C0 controls but tab, newline and carriage return,
+# lone surrogates, U+FFFE and U+FFFF. A header may hold any of them; each becomes U+FFFD.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 def _text(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
+    """A value as XML text: numbers as the DICOM JSON model writes them (PS3.18 F.2.3)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return json.dumps(value)
+    return _NOT_XML.sub("\ufffd", str(value))
