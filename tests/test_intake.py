@@ -36,7 +36,7 @@ from pixels_sql.servers.intake import (
     Outcome,
 )
 from tests.conftest import SAMPLE_FILES, copy_samples
-from tests.corpus import PYDICOM_TEST_FILES
+from tests.corpus import PYDICOM_TEST_FILES, pydicom_data_dir
 
 DATABASE = "intake_test"
 
@@ -192,6 +192,12 @@ def test_put_instance_makes_what_a_rebuild_makes(tmp_path: Path) -> None:
     moved = {**rows[1], "SeriesInstanceUID": rows[0]["SeriesInstanceUID"]}
     put_instance(grown, moved)
     assert _tables(grown) == _tables(build_database([rows[0], moved]))
+    # The first instance of a series and study received again, with other series and study
+    # attributes: the series and the study take them, as a rebuild would.
+    changed = {**rows[0], "SeriesDate": "20250102", "StudyDescription": "AGAIN"}
+    changed["study_json"] = changed["study_json"].replace("}", ',"00081030":{"vr":"LO"}}', 1)
+    put_instance(grown, changed)
+    assert _tables(grown) == _tables(build_database([changed, moved]))
 
 
 @pytest.fixture(scope="module")
@@ -203,8 +209,12 @@ def catalogued(spark, tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
         "MR_small_bigendian.dcm",
         "SC_rgb_jpeg_gdcm.dcm",
         "nested_priv_SQ.dcm",
+        # RequestAttributesSequence with an item, and empty (the index's sequence column).
+        "examples_overlay.dcm",
+        "JPGLosslessP14SV1_1s_1f_8b.dcm",
     ):
-        shutil.copy(PYDICOM_TEST_FILES / name, folder / name)
+        source = PYDICOM_TEST_FILES / name
+        shutil.copy(source if source.exists() else pydicom_data_dir() / name, folder / name)
     spark.sql(f"DROP DATABASE IF EXISTS {DATABASE} CASCADE")
     ingest(spark, str(folder), DATABASE, thumbnails=False)
     spark.sql(f"USE {DATABASE}")
