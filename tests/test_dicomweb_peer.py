@@ -12,9 +12,11 @@ What each search should answer is worked out here from the files themselves (pyd
 matcher written from PS3.4 C.2.2.2 and PS3.18 8.3.4 below): pixels-sql must give it, and Orthanc
 too, except where Orthanc is known to deviate from the standard; those deviations are recorded
 in :data:`ORTHANC_DEVIATIONS` as a model of Orthanc's (wrong) answer, each with the section it
-breaks, so an unrecorded difference fails and so does a recorded one that went away. Retrieval
-is compared the same way: instance bytes as stored, frames as stored and decoded, and pixels
-transcoded to Explicit VR Little Endian, against pydicom's decode of the original.
+breaks, so an unrecorded difference fails and so does a recorded one that went away. Paged
+walks, searches within a study and a series, and the media types of search results (Accept)
+are compared too. Retrieval is compared the same way (ORTHANC_RETRIEVAL): instance bytes as
+stored, frames as stored and decoded, and pixels transcoded to Explicit VR Little Endian,
+against pydicom's decode of the original.
 """
 
 from __future__ import annotations
