@@ -61,6 +61,9 @@ class HttpLimits:
     # Frame numbers in one frames request, and the bytes they add up to (repeats counted).
     max_frames: int = 1000
     max_frames_bytes: int = 1 * GIB
+    # Bytes of instance headers (their DICOM JSON) kept in memory between requests: metadata
+    # and frames requests read the headers of the same instances again and again.
+    header_cache_bytes: int = 64 * MIB
     # Images of one rendered study, series or frames request (each rendered in turn).
     max_rendered_images: int = 1000
     # Rendering (rendered, thumbnail) runs in worker processes of its own, so that searches never

@@ -7,8 +7,13 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from pixels_sql.dicom.bulk import bulk_range
 from pixels_sql.dicom.meta import read_model
@@ -47,6 +52,9 @@ class Service:
         self.index = index
         self.options = options
         self.limits = options.limits
+        # Half the budget each: headers as read, and the JSON of their public form.
+        self._headers = ByteBoundedCache(options.limits.header_cache_bytes // 2)
+        self._public = ByteBoundedCache(options.limits.header_cache_bytes // 2)
 
     # -- the catalogued files ---------------------------------------------------------------
 
@@ -78,18 +86,34 @@ class Service:
             )
 
     def header(self, item: Instance) -> dict[str, Any]:
+        """The instance's DICOM JSON (dicom_meta's reader), from the cache while the file is
+        the one catalogued. Shared: callers read it, never change it."""
         self.check_fresh(item)
+        key = (item.path, item.length, item.modified_ms)
+        cached = self._headers.get(key)
+        if cached is not None:
+            return cached
         try:
-            return read_model(item.path)
+            model = read_model(item.path)
         except DicomReadError as exc:
             raise HTTPError(404, f"instance {item.sop_uid}: {exc.reason}") from None
+        self._headers.put(key, model, len(orjson.dumps(model)))
+        return model
 
     def public_header(self, item: Instance, base: str) -> dict[str, Any]:
         """The header with its BulkDataURIs made URLs of this service."""
-        instance_url = (
-            f"{base}/studies/{item.study_uid}/series/{item.series_uid}/instances/{item.sop_uid}"
-        )
-        return _with_public_bulk(self.header(item), instance_url)
+        return _with_public_bulk(self.header(item), _instance_url(item, base))
+
+    def public_header_json(self, item: Instance, base: str) -> bytes:
+        """:meth:`public_header` as JSON text, from the cache while the file is the one
+        catalogued (a series' metadata is asked for again and again by viewers)."""
+        self.check_fresh(item)
+        key = (item.path, item.length, item.modified_ms, base)
+        cached = self._public.get(key)
+        if cached is None:
+            cached = orjson.dumps(self.public_header(item, base))
+            self._public.put(key, cached, len(cached))
+        return cached
 
     def include_fields(
         self,
@@ -116,6 +140,42 @@ class Service:
             for tag in missing:
                 if tag in header:
                     result[tag] = header[tag]
+
+
+def _instance_url(item: Instance, base: str) -> str:
+    return f"{base}/studies/{item.study_uid}/series/{item.series_uid}/instances/{item.sop_uid}"
+
+
+class ByteBoundedCache:
+    """A least-recently-used cache holding at most ``max_bytes`` of values (each value's size
+    told by the caller); one larger than that is not kept. Thread-safe."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> Any | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            self._entries.move_to_end(key)
+            return entry[0]
+
+    def put(self, key: Hashable, value: Any, size: int) -> None:
+        if size > self.max_bytes:
+            return
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._bytes -= old[1]
+            self._entries[key] = (value, size)
+            self._bytes += size
+            while self._bytes > self.max_bytes:
+                _, (_, dropped) = self._entries.popitem(last=False)
+                self._bytes -= dropped
 
 
 def _with_public_bulk(header: dict[str, Any], instance_url: str) -> dict[str, Any]:

@@ -41,7 +41,6 @@ from pixels_sql.servers.dicomweb.http import (
     MediaRange,
     Request,
     Response,
-    json_response,
     multipart_response,
     parse_accept,
 )
@@ -227,10 +226,12 @@ def metadata(
 ) -> Response:
     """The instances' DICOM JSON; BulkDataURIs point at this service's bulk data resource."""
     _check(study, series, instance)
-    results = []
-    for item in service.catalogued(study, series, instance):
-        results.append(service.public_header(item, request.base_url))
-    return json_response(results)
+    parts = [
+        service.public_header_json(item, request.base_url)
+        for item in service.catalogued(study, series, instance)
+    ]
+    body = b"[" + b",".join(parts) + b"]"
+    return Response(200, [("content-type", "application/dicom+json")], body)
 
 
 def bulk(
