@@ -404,19 +404,8 @@ def decode_fragments(
 ) -> list[np.ndarray]:
     """Each frame of ``indices`` decoded from its fragments alone."""
     syntax = UID(stored_frames.syntax)
-    facts = stored_frames.facts
     decoder = get_decoder(syntax)
-    description = {
-        "rows": facts.rows,
-        "columns": facts.columns,
-        "samples_per_pixel": facts.samples_per_pixel,
-        "bits_allocated": facts.bits_allocated,
-        "bits_stored": facts.bits_stored,
-        "pixel_representation": facts.pixel_representation,
-        "photometric_interpretation": facts.photometric,
-        "planar_configuration": int(stored_frames.planar),
-        "number_of_frames": 1,
-    }
+    description = _frame_description(stored_frames)
     frames = []
     for index in indices:
         value = _frame_value(fp, stored_frames.ranges[index])
@@ -448,16 +437,7 @@ def _rle_native_frames(
     _check_frames_size(facts, len(numbers), max_bytes)
     size = facts.rows * facts.columns * facts.bits_allocated // 8
     decoder = get_decoder(RLELossless)
-    description = {
-        "rows": facts.rows,
-        "columns": facts.columns,
-        "samples_per_pixel": 1,
-        "bits_allocated": facts.bits_allocated,
-        "bits_stored": facts.bits_stored,
-        "pixel_representation": facts.pixel_representation,
-        "photometric_interpretation": facts.photometric,
-        "number_of_frames": 1,
-    }
+    description = _frame_description(stored_frames)
     made: dict[int, bytes] = {}
     with open_source(path) as source:
         for number in sorted(set(numbers)):
@@ -474,6 +454,23 @@ def _rle_native_frames(
                 return None
             made[number] = frame
     return [made[number] for number in numbers]
+
+
+def _frame_description(stored_frames: StoredFrames) -> dict[str, Any]:
+    """What pydicom's decoders are told of one frame of ``stored_frames`` (its image pixel
+    attributes, PS3.3 C.7.6.3)."""
+    facts = stored_frames.facts
+    return {
+        "rows": facts.rows,
+        "columns": facts.columns,
+        "samples_per_pixel": facts.samples_per_pixel,
+        "bits_allocated": facts.bits_allocated,
+        "bits_stored": facts.bits_stored,
+        "pixel_representation": facts.pixel_representation,
+        "photometric_interpretation": facts.photometric,
+        "planar_configuration": int(stored_frames.planar),
+        "number_of_frames": 1,
+    }
 
 
 def _frame_value(fp: BinaryIO, ranges: list[tuple[int, int]]) -> bytes:

@@ -20,7 +20,7 @@ from pixels_sql.servers.dicomweb.http import (
     warning_headers,
 )
 from pixels_sql.servers.dicomweb.index import element_json
-from pixels_sql.servers.dicomweb.query import Level, Search, check_uid, parse_search
+from pixels_sql.servers.dicomweb.query import Level, Search, check_uids, parse_search
 from pixels_sql.servers.dicomweb.xml import DICOM_XML, native_dicom_model
 
 if TYPE_CHECKING:
@@ -151,8 +151,7 @@ def search_studies(service: Service, request: Request) -> Response:
 
 
 def search_series(service: Service, request: Request, study: str | None = None) -> Response:
-    if study is not None:
-        check_uid(study)
+    check_uids(study)
     xml = _wants_xml(request)
     search = parse_search(Level.SERIES, request.query, service.limits)
     return _answer(xml, find_series(service, search, request.base_url, study), search)
@@ -161,9 +160,7 @@ def search_series(service: Service, request: Request, study: str | None = None) 
 def search_instances(
     service: Service, request: Request, study: str | None = None, series: str | None = None
 ) -> Response:
-    for uid in (study, series):
-        if uid is not None:
-            check_uid(uid)
+    check_uids(study, series)
     xml = _wants_xml(request)
     search = parse_search(Level.INSTANCE, request.query, service.limits)
     return _answer(xml, find_instances(service, search, request.base_url, study, series), search)

@@ -451,6 +451,13 @@ def _assign(words: list[str], patterns: list[str]) -> bool:
     return all(place(pattern, set()) for pattern in range(len(patterns)))
 
 
+def check_uids(*uids: str | None) -> None:
+    """:func:`check_uid` of each UID given (None: not in the request's path)."""
+    for uid in uids:
+        if uid is not None:
+            check_uid(uid)
+
+
 def check_uid(uid: str) -> str:
     """A UID as PS3.5 9.1 allows (digits and dots, at most 64 characters); QueryError if not."""
     if len(uid) > 64 or not _UID.fullmatch(uid):

@@ -196,8 +196,7 @@ class _HoldingBody:
     def close(self) -> None:
         release, self._release = self._release, None
         if release is not None:
-            with contextlib.suppress(ValueError):  # released already by another path
-                release()
+            release()
 
     def __del__(self) -> None:
         self.close()

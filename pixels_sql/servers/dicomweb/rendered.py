@@ -31,8 +31,9 @@ from pixels_sql.servers.dicomweb.http import (
     parse_accept,
     warning_headers,
 )
-from pixels_sql.servers.dicomweb.query import check_uid
+from pixels_sql.servers.dicomweb.query import check_uids
 from pixels_sql.servers.dicomweb.render import PoolJob, Runner
+from pixels_sql.servers.dicomweb.wado import frame_numbers, image_layout
 
 if TYPE_CHECKING:
     from pixels_sql.servers.dicomweb.index import Instance
@@ -44,7 +45,6 @@ DEFAULT_IMAGE_TYPE = "image/jpeg"
 THUMBNAIL_SIZE = 128
 # The longer side of a rendering at most (a larger image is shrunk, a viewport capped).
 RENDERED_MAX = 4096
-_FRAME_LIST = re.compile(r"[1-9][0-9]{0,8}(,[1-9][0-9]{0,8})*")
 _SIZE = r"[1-9][0-9]{0,4}"
 _VIEWPORT = re.compile(
     rf"({_SIZE}),({_SIZE})(?:,([0-9]{{1,5}}),([0-9]{{1,5}}),(-?{_SIZE}),(-?{_SIZE}))?"
@@ -52,12 +52,6 @@ _VIEWPORT = re.compile(
 _NUMBER = re.compile(r"[+-]?([0-9]{1,9}(\.[0-9]{0,6})?|\.[0-9]{1,6})")
 # PS3.18 8.3.5.1.4 writes the VOI LUT Function in lower case with a hyphen.
 _FUNCTIONS = {name.lower().replace("_", "-"): name for name in VOI_FUNCTIONS}
-
-
-def _check(*uids: str | None) -> None:
-    for uid in uids:
-        if uid is not None:
-            check_uid(uid)
 
 
 def image_type(request: Request, several: bool = False) -> str:
@@ -144,7 +138,7 @@ def _answer(media_type: str, image: bytes, warnings: list[str]) -> Response:
 
 def rendered(service: Service, request: Request, study: str, series: str, instance: str) -> PoolJob:
     """The instance rendered (its first frame), fitted into ``viewport`` if given."""
-    _check(study, series, instance)
+    check_uids(study, series, instance)
     media_type = image_type(request)
     (item,) = service.catalogued(study, series, instance)
     service.check_fresh(item)
@@ -160,24 +154,14 @@ def rendered_frames(
     service: Service, request: Request, study: str, series: str, instance: str, frame_list: str
 ) -> PoolJob:
     """Frames of the instance rendered: one image, or a part for each of several frames."""
-    _check(study, series, instance)
-    if not _FRAME_LIST.fullmatch(frame_list):
-        raise HTTPError(400, "frames are a comma-separated list of frame numbers from 1")
-    numbers = [int(number) for number in frame_list.split(",")]
-    if len(numbers) > service.limits.max_rendered_images:
-        raise HTTPError(
-            400,
-            f"{len(numbers)} frames asked for: at most {service.limits.max_rendered_images}"
-            " are rendered in one request",
-        )
+    check_uids(study, series, instance)
+    numbers = frame_numbers(frame_list, service.limits.max_rendered_images)
     several = len(numbers) > 1
     media_type = image_type(request, several)
     (item,) = service.catalogued(study, series, instance)
-    header = service.header(item)
-    frames = int((header.get("00280008", {}).get("Value") or [1])[0] or 1)
-    missing = [number for number in numbers if number > frames]
-    if missing:
-        raise HTTPError(404, f"frame {missing[0]} asked for: the instance has {frames}")
+    frames = image_layout(service, item).frames
+    if max(numbers) > frames:
+        raise HTTPError(404, f"instance {instance} has {frames} frames")
     base, warnings = render_options(request)
     fmt = IMAGE_TYPES[media_type]
 
@@ -207,7 +191,7 @@ def rendered_instances(
     """A study or series rendered: a part for each instance that renders (PS3.18 10.4.1.1.3),
     its first frame. The first image is made before the status is sent (404 when no instance
     renders); the others while the body is sent, one at a time."""
-    _check(study, series)
+    check_uids(study, series)
     media_type = image_type(request, several=True)
     instances = service.catalogued(study, series)
     limit = service.limits.max_rendered_images
@@ -260,7 +244,7 @@ def thumbnail(
 ) -> RenderJob:
     """A small rendering of the instance, or of the first instance of a series or study that
     renders (a study may start with a SR); ``viewport=vw,vh`` for another size."""
-    _check(study, series, instance)
+    check_uids(study, series, instance)
     media_type = image_type(request)
     size = THUMBNAIL_SIZE
     for name, value in request.query:

@@ -89,6 +89,10 @@ class Service:
         """The instance's DICOM JSON (dicom_meta's reader), from the cache while the file is
         the one catalogued. Shared: callers read it, never change it."""
         self.check_fresh(item)
+        return self._model(item)
+
+    def _model(self, item: Instance) -> dict[str, Any]:
+        """:meth:`header` of a file already checked fresh."""
         key = (item.path, item.length, item.modified_ms)
         cached = self._headers.get(key)
         if cached is not None:
@@ -111,7 +115,7 @@ class Service:
         key = (item.path, item.length, item.modified_ms, base)
         cached = self._public.get(key)
         if cached is None:
-            cached = orjson.dumps(self.public_header(item, base))
+            cached = orjson.dumps(_with_public_bulk(self._model(item), _instance_url(item, base)))
             self._public.put(key, cached, len(cached))
         return cached
 

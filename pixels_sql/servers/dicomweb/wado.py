@@ -44,7 +44,7 @@ from pixels_sql.servers.dicomweb.http import (
     multipart_response,
     parse_accept,
 )
-from pixels_sql.servers.dicomweb.query import QueryError, check_uid, non_negative
+from pixels_sql.servers.dicomweb.query import QueryError, check_uids, non_negative
 from pixels_sql.servers.dicomweb.render import PoolJob, Runner, Task
 
 if TYPE_CHECKING:
@@ -65,12 +65,6 @@ LITTLE_ENDIAN_NATIVE = frozenset({"1.2.840.10008.1.2", EXPLICIT_LITTLE})
 # (PS3.18 8.7.3.5); what is over a limit a 400, as for frames over max_frames_bytes.
 _FAILED_STATUS = {"too_large": 400}
 _FRAME_LIST = re.compile(r"[1-9][0-9]{0,8}(,[1-9][0-9]{0,8})*")
-
-
-def _check(*uids: str | None) -> None:
-    for uid in uids:
-        if uid is not None:
-            check_uid(uid)
 
 
 def _wants(accept: list[MediaRange], media_type: str) -> MediaRange | None:
@@ -170,7 +164,7 @@ def retrieve(
     asked (``transfer-syntax=*`` or the stored one), else transcoded in the render pool's
     workers (PS3.18 8.7.3; default Explicit VR Little Endian). Stored bytes are streamed; a
     transcoded instance is made whole in a worker, one at a time."""
-    _check(study, series, instance)
+    check_uids(study, series, instance)
     asked = _asked_syntaxes(parse_accept(request.headers.get("accept")))
     instances = service.catalogued(study, series, instance)
     plan: list[tuple[Instance, bytes, str, str | None]] = []
@@ -225,7 +219,7 @@ def metadata(
     instance: str | None = None,
 ) -> Response:
     """The instances' DICOM JSON; BulkDataURIs point at this service's bulk data resource."""
-    _check(study, series, instance)
+    check_uids(study, series, instance)
     parts = [
         service.public_header_json(item, request.base_url)
         for item in service.catalogued(study, series, instance)
@@ -247,7 +241,7 @@ def bulk(
     read and sent a chunk at a time. The range of encapsulated Pixel Data answers as its frames
     do (PS3.18 8.7.4, 10.4.1.1.3: bulk data of Pixel Data is retrieved as frames): each frame a
     part, native by default, as stored for ``transfer-syntax=*``."""
-    _check(study, series, instance)
+    check_uids(study, series, instance)
     try:
         start, count = non_negative("offset", offset), non_negative("length", length)
     except QueryError:
@@ -362,21 +356,29 @@ def frames(
     """Frames as stored (native frames' bytes, or an encapsulated frame's fragments, read and
     sent one chunk at a time: a list may repeat a frame, read again, never held), or decoded to
     native bytes or encoded in another syntax by the render pool's workers (PS3.18 8.7.4)."""
-    limits = service.limits
-    _check(study, series, instance)
+    check_uids(study, series, instance)
+    numbers = frame_numbers(frame_list, service.limits.max_frames)
+    (item,) = service.catalogued(study, series, instance)
+    return _frames_answer(service, request, item, image_layout(service, item), numbers, instance)
+
+
+def frame_numbers(frame_list: str, limit: int) -> list[int]:
+    """The frame numbers of a frames resource's path (PS3.18 8.3.3.1: a comma-separated list,
+    from 1), at most ``limit`` of them; 400 otherwise."""
     if not _FRAME_LIST.fullmatch(frame_list):
         raise HTTPError(400, "frames are a comma-separated list of frame numbers from 1")
     numbers = [int(n) for n in frame_list.split(",")]
-    if len(numbers) > limits.max_frames:
-        raise HTTPError(
-            400, f"{len(numbers)} frames asked for: at most {limits.max_frames} in one request"
-        )
-    (item,) = service.catalogued(study, series, instance)
+    if len(numbers) > limit:
+        raise HTTPError(400, f"{len(numbers)} frames asked for: at most {limit} in one request")
+    return numbers
+
+
+def image_layout(service: Service, item: Instance) -> PixelLayout:
+    """Where the instance's frames lie (frames.py); 404 for an instance without an image."""
     try:
-        layout = pixel_layout(service.header(item))
+        return pixel_layout(service.header(item))
     except FrameError as exc:
-        raise HTTPError(404, f"instance {instance}: {exc}") from None
-    return _frames_answer(service, request, item, layout, numbers, instance)
+        raise HTTPError(404, f"instance {item.sop_uid}: {exc}") from None
 
 
 def _frames_answer(
