@@ -95,6 +95,10 @@ def _text(text: str) -> str:
     return text
 
 
+def _path_or_off(text: str) -> Path | bool:
+    return False if text == "off" else _path(text)
+
+
 SETTINGS: dict[str, Setting] = {
     "home": Setting(
         "PIXELS_SQL_HOME",
@@ -224,6 +228,15 @@ SETTINGS: dict[str, Setting] = {
         "tesseract",
         _text,
         "the Tesseract command that finds burned-in text (option `ocr`, dicom_burned_in_text)",
+    ),
+    "class_archive": Setting(
+        "PIXELS_SQL_CLASS_ARCHIVE",
+        None,
+        _path_or_off,
+        "the folder of the driver JVM's class archive (written once by the first `serve` or"
+        " engine, then mapped by every driver JVM: a faster start; pixels_sql/jvm_classes.py);"
+        " `off`: none",
+        "`$XDG_CACHE_HOME/pixels-sql/jvm-classes` (`~/.cache/...`)",
     ),
     "driver_memory": Setting(
         "SPARK_DRIVER_MEMORY",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -44,9 +45,15 @@ def _cores(master: str) -> int:
 
 
 def session_conf(
-    home: Path, *, master: str = "local[*]", ui: bool = False, log_config: Path = LOG_CONFIG
+    home: Path,
+    *,
+    master: str = "local[*]",
+    ui: bool = False,
+    log_config: Path = LOG_CONFIG,
+    java_options: str = "",
 ) -> dict[str, str]:
-    """Spark settings of the embedded default (exposed so tests and servers can extend them)."""
+    """Spark settings of the embedded default (exposed so tests and servers can extend them).
+    ``java_options``: more options of the driver JVM (the class archive's, jvm_classes.py)."""
     from pixels_sql.functions import EXTENSION_CLASS, injection_conf
 
     warehouse = home / "warehouse"
@@ -56,6 +63,11 @@ def session_conf(
         "spark.master": master,
         "spark.app.name": "pixels-sql",
         "spark.jars": str(jar_path()),
+        # The jar on the JVM's own class path too: Hive finds the server's password checker by
+        # name through the Thrift thread's class loader, which may be a closed session's
+        # (ClassNotFoundException after a while), and a class found from every loader is. The
+        # same class path for every driver JVM: one class archive serves them all.
+        "spark.driver.extraClassPath": str(jar_path()),
         "spark.sql.extensions": EXTENSION_CLASS,
         "spark.sql.catalogImplementation": "hive",
         "spark.sql.warehouse.dir": str(warehouse),
@@ -65,8 +77,8 @@ def session_conf(
         # derby.log lands in derby.system.home; keep it in the home folder, not the cwd.
         "spark.driver.extraJavaOptions": (
             f"-Dderby.system.home={home} -Dlog4j2.configurationFile={log_config.as_uri()}"
-            f" -Dpixels_sql.log_dir={home / 'logs'}"
-        ),
+            f" -Dpixels_sql.log_dir={home / 'logs'} {java_options}"
+        ).strip(),
         "spark.ui.enabled": "true" if ui else "false",
         "spark.ui.showConsoleProgress": "false",
         "spark.ui.host": "127.0.0.1",
@@ -126,6 +138,7 @@ def session(
     conf: dict[str, str] | None = None,
     register: bool = True,
     log_config: Path = LOG_CONFIG,
+    write_class_archive: bool = False,
 ) -> SparkSession:
     """Build (or return) the embedded SparkSession and install the pixels-sql SQL functions.
 
@@ -133,9 +146,14 @@ def session(
     Derby admits one process at a time: a second process on the same home fails to open the
     metastore while the first is alive. While ``pixels-sql serve`` holds the home, this raises
     :class:`~pixels_sql.home.HomeInUseError`: use ``pixels_sql.connect(home)`` instead.
+    The driver JVM this starts maps the installation's class archive (jvm_classes.py); with
+    ``write_class_archive`` (a long-lived server) it writes one when there is none, which
+    :func:`pixels_sql.jvm_classes.finish` puts in place after the session stops.
     """
+    from pyspark import SparkContext
     from pyspark.sql import SparkSession
 
+    from pixels_sql import jvm_classes
     from pixels_sql.home import HomeInUseError
     from pixels_sql.io.storage import s3a_environment
     from pixels_sql.servers.discovery import running_server
@@ -157,7 +175,15 @@ def session(
     # A fresh Builder: the shared `SparkSession.builder` keeps options set by earlier callers
     # (e.g. a Spark Connect `remote(...)`), which would leak into this session.
     builder = SparkSession.Builder()
-    settings = {**session_conf(folder, master=master, ui=ui, log_config=log_config), **(conf or {})}
+    java_options = ""
+    if SparkContext._gateway is None:  # this process's first Spark: its JVM starts now
+        java_options = jvm_classes.driver_options(jar_path(), write=write_class_archive)
+    settings = {
+        **session_conf(
+            folder, master=master, ui=ui, log_config=log_config, java_options=java_options
+        ),
+        **(conf or {}),
+    }
     # Object storage is read by Python workers through fsspec, which takes the AWS variables:
     # the S3A settings a Spark user would write reach them as executor environment.
     # (And this process's own reads: the DICOMweb server's, for one.)
@@ -173,3 +199,12 @@ def session(
 
         register_functions(spark)
     return spark
+
+
+def release_metastore(spark: SparkSession) -> None:
+    """After ``spark`` stopped, while its JVM lives on (writing its class archive): shut the
+    embedded Derby down, so its lock goes and the home's next process can open the metastore.
+    Only for a JVM this process owns: Derby is shut for every session of the JVM."""
+    # Derby reports a clean shutdown as an SQLException (XJ015).
+    with contextlib.suppress(Exception):
+        spark._jvm.java.sql.DriverManager.getConnection("jdbc:derby:;shutdown=true")

@@ -82,6 +82,10 @@ spark.stop()
 # sweeper busy too.
 C1_ONLY = ("-XX:TieredStopAtLevel=1", "-XX:ReservedCodeCacheSize=240m")
 CACHE_ENV = "PIXELS_SQL_TEST_CACHE"
+# The product's own class archive (pixels_sql/jvm_classes.py) is off in the suite: the JVMs use
+# the archive above, and nothing is written to the user's cache. test_engine checks the
+# product's archive with a folder of its own.
+os.environ["PIXELS_SQL_CLASS_ARCHIVE"] = "off"
 # Archives of other keys (an older jar or pyspark) unused for this long are removed.
 STALE_ARCHIVE_SECONDS = 24 * 3600
 
@@ -98,31 +102,11 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pixels-sql-tests"
 
 
-def _java() -> Path:
-    """The java spark-class runs ($JAVA_HOME/bin/java, else java on PATH), resolved."""
-    java_home = os.environ.get("JAVA_HOME")
-    found = str(Path(java_home) / "bin" / "java") if java_home else shutil.which("java")
-    return Path(os.path.realpath(found or "java"))
-
-
 def _archive_key() -> str:
-    import hashlib
-
-    import pyspark
-
+    from pixels_sql.jvm_classes import runtime_key
     from pixels_sql.session import jar_path
 
-    digest = hashlib.sha256(CDS_ARCHIVE_JOB.encode())
-    java = _java()
-    runtime = java.parent.parent
-    spark_dir = Path(pyspark.__file__).resolve().parent
-    files = [java, *sorted(runtime.glob("lib/server/*")), *sorted((spark_dir / "jars").iterdir())]
-    for path in files:
-        stat = path.stat()
-        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    digest.update(f"{spark_dir}\0{os.environ.get('SPARK_SUBMIT_OPTS', '')}\n".encode())
-    digest.update(jar_path().read_bytes())
-    return digest.hexdigest()[:24]
+    return runtime_key(jar_path(), f"{CDS_ARCHIVE_JOB}\0{os.environ.get('SPARK_SUBMIT_OPTS', '')}")
 
 
 def _write_archive(archive: Path, work: Path) -> None:
@@ -190,6 +174,7 @@ NO_JVM_MODULES = frozenset(
         "test_gallery.py",
         "test_header_sinks.py",
         "test_isolation.py",
+        "test_jvm_classes.py",
         "test_progress.py",
         "test_scripts.py",
         "test_tags.py",

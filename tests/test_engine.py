@@ -346,3 +346,54 @@ def test_ctrl_c_in_a_terminal_stops_a_stream_after_its_batch(tmp_path: Path) -> 
     assert "stream: 1 micro-batches" in printed and "files: 1" in printed, printed[-3000:]
     assert (tmp_path / "checkpoint" / "commits" / "0").is_file()
     assert "Traceback" not in printed and "KeyboardInterrupt" not in printed
+
+
+def java_children(pid: int) -> list[int]:
+    """The JVMs ``pid`` started (its driver: spark-submit execs java)."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            name, rest = status.read_text().rsplit(")", 1)
+        except OSError:
+            continue
+        if int(rest.split()[1]) == pid and name.endswith("(java"):
+            found.append(int(status.parent.name))
+    return found
+
+
+def test_the_first_engine_writes_the_class_archive_and_the_next_maps_it(tmp_path: Path) -> None:
+    """The product's class archive (jvm_classes.py), which the suite otherwise turns off: the
+    first engine writes it as it stops, the next one's JVM maps it. The first `stop` is sent
+    as soon as the first command is answered, before the engine's endpoints are up."""
+    home, folder = tmp_path / "home", tmp_path / "jvm-classes"
+    env = {**os.environ, "PIXELS_SQL_ENGINE": "on", "PIXELS_SQL_CLASS_ARCHIVE": str(folder)}
+    env.pop("SPARK_SUBMIT_OPTS", None)  # the suite's own archive
+    script = one_script(tmp_path)
+
+    def command(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pixels_sql.cli", *args, "--home", str(home)],
+            env=env,
+            text=True,
+            capture_output=True,
+            timeout=600,
+            check=False,
+        )
+
+    first = command("run", str(script), "--master", "local[2]")
+    assert first.returncode == 0 and STARTING in first.stderr, first.stderr[-3000:]
+    stopped = command("stop")
+    assert f"stopped the server of {home}" in stopped.stderr, stopped.stderr
+    archives = list(folder.iterdir())
+    assert [path.suffix for path in archives] == [".jsa"], archives  # no partial file left
+    assert "writing the JVM class archive" in (home / "logs" / "engine.log").read_text()
+
+    again = command("run", str(script), "--master", "local[2]")
+    assert again.returncode == 0 and STARTING in again.stderr, again.stderr[-3000:]
+    server = running_server(home)
+    assert server is not None
+    jvms = java_children(server.pid)
+    assert len(jvms) == 1
+    assert str(archives[0]) in Path(f"/proc/{jvms[0]}/maps").read_text()
+    assert command("stop").returncode == 0
+    assert list(folder.iterdir()) == archives  # mapped, not written again

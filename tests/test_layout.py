@@ -32,6 +32,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "pixels_sql.tables",
             "pixels_sql.pipeline",
             "pixels_sql.session",
+            "pixels_sql.jvm_classes",
             "pixels_sql.ingest",
             "pixels_sql.deidentify",
             "pixels_sql.gallery",

@@ -13,6 +13,7 @@ import os
 import re
 import socket
 import sys
+import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 STATE_FILE = "server.json"
+# How long a starting engine may take from its socket to its state file (its allowed roots
+# read from the catalog, Spark Connect started): seconds, or minutes on a large catalog.
+STARTING_ENGINE_WAIT = 300.0
 
 
 @dataclass(frozen=True)
@@ -71,10 +75,23 @@ def url_host(host: str) -> str:
 
 
 def running_server(home: str | os.PathLike[str] | None = None) -> ServerInfo | None:
-    """The live server of ``home``, or None (no state file, or one left by a dead server)."""
-    path = home_dir(home) / STATE_FILE
+    """The live server of ``home``, or None (no state file, or one left by a dead server).
+    A warm engine takes its owner's commands before its endpoints listen (servers/engine.py):
+    while its socket answers and it has no state file yet, this waits for the file."""
+    from pixels_sql.servers import engine
+
+    folder = home_dir(home)
+    deadline = time.monotonic() + STARTING_ENGINE_WAIT
+    while True:
+        info = _live_state(folder)
+        if info is not None or not engine.is_running(folder) or time.monotonic() > deadline:
+            return info
+        time.sleep(0.2)
+
+
+def _live_state(folder: Path) -> ServerInfo | None:
     try:
-        info = ServerInfo(**json.loads(path.read_text(encoding="utf-8")))
+        info = ServerInfo(**json.loads((folder / STATE_FILE).read_text(encoding="utf-8")))
     except (OSError, ValueError, TypeError):
         return None
     if not process_alive(info.pid) or not is_listening(info.host, info.connect_port):

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from pixels_sql import jvm_classes
 from pixels_sql.home import HomeLock, home_dir
 from pixels_sql.servers.dimse.peers import DEFAULT_AE_TITLE, DEFAULT_DICOM_PORT
 from pixels_sql.servers.discovery import ServerInfo, is_listening, remove_state
 from pixels_sql.servers.engine import EngineSocket, RunCommand
-from pixels_sql.session import jar_path
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -103,10 +103,6 @@ def server_conf(home: Path, options: ServeOptions) -> dict[str, str]:
         "spark.connect.grpc.binding.address": options.host,
         "spark.connect.grpc.binding.port": str(options.connect_port),
         **(AUTH_CONF if options.auth else {}),
-        # Hive finds the password checker by name through the Thrift thread's class loader,
-        # which may be a closed session's (ClassNotFoundException after a while): the jar on
-        # the JVM's own class path is found from every loader.
-        "spark.driver.extraClassPath": str(jar_path()),
     }
 
 
@@ -325,6 +321,20 @@ def catalog_roots(spark: SparkSession, database: str) -> list[str]:
     return [row.root for row in rows if row.root]
 
 
+def _register_while_the_metastore_opens(spark: SparkSession) -> None:
+    """Install the SQL functions (a second of Python-to-JVM calls) while another thread opens
+    the metastore (Hive's client and Derby, a few seconds), which the first query would
+    otherwise wait for."""
+    from pixels_sql.functions import register
+
+    opening = threading.Thread(
+        target=lambda: spark.catalog.listDatabases(), name="metastore-open", daemon=True
+    )
+    opening.start()
+    register(spark)
+    opening.join()
+
+
 def _ready_line(info: ServerInfo, options: ServeOptions, folder: Path) -> str:
     parts = ["pixels-sql serve: ready"]
     if options.jdbc_port:
@@ -356,7 +366,7 @@ def serve(
 ) -> int:
     """Run the server until SIGINT or SIGTERM; 0 after a clean stop."""
     from pixels_sql.servers.dicomweb.limits import DEFAULT_LIMITS
-    from pixels_sql.session import session
+    from pixels_sql.session import release_metastore, session
 
     folder = home_dir(home)
     for port, flag in [
@@ -396,10 +406,13 @@ def serve(
                 ui=options.ui,
                 conf=server_conf(folder, options),
                 log_config=SERVE_LOG_CONFIG,
+                register=False,
+                write_class_archive=True,
             )
             # pyspark's SparkContext installs a SIGINT handler of its own (cancel the jobs,
             # raise KeyboardInterrupt): a Ctrl-C must stop the server cleanly instead.
             stop_on_signals()
+            _register_while_the_metastore_opens(spark)
             endpoints = Endpoints(spark, options)
             web = None
             dicom = None
@@ -408,6 +421,14 @@ def serve(
             index_stop = threading.Event()
             index_keeper = None
             try:
+                if options.run_command is not None:
+                    # The owner's commands first: the engine's socket takes only the home
+                    # owner's commands, each in a session trusted as the server's own, so it
+                    # needs neither the client guard nor the endpoints that follow (the
+                    # allowed roots read from the catalog, Spark Connect): a cold command
+                    # runs while they start.
+                    engine = EngineSocket(folder, options.run_command, spark)
+                    engine.start()
                 _guard_clients(spark, folder, options, out)
                 endpoints.start()
                 if options.http_port or dimse is not None:
@@ -446,9 +467,6 @@ def serve(
                     http_port=options.http_port or None,
                 )
                 info.write(folder)
-                if options.run_command is not None:
-                    engine = EngineSocket(folder, options.run_command, spark)
-                    engine.start()
                 print(_ready_line(info, options, folder), file=out, flush=True)
                 if ready is not None:
                     ready.set()
@@ -480,6 +498,10 @@ def serve(
                 if index_keeper is not None:
                     index_keeper.join(timeout=10)
                 endpoints.stop()
+                if jvm_classes.writing():
+                    release_metastore(spark)
+        # After the home is free: the JVM writes the class archive as it exits (once).
+        jvm_classes.finish(lambda line: print(f"pixels-sql serve: {line}", file=out, flush=True))
         print("pixels-sql serve: stopped", file=out, flush=True)
         return 0
     finally:
