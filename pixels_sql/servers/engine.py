@@ -37,7 +37,7 @@ from pixels_sql.home import process_alive
 SOCKET_NAME = "engine.sock"
 START_LOCK = ".pixels-sql.engine-start.lock"
 LOG_NAME = "engine.log"
-# A cold start: a JVM, Spark, the metastore, the functions (25-55 s on a busy 2-core machine).
+# A cold start: a JVM, Spark, the metastore, the functions (10-55 s on a busy 2-core machine).
 START_TIMEOUT = 300.0
 STOP_TIMEOUT = 120.0
 MAX_REQUEST_BYTES = 1 << 20
