@@ -139,7 +139,7 @@ def class_archive(jar: Path) -> ClassArchive | None:
         return None
     try:
         folder = _private(_folder())
-    except (OSError, ClassArchiveError):
+    except (OSError, RuntimeError, ClassArchiveError):  # RuntimeError: no home folder known
         return None
     key = runtime_key(jar, f"driver memory {settings.driver_memory}")
     return ClassArchive(folder / f"spark-driver-{key}{SUFFIX}")
