@@ -44,8 +44,17 @@ USER_OPTION_VARIABLES = (
     "JDK_JAVA_OPTIONS",
     "_JAVA_OPTIONS",
 )
-# Writing one (~200 MiB) at exit took 10-15 s here.
-WRITE_TIMEOUT = 300.0
+# Writing one (~200 MiB) at exit took 10-25 s here; under servers/engine.py's STOP_TIMEOUT, so
+# `pixels-sql stop` sees the server end.
+WRITE_TIMEOUT = 90.0
+# Also in the archive's key: what else shapes a driver JVM's options and class path.
+KEYED_VARIABLES = (
+    *USER_OPTION_VARIABLES,
+    "SPARK_CONF_DIR",
+    "HADOOP_CONF_DIR",
+    "YARN_CONF_DIR",
+    "SPARK_DIST_CLASSPATH",
+)
 STALE_SECONDS = 7 * 24 * 3600
 SUFFIX = ".jsa"
 
@@ -137,11 +146,13 @@ def class_archive(jar: Path) -> ClassArchive | None:
     folder is not private."""
     if settings.class_archive is False or user_archive():
         return None
+    options = [f"driver memory {settings.driver_memory}"]
+    options += [f"{variable}={os.environ.get(variable, '')}" for variable in KEYED_VARIABLES]
     try:
         folder = _private(_folder())
+        key = runtime_key(jar, "\n".join(options))
     except (OSError, RuntimeError, ClassArchiveError):  # RuntimeError: no home folder known
-        return None
-    key = runtime_key(jar, f"driver memory {settings.driver_memory}")
+        return None  # Spark then says what is wrong with its JVM, if anything
     return ClassArchive(folder / f"spark-driver-{key}{SUFFIX}")
 
 
@@ -194,10 +205,11 @@ def finish(say: Callable[[str], None] | None = None) -> Path | None:
         process.kill()
         status = None
     partial = archive.partial
-    if status == 0 and partial.is_file() and partial.stat().st_size:
-        os.replace(partial, archive.path)
-        return archive.path
-    with contextlib.suppress(FileNotFoundError):
+    with contextlib.suppress(OSError):
+        if status == 0 and partial.is_file() and partial.stat().st_size:
+            os.replace(partial, archive.path)
+            return archive.path
+    with contextlib.suppress(OSError):
         partial.unlink()
     return None
 

@@ -57,7 +57,7 @@ def session_conf(
     from pixels_sql.functions import EXTENSION_CLASS, injection_conf
 
     warehouse = home / "warehouse"
-    derby = home / "metastore_db"
+    derby = metastore_dir(home)
     return {
         **injection_conf(),
         "spark.master": master,
@@ -201,10 +201,17 @@ def session(
     return spark
 
 
-def release_metastore(spark: SparkSession) -> None:
+def release_metastore(spark: SparkSession, home: Path) -> bool:
     """After ``spark`` stopped, while its JVM lives on (writing its class archive): shut the
     embedded Derby down, so its lock goes and the home's next process can open the metastore.
-    Only for a JVM this process owns: Derby is shut for every session of the JVM."""
+    Only for a JVM this process owns: Derby is shut for every session of the JVM. Whether the
+    metastore of ``home`` is free now (Derby removes its lock file when it shuts down)."""
     # Derby reports a clean shutdown as an SQLException (XJ015).
     with contextlib.suppress(Exception):
         spark._jvm.java.sql.DriverManager.getConnection("jdbc:derby:;shutdown=true")
+    return not (metastore_dir(home) / "db.lck").exists()
+
+
+def metastore_dir(home: Path) -> Path:
+    """The home's embedded Derby metastore."""
+    return home / "metastore_db"

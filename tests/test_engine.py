@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from pixels_sql import jvm_classes
 from pixels_sql.home import process_alive
 from pixels_sql.servers.discovery import running_server
 from pixels_sql.servers.engine import socket_path
@@ -367,7 +368,8 @@ def test_the_first_engine_writes_the_class_archive_and_the_next_maps_it(tmp_path
     as soon as the first command is answered, before the engine's endpoints are up."""
     home, folder = tmp_path / "home", tmp_path / "jvm-classes"
     env = {**os.environ, "PIXELS_SQL_ENGINE": "on", "PIXELS_SQL_CLASS_ARCHIVE": str(folder)}
-    env.pop("SPARK_SUBMIT_OPTS", None)  # the suite's own archive
+    for variable in jvm_classes.USER_OPTION_VARIABLES:
+        env.pop(variable, None)  # the suite's own archive (SPARK_SUBMIT_OPTS)
     script = one_script(tmp_path)
 
     def command(*args: str) -> subprocess.CompletedProcess[str]:
@@ -380,20 +382,69 @@ def test_the_first_engine_writes_the_class_archive_and_the_next_maps_it(tmp_path
             check=False,
         )
 
-    first = command("run", str(script), "--master", "local[2]")
-    assert first.returncode == 0 and STARTING in first.stderr, first.stderr[-3000:]
-    stopped = command("stop")
-    assert f"stopped the server of {home}" in stopped.stderr, stopped.stderr
-    archives = list(folder.iterdir())
-    assert [path.suffix for path in archives] == [".jsa"], archives  # no partial file left
-    assert "writing the JVM class archive" in (home / "logs" / "engine.log").read_text()
+    try:
+        first = command("run", str(script), "--master", "local[2]")
+        assert first.returncode == 0 and STARTING in first.stderr, first.stderr[-3000:]
+        stopped = command("stop")
+        assert f"stopped the server of {home}" in stopped.stderr, stopped.stderr
+        archives = list(folder.iterdir())
+        assert [path.suffix for path in archives] == [".jsa"], archives  # no partial file left
+        assert "writing the JVM class archive" in (home / "logs" / "engine.log").read_text()
 
-    again = command("run", str(script), "--master", "local[2]")
-    assert again.returncode == 0 and STARTING in again.stderr, again.stderr[-3000:]
-    server = running_server(home)
-    assert server is not None
-    jvms = java_children(server.pid)
-    assert len(jvms) == 1
-    assert str(archives[0]) in Path(f"/proc/{jvms[0]}/maps").read_text()
-    assert command("stop").returncode == 0
+        again = command("run", str(script), "--master", "local[2]")
+        assert again.returncode == 0 and STARTING in again.stderr, again.stderr[-3000:]
+        server = running_server(home)
+        assert server is not None
+        jvms = java_children(server.pid)
+        assert len(jvms) == 1
+        assert str(archives[0]) in Path(f"/proc/{jvms[0]}/maps").read_text()
+    finally:
+        assert command("stop").returncode == 0
     assert list(folder.iterdir()) == archives  # mapped, not written again
+
+
+def test_a_starting_engine_is_waited_for_except_by_its_own_commands(tmp_path: Path) -> None:
+    """An engine takes its owner's commands before it writes server.json: a process looking
+    for the server meanwhile (`pixels-sql stop`) waits for the file; the engine's own commands
+    and a file left by a dead server do not wait. A listening socket stands for the engine."""
+    import socket
+    import threading
+
+    from pixels_sql.servers import engine
+    from pixels_sql.servers.discovery import STATE_FILE, ServerInfo
+
+    home = tmp_path / "home"
+    home.mkdir()
+    with (
+        socket.socket(socket.AF_UNIX) as engine_socket,
+        socket.socket() as connect_endpoint,
+    ):
+        engine_socket.bind(str(socket_path(home)))
+        engine_socket.listen(16)
+        connect_endpoint.bind(("127.0.0.1", 0))
+        connect_endpoint.listen(16)
+        info = ServerInfo(
+            pid=os.getpid(),
+            host="127.0.0.1",
+            jdbc_port=0,
+            connect_port=connect_endpoint.getsockname()[1],
+            home=str(home),
+        )
+        engine._SERVED.add(home)
+        try:
+            began = time.monotonic()
+            assert running_server(home) is None  # the engine's own command: no wait
+            assert time.monotonic() - began < 1
+        finally:
+            engine._SERVED.discard(home)
+        writer = threading.Timer(1.5, info.write, args=(home,))
+        writer.start()
+        began = time.monotonic()
+        assert running_server(home) == info  # waited for the file
+        assert time.monotonic() - began >= 1.0
+        writer.join()
+        # A file whose endpoint does not answer (a dead server's): no wait.
+        connect_endpoint.close()
+        began = time.monotonic()
+        assert (home / STATE_FILE).exists() and running_server(home) is None
+        assert time.monotonic() - began < 5

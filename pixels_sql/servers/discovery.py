@@ -84,7 +84,14 @@ def running_server(home: str | os.PathLike[str] | None = None) -> ServerInfo | N
     deadline = time.monotonic() + STARTING_ENGINE_WAIT
     while True:
         info = _live_state(folder)
-        if info is not None or not engine.is_running(folder) or time.monotonic() > deadline:
+        starting = (
+            info is None
+            and not (folder / STATE_FILE).exists()
+            # The engine's own commands do not wait for the engine they run in.
+            and not engine.serves_here(folder)
+            and engine.is_running(folder)
+        )
+        if not starting or time.monotonic() > deadline:
             return info
         time.sleep(0.2)
 

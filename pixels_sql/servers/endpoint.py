@@ -390,6 +390,9 @@ def serve(
             for number in (signal.SIGINT, signal.SIGTERM)
         }
 
+    def write_archive() -> None:
+        jvm_classes.finish(lambda line: print(f"pixels-sql serve: {line}", file=out, flush=True))
+
     previous = stop_on_signals()
     try:
         holder = "the pixels-sql engine" if options.engine else "pixels-sql serve"
@@ -498,12 +501,15 @@ def serve(
                 if index_keeper is not None:
                     index_keeper.join(timeout=10)
                 endpoints.stop()
-                if jvm_classes.writing():
-                    release_metastore(spark)
-        # After the home is free: the JVM writes the class archive as it exits (once).
-        jvm_classes.finish(lambda line: print(f"pixels-sql serve: {line}", file=out, flush=True))
+                if jvm_classes.writing() and not release_metastore(spark, folder):
+                    # Derby still holds the home: the archive is written before it is free.
+                    write_archive()
+        write_archive()
         print("pixels-sql serve: stopped", file=out, flush=True)
         return 0
     finally:
+        # After the home is free (also after a failed start): the JVM writes the class
+        # archive as it exits, once per installation. Nothing when not asked or done.
+        write_archive()
         for number, handler in previous.items():
             signal.signal(number, handler)  # type: ignore[arg-type]

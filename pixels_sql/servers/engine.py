@@ -282,6 +282,15 @@ class _ClientStream:
         return "utf-8"
 
 
+# The homes whose engine socket this process serves.
+_SERVED: set[Path] = set()
+
+
+def serves_here(home: Path) -> bool:
+    """Whether this process is the engine of ``home``."""
+    return home in _SERVED
+
+
 class EngineSocket:
     """The engine's listening socket: one thread per client connection, each running one
     command through ``run``. Idle (for the idle timeout) when no connection is open."""
@@ -310,6 +319,7 @@ class EngineSocket:
             os.umask(old_mask)
         listener.listen(16)
         self._listener = listener
+        _SERVED.add(self.home)
         threading.Thread(target=self._accept, name="pixels-sql-engine", daemon=True).start()
 
     def idle_seconds(self) -> float:
@@ -317,6 +327,7 @@ class EngineSocket:
             return 0.0 if self._open else time.monotonic() - self._last_close
 
     def stop(self) -> None:
+        _SERVED.discard(self.home)
         if self._listener is not None:
             self._listener.close()
             with contextlib.suppress(FileNotFoundError):
