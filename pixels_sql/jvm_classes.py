@@ -103,17 +103,6 @@ class ClassArchive:
         """Where this process's JVM writes it (moved to ``path`` once the JVM has exited)."""
         return self.path.with_name(f"{self.path.name}.{os.getpid()}.partial")
 
-    def java_options(self, *, write: bool) -> str:
-        """The driver JVM's options: map the archive when there is one; else, with ``write``,
-        write it at exit; else none."""
-        if self.path.is_file():
-            with contextlib.suppress(OSError):
-                os.utime(self.path)  # in use: not stale
-            return f"-XX:SharedArchiveFile={self.path} {QUIET}"
-        if write:
-            return f"-XX:ArchiveClassesAtExit={self.partial} {QUIET}"
-        return ""
-
 
 def _folder() -> Path:
     chosen = settings.class_archive
@@ -164,11 +153,15 @@ def driver_options(jar: Path, *, write: bool) -> str:
     archive = class_archive(jar)
     if archive is None:
         return ""
-    options = archive.java_options(write=write)
-    if options.startswith("-XX:ArchiveClassesAtExit"):
-        _remove_leftovers(archive)
-        _writing = archive
-    return options
+    if archive.path.is_file():
+        with contextlib.suppress(OSError):
+            os.utime(archive.path)  # in use: not stale
+        return f"-XX:SharedArchiveFile={archive.path} {QUIET}"
+    if not write:
+        return ""
+    _remove_leftovers(archive)
+    _writing = archive
+    return f"-XX:ArchiveClassesAtExit={archive.partial} {QUIET}"
 
 
 def writing() -> bool:

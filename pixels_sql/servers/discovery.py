@@ -82,18 +82,15 @@ def running_server(home: str | os.PathLike[str] | None = None) -> ServerInfo | N
 
     folder = home_dir(home)
     deadline = time.monotonic() + STARTING_ENGINE_WAIT
-    while True:
-        info = _live_state(folder)
-        starting = (
-            info is None
-            and not (folder / STATE_FILE).exists()
-            # The engine's own commands do not wait for the engine they run in.
-            and not engine.serves_here(folder)
-            and engine.is_running(folder)
-        )
-        if not starting or time.monotonic() > deadline:
-            return info
+    while (
+        not (folder / STATE_FILE).exists()
+        # The engine's own commands do not wait for the engine they run in.
+        and not engine.serves_here(folder)
+        and engine.is_running(folder)
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.2)
+    return _live_state(folder)
 
 
 def _live_state(folder: Path) -> ServerInfo | None:

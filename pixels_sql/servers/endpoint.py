@@ -9,6 +9,7 @@ Python UDFs this process registers once (see ``PythonFunctions.java``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -396,7 +397,11 @@ def serve(
     previous = stop_on_signals()
     try:
         holder = "the pixels-sql engine" if options.engine else "pixels-sql serve"
-        with HomeLock(folder, holder=holder):
+        with contextlib.ExitStack() as home_free:
+            # After the home is free (also after a failed start): the JVM writes the class
+            # archive as it exits, once per installation. Nothing when not asked or done.
+            home_free.callback(write_archive)
+            home_free.enter_context(HomeLock(folder, holder=holder))
             (folder / "logs").mkdir(parents=True, exist_ok=True)
             # Hive's session start-up logs an error when its local scratch folder is missing.
             (folder / "tmp" / "hive" / "local").mkdir(parents=True, exist_ok=True)
@@ -504,12 +509,8 @@ def serve(
                 if jvm_classes.writing() and not release_metastore(spark, folder):
                     # Derby still holds the home: the archive is written before it is free.
                     write_archive()
-        write_archive()
         print("pixels-sql serve: stopped", file=out, flush=True)
         return 0
     finally:
-        # After the home is free (also after a failed start): the JVM writes the class
-        # archive as it exits, once per installation. Nothing when not asked or done.
-        write_archive()
         for number, handler in previous.items():
             signal.signal(number, handler)  # type: ignore[arg-type]
