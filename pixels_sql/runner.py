@@ -6,7 +6,9 @@ condition holds on the counts selected so far (scripts.py), tells the progress d
 statement runs and how many files the next one reads, writes one line a statement to ``log``
 (``10_catalog.sql:3: ok (0.4s)``, ``... : skipped (files_to_read = 0)``, or the line a caller
 makes of the statement's rows), and names a failed statement in a note on its exception (the
-exception itself is unchanged; :func:`failed_statement` reads the note back).
+exception itself is unchanged; :func:`failed_statement` reads the note back). A plain
+``CREATE OR REPLACE VIEW`` of a view that exists runs as ``ALTER VIEW ... AS``, so readers in
+other sessions never find the view missing while it is replaced (:func:`_in_place`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pixels_sql.scripts import (
     returns_rows,
     skip_counts,
     skip_reason,
+    view_replacement,
 )
 
 if TYPE_CHECKING:
@@ -68,7 +71,7 @@ def run_statements(
             progress.statement(statement.location, *_expected(statement, counts))
         began = time.monotonic()
         try:
-            frame = spark.sql(statement.sql)
+            frame = spark.sql(_in_place(spark, statement.sql))
             fetched = None
             if returns_rows(statement.sql):
                 fetched = frame.collect() if rows is None else frame.take(rows + 1)
@@ -85,6 +88,29 @@ def run_statements(
                 line = on_rows(statement, columns, fetched)
         _say(log, f"{statement.location}: {line or f'ok ({time.monotonic() - began:.1f}s)'}")
     return counts
+
+
+def _in_place(spark: SparkSession, sql: str) -> str:
+    """``sql``, or for a plain ``CREATE OR REPLACE VIEW`` of a persistent view that exists, the
+    ``ALTER VIEW ... AS`` that changes it in place. Spark replaces a view by dropping it and
+    creating it again (CreateViewCommand), so a query of another session in between (a BI
+    tool over JDBC, the DICOMweb index) finds no view; ALTER VIEW (AlterViewAsCommand) changes
+    it in one metastore call. The name is qualified: unqualified, ALTER VIEW would change a
+    temporary view of that name, which CREATE VIEW never touches."""
+    replacement = view_replacement(sql)
+    if replacement is None:
+        return sql
+    parts, query = replacement
+    if len(parts) == 1:
+        parts = (spark.catalog.currentDatabase(), *parts)
+    name = ".".join(f"`{part.replace('`', '``')}`" for part in parts)
+    try:
+        existing = spark.catalog.getTable(name)
+    except Exception:  # none (AnalysisException), or a catalog that cannot tell
+        return sql
+    if existing.tableType != "VIEW" or existing.isTemporary:
+        return sql
+    return f"ALTER VIEW {name} AS {query}"
 
 
 def _expected(statement: Statement, counts: dict[str, Any]) -> tuple[int | None, str]:

@@ -331,6 +331,34 @@ def returns_rows(sql: str) -> bool:
     return bool(first) and first[0].upper() in RESULT_KEYWORDS
 
 
+# `CREATE OR REPLACE VIEW <name> AS <query>`, the plain form: no column list, comment, schema
+# binding or properties (an ALTER VIEW ... AS keeps those of the view it changes, so only the
+# plain form means the same as one). A name is one to three parts, each a word or back-quoted.
+_NAME_PART = r"(?:`(?:[^`]|``)+`|\w+)"
+_PLAIN_VIEW_REPLACEMENT = re.compile(
+    rf"CREATE\s+OR\s+REPLACE\s+VIEW\s+(?P<name>{_NAME_PART}(?:\.{_NAME_PART}){{0,2}})"
+    r"\s+AS\s+(?P<query>.+)",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+def view_replacement(sql: str) -> tuple[tuple[str, ...], str] | None:
+    """``(name parts, query)`` of a plain ``CREATE OR REPLACE VIEW <name> AS <query>``
+    statement (after any leading ``--`` comment lines; the parts unquoted), None for any other
+    statement."""
+    lines = sql.splitlines()
+    while lines and (not lines[0].strip() or lines[0].strip().startswith("--")):
+        lines.pop(0)
+    match = _PLAIN_VIEW_REPLACEMENT.fullmatch("\n".join(lines).strip())
+    if match is None:
+        return None
+    parts = tuple(
+        part[1:-1].replace("``", "`") if part.startswith("`") else part
+        for part in re.findall(_NAME_PART, match["name"])
+    )
+    return parts, match["query"]
+
+
 def keep_values_as_written(spark: SparkSession) -> None:
     """Turn off Spark's own ``${...}`` substitution in ``spark``: the values substituted here
     are final (escaped), and Spark would rewrite a ``${x}`` inside them."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import threading
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from pixels_sql.scripts import (
     skip_reason,
     split_statements,
     substitute,
+    view_replacement,
 )
 
 
@@ -194,3 +196,81 @@ def test_the_runner_skips_counts_logs_and_names_a_failed_statement(spark) -> Non
     assert [columns for columns, _ in seen] == [["files_to_read"], ["images_to_render", "label"]]
     assert [tuple(rows[0]) for _, rows in seen] == [(0,), (3, "x")]
     assert len(lines) == 3 and lines[2].startswith(f"{statements[2].location}: ok (")
+
+
+def test_only_the_plain_view_replacement_is_recognised() -> None:
+    query = "SELECT a,\n  -- a comment in the query stays\n  b FROM t"
+    assert view_replacement(f"-- the view\n\nCREATE OR REPLACE VIEW v AS {query}") == (
+        ("v",),
+        query,
+    )
+    assert view_replacement("create or replace view db.`a``b.c` as select 1") == (
+        ("db", "a`b.c"),
+        "select 1",
+    )
+    assert view_replacement("CREATE OR REPLACE VIEW c.d.v\nAS\nSELECT 1") == (
+        ("c", "d", "v"),
+        "SELECT 1",
+    )
+    for other in (
+        "CREATE VIEW v AS SELECT 1",
+        "CREATE OR REPLACE TEMPORARY VIEW v AS SELECT 1",
+        "CREATE OR REPLACE VIEW v (a) AS SELECT 1",
+        "CREATE OR REPLACE VIEW v COMMENT 'c' AS SELECT 1",
+        "CREATE OR REPLACE VIEW v WITH SCHEMA BINDING AS SELECT 1",
+        "SELECT 'CREATE OR REPLACE VIEW v AS SELECT 1'",
+    ):
+        assert view_replacement(other) is None, other
+
+
+def test_the_runner_replaces_a_view_that_readers_never_find_missing(spark) -> None:
+    # Spark's own CREATE OR REPLACE VIEW drops the view and creates it again: a reader in
+    # another session finds no view in between (TABLE_OR_VIEW_NOT_FOUND).
+    spark.sql("CREATE DATABASE IF NOT EXISTS runner_views")
+    spark.sql("CREATE OR REPLACE TEMPORARY VIEW replaced AS SELECT 'temporary' AS kind")
+    spark.sql("CREATE TABLE IF NOT EXISTS runner_views.base USING parquet AS SELECT 1 AS a")
+    reader = spark.newSession()
+    current = spark.catalog.currentDatabase()
+    spark.catalog.setCurrentDatabase("runner_views")
+    try:
+        run_statements(spark, iter_sql("CREATE OR REPLACE VIEW replaced AS SELECT a FROM base", {}))
+        spark.sql("ALTER VIEW runner_views.replaced SET TBLPROPERTIES ('kept' = 'yes')")
+        done = threading.Event()
+        missing: list[str] = []
+        reads = 0
+
+        def read() -> None:
+            nonlocal reads
+            while not done.is_set():
+                try:
+                    reader.sql("SELECT * FROM runner_views.replaced").collect()
+                    reads += 1
+                except Exception as exc:  # what a reader of a dropped view gets
+                    missing.append(str(exc)[:200])
+
+        thread = threading.Thread(target=read)
+        thread.start()
+        try:
+            for round_ in range(20):
+                run_statements(
+                    spark,
+                    iter_sql(
+                        f"-- round {round_}\n"
+                        f"CREATE OR REPLACE VIEW replaced AS SELECT a, {round_} AS round FROM base",
+                        {},
+                    ),
+                )
+        finally:
+            done.set()
+            thread.join()
+        assert reads > 0 and missing == [], missing
+        view = reader.sql("SELECT * FROM runner_views.replaced").collect()
+        assert [tuple(row) for row in view] == [(1, 19)]  # the new columns, read elsewhere
+        properties = spark.sql("SHOW TBLPROPERTIES runner_views.replaced").collect()
+        assert ("kept", "yes") in [tuple(row) for row in properties]  # changed, not re-made
+        temporary = spark.sql("SELECT * FROM replaced").collect()
+        assert [tuple(row) for row in temporary] == [("temporary",)]  # left alone
+    finally:
+        spark.catalog.setCurrentDatabase(current)
+        spark.catalog.dropTempView("replaced")
+        spark.sql("DROP DATABASE IF EXISTS runner_views CASCADE")
