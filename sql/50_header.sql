@@ -45,37 +45,38 @@ FROM (
 )
 WHERE newest = 1;
 
--- Live catalog rows whose header has no typed row yet (ingested_at says which catalog row a
--- typed row was made from).
-CREATE OR REPLACE TEMPORARY VIEW pixels_header_paths AS
-SELECT c.path, c.ingest_run
-FROM pixels_header_catalog AS c
-LEFT JOIN pixels_header_current AS h ON h.path = c.path
-WHERE c.live AND (h.path IS NULL OR h.deleted_at IS NOT NULL OR h.ingested_at != c.ingested_at);
+-- What this run does, in one pass over both tables' newest rows, kept in memory for the
+-- statements after it (each would otherwise rank every row of both tables again): the live
+-- catalog rows whose header has no typed row yet (pending; ingested_at says which catalog row
+-- a typed row was made from), and the typed rows whose file is deleted, no longer readable or
+-- gone from the catalog. A path is one or the other: pending needs a live catalog row.
+UNCACHE TABLE IF EXISTS pixels_header_todo;
 
--- Their headers, joined on the partition column too: only partitions holding them are read.
+DROP VIEW IF EXISTS pixels_header_todo;
+
+CACHE TABLE pixels_header_todo AS
+SELECT
+  coalesce(c.path, h.path) AS path,
+  c.ingest_run AS catalog_run,
+  h.ingest_run AS header_run,
+  c.live AND (h.path IS NULL OR h.deleted_at IS NOT NULL OR h.ingested_at != c.ingested_at)
+    AS pending
+FROM pixels_header_catalog AS c
+FULL OUTER JOIN pixels_header_current AS h ON h.path = c.path
+WHERE
+  (c.live AND (h.path IS NULL OR h.deleted_at IS NOT NULL OR h.ingested_at != c.ingested_at))
+  OR (h.path IS NOT NULL AND h.deleted_at IS NULL AND (c.path IS NULL OR NOT c.live));
+
+-- The pending rows' headers, joined on the partition column too: only partitions holding
+-- them are read.
 CREATE OR REPLACE TEMPORARY VIEW pixels_header_pending AS
 SELECT c.path, c.ingested_at, c.meta
 FROM object_catalog AS c
-JOIN pixels_header_paths AS p ON p.path = c.path AND p.ingest_run = c.ingest_run;
+JOIN pixels_header_todo AS t
+  ON t.pending AND t.path = c.path AND t.catalog_run = c.ingest_run;
 
--- Typed rows whose file is deleted, no longer readable, or gone from the catalog.
-CREATE OR REPLACE TEMPORARY VIEW pixels_header_gone AS
-SELECT h.path, h.ingest_run
-FROM pixels_header_current AS h
-LEFT JOIN pixels_header_catalog AS c ON c.path = h.path
-WHERE h.deleted_at IS NULL AND (c.path IS NULL OR NOT c.live);
-
--- Both counts in one pass (one job: each scalar subquery would be its own, ranking both tables
--- again), by the same conditions as the two views above.
-SELECT
-  count_if(
-    c.live AND (h.path IS NULL OR h.deleted_at IS NOT NULL OR h.ingested_at != c.ingested_at)
-  ) AS header_rows,
-  count_if(h.path IS NOT NULL AND h.deleted_at IS NULL AND (c.path IS NULL OR NOT c.live))
-    AS header_deletions
-FROM pixels_header_catalog AS c
-FULL OUTER JOIN pixels_header_current AS h ON h.path = c.path;
+SELECT count_if(pending) AS header_rows, count_if(NOT pending) AS header_deletions
+FROM pixels_header_todo;
 
 -- pixels-sql: skip if header_deletions = 0
 INSERT INTO object_header BY NAME
@@ -84,32 +85,29 @@ SELECT
   current_timestamp() AS deleted_at,
   concat(date_format(current_timestamp(), 'yyyyMMddHHmmssSSS'), '-deleted') AS ingest_run
 FROM object_header AS h
-JOIN pixels_header_gone AS g ON g.path = h.path AND g.ingest_run = h.ingest_run;
+JOIN pixels_header_todo AS t ON NOT t.pending AND t.path = h.path AND t.header_run = h.ingest_run;
 
 -- The plan: the columns this run's headers add (the table's row type, from a row of NULLs when
 -- it is empty, and the headers' merged VARIANT type), the from_json schema and the table's
--- shape after.
--- Computed once into a cached view: a Python function inside a scalar subquery (SET VAR's)
--- fails in Spark 4 (NullPointerException planning it in a task).
--- pixels-sql: skip if header_rows = 0
-CACHE TABLE pixels_header_planned AS
-SELECT dicom_header_plan(t.table_type, s.header_types) AS plan
-FROM (
-  SELECT typeof(struct(h.*)) AS table_type
-  FROM (SELECT 1 AS one) AS o
-  LEFT JOIN object_header AS h ON false
-) AS t
-CROSS JOIN (
-  -- The headers' keys merged by Spark itself (their VARIANT type): no header goes to Python.
-  SELECT array(schema_of_variant_agg(meta)) AS header_types FROM pixels_header_pending
-) AS s;
-
+-- shape after. Run as a query of its own (EXECUTE IMMEDIATE ... INTO): a Python function
+-- inside a scalar subquery, as SET VAR's, fails in Spark 4 (NullPointerException planning it
+-- in a task).
 DECLARE OR REPLACE VARIABLE pixels_header_plan STRUCT<
   add_columns: STRING, schema: STRING, shape: STRING
 >;
 
 -- pixels-sql: skip if header_rows = 0
-SET VAR pixels_header_plan = (SELECT plan FROM pixels_header_planned);
+EXECUTE IMMEDIATE
+  'SELECT dicom_header_plan(t.table_type, s.header_types)
+   FROM (
+     SELECT typeof(struct(h.*)) AS table_type
+     FROM (SELECT 1 AS one) AS o
+     LEFT JOIN object_header AS h ON false
+   ) AS t
+   CROSS JOIN (
+     SELECT array(schema_of_variant_agg(meta)) AS header_types FROM pixels_header_pending
+   ) AS s'
+INTO pixels_header_plan;
 
 -- pixels-sql: skip if header_rows = 0
 EXECUTE IMMEDIATE coalesce(
@@ -126,11 +124,7 @@ EXECUTE IMMEDIATE concat(
   'from_json(dicom_header_typed(to_json(meta), ?), ?) AS typed FROM pixels_header_pending)'
 ) USING pixels_header_plan.shape, pixels_header_plan.schema;
 
--- pixels-sql: skip if header_rows = 0
-UNCACHE TABLE IF EXISTS pixels_header_planned;
-
--- pixels-sql: skip if header_rows = 0
-DROP VIEW IF EXISTS pixels_header_planned;
+UNCACHE TABLE IF EXISTS pixels_header_todo;
 
 -- Values that left their column (a malformed date, a DS that is no number, a VR other than the
 -- dictionary's, ...): one row each, live files only. Their text is in OtherElements.
