@@ -14,6 +14,8 @@ from pixels_sql.scripts import load_scripts
 from pixels_sql.tables import PIPELINE_TABLES, exact_tables, writing
 
 if TYPE_CHECKING:
+    import datetime
+
     from pyspark.sql import SparkSession
 
 # The pipeline's scripts: sql/ of the source checkout, or the copy a wheel carries in the package.
@@ -79,9 +81,23 @@ def _made_here(spark: SparkSession, database: str) -> str:
 def summary(spark: SparkSession, database: str) -> str:
     """Files, instances, series, studies, errors of every stage by reason, and where the
     tables live."""
+    return summary_and_failures(spark, database)[0]
+
+
+def summary_and_failures(
+    spark: SparkSession, database: str, since: datetime.datetime | None = None
+) -> tuple[str, int]:
+    """:func:`summary`, and from the same query the live files catalogued at ``since`` or
+    later that have no header (a run's failed files; 0 without ``since``)."""
     catalog = f"`{database}`.object_catalog"
     if not spark.catalog.tableExists(f"{database}.object_catalog"):
-        return f"no object_catalog in database {database}"
+        return f"no object_catalog in database {database}", 0
+    failed = (
+        f"count_if(deleted_at IS NULL AND meta_error_reason IS NOT NULL"
+        f" AND ingested_at >= TIMESTAMP'{since}')"
+        if since is not None
+        else "0"
+    )
     # One query (each Spark job costs up to a second on a small machine, and every run prints
     # this): the catalog's counts, joined to the errors by stage and reason with the thumbnails
     # counted on the way. Deleted files (deleted_at set) are counted apart; everything else is
@@ -94,7 +110,8 @@ def summary(spark: SparkSession, database: str) -> str:
                    count_if({live} AND meta_error_reason IS NULL) AS instances,
                    count(DISTINCT CASE WHEN {live} THEN SeriesInstanceUID END) AS series,
                    count(DISTINCT CASE WHEN {live} THEN StudyInstanceUID END) AS studies,
-                   count_if(deleted_at IS NOT NULL) AS deleted
+                   count_if(deleted_at IS NOT NULL) AS deleted,
+                   {failed} AS failed
             FROM {catalog}"""
     rows = (
         "SELECT CASE WHEN length IS NULL THEN 'catalog' ELSE 'meta' END AS stage,"
@@ -149,4 +166,4 @@ def summary(spark: SparkSession, database: str) -> str:
         f"table location: {where.data_type if where else '?'}",
         f"warehouse: {spark.conf.get('spark.sql.warehouse.dir')}",
     ]
-    return "\n".join(lines)
+    return "\n".join(lines), counts.failed

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from pixels_sql.pipeline import DEFAULT_DATABASE, PIPELINE_DIR, summary
+from pixels_sql.pipeline import DEFAULT_DATABASE, PIPELINE_DIR, summary_and_failures
 from pixels_sql.runner import run_statements
 from pixels_sql.scripts import Statement, load_scripts, script_files
 from pixels_sql.tables import exact_tables
@@ -160,16 +160,20 @@ def run_and_report(
     since = spark.sql("SELECT current_timestamp() AS now").first()[0]
     with exact_tables(spark, database):
         run_statements(spark, statements, on_rows=count, progress=progress, log=log)
-    catalog = f"`{database}`.object_catalog"
     # No file read (the listing counted none): no row of this run can have failed.
-    if report.counts.get("files_to_read") != 0:
+    read = report.counts.get("files_to_read") != 0
+    if summarise:
+        # The failed files are counted by the summary's query (a Spark job fewer).
+        report.tables, report.failed = summary_and_failures(
+            spark, database, since if read else None
+        )
+    elif read:
         report.failed = spark.sql(
-            f"SELECT count(*) FROM {catalog} WHERE ingested_at >= TIMESTAMP'{since}'"
+            f"SELECT count(*) FROM `{database}`.object_catalog"
+            f" WHERE ingested_at >= TIMESTAMP'{since}'"
             " AND meta_error_reason IS NOT NULL AND deleted_at IS NULL"
         ).first()[0]
     report.seconds = time.monotonic() - started
-    if summarise:
-        report.tables = summary(spark, database)
     return report
 
 
