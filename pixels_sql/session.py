@@ -127,6 +127,11 @@ def session_conf(
         # Spark would rewrite ${name} and ${env:NAME} anywhere in SQL text, string literals
         # included: a folder named "${x}" or a DICOM value must reach Spark as written.
         "spark.sql.variable.substitute": "false",
+        # A JVM keeps 100 compiled query classes (whole-stage code generation, Spark's default);
+        # one incremental ingest makes ~180 distinct ones, so every run compiled them all again
+        # (~1-1.2 s of compiling on 2 cores, and a new class runs interpreted until the JIT
+        # takes it). 1,000 hold a pipeline's and a server's queries: a warm run compiles ~10.
+        "spark.sql.codegen.cache.maxEntries": "1000",
     }
 
 
