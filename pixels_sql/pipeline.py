@@ -14,8 +14,6 @@ from pixels_sql.scripts import load_scripts
 from pixels_sql.tables import PIPELINE_TABLES, exact_tables, writing
 
 if TYPE_CHECKING:
-    import datetime
-
     from pyspark.sql import SparkSession
 
 # The pipeline's scripts: sql/ of the source checkout, or the copy a wheel carries in the package.
@@ -85,10 +83,11 @@ def summary(spark: SparkSession, database: str) -> str:
 
 
 def summary_and_failures(
-    spark: SparkSession, database: str, since: datetime.datetime | None = None
+    spark: SparkSession, database: str, since: str | None = None
 ) -> tuple[str, int]:
-    """:func:`summary`, and from the same query the live files catalogued at ``since`` or
-    later that have no header (a run's failed files; 0 without ``since``)."""
+    """:func:`summary`, and from the same query the live files catalogued at ``since`` (a
+    timestamp as Spark writes it, in the session's time zone) or later that have no header (a
+    run's failed files; 0 without ``since``)."""
     catalog = f"`{database}`.object_catalog"
     if not spark.catalog.tableExists(f"{database}.object_catalog"):
         return f"no object_catalog in database {database}", 0

@@ -45,11 +45,13 @@ FROM (
 )
 WHERE newest = 1;
 
--- What this run does, in one pass over both tables' newest rows, kept in memory for the
--- statements after it (each would otherwise rank every row of both tables again): the live
--- catalog rows whose header has no typed row yet (pending; ingested_at says which catalog row
--- a typed row was made from), and the typed rows whose file is deleted, no longer readable or
--- gone from the catalog. A path is one or the other: pending needs a live catalog row.
+-- What this run does, in one pass over both tables' newest rows, cached for the statements
+-- after it (each would otherwise rank every row of both tables again; a write to object_header
+-- makes Spark compute it again, to the same rows): the live catalog rows whose header has no
+-- typed row yet ('pending'; ingested_at says which catalog row a typed row was made from), and
+-- the typed rows whose file is deleted, no longer readable or gone from the catalog ('gone').
+-- The joins below compare todo with '=': Spark prunes partitions by a join only when the other
+-- side has a filter it deems selective, and a bare boolean column is not one.
 UNCACHE TABLE IF EXISTS pixels_header_todo;
 
 DROP VIEW IF EXISTS pixels_header_todo;
@@ -59,8 +61,11 @@ SELECT
   coalesce(c.path, h.path) AS path,
   c.ingest_run AS catalog_run,
   h.ingest_run AS header_run,
-  c.live AND (h.path IS NULL OR h.deleted_at IS NOT NULL OR h.ingested_at != c.ingested_at)
-    AS pending
+  CASE
+    WHEN c.live AND (h.path IS NULL OR h.deleted_at IS NOT NULL OR h.ingested_at != c.ingested_at)
+      THEN 'pending'
+    ELSE 'gone'
+  END AS todo
 FROM pixels_header_catalog AS c
 FULL OUTER JOIN pixels_header_current AS h ON h.path = c.path
 WHERE
@@ -73,9 +78,9 @@ CREATE OR REPLACE TEMPORARY VIEW pixels_header_pending AS
 SELECT c.path, c.ingested_at, c.meta
 FROM object_catalog AS c
 JOIN pixels_header_todo AS t
-  ON t.pending AND t.path = c.path AND t.catalog_run = c.ingest_run;
+  ON t.todo = 'pending' AND t.path = c.path AND t.catalog_run = c.ingest_run;
 
-SELECT count_if(pending) AS header_rows, count_if(NOT pending) AS header_deletions
+SELECT count_if(todo = 'pending') AS header_rows, count_if(todo = 'gone') AS header_deletions
 FROM pixels_header_todo;
 
 -- pixels-sql: skip if header_deletions = 0
@@ -85,7 +90,7 @@ SELECT
   current_timestamp() AS deleted_at,
   concat(date_format(current_timestamp(), 'yyyyMMddHHmmssSSS'), '-deleted') AS ingest_run
 FROM object_header AS h
-JOIN pixels_header_todo AS t ON NOT t.pending AND t.path = h.path AND t.header_run = h.ingest_run;
+JOIN pixels_header_todo AS t ON t.todo = 'gone' AND t.path = h.path AND t.header_run = h.ingest_run;
 
 -- The plan: the columns this run's headers add (the table's row type, from a row of NULLs when
 -- it is empty, and the headers' merged VARIANT type), the from_json schema and the table's

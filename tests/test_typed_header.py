@@ -664,6 +664,18 @@ def test_pipeline_fills_object_header_incrementally(spark, tmp_path: Path) -> No
         assert not spark.sql(
             f"SELECT * FROM `{database}`.header_issues WHERE path LIKE '%malformed%'"
         ).collect()
+
+        # A typed row whose path the catalog no longer holds at all (the catalog dropped and
+        # made again without that file) is marked too.
+        (folder / "d" / "new_attribute.dcm").unlink()
+        spark.sql(f"DROP TABLE `{database}`.object_catalog")
+        ingest(spark, str(folder), database, thumbnails=False)
+        gone = spark.sql(
+            f"SELECT deleted_at FROM {table} WHERE path LIKE '%new_attribute.dcm'"
+        ).collect()
+        assert len(gone) == 1 and gone[0].deleted_at is not None, gone
+        live = spark.sql(f"SELECT count(*) FROM {table} WHERE deleted_at IS NULL").first()[0]
+        assert live == 2
     finally:
         spark.catalog.setCurrentDatabase("default")
         spark.sql(f"DROP DATABASE IF EXISTS `{database}` CASCADE")

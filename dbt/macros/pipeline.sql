@@ -388,7 +388,7 @@ GROUP BY StudyInstanceUID
 {%- endmacro %}
 
 {% macro pipeline_header_issues(p={}, catalog=none, thumbnails=none, header=none, copies=none) -%}
--- sql/50_header.sql:132: view
+-- sql/50_header.sql:137: view
 SELECT
   h.path,
   e.tag,
@@ -497,45 +497,50 @@ FROM (
 )
 WHERE newest = 1
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:53
--- What this run does, in one pass over both tables' newest rows, kept in memory for the
--- statements after it (each would otherwise rank every row of both tables again): the live
--- catalog rows whose header has no typed row yet (pending; ingested_at says which catalog row
--- a typed row was made from), and the typed rows whose file is deleted, no longer readable or
--- gone from the catalog. A path is one or the other: pending needs a live catalog row.
+-- sql/50_header.sql:55
+-- What this run does, in one pass over both tables' newest rows, cached for the statements
+-- after it (each would otherwise rank every row of both tables again; a write to object_header
+-- makes Spark compute it again, to the same rows): the live catalog rows whose header has no
+-- typed row yet ('pending'; ingested_at says which catalog row a typed row was made from), and
+-- the typed rows whose file is deleted, no longer readable or gone from the catalog ('gone').
+-- The joins below compare todo with '=': Spark prunes partitions by a join only when the other
+-- side has a filter it deems selective, and a bare boolean column is not one.
 UNCACHE TABLE IF EXISTS pixels_header_todo
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:55
+-- sql/50_header.sql:57
 DROP VIEW IF EXISTS pixels_header_todo
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:57
+-- sql/50_header.sql:59
 CACHE TABLE pixels_header_todo AS
 SELECT
   coalesce(c.path, h.path) AS path,
   c.ingest_run AS catalog_run,
   h.ingest_run AS header_run,
-  c.live AND (h.path IS NULL OR h.deleted_at IS NOT NULL OR h.ingested_at != c.ingested_at)
-    AS pending
+  CASE
+    WHEN c.live AND (h.path IS NULL OR h.deleted_at IS NOT NULL OR h.ingested_at != c.ingested_at)
+      THEN 'pending'
+    ELSE 'gone'
+  END AS todo
 FROM pixels_header_catalog AS c
 FULL OUTER JOIN pixels_header_current AS h ON h.path = c.path
 WHERE
   (c.live AND (h.path IS NULL OR h.deleted_at IS NOT NULL OR h.ingested_at != c.ingested_at))
   OR (h.path IS NOT NULL AND h.deleted_at IS NULL AND (c.path IS NULL OR NOT c.live))
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:72
+-- sql/50_header.sql:77
 -- The pending rows' headers, joined on the partition column too: only partitions holding
 -- them are read.
 CREATE OR REPLACE TEMPORARY VIEW pixels_header_pending AS
 SELECT c.path, c.ingested_at, c.meta
 FROM {{ catalog }} AS c
 JOIN pixels_header_todo AS t
-  ON t.pending AND t.path = c.path AND t.catalog_run = c.ingest_run
+  ON t.todo = 'pending' AND t.path = c.path AND t.catalog_run = c.ingest_run
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:78
-SELECT count_if(pending) AS header_rows, count_if(NOT pending) AS header_deletions
+-- sql/50_header.sql:83
+SELECT count_if(todo = 'pending') AS header_rows, count_if(todo = 'gone') AS header_deletions
 FROM pixels_header_todo
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:82
+-- sql/50_header.sql:87
 -- pixels-sql: skip if header_deletions = 0
 INSERT INTO {{ header }} BY NAME
 SELECT
@@ -543,9 +548,9 @@ SELECT
   current_timestamp() AS deleted_at,
   concat(date_format(current_timestamp(), 'yyyyMMddHHmmssSSS'), '-deleted') AS ingest_run
 FROM {{ header }} AS h
-JOIN pixels_header_todo AS t ON NOT t.pending AND t.path = h.path AND t.header_run = h.ingest_run
+JOIN pixels_header_todo AS t ON t.todo = 'gone' AND t.path = h.path AND t.header_run = h.ingest_run
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:95
+-- sql/50_header.sql:100
 -- The plan: the columns this run's headers add (the table's row type, from a row of NULLs when
 -- it is empty, and the headers' merged VARIANT type), the from_json schema and the table's
 -- shape after. Run as a query of its own (EXECUTE IMMEDIATE ... INTO): a Python function
@@ -555,7 +560,7 @@ DECLARE OR REPLACE VARIABLE pixels_header_plan STRUCT<
   add_columns: STRING, schema: STRING, shape: STRING
 >
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:100
+-- sql/50_header.sql:105
 -- pixels-sql: skip if header_rows = 0
 EXECUTE IMMEDIATE
   'SELECT dicom_header_plan(t.table_type, s.header_types)
@@ -569,14 +574,14 @@ EXECUTE IMMEDIATE
    ) AS s'
 INTO pixels_header_plan
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:113
+-- sql/50_header.sql:118
 -- pixels-sql: skip if header_rows = 0
 EXECUTE IMMEDIATE coalesce(
   concat('ALTER TABLE {{ header }} ADD COLUMNS (', pixels_header_plan.add_columns, ')'),
   'SELECT 0 AS header_columns_added'
 )
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:119
+-- sql/50_header.sql:124
 -- pixels-sql: skip if header_rows = 0
 EXECUTE IMMEDIATE concat(
   'INSERT INTO {{ header }} BY NAME ',
@@ -586,7 +591,7 @@ EXECUTE IMMEDIATE concat(
   'from_json(dicom_header_typed(to_json(meta), ?), ?) AS typed FROM pixels_header_pending)'
 ) USING pixels_header_plan.shape, pixels_header_plan.schema
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:127
+-- sql/50_header.sql:132
 UNCACHE TABLE IF EXISTS pixels_header_todo
 {%- endmacro %}
 

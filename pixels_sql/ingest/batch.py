@@ -157,9 +157,12 @@ def run_and_report(
             on_row(statement, row)
         return ", ".join(f"{key} {value}" for key, value in row.items())
 
-    since = spark.sql("SELECT current_timestamp() AS now").first()[0]
+    # As Spark's text, so that TIMESTAMP'<since>' reads back in the session's time zone (a
+    # datetime comes to Python in the process's local zone).
+    since = spark.sql("SELECT CAST(current_timestamp() AS STRING) AS now").first()[0]
     with exact_tables(spark, database):
         run_statements(spark, statements, on_rows=count, progress=progress, log=log)
+    report.seconds = time.monotonic() - started  # the run's, without the summary
     # No file read (the listing counted none): no row of this run can have failed.
     read = report.counts.get("files_to_read") != 0
     if summarise:
@@ -173,7 +176,6 @@ def run_and_report(
             f" WHERE ingested_at >= TIMESTAMP'{since}'"
             " AND meta_error_reason IS NOT NULL AND deleted_at IS NULL"
         ).first()[0]
-    report.seconds = time.monotonic() - started
     return report
 
 
