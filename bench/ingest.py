@@ -338,7 +338,7 @@ class StatementClock:
         self.starts: list[tuple[str, float]] = []
         self.expected_files: int | None = None
 
-    def statement(self, label: str) -> None:
+    def statement(self, label: str, expected: int | None = None, unit: str = "") -> None:
         self.starts.append((label, time.monotonic()))
 
 

@@ -46,7 +46,7 @@ class StatementClock:
         self.starts: list[tuple[str, float]] = []
         self.expected_files = 0
 
-    def statement(self, location: str) -> None:
+    def statement(self, location: str, expected: int | None = None, unit: str = "") -> None:
         self.starts.append((location.rsplit("/", 1)[-1], time.perf_counter()))
 
     def statement_seconds(self, ended: float) -> list[tuple[str, float]]:
