@@ -72,11 +72,17 @@ def stop(home: Path) -> float:
     return time.perf_counter() - began
 
 
+def one_statement(base: Path) -> Path:
+    """A script that reads nothing: running it starts an engine and no more."""
+    script = base / "one.sql"
+    script.write_text("SELECT 1 AS one;\n")
+    return script
+
+
 def first_use(base: Path, master: str) -> dict[str, object]:
     """An installation's first engine: started without a class archive, stopped (writing it)."""
     home = base / "first-use" / "home"
-    script = base / "one.sql"
-    script.write_text("SELECT 1 AS one;\n")
+    script = one_statement(base)
     result: dict[str, object] = {}
     result["engine_start"] = timed("run", str(script), home=home, master=master, engine=True)
     result["stop"] = stop(home)
@@ -93,8 +99,7 @@ def phase(engine: bool, base: Path, args: argparse.Namespace, master: str) -> di
     result: dict[str, object] = {}
     if engine:
         # The engine's start on a new home (a script that reads nothing starts it).
-        script = base / "one.sql"
-        script.write_text("SELECT 1 AS one;\n")
+        script = one_statement(base)
         result["engine_start"] = timed("run", str(script), home=home, master=master, engine=True)
     result["first_ingest"] = timed("ingest", str(data), home=home, master=master, engine=engine)
     increments = []

@@ -126,7 +126,12 @@ def nearest_home(start: Path) -> Path:
 
 def is_home(folder: Path) -> bool:
     """Whether ``folder`` is a pixels-sql home: a Spark has used it (its metastore exists)."""
-    return (folder / HOME_MARK).is_dir()
+    return metastore_dir(folder).is_dir()
+
+
+def metastore_dir(home: Path) -> Path:
+    """The home's embedded Derby metastore."""
+    return home / HOME_MARK
 
 
 def process_alive(pid: int) -> bool:

@@ -82,6 +82,22 @@ def summary(spark: SparkSession, database: str) -> str:
     return summary_and_failures(spark, database)[0]
 
 
+def failed_files(spark: SparkSession, database: str, since: str) -> int:
+    """The live files catalogued at ``since`` or later that have no header (as
+    :func:`summary_and_failures` counts them), in a query of their own."""
+    return spark.sql(
+        f"SELECT count_if({_failed_since(since)}) FROM `{database}`.object_catalog"
+    ).first()[0]
+
+
+def _failed_since(since: str) -> str:
+    # ``since``: Spark's own text of a timestamp, read back in the session's time zone.
+    return (
+        "deleted_at IS NULL AND meta_error_reason IS NOT NULL"
+        f" AND ingested_at >= TIMESTAMP'{since}'"
+    )
+
+
 def summary_and_failures(
     spark: SparkSession, database: str, since: str | None = None
 ) -> tuple[str, int]:
@@ -91,12 +107,7 @@ def summary_and_failures(
     catalog = f"`{database}`.object_catalog"
     if not spark.catalog.tableExists(f"{database}.object_catalog"):
         return f"no object_catalog in database {database}", 0
-    failed = (
-        f"count_if(deleted_at IS NULL AND meta_error_reason IS NOT NULL"
-        f" AND ingested_at >= TIMESTAMP'{since}')"
-        if since is not None
-        else "0"
-    )
+    failed = f"count_if({_failed_since(since)})" if since is not None else "0"
     # One query (each Spark job costs up to a second on a small machine, and every run prints
     # this): the catalog's counts, joined to the errors by stage and reason with the thumbnails
     # counted on the way. Deleted files (deleted_at set) are counted apart; everything else is

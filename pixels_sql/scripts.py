@@ -331,6 +331,17 @@ def returns_rows(sql: str) -> bool:
     return bool(first) and first[0].upper() in RESULT_KEYWORDS
 
 
+# The `--` comment lines (and blank space) before a statement's first token.
+_LEADING_COMMENTS = re.compile(r"\A(?:\s*--[^\n]*\n)*\s*")
+
+
+def without_leading_comments(sql: str) -> str:
+    """``sql`` from its first token on: the ``--`` comment lines before it left out."""
+    leading = _LEADING_COMMENTS.match(sql)
+    assert leading is not None  # the pattern matches the empty string
+    return sql[leading.end() :]
+
+
 # `CREATE OR REPLACE VIEW <name> AS <query>`, the plain form: no column list, comment, schema
 # binding or properties (an ALTER VIEW ... AS keeps those of the view it changes, so only the
 # plain form means the same as one). A name is one to three parts, each a word or back-quoted.
@@ -346,10 +357,7 @@ def view_replacement(sql: str) -> tuple[tuple[str, ...], str] | None:
     """``(name parts, query)`` of a plain ``CREATE OR REPLACE VIEW <name> AS <query>``
     statement (after any leading ``--`` comment lines; the parts unquoted), None for any other
     statement."""
-    lines = sql.splitlines()
-    while lines and (not lines[0].strip() or lines[0].strip().startswith("--")):
-        lines.pop(0)
-    match = _PLAIN_VIEW_REPLACEMENT.fullmatch("\n".join(lines).strip())
+    match = _PLAIN_VIEW_REPLACEMENT.fullmatch(without_leading_comments(sql).rstrip())
     if match is None:
         return None
     parts = tuple(

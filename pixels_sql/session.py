@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pixels_sql.config import settings
-from pixels_sql.home import home_dir
+from pixels_sql.home import home_dir, metastore_dir
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -215,8 +215,3 @@ def release_metastore(spark: SparkSession, home: Path) -> bool:
     with contextlib.suppress(Exception):
         spark._jvm.java.sql.DriverManager.getConnection("jdbc:derby:;shutdown=true")
     return not (metastore_dir(home) / "db.lck").exists()
-
-
-def metastore_dir(home: Path) -> Path:
-    """The home's embedded Derby metastore."""
-    return home / "metastore_db"

@@ -13,7 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from pixels_sql.pipeline import DEFAULT_DATABASE, PIPELINE_DIR, summary_and_failures
+from pixels_sql.pipeline import (
+    DEFAULT_DATABASE,
+    PIPELINE_DIR,
+    failed_files,
+    summary_and_failures,
+)
 from pixels_sql.runner import run_statements
 from pixels_sql.scripts import Statement, load_scripts, script_files
 from pixels_sql.tables import exact_tables
@@ -171,11 +176,7 @@ def run_and_report(
             spark, database, since if read else None
         )
     elif read:
-        report.failed = spark.sql(
-            f"SELECT count(*) FROM `{database}`.object_catalog"
-            f" WHERE ingested_at >= TIMESTAMP'{since}'"
-            " AND meta_error_reason IS NOT NULL AND deleted_at IS NULL"
-        ).first()[0]
+        report.failed = failed_files(spark, database, since)
     return report
 
 
