@@ -23,7 +23,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from pixels_sql.dicom import attributes, typed
+from pixels_sql.dicom import attributes, fastmeta, typed
 from pixels_sql.dicom import meta as reader
 from tests.corpus import EXPECTED_UNREADABLE, corpus_files, new_dataset
 from tests.mutants import write_mutants
@@ -504,6 +504,115 @@ def test_sequences_deeper_than_the_typed_depth_stay_whole() -> None:
 def test_a_header_that_is_not_an_object_gets_a_row_with_its_reason() -> None:
     row = orjson.loads(typed.typed_json("[1, 2]", None))
     assert row[typed.OTHER_ELEMENTS][0]["issue"] == typed.MALFORMED
+
+
+# --- the compiled typed sink (_fastmeta.c): typed.typed_json's text from the walk itself ------
+
+# Values at the edges of the DA, TM and DT rules (PS3.5 6.2), each in an item of its own so that
+# a malformed one takes only its element to OtherElements: dotted and leap-day dates, a leap
+# second, fractions of 1-6 digits, offsets of either sign, a day that does not exist.
+EDGE_VALUES = {
+    "DA": ["2020.01.02", "20200229", "20190229", "00010101", "00000101", "2020010", "20201231 "],
+    "TM": ["235960", "1230", "12", "123045.5", "123045.123456", "240000", "123045.", "1230456"],
+    "DT": [
+        "2020",
+        "202001",
+        "20200102030405.123+0130",
+        "20200102-0000",
+        "20200102+2400",
+        "20200102+0099",
+        "2020010203040506",
+        "99991231235959.999999-2359",
+    ],
+}
+
+
+def edge_values_dataset() -> Dataset:
+    """Edge values of the date and time VRs in Content Sequence items (Date, Time, DateTime:
+    PS3.3 C.17.3), IEEE numbers that are no finite number, a private sequence (its items stay
+    whole, as DICOM JSON) after its creator, and an UV beyond BIGINT."""
+    dataset = new_dataset(MR, ExplicitVRLittleEndian)
+    items = []
+    keywords = {"DA": "Date", "TM": "Time", "DT": "DateTime"}
+    for vr, values in EDGE_VALUES.items():
+        for value in values:
+            item = Dataset()
+            element = DataElement(keywords[vr], vr, "")
+            element._value = value  # as written, past pydicom's own checks
+            item.add(element)
+            items.append(item)
+    dataset.ContentSequence = Sequence(items)
+    _single, multiple = _attributes_of("FD")
+    dataset.add_new(multiple, "FD", [math.nan, math.inf, -math.inf, 1e-5, 2.5e-05, 1e16])
+    uv_single, _ = _attributes_of("UV")
+    if uv_single is not None:
+        dataset.add_new(uv_single, "UV", 2**64 - 1)
+    block = dataset.private_block(0x0029, "PIXELS SQL TEST", create=True)
+    inner = Dataset()
+    inner.CodeValue = "X"
+    inner.add_new(0x00291010, "LO", "PIXELS SQL TEST")
+    block.add_new(0x20, "SQ", Sequence([inner, Dataset()]))
+    block.add_new(0x21, "DS", "1.50\\2e-7")
+    block.add_new(0x22, "PN", "Doe^John==")
+    return dataset
+
+
+def deep_dataset(levels: int) -> Dataset:
+    """Content Sequences ``levels`` deep, a Code Value in the innermost item."""
+    inner = Dataset()
+    inner.CodeValue = "X"
+    for _ in range(levels):
+        outer = Dataset()
+        outer.ContentSequence = Sequence([inner])
+        inner = outer
+    dataset = new_dataset(MR, ExplicitVRLittleEndian)
+    dataset.ContentSequence = inner.ContentSequence
+    return dataset
+
+
+def test_the_compiled_typed_sink_writes_what_typed_json_writes(tmp_path: Path) -> None:
+    """One walk gives the DICOM JSON and the typed row (fastmeta.read_typed); the row is
+    typed.typed_json's text of that JSON, byte for byte, on the corpus, on generated files of
+    every VR, malformed values, edge values and nesting past the typed depth, and on mutants."""
+    assert fastmeta._fastmeta is not None, "the compiled walk is built by make setup"
+    generated = [
+        write(every_vr_dataset(), tmp_path / "every_vr.dcm"),
+        write_malformed(tmp_path / "malformed.dcm"),
+    ]
+    with lenient():
+        generated.append(write(edge_values_dataset(), tmp_path / "edges.dcm"))
+    generated.append(write(deep_dataset(typed.MAX_TYPED_DEPTH + 3), tmp_path / "deep.dcm"))
+    mutants = write_mutants(
+        tmp_path / "mutants", [p for p in corpus_files() if p.suffix == ".dcm"][:40], 300, seed=41
+    )
+    compared = 0
+    for path in [*corpus_files(), *generated, *mutants]:
+        read = fastmeta.read_typed(str(path))
+        if read is None:
+            assert path not in generated, path
+            continue
+        meta_json, row = read
+        assert meta_json == fastmeta.read_json(str(path)), path
+        assert row.decode() == typed.typed_json(meta_json, None), path
+        compared += 1
+    assert compared > 150
+    # What the generated files hold reached the rows: an issue of each kind, the leap second,
+    # a private sequence's items as text with the creator named.
+    rows = [orjson.loads(fastmeta.read_typed(str(path))[1]) for path in generated]
+    issues = {entry.get("issue") for row in rows for entry in row[typed.OTHER_ELEMENTS]}
+    assert {typed.MALFORMED, typed.VR_MISMATCH, typed.MULTIPLE_VALUES, typed.TOO_DEEP} <= issues
+    times = [item.get("Time") for item in rows[2]["ContentSequence"]]
+    assert "23:59:59" in times and "12:30:45.500000" in times
+    (private,) = [e for e in rows[2][typed.OTHER_ELEMENTS] if e["tag"] == "00291020"]
+    assert private["private_creator"] == "PIXELS SQL TEST" and len(private["values"]) == 2
+
+
+def test_without_the_compiled_walk_read_typed_leaves_it_to_the_caller(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = next(p for p in corpus_files() if fastmeta.read_typed(str(p)) is not None)
+    monkeypatch.setattr(fastmeta, "COMPILED", False)
+    assert fastmeta.read_typed(str(path)) is None
 
 
 # --- through the pipeline: Spark ------------------------------------------------------------

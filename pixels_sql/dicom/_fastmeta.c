@@ -23,7 +23,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1580,6 +1582,1175 @@ static const SinkOps JSON_OPS = {
     json_item_begin, json_item_end,   json_element_end,
 };
 
+/* --- The typed sink: one row of the typed header table, what typed.typed_json(meta, None)
+ * writes of the same header, byte for byte (tests/test_header_sinks.py holds the two to each
+ * other). It wraps the DICOM JSON sink: every event goes to that sink first, so one walk gives
+ * both texts, and a sequence whose items leave the typed columns (a private one, a VR other than
+ * the dictionary's, one nested too deep) keeps each item as the DICOM JSON text that sink wrote.
+ *
+ * The rules are typed.py's (its module docstring): a standard attribute is a member named by
+ * its keyword, typed by its VR; DS and IS keep their text and get a numeric twin; a binary one
+ * holds its bulk data URI or inline base64; private, unknown and repeating-group elements, and
+ * values that do not fit (a malformed DA/DT/TM/DS/IS/AT, a VR the dictionary does not give,
+ * several values where the dictionary says VM 1), go to OtherElements. Which attribute a tag
+ * is comes from typed.py's table (configure_typed): C holds no dictionary of its own. A value
+ * whose conversion Python decides (a DS or IS part that is no plain number) is handed to
+ * typed.py's own function. --- */
+
+typedef struct {
+    uint32_t tag;
+    const char *keyword; /* ASCII, NUL-terminated; owned by keyword_store */
+    char vrs[3][2];      /* the dictionary's VRs ("US or SS"): any of them belongs here */
+    int vr_count;
+    int multiple;        /* VM other than 1: an ARRAY column */
+    int column_string;   /* the column holds text (a binary value of it is typed) */
+    int sequence;        /* the dictionary's first VR is SQ */
+} TypedAttribute;
+
+static TypedAttribute *typed_attributes;
+static Py_ssize_t typed_attribute_count;
+static PyObject *keyword_store;   /* the keywords' bytes, kept alive */
+static PyObject *malformed_error; /* typed.Malformed */
+static PyObject *decimal_number;  /* typed._decimal_number */
+static PyObject *integer_number;  /* typed._integer_number */
+static int max_typed_depth = -1;
+
+static const TypedAttribute *typed_attribute(uint32_t tag)
+{
+    Py_ssize_t low = 0, high = typed_attribute_count;
+    while (low < high) {
+        Py_ssize_t middle = (low + high) / 2;
+        if (typed_attributes[middle].tag < tag) {
+            low = middle + 1;
+        }
+        else {
+            high = middle;
+        }
+    }
+    return low < typed_attribute_count && typed_attributes[low].tag == tag ? &typed_attributes[low]
+                                                                          : NULL;
+}
+
+static int attribute_has_vr(const TypedAttribute *attribute, const VRInfo *info)
+{
+    for (int i = 0; i < attribute->vr_count; i++) {
+        if (attribute->vrs[i][0] == info->code[0] && attribute->vrs[i][1] == info->code[1]) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* What becomes of an element (typed._Columns._decide without a table shape). */
+enum {
+    D_VALUE,
+    D_SEQUENCE,
+    D_BINARY,
+    D_OTHER,       /* not a column, no issue */
+    D_VR_MISMATCH, /* the issues: typed.VR_MISMATCH, ... */
+    D_TOO_DEEP,
+    D_MULTIPLE,
+    D_MALFORMED,
+};
+static const char *const ISSUES[] = {NULL, NULL, NULL, NULL, "vr_mismatch", "too_deep",
+                                     "multiple_values", "malformed"};
+
+enum { V_TEXT, V_NULL, V_NAME, V_INT, V_UINT, V_REAL, V_OBJECT };
+
+/* One value of the element being read, as the walk gave it (raw bytes stay valid until the
+ * element ends: they point into the reader's window). */
+typedef struct {
+    int type;
+    int encoding;
+    int count; /* a name's component groups */
+    const unsigned char *raw[3];
+    Py_ssize_t length[3];
+    long long integer;
+    unsigned long long unsigned_integer;
+    double real;
+    PyObject *object; /* owned */
+} TypedValue;
+
+typedef struct {
+    uint32_t group;
+    unsigned block;
+    char *text; /* the creator's UTF-8 text (malloc) */
+    Py_ssize_t length;
+} Creator;
+
+/* A data set being typed: the top level, then one per sequence item. */
+typedef struct {
+    int members;              /* members written into its JSON object */
+    Py_ssize_t prefix_length; /* its OtherElements tag path ("00081140[0].") */
+    int depth;                /* sequence levels above it */
+    Creator *creators;        /* its private creators so far (PS3.5 7.8.1) */
+    int creator_count;
+    int creator_capacity;
+    /* the element being read */
+    uint32_t tag;
+    const VRInfo *info;
+    const TypedAttribute *attribute;
+    int decision;
+    int items; /* items of the sequence element so far */
+    int captured; /* the sequence element goes to OtherElements: items as DICOM JSON */
+} TypedFrame;
+
+typedef struct {
+    Sink base;
+    JsonSink json;  /* gets every event first */
+    Text row;       /* the typed row */
+    Text other;     /* OtherElements' entries */
+    Text prefix;    /* the current tag path */
+    int others;     /* entries in `other` */
+    TypedFrame *frames;
+    int depth;
+    int capacity;
+    TypedValue *values;
+    int value_count;
+    int value_capacity;
+    int has_inline, has_bulk;
+    const unsigned char *inline_raw;
+    Py_ssize_t inline_length;
+    long long bulk_offset, bulk_length;
+    /* inside a captured sequence: items open below it (0: between its items) */
+    int capturing;
+    int capture_open;
+    Py_ssize_t capture_start;
+    int capture_items;
+} TypedSink;
+
+static TypedFrame *typed_frame(TypedSink *self)
+{
+    return &self->frames[self->depth];
+}
+
+static void typed_clear_values(TypedSink *self)
+{
+    for (int i = 0; i < self->value_count; i++) {
+        Py_CLEAR(self->values[i].object);
+    }
+    self->value_count = 0;
+    self->has_inline = self->has_bulk = 0;
+}
+
+static TypedValue *typed_new_value(TypedSink *self, int type)
+{
+    if (self->value_count == self->value_capacity) {
+        int wanted = self->value_capacity ? self->value_capacity * 2 : 16;
+        TypedValue *grown = realloc(self->values, (size_t)wanted * sizeof(TypedValue));
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return NULL;
+        }
+        self->values = grown;
+        self->value_capacity = wanted;
+    }
+    TypedValue *value = &self->values[self->value_count++];
+    memset(value, 0, sizeof *value);
+    value->type = type;
+    return value;
+}
+
+/* "XXXXXXXX" in upper-case hex */
+static int put_tag_hex(Text *text, uint32_t tag)
+{
+    static const char HEX[] = "0123456789ABCDEF";
+    char out[8];
+    for (int i = 7; i >= 0; i--) {
+        out[i] = HEX[tag & 15];
+        tag >>= 4;
+    }
+    return put(text, out, 8);
+}
+
+/* ,"Keyword": (a comma before all but the first member) */
+static int typed_member(TypedSink *self, const char *keyword, const char *suffix)
+{
+    TypedFrame *frame = typed_frame(self);
+    Text *row = &self->row;
+    if ((frame->members++ > 0 && PUT_LITERAL(row, ",") < 0) || PUT_LITERAL(row, "\"") < 0
+        || put(row, keyword, (Py_ssize_t)strlen(keyword)) < 0
+        || (suffix != NULL && put(row, suffix, (Py_ssize_t)strlen(suffix)) < 0)) {
+        return -1;
+    }
+    return PUT_LITERAL(row, "\":");
+}
+
+/* --- typed._text: a value as text, for OtherElements --- */
+
+/* A float as typed._text writes it: an integral one below 1e16 as an integer, else repr. */
+static int put_float_text(Text *text, double value)
+{
+    if (!isfinite(value)) { /* the DICOM JSON model holds these as their spelling */
+        return isnan(value) ? PUT_LITERAL(text, "\"NaN\"")
+                            : (value > 0 ? PUT_LITERAL(text, "\"Infinity\"")
+                                         : PUT_LITERAL(text, "\"-Infinity\""));
+    }
+    if (floor(value) == value && fabs(value) < 1e16) {
+        return PUT_LITERAL(text, "\"") < 0 || put_signed(text, (long long)value) < 0
+                   ? -1
+                   : PUT_LITERAL(text, "\"");
+    }
+    char *repr = PyOS_double_to_string(value, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+    if (repr == NULL) {
+        return -1;
+    }
+    int result = PUT_LITERAL(text, "\"") < 0 || put(text, repr, (Py_ssize_t)strlen(repr)) < 0
+                     ? -1
+                     : PUT_LITERAL(text, "\"");
+    PyMem_Free(repr);
+    return result;
+}
+
+/* The text of a value an object event carried (str, int, float, None). */
+static int put_object_text(Text *text, PyObject *value)
+{
+    if (value == Py_None || PyUnicode_Check(value)) {
+        return put_object(text, value, 0);
+    }
+    if (PyFloat_Check(value)) {
+        return put_float_text(text, PyFloat_AS_DOUBLE(value));
+    }
+    PyObject *shown = PyObject_Str(value);
+    if (shown == NULL) {
+        return -1;
+    }
+    int result = put_object(text, shown, 0);
+    Py_DECREF(shown);
+    return result;
+}
+
+/* A person name as text: its groups joined by "=", trailing empty ones dropped (PS3.5 6.2). */
+static int put_name_text(Text *text, const TypedValue *value)
+{
+    int count = value->count;
+    while (count > 0 && value->length[count - 1] == 0) {
+        count--;
+    }
+    Py_ssize_t total = count > 0 ? count - 1 : 0;
+    for (int c = 0; c < count; c++) {
+        total += value->length[c];
+    }
+    unsigned char *joined = malloc((size_t)total + 1);
+    if (joined == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_ssize_t n = 0;
+    for (int c = 0; c < count; c++) {
+        if (c > 0) {
+            joined[n++] = '=';
+        }
+        memcpy(joined + n, value->raw[c], (size_t)value->length[c]);
+        n += value->length[c];
+    }
+    int result = put_escaped(text, joined, n, value->encoding == LATIN_1);
+    free(joined);
+    return result;
+}
+
+static int put_value_text(Text *text, const TypedValue *value)
+{
+    switch (value->type) {
+    case V_TEXT:
+        return put_escaped(text, value->raw[0], value->length[0], value->encoding == LATIN_1);
+    case V_NULL:
+        return PUT_LITERAL(text, "null");
+    case V_NAME:
+        return put_name_text(text, value);
+    case V_INT:
+        return PUT_LITERAL(text, "\"") < 0 || put_signed(text, value->integer) < 0
+                   ? -1
+                   : PUT_LITERAL(text, "\"");
+    case V_UINT:
+        return PUT_LITERAL(text, "\"") < 0 || put_unsigned(text, value->unsigned_integer) < 0
+                   ? -1
+                   : PUT_LITERAL(text, "\"");
+    case V_REAL:
+        return put_float_text(text, value->real);
+    default:
+        return put_object_text(text, value->object);
+    }
+}
+
+/* --- OtherElements entries (typed._other) --- */
+
+static const Creator *find_creator(const TypedFrame *frame, uint32_t tag)
+{
+    uint32_t group = tag >> 16;
+    unsigned block = (tag >> 8) & 0xFF;
+    for (int i = 0; i < frame->creator_count; i++) {
+        if (frame->creators[i].group == group && frame->creators[i].block == block) {
+            return &frame->creators[i];
+        }
+    }
+    return NULL;
+}
+
+/* {"tag":"<path><tag>","keyword":...,"vr":"XX"[,"private_creator":"..."] */
+static int other_head(TypedSink *self, TypedFrame *frame)
+{
+    Text *other = &self->other;
+    if ((self->others++ > 0 && PUT_LITERAL(other, ",") < 0) || PUT_LITERAL(other, "{\"tag\":\"") < 0
+        || put(other, self->prefix.data, frame->prefix_length) < 0
+        || put_tag_hex(other, frame->tag) < 0 || PUT_LITERAL(other, "\",\"keyword\":") < 0) {
+        return -1;
+    }
+    if (frame->attribute != NULL) {
+        if (PUT_LITERAL(other, "\"") < 0
+            || put(other, frame->attribute->keyword, (Py_ssize_t)strlen(frame->attribute->keyword)) < 0
+            || PUT_LITERAL(other, "\"") < 0) {
+            return -1;
+        }
+    }
+    else if (PUT_LITERAL(other, "null") < 0) {
+        return -1;
+    }
+    if (PUT_LITERAL(other, ",\"vr\":\"") < 0 || put(other, frame->info->code, 2) < 0
+        || PUT_LITERAL(other, "\"") < 0) {
+        return -1;
+    }
+    /* the private creator of a private element (odd group), from its block (PS3.5 7.8.1) */
+    if (frame->attribute == NULL && (frame->tag >> 16) & 1) {
+        const Creator *creator = find_creator(frame, frame->tag);
+        if (creator != NULL
+            && (PUT_LITERAL(other, ",\"private_creator\":") < 0
+                || put_escaped(other, (const unsigned char *)creator->text, creator->length, 0) < 0)) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int other_tail(TypedSink *self, int decision)
+{
+    Text *other = &self->other;
+    if (ISSUES[decision] != NULL
+        && (PUT_LITERAL(other, ",\"issue\":\"") < 0
+            || put(other, ISSUES[decision], (Py_ssize_t)strlen(ISSUES[decision])) < 0
+            || PUT_LITERAL(other, "\"") < 0)) {
+        return -1;
+    }
+    return PUT_LITERAL(other, "}");
+}
+
+static int put_bulk_uri(TypedSink *self, Text *text)
+{
+    JsonSink *json = &self->json;
+    if (PUT_LITERAL(text, "\"") < 0 || put(text, json->uri, json->uri_length) < 0
+        || PUT_LITERAL(text, "?offset=") < 0
+        || put_unsigned(text, (unsigned long long)self->bulk_offset) < 0
+        || PUT_LITERAL(text, "&length=") < 0
+        || put_unsigned(text, (unsigned long long)self->bulk_length) < 0) {
+        return -1;
+    }
+    return PUT_LITERAL(text, "\"");
+}
+
+/* The entry of an element that is not a sequence, from its values. */
+static int other_entry(TypedSink *self, TypedFrame *frame, int decision)
+{
+    Text *other = &self->other;
+    if (other_head(self, frame) < 0) {
+        return -1;
+    }
+    if (self->value_count > 0) {
+        if (PUT_LITERAL(other, ",\"values\":[") < 0) {
+            return -1;
+        }
+        for (int i = 0; i < self->value_count; i++) {
+            if ((i > 0 && PUT_LITERAL(other, ",") < 0)
+                || put_value_text(other, &self->values[i]) < 0) {
+                return -1;
+            }
+        }
+        if (PUT_LITERAL(other, "]") < 0) {
+            return -1;
+        }
+    }
+    else if (self->has_inline) {
+        if (PUT_LITERAL(other, ",\"values\":[") < 0
+            || put_base64(other, self->inline_raw, self->inline_length) < 0
+            || PUT_LITERAL(other, "]") < 0) {
+            return -1;
+        }
+    }
+    if (self->has_bulk
+        && (PUT_LITERAL(other, ",\"bulk_data_uri\":") < 0 || put_bulk_uri(self, other) < 0)) {
+        return -1;
+    }
+    return other_tail(self, decision);
+}
+
+/* --- values into their column (typed._CONVERTERS, typed._TWINS) --- */
+
+static int two_digits(const unsigned char *raw)
+{
+    return (raw[0] - '0') * 10 + (raw[1] - '0');
+}
+
+static int all_digits(const unsigned char *raw, Py_ssize_t length)
+{
+    for (Py_ssize_t i = 0; i < length; i++) {
+        if (raw[i] < '0' || raw[i] > '9') {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int days_in_month(int year, int month)
+{
+    static const int DAYS[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    int leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    return month == 2 && leap ? 29 : DAYS[month - 1];
+}
+
+static int valid_date(int year, int month, int day)
+{
+    return year >= 1 && month >= 1 && month <= 12 && day >= 1 && day <= days_in_month(year, month);
+}
+
+/* A fraction of a second, 1-6 digits, as microseconds. */
+static int microseconds(const unsigned char *raw, Py_ssize_t length)
+{
+    int value = 0;
+    for (Py_ssize_t i = 0; i < 6; i++) {
+        value = value * 10 + (i < length ? raw[i] - '0' : 0);
+    }
+    return value;
+}
+
+/* `value` (>= 0) as `width` decimal digits at out; the count written. */
+static int put_digits(char *out, int value, int width)
+{
+    for (int i = width - 1; i >= 0; i--) {
+        out[i] = (char)('0' + value % 10);
+        value /= 10;
+    }
+    return width;
+}
+
+/* HH:MM:SS[.ffffff] at out, NUL-terminated; the count written. */
+static int put_time_parts(char *out, int hour, int minute, int second, int micro)
+{
+    int n = put_digits(out, hour, 2);
+    out[n++] = ':';
+    n += put_digits(out + n, minute, 2);
+    out[n++] = ':';
+    n += put_digits(out + n, second, 2);
+    if (micro != 0) {
+        out[n++] = '.';
+        n += put_digits(out + n, micro, 6);
+    }
+    out[n] = '\0';
+    return n;
+}
+
+/* YYYY-MM-DD at out; the count written. */
+static int put_date_parts(char *out, int year, int month, int day)
+{
+    int n = put_digits(out, year, 4);
+    out[n++] = '-';
+    n += put_digits(out + n, month, 2);
+    out[n++] = '-';
+    n += put_digits(out + n, day, 2);
+    out[n] = '\0';
+    return n;
+}
+
+/* typed.date_value: DA (PS3.5 6.2) as YYYY-MM-DD, or 1 when malformed. The retired dotted form
+ * YYYY.MM.DD is read too. */
+static int date_text(const unsigned char *raw, Py_ssize_t length, char *out)
+{
+    int year, month, day;
+    if (length == 8 && all_digits(raw, 8)) {
+        month = two_digits(raw + 4);
+        day = two_digits(raw + 6);
+    }
+    else if (length == 10 && raw[4] == '.' && raw[7] == '.' && all_digits(raw, 4)
+             && all_digits(raw + 5, 2) && all_digits(raw + 8, 2)) {
+        month = two_digits(raw + 5);
+        day = two_digits(raw + 8);
+    }
+    else {
+        return 1;
+    }
+    year = two_digits(raw) * 100 + two_digits(raw + 2);
+    if (!valid_date(year, month, day)) {
+        return 1;
+    }
+    put_date_parts(out, year, month, day);
+    return 0;
+}
+
+/* HH, HHMM, HHMMSS or HHMMSS.F{1,6} at raw: its parts, or 1 when it is none of those. A second
+ * of 60 (a leap second) is read as 59, as pydicom does. */
+static int time_parts(const unsigned char *raw, Py_ssize_t length, int *hour, int *minute,
+                      int *second, int *micro)
+{
+    if (!(length == 2 || length == 4 || length == 6 || (length >= 8 && length <= 13 && raw[6] == '.'))
+        || !all_digits(raw, length < 6 ? length : 6)
+        || (length >= 8 && !all_digits(raw + 7, length - 7))) {
+        return 1;
+    }
+    *hour = two_digits(raw);
+    *minute = length >= 4 ? two_digits(raw + 2) : 0;
+    *second = length >= 6 ? two_digits(raw + 4) : 0;
+    *micro = length >= 8 ? microseconds(raw + 7, length - 7) : 0;
+    if (*second == 60) {
+        *second = 59;
+    }
+    return *hour > 23 || *minute > 59 || *second > 59;
+}
+
+
+
+/* typed.time_value: TM as HH:MM:SS[.ffffff], or 1 when malformed. */
+static int time_text(const unsigned char *raw, Py_ssize_t length, char *out)
+{
+    int hour, minute, second, micro;
+    if (time_parts(raw, length, &hour, &minute, &second, &micro)) {
+        return 1;
+    }
+    put_time_parts(out, hour, minute, second, micro);
+    return 0;
+}
+
+/* typed.datetime_value: DT (YYYY[MM[DD[HH[MM[SS[.F{1,6}]]]]]][&ZZXX]) as ISO 8601, missing
+ * components their first value; or 1 when malformed. */
+static int datetime_text(const unsigned char *raw, Py_ssize_t length, char *out)
+{
+    int offset = 0, has_offset = 0;
+    if (length >= 5 && (raw[length - 5] == '+' || raw[length - 5] == '-')) {
+        if (!all_digits(raw + length - 4, 4)) {
+            return 1;
+        }
+        offset = two_digits(raw + length - 4) * 60 + two_digits(raw + length - 2);
+        if (raw[length - 5] == '-') {
+            offset = -offset;
+        }
+        has_offset = 1;
+        length -= 5;
+        if (offset <= -24 * 60 || offset >= 24 * 60) {
+            return 1; /* Python's timezone takes less than a day */
+        }
+    }
+    Py_ssize_t digits = length > 14 ? 14 : length;
+    if (length < 4 || digits % 2 || !all_digits(raw, digits)
+        || (length > 14 && (raw[14] != '.' || length < 16 || length > 21
+                            || !all_digits(raw + 15, length - 15)))) {
+        return 1;
+    }
+    int year = two_digits(raw) * 100 + two_digits(raw + 2);
+    int month = digits >= 6 ? two_digits(raw + 4) : 1;
+    int day = digits >= 8 ? two_digits(raw + 6) : 1;
+    int hour = digits >= 10 ? two_digits(raw + 8) : 0;
+    int minute = digits >= 12 ? two_digits(raw + 10) : 0;
+    int second = digits >= 14 ? two_digits(raw + 12) : 0;
+    int micro = length > 14 ? microseconds(raw + 15, length - 15) : 0;
+    if (second == 60) {
+        second = 59;
+    }
+    if (!valid_date(year, month, day) || hour > 23 || minute > 59 || second > 59) {
+        return 1;
+    }
+    int n = put_date_parts(out, year, month, day);
+    out[n++] = 'T';
+    n += put_time_parts(out + n, hour, minute, second, micro);
+    if (has_offset) {
+        int magnitude = offset < 0 ? -offset : offset;
+        out[n++] = offset < 0 ? '-' : '+';
+        n += put_digits(out + n, magnitude / 60, 2);
+        out[n++] = ':';
+        n += put_digits(out + n, magnitude % 60, 2);
+        out[n] = '\0';
+    }
+    return 0;
+}
+
+/* A Python conversion (typed._decimal_number, typed._integer_number) of an object value into
+ * the row: 1 when it raised typed.Malformed. */
+static int put_converted(Text *text, PyObject *function, PyObject *value)
+{
+    PyObject *converted = PyObject_CallOneArg(function, value);
+    if (converted == NULL) {
+        if (PyErr_ExceptionMatches(malformed_error)) {
+            PyErr_Clear();
+            return 1;
+        }
+        return -1;
+    }
+    int result;
+    if (PyFloat_Check(converted)) {
+        double d = PyFloat_AS_DOUBLE(converted);
+        /* orjson writes a non-finite float as null */
+        result = isfinite(d) ? put_double(text, d) : PUT_LITERAL(text, "null");
+    }
+    else {
+        result = put_object(text, converted, 0);
+    }
+    Py_DECREF(converted);
+    return result;
+}
+
+/* One value into its column: 0, 1 when it does not fit (malformed), -1 on error. `twin`: the
+ * DS/IS number twin instead of the text. */
+static int put_typed_value(Text *text, const VRInfo *info, const TypedValue *value, int twin)
+{
+    char iso[40];
+    if (value->type == V_NULL) {
+        return PUT_LITERAL(text, "null");
+    }
+    const char *code = info->code;
+    if (info->kind == K_PLAIN && (code[0] == 'D' || code[0] == 'T')) { /* DA DT TM */
+        if (value->type != V_TEXT) {
+            return 1;
+        }
+        int bad = code[0] == 'T'   ? time_text(value->raw[0], value->length[0], iso)
+                  : code[1] == 'A' ? date_text(value->raw[0], value->length[0], iso)
+                                   : datetime_text(value->raw[0], value->length[0], iso);
+        return bad ? 1 : put_escaped(text, (const unsigned char *)iso, (Py_ssize_t)strlen(iso), 0);
+    }
+    switch (info->kind) {
+    case K_PLAIN: /* AS CS UI */
+    case K_TEXT:
+    case K_SINGLE:
+        if (value->type == V_TEXT) {
+            return put_escaped(text, value->raw[0], value->length[0], value->encoding == LATIN_1);
+        }
+        return 1;
+    case K_PN: {
+        static const char *keys[3] = {"{\"Alphabetic\":", ",\"Ideographic\":", ",\"Phonetic\":"};
+        if (value->type != V_NAME) {
+            return 1;
+        }
+        for (int c = 0; c < 3; c++) {
+            if (put(text, keys[c], (Py_ssize_t)strlen(keys[c])) < 0
+                || (c < value->count
+                        ? put_escaped(text, value->raw[c], value->length[c],
+                                      value->encoding == LATIN_1)
+                        : PUT_LITERAL(text, "null"))
+                       < 0) {
+                return -1;
+            }
+        }
+        return PUT_LITERAL(text, "}");
+    }
+    case K_DS:
+    case K_IS: {
+        PyObject *object = value->object;
+        if (value->type != V_OBJECT) {
+            return 1;
+        }
+        if (!twin) { /* typed._decimal_text */
+            if (PyBool_Check(object)
+                || !(PyUnicode_Check(object) || PyLong_Check(object) || PyFloat_Check(object))) {
+                return 1;
+            }
+            return put_object_text(text, object);
+        }
+        if (info->kind == K_DS && PyFloat_CheckExact(object)) {
+            return put_double(text, PyFloat_AS_DOUBLE(object));
+        }
+        if (info->kind == K_IS && PyLong_CheckExact(object)) {
+            int overflow;
+            long long number = PyLong_AsLongLongAndOverflow(object, &overflow);
+            if (number == -1 && PyErr_Occurred()) {
+                return -1;
+            }
+            return overflow ? 1 : put_signed(text, number);
+        }
+        return put_converted(text, info->kind == K_DS ? decimal_number : integer_number, object);
+    }
+    case K_NUMBER:
+        if (value->type == V_REAL) {
+            return put_double(text, value->real);
+        }
+        if (value->type == V_INT) {
+            return put_signed(text, value->integer);
+        }
+        if (value->type == V_UINT) {
+            /* typed._bigint: BIGINT holds no more */
+            return value->unsigned_integer > (unsigned long long)LLONG_MAX
+                       ? 1
+                       : put_unsigned(text, value->unsigned_integer);
+        }
+        return 1;
+    default: /* AE UR AT: the converters' str */
+        if (value->type != V_OBJECT || !PyUnicode_CheckExact(value->object)) {
+            return 1;
+        }
+        if (code[0] == 'A' && code[1] == 'T') { /* typed._attribute_tag: 8 hex digits */
+            Py_ssize_t length;
+            const char *hex = PyUnicode_AsUTF8AndSize(value->object, &length);
+            if (hex == NULL) {
+                return -1;
+            }
+            unsigned long long tag = 0;
+            if (length != 8) {
+                return 1;
+            }
+            for (int i = 0; i < 8; i++) {
+                char c = hex[i];
+                int digit = c >= '0' && c <= '9'   ? c - '0'
+                            : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                            : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                                   : -1;
+                if (digit < 0) {
+                    return 1;
+                }
+                tag = tag << 4 | (unsigned)digit;
+            }
+            return put_unsigned(text, tag);
+        }
+        return put_object(text, value->object, 0);
+    }
+}
+
+/* The element's values into its column (and the DS/IS twin): typed._typed_dataset's value
+ * branch. A value that does not fit takes back what was written of the member and sends the
+ * element to OtherElements. */
+static int typed_values(TypedSink *self, TypedFrame *frame)
+{
+    const TypedAttribute *attribute = frame->attribute;
+    const VRInfo *info = frame->info;
+    int has_twin = info->kind == K_DS || info->kind == K_IS;
+    if (self->value_count == 0) {
+        return 0;
+    }
+    if (!attribute->multiple && self->value_count > 1) {
+        return other_entry(self, frame, D_MULTIPLE);
+    }
+    if (!attribute->multiple && self->values[0].type == V_NULL) {
+        return 0;
+    }
+    Text *row = &self->row;
+    for (int twin = 0; twin <= has_twin; twin++) {
+        Py_ssize_t mark = row->length;
+        int members = frame->members;
+        if (typed_member(self, attribute->keyword, twin ? "_number" : NULL) < 0
+            || (attribute->multiple && PUT_LITERAL(row, "[") < 0)) {
+            return -1;
+        }
+        int bad = 0;
+        for (int i = 0; !bad && i < self->value_count; i++) {
+            if (i > 0 && PUT_LITERAL(row, ",") < 0) {
+                return -1;
+            }
+            bad = put_typed_value(row, info, &self->values[i], twin);
+            if (bad < 0) {
+                return -1;
+            }
+        }
+        if (bad) {
+            row->length = mark;
+            frame->members = members;
+            return other_entry(self, frame, D_MALFORMED);
+        }
+        if (attribute->multiple && PUT_LITERAL(row, "]") < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* --- the events --- */
+
+static int typed_element(Sink *sink, uint32_t tag, const VRInfo *info)
+{
+    TypedSink *self = (TypedSink *)sink;
+    if (json_element(&self->json.base, tag, info) < 0) {
+        return -1;
+    }
+    if (self->capturing) {
+        return 0;
+    }
+    TypedFrame *frame = typed_frame(self);
+    const TypedAttribute *attribute = typed_attribute(tag);
+    int binary = info->kind == K_BINARY;
+    int decision;
+    if (attribute == NULL || (binary && attribute_has_vr(attribute, info) && !attribute->column_string)) {
+        decision = D_OTHER;
+    }
+    else if (attribute->sequence && frame->depth >= max_typed_depth) {
+        decision = D_TOO_DEEP;
+    }
+    else if (!attribute_has_vr(attribute, info)) {
+        decision = D_VR_MISMATCH;
+    }
+    else if (attribute->sequence) {
+        decision = D_SEQUENCE;
+    }
+    else if (binary) {
+        decision = D_BINARY;
+    }
+    else if (info->kind == K_SQ) {
+        /* typed.py has no converter for it: the Python path decides */
+        raise_unsupported("a sequence of an attribute that is no sequence");
+        return -1;
+    }
+    else {
+        decision = D_VALUE;
+    }
+    if (decision == D_SEQUENCE && info->kind != K_SQ) {
+        /* a sequence attribute coded with another VR the dictionary allows: Python decides */
+        raise_unsupported("a sequence attribute that is no sequence");
+        return -1;
+    }
+    frame->tag = tag;
+    frame->info = info;
+    frame->attribute = attribute;
+    frame->decision = decision;
+    frame->items = 0;
+    frame->captured = 0;
+    typed_clear_values(self);
+    if (info->kind == K_SQ) {
+        if (decision == D_SEQUENCE) {
+            return typed_member(self, attribute->keyword, NULL) < 0 ? -1
+                                                                    : PUT_LITERAL(&self->row, "[");
+        }
+        /* items as their DICOM JSON text, in an entry opened now: nothing else is written into
+         * OtherElements until the sequence ends */
+        frame->captured = 1;
+        self->capturing = 1;
+        self->capture_open = 0;
+        self->capture_items = 0;
+        return other_head(self, frame);
+    }
+    return 0;
+}
+
+static int typed_text(Sink *sink, const unsigned char *raw, Py_ssize_t length, int encoding)
+{
+    TypedSink *self = (TypedSink *)sink;
+    if (json_text(&self->json.base, raw, length, encoding) < 0) {
+        return -1;
+    }
+    if (self->capturing) {
+        return 0;
+    }
+    TypedValue *value = typed_new_value(self, V_TEXT);
+    if (value == NULL) {
+        return -1;
+    }
+    value->raw[0] = raw;
+    value->length[0] = length;
+    value->encoding = encoding;
+    return 0;
+}
+
+static int typed_null(Sink *sink)
+{
+    TypedSink *self = (TypedSink *)sink;
+    if (json_null(&self->json.base) < 0) {
+        return -1;
+    }
+    return self->capturing || typed_new_value(self, V_NULL) != NULL ? 0 : -1;
+}
+
+static int typed_name(Sink *sink, const unsigned char *const *components, const Py_ssize_t *lengths,
+                      int count, int encoding)
+{
+    TypedSink *self = (TypedSink *)sink;
+    if (json_name(&self->json.base, components, lengths, count, encoding) < 0) {
+        return -1;
+    }
+    if (self->capturing) {
+        return 0;
+    }
+    TypedValue *value = typed_new_value(self, V_NAME);
+    if (value == NULL) {
+        return -1;
+    }
+    value->count = count;
+    value->encoding = encoding;
+    for (int c = 0; c < count; c++) {
+        value->raw[c] = components[c];
+        value->length[c] = lengths[c];
+    }
+    return 0;
+}
+
+static int typed_integer(Sink *sink, long long number)
+{
+    TypedSink *self = (TypedSink *)sink;
+    if (json_integer(&self->json.base, number) < 0) {
+        return -1;
+    }
+    if (self->capturing) {
+        return 0;
+    }
+    TypedValue *value = typed_new_value(self, V_INT);
+    if (value == NULL) {
+        return -1;
+    }
+    value->integer = number;
+    return 0;
+}
+
+static int typed_unsigned(Sink *sink, unsigned long long number)
+{
+    TypedSink *self = (TypedSink *)sink;
+    if (json_unsigned(&self->json.base, number) < 0) {
+        return -1;
+    }
+    if (self->capturing) {
+        return 0;
+    }
+    TypedValue *value = typed_new_value(self, V_UINT);
+    if (value == NULL) {
+        return -1;
+    }
+    value->unsigned_integer = number;
+    return 0;
+}
+
+static int typed_real(Sink *sink, double number)
+{
+    TypedSink *self = (TypedSink *)sink;
+    if (json_real(&self->json.base, number) < 0) {
+        return -1;
+    }
+    if (self->capturing) {
+        return 0;
+    }
+    TypedValue *value = typed_new_value(self, V_REAL);
+    if (value == NULL) {
+        return -1;
+    }
+    value->real = number;
+    return 0;
+}
+
+static int typed_object(Sink *sink, PyObject *object)
+{
+    TypedSink *self = (TypedSink *)sink;
+    if (json_object(&self->json.base, object) < 0) {
+        return -1;
+    }
+    if (self->capturing) {
+        return 0;
+    }
+    TypedValue *value = typed_new_value(self, V_OBJECT);
+    if (value == NULL) {
+        return -1;
+    }
+    value->object = Py_NewRef(object);
+    return 0;
+}
+
+static int typed_inline_binary(Sink *sink, const unsigned char *raw, Py_ssize_t length)
+{
+    TypedSink *self = (TypedSink *)sink;
+    if (json_inline_binary(&self->json.base, raw, length) < 0) {
+        return -1;
+    }
+    if (!self->capturing) {
+        self->has_inline = 1;
+        self->inline_raw = raw;
+        self->inline_length = length;
+    }
+    return 0;
+}
+
+static int typed_bulk(Sink *sink, long long offset, long long length)
+{
+    TypedSink *self = (TypedSink *)sink;
+    if (json_bulk(&self->json.base, offset, length) < 0) {
+        return -1;
+    }
+    if (!self->capturing) {
+        self->has_bulk = 1;
+        self->bulk_offset = offset;
+        self->bulk_length = length;
+    }
+    return 0;
+}
+
+static int typed_item_begin(Sink *sink)
+{
+    TypedSink *self = (TypedSink *)sink;
+    if (json_item_begin(&self->json.base) < 0) {
+        return -1;
+    }
+    if (self->capturing) {
+        if (self->capture_open++ == 0) {
+            self->capture_start = self->json.text.length - 1; /* at its "{" */
+        }
+        return 0;
+    }
+    TypedFrame *parent = typed_frame(self);
+    Text *row = &self->row;
+    if ((parent->items > 0 && PUT_LITERAL(row, ",") < 0) || PUT_LITERAL(row, "{") < 0) {
+        return -1;
+    }
+    /* the items' tag path: <path><tag>[<index>]. */
+    char index[24];
+    int n = snprintf(index, sizeof index, "[%d].", parent->items++);
+    Py_ssize_t prefix_length = parent->prefix_length + 8 + n;
+    self->prefix.length = parent->prefix_length;
+    if (put_tag_hex(&self->prefix, parent->tag) < 0 || put(&self->prefix, index, n) < 0
+        || grow_frames((void **)&self->frames, &self->capacity, self->depth + 1,
+                       sizeof(TypedFrame)) < 0) {
+        return -1;
+    }
+    parent = typed_frame(self); /* grow_frames may have moved it */
+    TypedFrame *frame = &self->frames[++self->depth];
+    Creator *creators = frame->creators;
+    int creator_capacity = frame->creator_capacity;
+    for (int i = 0; i < frame->creator_count; i++) {
+        free(creators[i].text);
+    }
+    memset(frame, 0, sizeof *frame);
+    frame->creators = creators;
+    frame->creator_capacity = creator_capacity;
+    frame->prefix_length = prefix_length;
+    frame->depth = parent->depth + 1;
+    return 0;
+}
+
+static int typed_item_end(Sink *sink)
+{
+    TypedSink *self = (TypedSink *)sink;
+    if (json_item_end(&self->json.base) < 0) {
+        return -1;
+    }
+    if (self->capturing) {
+        if (--self->capture_open > 0) {
+            return 0;
+        }
+        Text *other = &self->other;
+        const unsigned char *item = (const unsigned char *)self->json.text.data + self->capture_start;
+        Py_ssize_t length = self->json.text.length - self->capture_start;
+        return (self->capture_items++ == 0 ? PUT_LITERAL(other, ",\"values\":[")
+                                           : PUT_LITERAL(other, ","))
+                           < 0
+                       ? -1
+                       : put_escaped(other, item, length, 0);
+    }
+    self->depth--;
+    return PUT_LITERAL(&self->row, "}");
+}
+
+/* Remembers a private creator element (gggg,0010-00FF) of an odd group whose first value is
+ * text: typed._private_creators. */
+static int typed_creator(TypedSink *self, TypedFrame *frame)
+{
+    uint32_t element = frame->tag & 0xFFFF;
+    if (!((frame->tag >> 16) & 1) || element < 0x10 || element > 0xFF || self->value_count == 0) {
+        return 0;
+    }
+    const TypedValue *first = &self->values[0];
+    PyObject *decoded = NULL;
+    if (first->type == V_TEXT) {
+        decoded = decode(first->raw[0], first->length[0], first->encoding);
+    }
+    else if (first->type == V_OBJECT && PyUnicode_Check(first->object)) {
+        decoded = Py_NewRef(first->object);
+    }
+    else {
+        return 0;
+    }
+    if (decoded == NULL) {
+        return -1;
+    }
+    Py_ssize_t length;
+    const char *utf8 = PyUnicode_AsUTF8AndSize(decoded, &length);
+    char *copy = utf8 == NULL ? NULL : malloc((size_t)length + 1);
+    if (copy == NULL) {
+        Py_DECREF(decoded);
+        if (utf8 != NULL) {
+            PyErr_NoMemory();
+        }
+        return -1;
+    }
+    memcpy(copy, utf8, (size_t)length);
+    Py_DECREF(decoded);
+    if (frame->creator_count == frame->creator_capacity) {
+        int wanted = frame->creator_capacity ? frame->creator_capacity * 2 : 8;
+        Creator *grown = realloc(frame->creators, (size_t)wanted * sizeof(Creator));
+        if (grown == NULL) {
+            free(copy);
+            PyErr_NoMemory();
+            return -1;
+        }
+        frame->creators = grown;
+        frame->creator_capacity = wanted;
+    }
+    frame->creators[frame->creator_count++] =
+        (Creator){frame->tag >> 16, element, copy, length};
+    return 0;
+}
+
+static int typed_element_end(Sink *sink)
+{
+    TypedSink *self = (TypedSink *)sink;
+    if (json_element_end(&self->json.base) < 0) {
+        return -1;
+    }
+    if (self->capturing && self->capture_open > 0) {
+        return 0;
+    }
+    TypedFrame *frame = typed_frame(self);
+    if (self->capturing) { /* the captured sequence itself ends */
+        self->capturing = 0;
+        if (self->capture_items > 0 && PUT_LITERAL(&self->other, "]") < 0) {
+            return -1;
+        }
+        return other_tail(self, frame->decision);
+    }
+    int result;
+    switch (frame->decision) {
+    case D_SEQUENCE:
+        return PUT_LITERAL(&self->row, "]");
+    case D_VALUE:
+        result = typed_values(self, frame);
+        break;
+    case D_BINARY:
+        result = 0;
+        if (self->has_bulk || self->has_inline) {
+            result = typed_member(self, frame->attribute->keyword, NULL) < 0
+                             || (self->has_bulk
+                                     ? put_bulk_uri(self, &self->row)
+                                     : put_base64(&self->row, self->inline_raw, self->inline_length))
+                                    < 0
+                         ? -1
+                         : 0;
+        }
+        break;
+    default:
+        result = other_entry(self, frame, frame->decision);
+    }
+    if (result == 0 && frame->attribute == NULL) {
+        result = typed_creator(self, frame);
+    }
+    typed_clear_values(self);
+    return result;
+}
+
+static const SinkOps TYPED_OPS = {
+    typed_element, typed_text,          typed_null,   typed_name,       typed_integer,
+    typed_unsigned, typed_real,         typed_object, typed_inline_binary, typed_bulk,
+    typed_item_begin, typed_item_end,   typed_element_end,
+};
+
+static void typed_sink_close(TypedSink *self)
+{
+    typed_clear_values(self);
+    free(self->values);
+    for (int i = 0; i < self->capacity; i++) {
+        for (int j = 0; j < self->frames[i].creator_count; j++) {
+            free(self->frames[i].creators[j].text);
+        }
+        free(self->frames[i].creators);
+    }
+    free(self->frames);
+    free(self->row.data);
+    free(self->other.data);
+    free(self->prefix.data);
+}
+
 /* paths.to_file_uri(os.path.abspath(local)) for a path abspath leaves as it is (absolute, no
  * empty, "." or ".." segment): "file://" and the UTF-8 path, percent-encoded as
  * urllib.parse.quote does with to_file_uri's safe characters. NULL (no error) otherwise. */
@@ -1866,39 +3037,38 @@ static int pixels_and_after(Walk *walk_state, Sink *sink, long long position, in
     return 0;
 }
 
-/* read_json(local) -> bytes (UTF-8 JSON) | None */
-static PyObject *read_json(PyObject *module, PyObject *local)
+/* Opens the local file `local` and walks it into `outer`: the JSON text sink `json` itself, or
+ * a sink that wraps it. 1 when the file took the common road (json->text holds its DICOM JSON),
+ * 0 when it left it (a Python exception may be set; the caller decides). json->uri is the
+ * caller's to free. */
+static int walk_file(PyObject *local, JsonSink *json, Sink *outer)
 {
     if (!PyUnicode_Check(local)) {
-        PyErr_SetString(PyExc_TypeError, "read_json() takes a path string");
-        return NULL;
+        PyErr_SetString(PyExc_TypeError, "takes a path string");
+        return 0;
     }
     if (excluded_syntaxes == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "_fastmeta.configure() was not called");
-        return NULL;
+        return 0;
     }
     Reader reader;
     memset(&reader, 0, sizeof reader);
     reader.local = local;
     reader.fd = -1;
     reader.first_chunk = FIRST_CHUNK;
-    JsonSink sink;
-    memset(&sink, 0, sizeof sink);
-    sink.base.ops = &JSON_OPS;
     Walk walk_state = {&reader, 1, {0}, 0};
     PyObject *encoded = NULL;
-    char *uri = NULL;
-    PyObject *result = NULL;
+    int taken = 0;
     Py_ssize_t utf8_length;
     const char *utf8 = PyUnicode_AsUTF8AndSize(local, &utf8_length);
     if (utf8 == NULL) {
         goto done;
     }
-    uri = file_uri(utf8, utf8_length, &sink.uri_length);
+    char *uri = file_uri(utf8, utf8_length, &json->uri_length);
     if (uri == NULL) {
         goto done;
     }
-    sink.uri = uri;
+    json->uri = uri;
     encoded = PyUnicode_EncodeFSDefault(local);
     if (encoded == NULL || strlen(PyBytes_AS_STRING(encoded)) != (size_t)PyBytes_GET_SIZE(encoded)) {
         goto done;
@@ -1933,9 +3103,9 @@ static PyObject *read_json(PyObject *module, PyObject *local)
     }
     int encoding = LATIN_1;
     long long position;
-    if (grow_frames((void **)&sink.frames, &sink.capacity, 0, sizeof(JsonFrame)) < 0
-        || PUT_LITERAL(&sink.text, "{") < 0
-        || walk(&walk_state, &sink.base, 132, -1, &encoding, 1, 1, 0, &position) < 0) {
+    if (grow_frames((void **)&json->frames, &json->capacity, 0, sizeof(JsonFrame)) < 0
+        || PUT_LITERAL(&json->text, "{") < 0
+        || walk(&walk_state, outer, 132, -1, &encoding, 1, 1, 0, &position) < 0) {
         goto done;
     }
     if (walk_state.syntax_length == 0) {
@@ -1946,33 +3116,148 @@ static PyObject *read_json(PyObject *module, PyObject *local)
         goto done;
     }
     encoding = LATIN_1; /* fastmeta.read_fast: the data set starts with the default again */
-    if (walk(&walk_state, &sink.base, position, -1, &encoding, 1, 0, 0, &position) < 0
-        || pixels_and_after(&walk_state, &sink.base, position, &encoding) < 0) {
+    if (walk(&walk_state, outer, position, -1, &encoding, 1, 0, 0, &position) < 0
+        || pixels_and_after(&walk_state, outer, position, &encoding) < 0) {
         goto done;
     }
-    if (sink.frames[0].count == 0 || PUT_LITERAL(&sink.text, "}") < 0) {
+    if (json->frames[0].count == 0 || PUT_LITERAL(&json->text, "}") < 0) {
         goto done; /* no elements: not_dicom, said by the object path */
     }
-    result = PyBytes_FromStringAndSize(sink.text.data, sink.text.length);
+    taken = 1;
 done:
     if (reader.fd >= 0) {
         close(reader.fd);
     }
     free(reader.buffer);
+    Py_XDECREF(encoded);
+    return taken;
+}
+
+/* None for a file that left the common road, unless the error must stop the caller. */
+static PyObject *road_left(void)
+{
+    if (PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+            return NULL; /* KeyboardInterrupt and the like */
+        }
+        PyErr_Clear();
+    }
+    Py_RETURN_NONE;
+}
+
+/* read_json(local) -> bytes (UTF-8 JSON) | None */
+static PyObject *read_json(PyObject *module, PyObject *local)
+{
+    JsonSink sink;
+    memset(&sink, 0, sizeof sink);
+    sink.base.ops = &JSON_OPS;
+    PyObject *result = NULL;
+    if (walk_file(local, &sink, &sink.base)) {
+        result = PyBytes_FromStringAndSize(sink.text.data, sink.text.length);
+    }
     free(sink.text.data);
     free(sink.frames);
-    free(uri);
-    Py_XDECREF(encoded);
-    if (result == NULL) {
-        if (PyErr_Occurred()) {
-            if (!PyErr_ExceptionMatches(PyExc_Exception)) {
-                return NULL; /* KeyboardInterrupt and the like */
-            }
-            PyErr_Clear();
-        }
-        Py_RETURN_NONE;
+    free((void *)sink.uri);
+    return result != NULL ? result : road_left();
+}
+
+/* read_typed(local) -> (bytes, bytes) | None: the file's DICOM JSON (what read_json gives) and
+ * its typed row (what typed.typed_json(that JSON, None) gives), from one walk. */
+static PyObject *read_typed(PyObject *module, PyObject *local)
+{
+    if (typed_attributes == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_fastmeta.configure_typed() was not called");
+        return NULL;
     }
-    return result;
+    TypedSink sink;
+    memset(&sink, 0, sizeof sink);
+    sink.base.ops = &TYPED_OPS;
+    sink.json.base.ops = &JSON_OPS;
+    PyObject *result = NULL;
+    if (grow_frames((void **)&sink.frames, &sink.capacity, 0, sizeof(TypedFrame)) == 0
+        && PUT_LITERAL(&sink.row, "{") == 0 && walk_file(local, &sink.json, &sink.base)
+        && (sink.frames[0].members == 0 || PUT_LITERAL(&sink.row, ",") == 0)
+        && PUT_LITERAL(&sink.row, "\"OtherElements\":[") == 0
+        && put(&sink.row, sink.other.data, sink.other.length) == 0
+        && PUT_LITERAL(&sink.row, "]}") == 0) {
+        result = Py_BuildValue("(y#y#)", sink.json.text.data, sink.json.text.length,
+                               sink.row.data, sink.row.length);
+    }
+    free(sink.json.text.data);
+    free(sink.json.frames);
+    free((void *)sink.json.uri);
+    typed_sink_close(&sink);
+    return result != NULL ? result : road_left();
+}
+
+/* configure_typed(attributes, malformed, decimal_number, integer_number, max_depth): typed.py's
+ * table of standard attributes, a list of (tag, keyword bytes, VRs text "US or SS", multiple,
+ * column is text, sequence) in rising tag order, and its conversion helpers. */
+static PyObject *configure_typed(PyObject *module, PyObject *args)
+{
+    PyObject *table, *malformed, *decimal, *integer_fn;
+    int depth;
+    if (!PyArg_ParseTuple(args, "O!OOOi", &PyList_Type, &table, &malformed, &decimal, &integer_fn,
+                          &depth)) {
+        return NULL;
+    }
+    Py_ssize_t count = PyList_GET_SIZE(table);
+    TypedAttribute *attributes = calloc((size_t)(count ? count : 1), sizeof(TypedAttribute));
+    if (attributes == NULL) {
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *row = PyList_GET_ITEM(table, i);
+        unsigned long tag;
+        const char *keyword, *vrs;
+        int multiple, column_string, sequence;
+        if (!PyArg_ParseTuple(row, "kysppp", &tag, &keyword, &vrs, &multiple, &column_string,
+                              &sequence)) {
+            free(attributes);
+            return NULL;
+        }
+        TypedAttribute *attribute = &attributes[i];
+        attribute->tag = (uint32_t)tag;
+        attribute->keyword = keyword; /* the bytes object lives in `table`, kept below */
+        attribute->multiple = multiple;
+        attribute->column_string = column_string;
+        attribute->sequence = sequence;
+        for (const char *c = vrs; *c && attribute->vr_count < 3;) {
+            if (c[0] >= 'A' && c[0] <= 'Z' && c[1] >= 'A' && c[1] <= 'Z'
+                && (c[2] == '\0' || c[2] == ' ')) {
+                attribute->vrs[attribute->vr_count][0] = c[0];
+                attribute->vrs[attribute->vr_count][1] = c[1];
+                attribute->vr_count++;
+                c += 2;
+            }
+            else {
+                c++;
+            }
+            while (*c == ' ') {
+                c++;
+            }
+            if (c[0] == 'o' && c[1] == 'r') {
+                c += 2;
+            }
+            while (*c == ' ') {
+                c++;
+            }
+        }
+        if (i > 0 && attributes[i - 1].tag >= attribute->tag) {
+            free(attributes);
+            PyErr_SetString(PyExc_ValueError, "attributes must come in rising tag order");
+            return NULL;
+        }
+    }
+    free(typed_attributes);
+    typed_attributes = attributes;
+    typed_attribute_count = count;
+    Py_XSETREF(keyword_store, Py_NewRef(table));
+    Py_XSETREF(malformed_error, Py_NewRef(malformed));
+    Py_XSETREF(decimal_number, Py_NewRef(decimal));
+    Py_XSETREF(integer_number, Py_NewRef(integer_fn));
+    max_typed_depth = depth;
+    Py_RETURN_NONE;
 }
 
 static int set_vr(const char *name, enum kind kind, int is_short, int number_size, char number_type)
@@ -2075,6 +3360,10 @@ static PyMethodDef METHODS[] = {
      "read_elements(local, fd_or_buffer, size, bulk_uri) -> (dict, position) | None"},
     {"read_json", read_json, METH_O,
      "read_json(local) -> bytes | None: the file's DICOM JSON as UTF-8, or None for the object path"},
+    {"read_typed", read_typed, METH_O,
+     "read_typed(local) -> (json bytes, typed row bytes) | None: read_json and its typed row"},
+    {"configure_typed", configure_typed, METH_VARARGS,
+     "configure_typed(attributes, malformed, decimal_number, integer_number, max_depth)"},
     {"read_trailing_elements", read_trailing_elements, METH_VARARGS,
      "read_trailing_elements(local, fd_or_buffer, size, position, codec, bulk_uri) -> (dict, position)"},
     {NULL, NULL, 0, NULL},

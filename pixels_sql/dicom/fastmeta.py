@@ -327,6 +327,36 @@ def read_json(local: str) -> bytes | None:
     return _fastmeta.read_json(local)
 
 
+def read_typed(local: str) -> tuple[bytes, bytes] | None:
+    """:func:`read_json` and, from the same walk, the header's typed row: what
+    ``typed.typed_json(json, None)`` writes of that JSON, byte for byte (the compiled typed sink;
+    tests/test_header_sinks.py holds the two to each other). None when the compiled loop is not
+    in use or the file leaves its common road: then the caller reads the file as
+    :func:`read_json`'s callers do and types the JSON with ``typed.typed_json``."""
+    if not COMPILED or _fastmeta is None:
+        return None
+    if not _typed_configured:
+        _configure_typed()
+    return _fastmeta.read_typed(local)
+
+
+_typed_configured = False
+
+
+def _configure_typed() -> None:
+    global _typed_configured
+    from pixels_sql.dicom import typed
+
+    _fastmeta.configure_typed(
+        typed.compiled_table(),
+        typed.Malformed,
+        typed.decimal_number,
+        typed.integer_number,
+        typed.MAX_TYPED_DEPTH,
+    )
+    _typed_configured = True
+
+
 def read_trailing(
     local: str,
     fp: BinaryIO,

@@ -122,6 +122,23 @@ def _attributes() -> dict[str, _Attribute]:
     return table
 
 
+def compiled_table() -> list[tuple[int, bytes, str, bool, bool, bool]]:
+    """The standard attributes as the compiled typed sink takes them (``_fastmeta.c``,
+    ``configure_typed``), in rising tag order: (tag, keyword, the dictionary's VRs as in
+    "US or SS", VM other than 1, the column holds text, the first VR is SQ)."""
+    return [
+        (
+            int(tag, 16),
+            info.keyword.encode("ascii"),
+            " or ".join(info.vrs),
+            info.multiple,
+            info.column == "string",
+            info.vr == attributes.SEQUENCE_VR,
+        )
+        for tag, info in sorted(_attributes().items())
+    ]
+
+
 def attribute(tag: str) -> _Attribute | None:
     """The dictionary's attribute of an 8-hex-digit tag (upper case), None if not standard."""
     return _attributes().get(tag)
@@ -452,7 +469,7 @@ def datetime_value(text: str) -> str:
 _NON_FINITE = {"NaN": "NaN", "Infinity": "Infinity", "-Infinity": "-Infinity"}
 
 
-def _decimal_number(value: Any) -> float | str:
+def decimal_number(value: Any) -> float | str:
     # The DICOM JSON model writes DS as numbers; NaN and infinities as strings (meta.py).
     if isinstance(value, bool):
         raise Malformed(f"DS {value!r} is not a number")
@@ -478,7 +495,7 @@ def _bigint(value: int) -> int:
     return value
 
 
-def _integer_number(value: Any) -> int:
+def integer_number(value: Any) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         return _bigint(value)
     if isinstance(value, float) and value.is_integer():
@@ -571,7 +588,7 @@ _CONVERTERS = {
     "AT": _attribute_tag,
     "PN": _person_name,
 }
-_TWINS = {"DS": _decimal_number, "IS": _integer_number}
+_TWINS = {"DS": decimal_number, "IS": integer_number}
 
 
 def typed_header(meta: Mapping[str, Any], shape: Mapping[str, Any] | None = None) -> dict[str, Any]:
