@@ -571,9 +571,10 @@ def deep_dataset(levels: int) -> Dataset:
 
 
 def test_the_compiled_typed_sink_writes_what_typed_json_writes(tmp_path: Path) -> None:
-    """One walk gives the DICOM JSON and the typed row (fastmeta.read_typed); the row is
-    typed.typed_json's text of that JSON, byte for byte, on the corpus, on generated files of
-    every VR, malformed values, edge values and nesting past the typed depth, and on mutants."""
+    """One walk gives the DICOM JSON, the typed row and the skeleton (fastmeta.read_typed):
+    typed.typed_json's and typed.skeleton_json's text of that JSON, byte for byte, on the
+    corpus, on generated files of every VR, malformed values, edge values and nesting past the
+    typed depth, and on mutants; the skeleton gives the header's shape."""
     assert fastmeta._fastmeta is not None, "the compiled walk is built by make setup"
     generated = [
         write(every_vr_dataset(), tmp_path / "every_vr.dcm"),
@@ -591,9 +592,12 @@ def test_the_compiled_typed_sink_writes_what_typed_json_writes(tmp_path: Path) -
         if read is None:
             assert path not in generated, path
             continue
-        meta_json, row = read
+        meta_json, row, skeleton = read
         assert meta_json == fastmeta.read_json(str(path)), path
         assert row.decode() == typed.typed_json(meta_json, None), path
+        model = orjson.loads(meta_json)
+        assert skeleton.decode() == typed.skeleton_json(model), path
+        assert typed.skeleton_shape(skeleton) == typed.header_shape(model), path
         compared += 1
     assert compared > 150
     # What the generated files hold reached the rows: an issue of each kind, the leap second,

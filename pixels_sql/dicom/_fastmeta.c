@@ -1681,6 +1681,7 @@ typedef struct {
 /* A data set being typed: the top level, then one per sequence item. */
 typedef struct {
     int members;              /* members written into its JSON object */
+    int skeleton_members;     /* tags written into its skeleton */
     Py_ssize_t prefix_length; /* its OtherElements tag path ("00081140[0].") */
     int depth;                /* sequence levels above it */
     Creator *creators;        /* its private creators so far (PS3.5 7.8.1) */
@@ -1701,6 +1702,7 @@ typedef struct {
     Text row;       /* the typed row */
     Text other;     /* OtherElements' entries */
     Text prefix;    /* the current tag path */
+    Text skeleton;  /* the standard tags present, what the row's columns depend on */
     int others;     /* entries in `other` */
     TypedFrame *frames;
     int depth;
@@ -2398,6 +2400,15 @@ static int typed_element(Sink *sink, uint32_t tag, const VRInfo *info)
         raise_unsupported("a sequence attribute that is no sequence");
         return -1;
     }
+    if (attribute != NULL) { /* ,"TAG":0 or ,"TAG":[ for a typed sequence's items */
+        Text *skeleton = &self->skeleton;
+        if ((frame->skeleton_members++ > 0 && PUT_LITERAL(skeleton, ",") < 0)
+            || PUT_LITERAL(skeleton, "\"") < 0 || put_tag_hex(skeleton, tag) < 0
+            || (decision == D_SEQUENCE ? PUT_LITERAL(skeleton, "\":[")
+                                       : PUT_LITERAL(skeleton, "\":0")) < 0) {
+            return -1;
+        }
+    }
     frame->tag = tag;
     frame->info = info;
     frame->attribute = attribute;
@@ -2582,7 +2593,9 @@ static int typed_item_begin(Sink *sink)
     }
     TypedFrame *parent = typed_frame(self);
     Text *row = &self->row;
-    if ((parent->items > 0 && PUT_LITERAL(row, ",") < 0) || PUT_LITERAL(row, "{") < 0) {
+    if ((parent->items > 0
+         && (PUT_LITERAL(row, ",") < 0 || PUT_LITERAL(&self->skeleton, ",") < 0))
+        || PUT_LITERAL(row, "{") < 0 || PUT_LITERAL(&self->skeleton, "{") < 0) {
         return -1;
     }
     /* the items' tag path: <path><tag>[<index>]. */
@@ -2630,7 +2643,7 @@ static int typed_item_end(Sink *sink)
                        : put_escaped(other, item, length, 0);
     }
     self->depth--;
-    return PUT_LITERAL(&self->row, "}");
+    return PUT_LITERAL(&self->row, "}") < 0 ? -1 : PUT_LITERAL(&self->skeleton, "}");
 }
 
 /* Remembers a private creator element (gggg,0010-00FF) of an odd group whose first value is
@@ -2703,7 +2716,7 @@ static int typed_element_end(Sink *sink)
     int result;
     switch (frame->decision) {
     case D_SEQUENCE:
-        return PUT_LITERAL(&self->row, "]");
+        return PUT_LITERAL(&self->row, "]") < 0 ? -1 : PUT_LITERAL(&self->skeleton, "]");
     case D_VALUE:
         result = typed_values(self, frame);
         break;
@@ -2749,6 +2762,7 @@ static void typed_sink_close(TypedSink *self)
     free(self->row.data);
     free(self->other.data);
     free(self->prefix.data);
+    free(self->skeleton.data);
 }
 
 /* paths.to_file_uri(os.path.abspath(local)) for a path abspath leaves as it is (absolute, no
@@ -3161,8 +3175,9 @@ static PyObject *read_json(PyObject *module, PyObject *local)
     return result != NULL ? result : road_left();
 }
 
-/* read_typed(local) -> (bytes, bytes) | None: the file's DICOM JSON (what read_json gives) and
- * its typed row (what typed.typed_json(that JSON, None) gives), from one walk. */
+/* read_typed(local) -> (bytes, bytes, bytes) | None: the file's DICOM JSON (what read_json
+ * gives), its typed row (what typed.typed_json(that JSON, None) gives) and its skeleton (what
+ * typed.skeleton_json gives), from one walk. */
 static PyObject *read_typed(PyObject *module, PyObject *local)
 {
     if (typed_attributes == NULL) {
@@ -3175,13 +3190,15 @@ static PyObject *read_typed(PyObject *module, PyObject *local)
     sink.json.base.ops = &JSON_OPS;
     PyObject *result = NULL;
     if (grow_frames((void **)&sink.frames, &sink.capacity, 0, sizeof(TypedFrame)) == 0
-        && PUT_LITERAL(&sink.row, "{") == 0 && walk_file(local, &sink.json, &sink.base)
+        && PUT_LITERAL(&sink.row, "{") == 0 && PUT_LITERAL(&sink.skeleton, "{") == 0
+        && walk_file(local, &sink.json, &sink.base)
         && (sink.frames[0].members == 0 || PUT_LITERAL(&sink.row, ",") == 0)
         && PUT_LITERAL(&sink.row, "\"OtherElements\":[") == 0
         && put(&sink.row, sink.other.data, sink.other.length) == 0
-        && PUT_LITERAL(&sink.row, "]}") == 0) {
-        result = Py_BuildValue("(y#y#)", sink.json.text.data, sink.json.text.length,
-                               sink.row.data, sink.row.length);
+        && PUT_LITERAL(&sink.row, "]}") == 0 && PUT_LITERAL(&sink.skeleton, "}") == 0) {
+        result = Py_BuildValue("(y#y#y#)", sink.json.text.data, sink.json.text.length,
+                               sink.row.data, sink.row.length, sink.skeleton.data,
+                               sink.skeleton.length);
     }
     free(sink.json.text.data);
     free(sink.json.frames);
@@ -3361,7 +3378,7 @@ static PyMethodDef METHODS[] = {
     {"read_json", read_json, METH_O,
      "read_json(local) -> bytes | None: the file's DICOM JSON as UTF-8, or None for the object path"},
     {"read_typed", read_typed, METH_O,
-     "read_typed(local) -> (json bytes, typed row bytes) | None: read_json and its typed row"},
+     "read_typed(local) -> (json, typed row, skeleton) | None: read_json, its typed row and skeleton"},
     {"configure_typed", configure_typed, METH_VARARGS,
      "configure_typed(attributes, malformed, decimal_number, integer_number, max_depth)"},
     {"read_trailing_elements", read_trailing_elements, METH_VARARGS,

@@ -327,12 +327,12 @@ def read_json(local: str) -> bytes | None:
     return _fastmeta.read_json(local)
 
 
-def read_typed(local: str) -> tuple[bytes, bytes] | None:
-    """:func:`read_json` and, from the same walk, the header's typed row: what
-    ``typed.typed_json(json, None)`` writes of that JSON, byte for byte (the compiled typed sink;
-    tests/test_header_sinks.py holds the two to each other). None when the compiled loop is not
-    in use or the file leaves its common road: then the caller reads the file as
-    :func:`read_json`'s callers do and types the JSON with ``typed.typed_json``."""
+def read_typed(local: str) -> tuple[bytes, bytes, bytes] | None:
+    """:func:`read_json` and, from the same walk, the header's typed row and skeleton: what
+    ``typed.typed_json(json, None)`` and ``typed.skeleton_json`` write of that JSON, byte for
+    byte (the compiled typed sink; tests/test_typed_header.py holds them to each other). None
+    when the compiled loop is not in use or the file leaves its common road: then the caller
+    reads the file as :func:`read_json`'s callers do and types the model in Python."""
     if not COMPILED or _fastmeta is None:
         return None
     if not _typed_configured:

@@ -203,6 +203,57 @@ def _shape_into(skeleton: Skeleton, shape: Shape, depth: int = 0) -> None:
             shape[info.twin_name] = info.twin
 
 
+def skeleton_json(meta: Mapping[str, Any]) -> str:
+    """A header's *skeleton* as text: the standard tags of each typed data set in order, a
+    sequence the typed row holds as the skeletons of its items (``{"00081140": [{...}, ...],
+    "00080060": 0}``). What the compiled typed sink writes beside the typed row; headers of one
+    protocol share it, so a run's columns come from its few distinct skeletons
+    (:func:`skeleton_shape`)."""
+    return _dumps(_compiled_skeleton(meta, 0))
+
+
+def _compiled_skeleton(dataset: Mapping[str, Any], depth: int) -> dict[str, Any]:
+    table = _attributes()
+    skeleton: dict[str, Any] = {}
+    for tag, element in dataset.items():
+        info = table.get(tag)
+        if info is None:
+            continue
+        if (
+            info.vr == attributes.SEQUENCE_VR
+            and depth < MAX_TYPED_DEPTH
+            and isinstance(element, dict)
+            and element.get("vr") == attributes.SEQUENCE_VR
+        ):
+            items = element.get("Value") or ()
+            skeleton[tag] = [
+                _compiled_skeleton(item, depth + 1) for item in items if isinstance(item, dict)
+            ]
+        else:
+            skeleton[tag] = 0
+    return skeleton
+
+
+def skeleton_shape(text: str | bytes) -> Shape:
+    """:func:`header_shape` of the headers whose skeleton (:func:`skeleton_json`) is ``text``."""
+    shape: Shape = {}
+    _shape_into(_merged_skeleton(orjson.loads(text)), shape)
+    return shape
+
+
+def _merged_skeleton(written: Mapping[str, Any]) -> Skeleton:
+    skeleton: Skeleton = {}
+    for tag, items in written.items():
+        if isinstance(items, list):
+            merged: Skeleton = {}
+            for item in items:
+                _merge_skeletons(merged, _merged_skeleton(item))
+            skeleton[tag] = merged
+        else:
+            skeleton[tag] = None
+    return skeleton
+
+
 def variant_shape(schema: str) -> Shape:
     """:func:`header_shape` of the headers whose VARIANT type is ``schema``: what
     ``schema_of_variant(meta)`` (one header) or ``schema_of_variant_agg(meta)`` (many, merged)
