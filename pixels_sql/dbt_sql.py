@@ -34,6 +34,7 @@ from pathlib import Path
 
 from pixels_sql.dicom.defined_terms import modality_values
 from pixels_sql.errors import REASONS
+from pixels_sql.functions import header
 from pixels_sql.scripts import (
     CODE,
     COMMENT,
@@ -87,6 +88,12 @@ PARTS = [
         "10_catalog.sql",
         r"CREATE TABLE IDENTIFIER\(pixels_listing_table\) AS\s+(?P<query>.*)",
         "the listing compared with the catalog (column change)",
+    ),
+    Part(
+        "pipeline_read",
+        "20_meta.sql",
+        r"CACHE LAZY TABLE pixels_read AS\s+(?P<query>.*)",
+        "each file to read, read once: its header, typed row and reason",
     ),
     Part(
         "pipeline_meta",
@@ -159,6 +166,15 @@ PARTS = [
 # (the typed header table gains a column per new attribute). Its persistent views are models of
 # their own (PARTS), left out here.
 WHOLE_SCRIPTS = {"pipeline_header_statements": "50_header.sql"}
+# The reads 20_meta.sql keeps for the run (pixels_read), which 50_header.sql takes the typed rows
+# of, are not in the session of the dbt model that runs 50_header.sql (the header model runs
+# after instances, in a session of its own): there, an empty relation of the same columns
+# stands for them, and every header is typed from the one the catalog stores.
+EMPTY_READS = (
+    "CREATE OR REPLACE TEMPORARY VIEW pixels_read AS\n"
+    "SELECT CAST(NULL AS STRING) AS path, CAST(NULL AS {result_type}) AS result\n"
+    "WHERE false\n"
+)
 # The scripts the dbt models are made of (besides 00_database.sql: dbt builds in its own schema).
 SCRIPTS = sorted({part.script for part in PARTS} | set(WHOLE_SCRIPTS.values()))
 # Empty relations with the columns of the pipeline's tables: what a model reads as its own
@@ -307,7 +323,10 @@ def render_macros(sql_dir: Path = SQL_DIR) -> str:
             "{%- endmacro %}\n"
         )
     for macro, script in WHOLE_SCRIPTS.items():
-        statements = []
+        statements = [
+            "-- pixels_sql.dbt_sql: no read of sql/20_meta.sql in this session\n"
+            + EMPTY_READS.format(result_type=header.RESULT_TYPE)
+        ]
         for statement in scripts.get(script, []):
             body, line = _body(statement)
             if re.match(r"CREATE OR REPLACE VIEW ", body):

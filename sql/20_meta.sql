@@ -1,4 +1,4 @@
--- Step 2: read the header of each new or changed file once (dicom_meta_result never fails: a
+-- Step 2: read the header of each new or changed file once (dicom_header_result never fails: a
 -- bad file gives a reason instead), store it as VARIANT and promote the attributes people filter
 -- on to typed columns. Files the listing already gave a reason (an unreadable folder, a dangling
 -- link, a pipe, a hostile zip member) are not opened. The rows land as one new partition of
@@ -6,6 +6,26 @@
 -- A zip member's local_path is its member path with the archive's local path; its
 -- relative_path is the archive's followed by the member's names (where --extract-zip writes it).
 -- Parameters: path (the catalogued folder, for relative_path), extract_zip (as 10_catalog.sql).
+
+-- The reads of this run, kept for the run: the same walk of each header gives its typed row
+-- (result.typed, result.skeleton) for the typed header table, which 50_header.sql takes from
+-- here, reading no file and no stored header again, and then uncaches. LAZY: the INSERT below
+-- computes the reads and keeps them as it goes.
+UNCACHE TABLE IF EXISTS pixels_read;
+
+DROP VIEW IF EXISTS pixels_read;
+
+CACHE LAZY TABLE pixels_read AS
+SELECT
+  *,
+  -- The file on disk: the file itself, or the (outermost) archive holding the member.
+  regexp_replace(coalesce(archive, path), '^file:(//)?', '') AS disk_path,
+  regexp_replace(path, '(^|::)file:(//)?', '$1') AS local_path,
+  -- A NULL path is not opened (a pipe would block the reader).
+  dicom_header_result(CASE WHEN listing_reason IS NULL THEN path END) AS result
+FROM pixels_listing
+WHERE change IS NOT NULL;
+
 -- The rows are those 10_catalog.sql counted as files_to_read: with none, `pixels-sql` skips
 -- the statement (it would write nothing).
 -- pixels-sql: skip if files_to_read = 0
@@ -85,16 +105,6 @@ FROM (
     END AS meta_error_message
   FROM (
     SELECT *, try_parse_json(result.meta) AS meta
-    FROM (
-      SELECT
-        *,
-        -- The file on disk: the file itself, or the (outermost) archive holding the member.
-        regexp_replace(coalesce(archive, path), '^file:(//)?', '') AS disk_path,
-        regexp_replace(path, '(^|::)file:(//)?', '$1') AS local_path,
-        -- A NULL path is not opened (a pipe would block the reader).
-        dicom_meta_result(CASE WHEN listing_reason IS NULL THEN path END) AS result
-      FROM pixels_listing
-      WHERE change IS NOT NULL
-    )
+    FROM pixels_read
   )
 );

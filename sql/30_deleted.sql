@@ -64,9 +64,3 @@ SELECT count(*) AS deleted_files FROM pixels_deleted_paths;
 -- pixels-sql: skip if deleted_files = 0
 INSERT INTO object_catalog
 SELECT * FROM pixels_deleted_files;
-
--- This run's listing table (10_catalog.sql), named by a variable (sqlglot's grammar has no
--- DROP TABLE IDENTIFIER(): the statement is built), and its view.
-EXECUTE IMMEDIATE concat('DROP TABLE IF EXISTS ', pixels_listing_table);
-
-DROP VIEW IF EXISTS pixels_listing;

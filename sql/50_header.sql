@@ -1,8 +1,10 @@
 -- Step 5: the typed header table object_header: one row per live instance (a catalogued file
 -- with a header), one column per attribute found in any header, named by its keyword and typed
 -- by its VR (docs/tables.md); private and unknown elements, and values that do not fit their
--- column, in OtherElements. Typed from the DICOM JSON that object_catalog.meta already holds:
--- no file is read here.
+-- column, in OtherElements. No file is read here: a header read by this run was typed by the
+-- same walk (20_meta.sql's pixels_read: result.typed); any other (the first run after an
+-- upgrade, a run stopped before this step, dbt's model, which has no pixels_read of its own) is
+-- typed from the DICOM JSON that object_catalog.meta holds.
 -- Incremental like the catalog: a header row is written for each catalog row that has none
 -- (new, changed, re-read files; every instance on the first run after an upgrade); a file
 -- deleted or no longer readable gets its header row again with deleted_at set; the upkeep
@@ -45,11 +47,19 @@ FROM (
 )
 WHERE newest = 1;
 
+-- The typed rows this run's reads made (20_meta.sql): a path's newest catalog row is the one
+-- written from its read.
+CREATE OR REPLACE TEMPORARY VIEW pixels_header_reads AS
+SELECT path, result.typed AS typed, result.skeleton AS skeleton
+FROM pixels_read
+WHERE result.typed IS NOT NULL;
+
 -- What this run does, in one pass over both tables' newest rows, cached for the statements
 -- after it (each would otherwise rank every row of both tables again; a write to object_header
 -- makes Spark compute it again, to the same rows): the live catalog rows whose header has no
--- typed row yet ('pending'; ingested_at says which catalog row a typed row was made from), and
--- the typed rows whose file is deleted, no longer readable or gone from the catalog ('gone').
+-- typed row yet, typed by this run's read ('read') or to be typed from the stored header
+-- ('pending'; ingested_at says which catalog row a typed row was made from), and the typed
+-- rows whose file is deleted, no longer readable or gone from the catalog ('gone').
 -- The joins below compare todo with '=': Spark prunes partitions by a join only when the other
 -- side has a filter it deems selective, and a bare boolean column is not one.
 UNCACHE TABLE IF EXISTS pixels_header_todo;
@@ -60,14 +70,17 @@ CACHE TABLE pixels_header_todo AS
 SELECT
   coalesce(c.path, h.path) AS path,
   c.ingest_run AS catalog_run,
+  c.ingested_at,
   h.ingest_run AS header_run,
   CASE
     WHEN c.live AND (h.path IS NULL OR h.deleted_at IS NOT NULL OR h.ingested_at != c.ingested_at)
-      THEN 'pending'
+      THEN CASE WHEN r.path IS NULL THEN 'pending' ELSE 'read' END
     ELSE 'gone'
-  END AS todo
+  END AS todo,
+  xxhash64(r.skeleton) AS skeleton_id
 FROM pixels_header_catalog AS c
 FULL OUTER JOIN pixels_header_current AS h ON h.path = c.path
+LEFT JOIN pixels_header_reads AS r ON r.path = c.path
 WHERE
   (c.live AND (h.path IS NULL OR h.deleted_at IS NOT NULL OR h.ingested_at != c.ingested_at))
   OR (h.path IS NOT NULL AND h.deleted_at IS NULL AND (c.path IS NULL OR NOT c.live));
@@ -80,7 +93,16 @@ FROM object_catalog AS c
 JOIN pixels_header_todo AS t
   ON t.todo = 'pending' AND t.path = c.path AND t.catalog_run = c.ingest_run;
 
-SELECT count_if(todo = 'pending') AS header_rows, count_if(todo = 'gone') AS header_deletions
+-- The rows this run's reads typed, with their typed row and skeleton.
+CREATE OR REPLACE TEMPORARY VIEW pixels_header_typed AS
+SELECT t.path, t.ingested_at, t.skeleton_id, r.typed, r.skeleton
+FROM pixels_header_todo AS t
+JOIN pixels_header_reads AS r ON t.todo = 'read' AND r.path = t.path;
+
+SELECT
+  count_if(todo IN ('read', 'pending')) AS header_rows,
+  count_if(todo = 'read') AS header_reads,
+  count_if(todo = 'gone') AS header_deletions
 FROM pixels_header_todo;
 
 -- pixels-sql: skip if header_deletions = 0
@@ -93,25 +115,33 @@ FROM object_header AS h
 JOIN pixels_header_todo AS t ON t.todo = 'gone' AND t.path = h.path AND t.header_run = h.ingest_run;
 
 -- The plan: the columns this run's headers add (the table's row type, from a row of NULLs when
--- it is empty, and the headers' merged VARIANT type), the from_json schema and the table's
--- shape after. Run as a query of its own (EXECUTE IMMEDIATE ... INTO): a Python function
--- inside a scalar subquery, as SET VAR's, fails in Spark 4 (NullPointerException planning it
--- in a task).
+-- it is empty; the distinct skeletons of the rows typed by their read, and the merged VARIANT
+-- type of the pending ones), the from_json schema and the table's shape after, and the
+-- misfits: the skeletons whose typed rows do not fit the table's columns (a nested field an
+-- existing sequence column lacks), by their xxhash64, to be typed again for its shape.
+-- Run as a query of its own (EXECUTE IMMEDIATE ... INTO): a Python function inside a scalar
+-- subquery, as SET VAR's, fails in Spark 4 (NullPointerException planning it in a task).
 DECLARE OR REPLACE VARIABLE pixels_header_plan STRUCT<
-  add_columns: STRING, schema: STRING, shape: STRING
+  add_columns: STRING, schema: STRING, shape: STRING, misfits: ARRAY<BIGINT>
 >;
 
 -- pixels-sql: skip if header_rows = 0
 EXECUTE IMMEDIATE
-  'SELECT dicom_header_plan(t.table_type, s.header_types)
+  'SELECT struct(
+     p.add_columns, p.schema, p.shape, transform(p.misfits, s -> xxhash64(s)) AS misfits
+   )
    FROM (
-     SELECT typeof(struct(h.*)) AS table_type
-     FROM (SELECT 1 AS one) AS o
-     LEFT JOIN object_header AS h ON false
-   ) AS t
-   CROSS JOIN (
-     SELECT array(schema_of_variant_agg(meta)) AS header_types FROM pixels_header_pending
-   ) AS s'
+     SELECT dicom_header_plan(t.table_type, s.header_types, r.skeletons) AS p
+     FROM (
+       SELECT typeof(struct(h.*)) AS table_type
+       FROM (SELECT 1 AS one) AS o
+       LEFT JOIN object_header AS h ON false
+     ) AS t
+     CROSS JOIN (
+       SELECT array(schema_of_variant_agg(meta)) AS header_types FROM pixels_header_pending
+     ) AS s
+     CROSS JOIN (SELECT collect_set(skeleton) AS skeletons FROM pixels_header_typed) AS r
+   )'
 INTO pixels_header_plan;
 
 -- pixels-sql: skip if header_rows = 0
@@ -120,13 +150,37 @@ EXECUTE IMMEDIATE coalesce(
   'SELECT 0 AS header_columns_added'
 );
 
+-- The rows typed by their read, whose columns the table has as they were typed for: their
+-- typed row as it is.
 -- pixels-sql: skip if header_rows = 0
+-- pixels-sql: skip if header_reads = 0
 EXECUTE IMMEDIATE concat(
   'INSERT INTO object_header BY NAME ',
   'SELECT path, ingested_at, CAST(NULL AS TIMESTAMP) AS deleted_at, typed.*, ',
   'date_format(current_timestamp(), ''yyyyMMddHHmmssSSS'') AS ingest_run ',
-  'FROM (SELECT path, ingested_at, ',
-  'from_json(dicom_header_typed(to_json(meta), ?), ?) AS typed FROM pixels_header_pending)'
+  'FROM (SELECT path, ingested_at, from_json(typed, ?) AS typed FROM pixels_header_typed ',
+  'WHERE NOT array_contains(pixels_header_plan.misfits, skeleton_id))'
+) USING pixels_header_plan.schema;
+
+-- The rest, typed from the stored header for the table's shape: the pending rows, and those
+-- of a misfit skeleton.
+-- pixels-sql: skip if header_rows = 0
+SELECT count(*) AS header_retyped
+FROM pixels_header_todo
+WHERE todo = 'pending' OR (todo = 'read' AND array_contains(pixels_header_plan.misfits, skeleton_id));
+
+-- pixels-sql: skip if header_rows = 0
+-- pixels-sql: skip if header_retyped = 0
+EXECUTE IMMEDIATE concat(
+  'INSERT INTO object_header BY NAME ',
+  'SELECT path, ingested_at, CAST(NULL AS TIMESTAMP) AS deleted_at, typed.*, ',
+  'date_format(current_timestamp(), ''yyyyMMddHHmmssSSS'') AS ingest_run ',
+  'FROM (SELECT c.path, c.ingested_at, ',
+  'from_json(dicom_header_typed(to_json(c.meta), ?), ?) AS typed ',
+  'FROM object_catalog AS c JOIN pixels_header_todo AS t ',
+  'ON (t.todo = ''pending'' ',
+  'OR (t.todo = ''read'' AND array_contains(pixels_header_plan.misfits, t.skeleton_id))) ',
+  'AND t.path = c.path AND t.catalog_run = c.ingest_run)'
 ) USING pixels_header_plan.shape, pixels_header_plan.schema;
 
 UNCACHE TABLE IF EXISTS pixels_header_todo;

@@ -447,8 +447,8 @@ def test_plan_adds_only_new_columns_and_parses_spark_types() -> None:
         "Modality": "string",
         "ContentSequence": {"CodeValue": "string", "CodeMeaning": "string"},
     }
-    added, schema, merged = typed.plan(table, [header_type, None])
-    assert added == "`StudyDate` date"
+    added, schema, merged, misfits = typed.plan(table, [header_type, None])
+    assert added == "`StudyDate` date" and misfits == []
     assert schema.startswith("`Modality` string, `ContentSequence` array<struct<CodeValue:string>>")
     assert schema.endswith(f"`OtherElements` array<{typed.OTHER_ELEMENT_TYPE}>")
     # The existing sequence column keeps its fields: CodeMeaning would be not_in_column.
@@ -801,3 +801,69 @@ def test_dictionary_helpers_are_consistent() -> None:
     assert typed.attribute("00280030").multiple == (dictionary_VM(0x00280030) != "1")
     assert typed.attribute("00100010").vrs == (dictionary_VR(0x00100010),)
     assert typed.attribute("00091001") is None
+
+
+def test_the_reads_typed_rows_equal_the_stored_headers_typed_rows(spark, tmp_path: Path) -> None:
+    """sql/50_header.sql takes a header read by this run from the read's typed row (20_meta.sql's
+    pixels_read) and any other from the stored header: the same rows either way. A header whose
+    sequence holds a field the table's existing column lacks (a misfit skeleton) is typed again
+    for the table: the field goes to OtherElements as not_in_column, as dicom_header_typed has
+    it."""
+    from pixels_sql.ingest.batch import ingest
+
+    database = "typed_reads_test"
+    folder = tmp_path / "dicom"
+    write(every_vr_dataset(), folder / "every_vr.dcm")
+    write_malformed(folder / "malformed.dcm")
+    with lenient():
+        write(edge_values_dataset(), folder / "edges.dcm")
+    shutil.copyfile(corpus_files()[0], folder / corpus_files()[0].name)
+    spark.sql(f"DROP DATABASE IF EXISTS `{database}` CASCADE")
+    table = f"`{database}`.object_header"
+
+    def comparable(value: Any) -> Any:
+        # NaN is no value equal to itself; a sequence item kept whole (OtherElements) is the
+        # same JSON object with its keys in DICOM JSON's order (from the read) or VARIANT's
+        # (from the stored header).
+        if isinstance(value, float) and math.isnan(value):
+            return "NaN"
+        if isinstance(value, str) and value.startswith("{"):
+            return orjson.loads(value)
+        if isinstance(value, list):
+            return [comparable(item) for item in value]
+        if isinstance(value, dict):
+            return {key: comparable(item) for key, item in value.items()}
+        return value
+
+    def rows() -> dict[str, dict[str, Any]]:
+        found = {}
+        for row in spark.table(table).collect():
+            values = row.asDict(recursive=True)
+            del values["ingest_run"]
+            found[values["path"]] = comparable(values)
+        return found
+
+    try:
+        ingest(spark, str(folder), database, thumbnails=False)
+        from_reads = rows()
+        assert len(from_reads) == 4
+        # The same catalog, its typed rows made again from the stored headers (no read of
+        # this run: every row pending).
+        spark.sql(f"DROP TABLE {table}")
+        ingest(spark, str(folder), database, thumbnails=False)
+        assert rows() == from_reads
+
+        # A misfit: ContentSequence items with a field the column lacks (Code Meaning).
+        misfit = new_dataset(MR, ExplicitVRLittleEndian)
+        item = Dataset()
+        item.CodeMeaning = "Brain"
+        misfit.ContentSequence = Sequence([item])
+        write(misfit, folder / "misfit.dcm")
+        ingest(spark, str(folder), database, thumbnails=False)
+        (row,) = [r for path, r in rows().items() if path.endswith("misfit.dcm")]
+        issues = {e["tag"]: e["issue"] for e in row[typed.OTHER_ELEMENTS]}
+        assert issues == {"0040A730[0].00080104": typed.NOT_IN_COLUMN}, issues
+        (content,) = row["ContentSequence"]
+        assert "CodeMeaning" not in content and not any(content.values()), content
+    finally:
+        spark.sql(f"DROP DATABASE IF EXISTS `{database}` CASCADE")

@@ -102,8 +102,21 @@ FROM files AS f
 LEFT JOIN catalogued AS c ON c.path = f.path
 {%- endmacro %}
 
+{% macro pipeline_read(p={}, catalog=none, thumbnails=none, header=none, copies=none) -%}
+-- sql/20_meta.sql:19: each file to read, read once: its header, typed row and reason
+SELECT
+  *,
+  -- The file on disk: the file itself, or the (outermost) archive holding the member.
+  regexp_replace(coalesce(archive, path), '^file:(//)?', '') AS disk_path,
+  regexp_replace(path, '(^|::)file:(//)?', '$1') AS local_path,
+  -- A NULL path is not opened (a pipe would block the reader).
+  dicom_header_result(CASE WHEN listing_reason IS NULL THEN path END) AS result
+FROM pixels_listing
+WHERE change IS NOT NULL
+{%- endmacro %}
+
 {% macro pipeline_meta(p={}, catalog=none, thumbnails=none, header=none, copies=none) -%}
--- sql/20_meta.sql:13: the catalog rows of the files to read
+-- sql/20_meta.sql:33: the catalog rows of the files to read
 SELECT
   xxhash64(path) AS rowId,
   path,
@@ -177,17 +190,7 @@ FROM (
     END AS meta_error_message
   FROM (
     SELECT *, try_parse_json(result.meta) AS meta
-    FROM (
-      SELECT
-        *,
-        -- The file on disk: the file itself, or the (outermost) archive holding the member.
-        regexp_replace(coalesce(archive, path), '^file:(//)?', '') AS disk_path,
-        regexp_replace(path, '(^|::)file:(//)?', '$1') AS local_path,
-        -- A NULL path is not opened (a pipe would block the reader).
-        dicom_meta_result(CASE WHEN listing_reason IS NULL THEN path END) AS result
-      FROM pixels_listing
-      WHERE change IS NOT NULL
-    )
+    FROM pixels_read
   )
 )
 {%- endmacro %}
@@ -388,7 +391,7 @@ GROUP BY StudyInstanceUID
 {%- endmacro %}
 
 {% macro pipeline_header_issues(p={}, catalog=none, thumbnails=none, header=none, copies=none) -%}
--- sql/50_header.sql:137: view
+-- sql/50_header.sql:191: view
 SELECT
   h.path,
   e.tag,
@@ -447,12 +450,19 @@ WHERE NOT c.served AND NOT (c.length <=> s.length AND c.header = s.header)
 {%- endmacro %}
 
 {% macro pipeline_header_statements(p={}, catalog=none, thumbnails=none, header=none, copies=none) -%}
--- sql/50_header.sql:15
+-- pixels_sql.dbt_sql: no read of sql/20_meta.sql in this session
+CREATE OR REPLACE TEMPORARY VIEW pixels_read AS
+SELECT CAST(NULL AS STRING) AS path, CAST(NULL AS struct<meta:string,typed:string,skeleton:string,reason:string,message:string>) AS result
+WHERE false
+{{ pixels_statement_separator() }}
+-- sql/50_header.sql:17
 -- Step 5: the typed header table object_header: one row per live instance (a catalogued file
 -- with a header), one column per attribute found in any header, named by its keyword and typed
 -- by its VR (docs/tables.md); private and unknown elements, and values that do not fit their
--- column, in OtherElements. Typed from the DICOM JSON that object_catalog.meta already holds:
--- no file is read here.
+-- column, in OtherElements. No file is read here: a header read by this run was typed by the
+-- same walk (20_meta.sql's pixels_read: result.typed); any other (the first run after an
+-- upgrade, a run stopped before this step, dbt's model, which has no pixels_read of its own) is
+-- typed from the DICOM JSON that object_catalog.meta holds.
 -- Incremental like the catalog: a header row is written for each catalog row that has none
 -- (new, changed, re-read files; every instance on the first run after an upgrade); a file
 -- deleted or no longer readable gets its header row again with deleted_at set; the upkeep
@@ -474,7 +484,7 @@ CREATE TABLE IF NOT EXISTS {{ header }} (
 )
 PARTITIONED BY (ingest_run)
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:28
+-- sql/50_header.sql:30
 -- Each path's newest catalog row, from its narrow columns. live: a header that is there now.
 CREATE OR REPLACE TEMPORARY VIEW pixels_header_catalog AS
 SELECT path, ingest_run, ingested_at, deleted_at IS NULL AND meta_error_reason IS NULL AS live
@@ -486,7 +496,7 @@ FROM (
 )
 WHERE newest = 1
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:38
+-- sql/50_header.sql:40
 CREATE OR REPLACE TEMPORARY VIEW pixels_header_current AS
 SELECT path, ingest_run, ingested_at, deleted_at
 FROM (
@@ -497,37 +507,49 @@ FROM (
 )
 WHERE newest = 1
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:55
+-- sql/50_header.sql:52
+-- The typed rows this run's reads made (20_meta.sql): a path's newest catalog row is the one
+-- written from its read.
+CREATE OR REPLACE TEMPORARY VIEW pixels_header_reads AS
+SELECT path, result.typed AS typed, result.skeleton AS skeleton
+FROM pixels_read
+WHERE result.typed IS NOT NULL
+{{ pixels_statement_separator() }}
+-- sql/50_header.sql:65
 -- What this run does, in one pass over both tables' newest rows, cached for the statements
 -- after it (each would otherwise rank every row of both tables again; a write to object_header
 -- makes Spark compute it again, to the same rows): the live catalog rows whose header has no
--- typed row yet ('pending'; ingested_at says which catalog row a typed row was made from), and
--- the typed rows whose file is deleted, no longer readable or gone from the catalog ('gone').
+-- typed row yet, typed by this run's read ('read') or to be typed from the stored header
+-- ('pending'; ingested_at says which catalog row a typed row was made from), and the typed
+-- rows whose file is deleted, no longer readable or gone from the catalog ('gone').
 -- The joins below compare todo with '=': Spark prunes partitions by a join only when the other
 -- side has a filter it deems selective, and a bare boolean column is not one.
 UNCACHE TABLE IF EXISTS pixels_header_todo
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:57
+-- sql/50_header.sql:67
 DROP VIEW IF EXISTS pixels_header_todo
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:59
+-- sql/50_header.sql:69
 CACHE TABLE pixels_header_todo AS
 SELECT
   coalesce(c.path, h.path) AS path,
   c.ingest_run AS catalog_run,
+  c.ingested_at,
   h.ingest_run AS header_run,
   CASE
     WHEN c.live AND (h.path IS NULL OR h.deleted_at IS NOT NULL OR h.ingested_at != c.ingested_at)
-      THEN 'pending'
+      THEN CASE WHEN r.path IS NULL THEN 'pending' ELSE 'read' END
     ELSE 'gone'
-  END AS todo
+  END AS todo,
+  xxhash64(r.skeleton) AS skeleton_id
 FROM pixels_header_catalog AS c
 FULL OUTER JOIN pixels_header_current AS h ON h.path = c.path
+LEFT JOIN pixels_header_reads AS r ON r.path = c.path
 WHERE
   (c.live AND (h.path IS NULL OR h.deleted_at IS NOT NULL OR h.ingested_at != c.ingested_at))
   OR (h.path IS NOT NULL AND h.deleted_at IS NULL AND (c.path IS NULL OR NOT c.live))
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:77
+-- sql/50_header.sql:90
 -- The pending rows' headers, joined on the partition column too: only partitions holding
 -- them are read.
 CREATE OR REPLACE TEMPORARY VIEW pixels_header_pending AS
@@ -536,11 +558,21 @@ FROM {{ catalog }} AS c
 JOIN pixels_header_todo AS t
   ON t.todo = 'pending' AND t.path = c.path AND t.catalog_run = c.ingest_run
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:83
-SELECT count_if(todo = 'pending') AS header_rows, count_if(todo = 'gone') AS header_deletions
+-- sql/50_header.sql:97
+-- The rows this run's reads typed, with their typed row and skeleton.
+CREATE OR REPLACE TEMPORARY VIEW pixels_header_typed AS
+SELECT t.path, t.ingested_at, t.skeleton_id, r.typed, r.skeleton
+FROM pixels_header_todo AS t
+JOIN pixels_header_reads AS r ON t.todo = 'read' AND r.path = t.path
+{{ pixels_statement_separator() }}
+-- sql/50_header.sql:102
+SELECT
+  count_if(todo IN ('read', 'pending')) AS header_rows,
+  count_if(todo = 'read') AS header_reads,
+  count_if(todo = 'gone') AS header_deletions
 FROM pixels_header_todo
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:87
+-- sql/50_header.sql:109
 -- pixels-sql: skip if header_deletions = 0
 INSERT INTO {{ header }} BY NAME
 SELECT
@@ -550,48 +582,82 @@ SELECT
 FROM {{ header }} AS h
 JOIN pixels_header_todo AS t ON t.todo = 'gone' AND t.path = h.path AND t.header_run = h.ingest_run
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:100
+-- sql/50_header.sql:124
 -- The plan: the columns this run's headers add (the table's row type, from a row of NULLs when
--- it is empty, and the headers' merged VARIANT type), the from_json schema and the table's
--- shape after. Run as a query of its own (EXECUTE IMMEDIATE ... INTO): a Python function
--- inside a scalar subquery, as SET VAR's, fails in Spark 4 (NullPointerException planning it
--- in a task).
+-- it is empty; the distinct skeletons of the rows typed by their read, and the merged VARIANT
+-- type of the pending ones), the from_json schema and the table's shape after, and the
+-- misfits: the skeletons whose typed rows do not fit the table's columns (a nested field an
+-- existing sequence column lacks), by their xxhash64, to be typed again for its shape.
+-- Run as a query of its own (EXECUTE IMMEDIATE ... INTO): a Python function inside a scalar
+-- subquery, as SET VAR's, fails in Spark 4 (NullPointerException planning it in a task).
 DECLARE OR REPLACE VARIABLE pixels_header_plan STRUCT<
-  add_columns: STRING, schema: STRING, shape: STRING
+  add_columns: STRING, schema: STRING, shape: STRING, misfits: ARRAY<BIGINT>
 >
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:105
+-- sql/50_header.sql:129
 -- pixels-sql: skip if header_rows = 0
 EXECUTE IMMEDIATE
-  'SELECT dicom_header_plan(t.table_type, s.header_types)
+  'SELECT struct(
+     p.add_columns, p.schema, p.shape, transform(p.misfits, s -> xxhash64(s)) AS misfits
+   )
    FROM (
-     SELECT typeof(struct(h.*)) AS table_type
-     FROM (SELECT 1 AS one) AS o
-     LEFT JOIN {{ header }} AS h ON false
-   ) AS t
-   CROSS JOIN (
-     SELECT array(schema_of_variant_agg(meta)) AS header_types FROM pixels_header_pending
-   ) AS s'
+     SELECT dicom_header_plan(t.table_type, s.header_types, r.skeletons) AS p
+     FROM (
+       SELECT typeof(struct(h.*)) AS table_type
+       FROM (SELECT 1 AS one) AS o
+       LEFT JOIN {{ header }} AS h ON false
+     ) AS t
+     CROSS JOIN (
+       SELECT array(schema_of_variant_agg(meta)) AS header_types FROM pixels_header_pending
+     ) AS s
+     CROSS JOIN (SELECT collect_set(skeleton) AS skeletons FROM pixels_header_typed) AS r
+   )'
 INTO pixels_header_plan
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:118
+-- sql/50_header.sql:148
 -- pixels-sql: skip if header_rows = 0
 EXECUTE IMMEDIATE coalesce(
   concat('ALTER TABLE {{ header }} ADD COLUMNS (', pixels_header_plan.add_columns, ')'),
   'SELECT 0 AS header_columns_added'
 )
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:124
+-- sql/50_header.sql:157
+-- The rows typed by their read, whose columns the table has as they were typed for: their
+-- typed row as it is.
 -- pixels-sql: skip if header_rows = 0
+-- pixels-sql: skip if header_reads = 0
 EXECUTE IMMEDIATE concat(
   'INSERT INTO {{ header }} BY NAME ',
   'SELECT path, ingested_at, CAST(NULL AS TIMESTAMP) AS deleted_at, typed.*, ',
   'date_format(current_timestamp(), ''yyyyMMddHHmmssSSS'') AS ingest_run ',
-  'FROM (SELECT path, ingested_at, ',
-  'from_json(dicom_header_typed(to_json(meta), ?), ?) AS typed FROM pixels_header_pending)'
+  'FROM (SELECT path, ingested_at, from_json(typed, ?) AS typed FROM pixels_header_typed ',
+  'WHERE NOT array_contains(pixels_header_plan.misfits, skeleton_id))'
+) USING pixels_header_plan.schema
+{{ pixels_statement_separator() }}
+-- sql/50_header.sql:168
+-- The rest, typed from the stored header for the table's shape: the pending rows, and those
+-- of a misfit skeleton.
+-- pixels-sql: skip if header_rows = 0
+SELECT count(*) AS header_retyped
+FROM pixels_header_todo
+WHERE todo = 'pending' OR (todo = 'read' AND array_contains(pixels_header_plan.misfits, skeleton_id))
+{{ pixels_statement_separator() }}
+-- sql/50_header.sql:174
+-- pixels-sql: skip if header_rows = 0
+-- pixels-sql: skip if header_retyped = 0
+EXECUTE IMMEDIATE concat(
+  'INSERT INTO {{ header }} BY NAME ',
+  'SELECT path, ingested_at, CAST(NULL AS TIMESTAMP) AS deleted_at, typed.*, ',
+  'date_format(current_timestamp(), ''yyyyMMddHHmmssSSS'') AS ingest_run ',
+  'FROM (SELECT c.path, c.ingested_at, ',
+  'from_json(dicom_header_typed(to_json(c.meta), ?), ?) AS typed ',
+  'FROM {{ catalog }} AS c JOIN pixels_header_todo AS t ',
+  'ON (t.todo = ''pending'' ',
+  'OR (t.todo = ''read'' AND array_contains(pixels_header_plan.misfits, t.skeleton_id))) ',
+  'AND t.path = c.path AND t.catalog_run = c.ingest_run)'
 ) USING pixels_header_plan.shape, pixels_header_plan.schema
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:132
+-- sql/50_header.sql:186
 UNCACHE TABLE IF EXISTS pixels_header_todo
 {%- endmacro %}
 

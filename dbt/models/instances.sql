@@ -33,6 +33,10 @@ pixels_listing AS (
   {{ pipeline_listing(p, catalog=catalog) }}
 ),
 
+pixels_read AS (
+  {{ pipeline_read(p, catalog=catalog) }}
+),
+
 pixels_deleted_paths AS (
   {{ pipeline_deleted_paths(p, catalog=catalog) }}
 ),

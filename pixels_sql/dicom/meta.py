@@ -14,6 +14,8 @@ The reader API:
   typed columns); raises likewise;
 - :func:`read_result` — never raises: a :class:`MetaRow` of the JSON or the reason the file
   could not be read, and the warning about it (what the SQL functions return per file);
+- :func:`read_typed_result` — :func:`read_result` with the header's typed row and skeleton
+  (typed.py) from the same read (what the pipeline's read gives the typed header table);
 - :func:`read_events` — the header as events into a sink of fastmeta's protocol (a filter in
   front of a sink).
 
@@ -32,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, BinaryIO, NamedTuple
 
+import orjson
 import pydicom
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
@@ -39,6 +42,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_dataset
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from pixels_sql.dicom import typed
 from pixels_sql.dicom.bulk import (
     HUGE_VALUE_BYTES,
     INLINE_BINARY_MAX_BYTES,
@@ -66,6 +70,7 @@ from pixels_sql.dicom.fastmeta import (
     read_trailing,
 )
 from pixels_sql.dicom.fastmeta import read_json as read_json_compiled
+from pixels_sql.dicom.fastmeta import read_typed as read_typed_compiled
 from pixels_sql.dicom.trailing import Prefix
 from pixels_sql.dicom.trailing import find as find_trailing
 from pixels_sql.errors import DicomReadError, classify
@@ -145,6 +150,42 @@ def read_result(path: str) -> MetaRow:
         return MetaRow(None, error.reason, error.message)
 
 
+class TypedMetaRow(NamedTuple):
+    """One file's outcome (:func:`read_typed_result`): :class:`MetaRow` with the header's typed
+    row and skeleton (UTF-8 JSON, NULL with the JSON when the file could not be read)."""
+
+    meta: bytes | None
+    typed: bytes | None
+    skeleton: bytes | None
+    reason: str | None = None
+    message: str | None = None
+
+
+def read_typed_result(path: str) -> TypedMetaRow:
+    """:func:`read_result` with, from the same read, the header's typed row
+    (``typed.typed_json(json, None)``: every attribute in its column, no table's columns to fit)
+    and its skeleton (``typed.skeleton_json``, what the row's columns depend on). The compiled
+    walk writes the three in one pass; a file off its road is read as :func:`read_result` reads
+    it and its model typed in Python. Never raises."""
+    try:
+        local = _compiled_local(path)
+        read = read_typed_compiled(local) if local is not None else None
+        if read is not None:
+            return TypedMetaRow(*read)
+        text, warning = _read_json_warned(path)
+        model = orjson.loads(text)
+        return TypedMetaRow(
+            text,
+            typed.typed_json(text, None).encode(),
+            typed.skeleton_json(model).encode(),
+            None,
+            warning,
+        )
+    except Exception as exc:
+        error = classify(display_name(path), exc)
+        return TypedMetaRow(None, None, None, error.reason, error.message)
+
+
 def read_events(path: str, sink: Sink) -> str | None:
     """The header of the file at ``path`` as events into ``sink`` (fastmeta's sink protocol:
     a filter in front of a sink, a sink of your own), in tag order at the top level; returns
@@ -173,22 +214,28 @@ def _read_warned(path: str) -> tuple[dict[str, Any], str | None]:
 
 def _read_json_warned(path: str) -> tuple[bytes, str | None]:
     """:func:`read_json` and the warning about the file, or None."""
-    if FAST_READER:
-        # The compiled walk writes a local file's text in one call into its text sink (a zip
-        # member or an object in storage is not a path it opens; it returns None for those,
-        # and for any file off its common road).
-        local = to_local_path(path)
-        if not local.startswith("/") and "://" not in local:
-            # Joined, not normalised: "link/../x" is for the kernel to resolve (through the
-            # link), so a path with "." or ".." segments is left to the object path.
-            local = os.path.join(os.getcwd(), local)
-        text = read_json_compiled(local)
-        if text is not None:
-            # The compiled writer reads only files whose elements run cleanly to the end:
-            # nothing to warn about.
-            return text, None
+    local = _compiled_local(path)
+    text = read_json_compiled(local) if local is not None else None
+    if text is not None:
+        # The compiled writer reads only files whose elements run cleanly to the end: nothing
+        # to warn about.
+        return text, None
     model, warning = _read_warned(path)
     return dumps(model), warning
+
+
+def _compiled_local(path: str) -> str | None:
+    """The path the compiled walk opens for ``path``, None when the fast reader is off. The
+    walk writes a local file's text in one call (a zip member or an object in storage is not a
+    path it opens: it returns None for those, and for any file off its common road)."""
+    if not FAST_READER:
+        return None
+    local = to_local_path(path)
+    if not local.startswith("/") and "://" not in local:
+        # Joined, not normalised: "link/../x" is for the kernel to resolve (through the link),
+        # so a path with "." or ".." segments is left to the object path.
+        local = os.path.join(os.getcwd(), local)
+    return local
 
 
 def _read_meta(source: Source) -> tuple[dict[str, Any], str | None]:

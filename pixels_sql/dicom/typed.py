@@ -822,11 +822,19 @@ def _other(
 # --- the steps the SQL functions run -------------------------------------------------------------
 
 
-def plan(table_type: str, header_types: Iterable[str | None]) -> tuple[str | None, str, str]:
+def plan(
+    table_type: str,
+    header_types: Iterable[str | None],
+    skeletons: Iterable[str | bytes | None] = (),
+) -> tuple[str | None, str, str, list[str]]:
     """For a table of type ``table_type`` (its row struct in catalog form, ``typeof``) and the
-    VARIANT types of the headers to write (``schema_of_variant_agg(meta)``, :func:`variant_shape`):
-    the columns to add (DDL, None for none), the from_json schema of the typed values after
-    adding them, and the table's shape after adding them (JSON, for :func:`typed_json`).
+    headers to write — by their VARIANT types (``schema_of_variant_agg(meta)``,
+    :func:`variant_shape`) and by their skeletons (:func:`skeleton_json`, what a read of this run
+    gave with each typed row): the columns to add (DDL, None for none), the from_json schema of
+    the typed values after adding them, the table's shape after adding them (JSON, for
+    :func:`typed_json`), and the *misfits*: the skeletons whose columns the table has otherwise
+    than their rows were typed for (a nested field an existing sequence column lacks, a column of
+    another type), whose rows must be typed again for the table's shape.
     Existing columns keep their place and type; new ones come in name order. Nested fields of
     an existing sequence column cannot be added (a parquet table of the Hive metastore refuses
     to change a column's type): their values go to OtherElements (``not_in_column``)."""
@@ -838,12 +846,36 @@ def plan(table_type: str, header_types: Iterable[str | None]) -> tuple[str | Non
     for text in header_types:
         if text:
             merge_shapes(merged, variant_shape(text))
+    skeleton_shapes = {}
+    for skeleton in skeletons:
+        if skeleton:
+            skeleton_shapes[skeleton] = skeleton_shape(skeleton)
+            merge_shapes(merged, skeleton_shapes[skeleton])
     added = {name: merged[name] for name in sorted(merged) if name not in header_columns}
     header_columns.update(added)
     schema = shape_ddl(header_columns)
     schema = f"{schema}, " if schema else ""
     schema += f"`{OTHER_ELEMENTS}` array<{OTHER_ELEMENT_TYPE}>"
-    return (shape_ddl(added) or None, schema, _dumps(header_columns))
+    misfits = [
+        skeleton if isinstance(skeleton, str) else skeleton.decode()
+        for skeleton, shape in skeleton_shapes.items()
+        if not fits(shape, header_columns)
+    ]
+    return (shape_ddl(added) or None, schema, _dumps(header_columns), misfits)
+
+
+def fits(shape: Mapping[str, Any], columns: Mapping[str, Any]) -> bool:
+    """Whether a header of ``shape`` typed with no table to fit (:func:`typed_json` without a
+    shape) is what it would be typed as for a table of ``columns``: each of its columns there,
+    of the same type, each nested field of its sequences too."""
+    for name, kind in shape.items():
+        column = columns.get(name)
+        if isinstance(kind, dict):
+            if not isinstance(column, dict) or not fits(kind, column):
+                return False
+        elif column != kind:
+            return False
+    return True
 
 
 def attribute_column(name: str) -> bool:

@@ -1,43 +1,82 @@
-"""SQL functions behind the typed header table ``object_header``: dicom_header_plan,
-dicom_header_typed (the rules: ``pixels_sql/dicom/typed.py``).
+"""SQL functions behind the typed header table ``object_header``: dicom_header_result,
+dicom_header_plan, dicom_header_typed (the rules: ``pixels_sql/dicom/typed.py``).
 
-They read the DICOM JSON the catalog holds (``to_json(meta)``), never a file: a header is read
-once per file, by ``dicom_meta_result``. ``sql/50_header.sql`` is the statement sequence that
-uses them; dbt's macro runs the same statements.
+A header is read once per file: ``dicom_header_result`` gives its DICOM JSON and, from the same
+walk, its typed row (``sql/20_meta.sql`` keeps both for the run). ``dicom_header_typed`` types
+the DICOM JSON the catalog holds (``to_json(meta)``) for the rows no read of this run typed and
+for headers whose columns differ from the table's. ``sql/50_header.sql`` is the statement
+sequence that uses them; dbt's macro runs the same statements.
 """
 
 from __future__ import annotations
 
+from functools import partial
+
 import pandas as pd
 
 from pixels_sql.dicom import typed
-from pixels_sql.functions.registry import SqlFunction, sql_function
+from pixels_sql.dicom.meta import TypedMetaRow, read_typed_result
+from pixels_sql.functions.registry import SqlFunction, read_rows, results_frame, sql_function
 
-PLAN_TYPE = "struct<add_columns:string,schema:string,shape:string>"
+PLAN_TYPE = "struct<add_columns:string,schema:string,shape:string,misfits:array<string>>"
+RESULT_TYPE = "struct<meta:string,typed:string,skeleton:string,reason:string,message:string>"
 
 
-@sql_function("dicom_header_plan(table_type STRING, header_types ARRAY<STRING>)", PLAN_TYPE.upper())
+@sql_function("dicom_header_result(path STRING)", RESULT_TYPE.upper())
+def dicom_header_result():
+    """dicom_meta_result with, from the same read, the header's typed row and its skeleton:
+    STRUCT<meta, typed, skeleton, reason, message>. ``typed`` is dicom_header_typed's JSON of
+    the header with no table to fit (every standard attribute in its column); ``skeleton`` the
+    standard tags the header holds, from which dicom_header_plan makes the columns.
+
+    SELECT r.meta, from_json(r.typed, 'Modality STRING, StudyDate DATE').*
+    FROM (SELECT dicom_header_result(path) AS r FROM read_files('/data/dicom'))
+    """
+    from pyspark.sql.functions import pandas_udf
+
+    @pandas_udf(RESULT_TYPE)
+    def dicom_header_result(paths: pd.Series) -> pd.DataFrame:
+        results = read_rows(
+            read_typed_result, [(path,) for path in paths], partial(TypedMetaRow, None, None, None)
+        )
+        return results_frame(results, {name: name for name in TypedMetaRow._fields})
+
+    return dicom_header_result
+
+
+@sql_function(
+    "dicom_header_plan(table_type STRING, header_types ARRAY<STRING>, skeletons ARRAY<STRING>)",
+    PLAN_TYPE.upper(),
+)
 def dicom_header_plan():
     """How a typed header table of row type ``table_type`` (``typeof(struct(t.*))``) takes
-    headers of the VARIANT types ``header_types`` (``schema_of_variant_agg(meta)``):
-    STRUCT<add_columns (the ALTER TABLE ... ADD COLUMNS list, NULL when none is new), schema
-    (the from_json schema of the typed values), shape (the table's columns as JSON, for
+    headers of the VARIANT types ``header_types`` (``schema_of_variant_agg(meta)``) and of the
+    skeletons ``skeletons`` (``dicom_header_result(path).skeleton``): STRUCT<add_columns (the
+    ALTER TABLE ... ADD COLUMNS list, NULL when none is new), schema (the from_json schema of the
+    typed values), shape (the table's columns as JSON, for dicom_header_typed), misfits (the
+    skeletons whose typed rows do not fit the table's columns: type them again with
     dicom_header_typed)>. Existing columns are never dropped or retyped.
 
-    SELECT dicom_header_plan('struct<path:string>', array(schema_of_variant_agg(meta)))
+    SELECT dicom_header_plan('struct<path:string>', array(schema_of_variant_agg(meta)), array())
     FROM object_catalog WHERE meta IS NOT NULL
     """
     from pyspark.sql.functions import pandas_udf
 
     @pandas_udf(PLAN_TYPE)
-    def dicom_header_plan(table_types: pd.Series, header_types: pd.Series) -> pd.DataFrame:
+    def dicom_header_plan(
+        table_types: pd.Series, header_types: pd.Series, skeletons: pd.Series
+    ) -> pd.DataFrame:
         plans = [
-            typed.plan(table_type, list(row) if row is not None else [])
+            typed.plan(
+                table_type,
+                list(types) if types is not None else [],
+                list(shapes) if shapes is not None else [],
+            )
             if table_type is not None
-            else (None, None, None)
-            for table_type, row in zip(table_types, header_types, strict=True)
+            else (None, None, None, None)
+            for table_type, types, shapes in zip(table_types, header_types, skeletons, strict=True)
         ]
-        return pd.DataFrame(plans, columns=["add_columns", "schema", "shape"])
+        return pd.DataFrame(plans, columns=["add_columns", "schema", "shape", "misfits"])
 
     return dicom_header_plan
 
@@ -66,5 +105,6 @@ def dicom_header_typed():
 
 
 FUNCTIONS: dict[str, SqlFunction] = {
-    function.name: function for function in (dicom_header_plan, dicom_header_typed)
+    function.name: function
+    for function in (dicom_header_result, dicom_header_plan, dicom_header_typed)
 }
