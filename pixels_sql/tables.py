@@ -36,10 +36,11 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 PIPELINE_TABLES = ("object_catalog", "object_thumbnails", "object_header")
-# The working table of 10_catalog.sql: one per run, named by its session variable
-# pixels_listing_table (pixels_listing before run-private names). Tables left by killed runs
-# are dropped before the next run, which holds the writer lock, so none is another's.
-_WORKING_TABLE = re.compile(r"pixels_listing(_[0-9a-f]{32})?")
+# The working tables of 10_catalog.sql and 50_header.sql: one each per run, named by their
+# session variables pixels_listing_table (pixels_listing before run-private names) and
+# pixels_header_todo_table. Tables left by killed runs are dropped before the next run, which
+# holds the writer lock, so none is another's.
+_WORKING_TABLE = re.compile(r"pixels_listing(_[0-9a-f]{32})?|pixels_header_todo_[0-9a-f]{32}")
 PARTITION_COLUMN = "ingest_run"
 # Folder (inside a table's location) for rewritten partitions.
 REWRITTEN = "rewritten"
@@ -109,10 +110,12 @@ def prepare(spark: SparkSession, database: str) -> list[str]:
 
 
 def _remove_working_tables(spark: SparkSession, database: str) -> list[str]:
-    """Drop the listing tables of killed runs, and the folders of those killed before their
+    """Drop the working tables of killed runs, and the folders of those killed before their
     CTAS registered the table. Only under the writer lock: then no other run is under way."""
     removed = []
-    tables = spark.sql(f"SHOW TABLES IN `{database}` LIKE 'pixels_listing*'").collect()
+    tables = spark.sql(
+        f"SHOW TABLES IN `{database}` LIKE 'pixels_listing*|pixels_header_todo*'"
+    ).collect()
     for row in tables:
         if not row.isTemporary and _WORKING_TABLE.fullmatch(row.tableName):
             spark.sql(f"DROP TABLE IF EXISTS `{database}`.`{row.tableName}`")

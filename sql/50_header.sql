@@ -54,19 +54,21 @@ SELECT path, result.typed AS typed, result.skeleton AS skeleton
 FROM pixels_read
 WHERE result.typed IS NOT NULL;
 
--- What this run does, in one pass over both tables' newest rows, cached for the statements
--- after it (each would otherwise rank every row of both tables again; a write to object_header
--- makes Spark compute it again, to the same rows): the live catalog rows whose header has no
--- typed row yet, typed by this run's read ('read') or to be typed from the stored header
--- ('pending'; ingested_at says which catalog row a typed row was made from), and the typed
--- rows whose file is deleted, no longer readable or gone from the catalog ('gone').
+-- What this run does, in one pass over both tables' newest rows: the live catalog rows whose
+-- header has no typed row yet, typed by this run's read ('read') or to be typed from the stored
+-- header ('pending'; ingested_at says which catalog row a typed row was made from), and the
+-- typed rows whose file is deleted, no longer readable or gone from the catalog ('gone').
+-- Written into a working table of this run's own, named by a session variable (as
+-- 10_catalog.sql's listing), which the statements after it read and the last one drops: each
+-- would otherwise rank every row of both tables again, and a cache of it would not last (Spark
+-- drops the caches of what reads a table whose columns ALTER TABLE changes, and computes them
+-- again after every write to it).
 -- The joins below compare todo with '=': Spark prunes partitions by a join only when the other
 -- side has a filter it deems selective, and a bare boolean column is not one.
-UNCACHE TABLE IF EXISTS pixels_header_todo;
+DECLARE OR REPLACE VARIABLE pixels_header_todo_table STRING
+  DEFAULT concat('pixels_header_todo_', replace(uuid(), '-', ''));
 
-DROP VIEW IF EXISTS pixels_header_todo;
-
-CACHE TABLE pixels_header_todo AS
+CREATE TABLE IDENTIFIER(pixels_header_todo_table) AS
 SELECT
   coalesce(c.path, h.path) AS path,
   c.ingest_run AS catalog_run,
@@ -84,6 +86,10 @@ LEFT JOIN pixels_header_reads AS r ON r.path = c.path
 WHERE
   (c.live AND (h.path IS NULL OR h.deleted_at IS NOT NULL OR h.ingested_at != c.ingested_at))
   OR (h.path IS NOT NULL AND h.deleted_at IS NULL AND (c.path IS NULL OR NOT c.live));
+
+EXECUTE IMMEDIATE concat(
+  'CREATE OR REPLACE TEMPORARY VIEW pixels_header_todo AS SELECT * FROM ', pixels_header_todo_table
+);
 
 -- The pending rows' headers, joined on the partition column too: only partitions holding
 -- them are read.
@@ -115,7 +121,7 @@ FROM object_header AS h
 JOIN pixels_header_todo AS t ON t.todo = 'gone' AND t.path = h.path AND t.header_run = h.ingest_run;
 
 -- The plan: the columns this run's headers add (the table's row type, from a row of NULLs when
--- it is empty; the distinct skeletons of the rows typed by their read, and the merged VARIANT
+-- it is empty; the distinct skeletons of this run's reads, and the merged VARIANT
 -- type of the pending ones), the from_json schema and the table's shape after, and the
 -- misfits: the skeletons whose typed rows do not fit the table's columns (a nested field an
 -- existing sequence column lacks), by their xxhash64, to be typed again for its shape.
@@ -140,7 +146,7 @@ EXECUTE IMMEDIATE
      CROSS JOIN (
        SELECT array(schema_of_variant_agg(meta)) AS header_types FROM pixels_header_pending
      ) AS s
-     CROSS JOIN (SELECT collect_set(skeleton) AS skeletons FROM pixels_header_typed) AS r
+     CROSS JOIN (SELECT collect_set(skeleton) AS skeletons FROM pixels_header_reads) AS r
    )'
 INTO pixels_header_plan;
 
@@ -150,24 +156,14 @@ EXECUTE IMMEDIATE coalesce(
   'SELECT 0 AS header_columns_added'
 );
 
--- The rows typed by their read, whose columns the table has as they were typed for: their
--- typed row as it is.
--- pixels-sql: skip if header_rows = 0
--- pixels-sql: skip if header_reads = 0
-EXECUTE IMMEDIATE concat(
-  'INSERT INTO object_header BY NAME ',
-  'SELECT path, ingested_at, CAST(NULL AS TIMESTAMP) AS deleted_at, typed.*, ',
-  'date_format(current_timestamp(), ''yyyyMMddHHmmssSSS'') AS ingest_run ',
-  'FROM (SELECT path, ingested_at, from_json(typed, ?) AS typed FROM pixels_header_typed ',
-  'WHERE NOT array_contains(pixels_header_plan.misfits, skeleton_id))'
-) USING pixels_header_plan.schema;
-
 -- The rest, typed from the stored header for the table's shape: the pending rows, and those
 -- of a misfit skeleton.
 -- pixels-sql: skip if header_rows = 0
 SELECT count(*) AS header_retyped
 FROM pixels_header_todo
-WHERE todo = 'pending' OR (todo = 'read' AND array_contains(pixels_header_plan.misfits, skeleton_id));
+WHERE
+  todo = 'pending'
+  OR (todo = 'read' AND array_contains(pixels_header_plan.misfits, skeleton_id));
 
 -- pixels-sql: skip if header_rows = 0
 -- pixels-sql: skip if header_retyped = 0
@@ -183,7 +179,21 @@ EXECUTE IMMEDIATE concat(
   'AND t.path = c.path AND t.catalog_run = c.ingest_run)'
 ) USING pixels_header_plan.shape, pixels_header_plan.schema;
 
-UNCACHE TABLE IF EXISTS pixels_header_todo;
+-- The rows typed by their read, whose columns the table has as they were typed for: their
+-- typed row as it is.
+-- pixels-sql: skip if header_rows = 0
+-- pixels-sql: skip if header_reads = 0
+EXECUTE IMMEDIATE concat(
+  'INSERT INTO object_header BY NAME ',
+  'SELECT path, ingested_at, CAST(NULL AS TIMESTAMP) AS deleted_at, typed.*, ',
+  'date_format(current_timestamp(), ''yyyyMMddHHmmssSSS'') AS ingest_run ',
+  'FROM (SELECT path, ingested_at, from_json(typed, ?) AS typed FROM pixels_header_typed ',
+  'WHERE NOT array_contains(pixels_header_plan.misfits, skeleton_id))'
+) USING pixels_header_plan.schema;
+
+EXECUTE IMMEDIATE concat('DROP TABLE IF EXISTS ', pixels_header_todo_table);
+
+DROP VIEW IF EXISTS pixels_header_todo;
 
 -- Values that left their column (a malformed date, a DS that is no number, a VR other than the
 -- dictionary's, ...): one row each, live files only. Their text is in OtherElements.

@@ -391,7 +391,7 @@ GROUP BY StudyInstanceUID
 {%- endmacro %}
 
 {% macro pipeline_header_issues(p={}, catalog=none, thumbnails=none, header=none, copies=none) -%}
--- sql/50_header.sql:191: view
+-- sql/50_header.sql:201: view
 SELECT
   h.path,
   e.tag,
@@ -515,22 +515,23 @@ SELECT path, result.typed AS typed, result.skeleton AS skeleton
 FROM pixels_read
 WHERE result.typed IS NOT NULL
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:65
--- What this run does, in one pass over both tables' newest rows, cached for the statements
--- after it (each would otherwise rank every row of both tables again; a write to object_header
--- makes Spark compute it again, to the same rows): the live catalog rows whose header has no
--- typed row yet, typed by this run's read ('read') or to be typed from the stored header
--- ('pending'; ingested_at says which catalog row a typed row was made from), and the typed
--- rows whose file is deleted, no longer readable or gone from the catalog ('gone').
+-- sql/50_header.sql:68
+-- What this run does, in one pass over both tables' newest rows: the live catalog rows whose
+-- header has no typed row yet, typed by this run's read ('read') or to be typed from the stored
+-- header ('pending'; ingested_at says which catalog row a typed row was made from), and the
+-- typed rows whose file is deleted, no longer readable or gone from the catalog ('gone').
+-- Written into a working table of this run's own, named by a session variable (as
+-- 10_catalog.sql's listing), which the statements after it read and the last one drops: each
+-- would otherwise rank every row of both tables again, and a cache of it would not last (Spark
+-- drops the caches of what reads a table whose columns ALTER TABLE changes, and computes them
+-- again after every write to it).
 -- The joins below compare todo with '=': Spark prunes partitions by a join only when the other
 -- side has a filter it deems selective, and a bare boolean column is not one.
-UNCACHE TABLE IF EXISTS pixels_header_todo
+DECLARE OR REPLACE VARIABLE pixels_header_todo_table STRING
+  DEFAULT concat('pixels_header_todo_', replace(uuid(), '-', ''))
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:67
-DROP VIEW IF EXISTS pixels_header_todo
-{{ pixels_statement_separator() }}
--- sql/50_header.sql:69
-CACHE TABLE pixels_header_todo AS
+-- sql/50_header.sql:71
+CREATE TABLE IDENTIFIER(pixels_header_todo_table) AS
 SELECT
   coalesce(c.path, h.path) AS path,
   c.ingest_run AS catalog_run,
@@ -550,6 +551,11 @@ WHERE
   OR (h.path IS NOT NULL AND h.deleted_at IS NULL AND (c.path IS NULL OR NOT c.live))
 {{ pixels_statement_separator() }}
 -- sql/50_header.sql:90
+EXECUTE IMMEDIATE concat(
+  'CREATE OR REPLACE TEMPORARY VIEW pixels_header_todo AS SELECT * FROM ', pixels_header_todo_table
+)
+{{ pixels_statement_separator() }}
+-- sql/50_header.sql:96
 -- The pending rows' headers, joined on the partition column too: only partitions holding
 -- them are read.
 CREATE OR REPLACE TEMPORARY VIEW pixels_header_pending AS
@@ -558,21 +564,21 @@ FROM {{ catalog }} AS c
 JOIN pixels_header_todo AS t
   ON t.todo = 'pending' AND t.path = c.path AND t.catalog_run = c.ingest_run
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:97
+-- sql/50_header.sql:103
 -- The rows this run's reads typed, with their typed row and skeleton.
 CREATE OR REPLACE TEMPORARY VIEW pixels_header_typed AS
 SELECT t.path, t.ingested_at, t.skeleton_id, r.typed, r.skeleton
 FROM pixels_header_todo AS t
 JOIN pixels_header_reads AS r ON t.todo = 'read' AND r.path = t.path
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:102
+-- sql/50_header.sql:108
 SELECT
   count_if(todo IN ('read', 'pending')) AS header_rows,
   count_if(todo = 'read') AS header_reads,
   count_if(todo = 'gone') AS header_deletions
 FROM pixels_header_todo
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:109
+-- sql/50_header.sql:115
 -- pixels-sql: skip if header_deletions = 0
 INSERT INTO {{ header }} BY NAME
 SELECT
@@ -582,9 +588,9 @@ SELECT
 FROM {{ header }} AS h
 JOIN pixels_header_todo AS t ON t.todo = 'gone' AND t.path = h.path AND t.header_run = h.ingest_run
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:124
+-- sql/50_header.sql:130
 -- The plan: the columns this run's headers add (the table's row type, from a row of NULLs when
--- it is empty; the distinct skeletons of the rows typed by their read, and the merged VARIANT
+-- it is empty; the distinct skeletons of this run's reads, and the merged VARIANT
 -- type of the pending ones), the from_json schema and the table's shape after, and the
 -- misfits: the skeletons whose typed rows do not fit the table's columns (a nested field an
 -- existing sequence column lacks), by their xxhash64, to be typed again for its shape.
@@ -594,7 +600,7 @@ DECLARE OR REPLACE VARIABLE pixels_header_plan STRUCT<
   add_columns: STRING, schema: STRING, shape: STRING, misfits: ARRAY<BIGINT>
 >
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:129
+-- sql/50_header.sql:135
 -- pixels-sql: skip if header_rows = 0
 EXECUTE IMMEDIATE
   'SELECT struct(
@@ -610,39 +616,28 @@ EXECUTE IMMEDIATE
      CROSS JOIN (
        SELECT array(schema_of_variant_agg(meta)) AS header_types FROM pixels_header_pending
      ) AS s
-     CROSS JOIN (SELECT collect_set(skeleton) AS skeletons FROM pixels_header_typed) AS r
+     CROSS JOIN (SELECT collect_set(skeleton) AS skeletons FROM pixels_header_reads) AS r
    )'
 INTO pixels_header_plan
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:148
+-- sql/50_header.sql:154
 -- pixels-sql: skip if header_rows = 0
 EXECUTE IMMEDIATE coalesce(
   concat('ALTER TABLE {{ header }} ADD COLUMNS (', pixels_header_plan.add_columns, ')'),
   'SELECT 0 AS header_columns_added'
 )
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:157
--- The rows typed by their read, whose columns the table has as they were typed for: their
--- typed row as it is.
--- pixels-sql: skip if header_rows = 0
--- pixels-sql: skip if header_reads = 0
-EXECUTE IMMEDIATE concat(
-  'INSERT INTO {{ header }} BY NAME ',
-  'SELECT path, ingested_at, CAST(NULL AS TIMESTAMP) AS deleted_at, typed.*, ',
-  'date_format(current_timestamp(), ''yyyyMMddHHmmssSSS'') AS ingest_run ',
-  'FROM (SELECT path, ingested_at, from_json(typed, ?) AS typed FROM pixels_header_typed ',
-  'WHERE NOT array_contains(pixels_header_plan.misfits, skeleton_id))'
-) USING pixels_header_plan.schema
-{{ pixels_statement_separator() }}
--- sql/50_header.sql:168
+-- sql/50_header.sql:162
 -- The rest, typed from the stored header for the table's shape: the pending rows, and those
 -- of a misfit skeleton.
 -- pixels-sql: skip if header_rows = 0
 SELECT count(*) AS header_retyped
 FROM pixels_header_todo
-WHERE todo = 'pending' OR (todo = 'read' AND array_contains(pixels_header_plan.misfits, skeleton_id))
+WHERE
+  todo = 'pending'
+  OR (todo = 'read' AND array_contains(pixels_header_plan.misfits, skeleton_id))
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:174
+-- sql/50_header.sql:170
 -- pixels-sql: skip if header_rows = 0
 -- pixels-sql: skip if header_retyped = 0
 EXECUTE IMMEDIATE concat(
@@ -658,7 +653,23 @@ EXECUTE IMMEDIATE concat(
 ) USING pixels_header_plan.shape, pixels_header_plan.schema
 {{ pixels_statement_separator() }}
 -- sql/50_header.sql:186
-UNCACHE TABLE IF EXISTS pixels_header_todo
+-- The rows typed by their read, whose columns the table has as they were typed for: their
+-- typed row as it is.
+-- pixels-sql: skip if header_rows = 0
+-- pixels-sql: skip if header_reads = 0
+EXECUTE IMMEDIATE concat(
+  'INSERT INTO {{ header }} BY NAME ',
+  'SELECT path, ingested_at, CAST(NULL AS TIMESTAMP) AS deleted_at, typed.*, ',
+  'date_format(current_timestamp(), ''yyyyMMddHHmmssSSS'') AS ingest_run ',
+  'FROM (SELECT path, ingested_at, from_json(typed, ?) AS typed FROM pixels_header_typed ',
+  'WHERE NOT array_contains(pixels_header_plan.misfits, skeleton_id))'
+) USING pixels_header_plan.schema
+{{ pixels_statement_separator() }}
+-- sql/50_header.sql:194
+EXECUTE IMMEDIATE concat('DROP TABLE IF EXISTS ', pixels_header_todo_table)
+{{ pixels_statement_separator() }}
+-- sql/50_header.sql:196
+DROP VIEW IF EXISTS pixels_header_todo
 {%- endmacro %}
 
 {% macro pipeline_empty_catalog() -%}
