@@ -822,13 +822,9 @@ def test_the_reads_typed_rows_equal_the_stored_headers_typed_rows(spark, tmp_pat
     table = f"`{database}`.object_header"
 
     def comparable(value: Any) -> Any:
-        # NaN is no value equal to itself; a sequence item kept whole (OtherElements) is the
-        # same JSON object with its keys in DICOM JSON's order (from the read) or VARIANT's
-        # (from the stored header).
+        # NaN is no value equal to itself.
         if isinstance(value, float) and math.isnan(value):
             return "NaN"
-        if isinstance(value, str) and value.startswith("{"):
-            return orjson.loads(value)
         if isinstance(value, list):
             return [comparable(item) for item in value]
         if isinstance(value, dict):
@@ -866,4 +862,5 @@ def test_the_reads_typed_rows_equal_the_stored_headers_typed_rows(spark, tmp_pat
         (content,) = row["ContentSequence"]
         assert "CodeMeaning" not in content and not any(content.values()), content
     finally:
+        spark.catalog.setCurrentDatabase("default")
         spark.sql(f"DROP DATABASE IF EXISTS `{database}` CASCADE")

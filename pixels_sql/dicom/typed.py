@@ -241,6 +241,13 @@ def skeleton_shape(text: str | bytes) -> Shape:
     return shape
 
 
+def _in_tag_order(skeleton: Skeleton) -> Skeleton:
+    return {
+        tag: None if items is None else _in_tag_order(items)
+        for tag, items in sorted(skeleton.items())
+    }
+
+
 def _merged_skeleton(written: Mapping[str, Any]) -> Skeleton:
     skeleton: Skeleton = {}
     for tag, items in written.items():
@@ -572,8 +579,27 @@ def _text(value: Any) -> str:
             while groups and not groups[-1]:
                 groups.pop()
             return "=".join(groups)
-        return _dumps(value)
+        return _dumps(_in_dicom_json_order(value))
     return str(value)
+
+
+def _in_dicom_json_order(item: Mapping[str, Any]) -> dict[str, Any]:
+    """A sequence item as ``dicom_meta`` writes it: each element's ``vr`` first, then its
+    value (``Value``, ``InlineBinary`` or ``BulkDataURI``), items inside likewise. The item of a
+    header typed from the stored VARIANT (which sorts an object's keys) and of one typed by its
+    read (the walk's JSON) then have one text."""
+    ordered: dict[str, Any] = {}
+    for tag, element in item.items():
+        if not isinstance(element, dict) or "vr" not in element:
+            ordered[tag] = element
+            continue
+        rest = {key: value for key, value in element.items() if key != "vr"}
+        if element["vr"] == "SQ" and isinstance(rest.get("Value"), list):
+            rest["Value"] = [
+                _in_dicom_json_order(sub) if isinstance(sub, dict) else sub for sub in rest["Value"]
+            ]
+        ordered[tag] = {"vr": element["vr"], **rest}
+    return ordered
 
 
 def _string(value: Any) -> str:
@@ -842,15 +868,24 @@ def plan(
     if not isinstance(table, dict):
         raise ValueError(f"not a row type: {table_type!r}")
     header_columns: Shape = {name: kind for name, kind in table.items() if attribute_column(name)}
-    merged: Shape = {}
+    # One skeleton of all the headers, in tag order at every level, then its columns: a
+    # sequence's item fields come in the same order whichever headers or road brought them
+    # (Spark's VARIANT types sort an object's keys), so the pipeline's table and dbt's agree.
+    everything: Skeleton = {}
     for text in header_types:
         if text:
-            merge_shapes(merged, variant_shape(text))
+            parsed = _VariantTypeParser(text).parse()
+            if isinstance(parsed, dict):
+                _merge_skeletons(everything, _variant_skeleton(parsed))
     skeleton_shapes = {}
     for skeleton in skeletons:
         if skeleton:
-            skeleton_shapes[skeleton] = skeleton_shape(skeleton)
-            merge_shapes(merged, skeleton_shapes[skeleton])
+            written = _merged_skeleton(orjson.loads(skeleton))
+            skeleton_shapes[skeleton] = {}
+            _shape_into(written, skeleton_shapes[skeleton])
+            _merge_skeletons(everything, _merged_skeleton(orjson.loads(skeleton)))
+    merged: Shape = {}
+    _shape_into(_in_tag_order(everything), merged)
     added = {name: merged[name] for name in sorted(merged) if name not in header_columns}
     header_columns.update(added)
     schema = shape_ddl(header_columns)

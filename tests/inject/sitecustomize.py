@@ -16,7 +16,8 @@ if os.environ.get("PIXELS_SQL_TEST_INJECT") == "1":
     def _injected(original, prefix):  # type: ignore[no-untyped-def]
         def run(source, *args):  # type: ignore[no-untyped-def]
             # The readers take an opened source (io/sources.py), whose name is the path, or
-            # (meta.read_json_compiled, the compiled one-call path) the local path itself.
+            # (meta.read_json_compiled and meta.read_typed_compiled, the compiled one-call
+            # paths) the local path itself.
             name = os.path.basename(source if isinstance(source, str) else source.name)
             if name.startswith(f"inject-{prefix}-abort"):
                 os.abort()
@@ -28,4 +29,5 @@ if os.environ.get("PIXELS_SQL_TEST_INJECT") == "1":
 
     meta._read_meta = _injected(meta._read_meta, "meta")
     meta.read_json_compiled = _injected(meta.read_json_compiled, "meta")
+    meta.read_typed_compiled = _injected(meta.read_typed_compiled, "meta")
     thumbnail._render = _injected(thumbnail._render, "thumb")
