@@ -170,6 +170,11 @@ WHOLE_SCRIPTS = {"pipeline_header_statements": "50_header.sql"}
 # of, are not in the session of the dbt model that runs 50_header.sql (the header model runs
 # after instances, in a session of its own): there, an empty relation of the same columns
 # stands for them, and every header is typed from the one the catalog stores.
+# 50_header.sql's working table is named in the session's current database, which is the
+# pipeline's for a run; a dbt model's session may have any. The header model names it in its own
+# schema, with a prefix no pipeline run drops as a killed run's (tables._WORKING_TABLE).
+RUN_TODO_NAME = "concat('pixels_header_todo_', "
+MODEL_TODO_NAME = "concat('{{ header.schema }}.dbt_header_todo_', "
 EMPTY_READS = (
     "CREATE OR REPLACE TEMPORARY VIEW pixels_read AS\n"
     "SELECT CAST(NULL AS STRING) AS path, CAST(NULL AS {result_type}) AS result\n"
@@ -332,9 +337,12 @@ def render_macros(sql_dir: Path = SQL_DIR) -> str:
             if re.match(r"CREATE OR REPLACE VIEW ", body):
                 continue  # a model of its own
             source = f"sql/{script}:{line}"
-            statements.append(f"-- {source}\n{_translate(statement.sql, source, version)}\n")
+            text = _translate(statement.sql, source, version)
+            statements.append(f"-- {source}\n{text.replace(RUN_TODO_NAME, MODEL_TODO_NAME)}\n")
         if not statements:
             raise GenerationError(f"sql/{script}: no statement")
+        if sum(MODEL_TODO_NAME in text for text in statements) != 1:
+            raise GenerationError(f"sql/{script}: no single {RUN_TODO_NAME!r} to name in dbt")
         separator = "{{ pixels_statement_separator() }}\n"
         blocks.append(
             f"\n{{% macro {macro}(p={{}}, {arguments}) -%}}\n"

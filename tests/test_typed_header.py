@@ -547,6 +547,23 @@ def edge_values_dataset() -> Dataset:
     uv_single, _ = _attributes_of("UV")
     if uv_single is not None:
         dataset.add_new(uv_single, "UV", 2**64 - 1)
+    # Empty parts among several values (PS3.18 F.2.5: null), in DS, IS and AE.
+    for keyword, vr, value in (
+        ("PixelSpacing", "DS", "0.5\\"),
+        ("ReferencedFrameNumber", "IS", "1\\\\3"),
+        ("RetrieveAETitle", "AE", "A\\\\B"),
+    ):
+        element = DataElement(keyword, vr, "")
+        element._value = value
+        dataset.add(element)
+    # Items alike, as a multi-frame header's per-frame items: one entry in the skeleton.
+    references = []
+    for number in range(5):
+        reference = Dataset()
+        reference.ReferencedSOPClassUID = MR
+        reference.ReferencedSOPInstanceUID = f"1.2.3.{number}"
+        references.append(reference)
+    dataset.ReferencedImageSequence = Sequence(references)
     block = dataset.private_block(0x0029, "PIXELS SQL TEST", create=True)
     inner = Dataset()
     inner.CodeValue = "X"
@@ -554,6 +571,20 @@ def edge_values_dataset() -> Dataset:
     block.add_new(0x20, "SQ", Sequence([inner, Dataset()]))
     block.add_new(0x21, "DS", "1.50\\2e-7")
     block.add_new(0x22, "PN", "Doe^John==")
+    return dataset
+
+
+def deep_private_dataset(levels: int) -> Dataset:
+    """A private sequence ``levels`` items deep (OtherElements keeps it whole)."""
+    inner = Dataset()
+    inner.CodeValue = "X"
+    for _ in range(levels):
+        outer = Dataset()
+        outer.add_new(0x00291030, "SQ", Sequence([inner]))
+        inner = outer
+    dataset = new_dataset(MR, ExplicitVRLittleEndian)
+    block = dataset.private_block(0x0029, "PIXELS SQL TEST", create=True)
+    block.add_new(0x30, "SQ", inner[0x00291030].value)
     return dataset
 
 
@@ -609,6 +640,20 @@ def test_the_compiled_typed_sink_writes_what_typed_json_writes(tmp_path: Path) -
     assert "23:59:59" in times and "12:30:45.500000" in times
     (private,) = [e for e in rows[2][typed.OTHER_ELEMENTS] if e["tag"] == "00291020"]
     assert private["private_creator"] == "PIXELS SQL TEST" and len(private["values"]) == 2
+    assert rows[2]["PixelSpacing"] == ["0.5", None] and rows[2]["PixelSpacing_number"] == [
+        0.5,
+        None,
+    ]
+    assert rows[2]["ReferencedFrameNumber_number"] == [1, None, 3]
+    assert rows[2]["RetrieveAETitle"] == ["A", None, "B"]
+    skeleton = orjson.loads(fastmeta.read_typed(str(generated[2]))[2])
+    assert len(skeleton["00081140"]) == 1  # five items alike, written once
+    # A sequence kept whole nested deeper than the compiled sink writes: typed.py types it.
+    deep = dataset_path = write(deep_private_dataset(70), tmp_path / "deep_private.dcm")
+    assert fastmeta.read_typed(str(deep)) is None
+    result = reader.read_typed_result(str(dataset_path))
+    assert result.reason is None
+    assert result.typed.decode() == typed.typed_json(result.meta, None)
 
 
 def test_without_the_compiled_walk_read_typed_leaves_it_to_the_caller(

@@ -528,7 +528,7 @@ WHERE result.typed IS NOT NULL
 -- The joins below compare todo with '=': Spark prunes partitions by a join only when the other
 -- side has a filter it deems selective, and a bare boolean column is not one.
 DECLARE OR REPLACE VARIABLE pixels_header_todo_table STRING
-  DEFAULT concat('pixels_header_todo_', replace(uuid(), '-', ''))
+  DEFAULT concat('{{ header.schema }}.dbt_header_todo_', replace(uuid(), '-', ''))
 {{ pixels_statement_separator() }}
 -- sql/50_header.sql:71
 CREATE TABLE IDENTIFIER(pixels_header_todo_table) AS

@@ -1614,6 +1614,8 @@ static PyObject *malformed_error; /* typed.Malformed */
 static PyObject *decimal_number;  /* typed._decimal_number */
 static PyObject *integer_number;  /* typed._integer_number */
 static int max_typed_depth = -1;
+/* Item levels inside a sequence kept whole (OtherElements) that this sink writes itself. */
+#define MAX_CAPTURED_DEPTH 64
 
 static const TypedAttribute *typed_attribute(uint32_t tag)
 {
@@ -1693,6 +1695,10 @@ typedef struct {
     const TypedAttribute *attribute;
     int decision;
     int items; /* items of the sequence element so far */
+    /* the skeleton of its current item from here (its comma), and of the last one written */
+    Py_ssize_t skeleton_item_start;
+    Py_ssize_t skeleton_previous_start;
+    Py_ssize_t skeleton_previous_length;
     int captured; /* the sequence element goes to OtherElements: items as DICOM JSON */
 } TypedFrame;
 
@@ -2415,6 +2421,7 @@ static int typed_element(Sink *sink, uint32_t tag, const VRInfo *info)
     frame->decision = decision;
     frame->items = 0;
     frame->captured = 0;
+    frame->skeleton_previous_length = -1;
     typed_clear_values(self);
     if (info->kind == K_SQ) {
         if (decision == D_SEQUENCE) {
@@ -2543,6 +2550,9 @@ static int typed_object(Sink *sink, PyObject *object)
     if (self->capturing) {
         return 0;
     }
+    if (object == Py_None) { /* an empty DS, IS or AE part among several (PS3.18 F.2.5) */
+        return typed_new_value(self, V_NULL) != NULL ? 0 : -1;
+    }
     TypedValue *value = typed_new_value(self, V_OBJECT);
     if (value == NULL) {
         return -1;
@@ -2589,10 +2599,17 @@ static int typed_item_begin(Sink *sink)
         if (self->capture_open++ == 0) {
             self->capture_start = self->json.text.length - 1; /* at its "{" */
         }
+        else if (self->capture_open > MAX_CAPTURED_DEPTH) {
+            /* typed.py writes so deep an item with Python's json (orjson stops at 254 levels,
+             * three a sequence level), whose numbers differ from this text's: Python decides */
+            raise_unsupported("a sequence kept whole nested too deep");
+            return -1;
+        }
         return 0;
     }
     TypedFrame *parent = typed_frame(self);
     Text *row = &self->row;
+    parent->skeleton_item_start = self->skeleton.length;
     if ((parent->items > 0
          && (PUT_LITERAL(row, ",") < 0 || PUT_LITERAL(&self->skeleton, ",") < 0))
         || PUT_LITERAL(row, "{") < 0 || PUT_LITERAL(&self->skeleton, "{") < 0) {
@@ -2643,7 +2660,26 @@ static int typed_item_end(Sink *sink)
                        : put_escaped(other, item, length, 0);
     }
     self->depth--;
-    return PUT_LITERAL(&self->row, "}") < 0 ? -1 : PUT_LITERAL(&self->skeleton, "}");
+    if (PUT_LITERAL(&self->row, "}") < 0 || PUT_LITERAL(&self->skeleton, "}") < 0) {
+        return -1;
+    }
+    /* An item whose skeleton is the previous item's is written once (typed.skeleton_json): a
+     * multi-frame header's per-frame items then make one entry, not one a frame. */
+    TypedFrame *parent = typed_frame(self);
+    Text *skeleton = &self->skeleton;
+    Py_ssize_t body = parent->skeleton_item_start
+                      + (skeleton->data[parent->skeleton_item_start] == ',' ? 1 : 0);
+    Py_ssize_t length = skeleton->length - body;
+    if (parent->skeleton_previous_length == length
+        && memcmp(skeleton->data + parent->skeleton_previous_start, skeleton->data + body,
+                  (size_t)length) == 0) {
+        skeleton->length = parent->skeleton_item_start;
+    }
+    else {
+        parent->skeleton_previous_start = body;
+        parent->skeleton_previous_length = length;
+    }
+    return 0;
 }
 
 /* Remembers a private creator element (gggg,0010-00FF) of an odd group whose first value is

@@ -53,6 +53,7 @@ import base64
 import json
 import math
 import struct
+import threading
 from collections.abc import Callable
 from typing import Any, BinaryIO, Protocol
 
@@ -341,20 +342,26 @@ def read_typed(local: str) -> tuple[bytes, bytes, bytes] | None:
 
 
 _typed_configured = False
+# configure_typed replaces the C table a read in another thread may be using (it releases the
+# GIL while it reads): the table is set once, under this lock.
+_typed_lock = threading.Lock()
 
 
 def _configure_typed() -> None:
     global _typed_configured
     from pixels_sql.dicom import typed
 
-    _fastmeta.configure_typed(
-        typed.compiled_table(),
-        typed.Malformed,
-        typed.decimal_number,
-        typed.integer_number,
-        typed.MAX_TYPED_DEPTH,
-    )
-    _typed_configured = True
+    with _typed_lock:
+        if _typed_configured:
+            return
+        _fastmeta.configure_typed(
+            typed.compiled_table(),
+            typed.Malformed,
+            typed.decimal_number,
+            typed.integer_number,
+            typed.MAX_TYPED_DEPTH,
+        )
+        _typed_configured = True
 
 
 def read_trailing(

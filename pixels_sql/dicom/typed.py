@@ -205,10 +205,11 @@ def _shape_into(skeleton: Skeleton, shape: Shape, depth: int = 0) -> None:
 
 def skeleton_json(meta: Mapping[str, Any]) -> str:
     """A header's *skeleton* as text: the standard tags of each typed data set in order, a
-    sequence the typed row holds as the skeletons of its items (``{"00081140": [{...}, ...],
-    "00080060": 0}``). What the compiled typed sink writes beside the typed row; headers of one
-    protocol share it, so a run's columns come from its few distinct skeletons
-    (:func:`skeleton_shape`)."""
+    sequence the typed row holds as the skeletons of its items, each written once where items in
+    a row have the same (``{"00081140": [{...}, ...], "00080060": 0}``). What the compiled
+    typed sink writes beside the typed row; headers of one protocol mostly share it, so a run's
+    columns come from its few distinct skeletons (:func:`skeleton_shape`). Items that differ
+    (an SR's content tree, an RT structure set's contours) keep one entry each."""
     return _dumps(_compiled_skeleton(meta, 0))
 
 
@@ -225,10 +226,15 @@ def _compiled_skeleton(dataset: Mapping[str, Any], depth: int) -> dict[str, Any]
             and isinstance(element, dict)
             and element.get("vr") == attributes.SEQUENCE_VR
         ):
-            items = element.get("Value") or ()
-            skeleton[tag] = [
-                _compiled_skeleton(item, depth + 1) for item in items if isinstance(item, dict)
-            ]
+            # An item like the one before it is written once: per-frame items of a multi-frame
+            # header make one entry, and headers of one protocol one skeleton.
+            written: list[dict[str, Any]] = []
+            for item in element.get("Value") or ():
+                if isinstance(item, dict):
+                    item_skeleton = _compiled_skeleton(item, depth + 1)
+                    if not written or _dumps(item_skeleton) != _dumps(written[-1]):
+                        written.append(item_skeleton)
+            skeleton[tag] = written
         else:
             skeleton[tag] = 0
     return skeleton

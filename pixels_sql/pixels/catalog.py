@@ -391,7 +391,8 @@ class Catalog:
         filtered or not): a file already catalogued with the same length and modification
         time is not read again, a changed one replaces its row, a new one is added, and a file
         that is not readable DICOM gets a row with its reason. Each file's header is read once,
-        by ``dicom_meta_result``, whatever ``df`` computed; when ``df`` went through
+        by ``dicom_header_result`` (its typed row too), whatever ``df`` computed; when ``df``
+        went through
         :class:`DicomThumbnailExtractor <pixels_sql.pixels.dicom.DicomThumbnailExtractor>`,
         thumbnails are rendered into ``object_thumbnails`` at its ``maxSize``. Files deleted
         from the folder keep their rows (``pixels-sql ingest <folder>`` marks them
