@@ -239,6 +239,17 @@ def _attributes_of(vr: str) -> tuple[str | None, str | None]:
     return single, multiple
 
 
+def image_references(count: int) -> Sequence:
+    """A Referenced Image Sequence of ``count`` items of the same attributes."""
+    references = []
+    for number in range(count):
+        reference = Dataset()
+        reference.ReferencedSOPClassUID = MR
+        reference.ReferencedSOPInstanceUID = f"1.2.3.{number}"
+        references.append(reference)
+    return Sequence(references)
+
+
 def every_vr_dataset() -> Dataset:
     dataset = new_dataset(MR, ExplicitVRLittleEndian)
     dataset.SpecificCharacterSet = "ISO_IR 192"
@@ -268,13 +279,7 @@ def every_vr_dataset() -> Dataset:
     outer.ContentSequence = Sequence([middle, Dataset()])
     outer.ValueType = "CONTAINER"
     dataset.ContentSequence = Sequence([outer])
-    references = []
-    for number in range(2):
-        reference = Dataset()
-        reference.ReferencedSOPClassUID = MR
-        reference.ReferencedSOPInstanceUID = f"1.2.3.{number}"
-        references.append(reference)
-    dataset.ReferencedImageSequence = Sequence(references)
+    dataset.ReferencedImageSequence = image_references(2)
     # A private element with its creator.
     block = dataset.private_block(0x0029, "PIXELS SQL TEST", create=True)
     block.add_new(0x10, "LO", "private value")
@@ -557,13 +562,7 @@ def edge_values_dataset() -> Dataset:
         element._value = value
         dataset.add(element)
     # Items alike, as a multi-frame header's per-frame items: one entry in the skeleton.
-    references = []
-    for number in range(5):
-        reference = Dataset()
-        reference.ReferencedSOPClassUID = MR
-        reference.ReferencedSOPInstanceUID = f"1.2.3.{number}"
-        references.append(reference)
-    dataset.ReferencedImageSequence = Sequence(references)
+    dataset.ReferencedImageSequence = image_references(5)
     block = dataset.private_block(0x0029, "PIXELS SQL TEST", create=True)
     inner = Dataset()
     inner.CodeValue = "X"
@@ -574,30 +573,20 @@ def edge_values_dataset() -> Dataset:
     return dataset
 
 
-def deep_private_dataset(levels: int) -> Dataset:
-    """A private sequence ``levels`` items deep (OtherElements keeps it whole)."""
+def nested_dataset(levels: int, *, private: bool = False) -> Dataset:
+    """Sequences ``levels`` items deep, a Code Value in the innermost item: Content Sequences,
+    or a private sequence (OtherElements keeps it whole)."""
+    tag = 0x00291030 if private else 0x0040A730
     inner = Dataset()
     inner.CodeValue = "X"
     for _ in range(levels):
         outer = Dataset()
-        outer.add_new(0x00291030, "SQ", Sequence([inner]))
+        outer.add_new(tag, "SQ", Sequence([inner]))
         inner = outer
     dataset = new_dataset(MR, ExplicitVRLittleEndian)
-    block = dataset.private_block(0x0029, "PIXELS SQL TEST", create=True)
-    block.add_new(0x30, "SQ", inner[0x00291030].value)
-    return dataset
-
-
-def deep_dataset(levels: int) -> Dataset:
-    """Content Sequences ``levels`` deep, a Code Value in the innermost item."""
-    inner = Dataset()
-    inner.CodeValue = "X"
-    for _ in range(levels):
-        outer = Dataset()
-        outer.ContentSequence = Sequence([inner])
-        inner = outer
-    dataset = new_dataset(MR, ExplicitVRLittleEndian)
-    dataset.ContentSequence = inner.ContentSequence
+    if private:
+        dataset.private_block(0x0029, "PIXELS SQL TEST", create=True)  # its creator, 0x30
+    dataset.add_new(tag, "SQ", inner[tag].value)
     return dataset
 
 
@@ -613,7 +602,7 @@ def test_the_compiled_typed_sink_writes_what_typed_json_writes(tmp_path: Path) -
     ]
     with lenient():
         generated.append(write(edge_values_dataset(), tmp_path / "edges.dcm"))
-    generated.append(write(deep_dataset(typed.MAX_TYPED_DEPTH + 3), tmp_path / "deep.dcm"))
+    generated.append(write(nested_dataset(typed.MAX_TYPED_DEPTH + 3), tmp_path / "deep.dcm"))
     mutants = write_mutants(
         tmp_path / "mutants", [p for p in corpus_files() if p.suffix == ".dcm"][:40], 300, seed=41
     )
@@ -649,7 +638,7 @@ def test_the_compiled_typed_sink_writes_what_typed_json_writes(tmp_path: Path) -
     skeleton = orjson.loads(fastmeta.read_typed(str(generated[2]))[2])
     assert len(skeleton["00081140"]) == 1  # five items alike, written once
     # A sequence kept whole nested deeper than the compiled sink writes: typed.py types it.
-    deep = dataset_path = write(deep_private_dataset(70), tmp_path / "deep_private.dcm")
+    deep = dataset_path = write(nested_dataset(70, private=True), tmp_path / "deep_private.dcm")
     assert fastmeta.read_typed(str(deep)) is None
     result = reader.read_typed_result(str(dataset_path))
     assert result.reason is None
