@@ -428,14 +428,20 @@ static int charset(const unsigned char *raw, Py_ssize_t length, int top)
     return result;
 }
 
-static PyObject *key_of(uint32_t tag)
+/* The tag as the DICOM JSON model keys it: 8 upper-case hex digits at out (no NUL). */
+static void tag_hex(char *out, uint32_t tag)
 {
-    char key[9];
     static const char HEX[] = "0123456789ABCDEF";
     for (int i = 7; i >= 0; i--) {
-        key[i] = HEX[tag & 15];
+        out[i] = HEX[tag & 15];
         tag >>= 4;
     }
+}
+
+static PyObject *key_of(uint32_t tag)
+{
+    char key[8];
+    tag_hex(key, tag);
     return PyUnicode_FromStringAndSize(key, 8);
 }
 
@@ -1441,17 +1447,12 @@ static int json_element(Sink *sink, uint32_t tag, const VRInfo *info)
     if (reserve(text, 22) < 0) {
         return -1;
     }
-    static const char HEX[] = "0123456789ABCDEF";
     char *out = text->data + text->length;
     if (frame->count > 0) {
         *out++ = ',';
     }
     *out++ = '"';
-    uint32_t digits = tag;
-    for (int i = 7; i >= 0; i--) {
-        out[i] = HEX[digits & 15];
-        digits >>= 4;
-    }
+    tag_hex(out, tag);
     out += 8;
     memcpy(out, "\":{\"vr\":\"", 9);
     out += 9;
@@ -1759,15 +1760,11 @@ static TypedValue *typed_new_value(TypedSink *self, int type)
     return value;
 }
 
-/* "XXXXXXXX" in upper-case hex */
+/* The tag's 8 hex digits (tag_hex) at the end of text. */
 static int put_tag_hex(Text *text, uint32_t tag)
 {
-    static const char HEX[] = "0123456789ABCDEF";
     char out[8];
-    for (int i = 7; i >= 0; i--) {
-        out[i] = HEX[tag & 15];
-        tag >>= 4;
-    }
+    tag_hex(out, tag);
     return put(text, out, 8);
 }
 

@@ -149,9 +149,7 @@ def attribute(tag: str) -> _Attribute | None:
 
 def header_shape(meta: Mapping[str, Any]) -> Shape:
     """The columns one header needs: keyword -> type (a nested shape for a sequence)."""
-    shape: Shape = {}
-    _shape_into(_skeleton(meta), shape)
-    return shape
+    return _shape_of(_skeleton(meta))
 
 
 # A skeleton: the tags of a data set, each with the skeleton of its items merged (a sequence),
@@ -242,9 +240,7 @@ def _compiled_skeleton(dataset: Mapping[str, Any], depth: int) -> dict[str, Any]
 
 def skeleton_shape(text: str | bytes) -> Shape:
     """:func:`header_shape` of the headers whose skeleton (:func:`skeleton_json`) is ``text``."""
-    shape: Shape = {}
-    _shape_into(_merged_skeleton(orjson.loads(text)), shape)
-    return shape
+    return _shape_of(_merged_skeleton(orjson.loads(text)))
 
 
 def _in_tag_order(skeleton: Skeleton) -> Skeleton:
@@ -272,10 +268,18 @@ def variant_shape(schema: str) -> Shape:
     ``schema_of_variant(meta)`` (one header) or ``schema_of_variant_agg(meta)`` (many, merged)
     returns, e.g. ``OBJECT<`00081140`: OBJECT<Value: ARRAY<OBJECT<...>>, vr: STRING>, ...>``.
     Computed in the JVM, so a run's headers need no Python for their shapes."""
+    return _shape_of(_variant_type_skeleton(schema))
+
+
+def _variant_type_skeleton(schema: str) -> Skeleton:
+    """The skeleton of the headers whose VARIANT type is ``schema`` (empty if not an object)."""
     parsed = _VariantTypeParser(schema).parse()
+    return _variant_skeleton(parsed) if isinstance(parsed, dict) else {}
+
+
+def _shape_of(skeleton: Skeleton) -> Shape:
     shape: Shape = {}
-    if isinstance(parsed, dict):
-        _shape_into(_variant_skeleton(parsed), shape)
+    _shape_into(skeleton, shape)
     return shape
 
 
@@ -880,18 +884,16 @@ def plan(
     everything: Skeleton = {}
     for text in header_types:
         if text:
-            parsed = _VariantTypeParser(text).parse()
-            if isinstance(parsed, dict):
-                _merge_skeletons(everything, _variant_skeleton(parsed))
+            _merge_skeletons(everything, _variant_type_skeleton(text))
     skeleton_shapes = {}
     for skeleton in skeletons:
         if skeleton:
             written = _merged_skeleton(orjson.loads(skeleton))
-            skeleton_shapes[skeleton] = {}
-            _shape_into(written, skeleton_shapes[skeleton])
-            _merge_skeletons(everything, _merged_skeleton(orjson.loads(skeleton)))
-    merged: Shape = {}
-    _shape_into(_in_tag_order(everything), merged)
+            # Its shape first: merging hands its items to `everything`, where later
+            # skeletons add to them.
+            skeleton_shapes[skeleton] = _shape_of(written)
+            _merge_skeletons(everything, written)
+    merged = _shape_of(_in_tag_order(everything))
     added = {name: merged[name] for name in sorted(merged) if name not in header_columns}
     header_columns.update(added)
     schema = shape_ddl(header_columns)
