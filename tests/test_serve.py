@@ -24,6 +24,7 @@ import tomllib
 from pyhive import hive
 
 from pixels_sql.dicom.thumbnail import render_thumbnail
+from pixels_sql.servers.endpoint import skip_hive_function_registry
 from tests.conftest import SAMPLE_FILES, copy_samples
 from tests.serving import SPARK_HOME, ServeProcess, cli, free_port, listening_addresses, query
 
@@ -313,6 +314,19 @@ def test_a_failing_query_leaves_the_connection_usable(
         assert query(connection, f"SELECT dicom_meta_error('{missing}')") == [("not_found",)]
     finally:
         connection.close()
+
+
+def test_hive_clients_made_when_a_session_closes_do_not_load_hive_s_functions(spark) -> None:
+    # Hive's SessionState.close asks for a client with Hive.get, which loads Hive's own function
+    # registry the first time; on Spark 4 that fails (no hive-llap-common) and leaves every later
+    # such call waiting: a JDBC client's CloseSession failed, then the next ones hung.
+    jvm = spark._jvm
+    hive_class = jvm.org.apache.hadoop.hive.ql.metadata.Hive
+    skip_hive_function_registry(jvm)
+    for _ in range(2):
+        hive_class.closeCurrent()  # as on a thread whose client was another user's
+        assert hive_class.get(jvm.org.apache.hadoop.hive.conf.HiveConf()) is not None
+    hive_class.closeCurrent()
 
 
 def test_a_view_over_a_deleted_file_fails_in_one_line(

@@ -27,6 +27,7 @@ from pixels_sql.servers.discovery import ServerInfo, is_listening, remove_state
 from pixels_sql.servers.engine import EngineSocket, RunCommand
 
 if TYPE_CHECKING:
+    from py4j.java_gateway import JVMView
     from pyspark.sql import SparkSession
 
     from pixels_sql.servers.dicomweb.index import CatalogIndex
@@ -139,6 +140,13 @@ def _wait_listening(host: str, port: int, what: str, deadline: float) -> None:
     raise ServeError(f"the {what} endpoint did not listen on {host}:{port} in time")
 
 
+def skip_hive_function_registry(jvm: JVMView) -> None:
+    """Keep Hive from loading its own function registry, which cannot load on Spark 4: before
+    any JDBC session can close, or a client's CloseSession can fail and later ones hang
+    (HiveBuiltins.java says why)."""
+    jvm.pixelssql.HiveBuiltins.markRegistered()
+
+
 class Endpoints:
     """The running Thrift and Connect services of one SparkSession."""
 
@@ -156,6 +164,7 @@ class Endpoints:
             # properties, not the server's settings.
             jvm.java.lang.System.setProperty(CUSTOM_AUTH_CLASS, AUTH_CONF[HIVE_AUTH_CLASS])
         if self.options.jdbc_port:
+            skip_hive_function_registry(jvm)
             thrift = jvm.org.apache.spark.sql.hive.thriftserver.HiveThriftServer2
             self._thrift = thrift.startWithContext(self.spark._jsparkSession.sqlContext())
             jvm.pixelssql.ClientGuard.thriftServer(self._thrift)
