@@ -89,6 +89,11 @@ def json_only_scripts(into: Path) -> list[Path]:
                     "CREATE OR REPLACE TEMPORARY VIEW pixels_read AS",
                 ),
                 ("dicom_header_result(", "dicom_meta_result("),
+                (
+                    "header.typed AS typed, header.skeleton AS skeleton,"
+                    " header.skeleton_id AS skeleton_id",
+                    "NULL AS typed",
+                ),
             ):
                 if text.count(old) != 1:
                     raise RuntimeError(f"sql/{JSON_SCRIPT}: no single {old!r} to replace")

@@ -175,10 +175,16 @@ WHOLE_SCRIPTS = {"pipeline_header_statements": "50_header.sql"}
 # schema, with a prefix no pipeline run drops as a killed run's (tables._WORKING_TABLE).
 RUN_TODO_NAME = "concat('pixels_header_todo_', "
 MODEL_TODO_NAME = "concat('{{ header.schema }}.dbt_header_todo_', "
+# The columns of pixels_read that 50_header.sql reads.
 EMPTY_READS = (
     "CREATE OR REPLACE TEMPORARY VIEW pixels_read AS\n"
-    "SELECT CAST(NULL AS STRING) AS path, CAST(NULL AS {result_type}) AS result\n"
+    "SELECT CAST(NULL AS STRING) AS path, {typed_columns}\n"
     "WHERE false\n"
+).format(
+    typed_columns=", ".join(
+        f"CAST(NULL AS {header.RESULT_FIELDS[name].upper()}) AS {name}"
+        for name in ("typed", "skeleton", "skeleton_id")
+    )
 )
 # The scripts the dbt models are made of (besides 00_database.sql: dbt builds in its own schema).
 SCRIPTS = sorted({part.script for part in PARTS} | set(WHOLE_SCRIPTS.values()))
@@ -329,8 +335,7 @@ def render_macros(sql_dir: Path = SQL_DIR) -> str:
         )
     for macro, script in WHOLE_SCRIPTS.items():
         statements = [
-            "-- pixels_sql.dbt_sql: no read of sql/20_meta.sql in this session\n"
-            + EMPTY_READS.format(result_type=header.RESULT_TYPE)
+            "-- pixels_sql.dbt_sql: no read of sql/20_meta.sql in this session\n" + EMPTY_READS
         ]
         for statement in scripts.get(script, []):
             body, line = _body(statement)

@@ -8,23 +8,31 @@
 -- Parameters: path (the catalogued folder, for relative_path), extract_zip (as 10_catalog.sql).
 
 -- The reads of this run, kept for the run: the same walk of each header gives its typed row
--- (result.typed, result.skeleton) for the typed header table, which 50_header.sql takes from
--- here, reading no file and no stored header again, and then uncaches. LAZY: the INSERT below
--- computes the reads and keeps them as it goes.
+-- (typed, with skeleton_id and, once per read task, skeleton) for the typed header table,
+-- which 50_header.sql takes from here, reading no file and no stored header again, and then
+-- uncaches. LAZY: the INSERT below computes the reads and keeps them as it goes. The typed row
+-- is kept in columns of its own, apart from result (the DICOM JSON and the reason): the cache
+-- keeps a struct as one value, which a statement reading one of its fields copies whole.
 UNCACHE TABLE IF EXISTS pixels_read;
 
 DROP VIEW IF EXISTS pixels_read;
 
 CACHE LAZY TABLE pixels_read AS
 SELECT
-  *,
-  -- The file on disk: the file itself, or the (outermost) archive holding the member.
-  regexp_replace(coalesce(archive, path), '^file:(//)?', '') AS disk_path,
-  regexp_replace(path, '(^|::)file:(//)?', '$1') AS local_path,
-  -- A NULL path is not opened (a pipe would block the reader).
-  dicom_header_result(CASE WHEN listing_reason IS NULL THEN path END) AS result
-FROM pixels_listing
-WHERE change IS NOT NULL;
+  * EXCEPT (header),
+  named_struct('meta', header.meta, 'reason', header.reason, 'message', header.message) AS result,
+  header.typed AS typed, header.skeleton AS skeleton, header.skeleton_id AS skeleton_id
+FROM (
+  SELECT
+    *,
+    -- The file on disk: the file itself, or the (outermost) archive holding the member.
+    regexp_replace(coalesce(archive, path), '^file:(//)?', '') AS disk_path,
+    regexp_replace(path, '(^|::)file:(//)?', '$1') AS local_path,
+    -- A NULL path is not opened (a pipe would block the reader).
+    dicom_header_result(CASE WHEN listing_reason IS NULL THEN path END) AS header
+  FROM pixels_listing
+  WHERE change IS NOT NULL
+);
 
 -- The rows are those 10_catalog.sql counted as files_to_read: with none, `pixels-sql` skips
 -- the statement (it would write nothing).

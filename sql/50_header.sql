@@ -9,7 +9,9 @@
 -- (new, changed, re-read files; every instance on the first run after an upgrade); a file
 -- deleted or no longer readable gets its header row again with deleted_at set; the upkeep
 -- after the run (tables.py) drops each path's older rows. Each statement's rows land as one
--- new partition: all or nothing.
+-- new partition: all or nothing. The typed rows' INSERTs name their partition (a value made
+-- here, digits only): Spark sorts the rows of an INSERT that computes its partition column,
+-- which for these wide rows cost a third of the write.
 -- Schema drift: an attribute no header had before adds its column (ALTER TABLE ... ADD
 -- COLUMNS; older rows NULL); no column is ever dropped or retyped.
 -- The same statements work without pixels-sql's runner (dbt runs them): the skip comments are
@@ -48,11 +50,12 @@ FROM (
 WHERE newest = 1;
 
 -- The typed rows this run's reads made (20_meta.sql): a path's newest catalog row is the one
--- written from its read.
+-- written from its read. skeleton: on the first row of a read task that has it, else NULL;
+-- skeleton_id names it on every row.
 CREATE OR REPLACE TEMPORARY VIEW pixels_header_reads AS
-SELECT path, result.typed AS typed, result.skeleton AS skeleton
+SELECT path, typed, skeleton, skeleton_id
 FROM pixels_read
-WHERE result.typed IS NOT NULL;
+WHERE typed IS NOT NULL;
 
 -- What this run does, in one pass over both tables' newest rows: the live catalog rows whose
 -- header has no typed row yet, typed by this run's read ('read') or to be typed from the stored
@@ -79,7 +82,7 @@ SELECT
       THEN CASE WHEN r.path IS NULL THEN 'pending' ELSE 'read' END
     ELSE 'gone'
   END AS todo,
-  xxhash64(r.skeleton) AS skeleton_id
+  r.skeleton_id
 FROM pixels_header_catalog AS c
 FULL OUTER JOIN pixels_header_current AS h ON h.path = c.path
 LEFT JOIN pixels_header_reads AS r ON r.path = c.path
@@ -99,9 +102,9 @@ FROM object_catalog AS c
 JOIN pixels_header_todo AS t
   ON t.todo = 'pending' AND t.path = c.path AND t.catalog_run = c.ingest_run;
 
--- The rows this run's reads typed, with their typed row and skeleton.
+-- The rows this run's reads typed, with their typed row.
 CREATE OR REPLACE TEMPORARY VIEW pixels_header_typed AS
-SELECT t.path, t.ingested_at, t.skeleton_id, r.typed, r.skeleton
+SELECT t.path, t.ingested_at, t.skeleton_id, r.typed
 FROM pixels_header_todo AS t
 JOIN pixels_header_reads AS r ON t.todo = 'read' AND r.path = t.path;
 
@@ -124,7 +127,7 @@ JOIN pixels_header_todo AS t ON t.todo = 'gone' AND t.path = h.path AND t.header
 -- it is empty; the distinct skeletons of this run's reads, and the merged VARIANT
 -- type of the pending ones), the from_json schema and the table's shape after, and the
 -- misfits: the skeletons whose typed rows do not fit the table's columns (a nested field an
--- existing sequence column lacks), by their xxhash64, to be typed again for its shape.
+-- existing sequence column lacks), by their skeleton_id, to be typed again for its shape.
 -- Run as a query of its own (EXECUTE IMMEDIATE ... INTO): a Python function inside a scalar
 -- subquery, as SET VAR's, fails in Spark 4 (NullPointerException planning it in a task).
 DECLARE OR REPLACE VARIABLE pixels_header_plan STRUCT<
@@ -133,21 +136,16 @@ DECLARE OR REPLACE VARIABLE pixels_header_plan STRUCT<
 
 -- pixels-sql: skip if header_rows = 0
 EXECUTE IMMEDIATE
-  'SELECT struct(
-     p.add_columns, p.schema, p.shape, transform(p.misfits, s -> xxhash64(s)) AS misfits
-   )
+  'SELECT dicom_header_plan(t.table_type, s.header_types, r.skeletons)
    FROM (
-     SELECT dicom_header_plan(t.table_type, s.header_types, r.skeletons) AS p
-     FROM (
-       SELECT typeof(struct(h.*)) AS table_type
-       FROM (SELECT 1 AS one) AS o
-       LEFT JOIN object_header AS h ON false
-     ) AS t
-     CROSS JOIN (
-       SELECT array(schema_of_variant_agg(meta)) AS header_types FROM pixels_header_pending
-     ) AS s
-     CROSS JOIN (SELECT collect_set(skeleton) AS skeletons FROM pixels_header_reads) AS r
-   )'
+     SELECT typeof(struct(h.*)) AS table_type
+     FROM (SELECT 1 AS one) AS o
+     LEFT JOIN object_header AS h ON false
+   ) AS t
+   CROSS JOIN (
+     SELECT array(schema_of_variant_agg(meta)) AS header_types FROM pixels_header_pending
+   ) AS s
+   CROSS JOIN (SELECT collect_set(skeleton) AS skeletons FROM pixels_header_reads) AS r'
 INTO pixels_header_plan;
 
 -- pixels-sql: skip if header_rows = 0
@@ -168,9 +166,10 @@ WHERE
 -- pixels-sql: skip if header_rows = 0
 -- pixels-sql: skip if header_retyped = 0
 EXECUTE IMMEDIATE concat(
-  'INSERT INTO object_header BY NAME ',
-  'SELECT path, ingested_at, CAST(NULL AS TIMESTAMP) AS deleted_at, typed.*, ',
-  'date_format(current_timestamp(), ''yyyyMMddHHmmssSSS'') AS ingest_run ',
+  'INSERT INTO object_header PARTITION (ingest_run = ''',
+  date_format(current_timestamp(), 'yyyyMMddHHmmssSSS'),
+  ''') BY NAME ',
+  'SELECT path, ingested_at, CAST(NULL AS TIMESTAMP) AS deleted_at, typed.* ',
   'FROM (SELECT c.path, c.ingested_at, ',
   'from_json(dicom_header_typed(to_json(c.meta), ?), ?) AS typed ',
   'FROM object_catalog AS c JOIN pixels_header_todo AS t ',
@@ -184,9 +183,10 @@ EXECUTE IMMEDIATE concat(
 -- pixels-sql: skip if header_rows = 0
 -- pixels-sql: skip if header_reads = 0
 EXECUTE IMMEDIATE concat(
-  'INSERT INTO object_header BY NAME ',
-  'SELECT path, ingested_at, CAST(NULL AS TIMESTAMP) AS deleted_at, typed.*, ',
-  'date_format(current_timestamp(), ''yyyyMMddHHmmssSSS'') AS ingest_run ',
+  'INSERT INTO object_header PARTITION (ingest_run = ''',
+  date_format(current_timestamp(), 'yyyyMMddHHmmssSSS'),
+  ''') BY NAME ',
+  'SELECT path, ingested_at, CAST(NULL AS TIMESTAMP) AS deleted_at, typed.* ',
   'FROM (SELECT path, ingested_at, from_json(typed, ?) AS typed FROM pixels_header_typed ',
   'WHERE NOT array_contains(pixels_header_plan.misfits, skeleton_id))'
 ) USING pixels_header_plan.schema;

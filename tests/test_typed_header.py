@@ -898,3 +898,33 @@ def test_the_reads_typed_rows_equal_the_stored_headers_typed_rows(spark, tmp_pat
     finally:
         spark.catalog.setCurrentDatabase("default")
         spark.sql(f"DROP DATABASE IF EXISTS `{database}` CASCADE")
+
+
+def test_a_read_task_gives_each_skeleton_s_text_once(spark, tmp_path: Path) -> None:
+    """dicom_header_result gives a skeleton's text on the first row of a Spark task that has it
+    and its skeleton_id on every row: collect_set(skeleton) still gathers every distinct one,
+    and the plan names misfits by the same ids."""
+    folder = tmp_path / "dicom"
+    for number in range(6):
+        dataset = new_dataset(MR, ExplicitVRLittleEndian)
+        dataset.InstanceNumber = number
+        write(dataset, folder / f"mr{number}.dcm")
+    write(every_vr_dataset(), folder / "every_vr.dcm")
+    paths = spark.createDataFrame(
+        [(str(path),) for path in sorted(folder.iterdir())], "path string"
+    )
+    for tasks in (1, 3):
+        paths.repartition(tasks).createOrReplaceTempView("skeleton_paths")
+        rows = spark.sql(
+            "SELECT r.skeleton, r.skeleton_id, spark_partition_id() AS task"
+            " FROM (SELECT dicom_header_result(path) AS r FROM skeleton_paths)"
+        ).collect()
+        assert len(rows) == 7 and all(row.skeleton_id is not None for row in rows)
+        texts = {row.skeleton for row in rows if row.skeleton is not None}
+        assert {typed.skeleton_id(text) for text in texts} == {row.skeleton_id for row in rows}
+        assert len(texts) == 2
+        for task in {row.task for row in rows}:
+            mine = [row for row in rows if row.task == task]
+            given = [row.skeleton_id for row in mine if row.skeleton is not None]
+            assert sorted(given) == sorted({row.skeleton_id for row in mine}), tasks
+    spark.catalog.dropTempView("skeleton_paths")

@@ -103,20 +103,26 @@ LEFT JOIN catalogued AS c ON c.path = f.path
 {%- endmacro %}
 
 {% macro pipeline_read(p={}, catalog=none, thumbnails=none, header=none, copies=none) -%}
--- sql/20_meta.sql:19: each file to read, read once: its header, typed row and reason
+-- sql/20_meta.sql:21: each file to read, read once: its header, typed row and reason
 SELECT
-  *,
-  -- The file on disk: the file itself, or the (outermost) archive holding the member.
-  regexp_replace(coalesce(archive, path), '^file:(//)?', '') AS disk_path,
-  regexp_replace(path, '(^|::)file:(//)?', '$1') AS local_path,
-  -- A NULL path is not opened (a pipe would block the reader).
-  dicom_header_result(CASE WHEN listing_reason IS NULL THEN path END) AS result
-FROM pixels_listing
-WHERE change IS NOT NULL
+  * EXCEPT (header),
+  named_struct('meta', header.meta, 'reason', header.reason, 'message', header.message) AS result,
+  header.typed AS typed, header.skeleton AS skeleton, header.skeleton_id AS skeleton_id
+FROM (
+  SELECT
+    *,
+    -- The file on disk: the file itself, or the (outermost) archive holding the member.
+    regexp_replace(coalesce(archive, path), '^file:(//)?', '') AS disk_path,
+    regexp_replace(path, '(^|::)file:(//)?', '$1') AS local_path,
+    -- A NULL path is not opened (a pipe would block the reader).
+    dicom_header_result(CASE WHEN listing_reason IS NULL THEN path END) AS header
+  FROM pixels_listing
+  WHERE change IS NOT NULL
+)
 {%- endmacro %}
 
 {% macro pipeline_meta(p={}, catalog=none, thumbnails=none, header=none, copies=none) -%}
--- sql/20_meta.sql:33: the catalog rows of the files to read
+-- sql/20_meta.sql:41: the catalog rows of the files to read
 SELECT
   xxhash64(path) AS rowId,
   path,
@@ -452,10 +458,10 @@ WHERE NOT c.served AND NOT (c.length <=> s.length AND c.header = s.header)
 {% macro pipeline_header_statements(p={}, catalog=none, thumbnails=none, header=none, copies=none) -%}
 -- pixels_sql.dbt_sql: no read of sql/20_meta.sql in this session
 CREATE OR REPLACE TEMPORARY VIEW pixels_read AS
-SELECT CAST(NULL AS STRING) AS path, CAST(NULL AS struct<meta:string,typed:string,skeleton:string,reason:string,message:string>) AS result
+SELECT CAST(NULL AS STRING) AS path, CAST(NULL AS STRING) AS typed, CAST(NULL AS STRING) AS skeleton, CAST(NULL AS BIGINT) AS skeleton_id
 WHERE false
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:17
+-- sql/50_header.sql:19
 -- Step 5: the typed header table object_header: one row per live instance (a catalogued file
 -- with a header), one column per attribute found in any header, named by its keyword and typed
 -- by its VR (docs/tables.md); private and unknown elements, and values that do not fit their
@@ -467,7 +473,9 @@ WHERE false
 -- (new, changed, re-read files; every instance on the first run after an upgrade); a file
 -- deleted or no longer readable gets its header row again with deleted_at set; the upkeep
 -- after the run (tables.py) drops each path's older rows. Each statement's rows land as one
--- new partition: all or nothing.
+-- new partition: all or nothing. The typed rows' INSERTs name their partition (a value made
+-- here, digits only): Spark sorts the rows of an INSERT that computes its partition column,
+-- which for these wide rows cost a third of the write.
 -- Schema drift: an attribute no header had before adds its column (ALTER TABLE ... ADD
 -- COLUMNS; older rows NULL); no column is ever dropped or retyped.
 -- The same statements work without pixels-sql's runner (dbt runs them): the skip comments are
@@ -484,7 +492,7 @@ CREATE TABLE IF NOT EXISTS {{ header }} (
 )
 PARTITIONED BY (ingest_run)
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:30
+-- sql/50_header.sql:32
 -- Each path's newest catalog row, from its narrow columns. live: a header that is there now.
 CREATE OR REPLACE TEMPORARY VIEW pixels_header_catalog AS
 SELECT path, ingest_run, ingested_at, deleted_at IS NULL AND meta_error_reason IS NULL AS live
@@ -496,7 +504,7 @@ FROM (
 )
 WHERE newest = 1
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:40
+-- sql/50_header.sql:42
 CREATE OR REPLACE TEMPORARY VIEW pixels_header_current AS
 SELECT path, ingest_run, ingested_at, deleted_at
 FROM (
@@ -507,15 +515,16 @@ FROM (
 )
 WHERE newest = 1
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:52
+-- sql/50_header.sql:55
 -- The typed rows this run's reads made (20_meta.sql): a path's newest catalog row is the one
--- written from its read.
+-- written from its read. skeleton: on the first row of a read task that has it, else NULL;
+-- skeleton_id names it on every row.
 CREATE OR REPLACE TEMPORARY VIEW pixels_header_reads AS
-SELECT path, result.typed AS typed, result.skeleton AS skeleton
+SELECT path, typed, skeleton, skeleton_id
 FROM pixels_read
-WHERE result.typed IS NOT NULL
+WHERE typed IS NOT NULL
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:68
+-- sql/50_header.sql:71
 -- What this run does, in one pass over both tables' newest rows: the live catalog rows whose
 -- header has no typed row yet, typed by this run's read ('read') or to be typed from the stored
 -- header ('pending'; ingested_at says which catalog row a typed row was made from), and the
@@ -530,7 +539,7 @@ WHERE result.typed IS NOT NULL
 DECLARE OR REPLACE VARIABLE pixels_header_todo_table STRING
   DEFAULT concat('{{ header.schema }}.dbt_header_todo_', replace(uuid(), '-', ''))
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:71
+-- sql/50_header.sql:74
 CREATE TABLE IDENTIFIER(pixels_header_todo_table) AS
 SELECT
   coalesce(c.path, h.path) AS path,
@@ -542,7 +551,7 @@ SELECT
       THEN CASE WHEN r.path IS NULL THEN 'pending' ELSE 'read' END
     ELSE 'gone'
   END AS todo,
-  xxhash64(r.skeleton) AS skeleton_id
+  r.skeleton_id
 FROM pixels_header_catalog AS c
 FULL OUTER JOIN pixels_header_current AS h ON h.path = c.path
 LEFT JOIN pixels_header_reads AS r ON r.path = c.path
@@ -550,12 +559,12 @@ WHERE
   (c.live AND (h.path IS NULL OR h.deleted_at IS NOT NULL OR h.ingested_at != c.ingested_at))
   OR (h.path IS NOT NULL AND h.deleted_at IS NULL AND (c.path IS NULL OR NOT c.live))
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:90
+-- sql/50_header.sql:93
 EXECUTE IMMEDIATE concat(
   'CREATE OR REPLACE TEMPORARY VIEW pixels_header_todo AS SELECT * FROM ', pixels_header_todo_table
 )
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:96
+-- sql/50_header.sql:99
 -- The pending rows' headers, joined on the partition column too: only partitions holding
 -- them are read.
 CREATE OR REPLACE TEMPORARY VIEW pixels_header_pending AS
@@ -564,21 +573,21 @@ FROM {{ catalog }} AS c
 JOIN pixels_header_todo AS t
   ON t.todo = 'pending' AND t.path = c.path AND t.catalog_run = c.ingest_run
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:103
--- The rows this run's reads typed, with their typed row and skeleton.
+-- sql/50_header.sql:106
+-- The rows this run's reads typed, with their typed row.
 CREATE OR REPLACE TEMPORARY VIEW pixels_header_typed AS
-SELECT t.path, t.ingested_at, t.skeleton_id, r.typed, r.skeleton
+SELECT t.path, t.ingested_at, t.skeleton_id, r.typed
 FROM pixels_header_todo AS t
 JOIN pixels_header_reads AS r ON t.todo = 'read' AND r.path = t.path
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:108
+-- sql/50_header.sql:111
 SELECT
   count_if(todo IN ('read', 'pending')) AS header_rows,
   count_if(todo = 'read') AS header_reads,
   count_if(todo = 'gone') AS header_deletions
 FROM pixels_header_todo
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:115
+-- sql/50_header.sql:118
 -- pixels-sql: skip if header_deletions = 0
 INSERT INTO {{ header }} BY NAME
 SELECT
@@ -588,46 +597,41 @@ SELECT
 FROM {{ header }} AS h
 JOIN pixels_header_todo AS t ON t.todo = 'gone' AND t.path = h.path AND t.header_run = h.ingest_run
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:130
+-- sql/50_header.sql:133
 -- The plan: the columns this run's headers add (the table's row type, from a row of NULLs when
 -- it is empty; the distinct skeletons of this run's reads, and the merged VARIANT
 -- type of the pending ones), the from_json schema and the table's shape after, and the
 -- misfits: the skeletons whose typed rows do not fit the table's columns (a nested field an
--- existing sequence column lacks), by their xxhash64, to be typed again for its shape.
+-- existing sequence column lacks), by their skeleton_id, to be typed again for its shape.
 -- Run as a query of its own (EXECUTE IMMEDIATE ... INTO): a Python function inside a scalar
 -- subquery, as SET VAR's, fails in Spark 4 (NullPointerException planning it in a task).
 DECLARE OR REPLACE VARIABLE pixels_header_plan STRUCT<
   add_columns: STRING, schema: STRING, shape: STRING, misfits: ARRAY<BIGINT>
 >
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:135
+-- sql/50_header.sql:138
 -- pixels-sql: skip if header_rows = 0
 EXECUTE IMMEDIATE
-  'SELECT struct(
-     p.add_columns, p.schema, p.shape, transform(p.misfits, s -> xxhash64(s)) AS misfits
-   )
+  'SELECT dicom_header_plan(t.table_type, s.header_types, r.skeletons)
    FROM (
-     SELECT dicom_header_plan(t.table_type, s.header_types, r.skeletons) AS p
-     FROM (
-       SELECT typeof(struct(h.*)) AS table_type
-       FROM (SELECT 1 AS one) AS o
-       LEFT JOIN {{ header }} AS h ON false
-     ) AS t
-     CROSS JOIN (
-       SELECT array(schema_of_variant_agg(meta)) AS header_types FROM pixels_header_pending
-     ) AS s
-     CROSS JOIN (SELECT collect_set(skeleton) AS skeletons FROM pixels_header_reads) AS r
-   )'
+     SELECT typeof(struct(h.*)) AS table_type
+     FROM (SELECT 1 AS one) AS o
+     LEFT JOIN {{ header }} AS h ON false
+   ) AS t
+   CROSS JOIN (
+     SELECT array(schema_of_variant_agg(meta)) AS header_types FROM pixels_header_pending
+   ) AS s
+   CROSS JOIN (SELECT collect_set(skeleton) AS skeletons FROM pixels_header_reads) AS r'
 INTO pixels_header_plan
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:154
+-- sql/50_header.sql:152
 -- pixels-sql: skip if header_rows = 0
 EXECUTE IMMEDIATE coalesce(
   concat('ALTER TABLE {{ header }} ADD COLUMNS (', pixels_header_plan.add_columns, ')'),
   'SELECT 0 AS header_columns_added'
 )
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:162
+-- sql/50_header.sql:160
 -- The rest, typed from the stored header for the table's shape: the pending rows, and those
 -- of a misfit skeleton.
 -- pixels-sql: skip if header_rows = 0
@@ -637,13 +641,14 @@ WHERE
   todo = 'pending'
   OR (todo = 'read' AND array_contains(pixels_header_plan.misfits, skeleton_id))
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:170
+-- sql/50_header.sql:168
 -- pixels-sql: skip if header_rows = 0
 -- pixels-sql: skip if header_retyped = 0
 EXECUTE IMMEDIATE concat(
-  'INSERT INTO {{ header }} BY NAME ',
-  'SELECT path, ingested_at, CAST(NULL AS TIMESTAMP) AS deleted_at, typed.*, ',
-  'date_format(current_timestamp(), ''yyyyMMddHHmmssSSS'') AS ingest_run ',
+  'INSERT INTO {{ header }} PARTITION (ingest_run = ''',
+  date_format(current_timestamp(), 'yyyyMMddHHmmssSSS'),
+  ''') BY NAME ',
+  'SELECT path, ingested_at, CAST(NULL AS TIMESTAMP) AS deleted_at, typed.* ',
   'FROM (SELECT c.path, c.ingested_at, ',
   'from_json(dicom_header_typed(to_json(c.meta), ?), ?) AS typed ',
   'FROM {{ catalog }} AS c JOIN pixels_header_todo AS t ',
@@ -652,15 +657,16 @@ EXECUTE IMMEDIATE concat(
   'AND t.path = c.path AND t.catalog_run = c.ingest_run)'
 ) USING pixels_header_plan.shape, pixels_header_plan.schema
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:186
+-- sql/50_header.sql:185
 -- The rows typed by their read, whose columns the table has as they were typed for: their
 -- typed row as it is.
 -- pixels-sql: skip if header_rows = 0
 -- pixels-sql: skip if header_reads = 0
 EXECUTE IMMEDIATE concat(
-  'INSERT INTO {{ header }} BY NAME ',
-  'SELECT path, ingested_at, CAST(NULL AS TIMESTAMP) AS deleted_at, typed.*, ',
-  'date_format(current_timestamp(), ''yyyyMMddHHmmssSSS'') AS ingest_run ',
+  'INSERT INTO {{ header }} PARTITION (ingest_run = ''',
+  date_format(current_timestamp(), 'yyyyMMddHHmmssSSS'),
+  ''') BY NAME ',
+  'SELECT path, ingested_at, CAST(NULL AS TIMESTAMP) AS deleted_at, typed.* ',
   'FROM (SELECT path, ingested_at, from_json(typed, ?) AS typed FROM pixels_header_typed ',
   'WHERE NOT array_contains(pixels_header_plan.misfits, skeleton_id))'
 ) USING pixels_header_plan.schema

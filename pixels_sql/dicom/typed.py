@@ -26,6 +26,7 @@ is read twice and zip members and objects work as any file does.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import re
 from abc import ABC, abstractmethod
@@ -858,19 +859,27 @@ def _other(
 # --- the steps the SQL functions run -------------------------------------------------------------
 
 
+def skeleton_id(skeleton: str | bytes) -> int:
+    """A skeleton's 64-bit name (signed, as SQL's BIGINT): every typed row carries it, and the
+    plan names its misfits by it, so a skeleton's text need travel only once per task."""
+    data = skeleton.encode() if isinstance(skeleton, str) else skeleton
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big", signed=True)
+
+
 def plan(
     table_type: str,
     header_types: Iterable[str | None],
     skeletons: Iterable[str | bytes | None] = (),
-) -> tuple[str | None, str, str, list[str]]:
+) -> tuple[str | None, str, str, list[int]]:
     """For a table of type ``table_type`` (its row struct in catalog form, ``typeof``) and the
     headers to write — by their VARIANT types (``schema_of_variant_agg(meta)``,
     :func:`variant_shape`) and by their skeletons (:func:`skeleton_json`, what a read of this run
     gave with each typed row): the columns to add (DDL, None for none), the from_json schema of
     the typed values after adding them, the table's shape after adding them (JSON, for
-    :func:`typed_json`), and the *misfits*: the skeletons whose columns the table has otherwise
-    than their rows were typed for (a nested field an existing sequence column lacks, a column of
-    another type), whose rows must be typed again for the table's shape.
+    :func:`typed_json`), and the *misfits*: the skeletons (by :func:`skeleton_id`) whose columns
+    the table has otherwise than their rows were typed for (a nested field an existing sequence
+    column lacks, a column of another type), whose rows must be typed again for the table's
+    shape.
     Existing columns keep their place and type; new ones come in name order. Nested fields of
     an existing sequence column cannot be added (a parquet table of the Hive metastore refuses
     to change a column's type): their values go to OtherElements (``not_in_column``)."""
@@ -900,7 +909,7 @@ def plan(
     schema = f"{schema}, " if schema else ""
     schema += f"`{OTHER_ELEMENTS}` array<{OTHER_ELEMENT_TYPE}>"
     misfits = [
-        skeleton if isinstance(skeleton, str) else skeleton.decode()
+        skeleton_id(skeleton)
         for skeleton, shape in skeleton_shapes.items()
         if not fits(shape, header_columns)
     ]

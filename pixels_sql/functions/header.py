@@ -16,18 +16,67 @@ import pandas as pd
 
 from pixels_sql.dicom import typed
 from pixels_sql.dicom.meta import TypedMetaRow, read_typed_result
-from pixels_sql.functions.registry import SqlFunction, read_rows, results_frame, sql_function
+from pixels_sql.functions.registry import SqlFunction, read_rows, sql_function
 
-PLAN_TYPE = "struct<add_columns:string,schema:string,shape:string,misfits:array<string>>"
-RESULT_TYPE = "struct<meta:string,typed:string,skeleton:string,reason:string,message:string>"
+PLAN_TYPE = "struct<add_columns:string,schema:string,shape:string,misfits:array<bigint>>"
+RESULT_FIELDS = {
+    "meta": "string",
+    "typed": "string",
+    "skeleton": "string",
+    "skeleton_id": "bigint",
+    "reason": "string",
+    "message": "string",
+}
+RESULT_TYPE = f"struct<{','.join(f'{name}:{kind}' for name, kind in RESULT_FIELDS.items())}>"
+
+
+class TaskSkeletons:
+    """The skeletons the rows of the running Spark task have carried. A row carries its
+    skeleton's text only the first time its task meets it (the headers of a run share a handful),
+    and its ``skeleton_id`` always: the task's partition holds each text once, so
+    ``collect_set(skeleton)`` still gathers them all, and a task run again starts afresh."""
+
+    def __init__(self) -> None:
+        self._task: int | None = None
+        self._seen: set[int] = set()
+
+    def first_time(self, skeleton_id: int) -> bool:
+        from pyspark import TaskContext
+
+        context = TaskContext.get()
+        if context is None:  # not in a Spark task: every row keeps its text
+            return True
+        task = context.taskAttemptId()
+        if task != self._task:
+            self._task, self._seen = task, set()
+        if skeleton_id in self._seen:
+            return False
+        self._seen.add(skeleton_id)
+        return True
+
+
+_TASK_SKELETONS = TaskSkeletons()
+
+
+def _once_per_task(row: TypedMetaRow | None) -> tuple[object, ...] | None:
+    """``row`` as dicom_header_result's fields, its skeleton's text kept only the first time."""
+    if row is None:
+        return None
+    if row.skeleton is None:
+        return (row.meta, row.typed, None, None, row.reason, row.message)
+    name = typed.skeleton_id(row.skeleton)
+    skeleton = row.skeleton if _TASK_SKELETONS.first_time(name) else None
+    return (row.meta, row.typed, skeleton, name, row.reason, row.message)
 
 
 @sql_function("dicom_header_result(path STRING)", RESULT_TYPE.upper())
 def dicom_header_result():
     """dicom_meta_result with, from the same read, the header's typed row and its skeleton:
-    STRUCT<meta, typed, skeleton, reason, message>. ``typed`` is dicom_header_typed's JSON of
-    the header with no table to fit (every standard attribute in its column); ``skeleton`` the
-    standard tags the header holds, from which dicom_header_plan makes the columns.
+    STRUCT<meta, typed, skeleton, skeleton_id, reason, message>. ``typed`` is
+    dicom_header_typed's JSON of the header with no table to fit (every standard attribute in
+    its column); ``skeleton`` the standard tags the header holds, from which dicom_header_plan
+    makes the columns, given on the first row of a Spark task that has it (NULL on the next
+    ones: headers mostly share a few); ``skeleton_id`` names it on every row.
 
     SELECT r.meta, from_json(r.typed, 'Modality STRING, StudyDate DATE').*
     FROM (SELECT dicom_header_result(path) AS r FROM read_files('/data/dicom'))
@@ -39,7 +88,10 @@ def dicom_header_result():
         results = read_rows(
             read_typed_result, [(path,) for path in paths], partial(TypedMetaRow, None, None, None)
         )
-        return results_frame(results, {name: name for name in TypedMetaRow._fields})
+        return pd.DataFrame(
+            [_once_per_task(row) or (None,) * len(RESULT_FIELDS) for row in results],
+            columns=list(RESULT_FIELDS),
+        ).astype({"skeleton_id": "Int64"})
 
     return dicom_header_result
 
