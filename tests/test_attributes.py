@@ -229,7 +229,8 @@ def test_the_catalog_script_creates_the_registry_columns() -> None:
     found = re.findall(r"^\s+`?(\w+)`?\s+([A-Z][A-Z<>]*)", body, flags=re.MULTILINE)
     assert found == [(c.name, c.sql_type) for c in CATALOG_COLUMNS]
     insert = (ROOT / "sql/20_meta.sql").read_text()
-    select = insert[insert.index("INSERT INTO object_catalog") : insert.index("\nFROM (")]
+    start = insert.index("INSERT INTO object_catalog")
+    select = insert[start : insert.index("\nFROM (", start)]
     aliases = re.findall(r"\bAS `?(\w+)`?,?$|^  (\w+),$", select, flags=re.MULTILINE)
     names = [alias or bare for alias, bare in aliases]
     assert names == list(CATALOG_COLUMN_NAMES)
