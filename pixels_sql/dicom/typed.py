@@ -228,11 +228,14 @@ def _compiled_skeleton(dataset: Mapping[str, Any], depth: int) -> dict[str, Any]
             # An item like the one before it is written once: per-frame items of a multi-frame
             # header make one entry, and headers of one protocol one skeleton.
             written: list[dict[str, Any]] = []
+            last = None  # the text of the last item written
             for item in element.get("Value") or ():
                 if isinstance(item, dict):
                     item_skeleton = _compiled_skeleton(item, depth + 1)
-                    if not written or _dumps(item_skeleton) != _dumps(written[-1]):
+                    text = _dumps(item_skeleton)
+                    if text != last:
                         written.append(item_skeleton)
+                        last = text
             skeleton[tag] = written
         else:
             skeleton[tag] = 0

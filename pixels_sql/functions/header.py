@@ -40,33 +40,37 @@ class TaskSkeletons:
         self._task: int | None = None
         self._seen: set[int] = set()
 
-    def first_time(self, skeleton_id: int) -> bool:
+    def seen(self) -> set[int] | None:
+        """The ids the running task's rows have carried so far (the caller adds to it); None
+        outside a Spark task, where every row keeps its text."""
         from pyspark import TaskContext
 
         context = TaskContext.get()
-        if context is None:  # not in a Spark task: every row keeps its text
-            return True
+        if context is None:
+            return None
         task = context.taskAttemptId()
         if task != self._task:
             self._task, self._seen = task, set()
-        if skeleton_id in self._seen:
-            return False
-        self._seen.add(skeleton_id)
-        return True
+        return self._seen
 
 
 _TASK_SKELETONS = TaskSkeletons()
 
 
-def _once_per_task(row: TypedMetaRow | None) -> tuple[object, ...] | None:
-    """``row`` as dicom_header_result's fields, its skeleton's text kept only the first time."""
+def _result_fields(row: TypedMetaRow | None, seen: set[int] | None) -> dict[str, object]:
+    """``row`` as dicom_header_result's fields by name: its skeleton's id, and its text only
+    if ``seen`` (the task's ids so far) lacks the id."""
     if row is None:
-        return None
-    if row.skeleton is None:
-        return (row.meta, row.typed, None, None, row.reason, row.message)
-    name = typed.skeleton_id(row.skeleton)
-    skeleton = row.skeleton if _TASK_SKELETONS.first_time(name) else None
-    return (row.meta, row.typed, skeleton, name, row.reason, row.message)
+        return dict.fromkeys(RESULT_FIELDS)
+    fields: dict[str, object] = {**row._asdict(), "skeleton_id": None}
+    if row.skeleton is not None:
+        name = typed.skeleton_id(row.skeleton)
+        fields["skeleton_id"] = name
+        if seen is not None:
+            if name in seen:
+                fields["skeleton"] = None
+            seen.add(name)
+    return fields
 
 
 @sql_function("dicom_header_result(path STRING)", RESULT_TYPE.upper())
@@ -88,9 +92,9 @@ def dicom_header_result():
         results = read_rows(
             read_typed_result, [(path,) for path in paths], partial(TypedMetaRow, None, None, None)
         )
+        seen = _TASK_SKELETONS.seen()  # once a batch: a batch is one task's
         return pd.DataFrame(
-            [_once_per_task(row) or (None,) * len(RESULT_FIELDS) for row in results],
-            columns=list(RESULT_FIELDS),
+            [_result_fields(row, seen) for row in results], columns=list(RESULT_FIELDS)
         ).astype({"skeleton_id": "Int64"})
 
     return dicom_header_result
