@@ -12,6 +12,10 @@
 -- new partition: all or nothing. The typed rows' INSERTs name their partition (a value made
 -- here, digits only): Spark sorts the rows of an INSERT that computes its partition column,
 -- which for these wide rows cost a third of the write.
+-- Both spread their rows over the cores by path (REBALANCE) before typing them: a run's reads
+-- and a catalog's partition come as few large partitions (the listing is small enough for
+-- adaptive execution to merge into one), and typing and writing ~190 leaf columns is the
+-- costly part; adaptive execution sizes the spread to the rows.
 -- Schema drift: an attribute no header had before adds its column (ALTER TABLE ... ADD
 -- COLUMNS; older rows NULL); no column is ever dropped or retyped.
 -- The same statements work without pixels-sql's runner (dbt runs them): the skip comments are
@@ -170,12 +174,13 @@ EXECUTE IMMEDIATE concat(
   date_format(current_timestamp(), 'yyyyMMddHHmmssSSS'),
   ''') BY NAME ',
   'SELECT path, ingested_at, CAST(NULL AS TIMESTAMP) AS deleted_at, typed.* ',
-  'FROM (SELECT c.path, c.ingested_at, ',
-  'from_json(dicom_header_typed(to_json(c.meta), ?), ?) AS typed ',
+  'FROM (SELECT path, ingested_at, ',
+  'from_json(dicom_header_typed(to_json(meta), ?), ?) AS typed ',
+  'FROM (SELECT /*+ REBALANCE(c.path) */ c.path, c.ingested_at, c.meta ',
   'FROM object_catalog AS c JOIN pixels_header_todo AS t ',
   'ON (t.todo = ''pending'' ',
   'OR (t.todo = ''read'' AND array_contains(pixels_header_plan.misfits, t.skeleton_id))) ',
-  'AND t.path = c.path AND t.catalog_run = c.ingest_run)'
+  'AND t.path = c.path AND t.catalog_run = c.ingest_run))'
 ) USING pixels_header_plan.shape, pixels_header_plan.schema;
 
 -- The rows typed by their read, whose columns the table has as they were typed for: their
@@ -187,8 +192,9 @@ EXECUTE IMMEDIATE concat(
   date_format(current_timestamp(), 'yyyyMMddHHmmssSSS'),
   ''') BY NAME ',
   'SELECT path, ingested_at, CAST(NULL AS TIMESTAMP) AS deleted_at, typed.* ',
-  'FROM (SELECT path, ingested_at, from_json(typed, ?) AS typed FROM pixels_header_typed ',
-  'WHERE NOT array_contains(pixels_header_plan.misfits, skeleton_id))'
+  'FROM (SELECT path, ingested_at, from_json(typed, ?) AS typed ',
+  'FROM (SELECT /*+ REBALANCE(path) */ * FROM pixels_header_typed ',
+  'WHERE NOT array_contains(pixels_header_plan.misfits, skeleton_id)))'
 ) USING pixels_header_plan.schema;
 
 EXECUTE IMMEDIATE concat('DROP TABLE IF EXISTS ', pixels_header_todo_table);

@@ -12,6 +12,7 @@ import random
 import struct
 from pathlib import Path
 
+import orjson
 import pytest
 
 from pixels_sql.dicom import fastmeta, meta
@@ -255,6 +256,62 @@ def test_numbers_are_spelled_as_orjson_spells_them(tmp_path: Path) -> None:
     found = fastmeta.read_json(str(path))
     assert found is not None and found == object_path_text(path)
     assert b"1e-7" in found and b"-0.000025" in found
+
+
+def decimal_strings(rng: random.Random, count: int) -> list[str]:
+    """DS values (at most 16 characters, PS3.5 6.2) of every plain shape: 1 to 16 digits, the
+    point anywhere or absent, signs, leading and trailing zeros, spaces around them."""
+    found = []
+    while len(found) < count:
+        digits = str(rng.randrange(10 ** rng.randint(1, 16))).zfill(rng.randint(1, 3))
+        at = rng.randint(0, len(digits))
+        text = digits if rng.random() < 0.2 else f"{digits[:at]}.{digits[at:]}"
+        text = rng.choice(["", "", "-", "+"]) + text + "0" * rng.randint(0, 2)
+        text = " " * rng.randint(0, 1) + text + " " * rng.randint(0, 1)
+        if len(text) <= 16 and any(c.isdigit() for c in text):
+            found.append(text)
+    return found
+
+
+def test_decimal_strings_read_and_spelled_as_python_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The compiled walk reads a plain DS of up to 15 significant digits without Python's
+    float() and spells a double of up to 15 digits without its repr (both faster): each value
+    is Python's float() of its text, the DICOM JSON equals the pure-Python loop's and the
+    object path's, and the typed row equals typed_json's of it, on thousands of decimal
+    strings and on the 16- and 17-digit ones left to Python."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    from pixels_sql.dicom import typed
+
+    values = ["0", "-0", "+0.0", ".5", "5.", "-.5", "1.50", "0.0001", "0.00009", "00012"]
+    values += ["99999999999999.9", "1234567890123456", "0.1234567890123456", "1e-4", "1.5E3"]
+    values += decimal_strings(random.Random(29), 3000)
+    paths = []
+    for start in range(0, len(values), 1000):
+        dataset = Dataset()
+        dataset.file_meta = FileMetaDataset()
+        dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        dataset.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+        dataset.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        chunk = values[start : start + 1000]
+        dataset.add_new(0x00091018, "DS", chunk)  # private: every value in OtherElements
+        dataset.add_new(0x00280030, "DS", chunk[:2])  # PixelSpacing: the typed number twin
+        dataset.add_new(0x00201041, "DS", chunk[2])  # SliceLocation
+        paths.append(tmp_path / f"decimals-{start}.dcm")
+        dataset.save_as(paths[-1], enforce_file_format=True)
+    for start, path in zip(range(0, len(values), 1000), paths, strict=True):
+        found = fastmeta.read_json(str(path))
+        assert found is not None and found == object_path_text(path), path
+        read = fastmeta.read_typed(str(path))
+        assert read is not None and read[1].decode() == typed.typed_json(found, None), path
+        spelled = [repr(float(text)) for text in values[start : start + 1000]]
+        assert [repr(v) for v in orjson.loads(found)["00091018"]["Value"]] == spelled, path
+        compiled, python = both_readers(path, monkeypatch)
+        assert compiled == python, path
+        monkeypatch.undo()  # both_readers leaves the pure-Python loop on
 
 
 @pytest.mark.parametrize(("charset", "codec"), [("ISO_IR 100", "latin_1"), ("ISO_IR 192", "utf_8")])

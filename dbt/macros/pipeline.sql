@@ -397,7 +397,7 @@ GROUP BY StudyInstanceUID
 {%- endmacro %}
 
 {% macro pipeline_header_issues(p={}, catalog=none, thumbnails=none, header=none, copies=none) -%}
--- sql/50_header.sql:201: view
+-- sql/50_header.sql:207: view
 SELECT
   h.path,
   e.tag,
@@ -461,7 +461,7 @@ CREATE OR REPLACE TEMPORARY VIEW pixels_read AS
 SELECT CAST(NULL AS STRING) AS path, CAST(NULL AS STRING) AS typed, CAST(NULL AS STRING) AS skeleton, CAST(NULL AS BIGINT) AS skeleton_id
 WHERE false
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:19
+-- sql/50_header.sql:23
 -- Step 5: the typed header table object_header: one row per live instance (a catalogued file
 -- with a header), one column per attribute found in any header, named by its keyword and typed
 -- by its VR (docs/tables.md); private and unknown elements, and values that do not fit their
@@ -476,6 +476,10 @@ WHERE false
 -- new partition: all or nothing. The typed rows' INSERTs name their partition (a value made
 -- here, digits only): Spark sorts the rows of an INSERT that computes its partition column,
 -- which for these wide rows cost a third of the write.
+-- Both spread their rows over the cores by path (REBALANCE) before typing them: a run's reads
+-- and a catalog's partition come as few large partitions (the listing is small enough for
+-- adaptive execution to merge into one), and typing and writing ~190 leaf columns is the
+-- costly part; adaptive execution sizes the spread to the rows.
 -- Schema drift: an attribute no header had before adds its column (ALTER TABLE ... ADD
 -- COLUMNS; older rows NULL); no column is ever dropped or retyped.
 -- The same statements work without pixels-sql's runner (dbt runs them): the skip comments are
@@ -492,7 +496,7 @@ CREATE TABLE IF NOT EXISTS {{ header }} (
 )
 PARTITIONED BY (ingest_run)
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:32
+-- sql/50_header.sql:36
 -- Each path's newest catalog row, from its narrow columns. live: a header that is there now.
 CREATE OR REPLACE TEMPORARY VIEW pixels_header_catalog AS
 SELECT path, ingest_run, ingested_at, deleted_at IS NULL AND meta_error_reason IS NULL AS live
@@ -504,7 +508,7 @@ FROM (
 )
 WHERE newest = 1
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:42
+-- sql/50_header.sql:46
 CREATE OR REPLACE TEMPORARY VIEW pixels_header_current AS
 SELECT path, ingest_run, ingested_at, deleted_at
 FROM (
@@ -515,7 +519,7 @@ FROM (
 )
 WHERE newest = 1
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:55
+-- sql/50_header.sql:59
 -- The typed rows this run's reads made (20_meta.sql): a path's newest catalog row is the one
 -- written from its read. skeleton: on the first row of a read task that has it, else NULL;
 -- skeleton_id names it on every row.
@@ -524,7 +528,7 @@ SELECT path, typed, skeleton, skeleton_id
 FROM pixels_read
 WHERE typed IS NOT NULL
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:71
+-- sql/50_header.sql:75
 -- What this run does, in one pass over both tables' newest rows: the live catalog rows whose
 -- header has no typed row yet, typed by this run's read ('read') or to be typed from the stored
 -- header ('pending'; ingested_at says which catalog row a typed row was made from), and the
@@ -539,7 +543,7 @@ WHERE typed IS NOT NULL
 DECLARE OR REPLACE VARIABLE pixels_header_todo_table STRING
   DEFAULT concat('{{ header.schema }}.dbt_header_todo_', replace(uuid(), '-', ''))
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:74
+-- sql/50_header.sql:78
 CREATE TABLE IDENTIFIER(pixels_header_todo_table) AS
 SELECT
   coalesce(c.path, h.path) AS path,
@@ -559,12 +563,12 @@ WHERE
   (c.live AND (h.path IS NULL OR h.deleted_at IS NOT NULL OR h.ingested_at != c.ingested_at))
   OR (h.path IS NOT NULL AND h.deleted_at IS NULL AND (c.path IS NULL OR NOT c.live))
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:93
+-- sql/50_header.sql:97
 EXECUTE IMMEDIATE concat(
   'CREATE OR REPLACE TEMPORARY VIEW pixels_header_todo AS SELECT * FROM ', pixels_header_todo_table
 )
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:99
+-- sql/50_header.sql:103
 -- The pending rows' headers, joined on the partition column too: only partitions holding
 -- them are read.
 CREATE OR REPLACE TEMPORARY VIEW pixels_header_pending AS
@@ -573,21 +577,21 @@ FROM {{ catalog }} AS c
 JOIN pixels_header_todo AS t
   ON t.todo = 'pending' AND t.path = c.path AND t.catalog_run = c.ingest_run
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:106
+-- sql/50_header.sql:110
 -- The rows this run's reads typed, with their typed row.
 CREATE OR REPLACE TEMPORARY VIEW pixels_header_typed AS
 SELECT t.path, t.ingested_at, t.skeleton_id, r.typed
 FROM pixels_header_todo AS t
 JOIN pixels_header_reads AS r ON t.todo = 'read' AND r.path = t.path
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:111
+-- sql/50_header.sql:115
 SELECT
   count_if(todo IN ('read', 'pending')) AS header_rows,
   count_if(todo = 'read') AS header_reads,
   count_if(todo = 'gone') AS header_deletions
 FROM pixels_header_todo
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:118
+-- sql/50_header.sql:122
 -- pixels-sql: skip if header_deletions = 0
 INSERT INTO {{ header }} BY NAME
 SELECT
@@ -597,7 +601,7 @@ SELECT
 FROM {{ header }} AS h
 JOIN pixels_header_todo AS t ON t.todo = 'gone' AND t.path = h.path AND t.header_run = h.ingest_run
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:133
+-- sql/50_header.sql:137
 -- The plan: the columns this run's headers add (the table's row type, from a row of NULLs when
 -- it is empty; the distinct skeletons of this run's reads, and the merged VARIANT
 -- type of the pending ones), the from_json schema and the table's shape after, and the
@@ -609,7 +613,7 @@ DECLARE OR REPLACE VARIABLE pixels_header_plan STRUCT<
   add_columns: STRING, schema: STRING, shape: STRING, misfits: ARRAY<BIGINT>
 >
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:138
+-- sql/50_header.sql:142
 -- pixels-sql: skip if header_rows = 0
 EXECUTE IMMEDIATE
   'SELECT dicom_header_plan(t.table_type, s.header_types, r.skeletons)
@@ -624,14 +628,14 @@ EXECUTE IMMEDIATE
    CROSS JOIN (SELECT collect_set(skeleton) AS skeletons FROM pixels_header_reads) AS r'
 INTO pixels_header_plan
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:152
+-- sql/50_header.sql:156
 -- pixels-sql: skip if header_rows = 0
 EXECUTE IMMEDIATE coalesce(
   concat('ALTER TABLE {{ header }} ADD COLUMNS (', pixels_header_plan.add_columns, ')'),
   'SELECT 0 AS header_columns_added'
 )
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:160
+-- sql/50_header.sql:164
 -- The rest, typed from the stored header for the table's shape: the pending rows, and those
 -- of a misfit skeleton.
 -- pixels-sql: skip if header_rows = 0
@@ -641,7 +645,7 @@ WHERE
   todo = 'pending'
   OR (todo = 'read' AND array_contains(pixels_header_plan.misfits, skeleton_id))
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:168
+-- sql/50_header.sql:172
 -- pixels-sql: skip if header_rows = 0
 -- pixels-sql: skip if header_retyped = 0
 EXECUTE IMMEDIATE concat(
@@ -649,15 +653,16 @@ EXECUTE IMMEDIATE concat(
   date_format(current_timestamp(), 'yyyyMMddHHmmssSSS'),
   ''') BY NAME ',
   'SELECT path, ingested_at, CAST(NULL AS TIMESTAMP) AS deleted_at, typed.* ',
-  'FROM (SELECT c.path, c.ingested_at, ',
-  'from_json(dicom_header_typed(to_json(c.meta), ?), ?) AS typed ',
+  'FROM (SELECT path, ingested_at, ',
+  'from_json(dicom_header_typed(to_json(meta), ?), ?) AS typed ',
+  'FROM (SELECT /*+ REBALANCE(c.path) */ c.path, c.ingested_at, c.meta ',
   'FROM {{ catalog }} AS c JOIN pixels_header_todo AS t ',
   'ON (t.todo = ''pending'' ',
   'OR (t.todo = ''read'' AND array_contains(pixels_header_plan.misfits, t.skeleton_id))) ',
-  'AND t.path = c.path AND t.catalog_run = c.ingest_run)'
+  'AND t.path = c.path AND t.catalog_run = c.ingest_run))'
 ) USING pixels_header_plan.shape, pixels_header_plan.schema
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:185
+-- sql/50_header.sql:190
 -- The rows typed by their read, whose columns the table has as they were typed for: their
 -- typed row as it is.
 -- pixels-sql: skip if header_rows = 0
@@ -667,14 +672,15 @@ EXECUTE IMMEDIATE concat(
   date_format(current_timestamp(), 'yyyyMMddHHmmssSSS'),
   ''') BY NAME ',
   'SELECT path, ingested_at, CAST(NULL AS TIMESTAMP) AS deleted_at, typed.* ',
-  'FROM (SELECT path, ingested_at, from_json(typed, ?) AS typed FROM pixels_header_typed ',
-  'WHERE NOT array_contains(pixels_header_plan.misfits, skeleton_id))'
+  'FROM (SELECT path, ingested_at, from_json(typed, ?) AS typed ',
+  'FROM (SELECT /*+ REBALANCE(path) */ * FROM pixels_header_typed ',
+  'WHERE NOT array_contains(pixels_header_plan.misfits, skeleton_id)))'
 ) USING pixels_header_plan.schema
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:194
+-- sql/50_header.sql:200
 EXECUTE IMMEDIATE concat('DROP TABLE IF EXISTS ', pixels_header_todo_table)
 {{ pixels_statement_separator() }}
--- sql/50_header.sql:196
+-- sql/50_header.sql:202
 DROP VIEW IF EXISTS pixels_header_todo
 {%- endmacro %}
 

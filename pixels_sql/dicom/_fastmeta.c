@@ -242,6 +242,129 @@ static PyObject *delegate(PyObject *vr, const unsigned char *raw, Py_ssize_t len
     return out;
 }
 
+/* Exact powers of ten: every 10^k up to 10^22 is a double (5^22 < 2^53). */
+static const double POWERS_OF_TEN[] = {
+    1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+    1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+};
+
+/* float() of a plain decimal ("[+-]digits[.digits]", spaces around it) of at most 15
+ * significant digits, without Python's parser (its x87 control-word switches cost more than
+ * the parse on this hardware): such a mantissa and 10^k (k <= 22) are exact doubles, so one
+ * IEEE division rounds to the double nearest the decimal, as strtod does (Clinger's fast
+ * path). 0 when `raw` is not of that form: the caller lets Python parse it. */
+static int plain_decimal(const unsigned char *raw, Py_ssize_t length, double *out)
+{
+    Py_ssize_t i = 0;
+    while (i < length && raw[i] == ' ') {
+        i++;
+    }
+    while (length > i && raw[length - 1] == ' ') {
+        length--;
+    }
+    int negative = 0;
+    if (i < length && (raw[i] == '+' || raw[i] == '-')) {
+        negative = raw[i] == '-';
+        i++;
+    }
+    unsigned long long mantissa = 0;
+    int significant = 0, fraction = 0, point = 0, digits = 0, zeros = 0;
+    for (; i < length; i++) {
+        unsigned char c = raw[i];
+        if (c == '.') {
+            if (point) {
+                return 0;
+            }
+            point = 1;
+            continue;
+        }
+        if (c < '0' || c > '9') {
+            return 0;
+        }
+        digits++;
+        if (point && c == '0') {
+            zeros++; /* trailing fraction zeros change nothing: counted once a digit follows */
+            continue;
+        }
+        for (int pending = point ? zeros + 1 : 1; pending > 0; pending--) {
+            int digit = pending == 1 ? c - '0' : 0;
+            if (mantissa != 0 || digit != 0) {
+                if (++significant > 15) {
+                    return 0;
+                }
+                mantissa = mantissa * 10 + (unsigned long long)digit;
+            }
+            fraction += point;
+        }
+        zeros = 0;
+    }
+    if (digits == 0 || fraction > 22) {
+        return 0;
+    }
+    double value = (double)mantissa;
+    if (fraction > 0) {
+        value /= POWERS_OF_TEN[fraction];
+    }
+    *out = negative ? -value : value;
+    return 1;
+}
+
+/* repr(value) into `out` (room for 40 bytes) when that is positional and has at most 15
+ * significant digits (1e-4 <= |value| < 1e15, or a zero), without Python's dtoa: the fewest
+ * fraction digits k with round(|value| * 10^k) / 10^k == |value| spell the one decimal of at
+ * most 15 digits that reads back as this double (DBL_DIG), which is the shortest, as repr's.
+ * Returns the length, or 0 for the rest (the caller asks Python). */
+static Py_ssize_t short_repr(double value, char *out)
+{
+    char *start = out;
+    if (signbit(value)) {
+        *out++ = '-';
+    }
+    double magnitude = fabs(value);
+    unsigned long long mantissa = 0;
+    int fraction = -1;
+    if (magnitude == 0) {
+        fraction = 0;
+    }
+    else if (magnitude >= 1e-4 && magnitude < 1e15) {
+        for (int k = 0; k <= 19; k++) {
+            double scaled = magnitude * POWERS_OF_TEN[k];
+            if (scaled >= 1e15) {
+                return 0;
+            }
+            double rounded = nearbyint(scaled);
+            if (rounded / POWERS_OF_TEN[k] == magnitude) {
+                mantissa = (unsigned long long)rounded;
+                fraction = k;
+                break;
+            }
+        }
+    }
+    if (fraction < 0) {
+        return 0;
+    }
+    char digits[24];
+    int count = 0;
+    do {
+        digits[count++] = (char)('0' + mantissa % 10);
+        mantissa /= 10;
+    } while (mantissa != 0);
+    while (count <= fraction) { /* a leading 0 before the point */
+        digits[count++] = '0';
+    }
+    for (int d = count - 1; d >= fraction; d--) {
+        *out++ = digits[d];
+    }
+    *out++ = '.';
+    if (fraction == 0) {
+        *out++ = '0';
+    }
+    for (int d = fraction - 1; d >= 0; d--) {
+        *out++ = digits[d];
+    }
+    return out - start;
+}
+
 /* DS and IS in the common alphabet: digits, signs, points, exponents, spaces, NULs and
  * backslashes. In it, Python's str.strip() only removes spaces, and int()/float() of the ASCII
  * bytes equal int()/float() of the decoded text. */
@@ -339,7 +462,16 @@ static int each_number(const unsigned char *raw, Py_ssize_t length, int is_integ
         else {
             PyObject *text = PyBytes_FromStringAndSize((const char *)raw + part_start, i - part_start);
             if (text != NULL) {
-                number = is_integer ? integer(text) : finite_or_text(PyFloat_FromString(text));
+                double plain;
+                if (is_integer) {
+                    number = integer(text);
+                }
+                else if (plain_decimal(raw + part_start, i - part_start, &plain)) {
+                    number = PyFloat_FromDouble(plain);
+                }
+                else {
+                    number = finite_or_text(PyFloat_FromString(text));
+                }
                 Py_DECREF(text);
                 number = number_or_text(number, raw + part_start, i - part_start);
             }
@@ -667,6 +799,11 @@ static int put_double(Text *text, double value)
             return PUT_LITERAL(text, "\"NaN\"");
         }
         return value > 0 ? PUT_LITERAL(text, "\"Infinity\"") : PUT_LITERAL(text, "\"-Infinity\"");
+    }
+    char fast[40];
+    Py_ssize_t fast_length = short_repr(value, fast);
+    if (fast_length > 0) {
+        return put(text, fast, fast_length);
     }
     char *repr = PyOS_double_to_string(value, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
     if (repr == NULL) {
@@ -1793,6 +1930,13 @@ static int put_float_text(Text *text, double value)
     }
     if (floor(value) == value && fabs(value) < 1e16) {
         return PUT_LITERAL(text, "\"") < 0 || put_signed(text, (long long)value) < 0
+                   ? -1
+                   : PUT_LITERAL(text, "\"");
+    }
+    char fast[40];
+    Py_ssize_t fast_length = short_repr(value, fast);
+    if (fast_length > 0) {
+        return PUT_LITERAL(text, "\"") < 0 || put(text, fast, fast_length) < 0
                    ? -1
                    : PUT_LITERAL(text, "\"");
     }
