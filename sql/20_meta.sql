@@ -15,6 +15,11 @@
 -- keeps a struct as one value, which a statement reading one of its fields copies whole.
 UNCACHE TABLE IF EXISTS pixels_read;
 
+-- Kept without trying to compress its columns (reset after the INSERT below): their large
+-- values are unique texts (the DICOM JSON and the typed row, ~5 KB each), which never
+-- compress, and the attempt copies and hashes each one (a dictionary per column batch).
+SET spark.sql.inMemoryColumnarStorage.compressed = false;
+
 DROP VIEW IF EXISTS pixels_read;
 
 CACHE LAZY TABLE pixels_read AS
@@ -116,3 +121,5 @@ FROM (
     FROM pixels_read
   )
 );
+
+SET spark.sql.inMemoryColumnarStorage.compressed = true;
