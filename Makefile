@@ -90,7 +90,7 @@ bench-meta: jar
 # The typed header table (sql/50_header.sql) filled vs the JSON path (sql/20_meta.sql), same run,
 # 20,000 real-template MR headers.
 bench-typed-header: jar
-	$(PY) -m bench.typed_header --files 20000 --runs 7
+	$(PY) -m bench.typed_header --files 20000 --warmup 3 --runs 7
 
 # The pixels-sql command through the home's warm engine vs embedded (issue 28's targets).
 bench-cli: jar
