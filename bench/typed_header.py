@@ -155,6 +155,16 @@ def run_once(spark, folder: Path, baseline: list[Path], number: int) -> dict[str
     }
 
 
+def table_row(label: str, run: dict) -> str:
+    """One run as a row of the results table."""
+    return (
+        f"| {label} | {run['json_seconds']:.2f} | {run['typed_seconds']:.2f}"
+        f" ({run['meta_with_typed_seconds']:.2f}, {run['header_script_seconds']:.2f}) |"
+        f" {run['typed_seconds'] / run['json_seconds']:.2f}x |"
+        f" {run['ingest_json_only_seconds']:.1f} / {run['ingest_seconds']:.1f} |"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=20000)
@@ -220,20 +230,8 @@ def main() -> None:
         "| run | JSON path s | typed path s (20_meta.sql with typed rows, 50_header.sql) | ratio"
         " | ingest without / with the typed table s |",
         "|---|---|---|---|---|",
-        *(
-            f"| warm-up {number} | {run['json_seconds']:.2f} | {run['typed_seconds']:.2f}"
-            f" ({run['meta_with_typed_seconds']:.2f}, {run['header_script_seconds']:.2f}) |"
-            f" {run['typed_seconds'] / run['json_seconds']:.2f}x |"
-            f" {run['ingest_json_only_seconds']:.1f} / {run['ingest_seconds']:.1f} |"
-            for number, run in enumerate(warmups, 1)
-        ),
-        *(
-            f"| {number} | {run['json_seconds']:.2f} | {run['typed_seconds']:.2f}"
-            f" ({run['meta_with_typed_seconds']:.2f}, {run['header_script_seconds']:.2f}) |"
-            f" {run['typed_seconds'] / run['json_seconds']:.2f}x |"
-            f" {run['ingest_json_only_seconds']:.1f} / {run['ingest_seconds']:.1f} |"
-            for number, run in enumerate(runs, 1)
-        ),
+        *(table_row(f"warm-up {number}", run) for number, run in enumerate(warmups, 1)),
+        *(table_row(str(number), run) for number, run in enumerate(runs, 1)),
         "",
         f"median of the runs after the warm-up: {best_json:.2f} s vs {best_typed:.2f} s:"
         f" **{ratio:.2f}x** (target <="

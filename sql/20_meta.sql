@@ -15,7 +15,8 @@
 -- keeps a struct as one value, which a statement reading one of its fields copies whole.
 UNCACHE TABLE IF EXISTS pixels_read;
 
--- Kept without trying to compress its columns (reset after the INSERT below): their large
+-- Kept without trying to compress its columns (set back to Spark's default, true, after the
+-- INSERT below: the cache is built as the INSERT runs; sqlglot has no RESET): their large
 -- values are unique texts (the DICOM JSON and the typed row, ~5 KB each), which never
 -- compress, and the attempt copies and hashes each one (a dictionary per column batch).
 SET spark.sql.inMemoryColumnarStorage.compressed = false;

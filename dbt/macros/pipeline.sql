@@ -103,7 +103,7 @@ LEFT JOIN catalogued AS c ON c.path = f.path
 {%- endmacro %}
 
 {% macro pipeline_read(p={}, catalog=none, thumbnails=none, header=none, copies=none) -%}
--- sql/20_meta.sql:26: each file to read, read once: its header, typed row and reason
+-- sql/20_meta.sql:27: each file to read, read once: its header, typed row and reason
 SELECT
   * EXCEPT (header),
   named_struct('meta', header.meta, 'reason', header.reason, 'message', header.message) AS result,
@@ -122,7 +122,7 @@ FROM (
 {%- endmacro %}
 
 {% macro pipeline_meta(p={}, catalog=none, thumbnails=none, header=none, copies=none) -%}
--- sql/20_meta.sql:46: the catalog rows of the files to read
+-- sql/20_meta.sql:47: the catalog rows of the files to read
 SELECT
   xxhash64(path) AS rowId,
   path,

@@ -460,20 +460,18 @@ static int each_number(const unsigned char *raw, Py_ssize_t length, int is_integ
             number = Py_NewRef(Py_None);
         }
         else {
-            PyObject *text = PyBytes_FromStringAndSize((const char *)raw + part_start, i - part_start);
-            if (text != NULL) {
-                double plain;
-                if (is_integer) {
-                    number = integer(text);
+            double plain;
+            if (!is_integer && plain_decimal(raw + part_start, i - part_start, &plain)) {
+                number = PyFloat_FromDouble(plain);
+            }
+            else {
+                PyObject *text =
+                    PyBytes_FromStringAndSize((const char *)raw + part_start, i - part_start);
+                if (text != NULL) {
+                    number = is_integer ? integer(text) : finite_or_text(PyFloat_FromString(text));
+                    Py_DECREF(text);
+                    number = number_or_text(number, raw + part_start, i - part_start);
                 }
-                else if (plain_decimal(raw + part_start, i - part_start, &plain)) {
-                    number = PyFloat_FromDouble(plain);
-                }
-                else {
-                    number = finite_or_text(PyFloat_FromString(text));
-                }
-                Py_DECREF(text);
-                number = number_or_text(number, raw + part_start, i - part_start);
             }
         }
         int taken = number == NULL ? -1 : take(context, number, index++);
