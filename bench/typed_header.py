@@ -21,8 +21,14 @@ timed statement by statement by the runner's progress calls:
 Each run ingests both ways, into fresh databases, in alternating order (page cache alike).
 The first ``--warmup`` runs (default 1) are printed and kept apart, not in the medians: the
 first ingest of a session compiles the JVM code of both paths, and whichever path goes first
-pays it (run 1 gave 0.4x-1.6x). It prints both times per run and the ratio typed / JSON of the
-medians (target: at most 1.5x), and writes ``bench/results/typed_header.{json,md}``.
+pays it (run 1 gave 0.4x-1.6x). Each run also reports the driver JVM's seconds in its JIT
+compilers and in garbage collection over its two ingests: on 2 cores the compilers spend ~50 s
+of CPU in a session's first run and ~20 s in each of the next few, mostly on Spark's own query
+planning (the analyzer, optimizer and parser), and the typed path, with more and wider
+statements, gains the most as they finish; the runs after the warm-up measure the engine a
+long-lived session (``pixels-sql serve``) runs on. It prints both times per run and the ratio
+typed / JSON of the medians (target: at most 1.5x), and writes
+``bench/results/typed_header.{json,md}``.
 """
 
 from __future__ import annotations
@@ -125,12 +131,23 @@ def ingest_timed(spark, folder: Path, database: str, scripts: list[Path] | None)
     }
 
 
+def jvm_busy_seconds(spark) -> tuple[float, float]:
+    """The driver JVM's seconds so far in its JIT compilers (all their threads) and in garbage
+    collection: while the compilers are this busy, the session is still warming (they share
+    the cores with the tasks)."""
+    management = spark._jvm.java.lang.management.ManagementFactory
+    collected = sum(bean.getCollectionTime() for bean in management.getGarbageCollectorMXBeans())
+    return management.getCompilationMXBean().getTotalCompilationTime() / 1000, collected / 1000
+
+
 def run_once(spark, folder: Path, baseline: list[Path], number: int) -> dict[str, float]:
     order = ["json", "typed"] if number % 2 == 0 else ["typed", "json"]
+    compiling, collecting = jvm_busy_seconds(spark)
     timed = {
         way: ingest_timed(spark, folder, f"bench_typed_{way}", baseline if way == "json" else None)
         for way in order
     }
+    compiled, collected = jvm_busy_seconds(spark)
     json_path = timed["json"]["scripts"][JSON_SCRIPT]
     with_typed = timed["typed"]["scripts"]
     typed_seconds = with_typed[JSON_SCRIPT] - json_path + with_typed[TYPED_SCRIPT]
@@ -152,6 +169,8 @@ def run_once(spark, folder: Path, baseline: list[Path], number: int) -> dict[str
         "header_rows": rows,
         "header_columns": columns,
         "typed_statements": typed_statements,
+        "jit_seconds": compiled - compiling,
+        "gc_seconds": collected - collecting,
     }
 
 
@@ -162,6 +181,7 @@ def table_row(label: str, run: dict) -> str:
         f" ({run['meta_with_typed_seconds']:.2f}, {run['header_script_seconds']:.2f}) |"
         f" {run['typed_seconds'] / run['json_seconds']:.2f}x |"
         f" {run['ingest_json_only_seconds']:.1f} / {run['ingest_seconds']:.1f} |"
+        f" {run['jit_seconds']:.0f} / {run['gc_seconds']:.1f} |"
     )
 
 
@@ -197,7 +217,8 @@ def main() -> None:
                 f" 50_header.sql {result['header_script_seconds']:.2f} s;"
                 f" {result['header_columns']} columns), ingest"
                 f" {result['ingest_json_only_seconds']:.1f} s without the typed table,"
-                f" {result['ingest_seconds']:.1f} s with",
+                f" {result['ingest_seconds']:.1f} s with; the JVM compiled for"
+                f" {result['jit_seconds']:.0f} s and collected for {result['gc_seconds']:.1f} s",
                 flush=True,
             )
             slowest = sorted(result["typed_statements"].items(), key=lambda item: -item[1])[:5]
@@ -228,8 +249,8 @@ def main() -> None:
         f"# Typed header table vs JSON path ({args.files} MR headers, local[{args.cores}])",
         "",
         "| run | JSON path s | typed path s (20_meta.sql with typed rows, 50_header.sql) | ratio"
-        " | ingest without / with the typed table s |",
-        "|---|---|---|---|---|",
+        " | ingest without / with the typed table s | JVM JIT / GC s (both ingests) |",
+        "|---|---|---|---|---|---|",
         *(table_row(f"warm-up {number}", run) for number, run in enumerate(warmups, 1)),
         *(table_row(str(number), run) for number, run in enumerate(runs, 1)),
         "",
