@@ -81,7 +81,9 @@ class StatementClock:
 def json_only_scripts(into: Path) -> list[Path]:
     """The pipeline's scripts (no thumbnails) without the typed table: no 50_header.sql, and
     20_meta.sql reading headers with dicom_meta_result into a plain view (no typed row made,
-    no read kept), as before the typed table read its rows from the reads."""
+    no read kept; the read dbt's instances model makes, ``dbt_sql.JSON_ONLY_READ``), as before
+    the typed table read its rows from the reads."""
+    from pixels_sql.dbt_sql import JSON_ONLY_READ
     from pixels_sql.ingest.batch import pipeline_scripts
 
     into.mkdir(parents=True, exist_ok=True)
@@ -96,12 +98,7 @@ def json_only_scripts(into: Path) -> list[Path]:
                     "CACHE LAZY TABLE pixels_read AS",
                     "CREATE OR REPLACE TEMPORARY VIEW pixels_read AS",
                 ),
-                ("dicom_header_result(", "dicom_meta_result("),
-                (
-                    "header.typed AS typed, header.skeleton AS skeleton,"
-                    " header.skeleton_id AS skeleton_id",
-                    "NULL AS typed",
-                ),
+                *JSON_ONLY_READ,
             ):
                 if text.count(old) != 1:
                     raise RuntimeError(f"sql/{JSON_SCRIPT}: no single {old!r} to replace")

@@ -78,9 +78,23 @@ class Part:
     script: str
     pattern: str
     what: str
+    # (text, replacement) pairs applied to the query, each text found exactly once.
+    rewrites: tuple[tuple[str, str], ...] = ()
 
 
 _VIEW = r"CREATE OR REPLACE (?:TEMPORARY )?VIEW {name} AS\s+(?P<query>.*)"
+# 20_meta.sql's read as dbt's instances model makes it: the DICOM JSON and the reason only. The
+# pipeline's read makes each header's typed row in the same walk for 50_header.sql; dbt's header
+# model types every header from the JSON the catalog stores (EMPTY_READS, below), so there the
+# typed row would be made, carried and dropped.
+JSON_ONLY_READ = (
+    ("dicom_header_result(", "dicom_meta_result("),
+    (
+        " AS result,\n"
+        "  header.typed AS typed, header.skeleton AS skeleton, header.skeleton_id AS skeleton_id\n",
+        " AS result\n",
+    ),
+)
 PARTS = [
     Part("pipeline_listed", "10_catalog.sql", _VIEW.format(name="pixels_listed"), "the listing"),
     Part(
@@ -93,7 +107,8 @@ PARTS = [
         "pipeline_read",
         "20_meta.sql",
         r"CACHE LAZY TABLE pixels_read AS\s+(?P<query>.*)",
-        "each file to read, read once: its header, typed row and reason",
+        "each file to read, read once: its header and reason",
+        rewrites=JSON_ONLY_READ,
     ),
     Part(
         "pipeline_meta",
@@ -326,6 +341,10 @@ def render_macros(sql_dir: Path = SQL_DIR) -> str:
     for part in PARTS:
         query, line = _find(scripts, part)
         source = f"sql/{part.script}:{line}"
+        for text, replacement in part.rewrites:
+            if query.count(text) != 1:
+                raise GenerationError(f"{source}: no single {text!r} to rewrite ({part.macro})")
+            query = query.replace(text, replacement)
         body = _translate(query.rstrip(), source, version)
         blocks.append(
             f"\n{{% macro {part.macro}(p={{}}, {arguments}) -%}}\n"

@@ -91,3 +91,22 @@ def test_accepted_values_in_schema() -> None:
         )
         assert block is not None
         assert [v.strip() for v in block.group(1).split(",")] == values
+
+
+def test_instances_read_headers_without_their_typed_rows(tmp_path: Path) -> None:
+    # dbt's header model types every header from the JSON the catalog stores (EMPTY_READS), so
+    # its instances model reads each header's DICOM JSON and reason only; a read statement the
+    # rewrite no longer fits stops the generation instead of keeping the typed row.
+    macros = dbt_sql.MACROS_FILE.read_text()
+    read = re.search(r"\{% macro pipeline_read\(.*?\{%- endmacro %\}", macros, re.S)
+    assert read is not None
+    assert "dicom_meta_result(CASE WHEN listing_reason IS NULL THEN path END)" in read.group(0)
+    assert "dicom_header_result" not in read.group(0)
+    assert "typed" not in read.group(0) and "skeleton" not in read.group(0)
+    for script in dbt_sql.SQL_DIR.glob("*.sql"):
+        text = script.read_text()
+        if script.name == "20_meta.sql":
+            text = text.replace("header.skeleton_id AS skeleton_id", "header.skeleton_id AS id")
+        (tmp_path / script.name).write_text(text)
+    with pytest.raises(dbt_sql.GenerationError, match="pipeline_read"):
+        dbt_sql.render_macros(tmp_path)

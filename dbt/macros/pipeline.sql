@@ -103,11 +103,10 @@ LEFT JOIN catalogued AS c ON c.path = f.path
 {%- endmacro %}
 
 {% macro pipeline_read(p={}, catalog=none, thumbnails=none, header=none, copies=none) -%}
--- sql/20_meta.sql:27: each file to read, read once: its header, typed row and reason
+-- sql/20_meta.sql:27: each file to read, read once: its header and reason
 SELECT
   * EXCEPT (header),
-  named_struct('meta', header.meta, 'reason', header.reason, 'message', header.message) AS result,
-  header.typed AS typed, header.skeleton AS skeleton, header.skeleton_id AS skeleton_id
+  named_struct('meta', header.meta, 'reason', header.reason, 'message', header.message) AS result
 FROM (
   SELECT
     *,
@@ -115,7 +114,7 @@ FROM (
     regexp_replace(coalesce(archive, path), '^file:(//)?', '') AS disk_path,
     regexp_replace(path, '(^|::)file:(//)?', '$1') AS local_path,
     -- A NULL path is not opened (a pipe would block the reader).
-    dicom_header_result(CASE WHEN listing_reason IS NULL THEN path END) AS header
+    dicom_meta_result(CASE WHEN listing_reason IS NULL THEN path END) AS header
   FROM pixels_listing
   WHERE change IS NOT NULL
 )
