@@ -2578,126 +2578,110 @@ static int typed_element(Sink *sink, uint32_t tag, const VRInfo *info)
     return 0;
 }
 
+/* Each value callback lets the JSON twin write the value first (``written``: its status), then
+ * takes the typed row's next value of ``type`` to fill: NULL with *status 0 while an item is
+ * captured whole (its JSON text is the value), NULL with *status -1 on an error. */
+static TypedValue *typed_value_after(TypedSink *self, int written, int type, int *status)
+{
+    *status = written < 0 ? -1 : 0;
+    if (written < 0 || self->capturing) {
+        return NULL;
+    }
+    TypedValue *value = typed_new_value(self, type);
+    if (value == NULL) {
+        *status = -1;
+    }
+    return value;
+}
+
 static int typed_text(Sink *sink, const unsigned char *raw, Py_ssize_t length, int encoding)
 {
     TypedSink *self = (TypedSink *)sink;
-    if (json_text(&self->json.base, raw, length, encoding) < 0) {
-        return -1;
+    int status;
+    TypedValue *value = typed_value_after(
+        self, json_text(&self->json.base, raw, length, encoding), V_TEXT, &status);
+    if (value != NULL) {
+        value->raw[0] = raw;
+        value->length[0] = length;
+        value->encoding = encoding;
     }
-    if (self->capturing) {
-        return 0;
-    }
-    TypedValue *value = typed_new_value(self, V_TEXT);
-    if (value == NULL) {
-        return -1;
-    }
-    value->raw[0] = raw;
-    value->length[0] = length;
-    value->encoding = encoding;
-    return 0;
+    return status;
 }
 
 static int typed_null(Sink *sink)
 {
     TypedSink *self = (TypedSink *)sink;
-    if (json_null(&self->json.base) < 0) {
-        return -1;
-    }
-    return self->capturing || typed_new_value(self, V_NULL) != NULL ? 0 : -1;
+    int status;
+    typed_value_after(self, json_null(&self->json.base), V_NULL, &status);
+    return status;
 }
 
 static int typed_name(Sink *sink, const unsigned char *const *components, const Py_ssize_t *lengths,
                       int count, int encoding)
 {
     TypedSink *self = (TypedSink *)sink;
-    if (json_name(&self->json.base, components, lengths, count, encoding) < 0) {
-        return -1;
+    int status;
+    TypedValue *value = typed_value_after(
+        self, json_name(&self->json.base, components, lengths, count, encoding), V_NAME, &status);
+    if (value != NULL) {
+        value->count = count;
+        value->encoding = encoding;
+        for (int c = 0; c < count; c++) {
+            value->raw[c] = components[c];
+            value->length[c] = lengths[c];
+        }
     }
-    if (self->capturing) {
-        return 0;
-    }
-    TypedValue *value = typed_new_value(self, V_NAME);
-    if (value == NULL) {
-        return -1;
-    }
-    value->count = count;
-    value->encoding = encoding;
-    for (int c = 0; c < count; c++) {
-        value->raw[c] = components[c];
-        value->length[c] = lengths[c];
-    }
-    return 0;
+    return status;
 }
 
 static int typed_integer(Sink *sink, long long number)
 {
     TypedSink *self = (TypedSink *)sink;
-    if (json_integer(&self->json.base, number) < 0) {
-        return -1;
+    int status;
+    TypedValue *value =
+        typed_value_after(self, json_integer(&self->json.base, number), V_INT, &status);
+    if (value != NULL) {
+        value->integer = number;
     }
-    if (self->capturing) {
-        return 0;
-    }
-    TypedValue *value = typed_new_value(self, V_INT);
-    if (value == NULL) {
-        return -1;
-    }
-    value->integer = number;
-    return 0;
+    return status;
 }
 
 static int typed_unsigned(Sink *sink, unsigned long long number)
 {
     TypedSink *self = (TypedSink *)sink;
-    if (json_unsigned(&self->json.base, number) < 0) {
-        return -1;
+    int status;
+    TypedValue *value =
+        typed_value_after(self, json_unsigned(&self->json.base, number), V_UINT, &status);
+    if (value != NULL) {
+        value->unsigned_integer = number;
     }
-    if (self->capturing) {
-        return 0;
-    }
-    TypedValue *value = typed_new_value(self, V_UINT);
-    if (value == NULL) {
-        return -1;
-    }
-    value->unsigned_integer = number;
-    return 0;
+    return status;
 }
 
 static int typed_real(Sink *sink, double number)
 {
     TypedSink *self = (TypedSink *)sink;
-    if (json_real(&self->json.base, number) < 0) {
-        return -1;
+    int status;
+    TypedValue *value =
+        typed_value_after(self, json_real(&self->json.base, number), V_REAL, &status);
+    if (value != NULL) {
+        value->real = number;
     }
-    if (self->capturing) {
-        return 0;
-    }
-    TypedValue *value = typed_new_value(self, V_REAL);
-    if (value == NULL) {
-        return -1;
-    }
-    value->real = number;
-    return 0;
+    return status;
 }
 
 static int typed_object(Sink *sink, PyObject *object)
 {
     TypedSink *self = (TypedSink *)sink;
-    if (json_object(&self->json.base, object) < 0) {
-        return -1;
+    /* None: an empty DS, IS or AE part among several (PS3.18 F.2.5) */
+    int type = object == Py_None ? V_NULL : V_OBJECT;
+    int status;
+    TypedValue *value =
+        typed_value_after(self, json_object(&self->json.base, object), type, &status);
+    if (value != NULL && type == V_OBJECT) {
+        value->object = Py_NewRef(object);
     }
-    if (self->capturing) {
-        return 0;
-    }
-    if (object == Py_None) { /* an empty DS, IS or AE part among several (PS3.18 F.2.5) */
-        return typed_new_value(self, V_NULL) != NULL ? 0 : -1;
-    }
-    TypedValue *value = typed_new_value(self, V_OBJECT);
-    if (value == NULL) {
-        return -1;
-    }
-    value->object = Py_NewRef(object);
-    return 0;
+    return status;
 }
 
 static int typed_inline_binary(Sink *sink, const unsigned char *raw, Py_ssize_t length)
