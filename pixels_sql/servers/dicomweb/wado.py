@@ -412,15 +412,7 @@ def _frames_answer(
             # Pixel data the header holds inline (pixel_source: e.g. of a deflated data set,
             # inflated to be read) is already in memory: its frames are cut from it.
             return _inflated_frames(layout, pixels, numbers, media, instance, limits)
-        try:
-            ranges = frame_ranges(layout, pixels)
-        except FrameError as exc:
-            raise HTTPError(404, f"instance {instance}: {exc}") from None
-    for number in numbers:
-        if number > len(ranges):
-            raise HTTPError(404, f"instance {instance} has {len(ranges)} frames")
-    total = sum(length for number in numbers for _, length in ranges[number - 1])
-    _check_frames_bytes(total, limits)
+        ranges = _asked_ranges(layout, pixels, numbers, instance, limits)
     part_type = f"{media}; transfer-syntax={layout.transfer_syntax}"
     parts = ((part_type, _range_chunks(item.path, ranges[number - 1])) for number in numbers)
     return multipart_response(parts, media)
@@ -447,13 +439,26 @@ def _transcoded_frames(
     return PoolJob(build)
 
 
-def _check_frames_bytes(total: int, limits: HttpLimits) -> None:
+def _asked_ranges(
+    layout: PixelLayout, pixels: BinaryIO, numbers: list[int], instance: str, limits: HttpLimits
+) -> list[list[tuple[int, int]]]:
+    """Each frame's byte ranges in ``pixels``, once the frames asked for (``numbers``) are
+    found there and add up to at most max_frames_bytes."""
+    try:
+        ranges = frame_ranges(layout, pixels)
+    except FrameError as exc:
+        raise HTTPError(404, f"instance {instance}: {exc}") from None
+    for number in numbers:
+        if number > len(ranges):
+            raise HTTPError(404, f"instance {instance} has {len(ranges)} frames")
+    total = sum(length for number in numbers for _, length in ranges[number - 1])
     if total > limits.max_frames_bytes:
         raise HTTPError(
             400,
             f"the frames asked for add up to {total} bytes: at most"
             f" {limits.max_frames_bytes} in one request (ask in several)",
         )
+    return ranges
 
 
 def _inflated_frames(
@@ -464,14 +469,7 @@ def _inflated_frames(
     instance: str,
     limits: HttpLimits,
 ) -> Response:
-    try:
-        ranges = frame_ranges(layout, pixels)
-    except FrameError as exc:
-        raise HTTPError(404, f"instance {instance}: {exc}") from None
-    for number in numbers:
-        if number > len(ranges):
-            raise HTTPError(404, f"instance {instance} has {len(ranges)} frames")
-    _check_frames_bytes(sum(n for number in numbers for _, n in ranges[number - 1]), limits)
+    ranges = _asked_ranges(layout, pixels, numbers, instance, limits)
     part_type = f"{media}; transfer-syntax={layout.transfer_syntax}"
 
     def frame(number: int) -> Iterator[bytes]:
