@@ -22,7 +22,7 @@ Each run ingests both ways, into fresh databases, in alternating order (page cac
 The first ``--warmup`` runs (default 1) are printed and kept apart, not in the medians: the
 first ingest of a session compiles the JVM code of both paths, and whichever path goes first
 pays it (run 1 gave 0.4x-1.6x). Each run also reports the driver JVM's seconds in its JIT
-compilers and in garbage collection over its two ingests: on 2 cores the compilers spend ~50 s
+compilers and in garbage collection over its two ingests: on 2 cores the compilers spend 50-60 s
 of CPU in a session's first run and ~20 s in each of the next few, mostly on Spark's own query
 planning (the analyzer, optimizer and parser), and the typed path, with more and wider
 statements, gains the most as they finish; the runs after the warm-up measure the engine a
