@@ -48,14 +48,23 @@ def test_macros_hold_the_pipeline_statements_text() -> None:
     ]
 
 
-def test_a_changed_statement_shape_is_an_error(tmp_path: Path) -> None:
+def scripts_with(folder: Path, name: str, old: str, new: str) -> Path:
+    """The pipeline's scripts copied into ``folder``, script ``name`` with ``old`` replaced."""
     for script in dbt_sql.SQL_DIR.glob("*.sql"):
         text = script.read_text()
-        if script.name == "30_deleted.sql":
-            text = text.replace("VIEW pixels_deleted_files AS", "VIEW pixels_gone AS")
-        (tmp_path / script.name).write_text(text)
+        if script.name == name:
+            assert old in text
+            text = text.replace(old, new)
+        (folder / script.name).write_text(text)
+    return folder
+
+
+def test_a_changed_statement_shape_is_an_error(tmp_path: Path) -> None:
+    scripts = scripts_with(
+        tmp_path, "30_deleted.sql", "VIEW pixels_deleted_files AS", "VIEW pixels_gone AS"
+    )
     with pytest.raises(dbt_sql.GenerationError, match="pixels_deleted_files"):
-        dbt_sql.render_macros(tmp_path)
+        dbt_sql.render_macros(scripts)
 
 
 def test_parameters_keep_their_place() -> None:
@@ -103,10 +112,8 @@ def test_instances_read_headers_without_their_typed_rows(tmp_path: Path) -> None
     assert "dicom_meta_result(CASE WHEN listing_reason IS NULL THEN path END)" in read.group(0)
     assert "dicom_header_result" not in read.group(0)
     assert "typed" not in read.group(0) and "skeleton" not in read.group(0)
-    for script in dbt_sql.SQL_DIR.glob("*.sql"):
-        text = script.read_text()
-        if script.name == "20_meta.sql":
-            text = text.replace("header.skeleton_id AS skeleton_id", "header.skeleton_id AS id")
-        (tmp_path / script.name).write_text(text)
+    scripts = scripts_with(
+        tmp_path, "20_meta.sql", "header.skeleton_id AS skeleton_id", "header.skeleton_id AS id"
+    )
     with pytest.raises(dbt_sql.GenerationError, match="pipeline_read"):
-        dbt_sql.render_macros(tmp_path)
+        dbt_sql.render_macros(scripts)
