@@ -83,7 +83,7 @@ def json_only_scripts(into: Path) -> list[Path]:
     20_meta.sql reading headers with dicom_meta_result into a plain view (no typed row made,
     no read kept; the read dbt's instances model makes, ``dbt_sql.JSON_ONLY_READ``), as before
     the typed table read its rows from the reads."""
-    from pixels_sql.dbt_sql import JSON_ONLY_READ
+    from pixels_sql.dbt_sql import JSON_ONLY_READ, rewritten
     from pixels_sql.ingest.batch import pipeline_scripts
 
     into.mkdir(parents=True, exist_ok=True)
@@ -93,16 +93,11 @@ def json_only_scripts(into: Path) -> list[Path]:
             continue
         text = script.read_text()
         if script.name == JSON_SCRIPT:
-            for old, new in (
-                (
-                    "CACHE LAZY TABLE pixels_read AS",
-                    "CREATE OR REPLACE TEMPORARY VIEW pixels_read AS",
-                ),
-                *JSON_ONLY_READ,
-            ):
-                if text.count(old) != 1:
-                    raise RuntimeError(f"sql/{JSON_SCRIPT}: no single {old!r} to replace")
-                text = text.replace(old, new)
+            kept_as_view = (
+                "CACHE LAZY TABLE pixels_read AS",
+                "CREATE OR REPLACE TEMPORARY VIEW pixels_read AS",
+            )
+            text = rewritten(text, (kept_as_view, *JSON_ONLY_READ), f"sql/{JSON_SCRIPT}")
         (into / script.name).write_text(text)
         scripts.append(into / script.name)
     return scripts

@@ -28,7 +28,7 @@ import json
 import re
 import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -219,6 +219,16 @@ _DECLARE_VERSION = re.compile(
 )
 
 
+def rewritten(text: str, rewrites: Iterable[tuple[str, str]], where: str) -> str:
+    """``text`` with each (old, new) of ``rewrites`` applied in turn; each old text must stand
+    exactly once, or the statement has changed under the rewrite (GenerationError)."""
+    for old, new in rewrites:
+        if text.count(old) != 1:
+            raise GenerationError(f"{where}: no single {old!r} to rewrite")
+        text = text.replace(old, new)
+    return text
+
+
 def _statements(sql_dir: Path) -> dict[str, list[Statement]]:
     return {
         path.name: split_statements(path.read_text(encoding="utf-8"), f"sql/{path.name}")
@@ -341,10 +351,7 @@ def render_macros(sql_dir: Path = SQL_DIR) -> str:
     for part in PARTS:
         query, line = _find(scripts, part)
         source = f"sql/{part.script}:{line}"
-        for text, replacement in part.rewrites:
-            if query.count(text) != 1:
-                raise GenerationError(f"{source}: no single {text!r} to rewrite ({part.macro})")
-            query = query.replace(text, replacement)
+        query = rewritten(query, part.rewrites, f"{source} ({part.macro})")
         body = _translate(query.rstrip(), source, version)
         blocks.append(
             f"\n{{% macro {part.macro}(p={{}}, {arguments}) -%}}\n"
