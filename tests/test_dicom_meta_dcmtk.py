@@ -188,16 +188,19 @@ def test_numbers_that_are_no_numbers_stay_text(tmp_path: Path, reader: str, synt
     path = tmp_path / "numbers.dcm"
     dataset.save_as(path, enforce_file_format=True)
     data = path.read_bytes()
-    # Same lengths, so the file stays well formed: only the values' text changes.
-    for good, bad in [
-        (b"7.25", b"1e  "),
-        (b"8765", b" 1x "),
-        (b"4321", b"1.5 "),
-        (b"0.75", b" -- "),
-        (b"6.25", b"abc "),
+    # Same lengths, so the file stays well formed: only the values' text changes. Each value
+    # is found after its own tag (little endian, explicit or implicit VR: the value starts 4
+    # bytes after the tag, PS3.5 7.1.2/7.1.3), not by its text: a new random UID may hold it.
+    for tag, good, bad in [
+        (0x00180050, b"7.25", b"1e  "),
+        (0x00200011, b"8765", b" 1x "),
+        (0x00200013, b"4321", b"1.5 "),
+        (0x00280030, b"0.5\\0.75", b"0.5\\ -- "),
+        (0x00180088, b"6.25", b"abc "),
     ]:
-        assert data.count(good) == 1
-        data = data.replace(good, bad)
+        element = re.escape(struct.pack("<HH", tag >> 16, tag & 0xFFFF)) + b".{4}"
+        (found,) = re.finditer(element + re.escape(good), data, re.DOTALL)
+        data = data[: found.end() - len(good)] + bad + data[found.end() :]
     path.write_bytes(data)
 
     ours = json.loads(meta_module.dumps(read_model(str(path))))
