@@ -1838,6 +1838,17 @@ typedef struct {
     int captured; /* the sequence element goes to OtherElements: items as DICOM JSON */
 } TypedFrame;
 
+enum { BINARY_NONE, BINARY_INLINE, BINARY_BULK };
+
+/* An element's value as bytes: inline (InlineBinary) or a range of the file (a BulkDataURI,
+ * PS3.18 F.2.6). */
+typedef struct {
+    int kind;
+    const unsigned char *raw; /* inline */
+    long long offset;         /* bulk */
+    long long length;
+} BinaryValue;
+
 typedef struct {
     Sink base;
     JsonSink json;  /* gets every event first */
@@ -1852,10 +1863,7 @@ typedef struct {
     TypedValue *values;
     int value_count;
     int value_capacity;
-    int has_inline, has_bulk;
-    const unsigned char *inline_raw;
-    Py_ssize_t inline_length;
-    long long bulk_offset, bulk_length;
+    BinaryValue binary; /* the current element's bytes, when they are its value */
     /* inside a captured sequence: items open below it (0: between its items) */
     int capturing;
     int capture_open;
@@ -1874,7 +1882,7 @@ static void typed_clear_values(TypedSink *self)
         Py_CLEAR(self->values[i].object);
     }
     self->value_count = 0;
-    self->has_inline = self->has_bulk = 0;
+    self->binary.kind = BINARY_NONE;
 }
 
 static TypedValue *typed_new_value(TypedSink *self, int type)
@@ -2086,9 +2094,9 @@ static int put_bulk_uri(TypedSink *self, Text *text)
     JsonSink *json = &self->json;
     if (PUT_LITERAL(text, "\"") < 0 || put(text, json->uri, json->uri_length) < 0
         || PUT_LITERAL(text, "?offset=") < 0
-        || put_unsigned(text, (unsigned long long)self->bulk_offset) < 0
+        || put_unsigned(text, (unsigned long long)self->binary.offset) < 0
         || PUT_LITERAL(text, "&length=") < 0
-        || put_unsigned(text, (unsigned long long)self->bulk_length) < 0) {
+        || put_unsigned(text, (unsigned long long)self->binary.length) < 0) {
         return -1;
     }
     return PUT_LITERAL(text, "\"");
@@ -2115,14 +2123,14 @@ static int other_entry(TypedSink *self, TypedFrame *frame, int decision)
             return -1;
         }
     }
-    else if (self->has_inline) {
+    else if (self->binary.kind == BINARY_INLINE) {
         if (PUT_LITERAL(other, ",\"values\":[") < 0
-            || put_base64(other, self->inline_raw, self->inline_length) < 0
+            || put_base64(other, self->binary.raw, self->binary.length) < 0
             || PUT_LITERAL(other, "]") < 0) {
             return -1;
         }
     }
-    if (self->has_bulk
+    if (self->binary.kind == BINARY_BULK
         && (PUT_LITERAL(other, ",\"bulk_data_uri\":") < 0 || put_bulk_uri(self, other) < 0)) {
         return -1;
     }
@@ -2634,41 +2642,24 @@ static int typed_name(Sink *sink, const unsigned char *const *components, const 
     return status;
 }
 
-static int typed_integer(Sink *sink, long long number)
-{
-    TypedSink *self = (TypedSink *)sink;
-    int status;
-    TypedValue *value =
-        typed_value_after(self, json_integer(&self->json.base, number), V_INT, &status);
-    if (value != NULL) {
-        value->integer = number;
+/* The number callbacks differ only in the number's C type, its JSON writer, its kind and the
+ * TypedValue field that keeps it. */
+#define TYPED_NUMBER(name, number_type, json_writer, kind, field)                               \
+    static int name(Sink *sink, number_type number)                                             \
+    {                                                                                           \
+        TypedSink *self = (TypedSink *)sink;                                                    \
+        int status;                                                                             \
+        TypedValue *value =                                                                     \
+            typed_value_after(self, json_writer(&self->json.base, number), kind, &status);      \
+        if (value != NULL) {                                                                    \
+            value->field = number;                                                              \
+        }                                                                                       \
+        return status;                                                                          \
     }
-    return status;
-}
 
-static int typed_unsigned(Sink *sink, unsigned long long number)
-{
-    TypedSink *self = (TypedSink *)sink;
-    int status;
-    TypedValue *value =
-        typed_value_after(self, json_unsigned(&self->json.base, number), V_UINT, &status);
-    if (value != NULL) {
-        value->unsigned_integer = number;
-    }
-    return status;
-}
-
-static int typed_real(Sink *sink, double number)
-{
-    TypedSink *self = (TypedSink *)sink;
-    int status;
-    TypedValue *value =
-        typed_value_after(self, json_real(&self->json.base, number), V_REAL, &status);
-    if (value != NULL) {
-        value->real = number;
-    }
-    return status;
-}
+TYPED_NUMBER(typed_integer, long long, json_integer, V_INT, integer)
+TYPED_NUMBER(typed_unsigned, unsigned long long, json_unsigned, V_UINT, unsigned_integer)
+TYPED_NUMBER(typed_real, double, json_real, V_REAL, real)
 
 static int typed_object(Sink *sink, PyObject *object)
 {
@@ -2684,52 +2675,67 @@ static int typed_object(Sink *sink, PyObject *object)
     return status;
 }
 
-static int typed_inline_binary(Sink *sink, const unsigned char *raw, Py_ssize_t length)
+/* After the JSON sink wrote an InlineBinary or a BulkDataURI: the bytes are the element's value,
+ * unless the element is inside a captured sequence (the captured text holds them). */
+static int typed_binary_after(TypedSink *self, int written, BinaryValue binary)
 {
-    TypedSink *self = (TypedSink *)sink;
-    if (json_inline_binary(&self->json.base, raw, length) < 0) {
+    if (written < 0) {
         return -1;
     }
     if (!self->capturing) {
-        self->has_inline = 1;
-        self->inline_raw = raw;
-        self->inline_length = length;
+        self->binary = binary;
     }
     return 0;
+}
+
+static int typed_inline_binary(Sink *sink, const unsigned char *raw, Py_ssize_t length)
+{
+    TypedSink *self = (TypedSink *)sink;
+    BinaryValue binary = {BINARY_INLINE, raw, 0, length};
+    return typed_binary_after(self, json_inline_binary(&self->json.base, raw, length), binary);
 }
 
 static int typed_bulk(Sink *sink, long long offset, long long length)
 {
     TypedSink *self = (TypedSink *)sink;
-    if (json_bulk(&self->json.base, offset, length) < 0) {
-        return -1;
+    BinaryValue binary = {BINARY_BULK, NULL, offset, length};
+    return typed_binary_after(self, json_bulk(&self->json.base, offset, length), binary);
+}
+
+/* An item inside a sequence kept whole in OtherElements: its JSON text is captured as the JSON
+ * sink writes it. */
+static int captured_item_begin(TypedSink *self)
+{
+    if (self->capture_open++ == 0) {
+        self->capture_start = self->json.text.length - 1; /* at its "{" */
     }
-    if (!self->capturing) {
-        self->has_bulk = 1;
-        self->bulk_offset = offset;
-        self->bulk_length = length;
+    else if (self->capture_open > MAX_CAPTURED_DEPTH) {
+        /* typed.py writes so deep an item with Python's json (orjson stops at 254 levels,
+         * three a sequence level), whose numbers differ from this text's: Python decides */
+        raise_unsupported("a sequence kept whole nested too deep");
+        return -1;
     }
     return 0;
 }
 
-static int typed_item_begin(Sink *sink)
+static int captured_item_end(TypedSink *self)
 {
-    TypedSink *self = (TypedSink *)sink;
-    if (json_item_begin(&self->json.base) < 0) {
-        return -1;
-    }
-    if (self->capturing) {
-        if (self->capture_open++ == 0) {
-            self->capture_start = self->json.text.length - 1; /* at its "{" */
-        }
-        else if (self->capture_open > MAX_CAPTURED_DEPTH) {
-            /* typed.py writes so deep an item with Python's json (orjson stops at 254 levels,
-             * three a sequence level), whose numbers differ from this text's: Python decides */
-            raise_unsupported("a sequence kept whole nested too deep");
-            return -1;
-        }
+    if (--self->capture_open > 0) {
         return 0;
     }
+    Text *other = &self->other;
+    const unsigned char *item = (const unsigned char *)self->json.text.data + self->capture_start;
+    Py_ssize_t length = self->json.text.length - self->capture_start;
+    return (self->capture_items++ == 0 ? PUT_LITERAL(other, ",\"values\":[")
+                                       : PUT_LITERAL(other, ","))
+                       < 0
+                   ? -1
+                   : put_escaped(other, item, length, 0);
+}
+
+/* An item of a sequence typed as ARRAY<STRUCT>: a struct of the row, a level of the tag path. */
+static int row_item_begin(TypedSink *self)
+{
     TypedFrame *parent = typed_frame(self);
     Text *row = &self->row;
     parent->skeleton_item_start = self->skeleton.length;
@@ -2763,25 +2769,8 @@ static int typed_item_begin(Sink *sink)
     return 0;
 }
 
-static int typed_item_end(Sink *sink)
+static int row_item_end(TypedSink *self)
 {
-    TypedSink *self = (TypedSink *)sink;
-    if (json_item_end(&self->json.base) < 0) {
-        return -1;
-    }
-    if (self->capturing) {
-        if (--self->capture_open > 0) {
-            return 0;
-        }
-        Text *other = &self->other;
-        const unsigned char *item = (const unsigned char *)self->json.text.data + self->capture_start;
-        Py_ssize_t length = self->json.text.length - self->capture_start;
-        return (self->capture_items++ == 0 ? PUT_LITERAL(other, ",\"values\":[")
-                                           : PUT_LITERAL(other, ","))
-                           < 0
-                       ? -1
-                       : put_escaped(other, item, length, 0);
-    }
     self->depth--;
     if (PUT_LITERAL(&self->row, "}") < 0 || PUT_LITERAL(&self->skeleton, "}") < 0) {
         return -1;
@@ -2803,6 +2792,20 @@ static int typed_item_end(Sink *sink)
         parent->skeleton_previous_length = length;
     }
     return 0;
+}
+
+static int typed_item_begin(Sink *sink)
+{
+    TypedSink *self = (TypedSink *)sink;
+    int written = json_item_begin(&self->json.base);
+    return written < 0 ? -1 : self->capturing ? captured_item_begin(self) : row_item_begin(self);
+}
+
+static int typed_item_end(Sink *sink)
+{
+    TypedSink *self = (TypedSink *)sink;
+    int written = json_item_end(&self->json.base);
+    return written < 0 ? -1 : self->capturing ? captured_item_end(self) : row_item_end(self);
 }
 
 /* Remembers a private creator element (gggg,0010-00FF) of an odd group whose first value is
@@ -2881,11 +2884,11 @@ static int typed_element_end(Sink *sink)
         break;
     case D_BINARY:
         result = 0;
-        if (self->has_bulk || self->has_inline) {
+        if (self->binary.kind != BINARY_NONE) {
             result = typed_member(self, frame->attribute->keyword, NULL) < 0
-                             || (self->has_bulk
+                             || (self->binary.kind == BINARY_BULK
                                      ? put_bulk_uri(self, &self->row)
-                                     : put_base64(&self->row, self->inline_raw, self->inline_length))
+                                     : put_base64(&self->row, self->binary.raw, self->binary.length))
                                     < 0
                          ? -1
                          : 0;
@@ -2987,85 +2990,110 @@ static int syntax_excluded(const char *syntax)
  * The Python-facing calls.
  * ------------------------------------------------------------------------------------------- */
 
+/* A walk of a source into a new dict through the Python-object sink: what the two object
+ * entry points below share. Zeroed by its caller, which fills reader.local and reader.size. */
+typedef struct {
+    Reader reader;
+    ObjectSink sink;
+    Walk walk;
+    PyObject *out;
+} ObjectRead;
+
+/* Hands back `result` (NULL: an exception is set) after freeing what `read` holds. */
+static PyObject *object_read_close(ObjectRead *read, PyObject *result)
+{
+    object_sink_close(&read->sink);
+    Py_XDECREF(read->out);
+    close_source(&read->reader);
+    return result;
+}
+
+/* 0 and `read` open, or -1 with an exception and nothing left to close. */
+static int object_read_open(ObjectRead *read, PyObject *source, PyObject *bulk_uri)
+{
+    if (open_source(&read->reader, source) < 0) {
+        return -1;
+    }
+    read->walk.reader = &read->reader;
+    read->out = PyDict_New();
+    if (read->out == NULL || object_sink_open(&read->sink, read->out, bulk_uri) < 0) {
+        object_read_close(read, NULL);
+        return -1;
+    }
+    return 0;
+}
+
+/* (the dict, the position the walk stopped at), or NULL after a failed walk; closes `read`. */
+static PyObject *object_read_result(ObjectRead *read, int walked, long long position)
+{
+    return object_read_close(read, walked < 0 ? NULL : Py_BuildValue("OL", read->out, position));
+}
+
+/* fastmeta.read_fast's test of the file meta group it read into `out`: 1 when its Transfer
+ * Syntax UID is there, not empty and not excluded (the data set is walked next), 0 when not,
+ * -1 on an error. As result.get("00020010", {}).get("Value", [""])[0]. */
+static int object_syntax_usable(PyObject *out)
+{
+    PyObject *element = PyDict_GetItemWithError(out, s_transfer_syntax_key);
+    if (element == NULL) {
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    PyObject *value = PyDict_GetItemWithError(element, s_value);
+    if (value == NULL) {
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    if (!PyList_Check(value) || PyList_GET_SIZE(value) == 0) {
+        return 0;
+    }
+    PyObject *syntax = PyList_GET_ITEM(value, 0);
+    int truthy = PyObject_IsTrue(syntax);
+    if (truthy <= 0) {
+        return truthy;
+    }
+    int excluded = PySet_Contains(excluded_syntaxes, syntax);
+    return excluded < 0 ? -1 : !excluded;
+}
+
 /* fastmeta.read_fast after the preamble check, into the Python-object sink: the file meta
  * group, the transfer syntax check, then the data set. */
 static PyObject *read_elements(PyObject *module, PyObject *args)
 {
-    Reader reader = {0};
+    ObjectRead read = {0};
     PyObject *source, *bulk_uri;
-    if (!PyArg_ParseTuple(args, "OOLO", &reader.local, &source, &reader.size, &bulk_uri)) {
+    if (!PyArg_ParseTuple(args, "OOLO", &read.reader.local, &source, &read.reader.size,
+                          &bulk_uri)) {
         return NULL;
     }
     if (excluded_syntaxes == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "_fastmeta.configure() was not called");
         return NULL;
     }
-    if (open_source(&reader, source) < 0) {
+    if (object_read_open(&read, source, bulk_uri) < 0) {
         return NULL;
     }
-    PyObject *out = PyDict_New();
-    if (out == NULL) {
-        close_source(&reader);
-        return NULL;
-    }
-    PyObject *result = NULL;
-    ObjectSink sink;
-    Walk walk_state = {&reader, 0, {0}, 0};
     int encoding = LATIN_1;
     long long position;
-    if (object_sink_open(&sink, out, bulk_uri) < 0
-        || walk(&walk_state, &sink.base, 132, -1, &encoding, 1, 1, 0, &position) < 0) {
-        goto done;
+    if (walk(&read.walk, &read.sink.base, 132, -1, &encoding, 1, 1, 0, &position) < 0) {
+        return object_read_close(&read, NULL);
     }
-    /* result.get("00020010", {}).get("Value", [""])[0] */
-    PyObject *syntax = NULL;
-    PyObject *element = PyDict_GetItemWithError(out, s_transfer_syntax_key);
-    if (element == NULL && PyErr_Occurred()) {
-        goto done;
-    }
-    if (element != NULL) {
-        PyObject *value = PyDict_GetItemWithError(element, s_value);
-        if (value == NULL && PyErr_Occurred()) {
-            goto done;
-        }
-        if (value != NULL && PyList_Check(value) && PyList_GET_SIZE(value) > 0) {
-            syntax = PyList_GET_ITEM(value, 0);
-        }
-    }
-    if (syntax == NULL) {
-        result = Py_NewRef(Py_None);
-        goto done;
-    }
-    int truthy = PyObject_IsTrue(syntax);
-    int excluded = truthy <= 0 ? 0 : PySet_Contains(excluded_syntaxes, syntax);
-    if (truthy < 0 || excluded < 0) {
-        goto done;
-    }
-    if (!truthy || excluded) {
-        result = Py_NewRef(Py_None);
-        goto done;
+    int usable = object_syntax_usable(read.out);
+    if (usable <= 0) {
+        return object_read_close(&read, usable == 0 ? Py_NewRef(Py_None) : NULL);
     }
     encoding = LATIN_1; /* the data set starts with the default character set again */
-    if (walk(&walk_state, &sink.base, position, -1, &encoding, 1, 0, 0, &position) < 0) {
-        goto done;
-    }
-    result = Py_BuildValue("OL", out, position);
-done:
-    object_sink_close(&sink);
-    Py_DECREF(out);
-    close_source(&reader);
-    return result;
+    int walked = walk(&read.walk, &read.sink.base, position, -1, &encoding, 1, 0, 0, &position);
+    return object_read_result(&read, walked, position);
 }
 
 /* fastmeta.read_trailing into the Python-object sink: the elements after the pixel data, to
  * the end of the file or the next pixel data element. */
 static PyObject *read_trailing_elements(PyObject *module, PyObject *args)
 {
-    Reader reader = {0};
+    ObjectRead read = {0};
     long long position;
     PyObject *codec, *source, *bulk_uri;
-    if (!PyArg_ParseTuple(args, "OOLLOO", &reader.local, &source, &reader.size, &position,
-                          &codec, &bulk_uri)) {
+    if (!PyArg_ParseTuple(args, "OOLLOO", &read.reader.local, &source, &read.reader.size,
+                          &position, &codec, &bulk_uri)) {
         return NULL;
     }
     int encoding = -1;
@@ -3080,25 +3108,11 @@ static PyObject *read_trailing_elements(PyObject *module, PyObject *args)
         raise_unsupported("character set codec");
         return NULL;
     }
-    if (open_source(&reader, source) < 0) {
+    if (object_read_open(&read, source, bulk_uri) < 0) {
         return NULL;
     }
-    PyObject *out = PyDict_New();
-    if (out == NULL) {
-        close_source(&reader);
-        return NULL;
-    }
-    PyObject *result = NULL;
-    ObjectSink sink;
-    Walk walk_state = {&reader, 0, {0}, 0};
-    if (object_sink_open(&sink, out, bulk_uri) == 0
-        && walk(&walk_state, &sink.base, position, -1, &encoding, 1, 0, 0, &position) == 0) {
-        result = Py_BuildValue("OL", out, position);
-    }
-    object_sink_close(&sink);
-    Py_DECREF(out);
-    close_source(&reader);
-    return result;
+    int walked = walk(&read.walk, &read.sink.base, position, -1, &encoding, 1, 0, 0, &position);
+    return object_read_result(&read, walked, position);
 }
 
 /* ---------------------------------------------------------------------------------------------
