@@ -161,6 +161,49 @@ def test_a_malformed_parameter_is_a_400(servers, big, attack) -> None:
     assert "Traceback" not in response.text and len(response.text) < 400
 
 
+def test_the_uids_of_a_path_are_checked_after_the_request_and_before_the_view(servers, big) -> None:
+    """A path's UIDs, study first, are a 400 after what is wrong with the request itself (its
+    query, its body) and before any check of the view's (Accept, frame list, bulk range);
+    UIDs of nothing catalogued are a 404 naming the path's level."""
+    study, series = str(big.StudyInstanceUID), str(big.SeriesInstanceUID)
+    sop = str(big.SOPInstanceUID)
+    too_many = "&".join(f"a{n}=1" for n in range(LIMITS.max_query_parameters + 1))
+    bad_uid = {
+        "/studies/1.x/series/2.y/instances/3.z/frames/0": "1.x",
+        f"/studies/{study}/series/2.y/instances/{sop}/bulk/{U2}/1": "2.y",
+        f"/studies/{study}/series/{series}/instances/3.z/rendered?viewport=0,0": "3.z",
+        "/studies/1.x/series/2.y/rendered": "1.x",
+        f"/studies/{study}/series/2.y/thumbnail": "2.y",
+        "/studies/1.x/metadata": "1.x",
+        "/studies/1.x/series": "1.x",
+        f"/studies/{study}/series/2.y/instances": "2.y",
+        "/studies/1.x": "1.x",
+    }
+    for path, uid in bad_uid.items():
+        response = requests.get(servers.url + path, headers={"Accept": "text/x-none"}, timeout=60)
+        assert (response.status_code, response.text) == (400, f"not a valid UID: {uid!r}\n"), path
+        response = requests.get(f"{servers.url}{path.split('?')[0]}?{too_many}", timeout=60)
+        expected = f"more than {LIMITS.max_query_parameters} query parameters"
+        assert response.status_code == 400 and response.text.startswith(expected), path
+    stored = requests.post(
+        f"{servers.store_url}/studies/1.x",
+        data=b"",
+        headers={"Content-Type": "text/plain"},
+        timeout=60,
+    )
+    assert (stored.status_code, stored.text) == (400, "not a valid UID: '1.x'\n")
+    refused = requests.post(f"{servers.url}/studies/1.x", data=b"", timeout=60)
+    assert refused.status_code == 403  # storing off: said before the UID is looked at
+    missing = {
+        "/studies/1.2.3/series/4.5/instances/6.7/metadata": "instance",
+        "/studies/1.2.3/series/4.5/thumbnail": "series",
+        "/studies/1.2.3/rendered": "study",
+    }
+    for path, level in missing.items():
+        response = requests.get(servers.url + path, timeout=60)
+        assert (response.status_code, response.text) == (404, f"no such {level} in the catalog\n")
+
+
 def test_a_list_of_a_thousand_values_is_matched(servers, folder, big) -> None:
     """1,000 values (max_list_values) are one SQL parameter, not 1,000 terms of an expression."""
     ct_studies = {

@@ -25,7 +25,7 @@ from pixels_sql.servers.dicomweb.connections import ConnectionGuard
 from pixels_sql.servers.dicomweb.http import HTTPError, RenderJob, Request, Response
 from pixels_sql.servers.dicomweb.index import CatalogIndex
 from pixels_sql.servers.dicomweb.limits import HttpLimits
-from pixels_sql.servers.dicomweb.query import QueryError
+from pixels_sql.servers.dicomweb.query import QueryError, Resource
 from pixels_sql.servers.dicomweb.render import PoolJob, RenderPool
 from pixels_sql.servers.dicomweb.service import Service, ServiceOptions
 
@@ -40,6 +40,7 @@ _UID = r"(?P<{}>[^/]+)"
 _STUDY = "/studies/" + _UID.format("study")
 _SERIES = _STUDY + "/series/" + _UID.format("series")
 _INSTANCE = _SERIES + "/instances/" + _UID.format("instance")
+_UID_GROUPS = ("study", "series", "instance")
 
 Handler = Callable[..., Response | RenderJob | PoolJob]
 
@@ -161,9 +162,10 @@ class Application:
                 body = await self._body(scope, receive)
                 body_read = True
             request = _request(scope, body, self.limits)
-            result = await self._run(
-                self._requests, functools.partial(handler, self.service, request, **params)
-            )
+            # The resource is made here, not in route(): a bad UID is answered after what is
+            # wrong with the request itself (its body, its query) and before anything else.
+            view = functools.partial(handler, self.service, request, **_view_arguments(params))
+            result = await self._run(self._requests, view)
             if isinstance(result, RenderJob):
                 response = await self.renders.render(result)
             elif isinstance(result, PoolJob):  # transcoding, in the render pool's workers
@@ -292,6 +294,16 @@ def _error(status: int, message: str, headers: list[tuple[str, str]] | None = No
         [("content-type", "text/plain; charset=utf-8"), *(headers or [])],
         (message + "\n").encode(),
     )
+
+
+def _view_arguments(params: dict[str, str]) -> dict[str, Any]:
+    """A view's keyword arguments from its path's groups: the UIDs as one checked ``resource``
+    (none for a path at the service's root), the others (frame_list, offset, length) as read."""
+    arguments: dict[str, Any] = {k: v for k, v in params.items() if k not in _UID_GROUPS}
+    uids = {k: v for k, v in params.items() if k in _UID_GROUPS}
+    if uids:
+        arguments["resource"] = Resource(**uids)
+    return arguments
 
 
 def _header(scope: dict[str, Any], name: bytes) -> str | None:

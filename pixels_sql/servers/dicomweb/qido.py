@@ -20,7 +20,7 @@ from pixels_sql.servers.dicomweb.http import (
     warning_headers,
 )
 from pixels_sql.servers.dicomweb.index import element_json
-from pixels_sql.servers.dicomweb.query import Level, Search, check_uids, parse_search
+from pixels_sql.servers.dicomweb.query import Level, Resource, Search, parse_search
 from pixels_sql.servers.dicomweb.xml import DICOM_XML, native_dicom_model
 
 if TYPE_CHECKING:
@@ -63,9 +63,10 @@ def find_studies(service: Service, search: Search, base: str) -> list[dict[str, 
 
 
 def find_series(
-    service: Service, search: Search, base: str, study: str | None = None
+    service: Service, search: Search, base: str, within: Resource | None = None
 ) -> list[dict[str, Any]]:
-    """The results of a series search, in ``study`` or in all studies."""
+    """The results of a series search, in the study ``within`` or in all studies."""
+    study = within.study if within is not None else None
     rows = service.index.search(search, study_uid=study)
     results = []
     for row in rows:
@@ -83,13 +84,10 @@ def find_series(
 
 
 def find_instances(
-    service: Service,
-    search: Search,
-    base: str,
-    study: str | None = None,
-    series: str | None = None,
+    service: Service, search: Search, base: str, within: Resource | None = None
 ) -> list[dict[str, Any]]:
-    """The results of an instance search, in ``study`` and ``series`` or across them."""
+    """The results of an instance search, in the study or series ``within`` or across them."""
+    study, series = (within.study, within.series) if within is not None else (None, None)
     rows = service.index.search(search, study_uid=study, series_uid=series)
     results = []
     for row in rows:
@@ -150,20 +148,18 @@ def search_studies(service: Service, request: Request) -> Response:
     return _answer(xml, find_studies(service, search, request.base_url), search)
 
 
-def search_series(service: Service, request: Request, study: str | None = None) -> Response:
-    check_uids(study)
+def search_series(service: Service, request: Request, resource: Resource | None = None) -> Response:
     xml = _wants_xml(request)
     search = parse_search(Level.SERIES, request.query, service.limits)
-    return _answer(xml, find_series(service, search, request.base_url, study), search)
+    return _answer(xml, find_series(service, search, request.base_url, resource), search)
 
 
 def search_instances(
-    service: Service, request: Request, study: str | None = None, series: str | None = None
+    service: Service, request: Request, resource: Resource | None = None
 ) -> Response:
-    check_uids(study, series)
     xml = _wants_xml(request)
     search = parse_search(Level.INSTANCE, request.query, service.limits)
-    return _answer(xml, find_instances(service, search, request.base_url, study, series), search)
+    return _answer(xml, find_instances(service, search, request.base_url, resource), search)
 
 
 def _sorted(result: dict[str, Any]) -> dict[str, Any]:

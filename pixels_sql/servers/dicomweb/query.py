@@ -451,15 +451,31 @@ def _assign(words: list[str], patterns: list[str]) -> bool:
     return all(place(pattern, set()) for pattern in range(len(patterns)))
 
 
-def check_uids(*uids: str | None) -> None:
-    """:func:`check_uid` of each UID given (None: not in the request's path)."""
-    for uid in uids:
-        if uid is not None:
-            check_uid(uid)
-
-
 def check_uid(uid: str) -> str:
     """A UID as PS3.5 9.1 allows (digits and dots, at most 64 characters); QueryError if not."""
     if len(uid) > 64 or not _UID.fullmatch(uid):
         raise QueryError(f"not a valid UID: {uid[:80]!r}")
     return uid
+
+
+@dataclass(frozen=True)
+class Resource:
+    """What a DICOMweb path names (PS3.18 10.4.1.1): a study, a series of it or an instance
+    of that. Its UIDs are checked as it is made, study first, so that no view meets one that
+    PS3.5 9.1 refuses (a QueryError: a 400)."""
+
+    study: str
+    series: str | None = None
+    instance: str | None = None
+
+    def __post_init__(self) -> None:
+        for uid in (self.study, self.series, self.instance):
+            if uid is not None:
+                check_uid(uid)
+
+    @property
+    def level(self) -> Level:
+        """The level of what it names: the narrowest UID given."""
+        if self.instance is not None:
+            return Level.INSTANCE
+        return Level.SERIES if self.series is not None else Level.STUDY

@@ -31,7 +31,7 @@ from pixels_sql.servers.dicomweb.http import (
     parse_accept,
     warning_headers,
 )
-from pixels_sql.servers.dicomweb.query import check_uids
+from pixels_sql.servers.dicomweb.query import Resource
 from pixels_sql.servers.dicomweb.render import PoolJob, Runner
 from pixels_sql.servers.dicomweb.wado import frame_numbers, image_layout
 
@@ -136,11 +136,10 @@ def _answer(media_type: str, image: bytes, warnings: list[str]) -> Response:
     return Response(200, [("content-type", media_type), *warning_headers(warnings)], image)
 
 
-def rendered(service: Service, request: Request, study: str, series: str, instance: str) -> PoolJob:
+def rendered(service: Service, request: Request, resource: Resource) -> PoolJob:
     """The instance rendered (its first frame), fitted into ``viewport`` if given."""
-    check_uids(study, series, instance)
     media_type = image_type(request)
-    (item,) = service.catalogued(study, series, instance)
+    (item,) = service.catalogued(resource)
     service.check_fresh(item)
     options, warnings = render_options(request, frame=1)
 
@@ -151,17 +150,16 @@ def rendered(service: Service, request: Request, study: str, series: str, instan
 
 
 def rendered_frames(
-    service: Service, request: Request, study: str, series: str, instance: str, frame_list: str
+    service: Service, request: Request, resource: Resource, frame_list: str
 ) -> PoolJob:
     """Frames of the instance rendered: one image, or a part for each of several frames."""
-    check_uids(study, series, instance)
     numbers = frame_numbers(frame_list, service.limits.max_rendered_images)
     several = len(numbers) > 1
     media_type = image_type(request, several)
-    (item,) = service.catalogued(study, series, instance)
+    (item,) = service.catalogued(resource)
     frames = image_layout(service, item).frames
     if max(numbers) > frames:
-        raise HTTPError(404, f"instance {instance} has {frames} frames")
+        raise HTTPError(404, f"instance {item.sop_uid} has {frames} frames")
     base, warnings = render_options(request)
     fmt = IMAGE_TYPES[media_type]
 
@@ -185,15 +183,12 @@ def rendered_frames(
     return PoolJob(build)
 
 
-def rendered_instances(
-    service: Service, request: Request, study: str, series: str | None = None
-) -> PoolJob:
+def rendered_instances(service: Service, request: Request, resource: Resource) -> PoolJob:
     """A study or series rendered: a part for each instance that renders (PS3.18 10.4.1.1.3),
     its first frame. The first image is made before the status is sent (404 when no instance
     renders); the others while the body is sent, one at a time."""
-    check_uids(study, series)
     media_type = image_type(request, several=True)
-    instances = service.catalogued(study, series)
+    instances = service.catalogued(resource)
     limit = service.limits.max_rendered_images
     if len(instances) > limit:
         raise HTTPError(
@@ -235,16 +230,9 @@ def rendered_instances(
     return PoolJob(build)
 
 
-def thumbnail(
-    service: Service,
-    request: Request,
-    study: str,
-    series: str | None = None,
-    instance: str | None = None,
-) -> RenderJob:
+def thumbnail(service: Service, request: Request, resource: Resource) -> RenderJob:
     """A small rendering of the instance, or of the first instance of a series or study that
     renders (a study may start with a SR); ``viewport=vw,vh`` for another size."""
-    check_uids(study, series, instance)
     media_type = image_type(request)
     size = THUMBNAIL_SIZE
     for name, value in request.query:
@@ -253,7 +241,7 @@ def thumbnail(
             size = max(box)
     candidates = []
     last_error: HTTPError | None = None
-    for item in service.catalogued(study, series, instance)[:20]:
+    for item in service.catalogued(resource)[:20]:
         try:
             service.check_fresh(item)
         except HTTPError as exc:

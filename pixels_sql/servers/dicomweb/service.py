@@ -23,7 +23,7 @@ from pixels_sql.io.paths import to_local_path
 from pixels_sql.servers.dicomweb.http import HTTPError
 from pixels_sql.servers.dicomweb.index import CatalogIndex, Instance
 from pixels_sql.servers.dicomweb.limits import DEFAULT_LIMITS, HttpLimits
-from pixels_sql.servers.dicomweb.query import Search
+from pixels_sql.servers.dicomweb.query import Resource, Search
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -58,13 +58,11 @@ class Service:
 
     # -- the catalogued files ---------------------------------------------------------------
 
-    def catalogued(
-        self, study: str, series: str | None = None, instance: str | None = None
-    ) -> list[Instance]:
-        found = self.index.instances(study, series, instance)
+    def catalogued(self, resource: Resource) -> list[Instance]:
+        """The catalogued instances of ``resource``, in series order; 404 if there are none."""
+        found = self.index.instances(resource.study, resource.series, resource.instance)
         if not found:
-            what = "instance" if instance else "series" if series else "study"
-            raise HTTPError(404, f"no such {what} in the catalog")
+            raise HTTPError(404, f"no such {resource.level.value} in the catalog")
         return found
 
     def check_fresh(self, item: Instance) -> None:

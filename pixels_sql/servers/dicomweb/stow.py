@@ -19,7 +19,7 @@ from pixels_sql.servers.dicomweb.http import (
     json_response,
     parse_multipart,
 )
-from pixels_sql.servers.dicomweb.query import check_uid
+from pixels_sql.servers.dicomweb.query import Resource
 from pixels_sql.servers.intake import CANNOT_UNDERSTAND, Receipt
 
 if TYPE_CHECKING:
@@ -37,12 +37,12 @@ def _reference(receipt: Receipt | None) -> dict[str, Any]:
     return item
 
 
-def store(service: Service, request: Request, study: str | None = None) -> Response:
+def store(service: Service, request: Request, resource: Resource | None = None) -> Response:
+    """Store the request's instances: when ``resource`` names a study, only those of it."""
     intake = service.options.intake
     if intake is None:
         raise HTTPError(403, "storing is off: start the server with pixels-sql serve --allow-store")
-    if study is not None:
-        check_uid(study)
+    study = resource.study if resource is not None else None
     content_type = request.headers.get("content-type", "")
     if not content_type.lower().startswith("multipart/related"):
         raise HTTPError(415, 'send instances as multipart/related; type="application/dicom"')

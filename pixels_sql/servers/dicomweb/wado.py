@@ -44,7 +44,7 @@ from pixels_sql.servers.dicomweb.http import (
     multipart_response,
     parse_accept,
 )
-from pixels_sql.servers.dicomweb.query import QueryError, check_uids, non_negative
+from pixels_sql.servers.dicomweb.query import QueryError, Resource, non_negative
 from pixels_sql.servers.dicomweb.render import PoolJob, Runner, Task
 
 if TYPE_CHECKING:
@@ -153,20 +153,13 @@ def _memory_chunks(data: bytes) -> Iterator[bytes]:
         yield bytes(view[start : start + CHUNK])
 
 
-def retrieve(
-    service: Service,
-    request: Request,
-    study: str,
-    series: str | None = None,
-    instance: str | None = None,
-) -> Response | PoolJob:
+def retrieve(service: Service, request: Request, resource: Resource) -> Response | PoolJob:
     """The instances in multipart/related; type="application/dicom": as stored when that is
     asked (``transfer-syntax=*`` or the stored one), else transcoded in the render pool's
     workers (PS3.18 8.7.3; default Explicit VR Little Endian). Stored bytes are streamed; a
     transcoded instance is made whole in a worker, one at a time."""
-    check_uids(study, series, instance)
     asked = _asked_syntaxes(parse_accept(request.headers.get("accept")))
-    instances = service.catalogued(study, series, instance)
+    instances = service.catalogued(resource)
     plan: list[tuple[Instance, bytes, str, str | None]] = []
     for item in instances:
         service.check_fresh(item)
@@ -211,42 +204,27 @@ def retrieve(
     return PoolJob(build)
 
 
-def metadata(
-    service: Service,
-    request: Request,
-    study: str,
-    series: str | None = None,
-    instance: str | None = None,
-) -> Response:
+def metadata(service: Service, request: Request, resource: Resource) -> Response:
     """The instances' DICOM JSON; BulkDataURIs point at this service's bulk data resource."""
-    check_uids(study, series, instance)
     parts = [
-        service.public_header_json(item, request.base_url)
-        for item in service.catalogued(study, series, instance)
+        service.public_header_json(item, request.base_url) for item in service.catalogued(resource)
     ]
     body = b"[" + b",".join(parts) + b"]"
     return Response(200, [("content-type", "application/dicom+json")], body)
 
 
 def bulk(
-    service: Service,
-    request: Request,
-    study: str,
-    series: str,
-    instance: str,
-    offset: str,
-    length: str,
+    service: Service, request: Request, resource: Resource, offset: str, length: str
 ) -> Response | PoolJob:
     """A byte range of a catalogued instance (its BulkDataURIs), as application/octet-stream,
     read and sent a chunk at a time. The range of encapsulated Pixel Data answers as its frames
     do (PS3.18 8.7.4, 10.4.1.1.3: bulk data of Pixel Data is retrieved as frames): each frame a
     part, native by default, as stored for ``transfer-syntax=*``."""
-    check_uids(study, series, instance)
     try:
         start, count = non_negative("offset", offset), non_negative("length", length)
     except QueryError:
         raise HTTPError(400, "a bulk data range is /bulk/<offset>/<length> in bytes") from None
-    (item,) = service.catalogued(study, series, instance)
+    (item,) = service.catalogued(resource)
     service.check_fresh(item)
     try:
         layout = pixel_layout(service.header(item))
@@ -259,7 +237,7 @@ def bulk(
         and (layout.offset, layout.length) == (start, count)
     ):
         numbers = list(range(1, layout.frames + 1))
-        return _frames_answer(service, request, item, layout, numbers, instance)
+        return _frames_answer(service, request, item, layout, numbers)
     with open_source(item.path) as source:
         if start + count > source.size:
             raise HTTPError(404, "the range lies outside the instance")
@@ -346,20 +324,14 @@ def _offered_frames(layout: PixelLayout, facts: ImageFacts | None) -> list[tuple
 
 
 def frames(
-    service: Service,
-    request: Request,
-    study: str,
-    series: str,
-    instance: str,
-    frame_list: str,
+    service: Service, request: Request, resource: Resource, frame_list: str
 ) -> Response | PoolJob:
     """Frames as stored (native frames' bytes, or an encapsulated frame's fragments, read and
     sent one chunk at a time: a list may repeat a frame, read again, never held), or decoded to
     native bytes or encoded in another syntax by the render pool's workers (PS3.18 8.7.4)."""
-    check_uids(study, series, instance)
     numbers = frame_numbers(frame_list, service.limits.max_frames)
-    (item,) = service.catalogued(study, series, instance)
-    return _frames_answer(service, request, item, image_layout(service, item), numbers, instance)
+    (item,) = service.catalogued(resource)
+    return _frames_answer(service, request, item, image_layout(service, item), numbers)
 
 
 def frame_numbers(frame_list: str, limit: int) -> list[int]:
@@ -382,17 +354,12 @@ def image_layout(service: Service, item: Instance) -> PixelLayout:
 
 
 def _frames_answer(
-    service: Service,
-    request: Request,
-    item: Instance,
-    layout: PixelLayout,
-    numbers: list[int],
-    instance: str,
+    service: Service, request: Request, item: Instance, layout: PixelLayout, numbers: list[int]
 ) -> Response | PoolJob:
     limits = service.limits
     for number in numbers:
         if number > layout.frames:
-            raise HTTPError(404, f"instance {instance} has {layout.frames} frames")
+            raise HTTPError(404, f"instance {item.sop_uid} has {layout.frames} frames")
     header = service.header(item)
     facts = json_image_facts(header)
     media, target = _frame_choice(layout, facts, parse_accept(request.headers.get("accept")))
@@ -411,8 +378,8 @@ def _frames_answer(
         if pixels is not source.fp:
             # Pixel data the header holds inline (pixel_source: e.g. of a deflated data set,
             # inflated to be read) is already in memory: its frames are cut from it.
-            return _inflated_frames(layout, pixels, numbers, media, instance, limits)
-        ranges = _asked_ranges(layout, pixels, numbers, instance, limits)
+            return _inflated_frames(layout, pixels, numbers, media, item.sop_uid, limits)
+        ranges = _asked_ranges(layout, pixels, numbers, item.sop_uid, limits)
     part_type = f"{media}; transfer-syntax={layout.transfer_syntax}"
     parts = ((part_type, _range_chunks(item.path, ranges[number - 1])) for number in numbers)
     return multipart_response(parts, media)
