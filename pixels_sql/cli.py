@@ -13,9 +13,9 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from pixels_sql.config import DEFAULT_DATABASE, DEMO_DATABASE, SETTINGS, SettingError
 from pixels_sql.home import (
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from pixels_sql.progress import Progress
     from pixels_sql.scripts import Statement
 
+Report = TypeVar("Report")
 DEFAULT_MASTER = "local[*]"
 # The commands the home's warm engine runs (servers/engine.py); `ingest --stream` runs on its own.
 ENGINE_COMMANDS = frozenset({"sql", "run", "ingest", "gallery", "deidentify"})
@@ -369,6 +370,7 @@ def _allow_root(args: argparse.Namespace, folder: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """run SQL scripts (files or folders)"""
     from pixels_sql.scripts import load_scripts
 
     params = _with_viewer_url(args, _parse_params(args.param))
@@ -407,10 +409,33 @@ def _log(args: argparse.Namespace) -> TextIO | None:
     return None if args.quiet or args.progress == "json" else sys.stderr
 
 
-def cmd_ingest(args: argparse.Namespace) -> int:
+def _with_progress(
+    args: argparse.Namespace,
+    work: Callable[[SparkSession, Progress, TextIO | None], Report],
+    said_as_is: tuple[type[Exception], ...],
+) -> Report:
+    """``work(spark, progress, log)`` in the home's session, under the command's progress
+    display. An error of ``said_as_is`` or a script's error is said by its own message; any
+    other with the statement that failed."""
     from pixels_sql.functions import is_connect_client
-    from pixels_sql.ingest.batch import ingest, print_report
     from pixels_sql.scripts import ScriptError
+
+    with _home_session(args) as spark:
+        context = None if is_connect_client(spark) else spark.sparkContext
+        try:
+            with _progress(args, context) as progress:
+                return work(spark, progress, _log(args))
+        except said_as_is as exc:
+            raise CliError(str(exc)) from None
+        except ScriptError:
+            raise
+        except Exception as exc:
+            raise CliError(_error_text(exc)) from exc
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    """catalogue a folder incrementally: new, changed and deleted files, zip archives"""
+    from pixels_sql.ingest.batch import ingest, print_report
     from pixels_sql.servers.viewer import viewer_base
     from pixels_sql.tables import TableLayoutError
 
@@ -422,63 +447,54 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         return _ingest_stream(args, path, database)
     if args.checkpoint or args.trigger or args.max_files_per_trigger:
         raise CliError("--checkpoint, --trigger and --max-files-per-trigger go with --stream")
-    with _home_session(args) as spark:
-        context = None if is_connect_client(spark) else spark.sparkContext
-        try:
-            with _progress(args, context) as progress:
-                report = ingest(
-                    spark,
-                    path,
-                    database,
-                    thumbnails=not args.no_thumbnails,
-                    thumbnail_size=args.thumbnail_size,
-                    glob=args.glob,
-                    extract_zip=os.path.realpath(args.extract_zip) if args.extract_zip else None,
-                    progress=progress,
-                    log=_log(args),
-                    viewer_url=viewer_base(args.home),
-                )
-        except TableLayoutError as exc:
-            raise CliError(str(exc)) from None
-        except ScriptError:
-            raise
-        except Exception as exc:
-            raise CliError(_error_text(exc)) from exc
+    report = _with_progress(
+        args,
+        lambda spark, progress, log: ingest(
+            spark,
+            path,
+            database,
+            thumbnails=not args.no_thumbnails,
+            thumbnail_size=args.thumbnail_size,
+            glob=args.glob,
+            extract_zip=os.path.realpath(args.extract_zip) if args.extract_zip else None,
+            progress=progress,
+            log=log,
+            viewer_url=viewer_base(args.home),
+        ),
+        (TableLayoutError,),
+    )
     print_report(report)
     return 0
 
 
 def cmd_deidentify(args: argparse.Namespace) -> int:
+    """a de-identified copy of a database (PS3.15 Basic Profile and options), with the mapping kept
+    apart"""
     from pixels_sql.deid.keys import DeidKeyError
     from pixels_sql.deid.profile import ProfileError
     from pixels_sql.deidentify import deidentify_database
-    from pixels_sql.functions import is_connect_client
     from pixels_sql.ingest.batch import print_report
     from pixels_sql.tables import TableLayoutError
 
     _check_deidentify(args)
     destination = _normalise_dir(args.to)
     _allow_root(args, destination)
-    with _home_session(args) as spark:
-        context = None if is_connect_client(spark) else spark.sparkContext
-        try:
-            with _progress(args, context) as progress:
-                report = deidentify_database(
-                    spark,
-                    args.source,
-                    destination,
-                    database=args.database,
-                    mapping=args.mapping_database,
-                    options=tuple(args.option),
-                    where=args.where,
-                    thumbnails=not args.no_thumbnails,
-                    progress=progress,
-                    log=_log(args),
-                )
-        except (ProfileError, DeidKeyError, ValueError, TableLayoutError) as exc:
-            raise CliError(str(exc)) from None
-        except Exception as exc:
-            raise CliError(_error_text(exc)) from exc
+    report = _with_progress(
+        args,
+        lambda spark, progress, log: deidentify_database(
+            spark,
+            args.source,
+            destination,
+            database=args.database,
+            mapping=args.mapping_database,
+            options=tuple(args.option),
+            where=args.where,
+            thumbnails=not args.no_thumbnails,
+            progress=progress,
+            log=log,
+        ),
+        (ProfileError, DeidKeyError, ValueError, TableLayoutError),
+    )
     print(report.line())
     if report.ingest is not None:
         print_report(report.ingest)
@@ -526,6 +542,7 @@ def _ingest_stream(args: argparse.Namespace, path: str, database: str) -> int:
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
+    """run one query and print its rows"""
     from pixels_sql.scripts import iter_sql
 
     params = _parse_params(args.param)
@@ -542,6 +559,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
 
 
 def cmd_gallery(args: argparse.Namespace) -> int:
+    """write a static HTML contact sheet of the thumbnails"""
     from pixels_sql.gallery import GALLERY_SQL, render_gallery
     from pixels_sql.servers.viewer import viewer_base
 
@@ -565,6 +583,7 @@ def cmd_gallery(args: argparse.Namespace) -> int:
 
 
 def cmd_viewer_url(args: argparse.Namespace) -> int:
+    """print the viewer's URL of a study (on the pixels-sql serve of the home)"""
     from pixels_sql.servers.dicomweb.query import QueryError, check_uid
     from pixels_sql.servers.viewer import study_url, viewer_base
 
@@ -585,6 +604,7 @@ def cmd_viewer_url(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """serve the home to SQL clients: JDBC (Thrift) and Spark Connect endpoints"""
     from pixels_sql.servers.endpoint import ServeError, ServeOptions, serve
 
     options = ServeOptions(
@@ -615,6 +635,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
+    """stop the home's engine or server (pixels-sql serve) and wait for it to end"""
     from pixels_sql.servers import engine
     from pixels_sql.servers.discovery import running_server
 
@@ -645,6 +666,7 @@ def _check_store(args: argparse.Namespace) -> None:
 
 
 def cmd_store(args: argparse.Namespace) -> int:
+    """send DICOM files, or catalogued instances, to a DICOM peer (C-STORE)"""
     from pixels_sql.io.paths import to_local_path
     from pixels_sql.servers.dimse.send import dicom_files, send_files
 
@@ -675,6 +697,7 @@ def cmd_store(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
+    """print the admin secret of the home's server (JDBC user admin, dbt, Spark Connect)"""
     from pixels_sql.servers.secrets import ADMIN_USER, READER_USER, read_secrets
 
     home = home_dir(args.home)
@@ -705,6 +728,7 @@ def sample_data_dirs() -> dict[str, Path]:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    """run the pipeline on the bundled sample DICOM files"""
     from pixels_sql.pipeline import PIPELINE_DIR
     from pixels_sql.scripts import load_scripts
 
@@ -813,33 +837,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def add(name: str, parents: list[argparse.ArgumentParser], **kwargs: str) -> Any:
-        return sub.add_parser(
+    def add(handler: Callable[[argparse.Namespace], int], parents: list[Any]) -> Any:
+        """The command ``handler`` runs: cmd_viewer_url is ``viewer-url``, its docstring the
+        command's help line."""
+        name = handler.__name__.removeprefix("cmd_").replace("_", "-")
+        command = sub.add_parser(
             name,
             parents=parents,
+            help=" ".join((handler.__doc__ or "").split()),
             epilog="examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[name]),
             formatter_class=argparse.RawDescriptionHelpFormatter,
-            **kwargs,
+        )
+        command.set_defaults(handler=handler)
+        return command
+
+    def add_param(command: argparse.ArgumentParser, used_in: str, more: str = "") -> None:
+        command.add_argument(
+            "--param",
+            action="append",
+            default=[],
+            metavar="NAME=VALUE",
+            help=f"a value for ${{NAME}} in {used_in} (repeatable): any text inside quotes, a"
+            f" name or a number outside them{more}",
         )
 
-    run = add("run", [common, spark, rows, shown, warm], help="run SQL scripts (files or folders)")
+    run = add(cmd_run, [common, spark, rows, shown, warm])
     run.add_argument("scripts", nargs="+", help=".sql files or folders of them (name order)")
-    run.add_argument(
-        "--param",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="a value for ${NAME} in the scripts (repeatable): any text inside quotes, a name"
-        " or a number outside them (the pipeline's: docs/tables.md)",
-    )
+    add_param(run, "the scripts", " (the pipeline's: docs/tables.md)")
     run.add_argument("--no-parse-check", action="store_true", help="skip the sqlglot check")
-    run.set_defaults(handler=cmd_run)
 
-    ingest = add(
-        "ingest",
-        [common, spark, shown, warm],
-        help="catalogue a folder incrementally: new, changed and deleted files, zip archives",
-    )
+    ingest = add(cmd_ingest, [common, spark, shown, warm])
     ingest.add_argument("path", help="folder (or file) to catalogue")
     ingest.add_argument("--database", help=f"database to fill (default: {DEFAULT_DATABASE})")
     ingest.add_argument(
@@ -876,14 +903,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="with --stream: at most this many new files per micro-batch",
     )
-    ingest.set_defaults(handler=cmd_ingest)
 
-    deid = add(
-        "deidentify",
-        [common, spark, shown, warm],
-        help="a de-identified copy of a database (PS3.15 Basic Profile and options), with the"
-        " mapping kept apart",
-    )
+    deid = add(cmd_deidentify, [common, spark, shown, warm])
     deid.add_argument(
         "--from", dest="source", required=True, metavar="DATABASE", help="the database to copy"
     )
@@ -914,18 +935,10 @@ def build_parser() -> argparse.ArgumentParser:
         " AND StudyDate >= DATE'2020-01-01'\" (default: every live instance)",
     )
     deid.add_argument("--no-thumbnails", action="store_true", help="skip the copy's thumbnail step")
-    deid.set_defaults(handler=cmd_deidentify)
 
-    sql = add("sql", [common, spark, rows, warm], help="run one query and print its rows")
+    sql = add(cmd_sql, [common, spark, rows, warm])
     sql.add_argument("query", help="one SQL statement (Spark SQL; ${NAME} from --param)")
-    sql.add_argument(
-        "--param",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="a value for ${NAME} in the query (repeatable): any text inside quotes, a name or"
-        " a number outside them",
-    )
+    add_param(sql, "the query")
     sql.add_argument("--database", help=f"current database (default: {DEFAULT_DATABASE})")
     sql.add_argument(
         "--format",
@@ -934,13 +947,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="table (default; cells cut at --width), csv or json (every row, nothing cut)",
     )
     sql.add_argument("--width", type=int, default=60, help="cut table cells at this many chars")
-    sql.set_defaults(handler=cmd_sql)
 
-    gallery = add(
-        "gallery",
-        [common, spark, warm],
-        help="write a static HTML contact sheet of the thumbnails",
-    )
+    gallery = add(cmd_gallery, [common, spark, warm])
     gallery.add_argument("--database", help=f"database to read (default: {DEFAULT_DATABASE})")
     gallery.add_argument(
         "--output", default="gallery.html", help="HTML file to write (default: gallery.html)"
@@ -952,21 +960,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=5000,
         help="at most this many images, in study/series/instance order (default: 5000)",
     )
-    gallery.set_defaults(handler=cmd_gallery)
 
-    viewer_url = add(
-        "viewer-url",
-        [common],
-        help="print the viewer's URL of a study (on the pixels-sql serve of the home)",
-    )
+    viewer_url = add(cmd_viewer_url, [common])
     viewer_url.add_argument("study_uid", help="the StudyInstanceUID to open")
-    viewer_url.set_defaults(handler=cmd_viewer_url)
 
-    serve = add(
-        "serve",
-        [common, spark],
-        help="serve the home to SQL clients: JDBC (Thrift) and Spark Connect endpoints",
-    )
+    serve = add(cmd_serve, [common, spark])
     serve.add_argument(
         "--host",
         default=endpoint_defaults.DEFAULT_HOST,
@@ -1072,20 +1070,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop after this many seconds without a pixels-sql command of the home's owner"
         " (the warm engine runs with one; default: never)",
     )
-    serve.set_defaults(handler=cmd_serve)
 
-    stop = add(
-        "stop",
-        [common],
-        help="stop the home's engine or server (pixels-sql serve) and wait for it to end",
-    )
-    stop.set_defaults(handler=cmd_stop)
+    add(cmd_stop, [common])
 
-    store = add(
-        "store",
-        [common],
-        help="send DICOM files, or catalogued instances, to a DICOM peer (C-STORE)",
-    )
+    store = add(cmd_store, [common])
     store.add_argument("paths", nargs="*", metavar="PATH", help="files or folders to send")
     store.add_argument(
         "--to",
@@ -1110,29 +1098,20 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"the calling AE title (default: {endpoint_defaults.DEFAULT_AE_TITLE})",
     )
     store.add_argument("--quiet", action="store_true", help="print only the summary and failures")
-    store.set_defaults(handler=cmd_store)
 
-    token = add(
-        "token",
-        [common],
-        help="print the admin secret of the home's server (JDBC user admin, dbt, Spark Connect)",
-    )
+    token = add(cmd_token, [common])
     token.add_argument(
         "--reader",
         action="store_true",
         help="print the read-only secret instead (JDBC user reader: analysts, BI tools)",
     )
-    token.set_defaults(handler=cmd_token)
 
-    demo = add(
-        "demo", [common, spark, shown], help="run the pipeline on the bundled sample DICOM files"
-    )
+    demo = add(cmd_demo, [common, spark, shown])
     demo.add_argument(
         "--database",
         help=f"database to fill (default: {DEMO_DATABASE}, apart from the {DEFAULT_DATABASE}"
         " database that ingest fills)",
     )
-    demo.set_defaults(handler=cmd_demo)
     return parser
 
 
