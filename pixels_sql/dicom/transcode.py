@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import io
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -95,6 +95,16 @@ class ImageFacts:
         if self.samples_per_pixel == 3 and self.photometric.startswith("YBR"):
             return "RGB"
         return self.photometric
+
+    def frame_encoding_options(self) -> dict[str, Any]:
+        """pydicom's ``Encoder.encode`` keywords for one decoded frame of this image: its
+        Image Pixel attributes, the decoded photometric interpretation, pixels interleaved."""
+        # The other fields are the encoder's keywords by the same names.
+        options = {k: v for k, v in asdict(self).items() if k not in ("photometric", "frames")}
+        options["photometric_interpretation"] = self.decoded_photometric
+        options["planar_configuration"] = 0
+        options["number_of_frames"] = 1
+        return options
 
     @property
     def native_bytes(self) -> int:
@@ -513,6 +523,7 @@ def transcode_frames(
         return [native_bytes(frame, facts, planar) for frame in frames]
     check_encodable(facts, target)
     encoder = get_encoder(UID(target))
+    frame_options = facts.frame_encoding_options()
     out = []
     for frame in frames:
         failures = []
@@ -520,21 +531,7 @@ def transcode_frames(
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    out.append(
-                        encoder.encode(
-                            frame,
-                            encoding_plugin=plugin,
-                            rows=facts.rows,
-                            columns=facts.columns,
-                            samples_per_pixel=facts.samples_per_pixel,
-                            bits_allocated=facts.bits_allocated,
-                            bits_stored=facts.bits_stored,
-                            pixel_representation=facts.pixel_representation,
-                            photometric_interpretation=facts.decoded_photometric,
-                            planar_configuration=0,
-                            number_of_frames=1,
-                        )
-                    )
+                    out.append(encoder.encode(frame, encoding_plugin=plugin, **frame_options))
                 break
             except (RuntimeError, ValueError) as exc:
                 failures.append(f"{plugin}: {codecs.first_line(exc)}")
