@@ -95,86 +95,56 @@ JSON_ONLY_READ = (
         " AS result\n",
     ),
 )
+# The statements' patterns that are no view (_VIEW finds those).
+_LISTING = r"CREATE TABLE IDENTIFIER\(pixels_listing_table\) AS\s+(?P<query>.*)"
+_READ = r"CACHE LAZY TABLE pixels_read AS\s+(?P<query>.*)"
+_CATALOG_ROWS = r"INSERT INTO object_catalog\s+(?P<query>SELECT.*)"
+_TOMBSTONES = r"INSERT INTO object_thumbnails\s+(?P<query>SELECT(?:(?!dicom_thumbnail_result).)*)"
+_THUMBNAILS = r"INSERT INTO object_thumbnails\s+(?P<query>SELECT.*dicom_thumbnail_result.*)"
+# 90_views.sql's views: the analysts' (docs/tables.md).
+_PUBLIC_VIEWS = [
+    "object_errors",
+    "series_catalog",
+    "study_catalog",
+    "instance_copies",
+    "instance_conflicts",
+]
+
+
+def _views(script: str, views: dict[str, str]) -> list[Part]:
+    """A part for each view of ``script`` (name: what it is); its macro is pipeline_ and the
+    view's name without its pixels_ prefix."""
+    return [
+        Part("pipeline_" + view.removeprefix("pixels_"), script, _VIEW.format(name=view), what)
+        for view, what in views.items()
+    ]
+
+
 PARTS = [
-    Part("pipeline_listed", "10_catalog.sql", _VIEW.format(name="pixels_listed"), "the listing"),
-    Part(
-        "pipeline_listing",
-        "10_catalog.sql",
-        r"CREATE TABLE IDENTIFIER\(pixels_listing_table\) AS\s+(?P<query>.*)",
-        "the listing compared with the catalog (column change)",
-    ),
-    Part(
-        "pipeline_read",
-        "20_meta.sql",
-        r"CACHE LAZY TABLE pixels_read AS\s+(?P<query>.*)",
-        "each file to read, read once: its header and reason",
-        rewrites=JSON_ONLY_READ,
-    ),
-    Part(
-        "pipeline_meta",
-        "20_meta.sql",
-        r"INSERT INTO object_catalog\s+(?P<query>SELECT.*)",
-        "the catalog rows of the files to read",
-    ),
-    Part(
-        "pipeline_deleted_paths",
+    *_views("10_catalog.sql", {"pixels_listed": "the listing"}),
+    Part("pipeline_listing", "10_catalog.sql", _LISTING, "the listing compared with the catalog"),
+    Part("pipeline_read", "20_meta.sql", _READ, "each file to read, read once", JSON_ONLY_READ),
+    Part("pipeline_meta", "20_meta.sql", _CATALOG_ROWS, "the catalog rows of the files to read"),
+    *_views(
         "30_deleted.sql",
-        _VIEW.format(name="pixels_deleted_paths"),
-        "catalogued files the listing no longer has",
+        {
+            "pixels_deleted_paths": "catalogued files the listing no longer has",
+            "pixels_deleted_files": "their rows again, with deleted_at",
+        },
     ),
-    Part(
-        "pipeline_deleted_files",
-        "30_deleted.sql",
-        _VIEW.format(name="pixels_deleted_files"),
-        "their rows again, with deleted_at",
-    ),
-    Part(
-        "pipeline_current_files",
+    *_views(
         "40_thumbnails.sql",
-        _VIEW.format(name="pixels_current_files"),
-        "each path's newest catalog row",
+        {
+            "pixels_current_files": "each path's newest catalog row",
+            "pixels_current_thumbnails": "each path's live thumbnail",
+            "pixels_new_images": "images without a current thumbnail",
+            "pixels_deleted_thumbnails": "live thumbnails whose file is gone or no longer reads",
+        },
     ),
-    Part(
-        "pipeline_current_thumbnails",
-        "40_thumbnails.sql",
-        _VIEW.format(name="pixels_current_thumbnails"),
-        "each path's live thumbnail",
-    ),
-    Part(
-        "pipeline_new_images",
-        "40_thumbnails.sql",
-        _VIEW.format(name="pixels_new_images"),
-        "images without a current thumbnail",
-    ),
-    Part(
-        "pipeline_deleted_thumbnails",
-        "40_thumbnails.sql",
-        _VIEW.format(name="pixels_deleted_thumbnails"),
-        "live thumbnails whose file is gone or no longer reads",
-    ),
-    Part(
-        "pipeline_thumbnail_tombstones",
-        "40_thumbnails.sql",
-        r"INSERT INTO object_thumbnails\s+(?P<query>SELECT(?:(?!dicom_thumbnail_result).)*)",
-        "their rows again, with deleted_at",
-    ),
-    Part(
-        "pipeline_thumbnails",
-        "40_thumbnails.sql",
-        r"INSERT INTO object_thumbnails\s+(?P<query>SELECT.*dicom_thumbnail_result.*)",
-        "a thumbnail (or its reason) per new image",
-    ),
-    Part("pipeline_object_errors", "90_views.sql", _VIEW.format(name="object_errors"), "view"),
-    Part("pipeline_series_catalog", "90_views.sql", _VIEW.format(name="series_catalog"), "view"),
-    Part("pipeline_study_catalog", "90_views.sql", _VIEW.format(name="study_catalog"), "view"),
-    Part("pipeline_header_issues", "50_header.sql", _VIEW.format(name="header_issues"), "view"),
-    Part("pipeline_instance_copies", "90_views.sql", _VIEW.format(name="instance_copies"), "view"),
-    Part(
-        "pipeline_instance_conflicts",
-        "90_views.sql",
-        _VIEW.format(name="instance_conflicts"),
-        "view",
-    ),
+    Part("pipeline_thumbnail_tombstones", "40_thumbnails.sql", _TOMBSTONES, "their rows again"),
+    Part("pipeline_thumbnails", "40_thumbnails.sql", _THUMBNAILS, "a thumbnail or its reason"),
+    *_views("50_header.sql", {"header_issues": "view"}),
+    *_views("90_views.sql", dict.fromkeys(_PUBLIC_VIEWS, "view")),
 ]
 # Scripts that a model runs whole, statement after statement in one session (materialization
 # pixels_script, dbt/macros/pixels.sql): one that creates its table, alters it and fills it

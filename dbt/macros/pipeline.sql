@@ -15,7 +15,7 @@ FROM list_files('{{ pixels_param(p, "path") }}', glob => '{{ pixels_param(p, "gl
 {%- endmacro %}
 
 {% macro pipeline_listing(p={}, catalog=none, thumbnails=none, header=none, copies=none) -%}
--- sql/10_catalog.sql:97: the listing compared with the catalog (column change)
+-- sql/10_catalog.sql:97: the listing compared with the catalog
 WITH listed AS (
   -- The listing is named once: Spark copies a CTE into each place that names it, and a
   -- second place would walk the folder (or list the bucket) a second time. Spread over the
@@ -103,7 +103,7 @@ LEFT JOIN catalogued AS c ON c.path = f.path
 {%- endmacro %}
 
 {% macro pipeline_read(p={}, catalog=none, thumbnails=none, header=none, copies=none) -%}
--- sql/20_meta.sql:27: each file to read, read once: its header and reason
+-- sql/20_meta.sql:27: each file to read, read once
 SELECT
   * EXCEPT (header),
   named_struct('meta', header.meta, 'reason', header.reason, 'message', header.message) AS result
@@ -292,7 +292,7 @@ LEFT ANTI JOIN pixels_current_files AS c
 {%- endmacro %}
 
 {% macro pipeline_thumbnail_tombstones(p={}, catalog=none, thumbnails=none, header=none, copies=none) -%}
--- sql/40_thumbnails.sql:61: their rows again, with deleted_at
+-- sql/40_thumbnails.sql:61: their rows again
 SELECT
   path,
   thumbnail,
@@ -306,7 +306,7 @@ FROM pixels_deleted_thumbnails
 {%- endmacro %}
 
 {% macro pipeline_thumbnails(p={}, catalog=none, thumbnails=none, header=none, copies=none) -%}
--- sql/40_thumbnails.sql:74: a thumbnail (or its reason) per new image
+-- sql/40_thumbnails.sql:74: a thumbnail or its reason
 SELECT
   path,
   result.thumbnail AS thumbnail,
@@ -323,6 +323,21 @@ FROM (
   SELECT path, dicom_thumbnail_result(path, {{ pixels_param(p, "thumbnail_size", "256", code=true) }}) AS result
   FROM pixels_new_images
 )
+{%- endmacro %}
+
+{% macro pipeline_header_issues(p={}, catalog=none, thumbnails=none, header=none, copies=none) -%}
+-- sql/50_header.sql:207: view
+SELECT
+  h.path,
+  e.tag,
+  e.keyword,
+  e.vr,
+  e.values,
+  e.issue,
+  h.ingested_at
+FROM {{ header }} AS h
+LATERAL VIEW explode(h.OtherElements) AS e
+WHERE h.deleted_at IS NULL AND e.issue IS NOT NULL
 {%- endmacro %}
 
 {% macro pipeline_object_errors(p={}, catalog=none, thumbnails=none, header=none, copies=none) -%}
@@ -393,21 +408,6 @@ SELECT
 FROM {{ catalog }}
 WHERE StudyInstanceUID IS NOT NULL AND deleted_at IS NULL
 GROUP BY StudyInstanceUID
-{%- endmacro %}
-
-{% macro pipeline_header_issues(p={}, catalog=none, thumbnails=none, header=none, copies=none) -%}
--- sql/50_header.sql:207: view
-SELECT
-  h.path,
-  e.tag,
-  e.keyword,
-  e.vr,
-  e.values,
-  e.issue,
-  h.ingested_at
-FROM {{ header }} AS h
-LATERAL VIEW explode(h.OtherElements) AS e
-WHERE h.deleted_at IS NULL AND e.issue IS NOT NULL
 {%- endmacro %}
 
 {% macro pipeline_instance_copies(p={}, catalog=none, thumbnails=none, header=none, copies=none) -%}
