@@ -19,14 +19,12 @@ from pixels_sql.deid.files import profile_of
 from pixels_sql.deid.profile import BASIC, OPTIONS, PRESETS, Profile, option_key
 from pixels_sql.deid.standard import read_profile
 from pixels_sql.io.paths import to_local_path
-from pixels_sql.pixels.dicom.extractors import LISTING_MESSAGE, LISTING_REASON, DicomMetaExtractor
-from pixels_sql.pixels.transformers import (
-    METADATA_KEY,
-    Transformer,
-    UnsupportedError,
-    marked,
-    path_columns,
+from pixels_sql.pixels.dicom.extractors import (
+    DicomMetaExtractor,
+    FileTransformer,
+    listing_failure,
 )
+from pixels_sql.pixels.transformers import METADATA_KEY, UnsupportedError, marked, path_columns
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
@@ -58,7 +56,7 @@ MAPPING_FIELDS = (
 )
 
 
-class DicomAnonymizerExtractor(Transformer):
+class DicomAnonymizerExtractor(FileTransformer):
     """De-identify each file into a copy under ``anonymization_base_path``; the rows point to
     the copies (``path``, ``local_path``, ``relative_path``) with their header as ``meta``.
 
@@ -138,7 +136,7 @@ class DicomAnonymizerExtractor(Transformer):
         permissive: bool = False,
         options: Iterable[str] | str | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(catalog, inputCol, outputCol, basePath, useVariant, permissive)
         mode = str(anonym_mode).upper()
         if mode == "IMAGE":
             raise UnsupportedError(
@@ -177,17 +175,11 @@ class DicomAnonymizerExtractor(Transformer):
         profile = profile_of(tuple(chosen))[0]
         _check_encrypt_tags(encrypt_tags)
         _check_keep_tags(keep_tags, profile, chosen)
-        self.catalog = catalog
-        self.inputCol = inputCol
-        self.outputCol = outputCol
-        self.basePath = basePath
         self.anonym_mode = mode
         self.encrypt_tags = encrypt_tags
         self.keep_tags = keep_tags
         self.anonymization_base_path = destination_folder(catalog, anonymization_base_path)
         self.save_anonymized_dicom = save_anonymized_dicom
-        self.useVariant = useVariant
-        self.permissive = permissive
         self.options = tuple(chosen)
 
     def _transform(self, df: DataFrame) -> DataFrame:
@@ -203,8 +195,7 @@ class DicomAnonymizerExtractor(Transformer):
         # The folder the copies are catalogued from (Catalog.save lists it) exists even when
         # no copy is written.
         os.makedirs(destination, exist_ok=True)
-        listed = F.col(LISTING_REASON) if LISTING_REASON in df.columns else F.lit(None)
-        listed_message = F.col(LISTING_MESSAGE) if LISTING_MESSAGE in df.columns else F.lit(None)
+        listed, listed_message = listing_failure(df)
         # A row the listing gave a reason (a pipe, a dangling link) is not opened.
         source = F.when(listed.isNull(), F.col(self.inputCol))
         result = F.call_function(

@@ -16,7 +16,7 @@ from pyspark.sql import functions as F
 from pixels_sql.pixels.transformers import METADATA_KEY, Transformer, UnsupportedError, marked
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
+    from pyspark.sql import Column, DataFrame
 
 DEFAULT_THUMBNAIL_SIZE = 256
 # What Databricks notebooks read to show a BINARY column as an image (dbx.pixels sets it too).
@@ -27,7 +27,43 @@ LISTING_REASON = "listing_reason"
 LISTING_MESSAGE = "listing_message"
 
 
-class DicomMetaExtractor(Transformer):
+def listing_failure(df: DataFrame) -> tuple[Column, Column]:
+    """The listing's reason and message of each row of ``df``: NULL where it gave none, or
+    where the DataFrame does not come from :meth:`Catalog.catalog
+    <pixels_sql.pixels.Catalog.catalog>`."""
+    reason, message = (
+        F.col(name) if name in df.columns else F.lit(None)
+        for name in (LISTING_REASON, LISTING_MESSAGE)
+    )
+    return reason, message
+
+
+class FileTransformer(Transformer):
+    """Base of the transformers that open each file of a catalog DataFrame, holding the
+    constructor fields dbx.pixels gives them all: the ``catalog``, the path column
+    ``inputCol``, the ``outputCol`` of the header, ``useVariant`` (False: the header as a JSON
+    STRING), and ``basePath`` and ``permissive``, kept as given (the SQL functions take Spark's
+    paths as they are, and a file's failure is always a row)."""
+
+    def __init__(
+        self,
+        catalog: Any,
+        inputCol: str,
+        outputCol: str,
+        basePath: str,
+        useVariant: bool,
+        permissive: bool,
+    ) -> None:
+        super().__init__()
+        self.catalog = catalog
+        self.inputCol = inputCol
+        self.outputCol = outputCol
+        self.basePath = basePath
+        self.useVariant = useVariant
+        self.permissive = permissive
+
+
+class DicomMetaExtractor(FileTransformer):
     """Add each file's DICOM header as ``meta`` (VARIANT), through ``dicom_meta_result``.
 
     ``meta`` is the DICOM JSON model of ``dicom_meta(path)``, NULL for a file that is not
@@ -66,7 +102,7 @@ class DicomMetaExtractor(Transformer):
         remove_un_tags: bool = False,
         permissive: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(catalog, inputCol, outputCol, basePath, useVariant, permissive)
         if deep:
             raise UnsupportedError(
                 "DicomMetaExtractor(deep=True): pixels-sql reads headers only; the pixel data"
@@ -81,19 +117,12 @@ class DicomMetaExtractor(Transformer):
                 " has it (UN values as InlineBinary or BulkDataURI); pick the attributes you"
                 " need with dicom_tag(meta, key) or the catalog's typed columns instead"
             )
-        self.catalog = catalog
-        self.inputCol = inputCol
-        self.outputCol = outputCol
-        self.basePath = basePath
-        self.useVariant = useVariant
         self.maxWorkers = maxWorkers
-        self.permissive = permissive
 
     def _transform(self, df: DataFrame) -> DataFrame:
         self.check_input_type(df.schema)
         path = F.col(self.inputCol)
-        listed = F.col(LISTING_REASON) if LISTING_REASON in df.columns else F.lit(None)
-        listed_message = F.col(LISTING_MESSAGE) if LISTING_MESSAGE in df.columns else F.lit(None)
+        listed, listed_message = listing_failure(df)
         # A NULL path is not opened (a pipe would block a reader; the listing said why).
         result = F.call_function("dicom_meta_result", F.when(listed.isNull(), path))
         # One column holding the result, so that the function runs once per row.
