@@ -25,6 +25,7 @@ import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar, TypeVar
 
 DATA_DIR = Path(__file__).with_name("data")
 PROFILE_CSV = DATA_DIR / "confidentiality-profile.csv"
@@ -74,6 +75,9 @@ class ProfileRow:
     in_standard_iod: bool
     basic: str
     options: dict[str, str] = field(default_factory=dict)
+    # The checked-in table: its title, and its heading (read_profile reads it by these names).
+    TABLE: ClassVar[str] = "E.1-1 (Application Level Confidentiality Profile Attributes)"
+    FIELDS: ClassVar[tuple[str, ...]] = PROFILE_FIELDS
 
     def check(self) -> None:
         if self.tag != PRIVATE_TAG and not re.fullmatch(r"[0-9A-Fx]{8}", self.tag):
@@ -83,6 +87,15 @@ class ProfileRow:
         for option, code in self.options.items():
             if option not in OPTION_COLUMNS or code not in OPTION_CODES:
                 raise TableError(f"{self.name}: option {option}={code!r} is not K or C")
+
+    def order(self) -> tuple[str, str]:
+        return self.tag, self.name
+
+    def record(self) -> list[str]:
+        """The row's values under :attr:`FIELDS`."""
+        flags = ["Y" if self.retired else "N", "Y" if self.in_standard_iod else "N"]
+        codes = [self.options.get(name, "") for name in OPTION_COLUMNS]
+        return [self.tag, self.name, *flags, self.basic, *codes]
 
 
 @dataclass(frozen=True)
@@ -94,12 +107,24 @@ class SafePrivateRow:
     vr: str
     vm: str
     meaning: str
+    TABLE: ClassVar[str] = "E.3.10-1 (Safe Private Attributes)"
+    FIELDS: ClassVar[tuple[str, ...]] = SAFE_PRIVATE_FIELDS
 
     def check(self) -> None:
         if not re.fullmatch(r"[0-9A-F]{4}xx[0-9A-F]{2}", self.element):
             raise TableError(f"{self.creator}: element {self.element!r} is not GGGGxxEE")
         if int(self.element[:4], 16) % 2 == 0:
             raise TableError(f"{self.creator}: {self.element} is not in a private (odd) group")
+
+    def order(self) -> tuple[str, str]:
+        return self.creator, self.element
+
+    def record(self) -> list[str]:
+        """The row's values under :attr:`FIELDS`."""
+        return [getattr(self, name) for name in self.FIELDS]
+
+
+_Row = TypeVar("_Row", ProfileRow, SafePrivateRow)
 
 
 def tag_pattern(text: str) -> str:
@@ -160,34 +185,28 @@ def read_safe_private(path: Path = SAFE_PRIVATE_CSV) -> list[SafePrivateRow]:
     ]
 
 
-def profile_csv(rows: Iterable[ProfileRow], edition: str) -> str:
+def _table_csv(kind: type[_Row], rows: Iterable[_Row], edition: str) -> str:
+    """A checked-in table: the line naming the edition and the table, the heading, then each
+    row (checked) in the table's order."""
     out = io.StringIO()
     out.write(
-        f"# DICOM PS3.15 {edition} Table E.1-1 (Application Level Confidentiality Profile"
-        " Attributes); made by python -m pixels_sql.deid.standard, not by hand\n"
+        f"# DICOM PS3.15 {edition} Table {kind.TABLE}; made by python -m"
+        " pixels_sql.deid.standard, not by hand\n"
     )
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(PROFILE_FIELDS)
-    for row in sorted(rows, key=lambda row: (row.tag, row.name)):
+    writer.writerow(kind.FIELDS)
+    for row in sorted(rows, key=kind.order):
         row.check()
-        flags = ["Y" if row.retired else "N", "Y" if row.in_standard_iod else "N"]
-        codes = [row.options.get(name, "") for name in OPTION_COLUMNS]
-        writer.writerow([row.tag, row.name, *flags, row.basic, *codes])
+        writer.writerow(row.record())
     return out.getvalue()
+
+
+def profile_csv(rows: Iterable[ProfileRow], edition: str) -> str:
+    return _table_csv(ProfileRow, rows, edition)
 
 
 def safe_private_csv(rows: Iterable[SafePrivateRow], edition: str) -> str:
-    out = io.StringIO()
-    out.write(
-        f"# DICOM PS3.15 {edition} Table E.3.10-1 (Safe Private Attributes); made by"
-        " python -m pixels_sql.deid.standard, not by hand\n"
-    )
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(SAFE_PRIVATE_FIELDS)
-    for row in sorted(rows, key=lambda row: (row.creator, row.element)):
-        row.check()
-        writer.writerow([row.creator, row.element, row.vr, row.vm, row.meaning])
-    return out.getvalue()
+    return _table_csv(SafePrivateRow, rows, edition)
 
 
 # -- the DocBook source of PS3.15 ----------------------------------------------------------
