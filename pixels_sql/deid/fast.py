@@ -38,7 +38,6 @@ from pixels_sql.deid.transform import (
     patient_key,
 )
 from pixels_sql.dicom.encoding import (
-    CHARSET_CODECS,
     IMPLICIT_OR_BIG_OR_DEFLATED,
     ITEM_DELIMITER_TAG,
     ITEM_TAG,
@@ -47,6 +46,7 @@ from pixels_sql.dicom.encoding import (
     SEQUENCE_DELIMITER_TAG,
     UNDEFINED_LENGTH,
 )
+from pixels_sql.dicom.fastmeta import charset_codec
 
 _SPECIFIC_CHARACTER_SET = 0x00080005
 _MATCH_TAGS = {keyword: tag_for_keyword(keyword) for keyword in MATCH_KEYS}
@@ -252,8 +252,7 @@ class _Walk(FileRun):
         top = self._elements(start, len(self.data), delimited=False)
         by_tag = {element.tag: element for element in top}
         charset = by_tag.get(_SPECIFIC_CHARACTER_SET)
-        charset_text = self.data[charset.value : charset.end].decode("ascii") if charset else ""
-        codec = CHARSET_CODECS.get(charset_text.strip(" \0"))
+        codec = charset_codec(self.data[charset.value : charset.end] if charset else b"")
         if codec is None:
             raise NotHere
         self.codec = codec

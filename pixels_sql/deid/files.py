@@ -41,14 +41,16 @@ def deidentify(
     done = deidentify_fast(data, profile, key, name, policy)
     if done is not None:
         return done
-    return deidentify_with_pydicom(data, profile, key, name=name, policy=policy)
+    return deidentify_with_pydicom(data, profile, key, name, policy)
 
 
 class DeidRow(NamedTuple):
-    """One file's outcome (:func:`deidentify_file`): the new file and its mapping, or the
-    reason it was not de-identified (a tuple: it crosses the helper process's pipe)."""
+    """One file's outcome: the de-identified file and what the mapping keeps, or the reason it
+    was not de-identified (a tuple: it crosses the helper process's pipe). ``new_file`` is the
+    new file's bytes (:func:`deidentify_file`), or where its copy was written
+    (:func:`deidentify_to`)."""
 
-    data: bytes | None
+    new_file: bytes | str | None
     sop_instance_uid: str | None
     original_sop_instance_uid: str | None
     patient_id: str | None
@@ -57,6 +59,11 @@ class DeidRow(NamedTuple):
     reason: str | None = None
     message: str | None = None
     cleaned_regions: list[dict[str, object]] | None = None  # pixels.CleanedRegion as dicts
+
+    @classmethod
+    def failed(cls, reason: str, message: str) -> DeidRow:
+        """The outcome of a file that was not de-identified (or whose copy was not written)."""
+        return cls(None, None, None, None, None, None, reason, message)
 
 
 def profile_of(options: tuple[str, ...] | list[str]) -> tuple[Profile, PixelPolicy]:
@@ -82,7 +89,7 @@ def deidentify_file(path: str, options: tuple[str, ...]) -> DeidRow:
         done = deidentify(data, profile, key, name=name, policy=policy)
     except Exception as exc:
         error = classify(name, exc)
-        return DeidRow(None, None, None, None, None, None, error.reason, error.message)
+        return DeidRow.failed(error.reason, error.message)
     return DeidRow(
         done.data,
         done.sop_instance_uid,
@@ -114,39 +121,25 @@ def burned_in_text_file(path: str) -> TextFound:
     return TextFound([dataclasses.asdict(region) for region in found])
 
 
-class WrittenRow(NamedTuple):
-    """One file's outcome (:func:`deidentify_to`): where its de-identified copy is and what
-    the mapping keeps, or the reason no copy was written."""
-
-    output_path: str | None
-    sop_instance_uid: str | None
-    original_sop_instance_uid: str | None
-    patient_id: str | None
-    shift_days: int | None
-    uids: dict[str, str] | None
-    reason: str | None = None
-    message: str | None = None
-    cleaned_regions: list[dict[str, object]] | None = None
-
-
 def output_relative_path(patient_id: str, sop_instance_uid: str) -> str:
     """Where a copy goes under the destination: a folder per pseudonymous patient, a file per
     new SOP Instance UID (the same instance, the same path in every run)."""
     return f"{patient_id}/{sop_instance_uid}.dcm"
 
 
-def deidentify_to(path: str, destination: str, options: tuple[str, ...]) -> WrittenRow:
+def deidentify_to(path: str, destination: str, options: tuple[str, ...]) -> DeidRow:
     """:func:`deidentify_file`, the copy written under ``destination`` whole or not at all
-    (io/writing.py); a file's failure is its reason, never a partial file."""
+    (io/writing.py) and the outcome naming where (``new_file``); a file's failure is its
+    reason, never a partial file."""
     row = deidentify_file(path, options)
-    if row.reason is not None or row.data is None:
-        return WrittenRow(None, None, None, None, None, None, row.reason, row.message)
+    if row.reason is not None or not isinstance(row.new_file, bytes):
+        return row  # nothing to write; the row says why
     relative = output_relative_path(row.patient_id or "", row.sop_instance_uid or "")
     try:
-        written = write_under(destination, relative, row.data)
+        written = write_under(destination, relative, row.new_file)
     except (UnsafePath, OSError) as exc:
-        return WrittenRow(None, None, None, None, None, None, "unwritable", str(exc))
-    return WrittenRow(written, *row[1:6], cleaned_regions=row.cleaned_regions)
+        return DeidRow.failed("unwritable", str(exc))
+    return row._replace(new_file=written)
 
 
 def remove_copy(path: str, destination: str) -> bool:

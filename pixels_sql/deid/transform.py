@@ -45,7 +45,6 @@ from pydicom.uid import ExplicitVRLittleEndian
 from pixels_sql.deid.keys import Pseudonyms
 from pixels_sql.deid.ocr import TextRegion, text_in_pixels
 from pixels_sql.deid.pixels import (
-    DEFAULT_POLICY,
     MATCH_KEYS,
     OCR_SOURCE,
     SIZE_KEYS,
@@ -133,17 +132,14 @@ class Deidentified:
 
 
 def deidentify_with_pydicom(
-    data: bytes,
-    profile: Profile,
-    key: bytes,
-    *,
-    name: str = "<bytes>",
-    policy: PixelPolicy = DEFAULT_POLICY,
+    data: bytes, profile: Profile, key: bytes, name: str, policy: PixelPolicy
 ) -> Deidentified:
     """De-identify the PS3.10 file (or bare data set) ``data`` through a pydicom Dataset (any
-    encoding pydicom reads); raise :class:`DicomReadError` with a reason for a file that is not
-    one, or ``burned_in_unhandled`` for an image whose Burned In Annotation is YES and whose
-    text no rule or OCR cleans (unless ``policy.allow_burned_in``)."""
+    encoding pydicom reads), as :func:`pixels_sql.deid.files.deidentify` for every file the
+    byte walk (:func:`pixels_sql.deid.fast.deidentify_fast`, the same arguments) does not
+    handle; raise :class:`DicomReadError` with a reason for a file that is not one, or
+    ``burned_in_unhandled`` for an image whose Burned In Annotation is YES and whose text no
+    rule or OCR cleans (unless ``policy.allow_burned_in``)."""
     return _with_dataset(
         data, name, lambda dataset: _Transform(dataset, data, profile, key, name, policy).run()
     )

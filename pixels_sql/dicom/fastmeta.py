@@ -560,13 +560,23 @@ def _slice_start(reader: _Reader, position: int, count: int) -> int:
     return start
 
 
+def charset_codec(raw: bytes) -> str | None:
+    """The codec the walks over a file's bytes decode its text with, from the value of its
+    Specific Character Set (0008,0005) as the file holds it (b"" without one): one of
+    :data:`CHARSET_CODECS`, or None for a character set they leave to the general reader."""
+    return CHARSET_CODECS.get(_charset_text(raw))
+
+
+def _charset_text(raw: bytes) -> str:
+    return raw.decode("latin_1").rstrip(" \x00").strip()
+
+
 def _charset(raw: bytes, top: bool) -> str:
     if not top:
         raise Unsupported("character set changed inside a sequence item")
-    value = raw.decode("latin_1").rstrip(" \x00").strip()
-    codec = CHARSET_CODECS.get(value)
+    codec = charset_codec(raw)
     if codec is None:
-        raise Unsupported(f"character set {value!r}")
+        raise Unsupported(f"character set {_charset_text(raw)!r}")
     return codec
 
 

@@ -19,7 +19,6 @@ from pixels_sql.deid import ocr
 from pixels_sql.deid.files import (
     DeidRow,
     TextFound,
-    WrittenRow,
     burned_in_text_file,
     deidentify_file,
     deidentify_to,
@@ -38,13 +37,16 @@ from pixels_sql.functions.registry import (
 
 # Where pixels were blacked out, and what found them (a rule's name, or 'ocr').
 CLEANED_REGIONS_TYPE = "array<struct<x:int,y:int,width:int,height:int,source:string>>"
-RESULT_TYPE = (
-    "struct<data:binary,sop_instance_uid:string,original_sop_instance_uid:string,"
-    "patient_id:string,shift_days:int,uids:map<string,string>,reason:string,message:string,"
-    f"cleaned_regions:{CLEANED_REGIONS_TYPE}>"
+# The fields of a DeidRow after its new file, as dicom_deidentify_result and
+# dicom_deidentify_write return them.
+_MAPPING_TYPE = (
+    "sop_instance_uid:string,original_sop_instance_uid:string,patient_id:string,"
+    "shift_days:int,uids:map<string,string>,reason:string,message:string,"
+    f"cleaned_regions:{CLEANED_REGIONS_TYPE}"
 )
-RESULT_COLUMNS = {name: name for name in DeidRow._fields}
-_FAILED = partial(DeidRow, None, None, None, None, None, None)
+_MAPPING_COLUMNS = {name: name for name in DeidRow._fields[1:]}
+RESULT_TYPE = f"struct<data:binary,{_MAPPING_TYPE}>"
+RESULT_COLUMNS = {"data": "new_file", **_MAPPING_COLUMNS}
 
 
 def _arguments(name: str, columns: Sequence[pd.Series]) -> list[tuple[str | None, tuple[str, ...]]]:
@@ -67,7 +69,25 @@ def _arguments(name: str, columns: Sequence[pd.Series]) -> list[tuple[str | None
 
 
 def deidentify_results(name: str, columns: Sequence[pd.Series]) -> list[DeidRow | None]:
-    return read_rows(deidentify_file, _arguments(name, columns), _FAILED)
+    return read_rows(deidentify_file, _arguments(name, columns), DeidRow.failed)
+
+
+def deidentify_frame(name: str, columns: Sequence[pd.Series]) -> pd.DataFrame:
+    """The :data:`RESULT_TYPE` columns for a batch (all NULL for a NULL path)."""
+    return results_frame(deidentify_results(name, columns), RESULT_COLUMNS)
+
+
+def _values_or_raise(
+    name: str, paths: pd.Series, results: Sequence[DeidRow | TextFound | None], attribute: str
+) -> pd.Series:
+    """``attribute`` of each result, a file's failure raised as the function ``name``'s."""
+    return pd.Series(
+        [
+            value_or_raise(name, path, result, attribute)
+            for path, result in zip(paths, results, strict=True)
+        ],
+        dtype=object,
+    )
 
 
 @sql_function(
@@ -86,13 +106,7 @@ def dicom_deidentify():
     @pandas_udf("binary")
     def dicom_deidentify(*columns: pd.Series) -> pd.Series:
         results = deidentify_results("dicom_deidentify", columns)
-        return pd.Series(
-            [
-                value_or_raise("dicom_deidentify", path, result, "data")
-                for path, result in zip(columns[0], results, strict=True)
-            ],
-            dtype=object,
-        )
+        return _values_or_raise("dicom_deidentify", columns[0], results, "new_file")
 
     return dicom_deidentify
 
@@ -109,8 +123,7 @@ def try_dicom_deidentify():
 
     @pandas_udf("binary")
     def try_dicom_deidentify(*columns: pd.Series) -> pd.Series:
-        results = deidentify_results("try_dicom_deidentify", columns)
-        return pd.Series([r.data if r else None for r in results], dtype=object)
+        return deidentify_frame("try_dicom_deidentify", columns)["data"]
 
     return try_dicom_deidentify
 
@@ -127,8 +140,7 @@ def dicom_deidentify_error():
 
     @pandas_udf("string")
     def dicom_deidentify_error(*columns: pd.Series) -> pd.Series:
-        results = deidentify_results("dicom_deidentify_error", columns)
-        return pd.Series([r.reason if r else None for r in results], dtype=object)
+        return deidentify_frame("dicom_deidentify_error", columns)["reason"]
 
     return dicom_deidentify_error
 
@@ -148,18 +160,13 @@ def dicom_deidentify_result():
 
     @pandas_udf(RESULT_TYPE)
     def dicom_deidentify_result(*columns: pd.Series) -> pd.DataFrame:
-        results = deidentify_results("dicom_deidentify_result", columns)
-        return results_frame(results, RESULT_COLUMNS)
+        return deidentify_frame("dicom_deidentify_result", columns)
 
     return dicom_deidentify_result
 
 
-WRITE_RESULT_TYPE = (
-    "struct<output_path:string,sop_instance_uid:string,original_sop_instance_uid:string,"
-    "patient_id:string,shift_days:int,uids:map<string,string>,reason:string,message:string,"
-    f"cleaned_regions:{CLEANED_REGIONS_TYPE}>"
-)
-_NOT_WRITTEN = partial(WrittenRow, None, None, None, None, None, None)
+WRITE_RESULT_TYPE = f"struct<output_path:string,{_MAPPING_TYPE}>"
+WRITE_RESULT_COLUMNS = {"output_path": "new_file", **_MAPPING_COLUMNS}
 
 
 @sql_function(
@@ -190,8 +197,8 @@ def dicom_deidentify_write():
             (path, str(destination), options)
             for (path, options), destination in zip(checked, columns[1], strict=True)
         ]
-        results = read_rows(deidentify_to, rows, _NOT_WRITTEN)
-        return results_frame(results, {name: name for name in WrittenRow._fields})
+        results = read_rows(deidentify_to, rows, DeidRow.failed)
+        return results_frame(results, WRITE_RESULT_COLUMNS)
 
     return dicom_deidentify_write
 
@@ -245,14 +252,7 @@ def dicom_burned_in_text():
 
     @pandas_udf(TEXT_TYPE)
     def dicom_burned_in_text(paths: pd.Series) -> pd.Series:
-        results = _text_results(paths)
-        return pd.Series(
-            [
-                value_or_raise("dicom_burned_in_text", path, result, "regions")
-                for path, result in zip(paths, results, strict=True)
-            ],
-            dtype=object,
-        )
+        return _values_or_raise("dicom_burned_in_text", paths, _text_results(paths), "regions")
 
     return dicom_burned_in_text
 
