@@ -28,6 +28,7 @@ from pixels_sql.deid.files import (
 from pixels_sql.deid.keys import load_key
 from pixels_sql.deid.profile import BASIC, ProfileError
 from pixels_sql.functions.registry import (
+    ResultFamily,
     SqlFunction,
     read_rows,
     results_frame,
@@ -68,101 +69,44 @@ def _arguments(name: str, columns: Sequence[pd.Series]) -> list[tuple[str | None
     return rows
 
 
-def deidentify_results(name: str, columns: Sequence[pd.Series]) -> list[DeidRow | None]:
-    return read_rows(deidentify_file, _arguments(name, columns), DeidRow.failed)
-
-
 def deidentify_frame(name: str, columns: Sequence[pd.Series]) -> pd.DataFrame:
     """The :data:`RESULT_TYPE` columns for a batch (all NULL for a NULL path)."""
-    return results_frame(deidentify_results(name, columns), RESULT_COLUMNS)
+    results = read_rows(deidentify_file, _arguments(name, columns), DeidRow.failed)
+    return results_frame(results, RESULT_COLUMNS)
 
 
-def _values_or_raise(
-    name: str, paths: pd.Series, results: Sequence[DeidRow | TextFound | None], attribute: str
-) -> pd.Series:
-    """``attribute`` of each result, a file's failure raised as the function ``name``'s."""
-    return pd.Series(
-        [
-            value_or_raise(name, path, result, attribute)
-            for path, result in zip(paths, results, strict=True)
-        ],
-        dtype=object,
-    )
-
-
-@sql_function(
-    "dicom_deidentify(path STRING [, profile STRING [, options ARRAY<STRING>]])", "BINARY"
+FAMILY = ResultFamily(
+    "dicom_deidentify",
+    "(path STRING [, profile STRING [, options ARRAY<STRING>]])",
+    "data",
+    "binary",
+    RESULT_TYPE,
+    deidentify_frame,
 )
-def dicom_deidentify():
-    """The file de-identified (PS3.15 Basic Profile and the options named) as a new PS3.10 file.
+_FAMILY_FUNCTIONS = FAMILY.functions(
+    value="""The file de-identified (PS3.15 Basic Profile and the options named) as a new PS3.10
+    file.
 
     Fails the query with the path and the reason when the file cannot be de-identified.
 
     SELECT path, dicom_deidentify(path, 'basic', array('retain_safe_private')) AS dcm
     FROM read_files('/data/dicom')
-    """
-    from pyspark.sql.functions import pandas_udf
-
-    @pandas_udf("binary")
-    def dicom_deidentify(*columns: pd.Series) -> pd.Series:
-        results = deidentify_results("dicom_deidentify", columns)
-        return _values_or_raise("dicom_deidentify", columns[0], results, "new_file")
-
-    return dicom_deidentify
-
-
-@sql_function(
-    "try_dicom_deidentify(path STRING [, profile STRING [, options ARRAY<STRING>]])", "BINARY"
-)
-def try_dicom_deidentify():
-    """Like dicom_deidentify, but NULL for a file that cannot be de-identified.
+    """,
+    try_="""Like dicom_deidentify, but NULL for a file that cannot be de-identified.
 
     SELECT count(try_dicom_deidentify(path)) AS shareable FROM read_files('/data/dicom')
-    """
-    from pyspark.sql.functions import pandas_udf
-
-    @pandas_udf("binary")
-    def try_dicom_deidentify(*columns: pd.Series) -> pd.Series:
-        return deidentify_frame("try_dicom_deidentify", columns)["data"]
-
-    return try_dicom_deidentify
-
-
-@sql_function(
-    "dicom_deidentify_error(path STRING [, profile STRING [, options ARRAY<STRING>]])", "STRING"
-)
-def dicom_deidentify_error():
-    """Why a file cannot be de-identified, as a reason code (burned_in_unhandled, ...).
+    """,
+    error="""Why a file cannot be de-identified, as a reason code (burned_in_unhandled, ...).
 
     SELECT dicom_deidentify_error(path) AS reason, count(*) FROM read_files('/data') GROUP BY 1
-    """
-    from pyspark.sql.functions import pandas_udf
-
-    @pandas_udf("string")
-    def dicom_deidentify_error(*columns: pd.Series) -> pd.Series:
-        return deidentify_frame("dicom_deidentify_error", columns)["reason"]
-
-    return dicom_deidentify_error
-
-
-@sql_function(
-    "dicom_deidentify_result(path STRING [, profile STRING [, options ARRAY<STRING>]])",
-    RESULT_TYPE.upper(),
-)
-def dicom_deidentify_result():
-    """The new file and what a mapping keeps, in one pass: STRUCT<data, sop_instance_uid,
+    """,
+    result="""The new file and what a mapping keeps, in one pass: STRUCT<data, sop_instance_uid,
     original_sop_instance_uid, patient_id, shift_days, uids MAP<original, new>, reason,
     message>.
 
     SELECT r.sop_instance_uid, r.reason FROM (SELECT dicom_deidentify_result(path) AS r FROM f)
-    """
-    from pyspark.sql.functions import pandas_udf
-
-    @pandas_udf(RESULT_TYPE)
-    def dicom_deidentify_result(*columns: pd.Series) -> pd.DataFrame:
-        return deidentify_frame("dicom_deidentify_result", columns)
-
-    return dicom_deidentify_result
+    """,
+)
 
 
 WRITE_RESULT_TYPE = f"struct<output_path:string,{_MAPPING_TYPE}>"
@@ -252,7 +196,9 @@ def dicom_burned_in_text():
 
     @pandas_udf(TEXT_TYPE)
     def dicom_burned_in_text(paths: pd.Series) -> pd.Series:
-        return _values_or_raise("dicom_burned_in_text", paths, _text_results(paths), "regions")
+        results = zip(paths, _text_results(paths), strict=True)
+        regions = [value_or_raise("dicom_burned_in_text", p, r, "regions") for p, r in results]
+        return pd.Series(regions, dtype=object)
 
     return dicom_burned_in_text
 
@@ -276,10 +222,7 @@ def try_dicom_burned_in_text():
 FUNCTIONS: dict[str, SqlFunction] = {
     function.name: function
     for function in (
-        dicom_deidentify,
-        try_dicom_deidentify,
-        dicom_deidentify_error,
-        dicom_deidentify_result,
+        *_FAMILY_FUNCTIONS,
         dicom_deidentify_write,
         dicom_deidentify_remove,
         dicom_burned_in_text,

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
 
 import pandas as pd
 
 from pixels_sql.dicom.meta import MetaRow, read_result
-from pixels_sql.functions.registry import (
-    SqlFunction,
-    read_rows,
-    results_frame,
-    sql_function,
-    value_or_raise,
-)
+from pixels_sql.functions.registry import ResultFamily, SqlFunction, read_rows, results_frame
 
 RESULT_TYPE = "struct<meta:string,reason:string,message:string>"
 
@@ -31,81 +26,41 @@ def meta_results(paths: pd.Series) -> pd.DataFrame:
     )
 
 
-@sql_function("dicom_meta(path STRING)", "STRING")
-def dicom_meta():
-    """The DICOM JSON model (PS3.18 F.2) of the file's header, read without its pixel data.
-
-    Fails the query with the path and the reason when a file is not readable DICOM.
-
-    SELECT parse_json(dicom_meta(path)) AS meta FROM read_files('/data/dicom')
-    """
-    from pyspark.sql.functions import pandas_udf
-
-    @pandas_udf("string")
-    def dicom_meta(paths: pd.Series) -> pd.Series:
-        results = read_batch(paths)
-        return pd.Series(
-            [
-                value_or_raise("dicom_meta", p, r, "meta")
-                for p, r in zip(paths, results, strict=True)
-            ],
-            dtype=object,
-        )
-
-    return dicom_meta
+def _frame(name: str, columns: Sequence[pd.Series]) -> pd.DataFrame:
+    if len(columns) != 1:
+        raise TypeError(f"{name} takes (path), got {len(columns)} arguments")
+    return meta_results(columns[0])
 
 
-@sql_function("try_dicom_meta(path STRING)", "STRING")
-def try_dicom_meta():
-    """Like dicom_meta, but NULL for a file that is not readable DICOM.
-
-    SELECT path FROM read_files('/data/dicom') WHERE try_dicom_meta(path) IS NULL
-    """
-    from pyspark.sql.functions import pandas_udf
-
-    @pandas_udf("string")
-    def try_dicom_meta(paths: pd.Series) -> pd.Series:
-        return pd.Series([r and r.meta for r in read_batch(paths)], dtype=object)
-
-    return try_dicom_meta
-
-
-@sql_function("dicom_meta_error(path STRING)", "STRING")
-def dicom_meta_error():
-    """Why a file's header cannot be read, as a reason code; NULL when it can.
-
-    Codes: not_found, unreadable, empty, not_dicom, truncated, corrupt. The human message is
-    in dicom_meta_result(path).message.
-
-    SELECT dicom_meta_error(path) AS reason, count(*) FROM read_files('/data/dicom') GROUP BY 1
-    """
-    from pyspark.sql.functions import pandas_udf
-
-    @pandas_udf("string")
-    def dicom_meta_error(paths: pd.Series) -> pd.Series:
-        return meta_results(paths)["reason"]
-
-    return dicom_meta_error
-
-
-@sql_function("dicom_meta_result(path STRING)", RESULT_TYPE.upper())
-def dicom_meta_result():
-    """Header and failure in one read: STRUCT<meta, reason, message> (meta NULL on failure).
-
-    The pipeline uses it so that every file is opened once, good or bad.
-
-    SELECT r.meta, r.reason FROM (SELECT dicom_meta_result(path) AS r FROM read_files('/data'))
-    """
-    from pyspark.sql.functions import pandas_udf
-
-    @pandas_udf(RESULT_TYPE)
-    def dicom_meta_result(paths: pd.Series) -> pd.DataFrame:
-        return meta_results(paths)
-
-    return dicom_meta_result
-
-
+FAMILY = ResultFamily("dicom_meta", "(path STRING)", "meta", "string", RESULT_TYPE, _frame)
 FUNCTIONS: dict[str, SqlFunction] = {
     function.name: function
-    for function in (dicom_meta, try_dicom_meta, dicom_meta_error, dicom_meta_result)
+    for function in FAMILY.functions(
+        value="""The DICOM JSON model (PS3.18 F.2) of the file's header, read without its pixel
+        data.
+
+        Fails the query with the path and the reason when a file is not readable DICOM.
+
+        SELECT parse_json(dicom_meta(path)) AS meta FROM read_files('/data/dicom')
+        """,
+        try_="""Like dicom_meta, but NULL for a file that is not readable DICOM.
+
+        SELECT path FROM read_files('/data/dicom') WHERE try_dicom_meta(path) IS NULL
+        """,
+        error="""Why a file's header cannot be read, as a reason code; NULL when it can.
+
+        Codes: not_found, unreadable, empty, not_dicom, truncated, corrupt. The human message
+        is in dicom_meta_result(path).message.
+
+        SELECT dicom_meta_error(path) AS reason, count(*) FROM read_files('/data/dicom')
+        GROUP BY 1
+        """,
+        result="""Header and failure in one read: STRUCT<meta, reason, message> (meta NULL on
+        failure).
+
+        The pipeline uses it so that every file is opened once, good or bad.
+
+        SELECT r.meta, r.reason FROM (SELECT dicom_meta_result(path) AS r FROM read_files('/data'))
+        """,
+    )
 }

@@ -56,6 +56,88 @@ def sql_function(signature: str, returns: str) -> Callable[[Callable[[], Any]], 
     return wrap
 
 
+# How a family computes a batch: (the calling function's name, for its errors; the argument
+# columns) -> a frame of the result's columns.
+BatchFrame = Callable[[str, Sequence[pd.Series]], pd.DataFrame]
+
+
+@dataclass(frozen=True)
+class ResultFamily:
+    """The four SQL functions over one kind of per-file result (a header read, a rendering, a
+    de-identification), as Spark's ``try_`` functions pair with their failing ones:
+
+    - ``name``: the result's ``value`` column; a file's failure fails the query, naming it;
+    - ``try_<name>``: the same, NULL for a file that fails;
+    - ``<name>_error``: the reason code of a failure, NULL for a file that does not fail;
+    - ``<name>_result``: every column of the result in one STRUCT (``result_type``), so that
+      each file is opened once, good or bad.
+
+    ``frame`` computes a batch's result columns, among them ``value``, ``reason`` and
+    ``message``. ``arguments`` is the SQL argument list of the four, ``error_arguments`` the
+    error function's where it documents fewer."""
+
+    name: str
+    arguments: str
+    value: str
+    value_type: str
+    result_type: str
+    frame: BatchFrame
+    error_arguments: str | None = None
+
+    def functions(self, *, value: str, try_: str, error: str, result: str) -> list[SqlFunction]:
+        """The four, in that order, each documented by its text (with a SQL example)."""
+        name, value_type, error_arguments = self.name, self.value_type, self.error_arguments
+        return [
+            _udf_function(name, self.arguments, value_type, value, self._value_or_raise),
+            _udf_function(f"try_{name}", self.arguments, value_type, try_, self._value),
+            _udf_function(
+                f"{name}_error", error_arguments or self.arguments, "string", error, self._reason
+            ),
+            _udf_function(f"{name}_result", self.arguments, self.result_type, result, self.frame),
+        ]
+
+    def _value(self, function: str, columns: Sequence[pd.Series]) -> pd.Series:
+        return self.frame(function, columns)[self.value]
+
+    def _reason(self, function: str, columns: Sequence[pd.Series]) -> pd.Series:
+        return self.frame(function, columns)["reason"]
+
+    def _value_or_raise(self, function: str, columns: Sequence[pd.Series]) -> pd.Series:
+        rows = self.frame(function, columns).itertuples(index=False)
+        values = [
+            value_or_raise(function, path, row, self.value)
+            for path, row in zip(columns[0], rows, strict=True)
+        ]
+        return pd.Series(values, dtype=object)
+
+
+def _udf_function(
+    name: str,
+    arguments: str,
+    returns: str,
+    doc: str,
+    batch: Callable[[str, Sequence[pd.Series]], pd.Series | pd.DataFrame],
+) -> SqlFunction:
+    """A SqlFunction whose UDF runs ``batch(name, argument columns)``: a pandas UDF returning
+    a Series, or a DataFrame for a STRUCT (pandas_udf tells the two by the return annotation)."""
+
+    def build() -> Any:
+        from pyspark.sql.functions import pandas_udf
+
+        def udf(*columns: pd.Series) -> Any:
+            return batch(name, columns)
+
+        struct = returns.startswith("struct<")
+        udf.__annotations__ = {
+            "columns": pd.Series,
+            "return": pd.DataFrame if struct else pd.Series,
+        }
+        return pandas_udf(udf, returns)  # type: ignore[call-overload]
+
+    build.__doc__ = doc
+    return SqlFunction(name, name + arguments, returns.upper(), build)
+
+
 def results_frame(results: Sequence[Any | None], columns: Mapping[str, str]) -> pd.DataFrame:
     """A pandas frame for a STRUCT-returning UDF: one column per ``{column: attribute}`` of the
     result objects; a None result (NULL input) gives NULL in every column."""
