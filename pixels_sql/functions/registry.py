@@ -127,6 +127,7 @@ def _udf_function(
         def udf(*columns: pd.Series) -> Any:
             return batch(name, columns)
 
+        udf.__name__ = udf.__qualname__ = name  # the name Spark shows in plans and errors
         struct = returns.startswith("struct<")
         udf.__annotations__ = {
             "columns": pd.Series,
