@@ -21,7 +21,6 @@ from tests.conftest import SAMPLE_FILES, copy_samples
 from tests.corpus import PYDICOM_TEST_FILES, pydicom_data_dir
 from tests.serving import free_port
 
-DATABASE = "dicomweb_test"
 EXTRA_FILES = {
     "mf/SC_rgb_rle_2frame.dcm": PYDICOM_TEST_FILES / "SC_rgb_rle_2frame.dcm",
     "mf/emri_small_jpeg_2k_lossless.dcm": pydicom_data_dir() / "emri_small_jpeg_2k_lossless.dcm",
@@ -61,13 +60,15 @@ def build_folder(root: Path) -> Path:
 
 
 @contextmanager
-def running_service(spark, folder: Path, landing: Path) -> Iterator[str]:
-    """The folder catalogued into DATABASE and served; yields the DICOMweb base URL."""
-    spark.sql(f"DROP DATABASE IF EXISTS {DATABASE} CASCADE")
-    ingest(spark, str(folder), DATABASE, thumbnails=False)
+def running_service(spark, folder: Path, landing: Path, database: str) -> Iterator[str]:
+    """The folder catalogued into ``database`` and served; yields the DICOMweb base URL. Each
+    test module names its own database: a module's stores may still be catalogued in the
+    background while the next module on the same worker starts."""
+    spark.sql(f"DROP DATABASE IF EXISTS {database} CASCADE")
+    ingest(spark, str(folder), database, thumbnails=False)
     port = free_port()
     options = ServiceOptions(viewer=viewer_dir())
-    server = start_dicomweb(spark, DATABASE, "127.0.0.1", port, options, landing=landing)
+    server = start_dicomweb(spark, database, "127.0.0.1", port, options, landing=landing)
     try:
         yield f"http://127.0.0.1:{port}/dicomweb"
     finally:

@@ -344,7 +344,13 @@ def test_readme_cluster_recipe(cluster: Cluster) -> None:
     )
 
     # A new process, another Spark application, finds the job's tables in the metastore.
-    completed = cluster.shell(recipe.query, job_dir)
+    try:
+        completed = cluster.shell(recipe.query, job_dir)
+    finally:
+        # The query may have started the home's warm engine: it would idle on for minutes.
+        home = ["--home", str(shared)]
+        stopped = [str(VENV / "bin" / "pixels-sql"), "stop", *home]
+        subprocess.run(stopped, env=cluster.env, capture_output=True, timeout=120, check=False)
     check(completed, "pixels-sql sql")
     lines = completed.stdout.strip().splitlines()
     assert [cell.strip() for cell in lines[0].split("|")] == ["Modality", "files"]

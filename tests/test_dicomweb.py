@@ -31,7 +31,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def service(spark, folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with running_service(spark, folder, tmp_path_factory.mktemp("landing")) as url:
+    with running_service(spark, folder, tmp_path_factory.mktemp("landing"), "dicomweb_test") as url:
         yield url
 
 

@@ -406,7 +406,8 @@ def _qido_seconds(url: str) -> float:
 
 def test_half_open_connections_leave_room_for_a_search(servers) -> None:
     """2,000 connections that send nothing, from another address and then from the client's own:
-    a search on a new connection still answers within 1 s; the server holds at most the caps."""
+    a search on a new connection still answers, well before a request would time out (30 s);
+    the server holds at most the caps."""
     address = urlsplit(servers.url)
     guard = servers.read_only.app.connections
     for source in (FLOOD_ADDRESS, "127.0.0.1"):
@@ -414,7 +415,8 @@ def test_half_open_connections_leave_room_for_a_search(servers) -> None:
         try:
             time.sleep(0.5)  # the server accepts them all
             assert guard.open_count <= LIMITS.max_connections_per_client + 1
-            assert _qido_seconds(servers.url) < 1.0
+            # Usually 3-100 ms; a locked-out search would wait for the 30 s request timeout.
+            assert _qido_seconds(servers.url) < 10.0
         finally:
             for sock in flood:
                 sock.close()

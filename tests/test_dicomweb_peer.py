@@ -433,7 +433,9 @@ def model(folder: Path) -> Model:
 
 @pytest.fixture(scope="module")
 def ours(spark, folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with running_service(spark, folder, tmp_path_factory.mktemp("landing")) as url:
+    with running_service(
+        spark, folder, tmp_path_factory.mktemp("landing"), "dicomweb_peer_test"
+    ) as url:
         yield url
 
 

@@ -616,6 +616,9 @@ def test_a_dicom_port_that_cannot_be_served_safely_is_refused(
         [
             *(sys.executable, "-m", "pixels_sql.cli", "serve", "--home", str(tmp_path / "home")),
             *("--dicom-port", str(free_port()), *arguments),
+            # Not the default ports: a server running on them would be named first.
+            *("--jdbc-port", str(free_port()), "--connect-port", str(free_port())),
+            *("--http-port", str(free_port())),
         ],
         capture_output=True,
         text=True,
