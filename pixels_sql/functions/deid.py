@@ -69,10 +69,8 @@ def _arguments(name: str, columns: Sequence[pd.Series]) -> list[tuple[str | None
     return rows
 
 
-def deidentify_frame(name: str, columns: Sequence[pd.Series]) -> pd.DataFrame:
-    """The :data:`RESULT_TYPE` columns for a batch (all NULL for a NULL path)."""
-    results = read_rows(deidentify_file, _arguments(name, columns), DeidRow.failed)
-    return results_frame(results, RESULT_COLUMNS)
+def _deidentified(name: str, columns: Sequence[pd.Series]) -> list[DeidRow | None]:
+    return read_rows(deidentify_file, _arguments(name, columns), DeidRow.failed)
 
 
 FAMILY = ResultFamily(
@@ -81,7 +79,8 @@ FAMILY = ResultFamily(
     "data",
     "binary",
     RESULT_TYPE,
-    deidentify_frame,
+    _deidentified,
+    RESULT_COLUMNS,
 )
 _FAMILY_FUNCTIONS = FAMILY.functions(
     value="""The file de-identified (PS3.15 Basic Profile and the options named) as a new PS3.10

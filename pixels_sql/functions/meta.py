@@ -8,7 +8,7 @@ from functools import partial
 import pandas as pd
 
 from pixels_sql.dicom.meta import MetaRow, read_result
-from pixels_sql.functions.registry import ResultFamily, SqlFunction, read_rows, results_frame
+from pixels_sql.functions.registry import ResultFamily, SqlFunction, read_rows
 
 RESULT_TYPE = "struct<meta:string,reason:string,message:string>"
 
@@ -19,20 +19,21 @@ def read_batch(paths: pd.Series) -> list[MetaRow | None]:
     return read_rows(read_result, [(path,) for path in paths], partial(MetaRow, None))
 
 
-def meta_results(paths: pd.Series) -> pd.DataFrame:
-    """meta / reason / message columns for a batch of paths (all NULL for a NULL path)."""
-    return results_frame(
-        read_batch(paths), {"meta": "meta", "reason": "reason", "message": "message"}
-    )
-
-
-def _frame(name: str, columns: Sequence[pd.Series]) -> pd.DataFrame:
+def _results(name: str, columns: Sequence[pd.Series]) -> list[MetaRow | None]:
     if len(columns) != 1:
         raise TypeError(f"{name} takes (path), got {len(columns)} arguments")
-    return meta_results(columns[0])
+    return read_batch(columns[0])
 
 
-FAMILY = ResultFamily("dicom_meta", "(path STRING)", "meta", "string", RESULT_TYPE, _frame)
+FAMILY = ResultFamily(
+    "dicom_meta",
+    "(path STRING)",
+    "meta",
+    "string",
+    RESULT_TYPE,
+    _results,
+    {"meta": "meta", "reason": "reason", "message": "message"},
+)
 FUNCTIONS: dict[str, SqlFunction] = {
     function.name: function
     for function in FAMILY.functions(

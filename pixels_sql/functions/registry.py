@@ -56,9 +56,9 @@ def sql_function(signature: str, returns: str) -> Callable[[Callable[[], Any]], 
     return wrap
 
 
-# How a family computes a batch: (the calling function's name, for its errors; the argument
-# columns) -> a frame of the result's columns.
-BatchFrame = Callable[[str, Sequence[pd.Series]], pd.DataFrame]
+# How a family reads a batch: (the calling function's name, for its errors; the argument
+# columns) -> one result object per row, None for a NULL path.
+BatchResults = Callable[[str, Sequence[pd.Series]], Sequence[Any | None]]
 
 
 @dataclass(frozen=True)
@@ -72,16 +72,18 @@ class ResultFamily:
     - ``<name>_result``: every column of the result in one STRUCT (``result_type``), so that
       each file is opened once, good or bad.
 
-    ``frame`` computes a batch's result columns, among them ``value``, ``reason`` and
-    ``message``. ``arguments`` is the SQL argument list of the four, ``error_arguments`` the
-    error function's where it documents fewer."""
+    ``results`` reads a batch into result objects (with ``reason`` and ``message``);
+    ``columns`` maps the STRUCT's columns to their attributes, ``value`` among them.
+    ``arguments`` is the SQL argument list of the four, ``error_arguments`` the error
+    function's where it documents fewer."""
 
     name: str
     arguments: str
     value: str
     value_type: str
     result_type: str
-    frame: BatchFrame
+    results: BatchResults
+    columns: Mapping[str, str]
     error_arguments: str | None = None
 
     def functions(self, *, value: str, try_: str, error: str, result: str) -> list[SqlFunction]:
@@ -96,18 +98,23 @@ class ResultFamily:
             _udf_function(f"{name}_result", self.arguments, self.result_type, result, self.frame),
         ]
 
+    def frame(self, function: str, columns: Sequence[pd.Series]) -> pd.DataFrame:
+        """The STRUCT's columns for a batch (all NULL for a NULL path)."""
+        return results_frame(self.results(function, columns), self.columns)
+
     def _value(self, function: str, columns: Sequence[pd.Series]) -> pd.Series:
-        return self.frame(function, columns)[self.value]
+        attribute = self.columns[self.value]
+        results = self.results(function, columns)
+        return pd.Series([getattr(r, attribute) if r else None for r in results], dtype=object)
 
     def _reason(self, function: str, columns: Sequence[pd.Series]) -> pd.Series:
-        return self.frame(function, columns)["reason"]
+        results = self.results(function, columns)
+        return pd.Series([r.reason if r else None for r in results], dtype=object)
 
     def _value_or_raise(self, function: str, columns: Sequence[pd.Series]) -> pd.Series:
-        rows = self.frame(function, columns).itertuples(index=False)
-        values = [
-            value_or_raise(function, path, row, self.value)
-            for path, row in zip(columns[0], rows, strict=True)
-        ]
+        attribute = self.columns[self.value]
+        results = zip(columns[0], self.results(function, columns), strict=True)
+        values = [value_or_raise(function, path, r, attribute) for path, r in results]
         return pd.Series(values, dtype=object)
 
 

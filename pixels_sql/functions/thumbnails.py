@@ -13,7 +13,7 @@ from pixels_sql.dicom.thumbnail import (
     ThumbnailResult,
     read_thumbnail_result,
 )
-from pixels_sql.functions.registry import ResultFamily, SqlFunction, read_rows, results_frame
+from pixels_sql.functions.registry import ResultFamily, SqlFunction, read_rows
 
 RESULT_TYPE = "struct<thumbnail:binary,reason:string,message:string>"
 # The result of a file whose rendering killed the helper process (reason, message).
@@ -41,10 +41,8 @@ def _arguments(name: str, columns: Sequence[pd.Series]) -> list[tuple[str | None
     return rows
 
 
-def thumbnail_results(name: str, columns: Sequence[pd.Series]) -> pd.DataFrame:
-    """thumbnail / reason / message columns for a batch (all NULL for a NULL path)."""
-    results = read_rows(read_thumbnail_result, _arguments(name, columns), _FAILED)
-    return results_frame(results, {"thumbnail": "data", "reason": "reason", "message": "message"})
+def _results(name: str, columns: Sequence[pd.Series]) -> list[ThumbnailResult | None]:
+    return read_rows(read_thumbnail_result, _arguments(name, columns), _FAILED)
 
 
 FAMILY = ResultFamily(
@@ -53,7 +51,8 @@ FAMILY = ResultFamily(
     "thumbnail",
     "binary",
     RESULT_TYPE,
-    thumbnail_results,
+    _results,
+    {"thumbnail": "data", "reason": "reason", "message": "message"},
     error_arguments="(path STRING)",
 )
 FUNCTIONS: dict[str, SqlFunction] = {
