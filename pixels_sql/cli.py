@@ -15,7 +15,7 @@ import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO, TypeVar
+from typing import TYPE_CHECKING, TextIO, TypeVar
 
 from pixels_sql.config import DEFAULT_DATABASE, DEMO_DATABASE, SETTINGS, SettingError
 from pixels_sql.home import (
@@ -837,7 +837,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def add(handler: Callable[[argparse.Namespace], int], parents: list[Any]) -> Any:
+    def add(
+        handler: Callable[[argparse.Namespace], int], parents: list[argparse.ArgumentParser]
+    ) -> argparse.ArgumentParser:
         """The command ``handler`` runs: cmd_viewer_url is ``viewer-url``, its docstring the
         command's help line."""
         name = handler.__name__.removeprefix("cmd_").replace("_", "-")
